@@ -1,0 +1,48 @@
+# lambdarec: `make test` and `make demo` each do all set-up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+JARS_STAMP := .cache/jars/.resolved
+PYTEST_ARGS ?=
+
+.PHONY: setup test test-unit test-e2e demo demo-stop bench clean lock redis-server
+
+setup: $(STAMP) $(JARS_STAMP) redis-server
+
+# The virtualenv with the locked packages (constraints.txt keeps a fresh install reproducible).
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "lambdarec needs $(PYTHON) (Python 3.11)"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip wheel setuptools
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $@
+
+# Delta Lake JARs, resolved once from Maven Central into .cache/jars (later runs are offline).
+$(JARS_STAMP): $(STAMP)
+	$(BIN)/python -m spark_jobs.jars
+	@touch $@
+
+# A redis-server binary for the embedded online store (Debian package when missing).
+redis-server:
+	@bash infra/local/install-redis.sh
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: setup
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+demo: setup
+	$(BIN)/lambdarec demo $(if $(DATASET),--dataset $(DATASET),)
+
+bench: setup
+	$(BIN)/python -m benchmarks.run $(if $(QUICK),--quick,)
+
+# Re-pin after changing pyproject.toml dependencies.
+lock:
+	$(BIN)/pip freeze --exclude-editable | grep -v '^-e ' > constraints.txt
+
+clean:
+	rm -rf data .pytest_cache

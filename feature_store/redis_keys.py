@@ -1,0 +1,109 @@
+"""The Redis key layout of the online store: the only place keys are spelled.
+
+The table in docs/redis-key-layout.md documents every key; a unit test keeps the two in step.
+
+- Batch keys live in a versioned namespace `<p>:b:<version>:...`. Publish writes a whole version, then
+  flips the pointer `<p>:batch:current`; readers resolve the pointer first, so they see the old or the
+  new batch, never a mix. Old versions expire (`<p>:batch:versions` lists them).
+- Speed keys `<p>:s:...` carry TTLs and are written idempotently per micro-batch.
+- All keys of one user share the hash tag `{u:<user_id>}` so Redis Cluster keeps them in one slot and
+  one pipelined round trip serves a request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    prefix: str = "lr"
+
+    # -- batch namespace (versioned) ---------------------------------------------------------
+    @property
+    def batch_pointer(self) -> str:
+        """String: the current published batch version."""
+        return f"{self.prefix}:batch:current"
+
+    @property
+    def batch_versions(self) -> str:
+        """Sorted set: published versions scored by publish time (for expiry and rollback)."""
+        return f"{self.prefix}:batch:versions"
+
+    def batch_meta(self, version: str) -> str:
+        """Hash: as_of, model name/version, counts, published_at of one batch version."""
+        return f"{self.prefix}:b:{version}:meta"
+
+    def user_recs(self, version: str, user_id: str) -> str:
+        """Bytes (codecs.encode_recs): the user's top-N batch items with score and source."""
+        return f"{self.prefix}:b:{version}:{{u:{user_id}}}:recs"
+
+    def user_features(self, version: str, user_id: str) -> str:
+        """Bytes (codecs.encode_features): the user's gold features in feature_store.features order."""
+        return f"{self.prefix}:b:{version}:{{u:{user_id}}}:feat"
+
+    def user_history(self, version: str, user_id: str) -> str:
+        """Bytes (codecs.encode_ids): items the user consumed before the batch (excluded from answers)."""
+        return f"{self.prefix}:b:{version}:{{u:{user_id}}}:seen"
+
+    def item_features(self, version: str, item_id: str) -> str:
+        """Bytes (codecs.encode_features): the item's gold features; category in `item_category`."""
+        return f"{self.prefix}:b:{version}:i:{item_id}:feat"
+
+    def item_similar(self, version: str, item_id: str) -> str:
+        """Bytes (codecs.encode_recs): the item's nearest items from the batch layer (co-visitation/ALS)."""
+        return f"{self.prefix}:b:{version}:i:{item_id}:sim"
+
+    def item_categories(self, version: str) -> str:
+        """Hash: item_id -> category, for diversity caps and category context."""
+        return f"{self.prefix}:b:{version}:categories"
+
+    def popular(self, version: str) -> str:
+        """Bytes (codecs.encode_recs): most popular items of the batch, the cold-start fallback."""
+        return f"{self.prefix}:b:{version}:popular"
+
+    def batch_namespace_pattern(self, version: str) -> str:
+        """SCAN pattern of every key of one batch version (expiry)."""
+        return f"{self.prefix}:b:{version}:*"
+
+    # -- speed layer (TTL'd, idempotent per micro-batch) ---------------------------------------
+    def recent_items(self, user_id: str) -> str:
+        """Sorted set: member = item_id, score = event time (epoch ms) of the user's latest event on it;
+        trimmed to the last N. Hash `recent_meta` holds item -> event type."""
+        return f"{self.prefix}:s:{{u:{user_id}}}:recent"
+
+    def recent_meta(self, user_id: str) -> str:
+        """Hash: item_id -> event type of the user's latest event on that item."""
+        return f"{self.prefix}:s:{{u:{user_id}}}:recent_meta"
+
+    def session_counters(self, user_id: str) -> str:
+        """Hash: counters of the user's current session, fields `type:<event_type>` and `cat:<category>`,
+        plus `session_id` and `last_ts`."""
+        return f"{self.prefix}:s:{{u:{user_id}}}:session"
+
+    def trending(self, window: str) -> str:
+        """Sorted set: item_id -> event weight in the sliding window (`15m`, `1h`)."""
+        return f"{self.prefix}:s:trending:{window}"
+
+    def trending_bucket(self, window: str, bucket: int) -> str:
+        """Sorted set: item_id -> weight in one time bucket of a window (summed into `trending`)."""
+        return f"{self.prefix}:s:trending:{window}:{bucket}"
+
+    def covisit(self, item_id: str) -> str:
+        """Sorted set: item_id -> co-visitation weight with `item_id` in recent sessions."""
+        return f"{self.prefix}:s:covisit:{item_id}"
+
+    def applied_batch(self, query: str) -> str:
+        """Hash: partition -> last micro-batch id applied to Redis by streaming query `query` (idempotency)."""
+        return f"{self.prefix}:s:applied:{query}"
+
+    @property
+    def speed_status(self) -> str:
+        """Hash: processed, quarantined, last_batch_id, lag_ms_p50/p99, updated_at of the streaming job."""
+        return f"{self.prefix}:s:status"
+
+    # -- serving -------------------------------------------------------------------------------
+    @property
+    def model_pointer(self) -> str:
+        """Hash: name, version and loaded_at of the model the serving layer uses (for /readyz)."""
+        return f"{self.prefix}:serving:model"

@@ -1,0 +1,143 @@
+"""The one typed settings object of lambdarec.
+
+Every layer (CLI, Spark jobs, streaming job, serving, DAGs) reads its configuration from
+`Settings`, built from environment variables with the prefix `LAMBDAREC_`. The defaults are the
+embedded local setup: Spark `local[*]`, Delta tables and all other state under one data directory,
+MLflow on SQLite in that directory, and a private redis-server (started by lambdarec itself) unless
+`LAMBDAREC_REDIS_URL` names one. Production changes settings only, never code.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def project_root() -> Path:
+    """The repository (or installed distribution) root: the parent of the `feature_store` package."""
+    return Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LAMBDAREC_", extra="ignore")
+
+    # -- where state lives ---------------------------------------------------------------------
+    profile: Literal["local", "production"] = Field(
+        "local", description="`local` = embedded services and no API keys required; `production` refuses to start without keys."
+    )
+    data_dir: Path = Field(
+        default_factory=lambda: project_root() / "data",
+        description="All state: Delta tables, checkpoints, MLflow DB and artifacts, Redis files.",
+    )
+    jars_dir: Path = Field(
+        default_factory=lambda: project_root() / ".cache" / "jars",
+        description="Delta Lake JARs resolved once from Maven Central (make setup); Spark loads them from here.",
+    )
+    tables_uri: str | None = Field(
+        None, description="Root of the Delta tables (e.g. s3a://bucket/lambdarec); default <data_dir>/delta."
+    )
+
+    # -- Spark ---------------------------------------------------------------------------------
+    spark_master: str = "local[*]"
+    spark_app_name: str = "lambdarec"
+    spark_driver_memory: str = "2g"
+    spark_shuffle_partitions: int = 4
+    spark_ui_enabled: bool = False
+    spark_conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark conf (JSON object).")
+
+    # -- Redis (online store and default event bus) ----------------------------------------------
+    redis_url: str | None = Field(
+        None, description="redis://host:port/db of the online store; empty = start a private redis-server."
+    )
+    redis_server_bin: str = "redis-server"
+    redis_key_prefix: str = "lr"
+    redis_timeout_s: float = 0.05
+
+    # -- event bus -----------------------------------------------------------------------------
+    event_bus: Literal["redis", "kafka"] = "redis"
+    event_stream: str = Field("lr:events", description="Redis Stream key of the event bus.")
+    kafka_bootstrap_servers: str | None = None
+    kafka_topic: str = "lambdarec-events"
+
+    # -- MLflow --------------------------------------------------------------------------------
+    mlflow_tracking_uri: str | None = Field(None, description="Default: sqlite:///<data_dir>/mlflow.db")
+    mlflow_registry_uri: str | None = Field(None, description="Default: the tracking URI.")
+    mlflow_artifact_root: str | None = Field(None, description="Default: <data_dir>/mlartifacts")
+    mlflow_experiment: str = "lambdarec"
+    ranker_model_name: str = "lambdarec-ranker"
+
+    # -- batch layer ---------------------------------------------------------------------------
+    session_gap_minutes: int = Field(30, description="Inactivity gap that starts a new session.")
+    positive_rating_threshold: float = Field(3.5, description="Explicit ratings at or above this are positive labels.")
+    future_tolerance_minutes: int = Field(
+        10, description="Events stamped further than this past ingest time are quarantined as future_timestamp."
+    )
+    feature_windows_days: tuple[int, ...] = (1, 7, 30)
+
+    # -- speed layer ---------------------------------------------------------------------------
+    stream_trigger_ms: int = 500
+    stream_max_rows_per_batch: int = 20_000
+    recent_items_max: int = 50
+    speed_ttl_s: int = Field(7 * 24 * 3600, description="TTL of per-user speed-layer keys.")
+
+    # -- serving -------------------------------------------------------------------------------
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_keys_sha256: list[str] = Field(
+        default_factory=list, description="SHA-256 hex digests of accepted API keys (JSON list)."
+    )
+    max_k: int = 100
+    model_poll_interval_s: float = 5.0
+
+    @field_validator("data_dir", "jars_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    # -- derived locations (one place, so nobody builds paths by hand) --------------------------
+    @property
+    def tables_root(self) -> str:
+        return (self.tables_uri or str(self.data_dir / "delta")).rstrip("/")
+
+    def table_path(self, table: str) -> str:
+        """URI of a Delta table by its layout name, e.g. `bronze/events` (see feature_store.tables)."""
+        return f"{self.tables_root}/{table}"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.data_dir / "checkpoints"
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.data_dir / "redis"
+
+    @property
+    def run_dir(self) -> Path:
+        """Pid files and logs of the services lambdarec starts itself."""
+        return self.data_dir / "run"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.data_dir / 'mlflow.db'}"
+
+    @property
+    def registry_uri(self) -> str:
+        return self.mlflow_registry_uri or self.tracking_uri
+
+    @property
+    def artifact_root(self) -> str:
+        return self.mlflow_artifact_root or str(self.data_dir / "mlartifacts")
+
+    @property
+    def session_gap(self) -> timedelta:
+        return timedelta(minutes=self.session_gap_minutes)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit overrides (tests, CLI flags) on top."""
+    return Settings(**overrides)  # type: ignore[arg-type]
+

@@ -1,0 +1,72 @@
+"""The one Spark session factory: Delta Lake configured from the project's JAR cache.
+
+Every job, the streaming job and the tests get their session here, so the master URL, Delta
+configuration and local defaults are set in one place. Sessions never download anything: the Delta
+JARs are resolved once by `spark_jobs.jars` (make setup) into `Settings.jars_dir`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping
+
+from feature_store.settings import Settings
+
+
+class DeltaJarsMissing(RuntimeError):
+    """The Delta Lake JARs are not in the project's cache."""
+
+
+def delta_jar_paths(jars_dir: Path) -> list[Path]:
+    jars = sorted(jars_dir.glob("*.jar"))
+    if not any("delta-spark" in j.name for j in jars):
+        raise DeltaJarsMissing(
+            f"No Delta Lake JARs in {jars_dir}. Run `make setup` (or `python -m spark_jobs.jars`) once "
+            "with Maven Central reachable; later runs work offline."
+        )
+    return jars
+
+
+def spark_conf(settings: Settings, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The Spark configuration lambdarec runs with (pure: settings in, conf out)."""
+    conf = {
+        "spark.master": settings.spark_master,
+        "spark.app.name": settings.spark_app_name,
+        "spark.jars": ",".join(str(p) for p in delta_jar_paths(settings.jars_dir)),
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.shuffle.partitions": str(settings.spark_shuffle_partitions),
+        "spark.default.parallelism": str(max(2, settings.spark_shuffle_partitions)),
+        "spark.sql.session.timeZone": "UTC",
+        "spark.driver.memory": settings.spark_driver_memory,
+        "spark.ui.enabled": str(settings.spark_ui_enabled).lower(),
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.adaptive.enabled": "true",
+        "spark.databricks.delta.schema.autoMerge.enabled": "false",
+        # Local runs: no derby/metastore litter in the working directory.
+        "spark.sql.warehouse.dir": str(settings.data_dir / "spark-warehouse"),
+        "spark.driver.extraJavaOptions": f"-Dderby.system.home={settings.data_dir / 'derby'}",
+        # xgboost.spark barrier stages: fail fast instead of retrying for ~10 minutes when slots are short.
+        "spark.scheduler.barrier.maxConcurrentTasksCheck.interval": "1s",
+        "spark.scheduler.barrier.maxConcurrentTasksCheck.maxFailures": "3",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+    }
+    conf.update(settings.spark_conf)
+    conf.update(extra or {})
+    return conf
+
+
+def build_spark(settings: Settings, extra_conf: Mapping[str, str] | None = None):
+    """Get or create the SparkSession for these settings."""
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    builder = SparkSession.builder
+    for key, value in spark_conf(settings, extra_conf).items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark

@@ -1,0 +1,66 @@
+"""Shared fixtures: one local Spark session with Delta per test run, one real redis-server per run,
+and settings whose data directory is a fresh temporary folder (nothing touches the repo's data/)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from feature_store.settings import Settings, project_root
+
+
+@pytest.fixture(scope="session")
+def base_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("lambdarec-data")
+
+
+@pytest.fixture(scope="session")
+def settings(base_data_dir: Path) -> Settings:
+    """Settings of the test run: embedded defaults, a temporary data dir, small Spark."""
+    return Settings(
+        data_dir=base_data_dir,
+        jars_dir=project_root() / ".cache" / "jars",
+        spark_master="local[2]",
+        spark_shuffle_partitions=2,
+        spark_driver_memory="2g",
+    )
+
+
+@pytest.fixture(scope="session")
+def spark(settings: Settings):
+    """The one Spark session of the run (Delta configured from the project's JAR cache)."""
+    from spark_jobs.session import build_spark
+
+    os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
+    session = build_spark(settings)
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real redis-server on a free loopback port for the whole run."""
+    from lambdarec.redis_server import EmbeddedRedis
+
+    server = EmbeddedRedis(directory=tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_server):
+    """A client on a flushed database of the run's redis-server."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def table_settings(settings: Settings, tmp_path: Path) -> Settings:
+    """Settings whose Delta tables live in a fresh folder for one test (same Spark session)."""
+    return settings.model_copy(update={"tables_uri": str(tmp_path / "delta"), "data_dir": tmp_path})

@@ -1,0 +1,96 @@
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from feature_store.events import (
+    Event,
+    EventType,
+    EventTypes,
+    QuarantineReason,
+    event_spark_ddl,
+    parse_event_time,
+    validate_event_dict,
+)
+
+NOW = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
+TOLERANCE = timedelta(minutes=10)
+
+
+def good(**overrides):
+    row = {"event_id": "e1", "user_id": "u1", "item_id": "i1", "event_type": "view", "ts": "2026-11-01T10:00:00Z"}
+    row.update(overrides)
+    return row
+
+
+def check(raw, types=None):
+    return validate_event_dict(raw, now=NOW, future_tolerance=TOLERANCE, event_types=types)
+
+
+def test_iso_and_epoch_millis_parse_to_the_same_utc_instant():
+    assert parse_event_time("2026-11-01T10:00:00Z") == datetime(2026, 11, 1, 10, tzinfo=timezone.utc)
+    assert parse_event_time("2026-11-01T11:00:00+01:00") == datetime(2026, 11, 1, 10, tzinfo=timezone.utc)
+    assert parse_event_time("2026-11-01 10:00:00") == datetime(2026, 11, 1, 10, tzinfo=timezone.utc)
+    assert parse_event_time(1_793_527_200_000) == datetime(2026, 11, 1, 10, tzinfo=timezone.utc)
+    assert parse_event_time("1793527200000") == datetime(2026, 11, 1, 10, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize("raw", ["yesterday", "2026-13-45T00:00:00", "", None, True])
+def test_unparseable_times_are_errors(raw):
+    with pytest.raises(ValueError):
+        parse_event_time(raw)
+
+
+def test_good_event_validates():
+    event, reason, detail = check(good(value=3, context={"device": "ios", "position": 2}))
+    assert reason is None and detail == ""
+    assert event == Event(
+        event_id="e1", user_id="u1", item_id="i1", event_type="view",
+        ts=datetime(2026, 11, 1, 10, tzinfo=timezone.utc), value=3.0, context={"device": "ios", "position": "2"},
+    )
+    assert event.to_json_dict()["ts"] == 1_793_527_200_000
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("not an object", QuarantineReason.MALFORMED),
+        (good(event_id=None), QuarantineReason.MISSING_EVENT_ID),
+        (good(event_id=""), QuarantineReason.MISSING_EVENT_ID),
+        (good(user_id=None), QuarantineReason.MISSING_USER_ID),
+        (good(item_id=""), QuarantineReason.MISSING_ITEM_ID),
+        (good(item_id="x" * 129), QuarantineReason.INVALID_ID),
+        (good(user_id="bad id with spaces"), QuarantineReason.INVALID_ID),
+        (good(event_type="teleport"), QuarantineReason.UNKNOWN_EVENT_TYPE),
+        (good(ts="soon"), QuarantineReason.BAD_TIMESTAMP),
+        (good(ts="2026-11-01T12:11:00Z"), QuarantineReason.FUTURE_TIMESTAMP),
+        (good(value="a lot"), QuarantineReason.BAD_VALUE),
+        (good(event_type="rating"), QuarantineReason.BAD_VALUE),
+        (good(event_id=None, event_type="teleport"), QuarantineReason.MISSING_EVENT_ID),
+    ],
+)
+def test_each_bad_row_gets_its_reason(raw, reason):
+    event, got, detail = check(raw)
+    assert (event, got) == (None, reason)
+    assert detail
+
+
+def test_event_types_are_extensible():
+    types = EventTypes().with_types(EventType("share", 6.0))
+    assert check(good(event_type="share"), types)[1] is None
+    assert check(good(event_type="share"))[1] == QuarantineReason.UNKNOWN_EVENT_TYPE
+    assert types.weights()["share"] == 6.0
+    assert EventTypes().explicit_names() == ("rating",)
+
+
+def test_default_weights_follow_the_funnel():
+    w = EventTypes().weights()
+    assert w["view"] < w["click"] < w["add_to_cart"] < w["purchase"]
+    assert w["skip"] < 0
+
+
+def test_spark_ddl_is_derived_from_the_model():
+    assert event_spark_ddl() == (
+        "event_id STRING, user_id STRING, item_id STRING, event_type STRING, ts TIMESTAMP, "
+        "value DOUBLE, context MAP<STRING, STRING>"
+    )
+    assert "ts STRING" in event_spark_ddl(raw_ts=True)
