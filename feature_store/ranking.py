@@ -1,0 +1,60 @@
+"""The ranker contract between the batch layer (training, batch scoring) and serving.
+
+- `RANKER_FEATURES` is the ordered input vector of every ranker. Training (spark_jobs) builds it from
+  gold features and candidate scores as of a cut-off; serving builds it from the same gold features
+  (published to Redis) and the request's candidates. Same names, same order, same missing-value rule
+  (NaN, which XGBoost, LightGBM and their ONNX graphs treat as missing).
+- Models are registered in MLflow under `Settings.ranker_model_name` (one registered model per role),
+  with aliases `champion` and `challenger`. Each version's MLflow model directory holds the files in
+  `ModelFiles` so serving can run ONNX (or the native booster) without importing training code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+CHAMPION_ALIAS = "champion"
+CHALLENGER_ALIAS = "challenger"
+
+USER_INPUTS: tuple[str, ...] = (
+    "user_events_7d",
+    "user_events_30d",
+    "user_lifetime_events",
+    "user_distinct_items_30d",
+    "user_recency_s",
+    "user_avg_rating",
+    "user_rating_count",
+)
+ITEM_INPUTS: tuple[str, ...] = (
+    "item_events_7d",
+    "item_events_30d",
+    "item_users_30d",
+    "item_weight_30d",
+    "item_ctr_30d",
+    "item_purchase_rate_30d",
+    "item_trend_7d",
+    "item_age_days",
+    "item_lifetime_events",
+    "item_avg_rating",
+    "item_rating_count",
+)
+# user x item: the user's affinity (share of weight) for the item's category before the cut-off.
+CROSS_INPUTS: tuple[str, ...] = ("ui_category_affinity",)
+# Candidate-source scores (missing when that source did not propose the item).
+CANDIDATE_SOURCES: tuple[str, ...] = ("als", "covisit", "popular")
+CANDIDATE_INPUTS: tuple[str, ...] = tuple(f"cand_{s}" for s in CANDIDATE_SOURCES)
+
+RANKER_FEATURES: tuple[str, ...] = USER_INPUTS + ITEM_INPUTS + CROSS_INPUTS + CANDIDATE_INPUTS
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """Paths inside a registered model version's MLflow model directory (relative)."""
+
+    meta: str = "artifacts/ranker_meta.json"  # {"kind", "features", "onnx_output", "metrics", ...}
+    onnx: str = "artifacts/model.onnx"  # full model, converted with onnxmltools
+    onnx_compressed: str = "artifacts/model_compressed.onnx"  # compressed variant (see its meta entry)
+    native: str = "artifacts/native_model"  # xgboost JSON or LightGBM text model
+
+
+MODEL_FILES = ModelFiles()
