@@ -39,15 +39,19 @@ class RedisKeys:
         return f"{self.prefix}:b:{version}:{{u:{user_id}}}:recs"
 
     def user_features(self, version: str, user_id: str) -> str:
-        """Bytes (codecs.encode_features): the user's gold features in feature_store.features order."""
+        """Bytes (codecs.encode_features): the user's gold features in `ranking.USER_INPUTS` order."""
         return f"{self.prefix}:b:{version}:{{u:{user_id}}}:feat"
+
+    def user_category_affinity(self, version: str, user_id: str) -> str:
+        """Bytes (msgpack map): category -> the user's share of weight in it before the batch's as_of."""
+        return f"{self.prefix}:b:{version}:{{u:{user_id}}}:aff"
 
     def user_history(self, version: str, user_id: str) -> str:
         """Bytes (codecs.encode_ids): items the user consumed before the batch (excluded from answers)."""
         return f"{self.prefix}:b:{version}:{{u:{user_id}}}:seen"
 
     def item_features(self, version: str, item_id: str) -> str:
-        """Bytes (codecs.encode_features): the item's gold features; category in `item_category`."""
+        """Bytes (codecs.encode_features): the item's gold features in `ranking.ITEM_INPUTS` order."""
         return f"{self.prefix}:b:{version}:i:{item_id}:feat"
 
     def item_similar(self, version: str, item_id: str) -> str:
