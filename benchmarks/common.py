@@ -1,0 +1,89 @@
+"""Shared helpers for benchmarks (`make bench` runs every `benchmarks/bench_*.py`).
+
+Convention of a benchmark module `bench_<name>.py`:
+- `run(quick: bool, out_dir: Path) -> dict` does the measurement, writes `out_dir/<name>.json` with
+  `write_result` and returns the same dict;
+- the dict has `"machine"` (from `machine_info()`), and for the report optionally
+  `"tables": [{"title", "columns": [...], "rows": [[...], ...]}]` and
+  `"plots": [{"title", "x_label", "y_label", "x": [...], "lines": {"name": [...]}, "log_y": bool}]`;
+  speed is quoted as ratios against a baseline measured in the same run.
+- `python -m benchmarks.bench_<name> [--quick]` runs it alone (see `main`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Callable, Iterable
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def machine_info() -> dict:
+    import psutil
+
+    return {
+        "cores": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "cpu": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "system": f"{platform.system()} {platform.release()}",
+    }
+
+
+def percentiles(values: Iterable[float], points: tuple[float, ...] = (50, 95, 99)) -> dict[str, float]:
+    import numpy as np
+
+    data = np.asarray(list(values), dtype=float)
+    if data.size == 0:
+        return {f"p{int(p)}": float("nan") for p in points}
+    return {f"p{int(p)}": float(np.percentile(data, p)) for p in points}
+
+
+def process_tree_rss(pid: int) -> int:
+    """Resident memory of a process and all its children (the JVM of a PySpark driver included), bytes."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for proc in procs:
+        try:
+            total += proc.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def movielens_dir() -> Path | None:
+    """ml-latest-small from LAMBDAREC_MOVIELENS_DIR or ../shared/data, when present."""
+    candidate = Path(os.environ.get("LAMBDAREC_MOVIELENS_DIR", REPO.parent / "shared" / "data" / "ml-latest-small"))
+    return candidate if (candidate / "ratings.csv").exists() else None
+
+
+def default_out_dir() -> Path:
+    return REPO / "benchmarks" / "results" / dt.date.today().isoformat()
+
+
+def write_result(out_dir: Path, name: str, payload: dict) -> dict:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    payload.setdefault("machine", machine_info())
+    payload.setdefault("name", name)
+    (out_dir / f"{name}.json").write_text(json.dumps(payload, indent=2, default=str))
+    return payload
+
+
+def main(run: Callable[[bool, Path], dict]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, shorter durations")
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results/<date>)")
+    args = parser.parse_args()
+    result = run(args.quick, args.out or default_out_dir())
+    print(json.dumps({k: v for k, v in result.items() if k not in ("plots",)}, indent=2, default=str)[:20000])
