@@ -1,0 +1,75 @@
+"""Render benchmark results (dicts following benchmarks/common.py's convention) as REPORT.md + PNG plots."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def markdown_table(columns: list[str], rows: list[list[object]]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def plot(spec: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for name, ys in spec["lines"].items():
+        ax.plot(spec["x"], ys, marker="o", label=name)
+    ax.set_title(spec["title"])
+    ax.set_xlabel(spec.get("x_label", ""))
+    ax.set_ylabel(spec.get("y_label", ""))
+    if spec.get("log_y"):
+        ax.set_yscale("log")
+    if spec.get("machine"):
+        fig.text(0.99, 0.01, spec["machine"], ha="right", va="bottom", fontsize=7, color="gray")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _machine_line(machine: dict | None) -> str:
+    if not machine:
+        return ""
+    return f"{machine.get('cores')} cores, {machine.get('memory_gib')} GiB, Python {machine.get('python')}"
+
+
+def write_report(results: dict[str, dict], out_dir: Path, report_path: Path, quick: bool) -> Path:
+    plots_dir = report_path.parent / "plots"
+    sections = [
+        "# lambdarec benchmark report",
+        "",
+        f"Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC by `make bench{' QUICK=1' if quick else ''}`; "
+        f"raw results in `{out_dir.relative_to(report_path.parent.parent) if out_dir.is_relative_to(report_path.parent.parent) else out_dir}`. "
+        "Speeds are ratios against a baseline measured in the same run on the same machine.",
+    ]
+    for name, result in results.items():
+        machine = _machine_line(result.get("machine"))
+        sections += ["", f"## {result.get('title', name)}", "", f"Machine: {machine}. Wall time: {result.get('wall_s', '?')} s."]
+        if "error" in result:
+            sections += ["", f"**Failed:** `{result['error']}`"]
+            continue
+        if result.get("summary"):
+            sections += ["", str(result["summary"])]
+        for table in result.get("tables", []):
+            sections += ["", f"**{table['title']}**", "", markdown_table(table["columns"], table["rows"])]
+        for i, spec in enumerate(result.get("plots", [])):
+            path = plot({**spec, "machine": machine}, plots_dir / f"{name}-{i}.png")
+            sections += ["", f"![{spec['title']}](plots/{path.name})"]
+    report_path.write_text("\n".join(sections) + "\n")
+    return report_path

@@ -1,0 +1,60 @@
+"""`make bench`: run every benchmark module, then write benchmarks/REPORT.md with tables and plots.
+
+Each `benchmarks/bench_<name>.py` exposes `run(quick, out_dir) -> dict` (see benchmarks/common.py).
+A benchmark that fails is recorded with its error and the others still run; the exit code says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from benchmarks.common import REPO, default_out_dir, write_result
+from benchmarks.report import write_report
+
+# Order: cheap and independent first; replay last (it uses every layer).
+ORDER = ("batch_data", "batch_models", "freshness", "serving", "feast", "replay")
+
+
+def discover() -> list[str]:
+    found = sorted(p.stem.removeprefix("bench_") for p in (REPO / "benchmarks").glob("bench_*.py"))
+    return sorted(found, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
+
+
+def run_all(quick: bool, out_dir: Path, only: list[str] | None = None) -> dict[str, dict]:
+    results: dict[str, dict] = {}
+    for name in only or discover():
+        started = time.monotonic()
+        print(f"== benchmark {name} ({'quick' if quick else 'full'})", flush=True)
+        try:
+            module = importlib.import_module(f"benchmarks.bench_{name}")
+            results[name] = module.run(quick, out_dir)
+        except Exception as exc:  # one broken benchmark must not hide the others' numbers
+            traceback.print_exc()
+            results[name] = write_result(out_dir, name, {"error": f"{type(exc).__name__}: {exc}"})
+        results[name]["wall_s"] = round(time.monotonic() - started, 1)
+        print(f"   {name}: {results[name]['wall_s']} s", flush=True)
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", nargs="*", help="benchmark names (default: all)")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    out_dir = args.out or default_out_dir()
+    results = run_all(args.quick, out_dir, args.only)
+    report = write_report(results, out_dir, REPO / "benchmarks" / "REPORT.md", quick=args.quick)
+    print(f"wrote {report} and {out_dir}/*.json")
+    (out_dir / "index.json").write_text(json.dumps(sorted(results), indent=2))
+    return 1 if any("error" in r for r in results.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+from benchmarks.report import markdown_table, write_report
+
+
+def test_markdown_table_formats_floats_to_four_significant_digits():
+    assert markdown_table(["model", "ndcg"], [["als", 0.123456], ["pop", 1]]) == (
+        "| model | ndcg |\n|---|---|\n| als | 0.1235 |\n| pop | 1 |"
+    )
+
+
+def test_report_has_tables_plots_and_failures(tmp_path):
+    results = {
+        "serving": {
+            "title": "Serving latency",
+            "machine": {"cores": 2, "memory_gib": 24.0, "python": "3.11.7"},
+            "wall_s": 3.0,
+            "tables": [{"title": "p99", "columns": ["rate", "p99_ms"], "rows": [[100, 2.5]]}],
+            "plots": [{"title": "p99 vs rate", "x_label": "req/s", "y_label": "ms", "x": [100, 300], "lines": {"on": [1, 2]}}],
+        },
+        "replay": {"error": "RuntimeError: boom", "wall_s": 1.0},
+    }
+    report = write_report(results, tmp_path / "results" / "x", tmp_path / "REPORT.md", quick=True)
+    text = report.read_text()
+    assert "## Serving latency" in text
+    assert "Machine: 2 cores, 24.0 GiB, Python 3.11.7. Wall time: 3.0 s." in text
+    assert "| 100 | 2.5 |" in text
+    assert "![p99 vs rate](plots/serving-0.png)" in text
+    assert (tmp_path / "plots" / "serving-0.png").stat().st_size > 1000
+    assert "**Failed:** `RuntimeError: boom`" in text
