@@ -101,6 +101,11 @@ class RedisKeys:
         """Hash: partition -> last micro-batch id applied to Redis by streaming query `query` (idempotency)."""
         return f"{self.prefix}:s:applied:{query}"
 
+    def stream_committed(self, stream: str) -> str:
+        """String: the last event-bus entry id the streaming job committed (trim only below it).
+        Named after the stream itself (not the prefix), so a publisher needs only the stream name."""
+        return f"{stream}:committed"
+
     @property
     def speed_status(self) -> str:
         """Hash: processed, quarantined, last_batch_id, lag_ms_p50/p99, updated_at of the streaming job."""
