@@ -8,6 +8,7 @@ JARs are resolved once by `spark_jobs.jars` (make setup) into `Settings.jars_dir
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Mapping
 
@@ -63,6 +64,9 @@ def build_spark(settings: Settings, extra_conf: Mapping[str, str] | None = None)
 
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
+    # Python workers (UDFs, Python data sources, xgboost.spark) must run this interpreter, with the
+    # project's packages; Spark's default is whatever `python3` is first on PATH.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     builder = SparkSession.builder
     for key, value in spark_conf(settings, extra_conf).items():
