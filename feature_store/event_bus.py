@@ -9,8 +9,9 @@ Wire format: one stream entry per event in the stream `Settings.event_stream`, w
 assigned by Redis (`*`), so the millisecond part of an id is the moment the event reached the bus
 ("bus time"), which the streaming job uses to measure freshness.
 
-Trimming never drops unread events: the streaming job records the last offset Spark committed in
-`RedisKeys.stream_committed(stream)`, and trimming only removes entries below it (`XTRIM MINID`).
+Trimming never drops unread events: each streaming query records the last offset Spark committed in
+the hash `RedisKeys.stream_committed(stream)`, and trimming only removes entries below the lowest of
+them (`XTRIM MINID`).
 """
 
 from __future__ import annotations
@@ -105,14 +106,22 @@ def committed_key(stream: str) -> str:
     return RedisKeys().stream_committed(stream)
 
 
-# Trim to MINID = the committed offset, but only when the stream has grown beyond `maxlen`; never
-# trims anything when no consumer has committed yet. Atomic, so a commit cannot move under it.
+# Trim to MINID = the lowest offset any consumer (streaming query) committed, but only when the stream
+# has grown beyond `maxlen`; trims nothing while no consumer has committed. Atomic, so a commit cannot
+# move under it.
 _TRIM_CONSUMED = """
-local committed = redis.call('GET', KEYS[2])
-if not committed then return 0 end
+local lowest, lowest_ms, lowest_seq
+for _, id in ipairs(redis.call('HVALS', KEYS[2])) do
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  ms, seq = tonumber(ms), tonumber(seq)
+  if ms and (not lowest or ms < lowest_ms or (ms == lowest_ms and seq < lowest_seq)) then
+    lowest, lowest_ms, lowest_seq = id, ms, seq
+  end
+end
+if not lowest then return 0 end
 local maxlen = tonumber(ARGV[1])
 if maxlen >= 0 and redis.call('XLEN', KEYS[1]) <= maxlen then return 0 end
-return redis.call('XTRIM', KEYS[1], 'MINID', committed)
+return redis.call('XTRIM', KEYS[1], 'MINID', lowest)
 """
 
 
@@ -147,18 +156,20 @@ async def publish_events_async(client, stream: str, events: Iterable[Event | Map
 
 
 def trim_consumed(client, stream: str) -> int:
-    """Drop every entry below the streaming job's committed offset (XTRIM MINID); returns how many."""
+    """Drop every entry below the lowest offset the streaming queries committed (XTRIM MINID); returns
+    how many were dropped."""
     return int(client.eval(_TRIM_CONSUMED, 2, stream, committed_key(stream), -1))
 
 
-def record_committed(client, stream: str, entry_id: str) -> None:
-    """Remember the last entry id Spark committed (called by the stream source's `commit`)."""
-    client.set(committed_key(stream), entry_id)
+def record_committed(client, stream: str, consumer: str, entry_id: str) -> None:
+    """Remember the last entry id Spark committed for one consumer (a streaming query); called by the
+    stream source's `commit`."""
+    client.hset(committed_key(stream), consumer, entry_id)
 
 
-def read_committed(client, stream: str) -> str | None:
-    value = client.get(committed_key(stream))
-    return None if value is None else _text(value)
+def read_committed(client, stream: str) -> dict[str, str]:
+    """consumer -> last committed entry id."""
+    return {_text(k): _text(v) for k, v in client.hgetall(committed_key(stream)).items()}
 
 
 def _text(value: Any) -> str:

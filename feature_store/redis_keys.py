@@ -102,7 +102,7 @@ class RedisKeys:
         return f"{self.prefix}:s:applied:{query}"
 
     def stream_committed(self, stream: str) -> str:
-        """String: the last event-bus entry id the streaming job committed (trim only below it).
+        """Hash: streaming query -> the last event-bus entry id it committed (trim only below the lowest).
         Named after the stream itself (not the prefix), so a publisher needs only the stream name."""
         return f"{stream}:committed"
 

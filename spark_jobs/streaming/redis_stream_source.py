@@ -1,0 +1,230 @@
+"""A Spark streaming source over a Redis Stream (the default event bus), on Spark 4's Python data
+source API. The speed job registers it (`register_redis_stream_source`) and reads the bus with
+`spark.readStream.format("redis_stream")`.
+
+- Offsets are stream entry ids (`{"id": "<ms>-<seq>"}`): Spark's checkpoint decides what was read, a
+  micro-batch reads the entries in `(start, end]` with XRANGE, and a restarted query replays exactly
+  the batch it had planned.
+- Admission control: `max_rows_per_batch` caps the entries of one micro-batch (`ReadMaxRows`); Spark
+  may still ask for everything (`ReadAllAvailable`), e.g. for `Trigger.AvailableNow`.
+- `commit(end)` records the committed offset per query in `RedisKeys.stream_committed(stream)`, so
+  trimming (feature_store.event_bus) never drops an entry a query has not committed.
+- Redis going away never kills the query: planning reports "no new data" until Redis answers again,
+  and reading a planned batch retries with capped backoff, then catches up.
+
+Rows: `entry_id` (string), `bus_time_ms` (the ms part of the id: when the event reached the bus),
+`raw` (the entry's `event` field as text; null when the entry has no such field).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator, TypeVar
+
+from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
+from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadLimit, ReadMaxRows, SupportsTriggerAvailableNow
+from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+from feature_store.event_bus import STREAM_START, entry_payload, entry_time_ms, parse_entry_id, record_committed
+
+SOURCE_NAME = "redis_stream"
+SOURCE_SCHEMA = StructType(
+    [
+        StructField("entry_id", StringType(), False),
+        StructField("bus_time_ms", LongType(), False),
+        StructField("raw", StringType(), True),
+    ]
+)
+READ_PAGE = 2_000  # XRANGE page size inside one partition
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# The id of the `count`-th entry after `start` (exclusive), computed server side so only one id
+# travels; false when there is none.
+_NTH_ID_AFTER = """
+local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])
+if #entries == 0 then return false end
+return entries[#entries][1]
+"""
+
+# Every `step`-th entry id in (start, end], the boundaries of the partitions of one micro-batch.
+_SPLIT_IDS = """
+local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], ARGV[2])
+local step, out = tonumber(ARGV[3]), {}
+for i = step, #entries - 1, step do out[#out + 1] = entries[i][1] end
+return out
+"""
+
+
+@dataclass(frozen=True)
+class StreamRange(InputPartition):
+    """Entries with `after < id <= until` of one stream."""
+
+    after: str
+    until: str
+
+
+def id_after(a: str, b: str) -> bool:
+    return parse_entry_id(a) > parse_entry_id(b)
+
+
+def split_ranges(start: str, end: str, boundaries: list[str]) -> list[StreamRange]:
+    """Contiguous `(after, until]` ranges covering `(start, end]`, cut at `boundaries` (ascending)."""
+    cuts = [start, *[b for b in boundaries if id_after(b, start) and id_after(end, b)], end]
+    return [StreamRange(a, b) for a, b in zip(cuts, cuts[1:])]
+
+
+def latest_allowed(start: str, newest: str | None, nth: str | None, target: str | None) -> str:
+    """The end offset of the next micro-batch: the newest entry, or the `max_rows`-th one when
+    admission control applies (`nth`), never beyond an AvailableNow `target`, never before `start`."""
+    end = nth if nth is not None else newest
+    if end is None or not id_after(end, start):
+        return start
+    if target is not None and id_after(end, target):
+        end = target if id_after(target, start) else start
+    return end
+
+
+def retry_forever(call: Callable[[], T], what: str, *, first_delay_s: float = 0.1, max_delay_s: float = 2.0) -> T:
+    """Run `call` until Redis answers, with capped exponential backoff (Redis restarting under the job)."""
+    import redis
+
+    delay = first_delay_s
+    while True:
+        try:
+            return call()
+        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+            log.warning("redis unavailable while %s (%s); retrying in %.1fs", what, exc, delay)
+            time.sleep(delay)
+            delay = min(max_delay_s, delay * 2)
+
+
+class RedisStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
+    def __init__(self, options: dict[str, str]) -> None:
+        self.url = options["url"]
+        self.stream = options["stream"]
+        self.consumer = options.get("consumer", "speed")
+        self.max_rows = int(options["max_rows_per_batch"]) if options.get("max_rows_per_batch") else None
+        self.rows_per_partition = int(options.get("rows_per_partition", 0)) or None
+        self.starting = options.get("starting", "earliest")
+        self.target: str | None = None
+        self._client = None
+
+    # The reader lives in one long-running planner process: keep one connection.
+    @property
+    def client(self):
+        if self._client is None:
+            import redis
+
+            self._client = redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=10)
+        return self._client
+
+    def _newest_id(self) -> str | None:
+        newest = self.client.xrevrange(self.stream, "+", "-", count=1)
+        return newest[0][0].decode() if newest else None
+
+    def initialOffset(self) -> dict:
+        if self.starting == "latest":
+            return {"id": retry_forever(self._newest_id, "finding the newest entry") or STREAM_START}
+        return {"id": STREAM_START}
+
+    def getDefaultReadLimit(self) -> ReadLimit:
+        return ReadMaxRows(self.max_rows) if self.max_rows else ReadAllAvailable()
+
+    def latestOffset(self, start: dict, limit: ReadLimit) -> dict:
+        import redis
+
+        after = start["id"]
+        try:
+            if isinstance(limit, ReadMaxRows):
+                nth = self.client.eval(_NTH_ID_AFTER, 1, self.stream, after, limit.max_rows)
+                end = latest_allowed(after, None, nth.decode() if nth else None, self.target)
+            else:
+                end = latest_allowed(after, self._newest_id(), None, self.target)
+        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+            # No new data this trigger; the next trigger asks again, so the query never dies of it.
+            log.warning("redis unavailable while planning a micro-batch (%s); will retry", exc)
+            return start
+        return {"id": end}
+
+    def reportLatestOffset(self) -> dict | None:
+        try:
+            newest = self._newest_id()
+        except Exception:  # only informational (query progress)
+            return None
+        return {"id": newest} if newest else None
+
+    def prepareForTriggerAvailableNow(self) -> None:
+        self.target = retry_forever(self._newest_id, "finding the newest entry") or STREAM_START
+
+    def partitions(self, start: dict, end: dict) -> list[StreamRange]:
+        after, until = start["id"], end["id"]
+        if not id_after(until, after):
+            return []
+        if not self.rows_per_partition:
+            return [StreamRange(after, until)]
+        boundaries = retry_forever(
+            lambda: self.client.eval(_SPLIT_IDS, 1, self.stream, after, until, self.rows_per_partition),
+            "planning partitions",
+        )
+        return split_ranges(after, until, [b.decode() for b in boundaries])
+
+    def read(self, partition: StreamRange) -> Iterator[tuple]:
+        import redis
+
+        client = redis.Redis.from_url(self.url, socket_timeout=10, socket_connect_timeout=2)
+        after = partition.after
+        try:
+            while id_after(partition.until, after):
+                page = retry_forever(
+                    lambda: client.xrange(self.stream, f"({after}", partition.until, count=READ_PAGE),
+                    "reading a micro-batch",
+                )
+                if not page:
+                    return  # trimmed below or gone: nothing left in the range
+                for entry_id, fields in page:
+                    text = entry_id.decode()
+                    yield text, entry_time_ms(text), entry_payload(fields)
+                after = page[-1][0].decode()
+        finally:
+            client.close()
+
+    def commit(self, end: dict) -> None:
+        import redis
+
+        try:
+            record_committed(self.client, self.stream, self.consumer, end["id"])
+        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+            # Only trimming waits for this; the next commit records a later offset.
+            log.warning("could not record the committed offset (%s)", exc)
+
+    def stop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+class RedisStreamDataSource(DataSource):
+    """`spark.readStream.format("redis_stream").option("url", ...).option("stream", ...)`; options:
+    `consumer` (name under which commits are recorded), `max_rows_per_batch`, `rows_per_partition`,
+    `starting` (`earliest` | `latest`)."""
+
+    @classmethod
+    def name(cls) -> str:
+        return SOURCE_NAME
+
+    def schema(self) -> StructType:
+        return SOURCE_SCHEMA
+
+    def streamReader(self, schema: StructType) -> RedisStreamReader:
+        missing = [key for key in ("url", "stream") if not self.options.get(key)]
+        if missing:
+            raise ValueError(f"the redis_stream source needs the options {missing} (Redis URL and stream key)")
+        return RedisStreamReader(dict(self.options))
+
+
+def register_redis_stream_source(spark) -> None:
+    spark.dataSource.register(RedisStreamDataSource)

@@ -1,0 +1,157 @@
+import random
+from datetime import timedelta
+
+import orjson
+
+from feature_store.events import EventTypes, QuarantineReason
+from feature_store.redis_keys import RedisKeys
+from spark_jobs.streaming.speed_features import (
+    Rejected,
+    SpeedEvent,
+    SpeedParams,
+    TrendWindow,
+    counter_ops,
+    freshness_fields,
+    items_without_category,
+    percentile,
+    shard_count,
+    shard_of,
+    shard_ops,
+    trend_weights,
+    trending_ops,
+    user_ops,
+    validate_entries,
+    window_buckets,
+    with_catalog_categories,
+)
+
+KEYS = RedisKeys("lr")
+T0 = 1_700_000_000_000  # epoch ms
+PARAMS = SpeedParams(
+    recent_max=3,
+    ttl_s=100,
+    session_gap_ms=1_800_000,
+    events_per_shard=2,
+    trend_windows=(TrendWindow("2m", 120_000, 60_000),),
+    trend_weights=trend_weights(EventTypes()),
+)
+
+
+def _raw(**over):
+    base = {"event_id": "e1", "user_id": "u1", "item_id": "i1", "event_type": "view", "ts": T0}
+    return orjson.dumps({**base, **over}).decode()
+
+
+def _ev(entry, user, item, etype="view", ts=T0, bus=None, category=None):
+    return SpeedEvent(entry, user, item, etype, ts, bus if bus is not None else ts, category)
+
+
+def test_validate_entries_keeps_good_events_and_gives_each_bad_one_its_reason():
+    entries = [
+        ("1-0", T0, _raw(context={"category": "books", "page": "home"})),
+        ("1-1", T0, None),
+        ("1-2", T0, '{"event_id": '),
+        ("1-3", T0, _raw(user_id=None)),
+        ("1-4", T0, _raw(event_type="teleport")),
+        ("1-5", T0, _raw(ts=T0 + 11 * 60_000)),  # 11 min after its bus time, tolerance is 10
+        ("1-6", T0 + 60_000, _raw(ts=T0 + 11 * 60_000, event_id="e6")),  # 10 min after bus time: fine
+        ("1-7", T0, "[1, 2]"),
+    ]
+    good, bad = validate_entries(entries, future_tolerance=timedelta(minutes=10), event_types=EventTypes())
+    assert [speed for speed, _ in good] == [
+        SpeedEvent("1-0", "u1", "i1", "view", T0, T0, "books"),
+        SpeedEvent("1-6", "u1", "i1", "view", T0 + 11 * 60_000, T0 + 60_000, None),
+    ]
+    assert [event.event_id for _, event in good] == ["e1", "e6"]
+    assert [(r.entry_id, r.reason) for r in bad] == [
+        ("1-1", QuarantineReason.MALFORMED),
+        ("1-2", QuarantineReason.MALFORMED),
+        ("1-3", QuarantineReason.MISSING_USER_ID),
+        ("1-4", QuarantineReason.UNKNOWN_EVENT_TYPE),
+        ("1-5", QuarantineReason.FUTURE_TIMESTAMP),
+        ("1-7", QuarantineReason.MALFORMED),
+    ]
+    assert bad[2].raw == _raw(user_id=None)
+
+
+def test_catalog_fills_only_missing_categories():
+    events = [_ev("1", "u", "a", category="books"), _ev("2", "u", "b"), _ev("3", "u", "c")]
+    assert items_without_category(events) == ["b", "c"]
+    filled = with_catalog_categories(events, {"a": "toys", "b": "games"})
+    assert [e.category for e in filled] == ["books", "games", None]
+
+
+def test_user_ops_are_in_event_time_order_then_trim():
+    events = [_ev("1-1", "u1", "b", "click", T0 + 5), _ev("1-0", "u1", "a", "skip", T0, category="books")]
+    recent, meta, session = "lr:s:{u:u1}:recent", "lr:s:{u:u1}:recent_meta", "lr:s:{u:u1}:session"
+    assert user_ops(KEYS, PARAMS, events) == [
+        ["e", "u1", "a", "skip", T0, "books", recent, meta, session, 0],  # skip: no co-visitation
+        ["e", "u1", "b", "click", T0 + 5, "", recent, meta, session, 1],
+        ["u", recent, meta, session],
+    ]
+    assert user_ops(KEYS, PARAMS, []) == []
+
+
+def test_shards_are_stable_and_do_not_depend_on_arrival_order():
+    events = [_ev(f"1-{i}", f"u{i % 5}", f"i{i}", ts=T0 + i) for i in range(10)]
+    planned = shard_ops(KEYS, PARAMS, events)
+    shuffled = events[:]
+    random.Random(7).shuffle(shuffled)
+    assert shard_ops(KEYS, PARAMS, shuffled) == planned
+    assert shard_count(10, 2) == 5 and shard_count(0, 2) == 1 and shard_count(3, 2) == 2
+    assert shard_of("u1", 5) == 0x424F9F76 % 5  # crc32("u1"): the same in every process
+    users_by_shard = {s: {op[1] for op in ops if op[0] == "e"} for s, ops in planned.items()}
+    assert sorted(u for users in users_by_shard.values() for u in users) == ["u0", "u1", "u2", "u3", "u4"]
+    assert all(shard_of(u, 5) == s for s, users in users_by_shard.items() for u in users)
+
+
+def test_window_buckets_end_at_the_bucket_of_the_end_time():
+    assert window_buckets(TrendWindow("2m", 120_000, 60_000), 600_000 + 59_999) == [9, 10]
+    assert window_buckets(TrendWindow("15m", 900_000, 60_000), 900_000)[0] == 1
+
+
+def test_trending_adds_weights_to_buckets_then_recomputes_the_window():
+    b = T0 // 60_000  # bucket of T0
+    events = [
+        _ev("1", "u1", "a", "view", ts=T0, bus=T0 + 60_000),  # weight 1 in bucket b
+        _ev("2", "u2", "a", "purchase", ts=T0 + 60_000, bus=T0 + 60_000),  # 8 in bucket b+1
+        _ev("3", "u3", "c", "rating", ts=T0 + 999_999_999, bus=T0 + 60_000),  # future ts: clamped to bus time
+        _ev("4", "u3", "d", "skip", ts=T0 + 60_000, bus=T0 + 60_000),  # skip counts 0: left out
+        _ev("5", "u3", "e", "view", ts=T0 - 120_000, bus=T0 + 60_000),  # older than the window: left out
+    ]
+    assert trending_ops(KEYS, PARAMS, events) == [
+        ["z", f"lr:s:trending:2m:{b}", "a", 1.0, 180],
+        ["z", f"lr:s:trending:2m:{b + 1}", "a", 8.0, 180],
+        ["z", f"lr:s:trending:2m:{b + 1}", "c", 1.0, 180],
+        ["U", "lr:s:trending:2m", 120, f"lr:s:trending:2m:{b}", f"lr:s:trending:2m:{b + 1}"],
+    ]
+    assert trending_ops(KEYS, PARAMS, []) == []
+
+
+def test_counters_count_processed_and_quarantined_by_reason():
+    rejected = [
+        Rejected("1", "x", QuarantineReason.MALFORMED, ""),
+        Rejected("2", "y", QuarantineReason.UNKNOWN_EVENT_TYPE, ""),
+        Rejected("3", "z", QuarantineReason.MALFORMED, ""),
+    ]
+    assert counter_ops(KEYS, 7, rejected) == [
+        ["h", "lr:s:status", "processed", 7],
+        ["h", "lr:s:status", "quarantined", 3],
+        ["h", "lr:s:status", "quarantined:malformed", 2],
+        ["h", "lr:s:status", "quarantined:unknown_event_type", 1],
+    ]
+
+
+def test_trend_weights_count_ratings_once_and_never_negative():
+    weights = trend_weights(EventTypes())
+    assert (weights["view"], weights["purchase"], weights["rating"], weights["skip"]) == (1.0, 8.0, 1.0, 0.0)
+
+
+def test_freshness_percentiles():
+    assert percentile([1, 2, 3, 4], 50) == 2.0
+    assert percentile(list(range(1, 101)), 99) == 99.0
+    assert freshness_fields([300, 100, 200], [1000]) == {
+        "lag_ms_p50": "200", "lag_ms_p99": "300", "lag_ms_max": "300",
+        "event_lag_ms_p50": "1000", "event_lag_ms_p99": "1000", "event_lag_ms_max": "1000",
+    }
+    assert freshness_fields([], []) == {}
