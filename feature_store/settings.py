@@ -78,6 +78,35 @@ class Settings(BaseSettings):
     )
     feature_windows_days: tuple[int, ...] = (1, 7, 30)
 
+    # -- batch models (candidates, rankers, promotion, publish) ---------------------------------
+    label_horizon_days: int = Field(7, description="Labels come from [T, T + horizon); the holdout is the last horizon.")
+    candidates_per_source: int = Field(100, description="Candidates each source proposes per user.")
+    active_user_days: int = Field(30, description="Users with an event in the days before the run get candidates.")
+    als_rank: int = 32
+    als_max_iter: int = 10
+    als_reg_param: float = 0.05
+    als_alpha: float = Field(10.0, description="Confidence scaling of implicit weights (implicitPrefs ALS).")
+    covisit_window_minutes: int = Field(60, description="Two items co-visit when in one session at most this far apart.")
+    covisit_max_span: int = Field(10, description="... and at most this many events apart (bounds the pair count).")
+    covisit_neighbors: int = Field(50, description="Similar items kept per item (also published as `sim`).")
+    popular_window_days: int = Field(30, description="Popularity counts event weights of the last days ...")
+    popular_half_life_days: float = Field(7.0, description="... decayed with this half-life (trending).")
+    max_negatives_per_query: int = Field(50, description="Candidates without a label kept per user in the training set.")
+    train_num_workers: int = Field(2, description="Spark tasks that train one ranker together (xgboost.spark, LightGBM).")
+    ranker_trees: int = 200
+    ranker_max_depth: int = 6
+    ranker_learning_rate: float = 0.1
+    ranker_compress_tolerance: float = Field(
+        0.005, description="The compressed model keeps the fewest first trees whose validation NDCG@10 is within this of the full model."
+    )
+    promotion_metric: str = Field("ndcg@10", description="Holdout metric the promotion gate compares.")
+    promotion_min_gain: float = Field(
+        0.002, description="A challenger must beat the champion (first model: popularity) by this much on the same holdout."
+    )
+    batch_top_n: int = Field(100, description="Recommendations kept and published per user.")
+    publish_keep_versions: int = Field(3, description="Published batch versions kept for rollback; older ones expire.")
+    publish_grace_s: int = Field(600, description="An expired version's keys live this long so in-flight readers finish.")
+
     # -- speed layer ---------------------------------------------------------------------------
     stream_trigger_ms: int = 500
     stream_max_rows_per_batch: int = 20_000

@@ -123,6 +123,15 @@ TRAINING_SET = Table(
     "feature_store.features.RANKER_FEATURES, computed only from data before as_of.",
 )
 
+ITEM_SIMILAR = Table(
+    name="gold/item_similar",
+    ddl="as_of DATE, item_id STRING, similar_item_id STRING, score DOUBLE, rank INT",
+    partition_by=("as_of",),
+    write_mode="replace-partition (as_of)",
+    description="Nearest items per item from co-visitation within sessions before as_of (published as `sim`, "
+    "and what the covisit candidate source expands a user's history with).",
+)
+
 BATCH_SCORES = Table(
     name="gold/batch_scores",
     ddl="as_of DATE, user_id STRING, item_id STRING, score DOUBLE, rank INT, sources ARRAY<STRING>, "
@@ -141,6 +150,7 @@ ALL_TABLES: tuple[Table, ...] = (
     USER_FEATURES,
     ITEM_FEATURES,
     CANDIDATES,
+    ITEM_SIMILAR,
     TRAINING_SET,
     BATCH_SCORES,
 )

@@ -1,0 +1,335 @@
+"""Candidate generation: which items each user's ranker gets to look at, from three sources.
+
+- `als`: Spark MLlib ALS on implicit feedback (sum of the event contract's weights per user x item),
+  top items by factor dot product, items the user already had left out.
+- `covisit`: items that co-occur within one session and time window (`covisit_similar`, cosine of
+  session counts), expanded from the user's most recent items.
+- `popular`: trending popularity (event weights in a window, exponentially decayed), the fallback for
+  users the other sources know little about.
+
+Every function is a pure DataFrame transform with the cut-off `as_of` and its parameters as arguments:
+the history it sees is `interactions` strictly before `as_of`. `spark_jobs.batch_pipeline` (step
+`candidates`) reads silver interactions, calls `build_candidates` for each cut-off and writes each source
+to its own `gold/candidates` partition (as_of, source) plus `gold/item_similar`. `candidate_recall`
+measures the share of the next interactions each source (and their union) covers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from feature_store.ranking import CANDIDATE_SOURCES
+from feature_store.tables import CANDIDATES, ITEM_SIMILAR
+
+ALS_SOURCE, COVISIT_SOURCE, POPULAR_SOURCE = CANDIDATE_SOURCES
+COMBINED = "combined"
+
+
+@dataclass(frozen=True)
+class CandidateParams:
+    """Knobs of the three sources (defaults from Settings via `from_settings`)."""
+
+    per_source: int = 100
+    als_rank: int = 32
+    als_max_iter: int = 10
+    als_reg_param: float = 0.05
+    als_alpha: float = 10.0
+    als_seed: int = 42
+    covisit_window_minutes: int = 60
+    covisit_max_span: int = 10
+    covisit_neighbors: int = 50
+    covisit_recent_items: int = 20
+    popular_window_days: int = 30
+    popular_half_life_days: float = 7.0
+
+    @classmethod
+    def from_settings(cls, settings, **overrides) -> "CandidateParams":
+        # Every knob but per_source has the same name in Settings.
+        values = {f.name: getattr(settings, f.name) for f in fields(cls) if f.name in type(settings).model_fields}
+        values["per_source"] = settings.candidates_per_source
+        values.update(overrides)
+        return cls(**values)
+
+
+def cutoff_timestamp(as_of: date) -> datetime:
+    """00:00 UTC of `as_of`: the instant features and candidates of that date are computed at."""
+    return datetime.combine(as_of, time(0), tzinfo=timezone.utc)
+
+
+def _ts_literal(moment: datetime) -> Column:
+    return F.lit(moment.astimezone(timezone.utc).replace(tzinfo=None)).cast("timestamp")
+
+
+def history_before(interactions: DataFrame, as_of: date) -> DataFrame:
+    """Interactions strictly before 00:00 UTC of `as_of`: everything a cut-off may see."""
+    return interactions.where(F.col("ts") < _ts_literal(cutoff_timestamp(as_of)))
+
+
+def interactions_between(interactions: DataFrame, start: date, end: date) -> DataFrame:
+    """Interactions in [00:00 UTC of start, 00:00 UTC of end)."""
+    return interactions.where(
+        (F.col("ts") >= _ts_literal(cutoff_timestamp(start))) & (F.col("ts") < _ts_literal(cutoff_timestamp(end)))
+    )
+
+
+def active_users(interactions: DataFrame, as_of: date, days: int) -> DataFrame:
+    """Users with an interaction in the `days` before `as_of` (the users batch candidates are made for)."""
+    return interactions_between(interactions, as_of - timedelta(days=days), as_of).select("user_id").distinct()
+
+
+def seen_items(history: DataFrame) -> DataFrame:
+    """(user_id, item_id) of every item the user interacted with: never proposed to them again."""
+    return history.select("user_id", "item_id").distinct()
+
+
+def implicit_weights(history: DataFrame) -> DataFrame:
+    """(user_id, item_id, weight): summed implicit-feedback weight, only pairs with a positive sum."""
+    return (
+        history.groupBy("user_id", "item_id")
+        .agg(F.sum("weight").alias("weight"))
+        .where(F.col("weight") > 0)
+    )
+
+
+def rank_top_n(scored: DataFrame, n: int, group: str = "user_id", item: str = "item_id") -> DataFrame:
+    """Keep the n best-scored rows per group with rank 1..n (ties broken by item id, so reruns agree)."""
+    order = Window.partitionBy(group).orderBy(F.col("score").desc(), F.col(item).asc())
+    return scored.withColumn("rank", F.row_number().over(order)).where(F.col("rank") <= n)
+
+
+def as_candidates(ranked: DataFrame, as_of: date, source: str) -> DataFrame:
+    """A source's ranked (user_id, item_id, score, rank) in the `gold/candidates` column order."""
+    return ranked.select(
+        F.lit(as_of).cast("date").alias("as_of"),
+        F.lit(source).alias("source"),
+        "user_id",
+        "item_id",
+        F.col("score").cast("double").alias("score"),
+        F.col("rank").cast("int").alias("rank"),
+    ).select(*CANDIDATES.columns)
+
+
+# -- popular ------------------------------------------------------------------------------------
+
+
+def popularity(history: DataFrame, as_of: date, window_days: int, half_life_days: float) -> DataFrame:
+    """(item_id, score): positive event weight in the `window_days` before `as_of`, each event decayed by
+    0.5 ** (age in days / half-life), so rising items beat items that were big a month ago."""
+    cutoff = _ts_literal(cutoff_timestamp(as_of))
+    age_days = (F.unix_timestamp(cutoff) - F.unix_timestamp("ts")) / 86400.0
+    recent = history.where((F.col("ts") >= cutoff - F.expr(f"INTERVAL {int(window_days)} DAYS")) & (F.col("weight") > 0))
+    return recent.groupBy("item_id").agg(
+        F.sum(F.col("weight") * F.pow(F.lit(0.5), age_days / F.lit(float(half_life_days)))).alias("score")
+    )
+
+
+def popular_candidates(popular: DataFrame, users: DataFrame, seen: DataFrame, n: int, pool: int) -> DataFrame:
+    """Each user's n most popular unseen items from the `pool` most popular (a user who saw more than
+    pool - n of them gets fewer)."""
+    top = popular.orderBy(F.col("score").desc(), F.col("item_id").asc()).limit(pool)
+    return rank_top_n(users.crossJoin(F.broadcast(top)).join(seen, ["user_id", "item_id"], "left_anti"), n)
+
+
+# -- covisit ------------------------------------------------------------------------------------
+
+
+def covisit_similar(history: DataFrame, window_minutes: int, max_span: int, neighbors: int) -> DataFrame:
+    """(item_id, similar_item_id, score, rank): items seen together in a session at most `max_span`
+    events and `window_minutes` apart. score = sessions with both / sqrt(sessions with each) (cosine)."""
+    ordered = history.select("session_id", "item_id", "ts").withColumn(
+        "pos", F.row_number().over(Window.partitionBy("session_id").orderBy("ts", "item_id"))
+    )
+    left = ordered.select(
+        "session_id",
+        F.col("item_id").alias("a"),
+        F.col("ts").alias("ts_a"),
+        F.explode(F.sequence(F.col("pos") + 1, F.col("pos") + max_span)).alias("pos"),
+    )
+    right = ordered.select("session_id", F.col("item_id").alias("b"), F.col("ts").alias("ts_b"), "pos")
+    pairs = (
+        left.join(right, ["session_id", "pos"])
+        .where((F.col("a") != F.col("b")) & (F.unix_timestamp("ts_b") - F.unix_timestamp("ts_a") <= window_minutes * 60))
+        .select("session_id", "a", "b")
+    )
+    both_ways = pairs.union(pairs.select("session_id", F.col("b").alias("a"), F.col("a").alias("b"))).distinct()
+    together = both_ways.groupBy("a", "b").agg(F.count("*").alias("both"))
+    sessions_per_item = history.select("session_id", "item_id").distinct().groupBy("item_id").agg(F.count("*").alias("n"))
+    na = sessions_per_item.select(F.col("item_id").alias("a"), F.col("n").alias("n_a"))
+    nb = sessions_per_item.select(F.col("item_id").alias("b"), F.col("n").alias("n_b"))
+    scored = together.join(na, "a").join(nb, "b").select(
+        F.col("a").alias("item_id"),
+        F.col("b").alias("similar_item_id"),
+        (F.col("both") / F.sqrt(F.col("n_a") * F.col("n_b"))).alias("score"),
+    )
+    return rank_top_n(scored, neighbors, group="item_id", item="similar_item_id")
+
+
+def as_item_similar(similar: DataFrame, as_of: date) -> DataFrame:
+    """`covisit_similar` rows in the `gold/item_similar` column order."""
+    return similar.select(
+        F.lit(as_of).cast("date").alias("as_of"), "item_id", "similar_item_id", F.col("score").cast("double"), F.col("rank").cast("int")
+    ).select(*ITEM_SIMILAR.columns)
+
+
+def recent_items(history: DataFrame, users: DataFrame, k: int) -> DataFrame:
+    """(user_id, item_id, recency): each user's k most recently touched distinct items, 1 = latest."""
+    last = history.join(users, "user_id").groupBy("user_id", "item_id").agg(F.max("ts").alias("last_ts"))
+    order = Window.partitionBy("user_id").orderBy(F.col("last_ts").desc(), F.col("item_id").asc())
+    return last.withColumn("recency", F.row_number().over(order)).where(F.col("recency") <= k).drop("last_ts")
+
+
+def covisit_candidates(recent: DataFrame, similar: DataFrame, seen: DataFrame, n: int) -> DataFrame:
+    """Each user's n unseen items with the highest summed similarity to their recent items."""
+    expanded = recent.join(similar.select("item_id", "similar_item_id", "score"), "item_id").select(
+        "user_id", F.col("similar_item_id").alias("item_id"), "score"
+    )
+    scored = expanded.groupBy("user_id", "item_id").agg(F.sum("score").alias("score"))
+    return rank_top_n(scored.join(seen, ["user_id", "item_id"], "left_anti"), n)
+
+
+# -- ALS ----------------------------------------------------------------------------------------
+
+
+def index_ids(ids: DataFrame, column: str) -> DataFrame:
+    """(column, idx): a dense int index per distinct id, in id order (ALS needs int ids)."""
+    distinct = ids.select(column).distinct().orderBy(column)
+    return distinct.rdd.zipWithIndex().map(lambda row_idx: (row_idx[0][0], int(row_idx[1]))).toDF(f"{column} string, idx int")
+
+
+def als_factors(weights: DataFrame, params: CandidateParams) -> tuple[DataFrame, DataFrame]:
+    """Fit implicit ALS on (user_id, item_id, weight); returns (user_id, factors) and (item_id, factors)."""
+    from pyspark.ml.recommendation import ALS
+
+    users = index_ids(weights, "user_id")
+    items = index_ids(weights, "item_id")
+    indexed = (
+        weights.join(users.withColumnRenamed("idx", "u"), "user_id")
+        .join(items.withColumnRenamed("idx", "i"), "item_id")
+        .select("u", "i", "weight")
+    )
+    als = ALS(
+        rank=params.als_rank,
+        maxIter=params.als_max_iter,
+        regParam=params.als_reg_param,
+        implicitPrefs=True,
+        alpha=params.als_alpha,
+        userCol="u",
+        itemCol="i",
+        ratingCol="weight",
+        seed=params.als_seed,
+        nonnegative=False,
+        coldStartStrategy="drop",
+        numUserBlocks=4,
+        numItemBlocks=4,
+    )
+    model = als.fit(indexed)
+    user_factors = model.userFactors.join(users, F.col("id") == F.col("idx")).select("user_id", F.col("features").alias("factors"))
+    item_factors = model.itemFactors.join(items, F.col("id") == F.col("idx")).select("item_id", F.col("features").alias("factors"))
+    return user_factors, item_factors
+
+
+def top_items_by_factors(
+    users: pd.DataFrame, item_ids: np.ndarray, item_matrix: np.ndarray, n: int
+) -> pd.DataFrame:
+    """For a batch of users (user_id, factors, seen), the n unseen items with the highest dot product.
+
+    Pure numpy: one matrix product per batch, seen items masked, argpartition for the top n."""
+    position = {item: i for i, item in enumerate(item_ids)}
+    out_users, out_items, out_scores, out_ranks = [], [], [], []
+    if len(users) == 0 or len(item_ids) == 0:
+        return pd.DataFrame({"user_id": [], "item_id": [], "score": [], "rank": []})
+    scores = np.vstack([np.asarray(f, dtype=np.float32) for f in users["factors"]]) @ item_matrix.T
+    for row, (user_id, seen) in enumerate(zip(users["user_id"], users["seen"])):
+        user_scores = scores[row]
+        if seen is not None and len(seen):
+            user_scores[[position[s] for s in seen if s in position]] = -np.inf
+        available = int(np.isfinite(user_scores).sum())
+        take = min(n, available)
+        if take == 0:
+            continue
+        top = np.argpartition(-user_scores, take - 1)[:take]
+        # rank by score, ties by item id (same rule as rank_top_n)
+        top = sorted(top, key=lambda i: (-user_scores[i], item_ids[i]))
+        out_users += [user_id] * take
+        out_items += [item_ids[i] for i in top]
+        out_scores += [float(user_scores[i]) for i in top]
+        out_ranks += list(range(1, take + 1))
+    return pd.DataFrame({"user_id": out_users, "item_id": out_items, "score": out_scores, "rank": out_ranks})
+
+
+def als_candidates(user_factors: DataFrame, item_factors: DataFrame, users: DataFrame, seen: DataFrame, n: int) -> DataFrame:
+    """Each user's n unseen items by ALS score. Item factors go to every task as one numpy matrix
+    (items x rank float32: 1M items at rank 32 is 128 MB), users stream through in Arrow batches."""
+    spark = user_factors.sparkSession
+    items = item_factors.orderBy("item_id").collect()
+    item_ids = np.array([r.item_id for r in items], dtype=object)
+    matrix = np.array([r.factors for r in items], dtype=np.float32).reshape(len(items), -1)
+    shared = spark.sparkContext.broadcast((item_ids, matrix))
+    seen_lists = seen.groupBy("user_id").agg(F.collect_list("item_id").alias("seen"))
+    batch = user_factors.join(users, "user_id").join(seen_lists, "user_id", "left")
+
+    def score_batches(frames):
+        ids, mat = shared.value
+        for frame in frames:
+            yield top_items_by_factors(frame, ids, mat, n)
+
+    return batch.mapInPandas(score_batches, "user_id string, item_id string, score double, rank int")
+
+
+# -- all sources --------------------------------------------------------------------------------
+
+
+def build_candidates(
+    interactions: DataFrame, users: DataFrame, as_of: date, params: CandidateParams
+) -> tuple[dict[str, DataFrame], DataFrame]:
+    """Candidates of every source for `users` at cut-off `as_of` (only interactions before it are read),
+    each in `gold/candidates` shape, plus the co-visitation neighbours (`gold/item_similar` shape)."""
+    history = history_before(interactions, as_of)
+    seen = seen_items(history)
+    n = params.per_source
+    user_factors, item_factors = als_factors(implicit_weights(history), params)
+    similar = covisit_similar(history, params.covisit_window_minutes, params.covisit_max_span, params.covisit_neighbors)
+    recent = recent_items(history, users, params.covisit_recent_items)
+    popular = popularity(history, as_of, params.popular_window_days, params.popular_half_life_days)
+    sources = {
+        ALS_SOURCE: als_candidates(user_factors, item_factors, users, seen, n),
+        COVISIT_SOURCE: covisit_candidates(recent, similar, seen, n),
+        POPULAR_SOURCE: popular_candidates(popular, users, seen, n, pool=n + 4 * n),
+    }
+    return {s: as_candidates(df, as_of, s) for s, df in sources.items()}, as_item_similar(similar, as_of)
+
+
+# -- recall -------------------------------------------------------------------------------------
+
+
+def next_items(interactions: DataFrame, as_of: date, horizon_days: int) -> DataFrame:
+    """(user_id, item_id) the user positively interacted with in [as_of, as_of + horizon) and had not
+    touched before as_of: what candidates are supposed to find."""
+    future = interactions_between(interactions, as_of, as_of + timedelta(days=horizon_days)).where(F.col("label") == 1)
+    return future.select("user_id", "item_id").distinct().join(
+        seen_items(history_before(interactions, as_of)), ["user_id", "item_id"], "left_anti"
+    )
+
+
+def candidate_recall(candidates: DataFrame, future: DataFrame, n: int) -> Mapping[str, float]:
+    """Share of the `future` (user_id, item_id) pairs of users who got candidates that the top-n of
+    each source covers, and of their union (`combined`)."""
+    top = candidates.where(F.col("rank") <= n).select("source", "user_id", "item_id")
+    users = top.select("user_id").distinct()
+    targets = future.join(users, "user_id").select("user_id", "item_id").distinct()
+    sources = top.groupBy("user_id", "item_id").agg(F.collect_set("source").alias("sources"))
+    flagged = targets.join(sources, ["user_id", "item_id"], "left")
+    row = flagged.agg(
+        F.count("*").alias("total"),
+        *[F.sum(F.coalesce(F.array_contains("sources", s), F.lit(False)).cast("int")).alias(s) for s in CANDIDATE_SOURCES],
+        F.sum(F.col("sources").isNotNull().cast("int")).alias(COMBINED),
+    ).first()
+    total = row["total"] or 0
+    return {name: ((row[name] or 0) / total if total else 0.0) for name in (*CANDIDATE_SOURCES, COMBINED)}

@@ -1,0 +1,175 @@
+import math
+from datetime import date
+
+import pytest
+
+from spark_jobs.candidates import (
+    CandidateParams,
+    active_users,
+    als_candidates,
+    als_factors,
+    build_candidates,
+    candidate_recall,
+    covisit_candidates,
+    covisit_similar,
+    history_before,
+    implicit_weights,
+    next_items,
+    popular_candidates,
+    popularity,
+    recent_items,
+    seen_items,
+)
+from tests.batch_models_data import interaction, interactions_df
+
+AS_OF = date(2024, 1, 10)
+
+ROWS = [
+    interaction("u1", "a", "2024-01-08 10:00", session="s1"),
+    interaction("u1", "b", "2024-01-08 10:05", session="s1"),
+    interaction("u1", "c", "2024-01-08 10:10", session="s1"),
+    # 110 minutes after c: same session id, but outside the 60-minute co-visitation window.
+    interaction("u1", "f", "2024-01-08 12:00", session="s1"),
+    interaction("u2", "a", "2024-01-09 09:00", session="s2"),
+    interaction("u2", "b", "2024-01-09 09:02", session="s2"),
+    interaction("u2", "d", "2024-01-09 20:00", session="s3"),
+    interaction("u3", "c", "2024-01-09 11:00", "click", session="s4"),
+    interaction("u3", "e", "2024-01-09 11:30", session="s4"),
+    # At and after the cut-off: no source may see these.
+    interaction("u1", "d", "2024-01-10 00:00", "purchase", session="s5"),
+    interaction("u3", "f", "2024-01-11 08:00", "purchase", session="s6"),
+]
+
+
+@pytest.fixture
+def interactions(spark):
+    return interactions_df(spark, ROWS)
+
+
+def rows(df, *cols):
+    return sorted(tuple(r[c] for c in cols) for r in df.collect())
+
+
+def test_history_stops_strictly_before_the_cutoff(interactions):
+    assert rows(history_before(interactions, AS_OF), "user_id", "item_id") == sorted(
+        [("u1", "a"), ("u1", "b"), ("u1", "c"), ("u1", "f"), ("u2", "a"), ("u2", "b"), ("u2", "d"), ("u3", "c"), ("u3", "e")]
+    )
+    assert rows(active_users(interactions, AS_OF, days=1), "user_id") == [("u2",), ("u3",)]
+
+
+def test_covisit_similar_counts_sessions_within_the_window(interactions):
+    similar = covisit_similar(history_before(interactions, AS_OF), window_minutes=60, max_span=10, neighbors=50)
+    got = [(i, j, round(s, 6), r) for i, j, s, r in rows(similar, "item_id", "similar_item_id", "score", "rank")]
+    half, e_c = 0.5, round(1 / math.sqrt(2), 6)
+    assert got == [
+        ("a", "b", 1.0, 1),
+        ("a", "c", half, 2),
+        ("b", "a", 1.0, 1),
+        ("b", "c", half, 2),
+        ("c", "a", half, 2),
+        ("c", "b", half, 3),
+        ("c", "e", e_c, 1),
+        ("e", "c", e_c, 1),
+    ]
+
+
+def test_covisit_span_bounds_how_far_apart_in_the_session_items_pair(interactions):
+    similar = covisit_similar(history_before(interactions, AS_OF), window_minutes=60, max_span=1, neighbors=50)
+    # a-c are two events apart in s1, so with span 1 they only pair via... nothing: gone.
+    assert ("a", "c") not in rows(similar, "item_id", "similar_item_id")
+    assert ("a", "b") in rows(similar, "item_id", "similar_item_id")
+
+
+def test_covisit_candidates_expand_recent_items_and_skip_seen(spark, interactions):
+    history = history_before(interactions, AS_OF)
+    users = spark.createDataFrame([("u1",), ("u2",), ("u3",)], "user_id string")
+    similar = covisit_similar(history, 60, 10, 50)
+    got = covisit_candidates(recent_items(history, users, 20), similar, seen_items(history), n=2)
+    assert [(u, i, round(s, 6), r) for u, i, s, r in rows(got, "user_id", "item_id", "score", "rank")] == [
+        ("u1", "e", round(1 / math.sqrt(2), 6), 1),
+        ("u2", "c", 1.0, 1),
+        ("u3", "a", 0.5, 1),
+        ("u3", "b", 0.5, 2),
+    ]
+
+
+def test_popularity_decays_with_age_and_popular_candidates_skip_seen(spark, interactions):
+    history = history_before(interactions, AS_OF)
+    scores = dict(rows(popularity(history, AS_OF, window_days=30, half_life_days=1.0), "item_id", "score"))
+
+    def decayed(weight, hours_before_cutoff):
+        return weight * 0.5 ** (hours_before_cutoff / 24)
+
+    expected = {
+        "a": decayed(1, 38) + decayed(1, 15),
+        "b": decayed(1, 37 + 55 / 60) + decayed(1, 14 + 58 / 60),
+        "c": decayed(1, 37 + 50 / 60) + decayed(2, 13),
+        "d": decayed(1, 4),
+        "e": decayed(1, 12.5),
+        "f": decayed(1, 36),
+    }
+    assert scores == pytest.approx(expected)
+    users = spark.createDataFrame([("u1",), ("u3",)], "user_id string")
+    got = popular_candidates(popularity(history, AS_OF, 30, 1.0), users, seen_items(history), n=2, pool=6)
+    # by score: c > b > a > d > e > f (b's events are minutes later than a's)
+    assert sorted(scores, key=lambda i: -scores[i]) == ["c", "b", "a", "d", "e", "f"]
+    assert rows(got, "user_id", "item_id", "rank") == [("u1", "d", 1), ("u1", "e", 2), ("u3", "a", 2), ("u3", "b", 1)]
+
+
+def test_als_proposes_the_missing_item_of_the_users_taste_group(spark):
+    # Two taste groups; each user saw three of their group's four items.
+    group_x, group_y = ["x1", "x2", "x3", "x4"], ["y1", "y2", "y3", "y4"]
+    data, missing = [], {}
+    for g, items in (("x", group_x), ("y", group_y)):
+        for u in range(4):
+            user = f"{g}u{u}"
+            missing[user] = items[u]
+            for h, item in enumerate(i for i in items if i != items[u]):
+                data.append(interaction(user, item, f"2024-01-0{h + 1} 10:00", "purchase"))
+    history = interactions_df(spark, data)
+    users = spark.createDataFrame([(u,) for u in missing], "user_id string")
+    params = CandidateParams(als_rank=4, als_max_iter=15, als_reg_param=0.01, als_alpha=5.0)
+    user_factors, item_factors = als_factors(implicit_weights(history), params)
+    got = als_candidates(user_factors, item_factors, users, seen_items(history), n=3).collect()
+    top1 = {r.user_id: r.item_id for r in got if r["rank"] == 1}
+    assert top1 == missing
+    seen = {(r.user_id, r.item_id) for r in seen_items(history).collect()}
+    assert not [r for r in got if (r.user_id, r.item_id) in seen]
+    assert sorted((r.user_id, r["rank"]) for r in got) == sorted((u, k) for u in missing for k in (1, 2, 3))
+
+
+def test_build_candidates_writes_every_source_in_the_table_shape(spark, interactions):
+    users = spark.createDataFrame([("u1",), ("u2",), ("u3",)], "user_id string")
+    params = CandidateParams(per_source=2, als_rank=2, als_max_iter=3)
+    sources, similar = build_candidates(interactions, users, AS_OF, params)
+    assert sorted(sources) == ["als", "covisit", "popular"]
+    for source, df in sources.items():
+        assert df.columns == ["as_of", "source", "user_id", "item_id", "score", "rank"]
+        got = df.collect()
+        assert {(r.as_of, r.source) for r in got} == {(AS_OF, source)}
+        assert {r["rank"] for r in got} <= {1, 2}
+    # Items first seen after the cut-off are unknown to every source (f was seen before, d by u2).
+    assert {r.item_id for df in sources.values() for r in df.collect()} <= {"a", "b", "c", "d", "e", "f"}
+    assert similar.columns == ["as_of", "item_id", "similar_item_id", "score", "rank"]
+
+
+def test_candidate_recall_per_source_and_combined(spark, interactions):
+    candidates = spark.createDataFrame(
+        [
+            (AS_OF, "als", "u1", "d", 1.0, 1),
+            (AS_OF, "als", "u1", "e", 0.5, 2),
+            (AS_OF, "covisit", "u3", "f", 1.0, 1),
+            (AS_OF, "popular", "u1", "e", 3.0, 1),
+            (AS_OF, "popular", "u3", "a", 2.0, 1),
+        ],
+        "as_of date, source string, user_id string, item_id string, score double, rank int",
+    )
+    future = next_items(interactions, AS_OF, horizon_days=7)
+    assert rows(future, "user_id", "item_id") == [("u1", "d"), ("u3", "f")]
+    assert candidate_recall(candidates, future, n=1) == {"als": 0.5, "covisit": 0.5, "popular": 0.0, "combined": 1.0}
+    assert candidate_recall(candidates.where("source = 'popular'"), future, n=2) == {
+        "als": 0.0,
+        "covisit": 0.0,
+        "popular": 0.0,
+        "combined": 0.0,
+    }
