@@ -1,0 +1,114 @@
+"""The ranker's inputs and the training set, point-in-time correct.
+
+A cut-off T (00:00 UTC of a date) splits time: the ranker's inputs for T come only from tables computed
+from events strictly before T (gold user/item features with `as_of = T`, `gold/candidates` with
+`as_of = T`), and its labels only from silver interactions in [T, T + horizon).
+
+- `ranker_inputs`: candidates of all sources x gold features -> the vector in
+  `feature_store.ranking.RANKER_FEATURES` order (missing = NaN). Training, evaluation and batch scoring
+  all call it, so the three cannot disagree about a feature.
+- `graded_labels`: relevance per (user, item) from the event weights of the label window.
+- `training_examples` / `build_training_set`: candidates x labels with every positive and a
+  deterministic sample of the candidates the user did not touch (hard negatives: a source proposed
+  them), for users with at least one of each (others carry no ranking signal).
+
+Called by `spark_jobs.batch_pipeline` (step `training_set`), `spark_jobs.evaluation` and
+`spark_jobs.scoring`.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from feature_store.ranking import CANDIDATE_SOURCES, ITEM_INPUTS, RANKER_FEATURES, USER_INPUTS
+from feature_store.tables import TRAINING_SET
+from spark_jobs.candidates import interactions_between
+
+# LightGBM's lambdarank accepts labels below len(label_gain) (31 by default); purchase weight 8 fits.
+MAX_RELEVANCE = 10
+MISSING = float("nan")
+
+
+def _or_missing(column):
+    return F.coalesce(column.cast("double"), F.lit(MISSING))
+
+
+def at(table: DataFrame, as_of: date) -> DataFrame:
+    """The rows of a gold table computed for cut-off `as_of`: the only partition a cut-off may read."""
+    return table.where(F.col("as_of") == F.lit(as_of).cast("date"))
+
+
+def candidate_scores(candidates: DataFrame) -> DataFrame:
+    """(user_id, item_id, cand_<source>..., sources): one row per proposed item, each source's score or null."""
+    return candidates.groupBy("user_id", "item_id").agg(
+        *[F.max(F.when(F.col("source") == s, F.col("score"))).alias(f"cand_{s}") for s in CANDIDATE_SOURCES],
+        F.array_sort(F.collect_set("source")).alias("sources"),
+    )
+
+
+def ranker_inputs(candidates: DataFrame, user_features: DataFrame, item_features: DataFrame, as_of: date) -> DataFrame:
+    """(user_id, item_id, features, sources) for every candidate of cut-off `as_of`.
+
+    `features` follows RANKER_FEATURES: the user's gold features (USER_INPUTS), the item's (ITEM_INPUTS),
+    the user's affinity for the item's category, then each source's score; NaN where missing."""
+    users = at(user_features, as_of).select("user_id", F.col("features").alias("uf"), F.col("category_affinity").alias("aff"))
+    items = at(item_features, as_of).select("item_id", "category", F.col("features").alias("itf"))
+    joined = candidate_scores(at(candidates, as_of)).join(users, "user_id", "left").join(items, "item_id", "left")
+    vector = (
+        [_or_missing(F.col("uf")[name]) for name in USER_INPUTS]
+        + [_or_missing(F.col("itf")[name]) for name in ITEM_INPUTS]
+        + [_or_missing(F.col("aff")[F.col("category")])]
+        + [_or_missing(F.col(f"cand_{s}")) for s in CANDIDATE_SOURCES]
+    )
+    assert len(vector) == len(RANKER_FEATURES)
+    return joined.select("user_id", "item_id", F.array(*vector).alias("features"), "sources")
+
+
+def graded_labels(interactions: DataFrame, as_of: date, horizon_days: int) -> DataFrame:
+    """(user_id, item_id, relevance) of the positive interactions in [as_of, as_of + horizon).
+
+    relevance = the strongest positive event's weight rounded up and capped at MAX_RELEVANCE
+    (view 1 < click 2 < ... < purchase 8; a 5-star rating with threshold 3.5 weighs 2.5 -> 3)."""
+    window = interactions_between(interactions, as_of, as_of + timedelta(days=horizon_days)).where(
+        (F.col("label") == 1) & (F.col("weight") > 0)
+    )
+    return window.groupBy("user_id", "item_id").agg(
+        F.least(F.ceil(F.max("weight")), F.lit(MAX_RELEVANCE)).cast("double").alias("relevance")
+    )
+
+
+def training_examples(inputs: DataFrame, labels: DataFrame, max_negatives: int, seed: int = 0) -> DataFrame:
+    """Labelled candidates: all positives plus at most `max_negatives` unlabelled candidates per user
+    (chosen by a seeded hash, so reruns pick the same), for users with >= 1 positive and >= 1 negative."""
+    labelled = inputs.join(labels, ["user_id", "item_id"], "left").withColumn(
+        "relevance", F.coalesce(F.col("relevance"), F.lit(0.0))
+    )
+    pick = Window.partitionBy("user_id", F.col("relevance") > 0).orderBy(F.xxhash64(F.lit(seed), "user_id", "item_id"), "item_id")
+    per_user = Window.partitionBy("user_id")
+    return (
+        labelled.withColumn("_pick", F.row_number().over(pick))
+        .where((F.col("relevance") > 0) | (F.col("_pick") <= max_negatives))
+        .withColumn("_pos", F.sum((F.col("relevance") > 0).cast("int")).over(per_user))
+        .withColumn("_n", F.count("*").over(per_user))
+        .where((F.col("_pos") > 0) & (F.col("_pos") < F.col("_n")))
+        .select("user_id", "item_id", "features", "relevance")
+    )
+
+
+def build_training_set(
+    candidates: DataFrame,
+    user_features: DataFrame,
+    item_features: DataFrame,
+    interactions: DataFrame,
+    as_of: date,
+    horizon_days: int,
+    max_negatives: int,
+    seed: int = 0,
+) -> DataFrame:
+    """The `gold/training_set` partition of cut-off `as_of` (see the module docstring)."""
+    inputs = ranker_inputs(candidates, user_features, item_features, as_of)
+    examples = training_examples(inputs, graded_labels(interactions, as_of, horizon_days), max_negatives, seed)
+    return examples.select(F.lit(as_of).cast("date").alias("as_of"), "*").select(*TRAINING_SET.columns)
