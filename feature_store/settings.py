@@ -107,9 +107,24 @@ class Settings(BaseSettings):
     publish_keep_versions: int = Field(3, description="Published batch versions kept for rollback; older ones expire.")
     publish_grace_s: int = Field(600, description="An expired version's keys live this long so in-flight readers finish.")
 
+    # -- orchestration (Airflow, MLflow UI, the demo) --------------------------------------------
+    airflow_port: int = Field(8080, description="Port of the local `airflow standalone` UI and REST API.")
+    airflow_parallelism: int = Field(4, description="Task slots of the local Airflow (each idle slot costs memory).")
+    airflow_admin_user: str = Field("admin", description="User of the local Airflow; its password is generated once.")
+    mlflow_ui_port: int = Field(5000, description="Port of the local MLflow UI (`mlflow server`).")
+    stream_max_staleness_s: float = Field(
+        120.0, description="The watchdog restarts the streaming job when its status is older than this."
+    )
+
     # -- speed layer ---------------------------------------------------------------------------
     stream_trigger_ms: int = 500
     stream_max_rows_per_batch: int = 20_000
+    stream_bronze_trigger_ms: int = Field(
+        5_000, description="Trigger of the bronze query (bus -> Delta bronze/quarantine): fewer, larger Delta commits than the speed query's."
+    )
+    event_stream_maxlen: int = Field(
+        1_000_000, description="The bus stream is trimmed to about this many entries, never below what every streaming query committed."
+    )
     recent_items_max: int = 50
     speed_ttl_s: int = Field(7 * 24 * 3600, description="TTL of per-user speed-layer keys.")
 
@@ -121,6 +136,36 @@ class Settings(BaseSettings):
     )
     max_k: int = 100
     model_poll_interval_s: float = 5.0
+    serving_redis_budget_s: float = Field(
+        0.1, description="Time one request may spend on Redis; past it the answer comes from the local fallback (degraded)."
+    )
+    serving_redis_retry_s: float = Field(
+        0.5, description="After a Redis failure, answer from the fallback for this long before trying Redis again."
+    )
+    serving_cache_enabled: bool = Field(
+        True, description="In-process cache of what changes only with the batch version (item features, recs, similar)."
+    )
+    serving_cache_max_entries: int = Field(200_000, description="Per cache table (users, items); least recently used go first.")
+    serving_prefetch_enabled: bool = Field(True, description="Warm the cache for a user when their event arrives.")
+    serving_microbatch_enabled: bool = Field(False, description="Run concurrent requests' candidates in one model call.")
+    serving_microbatch_wait_ms: float = Field(1.0, description="How long a micro-batch waits for more requests.")
+    serving_gc_freeze: bool = Field(True, description="gc.freeze() after start-up so full collections skip start-up objects.")
+    serving_orjson: bool = Field(True, description="Serialize responses with orjson (else the stdlib json encoder).")
+    serving_hiredis: bool = Field(True, description="Parse Redis replies with hiredis (else the pure-Python parser).")
+    serving_uvloop: bool = Field(True, description="Run `lambdarec serve` on uvloop (else the stdlib asyncio loop).")
+    serving_ranker_file: Literal["onnx", "onnx_compressed", "native"] = Field(
+        "onnx", description="Which file of the champion to run; the native booster is the fallback if ONNX fails."
+    )
+    serving_model_weight: float = Field(
+        0.7, ge=0.0, le=1.0, description="Share of the ranker score in the final score; the rest is the candidate's prior."
+    )
+    serving_max_per_category: int = Field(0, ge=0, description="Diversity cap per category in one answer (0 = off).")
+    serving_recent_items: int = Field(10, description="How many of the user's recent items seed real-time candidates.")
+    serving_neighbors_per_item: int = Field(20, description="Co-visitation / similar neighbours taken per recent item.")
+    serving_trending_window: str = Field("1h", description="Trending window read by serving (speed-layer key suffix).")
+    serving_trending_candidates: int = Field(50, description="Trending items added as candidates.")
+    serving_max_candidates: int = Field(400, description="Candidates ranked per request at most.")
+    serving_max_exclude: int = Field(200, description="Most item ids a request may exclude.")
 
     @field_validator("data_dir", "jars_dir")
     @classmethod
@@ -135,6 +180,11 @@ class Settings(BaseSettings):
     def table_path(self, table: str) -> str:
         """URI of a Delta table by its layout name, e.g. `bronze/events` (see feature_store.tables)."""
         return f"{self.tables_root}/{table}"
+
+    @property
+    def airflow_home(self) -> Path:
+        """AIRFLOW_HOME of the local Airflow: its SQLite DB, logs and generated admin password."""
+        return self.data_dir / "airflow"
 
     @property
     def checkpoints_dir(self) -> Path:

@@ -1,0 +1,358 @@
+"""The FastAPI application: `create_app(settings)` builds it; the lifespan opens and closes its clients.
+
+Who calls it: `lambdarec serve` (under uvicorn) and the tests (httpx ASGITransport or a real
+uvicorn). Everything the routes use hangs off one `Services` object built in the lifespan and reached
+through `Annotated` dependencies, so tests can override any of them.
+
+Endpoints (OpenAPI at /docs):
+- `GET /v1/recommendations/{user_id}`, `GET /v1/items/{item_id}/similar`, `POST /v1/events`
+  (API key in `X-API-Key`, see `serving.auth`);
+- `GET /healthz` (alive), `GET /readyz` (Redis, model, batch version, speed lag), `GET /metrics`.
+"""
+
+
+import asyncio
+import gc
+import logging
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Annotated, Any, Callable
+
+import orjson
+from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Path, Query, Request, Security
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader
+
+from feature_store.events import ID_MAX_LENGTH, ID_PATTERN, EventTypes, QuarantineReason, validate_event_dict
+from feature_store.redis_keys import RedisKeys
+from feature_store.settings import Settings
+from serving.auth import API_KEY_HEADER, ApiKeyGuard, guard_from_settings
+from serving.batcher import MicroBatcher
+from serving.cache import BatchCache
+from serving.metrics import ServingMetrics
+from serving.models import ChampionWatcher, LoadedRanker, ModelHolder, load_ranker, resolve_champion
+from serving.recommender import STORE_ERRORS, Recommender
+from serving.schemas import (
+    EventBatch, EventError, EventsAccepted, EventsRejected, Health, ModelStatus, Readiness, Recommendations, SimilarItems,
+)
+from serving.store import OnlineStore
+
+log = logging.getLogger(__name__)
+
+MAX_EVENTS_PER_REQUEST = 1000
+
+
+class OrjsonResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+@dataclass
+class Services:
+    """What the routes use; built in the lifespan from settings (or injected by tests)."""
+
+    settings: Settings
+    redis: Any  # redis.asyncio.Redis
+    store: OnlineStore
+    recommender: Recommender
+    holder: ModelHolder
+    watcher: ChampionWatcher
+    metrics: ServingMetrics
+    guard: ApiKeyGuard
+    event_types: EventTypes
+    render: Callable[[Any, int], Response]
+
+
+def open_redis(url: str, settings: Settings):
+    """The async Redis client of the API: hiredis parser (unless switched off), request-sized timeouts."""
+    import redis.asyncio as aioredis
+    from redis._parsers import _AsyncHiredisParser, _AsyncRESP2Parser
+
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=settings.serving_redis_budget_s,
+        socket_connect_timeout=settings.serving_redis_budget_s,
+        parser_class=_AsyncHiredisParser if settings.serving_hiredis else _AsyncRESP2Parser,
+        health_check_interval=0,
+    )
+
+
+def build_services(settings: Settings, redis_client, *, resolve=resolve_champion, load=load_ranker) -> Services:
+    """Wire the serving objects around one Redis client (no I/O here)."""
+    keys = RedisKeys(settings.redis_key_prefix)
+    cache = BatchCache(settings.serving_cache_enabled, settings.serving_cache_max_entries)
+    store = OnlineStore(
+        redis_client, keys, cache,
+        recent_items=max(settings.serving_recent_items, 1),
+        trending_window=settings.serving_trending_window,
+        trending_candidates=settings.serving_trending_candidates,
+        neighbors_per_item=settings.serving_neighbors_per_item,
+    )
+    holder = ModelHolder()
+    metrics = ServingMetrics(cache, holder)
+    batcher = MicroBatcher(settings.serving_microbatch_wait_ms) if settings.serving_microbatch_enabled else None
+    recommender = Recommender(settings, store, holder, metrics, batcher)
+
+    async def record_model(ranker: LoadedRanker) -> None:
+        try:  # best effort: /readyz of other tools reads it; serving works without it
+            await asyncio.wait_for(redis_client.hset(keys.model_pointer, mapping={
+                "name": ranker.name, "version": ranker.version, "backend": ranker.backend, "loaded_at": ranker.loaded_at,
+            }), settings.serving_redis_budget_s)
+        except STORE_ERRORS:
+            pass
+
+    watcher = ChampionWatcher(settings, holder, resolve=resolve, load=load, on_swap=record_model)
+    if settings.serving_orjson:
+        render = lambda content, status: OrjsonResponse(content, status_code=status)  # noqa: E731
+    else:
+        render = lambda content, status: JSONResponse(content, status_code=status)  # noqa: E731
+    return Services(settings, redis_client, store, recommender, holder, watcher, metrics,
+                    guard_from_settings(settings), EventTypes(), render)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    redis_url: str | None = None,
+    resolve: Callable[[Settings], str | None] = resolve_champion,
+    load: Callable[[Settings, str], LoadedRanker] = load_ranker,
+) -> FastAPI:
+    """The API for these settings. `redis_url` defaults to `settings.redis_url` (the CLI passes the
+    embedded server's URL); `resolve`/`load` reach the model registry. Refuses a non-local profile
+    without API keys (before anything starts)."""
+    guard_from_settings(settings)  # fail now, not at the first request
+    url = redis_url or settings.redis_url
+    if not url:
+        raise ValueError("no Redis URL: set LAMBDAREC_REDIS_URL or start through `lambdarec serve`")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        client = open_redis(url, settings)
+        services = build_services(settings, client, resolve=resolve, load=load)
+        app.state.services = services
+        try:
+            async with asyncio.timeout(1.0):
+                await services.store.load_popular()
+        except STORE_ERRORS as exc:  # start anyway: requests degrade until Redis answers
+            log.warning("Redis not reachable at start-up (%s); serving degraded until it is", exc)
+        await services.watcher.check()
+        services.watcher.start()
+        if settings.serving_gc_freeze:
+            # Everything built so far lives as long as the process: keep it out of full collections,
+            # which otherwise land on one request in fifty as a p99 spike (STACK-NOTES).
+            gc.collect()
+            gc.freeze()
+        try:
+            yield
+        finally:
+            await services.watcher.stop()
+            await services.recommender.stop()
+            await client.aclose()
+
+    app = FastAPI(
+        title="lambdarec",
+        version="1",
+        summary="Real-time recommendations: batch (Spark) and speed (Structured Streaming) layers merged per request.",
+        lifespan=lifespan,
+    )
+    app.include_router(_v1_router(settings))
+    app.include_router(_ops_router())
+    return app
+
+
+# -- dependencies ----------------------------------------------------------------------------------
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+_api_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="An API key; its SHA-256 is in LAMBDAREC_API_KEYS_SHA256.")
+
+
+async def require_api_key(services: ServicesDep, key: Annotated[str | None, Security(_api_key_header)]) -> None:
+    if not services.guard.accepts(key):
+        raise HTTPException(
+            status_code=401,
+            detail=f"missing or unknown API key: send it in the {API_KEY_HEADER} header",
+            headers={"WWW-Authenticate": "ApiKey"},
+        )
+
+
+ItemId = Annotated[str, Path(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN, description="An item id.")]
+UserId = Annotated[str, Path(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN, description="A user id.")]
+ContextId = Annotated[str | None, Query(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)]
+
+
+# -- /v1 -------------------------------------------------------------------------------------------
+def _v1_router(settings: Settings) -> APIRouter:
+    router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], tags=["v1"])
+    max_k = settings.max_k
+    max_exclude = settings.serving_max_exclude
+
+    @router.get("/recommendations/{user_id}", response_model=Recommendations)
+    async def recommendations(
+        services: ServicesDep,
+        user_id: UserId,
+        k: Annotated[int, Query(ge=1, le=max_k, description=f"How many items, 1..{max_k} (LAMBDAREC_MAX_K).")] = 10,
+        category: Annotated[str | None, Query(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN,
+                                              description="Category of the page: its items come first.")] = None,
+        item_id: Annotated[str | None, Query(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN,
+                                             description="Item the user is looking at: its neighbours join the candidates; unknown ids are ignored.")] = None,
+        page: Annotated[str | None, Query(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN,
+                                          description="Page the answer is for (home, product, cart, ...); informational.")] = None,
+        exclude: Annotated[list[Annotated[str, Query(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)]],
+                           Query(max_length=max_exclude, description="Item ids not to recommend (repeat the parameter).")] = [],  # noqa: B006
+    ) -> Response:
+        started = time.perf_counter()
+        del page  # accepted and validated so product teams can send it; ranking does not use it yet
+        answer = await services.recommender.recommend(user_id, k, category=category, item_id=item_id, exclude=frozenset(exclude))
+        response = services.render(answer.model_dump(), 200)
+        services.metrics.latency.labels("recommendations").observe(time.perf_counter() - started)
+        return response
+
+    @router.get("/items/{item_id}/similar", response_model=SimilarItems)
+    async def similar_items(
+        services: ServicesDep,
+        item_id: ItemId,
+        k: Annotated[int, Query(ge=1, le=max_k, description=f"How many items, 1..{max_k}.")] = 10,
+    ) -> Response:
+        started = time.perf_counter()
+        answer = await services.recommender.similar(item_id, k)
+        response = services.render(answer.model_dump(), 200)
+        services.metrics.latency.labels("similar").observe(time.perf_counter() - started)
+        return response
+
+    @router.post(
+        "/events",
+        status_code=202,
+        response_model=EventsAccepted,
+        responses={422: {"model": EventsRejected, "description": "Nothing was published; `errors` lists each bad event by index."},
+                   503: {"description": "The event bus is unreachable; nothing was published, retry."}},
+    )
+    async def post_events(
+        services: ServicesDep,
+        body: Annotated[
+            EventBatch | list[dict[str, Any]] | dict[str, Any],
+            Body(description="One event, a JSON array of events, or {\"events\": [...]}. A batch is all-or-nothing."),
+        ],
+    ) -> Response:
+        started = time.perf_counter()
+        raw_events = body.events if isinstance(body, EventBatch) else body if isinstance(body, list) else [body]
+        response = await _accept_events(services, raw_events)
+        services.metrics.latency.labels("events").observe(time.perf_counter() - started)
+        return response
+
+    return router
+
+
+async def _accept_events(services: Services, raw_events: list[Any]) -> Response:
+    """Validate every event; publish all of them in one round trip, or none (422 with each error)."""
+    settings = services.settings
+    if not raw_events:
+        return _rejected(services, "no events in the request", [])
+    if len(raw_events) > MAX_EVENTS_PER_REQUEST:
+        return _rejected(services, f"{len(raw_events)} events in one request; send at most {MAX_EVENTS_PER_REQUEST}", [])
+    now = datetime.now(timezone.utc)
+    tolerance = timedelta(minutes=settings.future_tolerance_minutes)
+    events, errors, seen_ids = [], [], set()
+    for index, raw in enumerate(raw_events):
+        event, reason, detail = validate_event_dict(raw, now=now, future_tolerance=tolerance, event_types=services.event_types)
+        event_id = raw.get("event_id") if isinstance(raw, dict) and isinstance(raw.get("event_id"), str) else None
+        if event is not None and event.event_id in seen_ids:
+            event, reason, detail = None, QuarantineReason.DUPLICATE_EVENT_ID, f"event_id {event_id!r} appears twice in this request"
+        if event is None:
+            errors.append(EventError(index=index, event_id=event_id, reason=str(reason), detail=detail))
+            continue
+        seen_ids.add(event.event_id)
+        events.append(event)
+    if errors:
+        return _rejected(services, f"{len(errors)} of {len(raw_events)} events are invalid; none was accepted", errors)
+    from feature_store.event_bus import publish_events_async
+
+    try:
+        async with asyncio.timeout(settings.serving_redis_budget_s * 5):
+            entry_ids = await publish_events_async(services.redis, settings.event_stream, events)
+    except STORE_ERRORS as exc:
+        services.metrics.events.labels("unavailable").inc(len(events))
+        return services.render({"detail": f"event bus unreachable ({type(exc).__name__}); nothing was published, retry"}, 503)
+    services.metrics.events.labels("accepted").inc(len(events))
+    items_by_user: dict[str, list[str]] = {}
+    for event in events:
+        items_by_user.setdefault(event.user_id, []).append(event.item_id)
+    services.recommender.schedule_prefetch(items_by_user)
+    return services.render(EventsAccepted(accepted=len(events), entry_ids=entry_ids).model_dump(), 202)
+
+
+def _rejected(services: Services, detail: str, errors: list[EventError]) -> Response:
+    services.metrics.events.labels("rejected").inc(max(len(errors), 1))
+    return services.render(EventsRejected(detail=detail, errors=errors).model_dump(), 422)
+
+
+# -- operations ------------------------------------------------------------------------------------
+def _ops_router() -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz", response_model=Health)
+    async def healthz() -> Health:
+        return Health()
+
+    @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+    async def readyz(services: ServicesDep) -> Response:
+        redis_ok, version, status = False, services.store.cache.version, {}
+        try:
+            async with asyncio.timeout(max(services.settings.serving_redis_budget_s, 0.2)):
+                await services.redis.ping()
+                version = await services.store.read_version()
+                status = await services.store.speed_status()
+                redis_ok = True
+        except STORE_ERRORS:
+            pass
+        ranker = services.holder.current
+        model = ModelStatus(name=ranker.name, version=ranker.version, backend=ranker.backend, loaded_at=ranker.loaded_at) if ranker else None
+        # Ready = Redis answers and the champion (if one is registered) is loaded.
+        model_ok = ranker is not None or services.holder.champion_version is None
+        readiness = Readiness(
+            ready=redis_ok and model_ok,
+            redis=redis_ok,
+            model=model,
+            model_error=services.holder.last_error,
+            batch_version=version,
+            speed_lag_ms_p50=_number(status.get("lag_ms_p50")),
+            speed_lag_ms_p99=_number(status.get("lag_ms_p99")),
+            speed_updated_age_s=_age_s(status.get("updated_at")),
+        )
+        return services.render(readiness.model_dump(), 200 if readiness.ready else 503)
+
+    @router.get("/metrics", response_class=Response)
+    async def metrics(services: ServicesDep) -> Response:
+        return Response(services.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return router
+
+
+def _number(raw: str | None) -> float | None:
+    try:
+        return float(raw) if raw is not None else None
+    except ValueError:
+        return None
+
+
+def _age_s(raw: str | None) -> float | None:
+    """Seconds since `updated_at` (epoch ms or s, or ISO-8601) of the speed layer's status."""
+    if raw is None:
+        return None
+    value = _number(raw)
+    if value is not None:
+        seconds = value / 1000.0 if value > 1e11 else value
+        return round(time.time() - seconds, 3)
+    try:
+        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return round(time.time() - parsed.timestamp(), 3)
+

@@ -1,0 +1,106 @@
+"""Candidate generation for one request, as pure functions over what the store returned.
+
+Called by `serving.recommender`. Candidates are the union of the sources below, minus what the user
+already consumed; each keeps the raw score of every source that proposed it, and gets a prior in
+[0, 1]: the best over its sources of (source weight × score normalized by that source's best score in
+this request). The prior orders candidates when no ranker is loaded and is blended with the ranker's
+score otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+# Why these weights: what the user did seconds ago (co-visitation of their recent items) is the
+# strongest signal, then the nightly personal recommendations, then neighbours from the batch
+# similar-items lists, then what is hot right now, then all-time popularity (the fallback).
+SOURCE_WEIGHTS: dict[str, float] = {"covisit": 1.0, "batch": 0.9, "similar": 0.7, "trending": 0.5, "popular": 0.3}
+SOURCES: tuple[str, ...] = tuple(SOURCE_WEIGHTS)
+
+
+@dataclass
+class Candidate:
+    item_id: str
+    scores: dict[str, float] = field(default_factory=dict)  # source -> raw score
+    because: str | None = None  # the recent item behind a covisit/similar candidate
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """One source's proposal of an item."""
+
+    item_id: str
+    score: float
+    because: str | None = None
+
+
+def merge_candidates(
+    proposals: Mapping[str, Iterable[Proposal]],
+    consumed: set[str] | frozenset[str],
+    max_candidates: int,
+) -> dict[str, Candidate]:
+    """Union of the sources' proposals minus `consumed`, at most `max_candidates` items.
+
+    Sources are taken in `SOURCES` order, so when the cap bites the strongest sources keep their
+    items; an item proposed twice by one source keeps its best score."""
+    merged: dict[str, Candidate] = {}
+    for source in SOURCES:
+        for proposal in proposals.get(source, ()):
+            if proposal.item_id in consumed:
+                continue
+            candidate = merged.get(proposal.item_id)
+            if candidate is None:
+                if len(merged) >= max_candidates:
+                    continue
+                candidate = merged[proposal.item_id] = Candidate(proposal.item_id)
+            if proposal.score > candidate.scores.get(source, float("-inf")):
+                candidate.scores[source] = proposal.score
+                if proposal.because is not None and source in ("covisit", "similar") and candidate.because is None:
+                    candidate.because = proposal.because
+    return merged
+
+
+def priors(candidates: list[Candidate], session_shares: Mapping[str, float] | None = None,
+           categories: list[str | None] | None = None) -> tuple[list[float], list[str]]:
+    """Prior score in [0, 1] and primary source of each candidate.
+
+    With `session_shares` (category -> share of this session's events) and the candidates'
+    categories, a candidate's prior is multiplied by (1 + share / 2), capped at 1: up to x1.5 for the
+    category the session is about, so new users' trending/popular lists follow what they just did."""
+    best: dict[str, float] = {}
+    for candidate in candidates:
+        for source, score in candidate.scores.items():
+            best[source] = max(best.get(source, 0.0), score)
+    values: list[float] = []
+    primary: list[str] = []
+    for index, candidate in enumerate(candidates):
+        top_value, top_source = -1.0, "popular"
+        for source in SOURCES:
+            if source not in candidate.scores:
+                continue
+            scale = best[source]
+            normalized = candidate.scores[source] / scale if scale > 0 else 1.0
+            weighted = SOURCE_WEIGHTS[source] * max(0.0, min(1.0, normalized))
+            if weighted > top_value:
+                top_value, top_source = weighted, source
+        if session_shares and categories is not None:
+            category = categories[index]
+            if category is not None:
+                top_value = min(1.0, top_value * (1.0 + 0.5 * session_shares.get(category, 0.0)))
+        values.append(top_value)
+        primary.append(top_source)
+    return values, primary
+
+
+def session_category_shares(session: Mapping[str, str]) -> dict[str, float]:
+    """Share of the current session's events per category, from the `cat:<category>` counters."""
+    counts: dict[str, float] = {}
+    for field_name, raw in session.items():
+        if field_name.startswith("cat:"):
+            try:
+                counts[field_name[4:]] = float(raw)
+            except ValueError:
+                continue
+    total = sum(v for v in counts.values() if v > 0)
+    return {c: v / total for c, v in counts.items() if v > 0} if total else {}

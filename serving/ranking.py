@@ -1,0 +1,123 @@
+"""Ranking of one request's candidates, as pure functions: the ranker's input matrix, the blend of
+ranker and prior scores, and the final top-k with an optional per-category cap.
+
+Called by `serving.recommender`. The matrix follows `feature_store.ranking.RANKER_FEATURES` (the same
+names and order training uses); a model whose feature list is a different order or a subset gets its
+columns picked by name (`serving.models.LoadedRanker.columns`).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from feature_store.ranking import CANDIDATE_SOURCES, ITEM_INPUTS, RANKER_FEATURES, USER_INPUTS
+
+_N_USER = len(USER_INPUTS)
+_N_ITEM = len(ITEM_INPUTS)
+_CROSS_AT = _N_USER + _N_ITEM
+_CAND_AT = _CROSS_AT + 1
+# Which request source fills which candidate-score input. The batch recommendations carry the
+# champion's score for the candidate source that proposed them (`als`, `covisit` or `popular` in the
+# stored source field); real-time sources map onto the closest training-time source.
+REQUEST_SOURCE_INPUT: dict[str, str] = {"covisit": "covisit", "similar": "covisit", "trending": "popular", "popular": "popular"}
+
+
+def feature_matrix(
+    user_features: np.ndarray | None,
+    item_features: Sequence[np.ndarray | None],
+    affinities: Sequence[float | None],
+    candidate_scores: Sequence[Mapping[str, float]],
+) -> np.ndarray:
+    """One float32 row per candidate in RANKER_FEATURES order; missing values are NaN.
+
+    `candidate_scores` maps a training-time candidate source (`als`, `covisit`, `popular`) to the
+    candidate's score from it."""
+    rows = len(item_features)
+    matrix = np.full((rows, len(RANKER_FEATURES)), np.nan, dtype=np.float32)
+    if user_features is not None and user_features.shape[0] == _N_USER:
+        matrix[:, :_N_USER] = user_features
+    for row, features in enumerate(item_features):
+        if features is not None and features.shape[0] == _N_ITEM:
+            matrix[row, _N_USER:_CROSS_AT] = features
+    for row, affinity in enumerate(affinities):
+        if affinity is not None:
+            matrix[row, _CROSS_AT] = affinity
+    for row, scores in enumerate(candidate_scores):
+        for offset, source in enumerate(CANDIDATE_SOURCES):
+            value = scores.get(source)
+            if value is not None:
+                matrix[row, _CAND_AT + offset] = value
+    return matrix
+
+
+def training_source_scores(request_scores: Mapping[str, float], batch_source: str | None) -> dict[str, float]:
+    """The candidate-score inputs of one candidate from the scores of the request's sources."""
+    out: dict[str, float] = {}
+    for source, score in request_scores.items():
+        if source == "batch":
+            target = batch_source if batch_source in CANDIDATE_SOURCES else "als"
+        else:
+            target = REQUEST_SOURCE_INPUT[source]
+        out[target] = max(out.get(target, float("-inf")), score)
+    return out
+
+
+def min_max(values: np.ndarray) -> np.ndarray:
+    """Scale to [0, 1]; all-equal (or non-finite) inputs become 0.5 so they neither win nor lose."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(values)
+    if not finite.any():
+        return np.full(values.shape, 0.5)
+    low, high = values[finite].min(), values[finite].max()
+    if high - low <= 1e-12:
+        out = np.full(values.shape, 0.5)
+    else:
+        out = (values - low) / (high - low)
+    out[~finite] = 0.0
+    return out
+
+
+def blend(model_scores: np.ndarray | None, priors: Sequence[float], model_weight: float) -> np.ndarray:
+    """Final scores: `model_weight` x the ranker's scores (min-max scaled within the request) +
+    the rest x the candidates' priors. Without a ranker the priors alone."""
+    prior = np.asarray(priors, dtype=np.float64)
+    if model_scores is None:
+        return prior
+    return model_weight * min_max(model_scores) + (1.0 - model_weight) * prior
+
+
+def select_top_k(
+    scores: Sequence[float],
+    categories: Sequence[str | None],
+    k: int,
+    max_per_category: int = 0,
+    preferred_category: str | None = None,
+) -> list[int]:
+    """Indices of the answer, best first.
+
+    Items of `preferred_category` (the page's category) come before the others; with
+    `max_per_category` > 0 no category gets more than that many slots while others still have items
+    (the capped ones fill the remaining slots, so the answer is never shorter than it could be)."""
+    order = sorted(
+        range(len(scores)),
+        key=lambda i: (preferred_category is not None and categories[i] == preferred_category, scores[i]),
+        reverse=True,
+    )
+    if max_per_category <= 0:
+        return order[:k]
+    chosen: list[int] = []
+    overflow: list[int] = []
+    per_category: dict[str, int] = {}
+    for index in order:
+        category = categories[index]
+        if category is not None and per_category.get(category, 0) >= max_per_category:
+            overflow.append(index)
+            continue
+        if category is not None:
+            per_category[category] = per_category.get(category, 0) + 1
+        chosen.append(index)
+        if len(chosen) == k:
+            return chosen
+    return chosen + overflow[: k - len(chosen)]

@@ -1,0 +1,261 @@
+"""One recommendation request, end to end: store reads, candidates, features, ranker, answer.
+
+Who calls it: the routes of `serving.app`. The Redis part of a request runs under
+`settings.serving_redis_budget_s`; when Redis fails or is slow the answer comes from the local
+fallback (the last popular list read) with `degraded: true`, and a breaker keeps the next requests
+away from Redis for `serving_redis_retry_s` before trying again, so an outage costs no timeouts per
+request and recovery needs nobody.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from redis.exceptions import RedisError
+
+from feature_store.settings import Settings
+from serving.batcher import MicroBatcher
+from serving.cache import ItemBatch
+from serving.candidates import Candidate, Proposal, merge_candidates, priors, session_category_shares
+from serving.metrics import ServingMetrics
+from serving.models import ModelHolder
+from serving.ranking import blend, feature_matrix, select_top_k, training_source_scores
+from serving.schemas import RecommendedItem, Recommendations, SimilarItems
+from serving.store import OnlineStore, UserView
+
+log = logging.getLogger(__name__)
+
+# What a failing or slow online store looks like from here.
+STORE_ERRORS = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
+
+
+class RedisBreaker:
+    """After a failure, skip Redis for `retry_s`; then let requests try again."""
+
+    def __init__(self, retry_s: float) -> None:
+        self.retry_s = retry_s
+        self.open_until = 0.0
+        self.failures = 0
+
+    def allows(self) -> bool:
+        return time.monotonic() >= self.open_until
+
+    def failed(self) -> None:
+        self.failures += 1
+        self.open_until = time.monotonic() + self.retry_s
+
+    def succeeded(self) -> None:
+        self.open_until = 0.0
+
+
+class Recommender:
+    def __init__(self, settings: Settings, store: OnlineStore, holder: ModelHolder, metrics: ServingMetrics,
+                 batcher: MicroBatcher | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.holder = holder
+        self.metrics = metrics
+        self.batcher = batcher
+        self.breaker = RedisBreaker(settings.serving_redis_retry_s)
+        self._prefetching: set[asyncio.Task] = set()
+
+    # -- recommendations ---------------------------------------------------------------------
+    async def recommend(self, user_id: str, k: int, *, category: str | None = None, item_id: str | None = None,
+                        exclude: frozenset[str] = frozenset()) -> Recommendations:
+        if not self.breaker.allows():
+            return self._fallback(user_id, k, exclude, "redis_unavailable")
+        try:
+            async with asyncio.timeout(self.settings.serving_redis_budget_s):
+                view, candidates, items, batch_sources = await self._gather(user_id, item_id, exclude, k)
+        except STORE_ERRORS as exc:
+            self.breaker.failed()
+            log.warning("online store failed for user %s (%s: %s): answering from the fallback", user_id, type(exc).__name__, exc)
+            return self._fallback(user_id, k, exclude, "redis_timeout" if isinstance(exc, TimeoutError) else "redis_error")
+        self.breaker.succeeded()
+        return await self._rank(user_id, k, view, candidates, items, batch_sources, category)
+
+    async def _gather(self, user_id: str, context_item: str | None, exclude: frozenset[str], k: int):
+        settings = self.settings
+        view = await self.store.read_user(user_id)
+        recent = [item for item, _ in view.recent]
+        seeds = recent[: settings.serving_recent_items]
+        if context_item is not None and context_item not in seeds:
+            seeds = [context_item, *seeds]
+        consumed = set(view.user.seen) | set(recent) | set(exclude)
+        if context_item is not None:
+            consumed.add(context_item)
+        batch_sources = {rec.item_id: rec.source for rec in view.user.recs}
+        use_popular = not view.user.recs
+        known = [rec.item_id for rec in view.user.recs] + [item for item, _ in view.trending]
+        if use_popular:
+            known += [rec.item_id for rec in view.popular]
+        known = [i for i in dict.fromkeys(known) if i not in consumed][: settings.serving_max_candidates]
+        covisit, similar, items = await self.store.read_neighbors_and_items(view.version, seeds, known)
+        proposals = {
+            "batch": [Proposal(rec.item_id, rec.score) for rec in view.user.recs],
+            "covisit": [Proposal(n, s, seed) for seed in seeds for n, s in covisit.get(seed, ())],
+            "similar": [Proposal(rec.item_id, rec.score, seed) for seed in seeds for rec in similar.get(seed, ())],
+            "trending": [Proposal(item, score) for item, score in view.trending],
+            "popular": [Proposal(rec.item_id, rec.score) for rec in view.popular] if use_popular else [],
+        }
+        candidates = merge_candidates(proposals, consumed, settings.serving_max_candidates)
+        if len(candidates) < k and not use_popular:  # top up from popularity when the pool is thin
+            for rec in view.popular:
+                if rec.item_id not in consumed and rec.item_id not in candidates:
+                    candidates[rec.item_id] = Candidate(rec.item_id, {"popular": rec.score})
+        missing = [i for i in candidates if i not in items]
+        if missing:
+            items.update(await self.store.read_items(view.version, missing))
+        return view, list(candidates.values()), items, batch_sources
+
+    async def _rank(self, user_id: str, k: int, view: UserView, candidates: list[Candidate], items: dict[str, ItemBatch],
+                    batch_sources: dict[str, str], category: str | None) -> Recommendations:
+        settings = self.settings
+        unknown = ItemBatch(None, None)
+        batch_items = [items.get(c.item_id, unknown) for c in candidates]
+        categories = [item.category for item in batch_items]
+        shares = session_category_shares(view.session)
+        prior, primary = priors(candidates, shares, categories)
+        ranker = self.holder.current  # held for the whole request: a swap cannot change it under us
+        model_scores = None
+        if ranker is not None and candidates:
+            affinity_source = view.user.affinity or shares
+            matrix = feature_matrix(
+                view.user.features,
+                [item.features for item in batch_items],
+                [affinity_source.get(c) if c is not None else None for c in categories],
+                [training_source_scores(c.scores, batch_sources.get(c.item_id)) for c in candidates],
+            )
+            try:
+                model_scores = await self.batcher.predict(ranker, matrix) if self.batcher else ranker.predict(matrix)
+            except Exception as exc:  # a ranker failure must not fail the request: rank by priors
+                self.metrics.model_errors.inc()
+                log.error("ranker %s v%s failed: %s", ranker.name, ranker.version, exc)
+                ranker = None
+        final = blend(model_scores, prior, settings.serving_model_weight)
+        chosen = select_top_k(final, categories, k, settings.serving_max_per_category, category)
+        answer = [
+            RecommendedItem(
+                item_id=candidates[i].item_id,
+                score=round(float(final[i]), 6),
+                source=primary[i],
+                sources=[s for s in ("covisit", "batch", "similar", "trending", "popular") if s in candidates[i].scores],
+                because=candidates[i].because,
+                category=categories[i],
+            )
+            for i in chosen
+        ]
+        return Recommendations(
+            user_id=user_id,
+            items=answer,
+            batch_version=view.version,
+            model_version=ranker.version if ranker is not None and model_scores is not None else None,
+            degraded=False,
+            candidates=len(candidates),
+        )
+
+    def _fallback(self, user_id: str, k: int, exclude: frozenset[str], reason: str) -> Recommendations:
+        self.metrics.degraded.labels("recommendations", reason).inc()
+        return Recommendations(
+            user_id=user_id,
+            items=self._fallback_items(k, exclude),
+            batch_version=self.store.cache.version,
+            model_version=None,
+            degraded=True,
+            candidates=0,
+        )
+
+    def _fallback_items(self, k: int, exclude: frozenset[str]) -> list[RecommendedItem]:
+        popular = [rec for rec in self.store.last_popular if rec.item_id not in exclude][:k]
+        best = max((rec.score for rec in popular), default=0.0)
+        return [
+            RecommendedItem(item_id=rec.item_id, score=round(rec.score / best, 6) if best > 0 else 0.0,
+                            source="popular", sources=["popular"])
+            for rec in popular
+        ]
+
+    # -- similar items -------------------------------------------------------------------------
+    async def similar(self, item_id: str, k: int) -> SimilarItems:
+        if not self.breaker.allows():
+            return self._similar_fallback(item_id, k, "redis_unavailable")
+        try:
+            async with asyncio.timeout(self.settings.serving_redis_budget_s):
+                version = self.store.cache.version
+                if version is None:
+                    version = await self.store.read_version()
+                covisit, similar, _ = await self.store.read_neighbors_and_items(version, [item_id], [])
+                proposals = {
+                    "covisit": [Proposal(n, s) for n, s in covisit.get(item_id, ())],
+                    "similar": [Proposal(r.item_id, r.score) for r in similar.get(item_id, ())],
+                }
+                candidates = list(merge_candidates(proposals, {item_id}, self.settings.serving_max_candidates).values())
+                items = await self.store.read_items(version, [c.item_id for c in candidates])
+        except STORE_ERRORS as exc:
+            self.breaker.failed()
+            log.warning("online store failed for similar(%s): %s", item_id, exc)
+            return self._similar_fallback(item_id, k, "redis_timeout" if isinstance(exc, TimeoutError) else "redis_error")
+        self.breaker.succeeded()
+        prior, primary = priors(candidates)
+        categories = [items[c.item_id].category if c.item_id in items else None for c in candidates]
+        chosen = select_top_k(prior, categories, k)
+        return SimilarItems(
+            item_id=item_id,
+            items=[
+                RecommendedItem(item_id=candidates[i].item_id, score=round(prior[i], 6), source=primary[i],
+                                sources=[s for s in ("covisit", "similar") if s in candidates[i].scores],
+                                category=categories[i])
+                for i in chosen
+            ],
+            batch_version=version,
+            degraded=False,
+        )
+
+    def _similar_fallback(self, item_id: str, k: int, reason: str) -> SimilarItems:
+        self.metrics.degraded.labels("similar", reason).inc()
+        return SimilarItems(item_id=item_id, items=self._fallback_items(k, frozenset({item_id})),
+                            batch_version=self.store.cache.version, degraded=True)
+
+    # -- per-user prefetch ---------------------------------------------------------------------
+    def schedule_prefetch(self, items_by_user: dict[str, list[str]]) -> None:
+        """Warm the cache for users whose events just arrived (in the background: the event
+        request does not wait). Their next recommendation finds their batch keys, the similar lists
+        of the items they just touched and those neighbours' features in memory."""
+        if not (self.settings.serving_prefetch_enabled and self.store.cache.enabled) or not self.breaker.allows():
+            return
+        for user_id, item_ids in items_by_user.items():
+            task = asyncio.create_task(self.prefetch(user_id, item_ids))
+            self._prefetching.add(task)
+            task.add_done_callback(self._prefetching.discard)
+
+    async def prefetch(self, user_id: str, item_ids: list[str]) -> bool:
+        try:
+            async with asyncio.timeout(self.settings.serving_redis_budget_s * 5):
+                version = self.store.cache.version
+                if version is None:
+                    version = await self.store.read_version()
+                if version is None:
+                    return False
+                await self.store.warm_user(user_id)
+                seeds = list(dict.fromkeys(item_ids))
+                covisit, similar, items = await self.store.read_neighbors_and_items(version, seeds, seeds)
+                neighbours = {n for pairs in covisit.values() for n, _ in pairs}
+                neighbours |= {r.item_id for recs in similar.values() for r in recs}
+                await self.store.read_items(version, [n for n in neighbours if n not in items])
+        except STORE_ERRORS as exc:
+            self.metrics.prefetches.labels("failed").inc()
+            log.info("prefetch for %s failed: %s", user_id, exc)
+            return False
+        self.metrics.prefetches.labels("done").inc()
+        return True
+
+    async def drain_prefetches(self) -> None:
+        """Wait for running prefetches (tests, shutdown)."""
+        while self._prefetching:
+            await asyncio.gather(*list(self._prefetching), return_exceptions=True)
+
+    async def stop(self) -> None:
+        for task in list(self._prefetching):
+            task.cancel()
+        await asyncio.gather(*list(self._prefetching), return_exceptions=True)

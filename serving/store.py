@@ -1,0 +1,248 @@
+"""Reads of the online store for one request: pipelined Redis round trips, decoded with the feature
+store's codecs, through the batch-version cache.
+
+Who calls it: `serving.recommender` (requests and per-user prefetch) and `serving.app` (readiness).
+Round trips of a recommendation request:
+1. the batch pointer, the user's speed keys (recent items, session counters), the trending window,
+   and (cache misses only) the user's batch keys and the popular list;
+2. co-visitation neighbours of the recent items (speed layer), their batch similar-items lists
+   (cache misses only) and the features/categories of every candidate not cached;
+3. only on a cold cache: features of neighbours first seen in step 2.
+With a warm cache (or after a prefetch) a request takes two round trips. When the pointer has moved,
+the cache is reset and the user's batch keys are re-read at the new version, so one answer never
+mixes two batch versions.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import msgpack
+import numpy as np
+
+from feature_store.codecs import CodecError, ScoredItem, decode_features, decode_ids, decode_recs
+from feature_store.ranking import ITEM_INPUTS, USER_INPUTS
+from feature_store.redis_keys import RedisKeys
+from serving.cache import EMPTY_USER, BatchCache, ItemBatch, UserBatch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class UserView:
+    """Everything round trip 1 returns for one user."""
+
+    version: str | None
+    user: UserBatch
+    recent: list[tuple[str, float]]  # (item_id, event time ms), newest first
+    session: dict[str, str]
+    trending: list[tuple[str, float]]  # (item_id, weight), hottest first
+    popular: tuple[ScoredItem, ...]
+
+
+def _text(value: bytes | str | None) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _pairs(reply) -> list[tuple[str, float]]:
+    return [(_text(member), float(score)) for member, score in reply or ()]
+
+
+def _features(blob: bytes | None, length: int, key: str) -> np.ndarray | None:
+    if blob is None:
+        return None
+    try:
+        return decode_features(blob, length)
+    except CodecError as exc:  # one bad value must not fail the request: treat it as missing
+        log.warning("ignoring %s: %s", key, exc)
+        return None
+
+
+def _recs(blob: bytes | None, key: str) -> tuple[ScoredItem, ...]:
+    if blob is None:
+        return ()
+    try:
+        return tuple(decode_recs(blob))
+    except CodecError as exc:
+        log.warning("ignoring %s: %s", key, exc)
+        return ()
+
+
+def decode_user_batch(recs: bytes | None, feat: bytes | None, aff: bytes | None, seen: bytes | None, user_id: str) -> UserBatch:
+    """The user's batch keys (any may be missing) as one UserBatch."""
+    if recs is None and feat is None and aff is None and seen is None:
+        return EMPTY_USER
+    affinity: dict[str, float] = {}
+    if aff is not None:
+        try:
+            raw = msgpack.unpackb(aff, raw=False)
+            affinity = {str(k): float(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+        except (ValueError, TypeError, msgpack.ExtraData) as exc:
+            log.warning("ignoring affinity of user %s: %s", user_id, exc)
+    seen_ids: frozenset[str] = frozenset()
+    if seen is not None:
+        try:
+            seen_ids = frozenset(decode_ids(seen))
+        except CodecError as exc:
+            log.warning("ignoring history of user %s: %s", user_id, exc)
+    return UserBatch(_recs(recs, f"recs of {user_id}"), _features(feat, len(USER_INPUTS), f"features of {user_id}"), affinity, seen_ids)
+
+
+class OnlineStore:
+    def __init__(self, client, keys: RedisKeys, cache: BatchCache, *, recent_items: int, trending_window: str,
+                 trending_candidates: int, neighbors_per_item: int) -> None:
+        self.client = client
+        self.keys = keys
+        self.cache = cache
+        self.recent_items = recent_items
+        self.trending_window = trending_window
+        self.trending_candidates = trending_candidates
+        self.neighbors_per_item = neighbors_per_item
+        # The local fallback when Redis is down: the last popular list read successfully.
+        self.last_popular: tuple[ScoredItem, ...] = ()
+
+    # -- batch version ---------------------------------------------------------------------
+    def _observe_version(self, pointer: bytes | str | None) -> bool:
+        """Record the pointer read in this round trip; True when it moved (cache reset)."""
+        version = _text(pointer)
+        if version != self.cache.version:
+            log.info("batch pointer moved %s -> %s: cache reset", self.cache.version, version)
+            self.cache.reset(version)
+            return True
+        return False
+
+    async def read_version(self) -> str | None:
+        pointer = await self.client.get(self.keys.batch_pointer)
+        self._observe_version(pointer)
+        return self.cache.version
+
+    def _queue_user_batch(self, pipe, version: str, user_id: str) -> None:
+        k = self.keys
+        pipe.mget(k.user_recs(version, user_id), k.user_features(version, user_id),
+                  k.user_category_affinity(version, user_id), k.user_history(version, user_id))
+
+    def _keep_user(self, version: str | None, user_id: str, reply) -> UserBatch:
+        user = decode_user_batch(*reply, user_id=user_id)
+        if self.cache.accepts(version):
+            self.cache.users.put(user_id, user)
+        return user
+
+    def _keep_popular(self, version: str | None, blob: bytes | None) -> tuple[ScoredItem, ...]:
+        popular = _recs(blob, "popular")
+        if popular:
+            self.last_popular = popular
+        if self.cache.accepts(version):
+            self.cache.popular = popular
+        return popular
+
+    # -- round trip 1 --------------------------------------------------------------------------
+    async def read_user(self, user_id: str) -> UserView:
+        for _ in range(2):  # a second pass only when the pointer moved under the first
+            version = self.cache.version
+            user = self.cache.user(user_id) if version is not None else EMPTY_USER
+            popular = self.cache.cached_popular() if version is not None else ()
+            k = self.keys
+            pipe = self.client.pipeline(transaction=False)
+            pipe.get(k.batch_pointer)
+            pipe.zrevrange(k.recent_items(user_id), 0, self.recent_items - 1, withscores=True)
+            pipe.hgetall(k.session_counters(user_id))
+            pipe.zrevrange(k.trending(self.trending_window), 0, self.trending_candidates - 1, withscores=True)
+            if user is None:
+                self._queue_user_batch(pipe, version, user_id)
+            if popular is None:
+                pipe.get(k.popular(version))
+            replies = await pipe.execute()
+            if self._observe_version(replies[0]):
+                continue
+            at = 4
+            if user is None:
+                user = self._keep_user(version, user_id, replies[at])
+                at += 1
+            if popular is None:
+                popular = self._keep_popular(version, replies[at])
+            session = {_text(f): _text(v) for f, v in (replies[2] or {}).items()}
+            return UserView(version, user, _pairs(replies[1]), session, _pairs(replies[3]), popular)
+        raise RuntimeError("batch pointer moved twice during one request")  # pragma: no cover - flips are minutes apart
+
+    # -- round trips 2 and 3 -------------------------------------------------------------------
+    async def read_neighbors_and_items(
+        self, version: str | None, recent: list[str], item_ids: list[str]
+    ) -> tuple[dict[str, list[tuple[str, float]]], dict[str, tuple[ScoredItem, ...]], dict[str, ItemBatch]]:
+        """Co-visitation neighbours and batch similar lists of `recent`, and the batch data of
+        `item_ids`, in one round trip (cached parts are not read)."""
+        similar, similar_missing = self.cache.lookup_similar(recent) if version is not None else ({}, [])
+        items, items_missing = self.cache.lookup_items(item_ids) if version is not None else ({}, [])
+        pipe = self.client.pipeline(transaction=False)
+        for item_id in recent:
+            pipe.zrevrange(self.keys.covisit(item_id), 0, self.neighbors_per_item - 1, withscores=True)
+        if similar_missing:
+            pipe.mget([self.keys.item_similar(version, i) for i in similar_missing])
+        if items_missing:
+            self._queue_items(pipe, version, items_missing)
+        replies = await pipe.execute() if len(pipe) else []
+        covisit = {item_id: _pairs(reply) for item_id, reply in zip(recent, replies)}
+        at = len(recent)
+        if similar_missing:
+            for item_id, blob in zip(similar_missing, replies[at]):
+                similar[item_id] = _recs(blob, f"similar of {item_id}")[: self.neighbors_per_item]
+                if self.cache.accepts(version):
+                    self.cache.similar.put(item_id, similar[item_id])
+            at += 1
+        if items_missing:
+            items.update(self._keep_items(version, items_missing, replies[at], replies[at + 1]))
+        if version is None:
+            items.update({i: ItemBatch(None, None) for i in item_ids})
+        return covisit, similar, items
+
+    async def read_items(self, version: str | None, item_ids: list[str]) -> dict[str, ItemBatch]:
+        if version is None or not item_ids:
+            return {i: ItemBatch(None, None) for i in item_ids}
+        found, missing = self.cache.lookup_items(item_ids)
+        if missing:
+            pipe = self.client.pipeline(transaction=False)
+            self._queue_items(pipe, version, missing)
+            feats, cats = await pipe.execute()
+            found.update(self._keep_items(version, missing, feats, cats))
+        return found
+
+    def _queue_items(self, pipe, version: str, item_ids: list[str]) -> None:
+        pipe.mget([self.keys.item_features(version, i) for i in item_ids])
+        pipe.hmget(self.keys.item_categories(version), item_ids)
+
+    def _keep_items(self, version: str, item_ids: list[str], feats, cats) -> dict[str, ItemBatch]:
+        out: dict[str, ItemBatch] = {}
+        keep = self.cache.accepts(version)
+        for item_id, blob, category in zip(item_ids, feats, cats):
+            item = ItemBatch(_features(blob, len(ITEM_INPUTS), f"features of {item_id}"), _text(category))
+            out[item_id] = item
+            if keep:
+                self.cache.items.put(item_id, item)
+        return out
+
+    # -- prefetch ------------------------------------------------------------------------------
+    async def warm_user(self, user_id: str) -> UserBatch | None:
+        """Read the user's batch keys into the cache (prefetch); None when nothing is published."""
+        version = self.cache.version
+        if version is None or not self.cache.enabled:
+            return None
+        if user_id in self.cache.users:
+            return self.cache.users.get(user_id)
+        pipe = self.client.pipeline(transaction=False)
+        self._queue_user_batch(pipe, version, user_id)
+        (reply,) = await pipe.execute()
+        return self._keep_user(version, user_id, reply)
+
+    # -- status --------------------------------------------------------------------------------
+    async def speed_status(self) -> dict[str, str]:
+        raw = await self.client.hgetall(self.keys.speed_status)
+        return {_text(k): _text(v) for k, v in (raw or {}).items()}
+
+    async def load_popular(self) -> tuple[ScoredItem, ...]:
+        """Prime the fallback at start-up (best effort by the caller)."""
+        version = await self.read_version()
+        if version is None:
+            return ()
+        return self._keep_popular(version, await self.client.get(self.keys.popular(version)))

@@ -1,0 +1,195 @@
+"""Fixtures of the serving-layer integration tests (tests/integration/test_api_*.py): a real MLflow
+(SQLite in a temp dir) with tiny trained rankers logged in the MODEL_FILES layout, and writers of the
+online store's batch and speed keys encoded exactly as the producers do (codecs + RedisKeys)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+
+from feature_store.codecs import encode_features, encode_ids, encode_recs
+from feature_store.ranking import CHAMPION_ALIAS, ITEM_INPUTS, MODEL_FILES, RANKER_FEATURES, USER_INPUTS
+from feature_store.redis_keys import RedisKeys
+from feature_store.settings import Settings
+
+
+def train_tiny_ranker(directory: Path, seed: int) -> Path:
+    """A LightGBM lambdarank on random vectors, converted to ONNX; files in the MODEL_FILES layout
+    under `directory` (meta, model.onnx, model_compressed.onnx, native_model)."""
+    import lightgbm
+    import onnxmltools
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    rng = np.random.default_rng(seed)
+    rows, width = 400, len(RANKER_FEATURES)
+    x = rng.normal(size=(rows, width)).astype(np.float32)
+    y = np.clip((x[:, 0] + x[:, -3] + rng.normal(scale=0.5, size=rows)) * 1.5 + 2, 0, 4).astype(int)
+    booster = lightgbm.train(
+        {"objective": "lambdarank", "num_leaves": 7, "min_data_in_leaf": 5, "verbose": -1, "seed": seed, "num_threads": 1},
+        lightgbm.Dataset(x, y, group=[20] * (rows // 20)),
+        num_boost_round=15,
+    )
+    onnx_model = onnxmltools.convert_lightgbm(booster, initial_types=[("input", FloatTensorType([None, width]))])
+    files = directory / "artifacts"
+    files.mkdir(parents=True, exist_ok=True)
+    (directory / MODEL_FILES.onnx).write_bytes(onnx_model.SerializeToString())
+    (directory / MODEL_FILES.onnx_compressed).write_bytes(onnx_model.SerializeToString())
+    booster.save_model(str(directory / MODEL_FILES.native))
+    output = [o.name for o in onnx_model.graph.output if "label" not in o.name][0]
+    (directory / MODEL_FILES.meta).write_text(json.dumps({"kind": "lightgbm", "features": list(RANKER_FEATURES), "onnx_output": output}))
+    return directory
+
+
+def _log_ranker(settings: Settings, directory: Path, champion: bool = True) -> str:
+    """Log the files as a pyfunc model (artifacts land in `artifacts/`), register a version of
+    `settings.ranker_model_name`, optionally make it champion; returns the version."""
+    import mlflow
+    import mlflow.pyfunc
+    from mlflow.tracking import MlflowClient
+
+    class RankerFiles(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input):  # serving reads the files, never this
+            raise NotImplementedError
+
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.registry_uri)
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
+    if client.get_experiment_by_name(settings.mlflow_experiment) is None:
+        client.create_experiment(settings.mlflow_experiment, artifact_location=settings.artifact_root)
+    mlflow.set_experiment(settings.mlflow_experiment)
+    artifacts = {Path(p).name: str(directory / p) for p in (MODEL_FILES.meta, MODEL_FILES.onnx, MODEL_FILES.onnx_compressed, MODEL_FILES.native)}
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(
+            name="ranker", python_model=RankerFiles(), artifacts=artifacts,
+            pip_requirements=["lightgbm"], registered_model_name=settings.ranker_model_name,
+        )
+    version = str(info.registered_model_version)
+    if champion:
+        client.set_registered_model_alias(settings.ranker_model_name, CHAMPION_ALIAS, version)
+    return version
+
+
+def _set_champion(settings: Settings, version: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri).set_registered_model_alias(
+        settings.ranker_model_name, CHAMPION_ALIAS, version
+    )
+
+
+@pytest.fixture(scope="session")
+def ranker_dirs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two different tiny rankers (files only), trained once per run."""
+    root = tmp_path_factory.mktemp("rankers")
+    return [train_tiny_ranker(root / f"r{seed}", seed) for seed in (1, 2)]
+
+
+@pytest.fixture
+def serving_settings(tmp_path: Path, redis_server) -> Settings:
+    """Settings of one API test: its own MLflow (SQLite) and data dir, the run's redis-server."""
+    return Settings(
+        data_dir=tmp_path,
+        redis_url=redis_server.url,
+        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        mlflow_artifact_root=str(tmp_path / "mlartifacts"),
+        model_poll_interval_s=3600,  # tests call watcher.check() themselves
+        serving_redis_budget_s=0.5,
+    )
+
+
+@dataclass
+class OnlineStoreWriter:
+    """Writes batch and speed keys the way the producers do (codecs + RedisKeys)."""
+
+    client: object
+    keys: RedisKeys
+
+    def publish_batch(self, version: str, *, users: dict, items: dict, similar: dict | None = None,
+                      popular: list | None = None) -> None:
+        """users: user_id -> {"recs": [(item, score, source)], "features": [..], "affinity": {..}, "seen": [..]};
+        items: item_id -> {"features": [..], "category": str}."""
+        k, pipe = self.keys, self.client.pipeline(transaction=False)
+        for user_id, user in users.items():
+            pipe.set(k.user_recs(version, user_id), encode_recs(user.get("recs", [])))
+            if "features" in user:
+                pipe.set(k.user_features(version, user_id), encode_features(user["features"]))
+            pipe.set(k.user_category_affinity(version, user_id), msgpack.packb(user.get("affinity", {})))
+            pipe.set(k.user_history(version, user_id), encode_ids(user.get("seen", [])))
+        for item_id, item in items.items():
+            pipe.set(k.item_features(version, item_id), encode_features(item["features"]))
+            pipe.hset(k.item_categories(version), item_id, item["category"])
+        for item_id, neighbours in (similar or {}).items():
+            pipe.set(k.item_similar(version, item_id), encode_recs(neighbours))
+        pipe.set(k.popular(version), encode_recs(popular or []))
+        pipe.hset(k.batch_meta(version), mapping={"as_of": "2026-01-01", "published_at": "0"})
+        pipe.zadd(k.batch_versions, {version: 1})
+        pipe.set(k.batch_pointer, version)  # the flip, last
+        pipe.execute()
+
+    def user_event(self, user_id: str, item_id: str, event_type: str, ts_ms: int, category: str | None = None) -> None:
+        """What the speed layer writes for one event: recent items (+ meta) and session counters."""
+        k, pipe = self.keys, self.client.pipeline(transaction=False)
+        pipe.zadd(k.recent_items(user_id), {item_id: ts_ms})
+        pipe.hset(k.recent_meta(user_id), item_id, event_type)
+        pipe.hincrby(k.session_counters(user_id), f"type:{event_type}", 1)
+        if category:
+            pipe.hincrby(k.session_counters(user_id), f"cat:{category}", 1)
+        pipe.execute()
+
+    def covisit(self, item_id: str, neighbours: dict[str, float]) -> None:
+        self.client.zadd(self.keys.covisit(item_id), neighbours)
+
+    def trending(self, window: str, weights: dict[str, float]) -> None:
+        self.client.zadd(self.keys.trending(window), weights)
+
+
+@pytest.fixture
+def store_writer(redis_client) -> OnlineStoreWriter:
+    return OnlineStoreWriter(redis_client, RedisKeys())
+
+
+def _run_speed_layer(client, settings: Settings, batch_id: int) -> int:
+    """Apply everything on the event bus to the speed keys exactly as one micro-batch of the
+    streaming job does (its pure planning functions + its idempotent Redis apply), without Spark.
+    Returns how many events were applied."""
+    from datetime import timedelta
+
+    from feature_store.event_bus import entry_payload, entry_time_ms
+    from feature_store.events import EventTypes
+    from spark_jobs.streaming.redis_apply import apply_batch
+    from spark_jobs.streaming.speed_features import shard_ops, speed_params, trending_ops, validate_entries
+
+    keys = RedisKeys(settings.redis_key_prefix)
+    entries = [
+        (eid.decode(), entry_time_ms(eid), entry_payload(fields))
+        for eid, fields in client.xrange(settings.event_stream)
+    ]
+    good, _ = validate_entries(entries, future_tolerance=timedelta(minutes=settings.future_tolerance_minutes), event_types=EventTypes())
+    events = [speed for speed, _ in good]
+    params = speed_params(settings)
+    apply_batch(client, keys, params, "test", batch_id, shard_ops(keys, params, events), trending_ops(keys, params, events))
+    return len(events)
+
+
+@pytest.fixture
+def log_ranker():
+    """log_ranker(settings, files_dir, champion=True) -> registered version."""
+    return _log_ranker
+
+
+@pytest.fixture
+def set_champion():
+    """set_champion(settings, version): move the champion alias."""
+    return _set_champion
+
+
+@pytest.fixture
+def run_speed_layer():
+    """run_speed_layer(client, settings, batch_id) -> events applied (the streaming job's micro-batch, no Spark)."""
+    return _run_speed_layer
+
