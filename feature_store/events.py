@@ -104,15 +104,18 @@ def parse_event_time(raw: Any) -> datetime:
         raise ValueError("ts is required: ISO-8601 string or epoch milliseconds")
     if isinstance(raw, datetime):
         return raw.replace(tzinfo=timezone.utc) if raw.tzinfo is None else raw.astimezone(timezone.utc)
-    if isinstance(raw, (int, float)) or (isinstance(raw, str) and re.fullmatch(r"-?\d+(\.\d+)?", raw.strip())):
-        millis = float(raw)
-        return _EPOCH + timedelta(milliseconds=millis)
-    if isinstance(raw, str):
-        text = raw.strip()
-        if not _ISO_FRACTION.match(text):
-            raise ValueError(f"ts {raw!r} is neither ISO-8601 nor epoch milliseconds")
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+    try:
+        if isinstance(raw, (int, float)) or (isinstance(raw, str) and re.fullmatch(r"-?\d+(\.\d+)?", raw.strip())):
+            millis = float(raw)
+            return _EPOCH + timedelta(milliseconds=millis)
+        if isinstance(raw, str):
+            text = raw.strip()
+            if not _ISO_FRACTION.match(text):
+                raise ValueError(f"ts {raw!r} is neither ISO-8601 nor epoch milliseconds")
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+    except OverflowError as exc:  # e.g. 1e20 ms: outside years 1-9999; a bad timestamp, not a crash
+        raise ValueError(f"ts {raw!r} is outside the years 1-9999") from exc
     raise ValueError(f"ts of type {type(raw).__name__} is neither ISO-8601 nor epoch milliseconds")
 
 

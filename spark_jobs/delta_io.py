@@ -1,0 +1,121 @@
+"""Writing the Delta tables of feature_store.tables the way their `write_mode` says.
+
+Thin helpers the batch jobs (ingest, interactions, features, later candidates and scores) and the
+streaming job's foreachBatch share: create a table from its declared DDL and partitioning, MERGE
+insert-only on a key, MERGE upsert, and overwrite exactly a window of partitions (replaceWhere).
+Each returns the numbers of the commit it made, read from the Delta log (no extra pass over data).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import date
+from typing import Sequence
+
+from pyspark.sql import DataFrame, SparkSession
+
+from feature_store.settings import Settings
+from feature_store.tables import Table
+
+_CONCURRENT_RETRIES = 4
+
+
+def ensure_table(spark: SparkSession, settings: Settings, table: Table) -> str:
+    """Create the Delta table with its declared schema and partitioning if missing; return its path."""
+    from delta.tables import DeltaTable
+
+    path = settings.table_path(table.name)
+    builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(_ddl_schema(table.ddl))
+    if table.partition_by:
+        builder = builder.partitionedBy(*table.partition_by)
+    _retry_concurrent(builder.execute)
+    return path
+
+
+def conform(df: DataFrame, table: Table) -> DataFrame:
+    """Columns of `table` in its order and types (fails loudly if one is missing)."""
+    from pyspark.sql import functions as F
+
+    schema = _ddl_schema(table.ddl)
+    missing = [f.name for f in schema.fields if f.name not in df.columns]
+    if missing:
+        raise ValueError(f"DataFrame for {table.name} lacks columns {missing}")
+    return df.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields])
+
+
+def merge_insert(spark: SparkSession, settings: Settings, table: Table, df: DataFrame, key: str) -> int:
+    """Insert the rows of `df` whose `key` is not in the table yet (re-running adds nothing). Rows inserted."""
+    return _merge(spark, settings, table, df, key, update=False)["inserted"]
+
+
+def merge_upsert(spark: SparkSession, settings: Settings, table: Table, df: DataFrame, key: str) -> dict[str, int]:
+    """Insert new keys, overwrite existing ones. Returns {"inserted": n, "updated": m}."""
+    return _merge(spark, settings, table, df, key, update=True)
+
+
+def _merge(spark: SparkSession, settings: Settings, table: Table, df: DataFrame, key: str, update: bool) -> dict[str, int]:
+    from delta.tables import DeltaTable
+
+    path = ensure_table(spark, settings, table)
+    source = conform(df, table)
+
+    def run():
+        merge = DeltaTable.forPath(spark, path).alias("t").merge(source.alias("s"), f"t.`{key}` = s.`{key}`")
+        if update:
+            merge = merge.whenMatchedUpdateAll()
+        merge.whenNotMatchedInsertAll().execute()
+
+    _retry_concurrent(run)
+    metrics = last_commit_metrics(spark, path)
+    return {"inserted": int(metrics.get("numTargetRowsInserted", 0)), "updated": int(metrics.get("numTargetRowsUpdated", 0))}
+
+
+def replace_window(
+    spark: SparkSession, settings: Settings, table: Table, df: DataFrame, column: str, start: date, end: date
+) -> int:
+    """Overwrite exactly the partitions `start <= column < end` with `df` (idempotent reruns, backfills).
+
+    Rows of `df` outside the window are an error (Delta refuses them), never silently written. Returns
+    the rows written."""
+    path = ensure_table(spark, settings, table)
+    condition = f"`{column}` >= DATE'{start.isoformat()}' AND `{column}` < DATE'{end.isoformat()}'"
+    writer = conform(df, table).write.format("delta").mode("overwrite").option("replaceWhere", condition)
+    _retry_concurrent(lambda: writer.save(path))
+    return int(last_commit_metrics(spark, path).get("numOutputRows", 0))
+
+
+def last_commit_metrics(spark: SparkSession, path: str) -> dict[str, str]:
+    """operationMetrics of the table's latest commit."""
+    from delta.tables import DeltaTable
+
+    row = DeltaTable.forPath(spark, path).history(1).select("operationMetrics").first()
+    return dict(row["operationMetrics"] or {}) if row else {}
+
+
+def read_table(spark: SparkSession, settings: Settings, table: Table) -> DataFrame:
+    """The table as a DataFrame (created empty when missing, so first runs read nothing instead of failing)."""
+    return spark.read.format("delta").load(ensure_table(spark, settings, table))
+
+
+def _ddl_schema(ddl: str):
+    from pyspark.sql.types import StructType
+
+    return StructType.fromDDL(ddl)
+
+
+def _retry_concurrent(action, attempts: int = _CONCURRENT_RETRIES):
+    """Retry a Delta commit that lost an optimistic-concurrency race (the streaming job writes bronze too)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except Exception as exc:  # delta raises py4j-wrapped Concurrent*Exception
+            if "Concurrent" not in type(exc).__name__ + str(exc)[:300] or attempt == attempts:
+                raise
+            time.sleep(0.2 * attempt)
+
+
+def window_dates(start: date, end: date) -> Sequence[date]:
+    """The dates of `[start, end)`."""
+    from datetime import timedelta
+
+    return [start + timedelta(days=i) for i in range((end - start).days)]
