@@ -236,12 +236,19 @@ def _v1_router(settings: Settings) -> APIRouter:
     async def post_events(
         services: ServicesDep,
         body: Annotated[
-            EventBatch | list[dict[str, Any]] | dict[str, Any],
+            EventBatch | list[Any] | dict[str, Any],
             Body(description="One event, a JSON array of events, or {\"events\": [...]}. A batch is all-or-nothing."),
         ],
     ) -> Response:
         started = time.perf_counter()
-        raw_events = body.events if isinstance(body, EventBatch) else body if isinstance(body, list) else [body]
+        if isinstance(body, EventBatch):
+            raw_events = body.events
+        elif isinstance(body, list):
+            raw_events = body
+        elif isinstance(body.get("events"), list):
+            raw_events = body["events"]
+        else:
+            raw_events = [body]
         response = await _accept_events(services, raw_events)
         services.metrics.latency.labels("events").observe(time.perf_counter() - started)
         return response

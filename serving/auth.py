@@ -28,7 +28,7 @@ class BadApiKeyDigest(ValueError):
 
 
 def hash_api_key(key: str) -> str:
-    """The digest to put in LAMBDAREC_API_KEYS_SHA256 for a key (`lambdarec serve hash-key`)."""
+    """The digest to put in LAMBDAREC_API_KEYS_SHA256 for a key (`lambdarec hash-api-key`)."""
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -39,7 +39,7 @@ class ApiKeyGuard:
         if bad:
             raise BadApiKeyDigest(
                 f"{len(bad)} entry(ies) of LAMBDAREC_API_KEYS_SHA256 are not SHA-256 hex digests; "
-                "store hashes, not keys: `lambdarec serve hash-key KEY` prints one"
+                "store hashes, not keys: `lambdarec hash-api-key KEY` prints one"
             )
         self._digests = [bytes.fromhex(d) for d in normalized]
 
@@ -64,6 +64,6 @@ def guard_from_settings(settings: Settings) -> ApiKeyGuard:
     if settings.profile != "local" and not settings.api_keys_sha256:
         raise MissingApiKeys(
             f"profile {settings.profile!r} requires API keys: set LAMBDAREC_API_KEYS_SHA256 to a JSON list of "
-            "SHA-256 hex digests (`lambdarec serve hash-key KEY` prints one)"
+            "SHA-256 hex digests (`lambdarec hash-api-key KEY` prints one)"
         )
     return ApiKeyGuard(settings.api_keys_sha256)

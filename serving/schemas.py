@@ -45,7 +45,9 @@ class EventBatch(BaseModel):
     """A batch of events. Batch semantics: all-or-nothing. If any event is invalid none is published,
     and the 422 lists every failing event by its index."""
 
-    events: list[dict[str, Any]] = Field(min_length=1, description="Events in the contract of feature_store.events.Event.")
+    # list[Any], not list[dict]: a non-object entry must reach the per-event validation (and be listed
+    # as `malformed` at its index) instead of making the whole body unreadable.
+    events: list[Any] = Field(description="Events in the contract of feature_store.events.Event.")
 
 
 class EventError(BaseModel):

@@ -1,0 +1,171 @@
+"""POST /v1/events (validation, all-or-nothing batches, the event bus), API keys, parameter
+validation, /readyz and /metrics, against a real redis-server."""
+
+from __future__ import annotations
+
+import time
+from contextlib import asynccontextmanager
+
+import httpx
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from feature_store.event_bus import EVENT_FIELD
+from feature_store.events import Event
+from feature_store.redis_keys import RedisKeys
+from serving.app import create_app
+from serving.auth import MissingApiKeys, hash_api_key
+
+pytestmark = pytest.mark.integration
+
+NOW_MS = int(time.time() * 1000)
+
+
+@asynccontextmanager
+async def running(app):
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
+            yield client
+
+
+def event(event_id: str, **changes) -> dict:
+    return {"event_id": event_id, "user_id": "u1", "item_id": "i1", "event_type": "view", "ts": NOW_MS, **changes}
+
+
+def bus_payloads(redis_client, settings) -> list[dict]:
+    return [orjson.loads(fields[EVENT_FIELD.encode()]) for _, fields in redis_client.xrange(settings.event_stream)]
+
+
+async def test_one_event_and_a_batch_are_published_to_the_bus(serving_settings, redis_client):
+    async with running(create_app(serving_settings)) as api:
+        single = await api.post("/v1/events", json=event("e1", context={"page": "home", "position": 3}))
+        batch = await api.post("/v1/events", json=[event("e2", event_type="purchase", value=9.5), event("e3", ts="2026-01-01T00:00:00Z")])
+
+    assert single.status_code == 202 and single.json()["accepted"] == 1
+    assert batch.status_code == 202 and batch.json()["accepted"] == 2
+    assert len(batch.json()["entry_ids"]) == 2
+    expected = [
+        Event.model_validate(event("e1", context={"page": "home", "position": "3"})).to_json_dict(),
+        Event.model_validate(event("e2", event_type="purchase", value=9.5)).to_json_dict(),
+        Event.model_validate(event("e3", ts="2026-01-01T00:00:00Z")).to_json_dict(),
+    ]
+    assert bus_payloads(redis_client, serving_settings) == expected
+
+
+async def test_a_batch_with_bad_events_is_rejected_whole_with_each_error(serving_settings, redis_client):
+    events = [
+        event("ok1"),
+        event("bad-type", event_type="teleport"),
+        event("bad-id", user_id="has space"),
+        event("ok1"),  # duplicate of index 0
+        event("future", ts=NOW_MS + 3_600_000),
+        event("rating-without-value", event_type="rating"),
+        "not an object",
+    ]
+    async with running(create_app(serving_settings)) as api:
+        response = await api.post("/v1/events", json={"events": events})
+        empty = await api.post("/v1/events", json={"events": []})
+
+    assert response.status_code == 422
+    body = response.json()
+    assert body["accepted"] == 0 and body["detail"] == "6 of 7 events are invalid; none was accepted"
+    assert [(e["index"], e["event_id"], e["reason"]) for e in body["errors"]] == [
+        (1, "bad-type", "unknown_event_type"),
+        (2, "bad-id", "invalid_id"),
+        (3, "ok1", "duplicate_event_id"),
+        (4, "future", "future_timestamp"),
+        (5, "rating-without-value", "bad_value"),
+        (6, None, "malformed"),
+    ]
+    assert all(e["detail"] for e in body["errors"])
+    assert redis_client.exists(serving_settings.event_stream) == 0  # nothing half-accepted
+    assert empty.status_code == 422
+
+
+async def test_api_keys_guard_every_v1_endpoint(serving_settings):
+    keyed = serving_settings.model_copy(update={"api_keys_sha256": [hash_api_key("other"), hash_api_key("s3cret")]})
+    async with running(create_app(keyed)) as api:
+        calls = [
+            ("GET", "/v1/recommendations/u1", None),
+            ("GET", "/v1/items/i1/similar", None),
+            ("POST", "/v1/events", event("e1")),
+        ]
+        for method, path, body in calls:
+            missing = await api.request(method, path, json=body)
+            wrong = await api.request(method, path, json=body, headers={"X-API-Key": "guess"})
+            right = await api.request(method, path, json=body, headers={"X-API-Key": "s3cret"})
+            assert (missing.status_code, wrong.status_code, right.status_code) == (401, 401, 202 if method == "POST" else 200), path
+            assert missing.json()["detail"] == "missing or unknown API key: send it in the X-API-Key header"
+        open_paths = [(await api.get(p)).status_code for p in ("/healthz", "/metrics", "/docs", "/openapi.json")]
+    assert open_paths == [200, 200, 200, 200]
+
+
+def test_production_profile_refuses_to_start_without_keys(serving_settings, monkeypatch):
+    production = serving_settings.model_copy(update={"profile": "production"})
+    with pytest.raises(MissingApiKeys, match="LAMBDAREC_API_KEYS_SHA256"):
+        create_app(production)
+    create_app(production.model_copy(update={"api_keys_sha256": [hash_api_key("k")]}))  # with keys it starts
+
+    from lambdarec.cli import build_app
+
+    monkeypatch.setenv("LAMBDAREC_PROFILE", "production")
+    monkeypatch.setenv("LAMBDAREC_DATA_DIR", str(serving_settings.data_dir))
+    monkeypatch.delenv("LAMBDAREC_API_KEYS_SHA256", raising=False)
+    result = CliRunner().invoke(build_app(), ["serve", "--port", "1"])
+    assert result.exit_code == 2
+    assert "requires API keys" in result.output
+
+
+@pytest.mark.parametrize(
+    "path, params",
+    [
+        ("/v1/recommendations/has%20space", {}),
+        ("/v1/recommendations/" + "u" * 129, {}),
+        ("/v1/recommendations/u1", {"k": 0}),
+        ("/v1/recommendations/u1", {"k": 101}),
+        ("/v1/recommendations/u1", {"k": "ten"}),
+        ("/v1/recommendations/u1", {"exclude": ["ok", "not ok"]}),
+        ("/v1/recommendations/u1", {"exclude": [f"i{n}" for n in range(201)]}),
+        ("/v1/recommendations/u1", {"category": "a;b"}),
+        ("/v1/recommendations/u1", {"item_id": "x" * 200}),
+        ("/v1/items/bad%24id/similar", {}),
+        ("/v1/items/i1/similar", {"k": -1}),
+    ],
+)
+async def test_bad_parameters_are_rejected(serving_settings, path, params):
+    async with running(create_app(serving_settings)) as api:
+        response = await api.get(path, params=params)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"][0] in ("path", "query")
+
+
+async def test_readyz_reports_batch_version_and_speed_lag(serving_settings, redis_client, store_writer):
+    keys = RedisKeys()
+    store_writer.publish_batch("v7", users={}, items={}, popular=[("i1", 1.0, "popular")])
+    redis_client.hset(keys.speed_status, mapping={"lag_ms_p50": "120", "lag_ms_p99": "450", "updated_at": str(int(time.time() * 1000))})
+    async with running(create_app(serving_settings)) as api:
+        ready = await api.get("/readyz")
+        health = await api.get("/healthz")
+    body = ready.json()
+    assert ready.status_code == 200 and health.json() == {"status": "ok"}
+    assert (body["ready"], body["redis"], body["model"], body["batch_version"]) == (True, True, None, "v7")
+    assert (body["speed_lag_ms_p50"], body["speed_lag_ms_p99"]) == (120.0, 450.0)
+    assert 0 <= body["speed_updated_age_s"] < 600
+
+
+async def test_metrics_expose_latency_cache_model_and_degraded(serving_settings, store_writer):
+    store_writer.publish_batch("v1", users={"u1": {"recs": [("i1", 1.0, "als")]}},
+                               items={"i1": {"features": [1.0] * 11, "category": "c"}}, popular=[("i1", 1.0, "popular")])
+    async with running(create_app(serving_settings)) as api:
+        for _ in range(3):
+            assert (await api.get("/v1/recommendations/u1")).status_code == 200
+        text = (await api.get("/metrics")).text
+    lines = set(text.splitlines())
+    assert 'lambdarec_request_seconds_count{endpoint="recommendations"} 3.0' in lines
+    assert 'lambdarec_cache_lookups_total{result="hit",table="users"} 2.0' in lines
+    assert 'lambdarec_cache_lookups_total{result="miss",table="users"} 1.0' in lines
+    assert 'lambdarec_model_info{backend="",name="",version=""} 1.0' in lines
+    assert 'lambdarec_batch_version_info{version="v1"} 1.0' in lines
+    assert any(line.startswith("lambdarec_cache_hit_ratio ") for line in lines)
+    assert "# TYPE lambdarec_degraded_responses_total counter" in lines
