@@ -10,6 +10,7 @@ import typer
 # One line per command module; each exposes `register(app)`.
 COMMAND_MODULES: tuple[str, ...] = (
     "lambdarec.commands.services",
+    "lambdarec.commands.orchestration",
     "lambdarec.commands.serve",
 )
 
