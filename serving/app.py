@@ -193,7 +193,7 @@ def _v1_router(settings: Settings) -> APIRouter:
     max_k = settings.max_k
     max_exclude = settings.serving_max_exclude
 
-    @router.get("/recommendations/{user_id}", response_model=Recommendations)
+    @router.get("/recommendations/{user_id:path}", response_model=Recommendations)
     async def recommendations(
         services: ServicesDep,
         user_id: UserId,
@@ -214,7 +214,7 @@ def _v1_router(settings: Settings) -> APIRouter:
         services.metrics.latency.labels("recommendations").observe(time.perf_counter() - started)
         return response
 
-    @router.get("/items/{item_id}/similar", response_model=SimilarItems)
+    @router.get("/items/{item_id:path}/similar", response_model=SimilarItems)
     async def similar_items(
         services: ServicesDep,
         item_id: ItemId,

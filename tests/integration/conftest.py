@@ -5,6 +5,7 @@ online store's batch and speed keys encoded exactly as the producers do (codecs 
 from __future__ import annotations
 
 import json
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,17 +90,33 @@ def ranker_dirs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return [train_tiny_ranker(root / f"r{seed}", seed) for seed in (1, 2)]
 
 
+@pytest.fixture(scope="session")
+def empty_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One MLflow SQLite store with no model, shared by the tests that register none (creating an
+    MLflow database costs seconds)."""
+    return tmp_path_factory.mktemp("empty-registry")
+
+
 @pytest.fixture
-def serving_settings(tmp_path: Path, redis_server) -> Settings:
-    """Settings of one API test: its own MLflow (SQLite) and data dir, the run's redis-server."""
+def serving_settings(tmp_path: Path, redis_server, empty_registry: Path) -> Settings:
+    """Settings of one API test: the run's redis-server and a real MLflow registry without models."""
     return Settings(
         data_dir=tmp_path,
         redis_url=redis_server.url,
-        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-        mlflow_artifact_root=str(tmp_path / "mlartifacts"),
+        mlflow_tracking_uri=f"sqlite:///{empty_registry / 'mlflow.db'}",
+        mlflow_artifact_root=str(empty_registry / "mlartifacts"),
         model_poll_interval_s=3600,  # tests call watcher.check() themselves
         serving_redis_budget_s=0.5,
     )
+
+
+@pytest.fixture
+def model_settings(serving_settings: Settings, tmp_path: Path) -> Settings:
+    """`serving_settings` with an MLflow registry of its own, for tests that register rankers."""
+    return serving_settings.model_copy(update={
+        "mlflow_tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "mlflow_artifact_root": str(tmp_path / "mlartifacts"),
+    })
 
 
 @dataclass
@@ -193,3 +210,19 @@ def run_speed_layer():
     """run_speed_layer(client, settings, batch_id) -> events applied (the streaming job's micro-batch, no Spark)."""
     return _run_speed_layer
 
+
+
+@asynccontextmanager
+async def _running(app):
+    """The app with its lifespan (startup, shutdown), behind an in-process httpx client."""
+    import httpx
+
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
+            yield client
+
+
+@pytest.fixture
+def running():
+    """`async with running(app) as api:` runs the app's lifespan around an httpx AsyncClient."""
+    return _running

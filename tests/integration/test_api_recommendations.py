@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from contextlib import asynccontextmanager
 
 import httpx
 import pytest
@@ -20,14 +19,6 @@ pytestmark = pytest.mark.integration
 CATEGORIES = {"i0": "books", "i1": "books", "i2": "books", "i3": "games", "i4": "games",
               "i5": "music", "i6": "music", "i7": "music", "i8": "music", "i9": "music"}
 NOW_MS = int(time.time() * 1000)
-
-
-@asynccontextmanager
-async def running(app):
-    """The app with its lifespan, behind an in-process HTTP client."""
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
-            yield client
 
 
 def user_vector(value: float) -> list[float]:
@@ -55,14 +46,14 @@ def sources_of(body: dict) -> dict[str, tuple[str, str | None]]:
     return {item["item_id"]: (item["source"], item["because"]) for item in body["items"]}
 
 
-async def test_merges_batch_and_real_time_candidates_minus_consumed(serving_settings, ranker_dirs, store_writer, log_ranker):
-    version = log_ranker(serving_settings, ranker_dirs[0])
+async def test_merges_batch_and_real_time_candidates_minus_consumed(model_settings, ranker_dirs, store_writer, log_ranker, running):
+    version = log_ranker(model_settings, ranker_dirs[0])
     publish_v1(store_writer)
     store_writer.user_event("u1", "i5", "view", NOW_MS, "music")
     store_writer.covisit("i5", {"i8": 3.0, "i0": 1.0})
     store_writer.trending("1h", {"i9": 5.0})
 
-    async with running(create_app(serving_settings)) as api:
+    async with running(create_app(model_settings)) as api:
         response = await api.get("/v1/recommendations/u1", params={"k": 20, "exclude": ["i2", "unknown-item"]})
 
     assert response.status_code == 200
@@ -77,11 +68,11 @@ async def test_merges_batch_and_real_time_candidates_minus_consumed(serving_sett
     assert {i["item_id"]: i["category"] for i in body["items"]} == {i: CATEGORIES[i] for i in sources_of(body)}
 
 
-async def test_answer_follows_the_users_events_through_the_speed_layer(serving_settings, ranker_dirs, store_writer, redis_client, log_ranker, run_speed_layer):
-    log_ranker(serving_settings, ranker_dirs[0])
+async def test_answer_follows_the_users_events_through_the_speed_layer(model_settings, ranker_dirs, store_writer, redis_client, log_ranker, run_speed_layer, running):
+    log_ranker(model_settings, ranker_dirs[0])
     publish_v1(store_writer)
     store_writer.covisit("i5", {"i8": 3.0})
-    app = create_app(serving_settings)
+    app = create_app(model_settings)
     async with running(app) as api:
         before = (await api.get("/v1/recommendations/u9", params={"k": 10})).json()
         events = [
@@ -95,7 +86,7 @@ async def test_answer_follows_the_users_events_through_the_speed_layer(serving_s
         await services.recommender.drain_prefetches()
         # the prefetch read u9's batch keys and the neighbours of the items just touched
         assert "u9" in services.store.cache.users and "i6" in services.store.cache.items
-        assert run_speed_layer(redis_client, serving_settings, batch_id=1) == 2
+        assert run_speed_layer(redis_client, model_settings, batch_id=1) == 2
         after = (await api.get("/v1/recommendations/u9", params={"k": 10})).json()
 
     assert sources_of(before) == {"i7": ("popular", None), "i8": ("popular", None), "i9": ("popular", None)}
@@ -106,7 +97,7 @@ async def test_answer_follows_the_users_events_through_the_speed_layer(serving_s
     assert {"i7", "i9"} <= set(got)
 
 
-async def test_pointer_flip_serves_the_new_batch_version(serving_settings, store_writer):
+async def test_pointer_flip_serves_the_new_batch_version(serving_settings, store_writer, running):
     publish_v1(store_writer)
     app = create_app(serving_settings)
     async with running(app) as api:
@@ -121,7 +112,7 @@ async def test_pointer_flip_serves_the_new_batch_version(serving_settings, store
     assert resets == 2  # start-up (none -> v1), then the flip
 
 
-async def test_diversity_cap_and_page_category(serving_settings, store_writer):
+async def test_diversity_cap_and_page_category(serving_settings, store_writer, running):
     publish_v1(store_writer, u1_recs=[("i1", 0.9, "als"), ("i2", 0.8, "als"), ("i3", 0.7, "als"), ("i6", 0.6, "als")])
     capped = serving_settings.model_copy(update={"serving_max_per_category": 1})
     async with running(create_app(capped)) as api:
@@ -132,7 +123,7 @@ async def test_diversity_cap_and_page_category(serving_settings, store_writer):
     assert [i["item_id"] for i in games_first["items"]] == ["i3", "i1"]
 
 
-async def test_context_item_adds_its_neighbours_and_unknown_ids_are_ignored(serving_settings, store_writer):
+async def test_context_item_adds_its_neighbours_and_unknown_ids_are_ignored(serving_settings, store_writer, running):
     publish_v1(store_writer)
     async with running(create_app(serving_settings)) as api:
         with_context = (await api.get("/v1/recommendations/u1", params={"k": 20, "item_id": "i5"})).json()
@@ -144,11 +135,11 @@ async def test_context_item_adds_its_neighbours_and_unknown_ids_are_ignored(serv
     assert set(sources_of(unknown.json())) == {"i1", "i2", "i3", "i4", "i7", "i8", "i9"}
 
 
-async def test_champion_hot_swap_fails_no_request(serving_settings, ranker_dirs, store_writer, log_ranker, set_champion):
-    first = log_ranker(serving_settings, ranker_dirs[0])
-    second = log_ranker(serving_settings, ranker_dirs[1], champion=False)
+async def test_champion_hot_swap_fails_no_request(model_settings, ranker_dirs, store_writer, log_ranker, set_champion, running):
+    first = log_ranker(model_settings, ranker_dirs[0])
+    second = log_ranker(model_settings, ranker_dirs[1], champion=False)
     publish_v1(store_writer)
-    app = create_app(serving_settings)
+    app = create_app(model_settings)
     async with running(app) as api:
         services = app.state.services
         seen_versions: list[str] = []
@@ -162,7 +153,7 @@ async def test_champion_hot_swap_fails_no_request(serving_settings, ranker_dirs,
                 seen_versions.append(response.json()["model_version"])
 
         async def move_alias() -> None:
-            await asyncio.to_thread(set_champion, serving_settings, second)
+            await asyncio.to_thread(set_champion, model_settings, second)
             assert await services.watcher.check()
             swapped.set()
 
@@ -176,18 +167,18 @@ async def test_champion_hot_swap_fails_no_request(serving_settings, ranker_dirs,
     assert services.holder.swaps == 2
 
 
-async def test_registry_unreachable_keeps_the_last_good_model(serving_settings, ranker_dirs, store_writer, monkeypatch, log_ranker):
+async def test_registry_unreachable_keeps_the_last_good_model(model_settings, ranker_dirs, store_writer, monkeypatch, log_ranker, running):
     from lambdarec.redis_server import free_port
 
-    version = log_ranker(serving_settings, ranker_dirs[0])
+    version = log_ranker(model_settings, ranker_dirs[0])
     publish_v1(store_writer)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
-    app = create_app(serving_settings)
+    app = create_app(model_settings)
     async with running(app) as api:
         services = app.state.services
         # the registry moves to a server that does not answer (nothing listens on the port)
-        services.watcher.settings = serving_settings.model_copy(update={"mlflow_tracking_uri": f"http://127.0.0.1:{free_port()}"})
+        services.watcher.settings = model_settings.model_copy(update={"mlflow_tracking_uri": f"http://127.0.0.1:{free_port()}"})
         assert not await services.watcher.check()
         response = await api.get("/v1/recommendations/u1", params={"k": 3})
         ready = (await api.get("/readyz")).json()
@@ -198,13 +189,13 @@ async def test_registry_unreachable_keeps_the_last_good_model(serving_settings, 
     assert ready["ready"] is True
 
 
-async def test_micro_batching_gives_the_same_answers(serving_settings, ranker_dirs, store_writer, log_ranker):
-    log_ranker(serving_settings, ranker_dirs[0])
+async def test_micro_batching_gives_the_same_answers(model_settings, ranker_dirs, store_writer, log_ranker, running):
+    log_ranker(model_settings, ranker_dirs[0])
     publish_v1(store_writer)
     store_writer.user_event("u1", "i5", "view", NOW_MS, "music")
     answers = {}
     for enabled in (False, True):
-        app = create_app(serving_settings.model_copy(update={"serving_microbatch_enabled": enabled, "serving_microbatch_wait_ms": 5.0}))
+        app = create_app(model_settings.model_copy(update={"serving_microbatch_enabled": enabled, "serving_microbatch_wait_ms": 5.0}))
         async with running(app) as api:
             responses = await asyncio.gather(*[api.get("/v1/recommendations/u1", params={"k": 5}) for _ in range(8)])
             answers[enabled] = [r.json()["items"] for r in responses]
@@ -214,7 +205,7 @@ async def test_micro_batching_gives_the_same_answers(serving_settings, ranker_di
     assert batcher.requests == 8 and batcher.calls < 8
 
 
-async def test_similar_items_merge_batch_and_speed_neighbours(serving_settings, store_writer):
+async def test_similar_items_merge_batch_and_speed_neighbours(serving_settings, store_writer, running):
     publish_v1(store_writer)
     store_writer.covisit("i5", {"i8": 3.0, "i6": 1.0})
     async with running(create_app(serving_settings)) as api:
@@ -228,11 +219,11 @@ async def test_similar_items_merge_batch_and_speed_neighbours(serving_settings, 
     assert unknown["items"] == []
 
 
-async def test_model_pointer_written_for_operators(serving_settings, ranker_dirs, redis_client, log_ranker):
-    version = log_ranker(serving_settings, ranker_dirs[0])
-    async with running(create_app(serving_settings)):
+async def test_model_pointer_written_for_operators(model_settings, ranker_dirs, redis_client, log_ranker, running):
+    version = log_ranker(model_settings, ranker_dirs[0])
+    async with running(create_app(model_settings)):
         pass
     stored = redis_client.hgetall(RedisKeys().model_pointer)
     assert (stored[b"name"].decode(), stored[b"version"].decode(), stored[b"backend"].decode()) == (
-        serving_settings.ranker_model_name, version, "onnx",
+        model_settings.ranker_model_name, version, "onnx",
     )

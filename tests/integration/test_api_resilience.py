@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import asynccontextmanager
 
 import httpx
 import pytest
@@ -24,13 +23,6 @@ from serving.app import create_app
 pytestmark = pytest.mark.integration
 
 POPULAR = [("i7", 100.0, "popular"), ("i8", 50.0, "popular"), ("i9", 25.0, "popular")]
-
-
-@asynccontextmanager
-async def running(app):
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
-            yield client
 
 
 def seed(url: str, version: str = "v1") -> None:
@@ -64,7 +56,7 @@ def settings_for(serving_settings, server):
     return serving_settings.model_copy(update={"redis_url": server.url, "serving_redis_budget_s": 0.2, "serving_redis_retry_s": 0.05})
 
 
-async def test_redis_stopped_degrades_to_popular_then_recovers(serving_settings, own_redis, tmp_path):
+async def test_redis_stopped_degrades_to_popular_then_recovers(serving_settings, own_redis, tmp_path, running):
     seed(own_redis.url)
     app = create_app(settings_for(serving_settings, own_redis))
     async with running(app) as api:
@@ -99,7 +91,7 @@ async def test_redis_stopped_degrades_to_popular_then_recovers(serving_settings,
     assert 'lambdarec_degraded_responses_total{endpoint="recommendations",reason="redis_error"} 1.0' in metrics
 
 
-async def test_frozen_redis_answers_within_the_budget_and_recovers(serving_settings, own_redis):
+async def test_frozen_redis_answers_within_the_budget_and_recovers(serving_settings, own_redis, running):
     seed(own_redis.url)
     app = create_app(settings_for(serving_settings, own_redis))
     async with running(app) as api:
@@ -120,7 +112,7 @@ async def test_frozen_redis_answers_within_the_budget_and_recovers(serving_setti
     assert [i["item_id"] for i in back["items"]] == ["i1"]
 
 
-async def test_starts_without_redis_and_serves_once_it_appears(serving_settings, tmp_path):
+async def test_starts_without_redis_and_serves_once_it_appears(serving_settings, tmp_path, running):
     port = free_port()
     settings = serving_settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{port}/0", "serving_redis_budget_s": 0.2, "serving_redis_retry_s": 0.05})
     async with running(create_app(settings)) as api:
