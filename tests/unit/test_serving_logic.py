@@ -1,0 +1,252 @@
+"""Pure logic of the serving layer: candidate merging and priors, the ranker's input matrix, blending,
+top-k with diversity, the batch-version cache, API-key checks, micro-batching and the model files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+
+import numpy as np
+import pytest
+
+from feature_store.codecs import ScoredItem
+from feature_store.ranking import ITEM_INPUTS, MODEL_FILES, RANKER_FEATURES, USER_INPUTS
+from serving.auth import ApiKeyGuard, BadApiKeyDigest, MissingApiKeys, guard_from_settings, hash_api_key
+from serving.batcher import MicroBatcher
+from serving.cache import BatchCache, ItemBatch, LRU, UserBatch
+from serving.candidates import Candidate, Proposal, merge_candidates, priors, session_category_shares
+from serving.models import LoadedRanker, ModelLoadError, feature_columns, ranker_from_directory
+from serving.ranking import blend, feature_matrix, min_max, select_top_k, training_source_scores
+
+
+# -- candidates ------------------------------------------------------------------------------------
+def test_merge_unions_sources_minus_consumed_keeping_best_scores_and_cause():
+    merged = merge_candidates(
+        {
+            "batch": [Proposal("a", 0.9), Proposal("b", 0.5), Proposal("seen", 1.0)],
+            "covisit": [Proposal("b", 3.0, "r1"), Proposal("c", 1.0, "r1"), Proposal("c", 2.0, "r2")],
+            "trending": [Proposal("d", 7.0), Proposal("a", 4.0)],
+        },
+        consumed={"seen"},
+        max_candidates=10,
+    )
+    assert merged == {
+        "b": Candidate("b", {"covisit": 3.0, "batch": 0.5}, "r1"),
+        "c": Candidate("c", {"covisit": 2.0}, "r1"),
+        "a": Candidate("a", {"batch": 0.9, "trending": 4.0}),
+        "d": Candidate("d", {"trending": 7.0}),
+    }
+
+
+def test_merge_cap_keeps_the_strongest_sources():
+    merged = merge_candidates({"popular": [Proposal("p", 1.0)], "covisit": [Proposal("c", 1.0)], "batch": [Proposal("b", 1.0)]}, set(), 2)
+    assert list(merged) == ["c", "b"]
+
+
+def test_priors_normalize_per_source_and_weight_sources():
+    candidates = [
+        Candidate("a", {"batch": 0.8}),
+        Candidate("b", {"batch": 0.4, "trending": 10.0}),
+        Candidate("c", {"covisit": 2.0}),
+        Candidate("d", {"popular": 0.0}),
+    ]
+    values, primary = priors(candidates)
+    assert values == pytest.approx([0.9, 0.5, 1.0, 0.3])  # b: max(0.9*0.5, 0.5*1.0); d: lone zero score -> 1.0 * 0.3
+    assert primary == ["batch", "trending", "covisit", "popular"]
+
+
+def test_session_shapes_priors_toward_its_categories():
+    candidates = [Candidate("x", {"popular": 10.0}), Candidate("y", {"popular": 10.0})]
+    shares = session_category_shares({"cat:music": "3", "cat:books": "1", "type:view": "4", "session_id": "s"})
+    assert shares == {"music": 0.75, "books": 0.25}
+    values, _ = priors(candidates, shares, ["music", None])
+    assert values == pytest.approx([0.3 * 1.375, 0.3])
+    assert session_category_shares({}) == {}
+
+
+# -- ranking ---------------------------------------------------------------------------------------
+def test_feature_matrix_follows_ranker_features_with_nan_for_missing():
+    user = np.arange(len(USER_INPUTS), dtype=np.float32)
+    item = np.full(len(ITEM_INPUTS), 7.0, dtype=np.float32)
+    matrix = feature_matrix(user, [item, None], [0.25, None], [{"als": 0.5, "popular": 2.0}, {"covisit": 3.0}])
+    expected = np.full((2, len(RANKER_FEATURES)), np.nan, dtype=np.float32)
+    expected[:, : len(USER_INPUTS)] = user
+    expected[0, len(USER_INPUTS) : len(USER_INPUTS) + len(ITEM_INPUTS)] = 7.0
+    names = list(RANKER_FEATURES)
+    expected[0, names.index("ui_category_affinity")] = 0.25
+    expected[0, names.index("cand_als")] = 0.5
+    expected[0, names.index("cand_popular")] = 2.0
+    expected[1, names.index("cand_covisit")] = 3.0
+    np.testing.assert_array_equal(matrix, expected)
+
+
+def test_training_source_scores_map_request_sources():
+    assert training_source_scores({"batch": 0.7, "similar": 0.2, "covisit": 0.5, "trending": 9.0}, "covisit") == {
+        "covisit": 0.7, "popular": 9.0,
+    }
+    assert training_source_scores({"batch": 0.7}, "batch") == {"als": 0.7}
+
+
+def test_min_max_and_blend():
+    np.testing.assert_allclose(min_max(np.array([1.0, 3.0, 2.0])), [0.0, 1.0, 0.5])
+    np.testing.assert_allclose(min_max(np.array([4.0, 4.0])), [0.5, 0.5])
+    np.testing.assert_allclose(min_max(np.array([1.0, np.nan, 3.0])), [0.0, 0.0, 1.0])
+    np.testing.assert_allclose(blend(None, [0.2, 0.4], 0.7), [0.2, 0.4])
+    np.testing.assert_allclose(blend(np.array([1.0, 3.0]), [1.0, 0.0], 0.75), [0.25, 0.75])
+
+
+def test_top_k_with_category_cap_and_preferred_category():
+    scores = [0.9, 0.8, 0.7, 0.6, 0.5]
+    categories = ["a", "a", "a", "b", None]
+    assert select_top_k(scores, categories, 3) == [0, 1, 2]
+    assert select_top_k(scores, categories, 3, max_per_category=1) == [0, 3, 4]
+    assert select_top_k(scores, categories, 5, max_per_category=1) == [0, 3, 4, 1, 2]  # capped items fill the rest
+    assert select_top_k(scores, categories, 2, preferred_category="b") == [3, 0]
+    assert select_top_k([0.5, 0.5, 0.5], [None] * 3, 3) == [0, 1, 2]  # ties keep candidate order
+
+
+# -- cache -----------------------------------------------------------------------------------------
+def test_lru_forgets_least_recently_used():
+    lru: LRU[str, int] = LRU(2)
+    lru.put("a", 1)
+    lru.put("b", 2)
+    assert lru.get("a") == 1
+    lru.put("c", 3)
+    assert ("a" in lru, "b" in lru, "c" in lru, len(lru)) == (True, False, True, 2)
+
+
+def test_batch_cache_is_scoped_to_one_version_and_counts_hits():
+    cache = BatchCache(enabled=True, max_entries=10)
+    cache.reset("v1")
+    item = ItemBatch(np.zeros(2, dtype=np.float32), "c")
+    cache.items.put("i1", item)
+    cache.users.put("u1", UserBatch((ScoredItem("i1", 1.0, "als"),), None, {}, frozenset()))
+    assert cache.lookup_items(["i1", "i2"]) == ({"i1": item}, ["i2"])
+    assert cache.user("u1") is not None and cache.user("u2") is None
+    assert (cache.accepts("v1"), cache.accepts("v0"), cache.accepts(None)) == (True, False, False)
+    assert (cache.stats.hits["items"], cache.stats.misses["items"], cache.stats.hit_ratio()) == (1, 1, 0.5)
+    cache.reset("v2")
+    assert (len(cache.items), len(cache.users), cache.popular, cache.version) == (0, 0, None, "v2")
+
+
+def test_disabled_cache_misses_everything():
+    cache = BatchCache(enabled=False)
+    cache.reset("v1")
+    cache.items.put("i1", ItemBatch(None, None))
+    assert cache.lookup_items(["i1"]) == ({}, ["i1"])
+    assert cache.cached_popular() is None and cache.accepts("v1") is False
+
+
+# -- auth ------------------------------------------------------------------------------------------
+def test_api_key_guard_compares_digests(settings):
+    guard = ApiKeyGuard([hash_api_key("one"), hash_api_key("two").upper()])
+    assert (guard.enabled, guard.accepts("one"), guard.accepts("two"), guard.accepts("three"), guard.accepts(None)) == (
+        True, True, True, False, False,
+    )
+    assert ApiKeyGuard([]).accepts(None) is True
+    assert hash_api_key("secret") == "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"
+    with pytest.raises(BadApiKeyDigest, match="store hashes, not keys"):
+        ApiKeyGuard(["secret"])
+    with pytest.raises(MissingApiKeys):
+        guard_from_settings(settings.model_copy(update={"profile": "production"}))
+    assert guard_from_settings(settings).enabled is False
+
+
+# -- micro-batching ----------------------------------------------------------------------------------
+def _ranker(name: str, calls: list[int]) -> LoadedRanker:
+    def run(matrix: np.ndarray) -> np.ndarray:
+        calls.append(matrix.shape[0])
+        return matrix[:, 0] * 2
+
+    return LoadedRanker(name=name, version="1", backend="test", columns=None, run=run)
+
+
+async def test_micro_batcher_scores_concurrent_requests_in_one_call():
+    calls: list[int] = []
+    ranker = _ranker("r", calls)
+    batcher = MicroBatcher(wait_ms=20)
+    matrices = [np.full((n, 3), float(n), dtype=np.float32) for n in (1, 2, 3)]
+    results = await asyncio.gather(*[batcher.predict(ranker, m) for m in matrices])
+    assert [r.tolist() for r in results] == [[2.0], [4.0, 4.0], [6.0, 6.0, 6.0]]
+    assert calls == [6] and (batcher.calls, batcher.requests) == (1, 3)
+
+
+async def test_micro_batcher_never_mixes_rankers():
+    calls_a: list[int] = []
+    calls_b: list[int] = []
+    batcher = MicroBatcher(wait_ms=20)
+    a, b = _ranker("a", calls_a), _ranker("b", calls_b)
+    one = np.ones((1, 2), dtype=np.float32)
+    await asyncio.gather(batcher.predict(a, one), batcher.predict(b, one), batcher.predict(b, one))
+    assert (calls_a, calls_b) == ([1], [2])
+
+
+# -- model files ---------------------------------------------------------------------------------------
+def test_feature_columns_reorder_or_refuse():
+    assert feature_columns(list(RANKER_FEATURES)) is None
+    assert feature_columns(["cand_als", "user_events_7d"]).tolist() == [RANKER_FEATURES.index("cand_als"), 0]
+    with pytest.raises(ModelLoadError, match="features serving does not build"):
+        feature_columns(["user_events_7d", "shoe_size"])
+
+
+def _tiny_lightgbm_files(directory, onnx: bool):
+    import lightgbm
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, len(RANKER_FEATURES))).astype(np.float32)
+    y = (x[:, 0] > 0).astype(int) + (x[:, 1] > 0).astype(int)
+    booster = lightgbm.train({"objective": "lambdarank", "verbose": -1, "num_leaves": 4, "num_threads": 1},
+                             lightgbm.Dataset(x, y, group=[20] * 10), num_boost_round=5)
+    (directory / "artifacts").mkdir(parents=True)
+    booster.save_model(str(directory / MODEL_FILES.native))
+    output = "variable"
+    if onnx:
+        import onnxmltools
+        from onnxmltools.convert.common.data_types import FloatTensorType
+
+        model = onnxmltools.convert_lightgbm(booster, initial_types=[("input", FloatTensorType([None, x.shape[1]]))])
+        (directory / MODEL_FILES.onnx).write_bytes(model.SerializeToString())
+        output = [o.name for o in model.graph.output][0]
+    (directory / MODEL_FILES.meta).write_text(json.dumps({"kind": "lightgbm", "features": list(RANKER_FEATURES), "onnx_output": output}))
+    return booster, x
+
+
+def test_onnx_ranker_matches_the_native_booster(tmp_path):
+    booster, x = _tiny_lightgbm_files(tmp_path, onnx=True)
+    ranker = ranker_from_directory(tmp_path, "m", "3")
+    assert (ranker.name, ranker.version, ranker.backend) == ("m", "3", "onnx")
+    np.testing.assert_allclose(ranker.predict(x[:20]), booster.predict(x[:20]), rtol=1e-4, atol=1e-5)
+    assert ranker.predict(np.zeros((0, len(RANKER_FEATURES)), dtype=np.float32)).shape == (0,)
+
+
+def test_missing_onnx_falls_back_to_the_native_booster(tmp_path):
+    booster, x = _tiny_lightgbm_files(tmp_path, onnx=False)
+    ranker = ranker_from_directory(tmp_path, "m", "1")
+    assert ranker.backend == "native:lightgbm"
+    np.testing.assert_allclose(ranker.predict(x[:5]), booster.predict(x[:5]), rtol=1e-6)
+
+
+def test_model_without_meta_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelLoadError, match="has no artifacts/ranker_meta.json"):
+        ranker_from_directory(tmp_path, "m", "9")
+
+
+def test_readyz_age_parsing():
+    from serving.app import _age_s
+
+    assert _age_s(None) is None and _age_s("not a time") is None
+    assert math.isclose(_age_s("0"), _age_s("1970-01-01T00:00:00Z"), abs_tol=1.0)
+
+
+def test_serving_imports_no_spark_and_no_mlflow_at_import_time():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, serving.app, serving.recommender, lambdarec.commands.serve\n"
+        "from lambdarec.cli import build_app; build_app()\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'pyspark', 'spark_jobs', 'mlflow', 'xgboost', 'lightgbm', 'onnxruntime'}))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
