@@ -14,6 +14,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "lambdarec.commands.batch",
     "lambdarec.commands.orchestration",
     "lambdarec.commands.serve",
+    "lambdarec.commands.replay",
 )
 
 
