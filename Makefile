@@ -35,7 +35,12 @@ test-unit: setup
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 demo: setup
-	$(BIN)/lambdarec demo $(if $(DATASET),--dataset $(DATASET),)
+	$(BIN)/lambdarec demo $(if $(DATASET),--dataset $(DATASET),) $(if $(DATA_PATH),--path $(DATA_PATH),)
+
+# Stops every service `make demo` left running (Airflow with SIGINT, so its workers stop too).
+demo-stop:
+	@test -x $(BIN)/lambdarec || { echo "nothing to stop: the virtualenv is not set up"; exit 0; }
+	$(BIN)/lambdarec demo-stop
 
 bench: setup
 	$(BIN)/python -m benchmarks.run $(if $(QUICK),--quick,)

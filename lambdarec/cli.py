@@ -13,6 +13,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "lambdarec.commands.data",
     "lambdarec.commands.batch",
     "lambdarec.commands.orchestration",
+    "lambdarec.commands.demo",
     "lambdarec.commands.serve",
     "lambdarec.commands.replay",
 )
