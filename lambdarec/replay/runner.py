@@ -88,6 +88,7 @@ class ReplayOptions:
     warmup_days: float = 7.0  # events this long before T go through the speed layer first (no questions)
     trigger_ms: int = 100
     catchup_timeout_s: float = 300.0
+    keep_answers: bool = False  # the result lists every question with each model's rank of the item
 
 
 @dataclass
@@ -300,6 +301,7 @@ class PassResult:
     wall_s: float = 0.0
     behind_s: float = 0.0  # realtime pacing: how far the pipeline fell behind the schedule at most
     sources: dict[str, int] = field(default_factory=dict)  # batch_speed answers' primary sources
+    answers: list[dict[str, Any]] = field(default_factory=list)  # with ReplayOptions.keep_answers
 
 
 class ReplayPass:
@@ -371,6 +373,10 @@ class ReplayPass:
         recent, neighbours, trending = self._speed_keys(user)
         tallies["speed_neighbours"].add(neighbour_ranking(recent, neighbours, consumed, k), item)
         tallies["speed_trending"].add(top_unseen(trending, consumed, k), item)
+        if self.options.keep_answers:
+            ranks = {name: (tally.answers[-1].index(item) + 1 if item in tally.answers[-1] else None) for name, tally in tallies.items()}
+            result.answers.append({"event_id": target.event_id, "user_id": user, "item_id": item, "ts_ms": target.ts_ms,
+                                   "recent": recent, "ranks": ranks})
 
     def _speed_keys(self, user: str) -> tuple[list[str], dict[str, list[tuple[str, float]]], list[str]]:
         """The speed layer's keys the heuristics read: recent items, their co-visitation neighbours, trending."""
@@ -502,6 +508,7 @@ def summarize(prepared: Prepared, options: ReplayOptions, batch: dict, passes: l
             "freshness_ms": _percentiles(result.freshness_ms),
             "catchup_wait_ms": _percentiles(result.wait_ms),
             "batch_speed_sources": dict(sorted(result.sources.items())),
+            **({"answers": result.answers} if options.keep_answers else {}),
         })
     if len(passes) == 2:
         a, b = passes
