@@ -8,8 +8,9 @@ checkpoint when it is down or stuck.
   event on the bus that no streaming query committed been waiting? The verdict (`healthy`, `down`,
   `stuck`), its reason and the job's own freshness (lag p99) are this task's XCom, visible in the UI.
 - `stream_healthy` or `restart_stream` runs depending on the verdict; the restart is
-  `lambdarec stream stop` + `lambdarec stream start --background`, which resumes from the Spark
-  checkpoint (nothing lost, nothing counted twice).
+  `lambdarec stream stop` + `lambdarec stream start --background` locally, or
+  `LAMBDAREC_STREAM_RESTART_COMMAND` (e.g. `kubectl rollout restart` in production); the job resumes
+  from its Spark checkpoint (nothing lost, nothing counted twice).
 - A job stuck longer than `LAMBDAREC_STREAM_MAX_STALENESS_S` (default 120 s) counts as stuck; an idle
   job with nothing to read is healthy.
 """
@@ -42,10 +43,10 @@ def lambdarec_streaming_watchdog():
         """The verdict on the streaming job (a few small values, never data)."""
         from feature_store.settings import load_settings
         from lambdarec.composition import redis_client
-        from lambdarec.watchdog import check_stream
+        from lambdarec.watchdog import check_stream as check_streaming_job
 
         settings = load_settings()
-        return check_stream(settings, redis_client(settings)).as_dict()
+        return check_streaming_job(settings, redis_client(settings)).as_dict()
 
     @task.branch
     def decide(health: dict) -> str:
@@ -55,10 +56,11 @@ def lambdarec_streaming_watchdog():
     def restart_stream(health: dict) -> str:
         import logging
 
-        from lambdarec.watchdog import restart_stream
+        from feature_store.settings import load_settings
+        from lambdarec.watchdog import restart_stream as restart_streaming_job
 
         logging.getLogger(__name__).warning("restarting the streaming job (%s: %s)", health["state"], health["reason"])
-        return restart_stream()
+        return restart_streaming_job(load_settings())
 
     health = check_stream()
     decide(health) >> [restart_stream(health), EmptyOperator(task_id="stream_healthy")]

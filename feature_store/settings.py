@@ -113,7 +113,12 @@ class Settings(BaseSettings):
     airflow_admin_user: str = Field("admin", description="User of the local Airflow; its password is generated once.")
     mlflow_ui_port: int = Field(5000, description="Port of the local MLflow UI (`mlflow server`).")
     stream_max_staleness_s: float = Field(
-        120.0, description="The watchdog restarts the streaming job when its status is older than this."
+        120.0, description="The watchdog restarts the streaming job when an unread event has waited longer than this."
+    )
+    stream_restart_command: list[str] = Field(
+        default_factory=list,
+        description="How the watchdog restarts the streaming job (JSON list); empty = `lambdarec stream stop` + "
+        "`lambdarec stream start --background` on the same machine (the local setup).",
     )
 
     # -- speed layer ---------------------------------------------------------------------------

@@ -121,8 +121,17 @@ def check_stream(settings: Settings, redis_client) -> StreamHealth:
     return assess_stream(status, alive, oldest, now_ms, settings.stream_max_staleness_s)
 
 
-def restart_stream() -> str:
-    """Stop whatever is left of the job and start it again from its checkpoint; returns the CLI output."""
+def restart_stream(settings: Settings) -> str:
+    """Restart the job so it resumes from its checkpoint; returns what the restart printed.
+
+    `Settings.stream_restart_command` when set (e.g. `kubectl rollout restart deployment/...` in
+    production), else the local job: stop whatever is left of it, start it again in the background.
+    """
+    if settings.stream_restart_command:
+        done = subprocess.run(settings.stream_restart_command, capture_output=True, text=True, timeout=300, check=False)
+        if done.returncode != 0:
+            raise WatchdogError(f"{' '.join(settings.stream_restart_command)} failed: {done.stderr.strip()[-500:]}")
+        return done.stdout.strip()
     stopped = _run_cli("stream", "stop")
     if stopped.returncode != 0:
         raise WatchdogError(f"`lambdarec stream stop` failed: {stopped.stderr.strip()[-500:]}")
