@@ -155,10 +155,10 @@ async def publish_events_async(client, stream: str, events: Iterable[Event | Map
     return [_text(r) for r in replies[:count]]
 
 
-def trim_consumed(client, stream: str) -> int:
-    """Drop every entry below the lowest offset the streaming queries committed (XTRIM MINID); returns
-    how many were dropped."""
-    return int(client.eval(_TRIM_CONSUMED, 2, stream, committed_key(stream), -1))
+def trim_consumed(client, stream: str, maxlen: int | None = None) -> int:
+    """Drop every entry below the lowest offset the streaming queries committed (XTRIM MINID), when
+    the stream is longer than `maxlen` (always when None); returns how many were dropped."""
+    return int(client.eval(_TRIM_CONSUMED, 2, stream, committed_key(stream), -1 if maxlen is None else maxlen))
 
 
 def record_committed(client, stream: str, consumer: str, entry_id: str) -> None:

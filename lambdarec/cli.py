@@ -10,6 +10,8 @@ import typer
 # One line per command module; each exposes `register(app)`.
 COMMAND_MODULES: tuple[str, ...] = (
     "lambdarec.commands.services",
+    "lambdarec.commands.stream",
+    "lambdarec.commands.events",
     "lambdarec.commands.data",
     "lambdarec.commands.batch",
     "lambdarec.commands.orchestration",

@@ -34,6 +34,8 @@ if applied and tonumber(applied) >= tonumber(ARGV[3]) then
 end
 local p = cjson.decode(ARGV[4])
 local gap, ttl = p.gap_ms, p.ttl_s
+local positive = {}
+for _, name in ipairs(p.covisit_types) do positive[name] = true end
 local touched = {}
 for _, op in ipairs(cjson.decode(ARGV[5])) do
   local kind = op[1]
@@ -54,12 +56,15 @@ for _, op in ipairs(cjson.decode(ARGV[5])) do
       if ts > last then last = ts end
       redis.call('HSET', session, 'last_ts', string.format('%d', last))
     end
-    -- co-visitation: the first time an item shows up in a session, pair it with the session's items
+    -- co-visitation: the first time an item shows up positively in a session, pair it with the
+    -- session's other positive items (a skipped item is not "seen together")
     local prev = tonumber(redis.call('ZSCORE', recent, item))
-    if covisits == 1 and not (prev and prev >= ts - gap) then
+    local seen = prev and prev >= ts - gap and positive[redis.call('HGET', meta, item)]
+    if covisits == 1 and not seen then
       local others = redis.call('ZREVRANGEBYSCORE', recent, ts, ts - gap, 'LIMIT', 0, p.covisit_items)
-      for _, other in ipairs(others) do
-        if other ~= item then
+      local other_types = #others > 0 and redis.call('HMGET', meta, unpack(others)) or {}
+      for i, other in ipairs(others) do
+        if other ~= item and positive[other_types[i]] then
           local a, b = p.covisit_prefix .. item, p.covisit_prefix .. other
           redis.call('ZINCRBY', a, 1, other)
           redis.call('ZINCRBY', b, 1, item)
@@ -123,6 +128,7 @@ def script_params(keys: RedisKeys, params: SpeedParams) -> bytes:
             "covisit_items": params.covisit_session_items,
             "covisit_keep": params.covisit_keep,
             "covisit_prefix": keys.covisit(""),
+            "covisit_types": sorted(t for t, w in params.trend_weights.items() if w > 0),
         }
     )
 

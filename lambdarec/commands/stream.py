@@ -1,0 +1,133 @@
+"""`lambdarec stream start|stop|status`: the speed layer's streaming job (spark_jobs.streaming.speed_job).
+
+`start` runs the job in the foreground (Ctrl-C or SIGTERM stops it cleanly); `--background` starts it
+as a local service (pid file and log under `<data_dir>/run`, lambdarec.local_services) and returns once
+the job reports `running` in its status hash. `stop` sends SIGTERM and waits for the clean stop.
+`status` prints the status hash `<p>:s:status` (freshness, counters, last batch).
+"""
+
+from __future__ import annotations
+
+import typer
+
+SERVICE = "stream"
+
+
+def _job_pid(settings, status: dict[str, str]) -> int | None:
+    """The running job's pid: the background service's, else the foreground job's from its status."""
+    import psutil
+
+    from lambdarec.local_services import running_pid
+
+    pid = running_pid(settings.run_dir, SERVICE)
+    if pid is not None:
+        return pid
+    if status.get("state") != "running" or not status.get("pid", "").isdigit():
+        return None
+    try:
+        cmdline = " ".join(psutil.Process(int(status["pid"])).cmdline())
+    except psutil.NoSuchProcess:
+        return None
+    is_job = "speed_job" in cmdline or ("lambdarec" in cmdline and " stream " in f"{cmdline} ")
+    return int(status["pid"]) if is_job else None
+
+
+def read_status(settings) -> dict[str, str]:
+    from feature_store.redis_keys import RedisKeys
+    from lambdarec.composition import redis_client
+
+    raw = redis_client(settings).hgetall(RedisKeys(settings.redis_key_prefix).speed_status)
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+def register(app: typer.Typer) -> None:
+    stream = typer.Typer(help="The speed layer: Spark Structured Streaming from the event bus to Redis and Delta.", no_args_is_help=True)
+
+    @stream.command("start")
+    def start_command(
+        background: bool = typer.Option(False, "--background", help="Run as a background service (pid file and log in <data_dir>/run)."),
+        timeout_s: float = typer.Option(180.0, help="With --background: how long to wait for the job to report running."),
+    ) -> None:
+        """Start the streaming job (foreground unless --background)."""
+        import os
+        import sys
+        import time
+
+        from feature_store.settings import load_settings
+        from lambdarec.composition import redis_url
+
+        settings = load_settings()
+        url = redis_url(settings)  # starts the private redis-server now, so the job finds the same one
+        running = _job_pid(settings, read_status(settings))
+        if running is not None:
+            typer.echo(f"the streaming job already runs (pid {running})")
+            return
+        if not background:
+            from spark_jobs.streaming.speed_job import main
+
+            main()
+            return
+        from lambdarec.local_services import ServiceError, ServiceSpec, log_file, start_service
+
+        started = int(time.time() * 1000)
+
+        def ready() -> bool:
+            status = read_status(settings)
+            return status.get("state") == "running" and int(status.get("started_at", 0)) >= started
+
+        spec = ServiceSpec(SERVICE, [sys.executable, "-m", "spark_jobs.streaming.speed_job"], env={**os.environ, "LAMBDAREC_REDIS_URL": url})
+        try:
+            pid = start_service(spec, settings.run_dir, ready, timeout_s=timeout_s)
+        except ServiceError as error:
+            typer.secho(str(error), fg=typer.colors.RED, err=True)
+            raise typer.Exit(1)
+        typer.echo(f"streaming job running (pid {pid}); log: {log_file(settings.run_dir, SERVICE)}")
+
+    @stream.command("stop")
+    def stop_command(timeout_s: float = typer.Option(60.0, help="How long to wait for the clean stop before killing.")) -> None:
+        """Stop the streaming job: SIGTERM, then wait until the running micro-batch finished and it exited."""
+        import os
+        import signal
+
+        from feature_store.settings import load_settings
+        from lambdarec.local_services import running_pid, stop_service, wait_until
+
+        settings = load_settings()
+        if running_pid(settings.run_dir, SERVICE) is not None:
+            stop_service(SERVICE, settings.run_dir, signal.SIGTERM, timeout_s=timeout_s)
+            typer.echo("stopped the streaming job")
+            return
+        pid = _job_pid(settings, read_status(settings))
+        if pid is None:
+            typer.echo("the streaming job is not running")
+            return
+        os.kill(pid, signal.SIGTERM)
+        import psutil
+
+        if not wait_until(lambda: not psutil.pid_exists(pid), timeout_s):
+            typer.secho(f"pid {pid} did not stop within {timeout_s:.0f}s", fg=typer.colors.RED, err=True)
+            raise typer.Exit(1)
+        typer.echo("stopped the streaming job")
+
+    @stream.command("status")
+    def status_command(as_json: bool = typer.Option(False, "--json", help="Print the status hash as JSON.")) -> None:
+        """Print the streaming job's status: state, freshness (lag p50/p99), processed/quarantined counts."""
+        import json
+
+        from rich.console import Console
+        from rich.table import Table
+
+        from feature_store.settings import load_settings
+
+        settings = load_settings()
+        status = read_status(settings)
+        status["alive"] = "yes" if _job_pid(settings, status) is not None else "no"
+        if as_json:
+            typer.echo(json.dumps(status, indent=2, sort_keys=True))
+            return
+        table = Table("field", "value", title="streaming job")
+        for key in sorted(status):
+            table.add_row(key, status[key])
+        Console().print(table)
+
+    app.add_typer(stream, name="stream")

@@ -1,0 +1,363 @@
+"""The speed layer's streaming job: the event bus -> short-term features in Redis, and -> Delta bronze.
+
+Who calls it: `lambdarec stream start` (lambdarec/commands/stream.py) and
+`python -m spark_jobs.streaming.speed_job`; tests start the queries on their own Spark session.
+
+Two Structured Streaming queries read the same bus, each with its own checkpoint under
+`Settings.checkpoints_dir`:
+
+- `speed` (trigger `stream_trigger_ms`): validates every event with the event contract (bad ones are
+  counted by reason), plans the Redis operations (`speed_features`) and applies them idempotently per
+  batch id (`redis_apply`), then writes freshness and counters to the `<p>:s:status` hash.
+- `bronze` (trigger `stream_bronze_trigger_ms`): the same validation, appends good events to
+  `bronze/events` and rejects (with their reason) to `bronze/quarantine`, exactly once per batch id
+  (Delta `txnAppId`/`txnVersion`).
+
+Why two queries: a Delta commit costs 0.5-1 s of the 2 cores; on the speed query's path it would put
+every feature a second behind. The bronze query commits every few seconds instead (fewer, larger files)
+and both stay exactly-once on their own checkpoint.
+
+The bus is a Redis Stream by default (`redis_stream_source`); `LAMBDAREC_EVENT_BUS=kafka` reads a
+Kafka topic with Spark's Kafka source instead (its JARs must be in `Settings.jars_dir`, see README).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from feature_store.event_bus import trim_consumed
+from feature_store.events import EventTypes
+from feature_store.redis_keys import RedisKeys
+from feature_store.settings import Settings
+from spark_jobs.streaming.redis_apply import apply_batch, catalog_categories, write_status
+from spark_jobs.streaming.speed_features import (
+    counter_ops,
+    freshness_fields,
+    items_without_category,
+    shard_ops,
+    speed_params,
+    trending_ops,
+    validate_entries,
+    with_catalog_categories,
+)
+
+SPEED_QUERY = "speed"
+BRONZE_QUERY = "bronze"
+LAG_WINDOW_BATCHES = 20  # freshness percentiles cover the last this many micro-batches
+
+log = logging.getLogger(__name__)
+
+
+def bus_source_label(settings: Settings) -> str:
+    """What bronze's `source` column says about where a streamed event came from."""
+    if settings.event_bus == "kafka":
+        return f"kafka:{settings.kafka_topic}"
+    return f"stream:{settings.event_stream}"
+
+
+def read_bus(spark, settings: Settings, redis_url: str, consumer: str):
+    """The bus as a streaming DataFrame of `entry_id`, `bus_time_ms`, `raw` (the event JSON)."""
+    if settings.event_bus == "kafka":
+        return read_kafka_bus(spark, settings)
+    from spark_jobs.streaming.redis_stream_source import SOURCE_NAME, register_redis_stream_source
+
+    register_redis_stream_source(spark)
+    return (
+        spark.readStream.format(SOURCE_NAME)
+        .option("url", redis_url)
+        .option("stream", settings.event_stream)
+        .option("consumer", consumer)
+        .option("max_rows_per_batch", settings.stream_max_rows_per_batch)
+        .load()
+    )
+
+
+def read_kafka_bus(spark, settings: Settings):
+    """A Kafka topic whose message values are the same event JSON as the Redis Stream's `event` field."""
+    from pyspark.sql import functions as F
+
+    if not settings.kafka_bootstrap_servers:
+        raise ValueError("LAMBDAREC_EVENT_BUS=kafka needs LAMBDAREC_KAFKA_BOOTSTRAP_SERVERS (host:port,...)")
+    frame = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
+        .option("subscribe", settings.kafka_topic)
+        .option("startingOffsets", "earliest")
+        .option("maxOffsetsPerTrigger", settings.stream_max_rows_per_batch)
+        .load()
+    )
+    return frame.select(
+        F.concat_ws("-", F.col("partition").cast("string"), F.col("offset").cast("string")).alias("entry_id"),
+        F.unix_millis(F.col("timestamp")).alias("bus_time_ms"),
+        F.col("value").cast("string").alias("raw"),
+    )
+
+
+@dataclass(frozen=True)
+class SpeedBatchReport:
+    batch_id: int
+    events: int
+    quarantined: int
+    applied_shards: int
+    skipped_shards: int
+    visible_ms: int
+
+
+class SpeedWriter:
+    """`foreachBatch` of the speed query: one micro-batch of bus entries -> Redis, idempotently."""
+
+    def __init__(self, client, settings: Settings, event_types: EventTypes | None = None) -> None:
+        self.client = client
+        self.keys = RedisKeys(settings.redis_key_prefix)
+        self.event_types = event_types or EventTypes()
+        self.params = speed_params(settings, self.event_types)
+        self.future_tolerance = timedelta(minutes=settings.future_tolerance_minutes)
+        self.bus_lags: deque[list[int]] = deque(maxlen=LAG_WINDOW_BATCHES)
+        self.event_lags: deque[list[int]] = deque(maxlen=LAG_WINDOW_BATCHES)
+
+    def __call__(self, df, batch_id: int) -> None:
+        started = time.monotonic()
+        entries = [(r.entry_id, r.bus_time_ms, r.raw) for r in df.collect()]
+        report = self.process(entries, batch_id)
+        self.publish_status(report, entries, batch_ms=int((time.monotonic() - started) * 1000))
+
+    def process(self, entries: list[tuple[str, int, str | None]], batch_id: int) -> SpeedBatchReport:
+        good, rejected = validate_entries(entries, future_tolerance=self.future_tolerance, event_types=self.event_types)
+        events = [speed for speed, _ in good]
+        events = with_catalog_categories(events, catalog_categories(self.client, self.keys, items_without_category(events)))
+        shards = shard_ops(self.keys, self.params, events)
+        batch_ops = trending_ops(self.keys, self.params, events) + counter_ops(self.keys, len(events), rejected)
+        result = apply_batch(self.client, self.keys, self.params, SPEED_QUERY, batch_id, shards, batch_ops)
+        if events:
+            self.bus_lags.append([max(0, result.visible_ms - e.bus_time_ms) for e in events])
+            self.event_lags.append([max(0, result.visible_ms - e.ts_ms) for e in events])
+        return SpeedBatchReport(batch_id, len(events), len(rejected), result.applied, result.skipped, result.visible_ms)
+
+    def publish_status(self, report: SpeedBatchReport, entries: list, batch_ms: int) -> None:
+        fields = {
+            "last_batch_id": report.batch_id,
+            "last_batch_events": report.events,
+            "last_batch_quarantined": report.quarantined,
+            "last_batch_skipped_shards": report.skipped_shards,
+            "last_batch_entries": len(entries),
+            "last_batch_ms": batch_ms,
+            "last_visible_at_ms": report.visible_ms,
+            "updated_at": int(time.time() * 1000),
+            **freshness_fields(
+                [lag for batch in self.bus_lags for lag in batch], [lag for batch in self.event_lags for lag in batch]
+            ),
+        }
+        if entries:
+            fields["last_entry_id"] = entries[-1][0]
+        write_status(self.client, self.keys, fields)
+
+
+class BronzeWriter:
+    """`foreachBatch` of the bronze query: good events -> bronze/events, rejects -> bronze/quarantine,
+    exactly once per batch id, then trims what every query has committed off the bus.
+
+    Validation is the event contract's own (`validate_entries`, as in the speed query) on the
+    collected batch, not the Spark twin in spark_jobs.ingest: that one's plan is large enough that
+    planning it every micro-batch took seconds (and overflowed the stream thread's stack), where the
+    batch ingest plans it once per file."""
+
+    def __init__(self, spark, client, settings: Settings, event_types: EventTypes | None = None) -> None:
+        self.spark = spark
+        self.client = client
+        self.settings = settings
+        self.keys = RedisKeys(settings.redis_key_prefix)
+        self.event_types = event_types or EventTypes()
+        self.future_tolerance = timedelta(minutes=settings.future_tolerance_minutes)
+        self.source = bus_source_label(settings)
+
+    def __call__(self, df, batch_id: int) -> None:
+        from feature_store.tables import BRONZE_EVENTS, QUARANTINE
+        from spark_jobs.streaming.bronze_rows import bronze_event_rows, quarantine_rows
+
+        started = time.monotonic()
+        entries = [(r.entry_id, r.bus_time_ms, r.raw) for r in df.collect()]
+        good, rejected = validate_entries(entries, future_tolerance=self.future_tolerance, event_types=self.event_types)
+        bus_times = {entry_id: bus_ms for entry_id, bus_ms, _ in entries}
+        rows = {
+            BRONZE_EVENTS: bronze_event_rows(good, self.source),
+            QUARANTINE: quarantine_rows(rejected, bus_times, self.source),
+        }
+        write_bronze_batch(self.spark, self.settings, batch_id, rows)
+        if self.settings.event_bus == "redis":
+            trim_consumed_safely(self.client, self.settings.event_stream, self.settings.event_stream_maxlen)
+        write_status(
+            self.client,
+            self.keys,
+            {
+                "bronze_last_batch_id": batch_id,
+                "bronze_last_batch_rows": len(good),
+                "bronze_last_batch_ms": int((time.monotonic() - started) * 1000),
+            },
+        )
+
+
+def write_bronze_batch(spark, settings: Settings, batch_id: int, rows_by_table: dict) -> None:
+    """Append each table's rows of the batch. Delta's idempotent writes (txnAppId = the table's stream
+    writer, txnVersion = batch id) make a replayed batch id a no-op; an append costs the batch only,
+    where a MERGE on event_id would read the whole growing bronze table (silver dedupes event ids)."""
+    from spark_jobs.delta_io import ensure_table
+
+    for table, rows in rows_by_table.items():
+        if not rows:
+            continue
+        (
+            spark.createDataFrame(rows, table.ddl)
+            .write.format("delta")
+            .mode("append")
+            .option("txnAppId", f"lambdarec-stream-{table.name}")
+            .option("txnVersion", batch_id)
+            .save(ensure_table(spark, settings, table))
+        )
+
+
+def trim_consumed_safely(client, stream: str, maxlen: int) -> None:
+    import redis
+
+    try:
+        trim_consumed(client, stream, maxlen)
+    except redis.RedisError as exc:  # trimming can wait for the next batch
+        log.warning("could not trim the bus: %s", exc)
+
+
+def checkpoint_dir(settings: Settings, query: str) -> Path:
+    return settings.checkpoints_dir / query
+
+
+def is_fresh_checkpoint(path: Path) -> bool:
+    """No offsets planned yet: a brand-new query whose batch ids start again at 0."""
+    offsets = path / "offsets"
+    return not offsets.exists() or not any(offsets.iterdir())
+
+
+def start_queries(spark, settings: Settings, redis_url: str, client, *, bronze: bool = True) -> list:
+    """Start the speed query (and the bronze query); returns the running StreamingQuery objects."""
+    keys = RedisKeys(settings.redis_key_prefix)
+    speed_checkpoint = checkpoint_dir(settings, SPEED_QUERY)
+    if is_fresh_checkpoint(speed_checkpoint):
+        # Batch ids restart at 0 with a new checkpoint: markers of an old one would skip them all.
+        client.delete(keys.applied_batch(SPEED_QUERY))
+    queries = [
+        read_bus(spark, settings, redis_url, SPEED_QUERY)
+        .writeStream.queryName(f"lambdarec_{SPEED_QUERY}")
+        .foreachBatch(SpeedWriter(client, settings))
+        .option("checkpointLocation", str(speed_checkpoint))
+        .trigger(processingTime=f"{settings.stream_trigger_ms} milliseconds")
+        .start()
+    ]
+    if bronze:
+        queries.append(
+            read_bus(spark, settings, redis_url, BRONZE_QUERY)
+            .writeStream.queryName(f"lambdarec_{BRONZE_QUERY}")
+            .foreachBatch(BronzeWriter(spark, client, settings))
+            .option("checkpointLocation", str(checkpoint_dir(settings, BRONZE_QUERY)))
+            .trigger(processingTime=f"{settings.stream_bronze_trigger_ms} milliseconds")
+            .start()
+        )
+    return queries
+
+
+def stop_gracefully(query, timeout_s: float = 30.0) -> None:
+    """Let a running micro-batch finish, then stop (a stop mid-batch is safe too, only slower to redo)."""
+    deadline = time.monotonic() + timeout_s
+    while query.isActive and query.status.get("isTriggerActive") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    query.stop()
+
+
+def run(settings: Settings, stop: threading.Event | None = None) -> int:
+    """Run both queries until `stop` is set (SIGTERM/SIGINT) or one of them fails; 0 on a clean stop."""
+    import redis
+
+    from lambdarec.composition import redis_url as resolve_redis_url
+    from lambdarec.composition import spark_session
+
+    stop = stop or threading.Event()
+    url = resolve_redis_url(settings)
+    client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=10)
+    keys = RedisKeys(settings.redis_key_prefix)
+    spark = spark_session(settings)
+    quiet_trigger_warnings(spark)
+    try:
+        return _run_queries(spark, settings, url, client, keys, stop)
+    finally:
+        spark.stop()
+
+
+def _run_queries(spark, settings: Settings, url: str, client, keys: RedisKeys, stop: threading.Event) -> int:
+    from spark_jobs.streaming.redis_stream_source import retry_forever
+
+    queries = retry_forever(lambda: start_queries(spark, settings, url, client), "starting the streaming queries")
+    status = {
+        "state": "running",
+        "pid": os.getpid(),
+        "started_at": int(time.time() * 1000),
+        "bus": bus_source_label(settings),
+        "trigger_ms": settings.stream_trigger_ms,
+        "bronze_trigger_ms": settings.stream_bronze_trigger_ms,
+        "max_rows_per_batch": settings.stream_max_rows_per_batch,
+    }
+    heartbeat(client, keys, status)
+    retry_forever(lambda: client.hdel(keys.speed_status, "error", "stopped_at"), "clearing the last run's status")
+    log.info("streaming from %s (trigger %d ms)", status["bus"], settings.stream_trigger_ms)
+    failed = None
+    while not stop.is_set():
+        failed = next((q for q in queries if not q.isActive), None)
+        if failed is not None:
+            break
+        heartbeat(client, keys, {"updated_at": int(time.time() * 1000)})
+        stop.wait(1.0)
+    for query in queries:
+        stop_gracefully(query)
+    if failed is not None and failed.exception() is not None:
+        log.error("streaming query %s failed: %s", failed.name, failed.exception())
+        heartbeat(client, keys, {"state": "failed", "error": str(failed.exception())[:500]})
+        return 1
+    heartbeat(client, keys, {"state": "stopped", "stopped_at": int(time.time() * 1000)})
+    return 0
+
+
+def quiet_trigger_warnings(spark) -> None:
+    """A micro-batch longer than a sub-second trigger is normal under load; the status hash tracks
+    freshness, so Spark's per-batch "falling behind" warning is only noise in the job's log."""
+    jvm = spark.sparkContext._jvm
+    level = jvm.org.apache.logging.log4j.Level.ERROR
+    jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
+        "org.apache.spark.sql.execution.streaming.runtime.ProcessingTimeExecutor", level
+    )
+
+
+def heartbeat(client, keys: RedisKeys, fields: dict) -> None:
+    """Best effort: Redis may be restarting; the next heartbeat tells the truth again."""
+    import redis
+
+    try:
+        client.hset(keys.speed_status, mapping={k: str(v) for k, v in fields.items()})
+    except redis.RedisError as exc:
+        log.warning("could not write the streaming status: %s", exc)
+
+
+def main() -> None:
+    from feature_store.settings import load_settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    raise SystemExit(run(load_settings(), stop))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,389 @@
+"""The speed layer against a real redis-server and real Spark streaming queries on tiny data.
+
+In-process queries use the shared `spark` fixture; the SIGKILL recovery test runs the job as its own
+process (`python -m spark_jobs.streaming.speed_job`) and kills it hard mid-run. Every wait is a
+condition with a deadline."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import redis
+
+import orjson
+
+from feature_store.event_bus import (
+    EVENT_FIELD,
+    publish_events,
+    publish_events_async,
+    read_committed,
+    record_committed,
+    trim_consumed,
+)
+from feature_store.events import EventTypes
+from feature_store.redis_keys import RedisKeys
+from feature_store.settings import Settings, project_root
+from feature_store.tables import BRONZE_EVENTS, QUARANTINE
+
+pytestmark = pytest.mark.integration
+KEYS = RedisKeys("lr")
+DEADLINE_S = 120
+
+
+def wait_for(condition, what: str, timeout_s: float = DEADLINE_S, interval_s: float = 0.1):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval_s)
+
+
+def text_hash(client, key: str) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in client.hgetall(key).items()}
+
+
+def zset(client, key: str) -> dict[str, float]:
+    return {m.decode(): s for m, s in client.zrange(key, 0, -1, withscores=True)}
+
+
+def table_count(spark, settings: Settings, table) -> int:
+    from pyspark.errors import AnalysisException
+
+    try:
+        return spark.read.format("delta").load(settings.table_path(table.name)).count()
+    except AnalysisException:  # not created yet
+        return 0
+
+
+def status_counts(client) -> tuple[int, int]:
+    status = text_hash(client, KEYS.speed_status)
+    return int(status.get("processed", -1)), int(status.get("quarantined", -1))
+
+
+def snapshot(client) -> dict:
+    """Every key's content (the status hash without its per-batch/time fields)."""
+    out = {}
+    for key in sorted(k.decode() for k in client.keys("*")):
+        kind = client.type(key).decode()
+        if kind == "zset":
+            out[key] = zset(client, key)
+        elif kind == "hash":
+            value = text_hash(client, key)
+            if key == KEYS.speed_status:
+                value = {k: v for k, v in value.items() if k in ("processed", "quarantined") or k.startswith("quarantined:")}
+            out[key] = value
+        elif kind == "stream":
+            out[key] = [e[0] for e in client.xrange(key)]
+        else:
+            out[key] = client.get(key)
+    return out
+
+
+@pytest.fixture
+def stream_settings(table_settings: Settings, redis_server) -> Settings:
+    return table_settings.model_copy(
+        update={
+            "redis_url": redis_server.url,
+            "stream_trigger_ms": 100,
+            "stream_bronze_trigger_ms": 200,
+            "stream_max_rows_per_batch": 3,
+        }
+    )
+
+
+def run_queries(spark, settings: Settings, client, *, bronze: bool = True):
+    from spark_jobs.streaming.speed_job import start_queries
+
+    return start_queries(spark, settings, settings.redis_url, client, bronze=bronze)
+
+
+def run_until_counted(spark, settings: Settings, client, *, good: int, bad: int) -> None:
+    """Run both queries until Redis counted every entry and bronze/quarantine hold them, then stop."""
+    queries = run_queries(spark, settings, client)
+    try:
+        wait_for(lambda: status_counts(client) == (good, bad), "the speed query to count every entry")
+        wait_for(lambda: table_count(spark, settings, BRONZE_EVENTS) == good, "bronze rows")
+        wait_for(lambda: table_count(spark, settings, QUARANTINE) == bad, "quarantine rows")
+    finally:
+        stop_all(queries)
+
+
+def stop_all(queries) -> None:
+    from spark_jobs.streaming.speed_job import stop_gracefully
+
+    for query in queries:
+        stop_gracefully(query)
+
+
+# -- the bus -------------------------------------------------------------------------------------
+def test_trim_keeps_everything_a_query_has_not_committed(redis_client):
+    ids = publish_events(redis_client, "bus", [{"n": i} for i in range(6)])
+    assert trim_consumed(redis_client, "bus") == 0  # nobody committed yet: nothing may go
+    record_committed(redis_client, "bus", "speed", ids[4])
+    record_committed(redis_client, "bus", "bronze", ids[2])
+    assert read_committed(redis_client, "bus") == {"speed": ids[4], "bronze": ids[2]}
+    assert publish_events(redis_client, "bus", [], maxlen=10) == [] and redis_client.xlen("bus") == 6  # short enough
+    assert trim_consumed(redis_client, "bus") == 2  # below the lowest commit (bronze's) only
+    assert [e[0].decode() for e in redis_client.xrange("bus")] == ids[2:]
+    new = publish_events(redis_client, "bus", [{"n": 9}], maxlen=1)  # too long, but trims only committed
+    assert [e[0].decode() for e in redis_client.xrange("bus")] == ids[2:] + new
+
+
+def test_publish_async_twin_writes_the_same_wire_format(redis_server):
+    import asyncio
+
+    import redis.asyncio as aredis
+
+    from feature_store.events import Event
+
+    event = Event.model_validate({"event_id": "e1", "user_id": "u1", "item_id": "i1", "event_type": "view", "ts": 5})
+
+    async def publish() -> list[str]:
+        client = aredis.Redis.from_url(redis_server.url)
+        try:
+            return await publish_events_async(client, "abus", [event])
+        finally:
+            await client.aclose()
+
+    ids = asyncio.run(publish())
+    sync = redis.Redis.from_url(redis_server.url)
+    assert sync.xrange("abus") == [(ids[0].encode(), {EVENT_FIELD.encode(): b'{"event_id":"e1","user_id":"u1","item_id":"i1","event_type":"view","ts":5,"value":null,"context":null}'})]
+
+
+# -- the streaming job ---------------------------------------------------------------------------
+def _shop_events(t0: int) -> tuple[list, list]:
+    good = [
+        {"event_id": "g1", "user_id": "u1", "item_id": "a", "event_type": "view", "ts": t0, "context": {"category": "books"}},
+        {"event_id": "g2", "user_id": "u2", "item_id": "b", "event_type": "view", "ts": t0 + 500},
+        {"event_id": "g3", "user_id": "u1", "item_id": "b", "event_type": "click", "ts": t0 + 1000},
+        {"event_id": "g4", "user_id": "u2", "item_id": "a", "event_type": "skip", "ts": t0 + 1500},
+        {"event_id": "g5", "user_id": "u1", "item_id": "a", "event_type": "view", "ts": t0 + 2000},
+        {"event_id": "g6", "user_id": "u1", "item_id": "c", "event_type": "purchase", "ts": t0 + 3000, "value": 9.5},
+    ]
+    bad = [
+        "this is not json",
+        {"event_id": "b2", "item_id": "a", "event_type": "view", "ts": t0},
+        {"event_id": "b3", "user_id": "u1", "item_id": "a", "event_type": "teleport", "ts": t0},
+        {"event_id": "b4", "user_id": "u1", "item_id": "a", "event_type": "view", "ts": t0 + 86_400_000},
+    ]
+    return good, bad
+
+
+def test_events_become_features_bronze_rows_and_quarantine(spark, stream_settings, redis_client):
+    t0 = int(time.time() * 1000) - 60_000
+    good, bad = _shop_events(t0)
+    redis_client.set(KEYS.batch_pointer, "v1")
+    redis_client.hset(KEYS.item_categories("v1"), mapping={"b": "games", "c": "toys"})
+    publish_events(redis_client, stream_settings.event_stream, good[:3] + bad[:2] + good[3:] + bad[2:])
+    redis_client.xadd(stream_settings.event_stream, {"not_event": "x"})  # not the wire format
+    run_until_counted(spark, stream_settings, redis_client, good=6, bad=5)
+
+    assert zset(redis_client, KEYS.recent_items("u1")) == {"b": t0 + 1000, "a": t0 + 2000, "c": t0 + 3000}
+    assert text_hash(redis_client, KEYS.recent_meta("u1")) == {"a": "view", "b": "click", "c": "purchase"}
+    assert text_hash(redis_client, KEYS.session_counters("u1")) == {
+        "session_id": f"u1:{t0}", "last_ts": str(t0 + 3000), "type:view": "2", "type:click": "1", "type:purchase": "1",
+        "cat:books": "1", "cat:games": "1", "cat:toys": "1",  # books from the event, games/toys from the catalog
+    }
+    assert text_hash(redis_client, KEYS.session_counters("u2")) == {
+        "session_id": f"u2:{t0 + 500}", "last_ts": str(t0 + 1500), "type:view": "1", "type:skip": "1", "cat:games": "1",
+    }
+    for window in ("15m", "1h"):  # view 1, click 2, purchase 8; the skip adds nothing
+        assert zset(redis_client, KEYS.trending(window)) == {"a": 2.0, "b": 3.0, "c": 8.0}
+    assert zset(redis_client, KEYS.covisit("a")) == {"b": 1.0, "c": 1.0}
+    assert zset(redis_client, KEYS.covisit("b")) == {"a": 1.0, "c": 1.0}
+    assert zset(redis_client, KEYS.covisit("c")) == {"a": 1.0, "b": 1.0}
+    assert 0 < redis_client.ttl(KEYS.recent_items("u1")) <= stream_settings.speed_ttl_s
+    assert 0 < redis_client.ttl(KEYS.session_counters("u2")) <= stream_settings.speed_ttl_s
+    status = text_hash(redis_client, KEYS.speed_status)
+    assert {k: v for k, v in status.items() if k.startswith("quarantined:")} == {
+        "quarantined:malformed": "2", "quarantined:missing_user_id": "1",
+        "quarantined:unknown_event_type": "1", "quarantined:future_timestamp": "1",
+    }
+    assert int(status["last_batch_id"]) == 3  # 11 entries at most 3 per micro-batch: admission control
+    assert 0 <= int(status["lag_ms_p50"]) <= int(status["lag_ms_p99"])
+
+    bronze = spark.read.format("delta").load(stream_settings.table_path(BRONZE_EVENTS.name))
+    assert sorted((r.event_id, r.user_id, r.item_id, r.event_type, r.value, r.source) for r in bronze.collect()) == [
+        ("g1", "u1", "a", "view", None, "stream:lr:events"),
+        ("g2", "u2", "b", "view", None, "stream:lr:events"),
+        ("g3", "u1", "b", "click", None, "stream:lr:events"),
+        ("g4", "u2", "a", "skip", None, "stream:lr:events"),
+        ("g5", "u1", "a", "view", None, "stream:lr:events"),
+        ("g6", "u1", "c", "purchase", 9.5, "stream:lr:events"),
+    ]
+    quarantine = spark.read.format("delta").load(stream_settings.table_path(QUARANTINE.name))
+    assert sorted((r.raw or "", r.reason) for r in quarantine.collect()) == sorted(
+        [("", "malformed"), ("this is not json", "malformed")]
+        + [(orjson.dumps(b).decode(), reason) for b, reason in zip(bad[1:], ("missing_user_id", "unknown_event_type", "future_timestamp"))]
+    )
+
+
+def _drop_last_commit(checkpoint: Path) -> int:
+    """Forget that the last micro-batch was committed, as if the job died right before committing it."""
+    commits = sorted((p for p in (checkpoint / "commits").iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    last = commits[-1]
+    last.unlink()
+    (checkpoint / "commits" / f".{last.name}.crc").unlink(missing_ok=True)
+    return int(last.name)
+
+
+def test_replaying_a_batch_id_changes_nothing(spark, stream_settings, redis_client):
+    from spark_jobs.streaming.speed_job import BRONZE_QUERY, SPEED_QUERY, checkpoint_dir
+
+    t0 = int(time.time() * 1000) - 60_000
+    good, bad = _shop_events(t0)
+    publish_events(redis_client, stream_settings.event_stream, good + bad)
+    run_until_counted(spark, stream_settings, redis_client, good=6, bad=4)
+    before = snapshot(redis_client)
+    replayed = {name: _drop_last_commit(checkpoint_dir(stream_settings, name)) for name in (SPEED_QUERY, BRONZE_QUERY)}
+
+    queries = run_queries(spark, stream_settings, redis_client)
+    try:
+        for name, batch_id in replayed.items():
+            commit = checkpoint_dir(stream_settings, name) / "commits" / str(batch_id)
+            wait_for(commit.exists, f"the {name} query to redo batch {batch_id}")
+    finally:
+        stop_all(queries)
+    status = text_hash(redis_client, KEYS.speed_status)
+    assert status["last_batch_id"] == str(replayed[SPEED_QUERY])
+    assert int(status["last_batch_skipped_shards"]) >= 1  # the replay found its shards already applied
+    after = snapshot(redis_client)
+    committed = KEYS.stream_committed(stream_settings.event_stream)
+    assert {k: v for k, v in after.items() if k != committed} == {k: v for k, v in before.items() if k != committed}
+    assert table_count(spark, stream_settings, BRONZE_EVENTS) == 6
+    assert table_count(spark, stream_settings, QUARANTINE) == 4
+
+
+def test_the_job_survives_redis_restarting_under_it(spark, stream_settings, tmp_path):
+    from lambdarec.redis_server import EmbeddedRedis
+
+    server = EmbeddedRedis(directory=tmp_path / "own-redis").start()
+    settings = stream_settings.model_copy(update={"redis_url": server.url})
+    client = redis.Redis.from_url(server.url, socket_timeout=2)
+    t0 = int(time.time() * 1000) - 60_000
+    publish_events(client, settings.event_stream, [{"event_id": "r1", "user_id": "u1", "item_id": "a", "event_type": "view", "ts": t0}])
+    progress_interval = spark.conf.get("spark.sql.streaming.noDataProgressEventInterval")
+    spark.conf.set("spark.sql.streaming.noDataProgressEventInterval", "50ms")  # idle triggers report progress
+    queries = run_queries(spark, settings, client, bronze=False)
+    spark.conf.set("spark.sql.streaming.noDataProgressEventInterval", progress_interval)
+    try:
+        wait_for(lambda: status_counts(client) == (1, 0), "the first event")
+        server.stop()
+        down_since = time.time()
+
+        def tried_while_down() -> bool:  # a trigger ran (and found Redis gone) after the stop
+            progress = queries[0].lastProgress
+            return progress is not None and datetime.fromisoformat(progress["timestamp"].replace("Z", "+00:00")).timestamp() > down_since
+
+        wait_for(tried_while_down, "a trigger while Redis is down")
+        assert queries[0].isActive
+        server.start()  # same port, empty (no persistence): the job must catch up on new events
+        publish_events(client, settings.event_stream, [{"event_id": "r2", "user_id": "u1", "item_id": "b", "event_type": "click", "ts": t0 + 1000}])
+        wait_for(lambda: client.zscore(KEYS.recent_items("u1"), "b") == t0 + 1000, "the event published after the restart")
+        assert queries[0].isActive
+        assert text_hash(client, KEYS.session_counters("u1"))["type:click"] == "1"
+    finally:
+        stop_all(queries)
+        server.stop()
+
+
+# -- recovery after SIGKILL (the job as its own process) -------------------------------------------
+def _ground_truth(events: list[dict], types: EventTypes) -> dict:
+    weights = {t.name: 1.0 if t.explicit else max(t.weight, 0.0) for t in types}
+    sessions: dict[str, Counter] = defaultdict(Counter)
+    trending: Counter = Counter()
+    items_by_user: dict[str, set] = defaultdict(set)
+    for e in events:
+        sessions[e["user_id"]][f"type:{e['event_type']}"] += 1
+        sessions[e["user_id"]][f"cat:{e['context']['category']}"] += 1
+        trending[e["item_id"]] += weights[e["event_type"]]
+        if weights[e["event_type"]] > 0:
+            items_by_user[e["user_id"]].add(e["item_id"])
+    covisit: dict[str, Counter] = defaultdict(Counter)
+    for items in items_by_user.values():
+        for a in items:
+            for b in items - {a}:
+                covisit[a][b] += 1
+    return {"sessions": sessions, "trending": trending, "covisit": covisit}
+
+
+def _job_env(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "LAMBDAREC_DATA_DIR": str(settings.data_dir),
+        "LAMBDAREC_TABLES_URI": settings.tables_root,
+        "LAMBDAREC_JARS_DIR": str(settings.jars_dir),
+        "LAMBDAREC_REDIS_URL": settings.redis_url,
+        "LAMBDAREC_SPARK_MASTER": "local[2]",
+        "LAMBDAREC_SPARK_SHUFFLE_PARTITIONS": "2",
+        "LAMBDAREC_SPARK_DRIVER_MEMORY": "1g",
+        "LAMBDAREC_STREAM_TRIGGER_MS": "100",
+        "LAMBDAREC_STREAM_BRONZE_TRIGGER_MS": "300",
+        "LAMBDAREC_STREAM_MAX_ROWS_PER_BATCH": "40",
+        "PYTHONPATH": str(project_root()),
+    }
+
+
+def test_sigkill_mid_run_then_restart_loses_and_doubles_nothing(spark, stream_settings, redis_client, tmp_path):
+    import random
+
+    rng = random.Random(3)
+    types = EventTypes()
+    t0 = int(time.time() * 1000) - 120_000
+    kinds = ["view", "view", "view", "click", "add_to_cart", "purchase", "rating"]
+    events = []
+    for n in range(400):
+        kind = rng.choice(kinds)
+        events.append({
+            "event_id": f"k{n}", "user_id": f"u{rng.randrange(12)}", "item_id": f"i{rng.randrange(8)}", "event_type": kind,
+            "ts": t0 + n * 100, "value": 4.0 if kind == "rating" else None, "context": {"category": f"c{rng.randrange(3)}"},
+        })
+    bad = [f"garbage {n}" for n in range(20)]
+    payloads = events[:]
+    for n, line in enumerate(bad):
+        payloads.insert(n * 20 + 7, line)
+    publish_events(redis_client, stream_settings.event_stream, payloads)
+    env = _job_env(stream_settings)
+    log = open(tmp_path / "job.log", "ab")
+    job = subprocess.Popen([sys.executable, "-m", "spark_jobs.streaming.speed_job"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: status_counts(redis_client)[0] >= 80 or job.poll() is not None, "the job to be mid-run")
+        os.killpg(job.pid, signal.SIGKILL)  # the job, its JVM and Python workers, no clean-up at all
+        job.wait()
+        processed_at_kill = status_counts(redis_client)[0]
+        assert processed_at_kill < len(events), "the kill landed after the job had finished"
+
+        cli = [str(Path(sys.executable).parent / "lambdarec")]
+        started = subprocess.run([*cli, "stream", "start", "--background"], env=env, capture_output=True, text=True, timeout=300)
+        assert started.returncode == 0, started.stdout + started.stderr
+        wait_for(lambda: status_counts(redis_client) == (len(events), len(bad)), "the restarted job to catch up")
+        wait_for(lambda: table_count(spark, stream_settings, BRONZE_EVENTS) == len(events), "bronze to catch up")
+        wait_for(lambda: table_count(spark, stream_settings, QUARANTINE) == len(bad), "quarantine to catch up")
+        stopped = subprocess.run([*cli, "stream", "stop"], env=env, capture_output=True, text=True, timeout=300)
+        assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stdout + stopped.stderr
+        assert text_hash(redis_client, KEYS.speed_status)["state"] == "stopped"
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+        log.close()
+
+    truth = _ground_truth(events, types)
+    for user, counters in truth["sessions"].items():
+        session = text_hash(redis_client, KEYS.session_counters(user))
+        assert {k: int(v) for k, v in session.items() if k.startswith(("type:", "cat:"))} == dict(counters), user
+    assert zset(redis_client, KEYS.trending("1h")) == {item: w for item, w in truth["trending"].items() if w > 0}
+    for item, neighbours in truth["covisit"].items():
+        assert zset(redis_client, KEYS.covisit(item)) == {k: float(v) for k, v in neighbours.items()}, item
+    bronze_ids = [r.event_id for r in spark.read.format("delta").load(stream_settings.table_path(BRONZE_EVENTS.name)).select("event_id").collect()]
+    assert sorted(bronze_ids) == sorted(e["event_id"] for e in events)  # each exactly once
