@@ -155,3 +155,22 @@ def test_freshness_percentiles():
         "event_lag_ms_p50": "1000", "event_lag_ms_p99": "1000", "event_lag_ms_max": "1000",
     }
     assert freshness_fields([], []) == {}
+
+
+# -- the Redis Stream source's offset planning -----------------------------------------------------
+def test_latest_offset_respects_admission_control_and_the_available_now_target():
+    from spark_jobs.streaming.redis_stream_source import latest_allowed
+
+    assert latest_allowed("5-0", newest="9-0", nth=None, target=None) == "9-0"  # everything available
+    assert latest_allowed("5-0", newest=None, nth="7-2", target=None) == "7-2"  # the max_rows-th entry
+    assert latest_allowed("5-0", newest=None, nth=None, target=None) == "5-0"  # empty stream: no batch
+    assert latest_allowed("5-0", newest="4-0", nth=None, target=None) == "5-0"  # stream recreated behind us
+    assert latest_allowed("5-0", newest="9-0", nth=None, target="7-0") == "7-0"  # AvailableNow stops at its target
+    assert latest_allowed("8-0", newest="9-0", nth=None, target="7-0") == "8-0"
+
+
+def test_partitions_cover_the_batch_range_without_gaps():
+    from spark_jobs.streaming.redis_stream_source import StreamRange, split_ranges
+
+    assert split_ranges("1-0", "9-0", ["3-0", "6-1"]) == [StreamRange("1-0", "3-0"), StreamRange("3-0", "6-1"), StreamRange("6-1", "9-0")]
+    assert split_ranges("1-0", "9-0", ["0-5", "9-0", "12-0"]) == [StreamRange("1-0", "9-0")]  # cuts outside are ignored

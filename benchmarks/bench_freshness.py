@@ -1,0 +1,260 @@
+"""Speed-layer freshness: event written to the bus -> its feature visible in Redis, under sustained load.
+
+Runs the real streaming job (`python -m spark_jobs.streaming.speed_job`, both queries) as its own
+process against a private redis-server, publishes events at fixed rates (200, 1,000, 5,000 events/s,
+then higher to find where the lag stops being bounded), and meanwhile sends probe events one at a
+time: a probe's lag is the time from just before its XADD to the first poll that sees it in the user's
+recent items. The job's own view (status hash: Redis-clock lag of the last batches) is recorded too.
+
+Baseline measured in the same run: the speed layer's Redis work alone (validate + plan + the idempotent
+Lua apply of one batch, no Spark), so the ratio says what the micro-batch machinery adds.
+
+A rate is "bounded" when the job caught up within 10 s after publishing stopped and the probes' p99
+in the last third of the run is at most 1.5x (+ 0.5 s) the first third's.
+
+`python -m benchmarks.bench_freshness [--quick]` (quick: 15 s per rate instead of 60 s).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from benchmarks.common import REPO, main, percentiles, write_result
+
+NAME = "freshness"
+REQUIRED_RATES = (200, 1_000, 5_000)
+EXTRA_RATES = (10_000, 20_000)  # searched upwards for the highest bounded rate
+PROBE_EVERY_S = 0.05
+POLL_S = 0.002
+USERS, ITEMS = 20_000, 5_000
+KINDS = ("view", "view", "view", "view", "click", "click", "add_to_cart", "purchase", "play", "skip")
+
+
+def _events(start: int, count: int, now_ms: int) -> list[dict]:
+    return [
+        {
+            "event_id": f"b{n}",
+            "user_id": f"u{(n * 7919) % USERS}",
+            "item_id": f"i{(n * 104729) % ITEMS}",
+            "event_type": KINDS[n % len(KINDS)],
+            "ts": now_ms,
+            "context": {"category": f"c{n % 20}"},
+        }
+        for n in range(start, start + count)
+    ]
+
+
+class Prober(threading.Thread):
+    """One probe in flight at a time: publish it, poll until the speed layer shows it."""
+
+    def __init__(self, url: str, stream: str, recent_key) -> None:
+        super().__init__(daemon=True)
+        import redis
+
+        self.client = redis.Redis.from_url(url)
+        self.stream, self.recent_key = stream, recent_key
+        self.samples: list[tuple[float, float]] = []  # (sent at, lag s)
+        self.stop = threading.Event()
+        self.count = 0
+
+    def run(self) -> None:
+        from feature_store.event_bus import publish_events
+
+        while not self.stop.is_set():
+            self.count += 1
+            user = f"probe-{time.time_ns()}-{self.count}"
+            sent = time.time()
+            publish_events(self.client, self.stream, [{"event_id": user, "user_id": user, "item_id": "p", "event_type": "view", "ts": int(sent * 1000)}])
+            while self.client.zscore(self.recent_key(user), "p") is None:
+                if self.stop.wait(POLL_S):
+                    return
+            self.samples.append((sent, time.time() - sent))
+            self.stop.wait(max(0.0, PROBE_EVERY_S - (time.time() - sent)))
+
+
+def _status(client, keys) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in client.hgetall(keys.speed_status).items()}
+
+
+def _wait(condition, timeout_s: float, interval_s: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval_s)
+    return False
+
+
+def measure_rate(client, keys, url: str, stream: str, rate: int, duration_s: float, first_id: int) -> tuple[dict, int]:
+    from feature_store.event_bus import publish_events
+
+    processed_before = int(_status(client, keys).get("processed", 0))
+    prober = Prober(url, stream, keys.recent_items)
+    prober.start()
+    sent, start, start_wall = 0, time.monotonic(), time.time()
+    while (elapsed := time.monotonic() - start) < duration_s:
+        due = int(rate * elapsed) - sent
+        if due > 0:
+            due = min(due, 2_000)
+            publish_events(client, stream, _events(first_id + sent, due, int(time.time() * 1000)))
+            sent += due
+        time.sleep(0.005)
+    achieved = sent / (time.monotonic() - start)
+    prober.stop.set()
+    prober.join()
+    expected = processed_before + sent + prober.count
+    stopped_at = time.monotonic()
+    caught_up = _wait(lambda: int(_status(client, keys).get("processed", 0)) >= expected, 60.0)
+    catch_up_s = time.monotonic() - stopped_at if caught_up else None
+    status = _status(client, keys)
+    lags = [lag for _, lag in prober.samples]
+    third = duration_s / 3
+    thirds = [[lag for at, lag in prober.samples if i * third <= at - start_wall < (i + 1) * third] for i in range(3)]
+    first, last = percentiles(thirds[0] or lags, (99,))["p99"], percentiles(thirds[2] or lags, (99,))["p99"]
+    bounded = bool(caught_up and catch_up_s is not None and catch_up_s <= 10.0 and last <= 1.5 * first + 0.5)
+    ms = {k: round(v * 1000, 1) for k, v in percentiles(lags, (50, 95, 99)).items()}
+    row = {
+        "rate": rate,
+        "achieved_rate": round(achieved, 1),
+        "duration_s": duration_s,
+        "probes": len(lags),
+        "lag_ms": ms,
+        "lag_ms_max": round(max(lags) * 1000, 1) if lags else None,
+        "p99_first_third_ms": round(first * 1000, 1),
+        "p99_last_third_ms": round(last * 1000, 1),
+        "catch_up_s": None if catch_up_s is None else round(catch_up_s, 2),
+        "bounded": bounded,
+        "job_status_lag_ms": {k: status.get(k) for k in ("lag_ms_p50", "lag_ms_p99", "lag_ms_max")},
+        "job_last_batch_ms": status.get("last_batch_ms"),
+        "job_last_batch_entries": status.get("last_batch_entries"),
+    }
+    return row, sent
+
+
+def apply_baseline(client, settings, batch_size: int = 500, repeats: int = 20) -> dict:
+    """The speed layer's Redis work alone for one batch: validate, plan, Lua apply (no Spark)."""
+    from datetime import timedelta
+
+    import orjson
+
+    from feature_store.events import EventTypes
+    from feature_store.redis_keys import RedisKeys
+    from spark_jobs.streaming.redis_apply import apply_batch
+    from spark_jobs.streaming.speed_features import counter_ops, shard_ops, speed_params, trending_ops, validate_entries
+
+    keys = RedisKeys("bench-baseline")
+    params = speed_params(settings)
+    times = []
+    for r in range(repeats):
+        now = int(time.time() * 1000)
+        entries = [(f"{now}-{i}", now, orjson.dumps(e).decode()) for i, e in enumerate(_events(r * batch_size, batch_size, now))]
+        started = time.perf_counter()
+        good, bad = validate_entries(entries, future_tolerance=timedelta(minutes=10), event_types=EventTypes())
+        events = [s for s, _ in good]
+        apply_batch(client, keys, params, "baseline", r, shard_ops(keys, params, events), trending_ops(keys, params, events) + counter_ops(keys, len(events), bad))
+        times.append(time.perf_counter() - started)
+    return {"batch_size": batch_size, **{k: round(v * 1000, 2) for k, v in percentiles(times).items()}}
+
+
+def run(quick: bool, out_dir: Path) -> dict:
+    import redis
+
+    from feature_store.redis_keys import RedisKeys
+    from feature_store.settings import Settings
+    from lambdarec.redis_server import EmbeddedRedis
+
+    duration = 15.0 if quick else 60.0
+    trigger_ms = int(os.environ.get("LAMBDAREC_STREAM_TRIGGER_MS", "500"))
+    work = Path(tempfile.mkdtemp(prefix="bench-freshness-"))
+    server = EmbeddedRedis(directory=work / "redis").start()
+    client = redis.Redis.from_url(server.url)
+    settings = Settings(data_dir=work / "data", redis_url=server.url, stream_trigger_ms=trigger_ms)
+    keys = RedisKeys(settings.redis_key_prefix)
+    env = {
+        **os.environ,
+        "LAMBDAREC_DATA_DIR": str(settings.data_dir),
+        "LAMBDAREC_REDIS_URL": server.url,
+        "LAMBDAREC_STREAM_TRIGGER_MS": str(trigger_ms),
+        "PYTHONPATH": str(REPO),
+    }
+    log_path = work / "job.log"
+    load_before = os.getloadavg()
+    with open(log_path, "ab") as log:
+        job = subprocess.Popen([sys.executable, "-m", "spark_jobs.streaming.speed_job"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    rows: list[dict] = []
+    try:
+        if not _wait(lambda: _status(client, keys).get("state") == "running", 300.0, 0.2):
+            raise RuntimeError(f"the streaming job did not start; see {log_path}")
+        # Warm-up: the first micro-batches start Python workers and compile the plan.
+        from feature_store.event_bus import publish_events
+
+        publish_events(client, settings.event_stream, _events(0, 100, int(time.time() * 1000)))
+        _wait(lambda: int(_status(client, keys).get("processed", 0)) >= 100, 120.0)
+        next_id = 100
+        for rate in (*REQUIRED_RATES, *EXTRA_RATES):
+            row, sent = measure_rate(client, keys, server.url, settings.event_stream, rate, duration, next_id)
+            next_id += sent
+            rows.append(row)
+            print(f"{rate}/s: {row['lag_ms']} bounded={row['bounded']}", flush=True)
+            if rate not in REQUIRED_RATES and not row["bounded"]:
+                break
+        baseline = apply_baseline(client, settings)
+    finally:
+        job.terminate()
+        try:
+            job.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(job.pid, 9)
+        server.stop()
+    bounded = [r["rate"] for r in rows if r["bounded"]]
+    at_1000 = next(r for r in rows if r["rate"] == 1_000)
+    result = {
+        "quick": quick,
+        "settings": {
+            "stream_trigger_ms": trigger_ms,
+            "stream_bronze_trigger_ms": settings.stream_bronze_trigger_ms,
+            "stream_max_rows_per_batch": settings.stream_max_rows_per_batch,
+            "spark_master": settings.spark_master,
+            "events_per_shard": 500,
+            "duration_s_per_rate": duration,
+            "probe_every_s": PROBE_EVERY_S,
+        },
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "rates": rows,
+        "highest_bounded_rate": max(bounded) if bounded else None,
+        "goal_p99_under_1s_at_1000": at_1000["lag_ms"]["p99"] < 1000,
+        "baseline_apply_ms": baseline,
+        "p50_lag_vs_apply_ratio_at_1000": round(at_1000["lag_ms"]["p50"] / max(baseline["p50"], 1e-9), 1),
+        "tables": [
+            {
+                "title": f"Freshness: XADD -> feature visible (trigger {trigger_ms} ms)",
+                "columns": ["events/s", "achieved", "probes", "p50 ms", "p95 ms", "p99 ms", "max ms", "catch-up s", "bounded"],
+                "rows": [
+                    [r["rate"], r["achieved_rate"], r["probes"], r["lag_ms"]["p50"], r["lag_ms"]["p95"], r["lag_ms"]["p99"], r["lag_ms_max"], r["catch_up_s"], r["bounded"]]
+                    for r in rows
+                ],
+            }
+        ],
+        "plots": [
+            {
+                "title": "Speed-layer freshness by load",
+                "x_label": "events/s",
+                "y_label": "lag ms",
+                "x": [r["rate"] for r in rows],
+                "lines": {p: [r["lag_ms"][p] for r in rows] for p in ("p50", "p95", "p99")},
+                "log_y": True,
+            }
+        ],
+    }
+    return write_result(out_dir, NAME, result)
+
+
+if __name__ == "__main__":
+    main(run)
