@@ -112,14 +112,17 @@ def neighbour_ranking(
     recent: Sequence[str], neighbours: Mapping[str, Sequence[tuple[str, float]]], consumed: set[str] | frozenset[str], k: int
 ) -> list[str]:
     """Speed-only "recent-item neighbours": each recent item's co-visitation neighbours, weights
-    normalised by that item's strongest neighbour, summed over the recent items; minus consumed."""
+    normalised by that item's strongest neighbour, times the recent item's recency weight (1 for the
+    newest, halving per step back, so the last item outweighs all older ones together), summed;
+    minus consumed. `recent` is newest first."""
     scores: dict[str, float] = {}
-    for seed in recent:
+    for position, seed in enumerate(recent):
         pairs = neighbours.get(seed, ())
         best = max((w for _, w in pairs), default=0.0)
         if best <= 0:
             continue
+        recency = 0.5 ** position
         for item, weight in pairs:
             if item not in consumed and weight > 0:
-                scores[item] = scores.get(item, 0.0) + weight / best
+                scores[item] = scores.get(item, 0.0) + recency * weight / best
     return sorted(scores, key=lambda item: (-scores[item], item))[:k]

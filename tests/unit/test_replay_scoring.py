@@ -60,9 +60,11 @@ def test_top_unseen_skips_consumed():
     assert top_unseen(["a"], set(), 3) == ["a"]
 
 
-def test_neighbour_ranking_normalises_per_recent_item_and_sums():
-    neighbours = {"r1": [("x", 4.0), ("y", 2.0)], "r2": [("y", 1.0), ("z", 0.5)], "r3": []}
-    # x: 1.0; y: 0.5 + 1.0 = 1.5; z: 0.5; r2 consumed is never proposed
-    assert neighbour_ranking(["r1", "r2", "r3"], neighbours, {"r1", "r2"}, 10) == ["y", "x", "z"]
-    assert neighbour_ranking(["r1", "r2"], neighbours, {"y"}, 1) == ["x"]
+def test_neighbour_ranking_normalises_per_recent_item_and_weights_recency():
+    neighbours = {"r1": [("x", 4.0), ("y", 2.0)], "r2": [("y", 4.0), ("z", 2.0)], "r3": [("z", 1.0)], "r4": []}
+    # newest first: r1 weight 1, r2 0.5, r3 0.25 -> x 1.0; y 0.5 + 0.5 = 1.0; z 0.25 + 0.25 = 0.5
+    assert neighbour_ranking(["r1", "r2", "r3", "r4"], neighbours, {"r1", "r2", "r3"}, 10) == ["x", "y", "z"]
+    # the newest item's best neighbour outweighs everything older together
+    assert neighbour_ranking(["r3", "r1", "r2"], neighbours, set(), 1) == ["z"]
+    assert neighbour_ranking(["r1", "r2"], neighbours, {"x"}, 1) == ["y"]
     assert neighbour_ranking([], neighbours, set(), 5) == []
