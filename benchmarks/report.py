@@ -25,9 +25,12 @@ def plot(spec: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    for name, ys in spec["lines"].items():
-        ax.plot(spec["x"], ys, marker="o", label=name)
-    ax.set_title(spec["title"])
+    if spec.get("kind") == "bar":  # categories on x (e.g. models), one group of bars per x
+        _bars(ax, spec)
+    else:
+        for name, ys in spec["lines"].items():
+            ax.plot(spec["x"], ys, marker="o", label=name)
+    ax.set_title(spec["title"] + (f"\n{spec['note']}" if spec.get("note") else ""), fontsize=10 if spec.get("note") else 12)
     ax.set_xlabel(spec.get("x_label", ""))
     ax.set_ylabel(spec.get("y_label", ""))
     if spec.get("log_y"):
@@ -41,6 +44,16 @@ def plot(spec: dict, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _bars(ax, spec: dict) -> None:
+    lines = spec["lines"]
+    width = 0.8 / max(1, len(lines))
+    positions = range(len(spec["x"]))
+    for n, (name, ys) in enumerate(lines.items()):
+        ax.bar([p + (n - (len(lines) - 1) / 2) * width for p in positions], ys, width=width, label=name)
+    ax.set_xticks(list(positions))
+    ax.set_xticklabels([str(x) for x in spec["x"]], fontsize=8)
 
 
 def _machine_line(machine: dict | None) -> str:
@@ -57,6 +70,11 @@ def write_report(results: dict[str, dict], out_dir: Path, report_path: Path, qui
         f"Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC by `make bench{' QUICK=1' if quick else ''}`; "
         f"raw results in `{out_dir.relative_to(report_path.parent.parent) if out_dir.is_relative_to(report_path.parent.parent) else out_dir}`. "
         "Speeds are ratios against a baseline measured in the same run on the same machine.",
+        "",
+        markdown_table(
+            ["benchmark", "wall time s", "result"],
+            [[result.get("title", name), result.get("wall_s", "?"), "failed" if "error" in result else "ok"] for name, result in results.items()],
+        ),
     ]
     for name, result in results.items():
         machine = _machine_line(result.get("machine"))

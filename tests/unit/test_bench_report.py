@@ -14,7 +14,9 @@ def test_report_has_tables_plots_and_failures(tmp_path):
             "machine": {"cores": 2, "memory_gib": 24.0, "python": "3.11.7"},
             "wall_s": 3.0,
             "tables": [{"title": "p99", "columns": ["rate", "p99_ms"], "rows": [[100, 2.5]]}],
-            "plots": [{"title": "p99 vs rate", "x_label": "req/s", "y_label": "ms", "x": [100, 300], "lines": {"on": [1, 2]}}],
+            "plots": [{"title": "p99 vs rate", "x_label": "req/s", "y_label": "ms", "x": [100, 300], "lines": {"on": [1, 2]}},
+                      {"title": "HR by model", "kind": "bar", "note": "2.0x batch only", "x": ["pop", "batch"],
+                       "lines": {"a": [0.1, 0.2], "b": [0.15, 0.3]}}],
         },
         "replay": {"error": "RuntimeError: boom", "wall_s": 1.0},
     }
@@ -25,4 +27,7 @@ def test_report_has_tables_plots_and_failures(tmp_path):
     assert "| 100 | 2.5 |" in text
     assert "![p99 vs rate](plots/serving-0.png)" in text
     assert (tmp_path / "plots" / "serving-0.png").stat().st_size > 1000
+    assert "![HR by model](plots/serving-1.png)" in text
+    assert (tmp_path / "plots" / "serving-1.png").stat().st_size > 1000
+    assert "| Serving latency | 3 | ok |\n| replay | 1 | failed |" in text
     assert "**Failed:** `RuntimeError: boom`" in text
