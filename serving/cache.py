@@ -8,7 +8,6 @@ micro-batch). Runs on the event loop only, so it needs no locks.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Generic, Hashable, TypeVar
 
@@ -20,24 +19,24 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
-class LRU(Generic[K, V]):
-    """A bounded mapping that forgets the least recently used entry first."""
+class Bounded(Generic[K, V]):
+    """A mapping of at most `max_entries`; when full, the oldest inserted entry goes first.
+
+    Not LRU on purpose: entries never change within a batch version and the whole cache is dropped
+    when the version moves, so recency bookkeeping on every hit (hundreds per request) would cost more
+    than the rare re-read of an evicted entry."""
 
     def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
-        self._data: OrderedDict[K, V] = OrderedDict()
+        self._data: dict[K, V] = {}
 
     def get(self, key: K) -> V | None:
-        value = self._data.get(key)
-        if value is not None:
-            self._data.move_to_end(key)
-        return value
+        return self._data.get(key)
 
     def put(self, key: K, value: V) -> None:
+        if key not in self._data and len(self._data) >= self.max_entries:
+            del self._data[next(iter(self._data))]
         self._data[key] = value
-        self._data.move_to_end(key)
-        while len(self._data) > self.max_entries:
-            self._data.popitem(last=False)
 
     def clear(self) -> None:
         self._data.clear()
@@ -93,9 +92,9 @@ class BatchCache:
     def __init__(self, enabled: bool = True, max_entries: int = 200_000) -> None:
         self.enabled = enabled
         self.version: str | None = None
-        self.users: LRU[str, UserBatch] = LRU(max_entries)
-        self.items: LRU[str, ItemBatch] = LRU(max_entries)
-        self.similar: LRU[str, tuple[ScoredItem, ...]] = LRU(max_entries)
+        self.users: Bounded[str, UserBatch] = Bounded(max_entries)
+        self.items: Bounded[str, ItemBatch] = Bounded(max_entries)
+        self.similar: Bounded[str, tuple[ScoredItem, ...]] = Bounded(max_entries)
         self.popular: tuple[ScoredItem, ...] | None = None
         self.stats = CacheStats()
         self.resets = 0
@@ -118,15 +117,16 @@ class BatchCache:
         self.stats.count("users", found is not None, found is None)
         return found
 
-    def _lookup(self, table: str, lru: LRU[str, V], ids: list[str]) -> tuple[dict[str, V], list[str]]:
+    def _lookup(self, table: str, lru: Bounded[str, V], ids: list[str]) -> tuple[dict[str, V], list[str]]:
         """Cached values of `ids` and the ids still to read."""
         if not self.enabled:
             self.stats.count(table, 0, len(ids))
             return {}, list(ids)
         found: dict[str, V] = {}
         missing: list[str] = []
+        get = lru.get
         for key in ids:
-            value = lru.get(key)
+            value = get(key)
             if value is None:
                 missing.append(key)
             else:

@@ -10,25 +10,25 @@ score otherwise.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, NamedTuple
 
 # Why these weights: what the user did seconds ago (co-visitation of their recent items) is the
 # strongest signal, then the nightly personal recommendations, then neighbours from the batch
 # similar-items lists, then what is hot right now, then all-time popularity (the fallback).
 SOURCE_WEIGHTS: dict[str, float] = {"covisit": 1.0, "batch": 0.9, "similar": 0.7, "trending": 0.5, "popular": 0.3}
 SOURCES: tuple[str, ...] = tuple(SOURCE_WEIGHTS)
+_CAUSED = frozenset({"covisit", "similar"})  # sources whose candidates come from one recent item
 
 
-@dataclass
+@dataclass(slots=True)
 class Candidate:
     item_id: str
     scores: dict[str, float] = field(default_factory=dict)  # source -> raw score
     because: str | None = None  # the recent item behind a covisit/similar candidate
 
 
-@dataclass(frozen=True)
-class Proposal:
-    """One source's proposal of an item."""
+class Proposal(NamedTuple):
+    """One source's proposal of an item (a tuple: hundreds are built per request)."""
 
     item_id: str
     score: float
@@ -46,18 +46,20 @@ def merge_candidates(
     items; an item proposed twice by one source keeps its best score."""
     merged: dict[str, Candidate] = {}
     for source in SOURCES:
-        for proposal in proposals.get(source, ()):
-            if proposal.item_id in consumed:
+        for item_id, score, because in proposals.get(source, ()):
+            if item_id in consumed:
                 continue
-            candidate = merged.get(proposal.item_id)
+            candidate = merged.get(item_id)
             if candidate is None:
                 if len(merged) >= max_candidates:
                     continue
-                candidate = merged[proposal.item_id] = Candidate(proposal.item_id)
-            if proposal.score > candidate.scores.get(source, float("-inf")):
-                candidate.scores[source] = proposal.score
-                if proposal.because is not None and source in ("covisit", "similar") and candidate.because is None:
-                    candidate.because = proposal.because
+                candidate = merged[item_id] = Candidate(item_id, {source: score}, because if source in _CAUSED else None)
+                continue
+            scores = candidate.scores
+            if score > scores.get(source, float("-inf")):
+                scores[source] = score
+                if because is not None and candidate.because is None and source in _CAUSED:
+                    candidate.because = because
     return merged
 
 
@@ -71,20 +73,22 @@ def priors(candidates: list[Candidate], session_shares: Mapping[str, float] | No
     best: dict[str, float] = {}
     for candidate in candidates:
         for source, score in candidate.scores.items():
-            best[source] = max(best.get(source, 0.0), score)
+            if score > best.get(source, 0.0):
+                best[source] = score
+    boost = bool(session_shares) and categories is not None
     values: list[float] = []
     primary: list[str] = []
+    # A candidate's scores are inserted in SOURCES order (merge_candidates), so on a tie the
+    # stronger source stays primary.
     for index, candidate in enumerate(candidates):
         top_value, top_source = -1.0, "popular"
-        for source in SOURCES:
-            if source not in candidate.scores:
-                continue
-            scale = best[source]
-            normalized = candidate.scores[source] / scale if scale > 0 else 1.0
-            weighted = SOURCE_WEIGHTS[source] * max(0.0, min(1.0, normalized))
+        for source, score in candidate.scores.items():
+            scale = best.get(source, 0.0)
+            normalized = score / scale if scale > 0 else 1.0
+            weighted = SOURCE_WEIGHTS[source] * (1.0 if normalized > 1.0 else 0.0 if normalized < 0.0 else normalized)
             if weighted > top_value:
                 top_value, top_source = weighted, source
-        if session_shares and categories is not None:
+        if boost:
             category = categories[index]
             if category is not None:
                 top_value = min(1.0, top_value * (1.0 + 0.5 * session_shares.get(category, 0.0)))

@@ -28,40 +28,41 @@ def feature_matrix(
     user_features: np.ndarray | None,
     item_features: Sequence[np.ndarray | None],
     affinities: Sequence[float | None],
-    candidate_scores: Sequence[Mapping[str, float]],
+    candidate_scores: np.ndarray,
 ) -> np.ndarray:
     """One float32 row per candidate in RANKER_FEATURES order; missing values are NaN.
 
-    `candidate_scores` maps a training-time candidate source (`als`, `covisit`, `popular`) to the
-    candidate's score from it."""
+    `candidate_scores` is the (rows, len(CANDIDATE_SOURCES)) block built by `candidate_inputs`."""
     rows = len(item_features)
     matrix = np.full((rows, len(RANKER_FEATURES)), np.nan, dtype=np.float32)
+    if rows == 0:
+        return matrix
     if user_features is not None and user_features.shape[0] == _N_USER:
         matrix[:, :_N_USER] = user_features
-    for row, features in enumerate(item_features):
-        if features is not None and features.shape[0] == _N_ITEM:
-            matrix[row, _N_USER:_CROSS_AT] = features
-    for row, affinity in enumerate(affinities):
-        if affinity is not None:
-            matrix[row, _CROSS_AT] = affinity
-    for row, scores in enumerate(candidate_scores):
-        for offset, source in enumerate(CANDIDATE_SOURCES):
-            value = scores.get(source)
-            if value is not None:
-                matrix[row, _CAND_AT + offset] = value
+    missing = _MISSING_ITEM
+    matrix[:, _N_USER:_CROSS_AT] = np.vstack([f if f is not None and f.shape[0] == _N_ITEM else missing for f in item_features])
+    matrix[:, _CROSS_AT] = np.array([np.nan if a is None else a for a in affinities], dtype=np.float32)
+    matrix[:, _CAND_AT:] = candidate_scores
     return matrix
 
 
-def training_source_scores(request_scores: Mapping[str, float], batch_source: str | None) -> dict[str, float]:
-    """The candidate-score inputs of one candidate from the scores of the request's sources."""
-    out: dict[str, float] = {}
-    for source, score in request_scores.items():
-        if source == "batch":
-            target = batch_source if batch_source in CANDIDATE_SOURCES else "als"
-        else:
-            target = REQUEST_SOURCE_INPUT[source]
-        out[target] = max(out.get(target, float("-inf")), score)
-    return out
+_MISSING_ITEM = np.full(_N_ITEM, np.nan, dtype=np.float32)
+_INPUT_COLUMN = {source: i for i, source in enumerate(CANDIDATE_SOURCES)}
+_REQUEST_COLUMN = {source: _INPUT_COLUMN[target] for source, target in REQUEST_SOURCE_INPUT.items()}
+
+
+def candidate_inputs(scores: Sequence[Mapping[str, float]], batch_sources: Sequence[str | None]) -> np.ndarray:
+    """The candidate-score inputs (`cand_als`, `cand_covisit`, `cand_popular`) of each candidate
+    from the scores of the request's sources (the best when two map to one input); NaN where none does."""
+    best: list[list[float]] = [[np.nan] * len(CANDIDATE_SOURCES) for _ in scores]
+    als = _INPUT_COLUMN["als"]
+    for row, (request_scores, batch_source) in enumerate(zip(scores, batch_sources)):
+        values = best[row]
+        for source, score in request_scores.items():
+            column = _INPUT_COLUMN.get(batch_source, als) if source == "batch" else _REQUEST_COLUMN[source]
+            if not values[column] >= score:  # NaN (unset) or lower
+                values[column] = score
+    return np.array(best, dtype=np.float32).reshape(len(scores), len(CANDIDATE_SOURCES))
 
 
 def min_max(values: np.ndarray) -> np.ndarray:

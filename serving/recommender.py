@@ -21,7 +21,7 @@ from serving.cache import ItemBatch
 from serving.candidates import Candidate, Proposal, merge_candidates, priors, session_category_shares
 from serving.metrics import ServingMetrics
 from serving.models import ModelHolder
-from serving.ranking import blend, feature_matrix, select_top_k, training_source_scores
+from serving.ranking import blend, candidate_inputs, feature_matrix, select_top_k
 from serving.schemas import RecommendedItem, Recommendations, SimilarItems
 from serving.store import OnlineStore, UserView
 
@@ -126,7 +126,7 @@ class Recommender:
                 view.user.features,
                 [item.features for item in batch_items],
                 [affinity_source.get(c) if c is not None else None for c in categories],
-                [training_source_scores(c.scores, batch_sources.get(c.item_id)) for c in candidates],
+                candidate_inputs([c.scores for c in candidates], [batch_sources.get(c.item_id) for c in candidates]),
             )
             try:
                 model_scores = await self.batcher.predict(ranker, matrix) if self.batcher else ranker.predict(matrix)

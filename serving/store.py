@@ -48,7 +48,18 @@ def _text(value: bytes | str | None) -> str | None:
 
 
 def _pairs(reply) -> list[tuple[str, float]]:
-    return [(_text(member), float(score)) for member, score in reply or ()]
+    """A raw `Z(REV)RANGE ... WITHSCORES` reply (flat member, score, ...) as (member, score) pairs.
+    Sent through execute_command so redis-py's per-score conversion callback stays out of the way."""
+    if not reply:
+        return []
+    if isinstance(reply[0], (list, tuple)):  # some redis-py versions pair them up anyway
+        return [(member.decode(), float(score)) for member, score in reply]
+    it = iter(reply)
+    return [(member.decode(), float(score)) for member, score in zip(it, it)]
+
+
+def _queue_top(pipe, key: str, count: int) -> None:
+    pipe.execute_command("ZREVRANGE", key, 0, count - 1, "WITHSCORES")
 
 
 def _features(blob: bytes | None, length: int, key: str) -> np.ndarray | None:
@@ -147,9 +158,9 @@ class OnlineStore:
             k = self.keys
             pipe = self.client.pipeline(transaction=False)
             pipe.get(k.batch_pointer)
-            pipe.zrevrange(k.recent_items(user_id), 0, self.recent_items - 1, withscores=True)
+            _queue_top(pipe, k.recent_items(user_id), self.recent_items)
             pipe.hgetall(k.session_counters(user_id))
-            pipe.zrevrange(k.trending(self.trending_window), 0, self.trending_candidates - 1, withscores=True)
+            _queue_top(pipe, k.trending(self.trending_window), self.trending_candidates)
             if user is None:
                 self._queue_user_batch(pipe, version, user_id)
             if popular is None:
@@ -177,7 +188,7 @@ class OnlineStore:
         items, items_missing = self.cache.lookup_items(item_ids) if version is not None else ({}, [])
         pipe = self.client.pipeline(transaction=False)
         for item_id in recent:
-            pipe.zrevrange(self.keys.covisit(item_id), 0, self.neighbors_per_item - 1, withscores=True)
+            _queue_top(pipe, self.keys.covisit(item_id), self.neighbors_per_item)
         if similar_missing:
             pipe.mget([self.keys.item_similar(version, i) for i in similar_missing])
         if items_missing:

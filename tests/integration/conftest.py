@@ -4,75 +4,32 @@ online store's batch and speed keys encoded exactly as the producers do (codecs 
 
 from __future__ import annotations
 
-import json
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import msgpack
-import numpy as np
 import pytest
 
 from feature_store.codecs import encode_features, encode_ids, encode_recs
-from feature_store.ranking import CHAMPION_ALIAS, ITEM_INPUTS, MODEL_FILES, RANKER_FEATURES, USER_INPUTS
+from feature_store.ranking import CHAMPION_ALIAS
 from feature_store.redis_keys import RedisKeys
 from feature_store.settings import Settings
 
 
 def train_tiny_ranker(directory: Path, seed: int) -> Path:
-    """A LightGBM lambdarank on random vectors, converted to ONNX; files in the MODEL_FILES layout
-    under `directory` (meta, model.onnx, model_compressed.onnx, native_model)."""
-    import lightgbm
-    import onnxmltools
-    from onnxmltools.convert.common.data_types import FloatTensorType
+    """A LightGBM lambdarank (15 trees) on random vectors, converted to ONNX, in the MODEL_FILES layout."""
+    from benchmarks.bench_serving import train_ranker_files
 
-    rng = np.random.default_rng(seed)
-    rows, width = 400, len(RANKER_FEATURES)
-    x = rng.normal(size=(rows, width)).astype(np.float32)
-    y = np.clip((x[:, 0] + x[:, -3] + rng.normal(scale=0.5, size=rows)) * 1.5 + 2, 0, 4).astype(int)
-    booster = lightgbm.train(
-        {"objective": "lambdarank", "num_leaves": 7, "min_data_in_leaf": 5, "verbose": -1, "seed": seed, "num_threads": 1},
-        lightgbm.Dataset(x, y, group=[20] * (rows // 20)),
-        num_boost_round=15,
-    )
-    onnx_model = onnxmltools.convert_lightgbm(booster, initial_types=[("input", FloatTensorType([None, width]))])
-    files = directory / "artifacts"
-    files.mkdir(parents=True, exist_ok=True)
-    (directory / MODEL_FILES.onnx).write_bytes(onnx_model.SerializeToString())
-    (directory / MODEL_FILES.onnx_compressed).write_bytes(onnx_model.SerializeToString())
-    booster.save_model(str(directory / MODEL_FILES.native))
-    output = [o.name for o in onnx_model.graph.output if "label" not in o.name][0]
-    (directory / MODEL_FILES.meta).write_text(json.dumps({"kind": "lightgbm", "features": list(RANKER_FEATURES), "onnx_output": output}))
-    return directory
+    return train_ranker_files(directory, seed=seed, trees=15, leaves=7)
 
 
 def _log_ranker(settings: Settings, directory: Path, champion: bool = True) -> str:
-    """Log the files as a pyfunc model (artifacts land in `artifacts/`), register a version of
-    `settings.ranker_model_name`, optionally make it champion; returns the version."""
-    import mlflow
-    import mlflow.pyfunc
-    from mlflow.tracking import MlflowClient
+    """Log the files to MLflow, register a version of `settings.ranker_model_name`, optionally make
+    it champion (the benchmark's helper: one implementation for both)."""
+    from benchmarks.bench_serving import register_ranker_files
 
-    class RankerFiles(mlflow.pyfunc.PythonModel):
-        def predict(self, context, model_input):  # serving reads the files, never this
-            raise NotImplementedError
-
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_registry_uri(settings.registry_uri)
-    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
-    if client.get_experiment_by_name(settings.mlflow_experiment) is None:
-        client.create_experiment(settings.mlflow_experiment, artifact_location=settings.artifact_root)
-    mlflow.set_experiment(settings.mlflow_experiment)
-    artifacts = {Path(p).name: str(directory / p) for p in (MODEL_FILES.meta, MODEL_FILES.onnx, MODEL_FILES.onnx_compressed, MODEL_FILES.native)}
-    with mlflow.start_run():
-        info = mlflow.pyfunc.log_model(
-            name="ranker", python_model=RankerFiles(), artifacts=artifacts,
-            pip_requirements=["lightgbm"], registered_model_name=settings.ranker_model_name,
-        )
-    version = str(info.registered_model_version)
-    if champion:
-        client.set_registered_model_alias(settings.ranker_model_name, CHAMPION_ALIAS, version)
-    return version
+    return register_ranker_files(settings, directory, champion)
 
 
 def _set_champion(settings: Settings, version: str) -> None:

@@ -14,10 +14,10 @@ from feature_store.codecs import ScoredItem
 from feature_store.ranking import ITEM_INPUTS, MODEL_FILES, RANKER_FEATURES, USER_INPUTS
 from serving.auth import ApiKeyGuard, BadApiKeyDigest, MissingApiKeys, guard_from_settings, hash_api_key
 from serving.batcher import MicroBatcher
-from serving.cache import BatchCache, ItemBatch, LRU, UserBatch
+from serving.cache import BatchCache, Bounded, ItemBatch, UserBatch
 from serving.candidates import Candidate, Proposal, merge_candidates, priors, session_category_shares
 from serving.models import LoadedRanker, ModelLoadError, feature_columns, ranker_from_directory
-from serving.ranking import blend, feature_matrix, min_max, select_top_k, training_source_scores
+from serving.ranking import blend, candidate_inputs, feature_matrix, min_max, select_top_k
 
 
 # -- candidates ------------------------------------------------------------------------------------
@@ -69,7 +69,8 @@ def test_session_shapes_priors_toward_its_categories():
 def test_feature_matrix_follows_ranker_features_with_nan_for_missing():
     user = np.arange(len(USER_INPUTS), dtype=np.float32)
     item = np.full(len(ITEM_INPUTS), 7.0, dtype=np.float32)
-    matrix = feature_matrix(user, [item, None], [0.25, None], [{"als": 0.5, "popular": 2.0}, {"covisit": 3.0}])
+    cand = np.array([[0.5, np.nan, 2.0], [np.nan, 3.0, np.nan]], dtype=np.float32)  # als, covisit, popular
+    matrix = feature_matrix(user, [item, None], [0.25, None], cand)
     expected = np.full((2, len(RANKER_FEATURES)), np.nan, dtype=np.float32)
     expected[:, : len(USER_INPUTS)] = user
     expected[0, len(USER_INPUTS) : len(USER_INPUTS) + len(ITEM_INPUTS)] = 7.0
@@ -81,11 +82,12 @@ def test_feature_matrix_follows_ranker_features_with_nan_for_missing():
     np.testing.assert_array_equal(matrix, expected)
 
 
-def test_training_source_scores_map_request_sources():
-    assert training_source_scores({"batch": 0.7, "similar": 0.2, "covisit": 0.5, "trending": 9.0}, "covisit") == {
-        "covisit": 0.7, "popular": 9.0,
-    }
-    assert training_source_scores({"batch": 0.7}, "batch") == {"als": 0.7}
+def test_candidate_inputs_map_request_sources_to_training_sources():
+    got = candidate_inputs(
+        [{"batch": 0.7, "similar": 0.2, "covisit": 0.5, "trending": 9.0}, {"batch": 0.7}, {"popular": 1.0}],
+        ["covisit", "batch", None],
+    )
+    np.testing.assert_array_equal(got, np.array([[np.nan, 0.7, 9.0], [0.7, np.nan, np.nan], [np.nan, np.nan, 1.0]], dtype=np.float32))
 
 
 def test_min_max_and_blend():
@@ -107,13 +109,14 @@ def test_top_k_with_category_cap_and_preferred_category():
 
 
 # -- cache -----------------------------------------------------------------------------------------
-def test_lru_forgets_least_recently_used():
-    lru: LRU[str, int] = LRU(2)
-    lru.put("a", 1)
-    lru.put("b", 2)
-    assert lru.get("a") == 1
-    lru.put("c", 3)
-    assert ("a" in lru, "b" in lru, "c" in lru, len(lru)) == (True, False, True, 2)
+def test_bounded_table_forgets_the_oldest_entry():
+    table: Bounded[str, int] = Bounded(2)
+    table.put("a", 1)
+    table.put("b", 2)
+    table.put("a", 10)  # an update does not evict
+    assert (table.get("a"), len(table)) == (10, 2)
+    table.put("c", 3)
+    assert ("a" in table, "b" in table, "c" in table, len(table)) == (False, True, True, 2)
 
 
 def test_batch_cache_is_scoped_to_one_version_and_counts_hits():

@@ -1,0 +1,359 @@
+"""Serving latency under load: `lambdarec serve` in its own process, a real open-loop HTTP load
+generator over loopback, GET /v1/recommendations at 100, 300 and 1,000 requests/s with 200
+candidates per request and k=10; the same with each real-time optimization switched off.
+
+Set-up (all generated, nothing from ../shared): a private redis-server with one published batch
+(users with 150 batch recommendations, item features, similar lists, popularity), speed keys (recent
+items, co-visitation, trending), and a LightGBM lambdarank (100 trees) logged to MLflow (SQLite) in the
+MODEL_FILES layout and made champion. One request in five is preceded by a POST /v1/events for the
+same user 20 ms earlier (a product backend sending the click, then asking what to show), so the
+per-user prefetch has something to do; users are drawn from a pool larger than one run touches.
+
+Open loop: requests leave on a fixed schedule whatever the server does, and latency is measured from
+the scheduled send time, so a stalled server shows up as latency instead of a slower client.
+`python -m benchmarks.bench_serving [--quick]` (quick: 10 s per rate instead of 60 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import machine_info, main, percentiles, write_result
+
+RATES = (100, 300, 1000)
+N_USERS = 20_000
+N_ITEMS = 5_000
+N_CATEGORIES = 20
+BATCH_RECS = 150
+K = 10
+CANDIDATES = 200
+
+# Each variant switches one optimization off (or the optional micro-batching on) against the defaults.
+VARIANTS: dict[str, dict[str, str]] = {
+    "default": {},
+    "cache_off": {"LAMBDAREC_SERVING_CACHE_ENABLED": "false"},
+    "prefetch_off": {"LAMBDAREC_SERVING_PREFETCH_ENABLED": "false"},
+    "microbatch_on": {"LAMBDAREC_SERVING_MICROBATCH_ENABLED": "true"},
+    "gc_freeze_off": {"LAMBDAREC_SERVING_GC_FREEZE": "false"},
+    "orjson_off": {"LAMBDAREC_SERVING_ORJSON": "false"},
+    "hiredis_off": {"LAMBDAREC_SERVING_HIREDIS": "false"},
+    "uvloop_off": {"LAMBDAREC_SERVING_UVLOOP": "false"},
+}
+
+
+# -- a ranker in the MODEL_FILES layout (also used by the serving tests) --------------------------------
+def train_ranker_files(directory: Path, seed: int = 0, trees: int = 15, leaves: int = 7) -> Path:
+    """A LightGBM lambdarank on random vectors of len(RANKER_FEATURES), converted to ONNX with
+    onnxmltools; writes meta, model.onnx, model_compressed.onnx and native_model under `directory`."""
+    import lightgbm
+    import onnxmltools
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    from feature_store.ranking import MODEL_FILES, RANKER_FEATURES
+
+    rng = np.random.default_rng(seed)
+    rows, width = 2000 if trees > 20 else 400, len(RANKER_FEATURES)
+    x = rng.normal(size=(rows, width)).astype(np.float32)
+    y = np.clip((x[:, 0] + x[:, -3] + rng.normal(scale=0.5, size=rows)) * 1.5 + 2, 0, 4).astype(int)
+    booster = lightgbm.train(
+        {"objective": "lambdarank", "num_leaves": leaves, "min_data_in_leaf": 5, "verbose": -1, "seed": seed, "num_threads": 1},
+        lightgbm.Dataset(x, y, group=[20] * (rows // 20)),
+        num_boost_round=trees,
+    )
+    onnx_model = onnxmltools.convert_lightgbm(booster, initial_types=[("input", FloatTensorType([None, width]))])
+    (directory / "artifacts").mkdir(parents=True, exist_ok=True)
+    (directory / MODEL_FILES.onnx).write_bytes(onnx_model.SerializeToString())
+    (directory / MODEL_FILES.onnx_compressed).write_bytes(onnx_model.SerializeToString())
+    booster.save_model(str(directory / MODEL_FILES.native))
+    output = [o.name for o in onnx_model.graph.output if "label" not in o.name][0]
+    (directory / MODEL_FILES.meta).write_text(json.dumps({"kind": "lightgbm", "features": list(RANKER_FEATURES), "onnx_output": output}))
+    return directory
+
+
+def register_ranker_files(settings, directory: Path, champion: bool = True) -> str:
+    """Log the files as an MLflow pyfunc model (they land in `artifacts/`), register a version of
+    `settings.ranker_model_name` and optionally make it champion; returns the version."""
+    import mlflow
+    import mlflow.pyfunc
+    from mlflow.tracking import MlflowClient
+
+    from feature_store.ranking import CHAMPION_ALIAS, MODEL_FILES
+
+    class RankerFiles(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input):  # serving runs the files, never this
+            raise NotImplementedError("serving loads artifacts/model.onnx")
+
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.registry_uri)
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
+    if client.get_experiment_by_name(settings.mlflow_experiment) is None:
+        client.create_experiment(settings.mlflow_experiment, artifact_location=settings.artifact_root)
+    mlflow.set_experiment(settings.mlflow_experiment)
+    artifacts = {Path(p).name: str(directory / p) for p in (MODEL_FILES.meta, MODEL_FILES.onnx, MODEL_FILES.onnx_compressed, MODEL_FILES.native)}
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="ranker", python_model=RankerFiles(), artifacts=artifacts,
+                                       pip_requirements=["lightgbm"], registered_model_name=settings.ranker_model_name)
+    version = str(info.registered_model_version)
+    if champion:
+        client.set_registered_model_alias(settings.ranker_model_name, CHAMPION_ALIAS, version)
+    return version
+
+
+# -- the online store ---------------------------------------------------------------------------------
+def seed_online_store(client, version: str = "bench", seed: int = 7) -> None:
+    """One published batch plus speed keys, encoded as the producers encode them."""
+    import msgpack
+
+    from feature_store.codecs import encode_features, encode_ids, encode_recs
+    from feature_store.ranking import ITEM_INPUTS, USER_INPUTS
+    from feature_store.redis_keys import RedisKeys
+
+    rng = random.Random(seed)
+    keys = RedisKeys()
+    items = [f"i{n}" for n in range(N_ITEMS)]
+    categories = {item: f"c{n % N_CATEGORIES}" for n, item in enumerate(items)}
+    now_ms = int(time.time() * 1000)
+    pipe = client.pipeline(transaction=False)
+    for n, item in enumerate(items):
+        pipe.set(keys.item_features(version, item), encode_features([rng.random() * 10 for _ in ITEM_INPUTS]))
+        pipe.set(keys.item_similar(version, item), encode_recs((rng.choice(items), rng.random(), "covisit") for _ in range(20)))
+        pipe.zadd(keys.covisit(item), {rng.choice(items): rng.randint(1, 20) for _ in range(20)})
+        if n % 500 == 499:
+            pipe.execute()
+    pipe.hset(keys.item_categories(version), mapping=categories)
+    pipe.set(keys.popular(version), encode_recs((item, float(N_ITEMS - n), "popular") for n, item in enumerate(items[:200])))
+    pipe.zadd(keys.trending("1h"), {rng.choice(items): rng.random() * 100 for _ in range(50)})
+    pipe.execute()
+    for n in range(N_USERS):
+        user = f"u{n}"
+        recs = rng.sample(items, BATCH_RECS)
+        pipe.set(keys.user_recs(version, user), encode_recs((item, 1.0 - rank / BATCH_RECS, "als") for rank, item in enumerate(recs)))
+        pipe.set(keys.user_features(version, user), encode_features([rng.random() * 100 for _ in USER_INPUTS]))
+        pipe.set(keys.user_category_affinity(version, user), msgpack.packb({f"c{c}": rng.random() for c in range(5)}))
+        pipe.set(keys.user_history(version, user), encode_ids(rng.sample(items, 20)))
+        pipe.zadd(keys.recent_items(user), {rng.choice(items): now_ms - rng.randint(0, 600_000) for _ in range(5)})
+        pipe.hset(keys.session_counters(user), mapping={"type:view": 3, f"cat:c{n % N_CATEGORIES}": 3})
+        if n % 500 == 499:
+            pipe.execute()
+    pipe.set(keys.batch_pointer, version)
+    pipe.execute()
+
+
+# -- the server process -----------------------------------------------------------------------------------
+def start_server(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
+    binary = Path(sys.executable).parent / "lambdarec"
+    return subprocess.Popen([str(binary), "serve", "--port", str(port), "--log-level", "warning"], env=env,
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_ready(port: int, process: subprocess.Popen, deadline_s: float = 120.0) -> dict:
+    import httpx
+
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"lambdarec serve exited with {process.returncode}")
+        try:
+            response = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+            if response.status_code == 200 and response.json()["model"]:
+                return response.json()
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("lambdarec serve did not become ready")
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    import signal
+
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# -- the load generator -------------------------------------------------------------------------------------
+async def open_loop(port: int, rate: int, duration_s: float, rng: random.Random, pid: int) -> dict:
+    """Send GETs at `rate` per second on a fixed schedule for `duration_s`; one in five is preceded
+    (20 ms earlier) by an event for the same user. Returns latency percentiles (ms), error rate and
+    the server's CPU and peak RSS over the run."""
+    import aiohttp
+    import psutil
+
+    server = psutil.Process(pid)
+    loop = asyncio.get_running_loop()
+    base = f"http://127.0.0.1:{port}"
+    latencies: list[float] = []
+    errors = degraded = events_failed = 0
+    connector = aiohttp.TCPConnector(limit=512, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=5)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def get(user: str, scheduled: float) -> None:
+            nonlocal errors, degraded
+            try:
+                async with session.get(f"{base}/v1/recommendations/{user}", params={"k": str(K)}) as response:
+                    body = await response.read()
+                    if response.status != 200:
+                        errors += 1
+                        return
+                    if b'"degraded":true' in body:
+                        degraded += 1
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                errors += 1
+                return
+            latencies.append((loop.time() - scheduled) * 1000)
+
+        async def post_event(user: str, n: int) -> None:
+            nonlocal events_failed
+            event = {"event_id": f"b{pid}-{n}-{rng.random()}", "user_id": user, "item_id": f"i{rng.randrange(N_ITEMS)}",
+                     "event_type": "click", "ts": int(time.time() * 1000)}
+            try:
+                async with session.post(f"{base}/v1/events", json=event) as response:
+                    await response.read()
+                    events_failed += response.status != 202
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                events_failed += 1
+
+        total = int(rate * duration_s)
+        interval = 1.0 / rate
+        tasks: list[asyncio.Task] = []
+        rss_peak = 0
+        cpu_before = server.cpu_times()
+        started = loop.time()
+        next_rss = started
+        for n in range(total):
+            scheduled = started + n * interval
+            delay = scheduled - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            user = f"u{rng.randrange(N_USERS)}"
+            if n % 5 == 0:
+                tasks.append(loop.create_task(post_event(user, n)))
+                scheduled += 0.02
+
+                async def later(u: str = user, at: float = scheduled) -> None:
+                    await asyncio.sleep(max(0.0, at - loop.time()))
+                    await get(u, at)
+
+                tasks.append(loop.create_task(later()))
+            else:
+                tasks.append(loop.create_task(get(user, scheduled)))
+            if loop.time() >= next_rss:
+                rss_peak = max(rss_peak, server.memory_info().rss)
+                next_rss += 0.5
+        await asyncio.gather(*tasks)
+        wall = loop.time() - started
+        cpu_after = server.cpu_times()
+        rss_peak = max(rss_peak, server.memory_info().rss)
+    cpu_s = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
+    stats = percentiles(latencies)
+    return {
+        "rate": rate,
+        "requests": total,
+        "achieved_rps": round(total / wall, 1),
+        **{k: round(v, 3) for k, v in stats.items()},
+        "error_rate": round(errors / total, 5),
+        "degraded": degraded,
+        "event_errors": events_failed,
+        "server_cpu_percent": round(100 * cpu_s / wall, 1),
+        "server_rss_mb": round(rss_peak / 2**20, 1),
+    }
+
+
+def _run_variant(name: str, env: dict[str, str], rates: tuple[int, ...], duration_s: float, work: Path) -> list[dict]:
+    from lambdarec.redis_server import free_port
+
+    port = free_port()
+    process = start_server(env, port, work / f"serve-{name}.log")
+    try:
+        ready = wait_ready(port, process)
+        rng = random.Random(hash(name) & 0xFFFF)
+        asyncio.run(open_loop(port, 100, min(3.0, duration_s), rng, process.pid))  # warm-up, not recorded
+        rows = []
+        for rate in rates:
+            row = asyncio.run(open_loop(port, rate, duration_s, rng, process.pid))
+            row.update(variant=name, model_backend=ready["model"]["backend"])
+            rows.append(row)
+            print(f"   {name:14s} {rate:5d} rps: p50 {row['p50']:.2f} ms  p99 {row['p99']:.2f} ms  errors {row['error_rate']:.3%}  cpu {row['server_cpu_percent']}%", flush=True)
+        return rows
+    finally:
+        stop_server(process)
+
+
+def run(quick: bool, out_dir: Path) -> dict:
+    import redis
+
+    from feature_store.settings import Settings
+    from lambdarec.redis_server import EmbeddedRedis
+
+    duration_s = float(os.environ.get("BENCH_SERVING_DURATION_S", 10.0 if quick else 60.0))
+    with tempfile.TemporaryDirectory(prefix="lambdarec-bench-serving-") as tmp:
+        work = Path(tmp)
+        server = EmbeddedRedis(directory=work / "redis").start()
+        try:
+            client = redis.Redis.from_url(server.url)
+            seed_online_store(client)
+            settings = Settings(data_dir=work, redis_url=server.url)
+            version = register_ranker_files(settings, train_ranker_files(work / "ranker", seed=0, trees=100, leaves=31))
+            base_env = {
+                **os.environ,
+                "LAMBDAREC_DATA_DIR": str(work),
+                "LAMBDAREC_REDIS_URL": server.url,
+                "LAMBDAREC_MLFLOW_TRACKING_URI": settings.tracking_uri,
+                "LAMBDAREC_MLFLOW_ARTIFACT_ROOT": settings.artifact_root,
+                "LAMBDAREC_SERVING_MAX_CANDIDATES": str(CANDIDATES),
+                "LAMBDAREC_MODEL_POLL_INTERVAL_S": "5",
+            }
+            rows: list[dict] = []
+            for name, overrides in VARIANTS.items():
+                client.delete(settings.event_stream)
+                rows += _run_variant(name, {**base_env, **overrides}, RATES, duration_s, work)
+            client.close()
+        finally:
+            server.stop()
+    baseline = {r["rate"]: r for r in rows if r["variant"] == "default"}
+    for row in rows:
+        base = baseline[row["rate"]]
+        row["p50_vs_default"] = round(row["p50"] / base["p50"], 2) if base["p50"] else None
+        row["p99_vs_default"] = round(row["p99"] / base["p99"], 2) if base["p99"] else None
+    goal = baseline.get(300)
+    result = {
+        "machine": machine_info(),
+        "quick": quick,
+        "duration_s_per_rate": duration_s,
+        "model_version": version,
+        "setup": {"users": N_USERS, "items": N_ITEMS, "batch_recs": BATCH_RECS, "candidates": CANDIDATES, "k": K,
+                  "model": "LightGBM lambdarank, 100 trees x 31 leaves, ONNX", "events": "1 in 5 requests preceded by an event (20 ms)"},
+        "rows": rows,
+        "goal_p99_under_10ms_at_300rps": bool(goal and goal["p99"] < 10 and goal["error_rate"] == 0),
+        "tables": [{
+            "title": f"GET /v1/recommendations, open loop, {int(duration_s)} s per rate, {CANDIDATES} candidates, k={K}",
+            "columns": ["variant", "rate", "p50 ms", "p95 ms", "p99 ms", "p99 vs default", "errors", "achieved rps", "server CPU %", "server RSS MB"],
+            "rows": [[r["variant"], r["rate"], r["p50"], r["p95"], r["p99"], r["p99_vs_default"], r["error_rate"], r["achieved_rps"],
+                      r["server_cpu_percent"], r["server_rss_mb"]] for r in rows],
+        }],
+        "plots": [{
+            "title": "p99 latency by rate and variant",
+            "x_label": "requests/s", "y_label": "p99 ms", "x": list(RATES), "log_y": True,
+            "lines": {name: [r["p99"] for r in rows if r["variant"] == name] for name in VARIANTS},
+        }],
+    }
+    return write_result(out_dir, "serving", result)
+
+
+if __name__ == "__main__":
+    main(run)
