@@ -63,11 +63,12 @@ def _merge(spark: SparkSession, settings: Settings, table: Table, df: DataFrame,
         merge = DeltaTable.forPath(spark, path).alias("t").merge(source.alias("s"), f"t.`{key}` = s.`{key}`")
         if update:
             merge = merge.whenMatchedUpdateAll()
-        merge.whenNotMatchedInsertAll().execute()
+        # The result row holds this merge's own counts (a merge that changes nothing makes no commit,
+        # so the table history would show the previous commit's numbers).
+        return merge.whenNotMatchedInsertAll().execute().first()
 
-    _retry_concurrent(run)
-    metrics = last_commit_metrics(spark, path)
-    return {"inserted": int(metrics.get("numTargetRowsInserted", 0)), "updated": int(metrics.get("numTargetRowsUpdated", 0))}
+    metrics = _retry_concurrent(run)
+    return {"inserted": int(metrics["num_inserted_rows"] or 0), "updated": int(metrics["num_updated_rows"] or 0)}
 
 
 def replace_window(
@@ -80,7 +81,10 @@ def replace_window(
     path = ensure_table(spark, settings, table)
     condition = f"`{column}` >= DATE'{start.isoformat()}' AND `{column}` < DATE'{end.isoformat()}'"
     writer = conform(df, table).write.format("delta").mode("overwrite").option("replaceWhere", condition)
+    before = _version(spark, path)
     _retry_concurrent(lambda: writer.save(path))
+    if _version(spark, path) == before:
+        return 0
     return int(last_commit_metrics(spark, path).get("numOutputRows", 0))
 
 
@@ -90,6 +94,12 @@ def last_commit_metrics(spark: SparkSession, path: str) -> dict[str, str]:
 
     row = DeltaTable.forPath(spark, path).history(1).select("operationMetrics").first()
     return dict(row["operationMetrics"] or {}) if row else {}
+
+
+def _version(spark: SparkSession, path: str) -> int:
+    from delta.tables import DeltaTable
+
+    return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])
 
 
 def read_table(spark: SparkSession, settings: Settings, table: Table) -> DataFrame:

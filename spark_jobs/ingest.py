@@ -187,7 +187,7 @@ def validate_raw_events(
     value_given = value_type.isNotNull() & (value_type != "VOID")
     context_given = context_type.isNotNull() & (context_type != "VOID")
     event_type = c("_s_event_type")
-    known_type = (c("_t_event_type") == "STRING") & event_type.isin(*names)
+    known_type = F.coalesce((c("_t_event_type") == "STRING") & event_type.isin(*names), F.lit(False))
     future = ts_us > F.lit(limit_us)
     ts_text = F.coalesce(F.to_json(F.variant_get(c("_v"), "$.ts", "variant")), F.lit("missing"))
     which_invalid = F.concat_ws(", ", *[F.when(invalid(n), F.lit(n)) for n in ("event_id", "user_id", "item_id")])
