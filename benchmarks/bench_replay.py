@@ -108,7 +108,11 @@ def report(runs: dict[str, dict], quick: bool, titles: dict[str, str]) -> dict:
             "columns": ["model", "ΔHR@10", "s.e."],
             "rows": [[titles[m], round(v["mean"], 4), round(v["se"], 4)] for m, v in effect.items()],
         })
-    plots = [{"title": "Replay quality by model (HR@10)", "x_label": "model", "y_label": "HR@10",
+    note = "; ".join(
+        f"{name}: batch+speed / batch only = {ratio(run['passes'][0]['models']['batch_speed']['hr@10'], run['passes'][0]['models']['batch_only']['hr@10'])}"
+        for name, run in runs.items()
+    )
+    plots = [{"title": "Replay quality by model (HR@10)", "kind": "bar", "note": note, "x_label": "model", "y_label": "HR@10",
               "x": ["popularity", "batch only", "batch+speed", "speed: neighbours", "speed: trending"], "lines": plot_lines}]
     return {
         "title": "Replay evaluation: batch vs batch + speed through the real layers",
