@@ -56,6 +56,13 @@ def _bars(ax, spec: dict) -> None:
     ax.set_xticklabels([str(x) for x in spec["x"]], fontsize=8)
 
 
+def _mode(result: dict, quick: bool) -> str:
+    """Say so when a section's mode differs from the run's (re-run alone with `--only`)."""
+    if "quick" not in result or result["quick"] == quick:
+        return ""
+    return " (quick mode)" if result["quick"] else " (full mode)"
+
+
 def _machine_line(machine: dict | None) -> str:
     if not machine:
         return ""
@@ -78,7 +85,7 @@ def write_report(results: dict[str, dict], out_dir: Path, report_path: Path, qui
     ]
     for name, result in results.items():
         machine = _machine_line(result.get("machine"))
-        sections += ["", f"## {result.get('title', name)}", "", f"Machine: {machine}. Wall time: {result.get('wall_s', '?')} s."]
+        sections += ["", f"## {result.get('title', name)}", "", f"Machine: {machine}. Wall time: {result.get('wall_s', '?')} s{_mode(result, quick)}."]
         if "error" in result:
             sections += ["", f"**Failed:** `{result['error']}`"]
             continue

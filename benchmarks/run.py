@@ -21,9 +21,12 @@ from benchmarks.report import write_report
 ORDER = ("batch_data", "batch_models", "freshness", "serving", "feast", "replay")
 
 
+def _order(name: str) -> tuple[int, str]:
+    return (ORDER.index(name) if name in ORDER else len(ORDER), name)
+
+
 def discover() -> list[str]:
-    found = sorted(p.stem.removeprefix("bench_") for p in (REPO / "benchmarks").glob("bench_*.py"))
-    return sorted(found, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
+    return sorted((p.stem.removeprefix("bench_") for p in (REPO / "benchmarks").glob("bench_*.py")), key=_order)
 
 
 def run_all(quick: bool, out_dir: Path, only: list[str] | None = None) -> dict[str, dict]:
@@ -38,8 +41,21 @@ def run_all(quick: bool, out_dir: Path, only: list[str] | None = None) -> dict[s
             traceback.print_exc()
             results[name] = write_result(out_dir, name, {"error": f"{type(exc).__name__}: {exc}"})
         results[name]["wall_s"] = round(time.monotonic() - started, 1)
+        results[name]["quick"] = quick
+        write_result(out_dir, name, results[name])  # again, with the wall time and mode
         print(f"   {name}: {results[name]['wall_s']} s", flush=True)
     return results
+
+
+def previous_results(out_dir: Path, skip: set[str]) -> dict[str, dict]:
+    """Results of benchmarks not re-run this time, from their JSON in `out_dir` (so `--only X` rewrites
+    REPORT.md with X's new numbers and everything else as it was)."""
+    found: dict[str, dict] = {}
+    for name in discover():
+        path = out_dir / f"{name}.json"
+        if name not in skip and path.is_file():
+            found[name] = json.loads(path.read_text())
+    return found
 
 
 def main() -> int:
@@ -50,6 +66,9 @@ def main() -> int:
     args = parser.parse_args()
     out_dir = args.out or default_out_dir()
     results = run_all(args.quick, out_dir, args.only)
+    if args.only:
+        results = {**previous_results(out_dir, set(results)), **results}
+        results = {name: results[name] for name in sorted(results, key=_order)}
     report = write_report(results, out_dir, REPO / "benchmarks" / "REPORT.md", quick=args.quick)
     print(f"wrote {report} and {out_dir}/*.json")
     (out_dir / "index.json").write_text(json.dumps(sorted(results), indent=2))

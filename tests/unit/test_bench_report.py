@@ -31,3 +31,21 @@ def test_report_has_tables_plots_and_failures(tmp_path):
     assert (tmp_path / "plots" / "serving-1.png").stat().st_size > 1000
     assert "| Serving latency | 3 | ok |\n| replay | 1 | failed |" in text
     assert "**Failed:** `RuntimeError: boom`" in text
+
+
+def test_only_keeps_the_other_benchmarks_results(tmp_path, monkeypatch):
+    import json
+
+    from benchmarks import run
+
+    monkeypatch.setattr(run, "discover", lambda: ["serving", "replay"])
+    (tmp_path / "serving.json").write_text(json.dumps({"title": "Serving", "wall_s": 2.0, "quick": False}))
+    assert run.previous_results(tmp_path, skip={"replay"}) == {"serving": {"title": "Serving", "wall_s": 2.0, "quick": False}}
+    assert run.previous_results(tmp_path, skip={"serving"}) == {}
+
+
+def test_a_section_run_in_another_mode_says_so(tmp_path):
+    results = {"serving": {"title": "Serving", "wall_s": 2.0, "quick": False}, "replay": {"title": "Replay", "wall_s": 1.0, "quick": True}}
+    text = write_report(results, tmp_path, tmp_path / "REPORT.md", quick=True).read_text()
+    assert "Wall time: 2.0 s (full mode)." in text
+    assert "Wall time: 1.0 s." in text
