@@ -1,0 +1,87 @@
+"""Offline evaluation on a time-based holdout: how well each model ranks what users did next.
+
+The holdout of a cut-off T is what users positively interacted with in [T, T + horizon) and had not
+touched before T (`relevant_items`). Every model is judged by its top-k list per user:
+popularity and ALS by their own candidate ranks (`top_k_from_source`), the rankers by their scores over
+all candidates (`top_k_by_score`), the blend by reciprocal-rank fusion of the rankers (`rank_fusion`).
+`ranking_metrics` computes the means of spark_jobs.metrics' per-user functions inside Spark tasks, so
+it scales with the number of users. Callers: spark_jobs.batch_pipeline (`evaluate`, `promote`),
+spark_jobs.model_registry (each training run's report), spark_jobs.offline_eval.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Iterable, Iterator
+
+import pandas as pd
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from spark_jobs.candidates import history_before, seen_items
+from spark_jobs.metrics import METRIC_NAMES, metric_key, user_metrics
+from spark_jobs.training_set import at, graded_labels
+
+RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al.): 1 / (60 + rank)
+
+
+def relevant_items(interactions: DataFrame, as_of: date, horizon_days: int) -> DataFrame:
+    """(user_id, item_id, relevance): graded labels of the holdout window, without items seen before as_of."""
+    seen = seen_items(history_before(interactions, as_of))
+    return graded_labels(interactions, as_of, horizon_days).join(seen, ["user_id", "item_id"], "left_anti")
+
+
+def top_k_from_source(candidates: DataFrame, source: str, as_of: date, k: int) -> DataFrame:
+    """(user_id, item_id, rank): one candidate source's own first k, as a stand-alone recommender."""
+    return at(candidates, as_of).where((F.col("source") == source) & (F.col("rank") <= k)).select("user_id", "item_id", "rank")
+
+
+def top_k_by_score(scored: DataFrame, k: int) -> DataFrame:
+    """(user_id, item_id, rank): the k best-scored items per user (ties by item id)."""
+    order = Window.partitionBy("user_id").orderBy(F.col("score").desc(), F.col("item_id").asc())
+    return scored.withColumn("rank", F.row_number().over(order)).where(F.col("rank") <= k).select("user_id", "item_id", "rank")
+
+
+def fused_scores(ranked: DataFrame) -> DataFrame:
+    """(user_id, item_id, score): reciprocal-rank fusion of rows (user_id, item_id, rank) from several rankings."""
+    return ranked.groupBy("user_id", "item_id").agg(F.sum(1.0 / (F.lit(RRF_K) + F.col("rank"))).alias("score"))
+
+
+def rank_fusion(rankings: Iterable[DataFrame], k: int) -> DataFrame:
+    """(user_id, item_id, rank): the first k of the reciprocal-rank fusion of full rankings."""
+    frames = [r.select("user_id", "item_id", "rank") for r in rankings]
+    union = frames[0]
+    for frame in frames[1:]:
+        union = union.unionByName(frame)
+    return top_k_by_score(fused_scores(union), k)
+
+
+def _user_metric_batches(k: int):
+    def compute(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for frame in frames:
+            rows = []
+            for ranked, relevance in zip(frame["ranked"], frame["relevance"]):
+                gains = dict(relevance) if relevance is not None else {}
+                rows.append(user_metrics(list(ranked) if ranked is not None else [], gains, k))
+            yield pd.DataFrame(rows, columns=list(METRIC_NAMES))
+
+    return compute
+
+
+def ranking_metrics(rankings: DataFrame, relevance: DataFrame, k: int, catalog_size: int) -> dict[str, float]:
+    """Mean per-user metrics@k over the users with relevant items (a user without a ranking scores 0),
+    plus catalog coverage of those users' top k. Keys like `ndcg@10`, plus `users`."""
+    ranked = rankings.where(F.col("rank") <= k).groupBy("user_id").agg(
+        F.transform(F.array_sort(F.collect_list(F.struct("rank", "item_id"))), lambda s: s["item_id"]).alias("ranked")
+    )
+    gains = relevance.where(F.col("relevance") > 0).groupBy("user_id").agg(
+        F.map_from_entries(F.collect_list(F.struct("item_id", F.col("relevance").cast("double")))).alias("relevance")
+    )
+    joined = gains.join(ranked, "user_id", "left").select("ranked", "relevance")
+    per_user = joined.mapInPandas(_user_metric_batches(k), ", ".join(f"{m} double" for m in METRIC_NAMES))
+    means = per_user.agg(F.count("*").alias("users"), *[F.avg(m).alias(m) for m in METRIC_NAMES]).first()
+    covered = rankings.where(F.col("rank") <= k).join(gains.select("user_id"), "user_id").select("item_id").distinct().count()
+    result = {metric_key(m, k): float(means[m] or 0.0) for m in METRIC_NAMES}
+    result[metric_key("coverage", k)] = covered / catalog_size if catalog_size else 0.0
+    result["users"] = float(means["users"])
+    return result

@@ -1,0 +1,305 @@
+"""MLflow: log and register trained rankers, the promotion gate, and loading the `@champion`.
+
+- `configure_mlflow`: explicit tracking and registry URIs and the experiment (artifact location =
+  `Settings.artifact_root`), never MLflow's working-directory defaults.
+- `log_ranker_run`: one MLflow run per trained ranker: params, holdout and validation metrics, the
+  feature list with importance, an evaluation report (JSON table + markdown + PNG plot) and the model
+  as a pyfunc (spark_jobs/ranker_pyfunc.py as code, the MODEL_FILES as artifacts, a signature and
+  explicit pip requirements), registered as a new version of `Settings.ranker_model_name`.
+- `gate` / `apply_gate`: the new version gets alias `challenger`; it moves `champion` only when its
+  holdout metric beats the champion's on the same holdout by `promotion_min_gain` (the first model must
+  beat popularity that way). Aliases only: MLflow stages are deprecated. Whatever moves `champion`
+  (this gate, `lambdarec models promote`, the MLflow UI) is honoured everywhere, because batch scoring
+  and serving load `models:/<name>@champion` and nothing else.
+- `rollback`: move `champion` back to the previous champion (history kept as a registered-model tag).
+
+`import mlflow` happens inside functions: it costs seconds and nothing here may run at import time.
+Callers: spark_jobs.batch_pipeline, spark_jobs.offline_eval, lambdarec.commands.models.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any, Mapping
+
+from feature_store.ranking import CHALLENGER_ALIAS, CHAMPION_ALIAS, MODEL_FILES, RANKER_FEATURES
+from feature_store.settings import Settings
+
+CHAMPION_HISTORY_TAG = "champion_history"
+PYFUNC_CODE = Path(__file__).with_name("ranker_pyfunc.py")
+MODEL_ARTIFACT_KEYS = {"ranker_meta": "meta", "model": "onnx", "model_compressed": "onnx_compressed", "native_model": "native"}
+SERVING_PACKAGES = ("mlflow", "onnxruntime", "numpy", "pandas")
+
+
+class NoChampion(LookupError):
+    """The registered model has no `champion` alias yet (no model passed the gate or was promoted)."""
+
+
+def configure_mlflow(settings: Settings) -> None:
+    """Point MLflow at the settings' tracking store, registry and experiment (created with its
+    artifact location under `settings.artifact_root`)."""
+    import mlflow
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.registry_uri)
+    if mlflow.get_experiment_by_name(settings.mlflow_experiment) is None:
+        root = settings.artifact_root
+        location = Path(root).resolve().as_uri() if "://" not in root else root
+        mlflow.create_experiment(settings.mlflow_experiment, artifact_location=location)
+    mlflow.set_experiment(settings.mlflow_experiment)
+
+
+def mlflow_key(name: str) -> str:
+    """MLflow metric/tag names allow no '@': `ndcg@10` -> `ndcg_at_10`."""
+    return name.replace("@", "_at_")
+
+
+def client(settings: Settings):
+    from mlflow import MlflowClient
+
+    configure_mlflow(settings)
+    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
+
+
+# -- the evaluation report -------------------------------------------------------------------------
+
+
+def report_markdown(results: Mapping[str, Mapping[str, float]]) -> str:
+    """A markdown table: one row per model, one column per metric (as in `results`)."""
+    metrics = sorted({m for r in results.values() for m in r if m != "users"})
+    lines = ["| model | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+    for model, values in results.items():
+        lines.append(f"| {model} | " + " | ".join(f"{values.get(m, float('nan')):.4f}" for m in metrics) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def report_plot(results: Mapping[str, Mapping[str, float]], path: Path, metrics: tuple[str, ...]) -> Path:
+    """A grouped bar chart of `metrics` per model, saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    models = list(results)
+    x = np.arange(len(metrics))
+    width = 0.8 / max(1, len(models))
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(metrics), 3.6))
+    for i, model in enumerate(models):
+        ax.bar(x + i * width, [results[model].get(m, 0.0) for m in metrics], width, label=model)
+    ax.set_xticks(x + width * (len(models) - 1) / 2, list(metrics))
+    ax.set_ylabel("holdout value")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def log_evaluation_report(results: Mapping[str, Mapping[str, float]], k: int, artifact_dir: str = "evaluation") -> None:
+    """Log the report of the active run: evaluation.json (table), evaluation.md, evaluation.png."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "evaluation.json").write_text(json.dumps(results, indent=2, sort_keys=True))
+        (folder / "evaluation.md").write_text(report_markdown(results))
+        report_plot(results, folder / "evaluation.png", (f"ndcg@{k}", f"recall@{k}", f"map@{k}", f"hr@{k}"))
+        mlflow.log_artifacts(str(folder), artifact_dir)
+
+
+# -- logging a trained ranker --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RegisteredRanker:
+    name: str
+    version: str
+    run_id: str
+    model_uri: str
+
+
+def pip_requirements() -> list[str]:
+    """What the pyfunc needs to run, pinned to the versions installed here."""
+    return [f"{p}=={package_version(p)}" for p in SERVING_PACKAGES]
+
+
+def log_ranker_run(
+    settings: Settings,
+    model_dir: Path,
+    meta: Mapping[str, Any],
+    params: Mapping[str, Any],
+    holdout: Mapping[str, Mapping[str, float]],
+    importance: Mapping[str, float],
+    tags: Mapping[str, str],
+    k: int = 10,
+) -> RegisteredRanker:
+    """Log one trained ranker (files exported into `model_dir` by rankers.export) and register it.
+
+    `holdout` maps model label -> metrics on the holdout (this ranker under `meta['kind']`, plus the
+    baselines); the ranker's own metrics are also set as tags `holdout.<metric>` on the new version."""
+    import mlflow
+    import numpy as np
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    configure_mlflow(settings)
+    kind = meta["kind"]
+    example = pd.DataFrame(np.zeros((2, len(RANKER_FEATURES))), columns=list(RANKER_FEATURES))
+    example.iloc[1, :] = np.nan
+    artifacts = {key: str(model_dir / Path(getattr(MODEL_FILES, attr)).name) for key, attr in MODEL_ARTIFACT_KEYS.items()}
+    with mlflow.start_run(run_name=f"{kind}-{tags.get('as_of', '')}") as run:
+        mlflow.set_tags({"kind": kind, **tags})
+        mlflow.log_params({k_: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k_, v in params.items()})
+        for model_label, metrics in holdout.items():
+            mlflow.log_metrics({f"holdout.{model_label}.{mlflow_key(m)}": float(v) for m, v in metrics.items()})
+        compressed = meta["compressed"]
+        mlflow.log_metrics(
+            {
+                "validation.ndcg_at_10": compressed["validation_ndcg@10_full"],
+                "validation.ndcg_at_10.compressed": compressed["validation_ndcg@10_compressed"],
+                "compressed.trees": compressed["trees"],
+                "compressed.size_ratio": compressed["size_ratio"],
+                "train_seconds": meta["train_seconds"],
+            }
+        )
+        mlflow.log_dict({"features": list(RANKER_FEATURES), "importance_gain": dict(importance)}, "features.json")
+        log_evaluation_report(holdout, k)
+        info = mlflow.pyfunc.log_model(
+            name="ranker",
+            python_model=str(PYFUNC_CODE),
+            artifacts=artifacts,
+            signature=infer_signature(example, np.zeros(2)),
+            input_example=example,
+            pip_requirements=pip_requirements(),
+        )
+        registered = mlflow.register_model(info.model_uri, settings.ranker_model_name, tags={"kind": kind, **tags})
+    own = holdout.get(kind, {})
+    mlflow_client = client(settings)
+    for metric, value in own.items():
+        mlflow_client.set_model_version_tag(settings.ranker_model_name, registered.version, f"holdout.{mlflow_key(metric)}", str(value))
+    return RegisteredRanker(settings.ranker_model_name, str(registered.version), run.info.run_id, info.model_uri)
+
+
+# -- aliases: the promotion gate, manual promotion, rollback ----------------------------------------
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    promote: bool
+    reason: str
+
+
+def gate(challenger: float, champion: float | None, popularity: float, min_gain: float, metric: str) -> GateDecision:
+    """Pure rule: beat the champion (or, with none yet, popularity) by at least `min_gain` on `metric`."""
+    baseline, label = (champion, "champion") if champion is not None else (popularity, "popularity")
+    if challenger >= baseline + min_gain:
+        return GateDecision(True, f"{metric} {challenger:.4f} beats {label} {baseline:.4f} by >= {min_gain}")
+    return GateDecision(False, f"{metric} {challenger:.4f} does not beat {label} {baseline:.4f} by {min_gain}")
+
+
+def champion_version(settings: Settings) -> str | None:
+    """The version the `champion` alias points at (wherever it was set: gate, CLI, MLflow UI), or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client(settings).get_model_version_by_alias(settings.ranker_model_name, CHAMPION_ALIAS).version)
+    except MlflowException:
+        return None
+
+
+def champion_history(settings: Settings) -> list[str]:
+    tags = client(settings).get_registered_model(settings.ranker_model_name).tags
+    return json.loads(tags.get(CHAMPION_HISTORY_TAG, "[]"))
+
+
+def set_champion(settings: Settings, version: str) -> None:
+    """Point `champion` at `version`, remembering the previous champion for rollback."""
+    mlflow_client = client(settings)
+    name = settings.ranker_model_name
+    previous = champion_version(settings)
+    history = [v for v in champion_history(settings) if v != version]
+    if previous and previous != version and (not history or history[-1] != previous):
+        history.append(previous)
+    mlflow_client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
+    mlflow_client.set_registered_model_tag(name, CHAMPION_HISTORY_TAG, json.dumps(history[-20:]))
+
+
+def apply_gate(settings: Settings, version: str, decision: GateDecision) -> GateDecision:
+    """Mark `version` challenger; promote it to champion if the gate said so. Idempotent."""
+    mlflow_client = client(settings)
+    name = settings.ranker_model_name
+    mlflow_client.set_registered_model_alias(name, CHALLENGER_ALIAS, version)
+    mlflow_client.set_model_version_tag(name, version, "gate", decision.reason)
+    if decision.promote and champion_version(settings) != version:
+        set_champion(settings, version)
+    return decision
+
+
+def rollback(settings: Settings) -> str:
+    """Move `champion` back to the previous champion; returns that version."""
+    history = champion_history(settings)
+    current = champion_version(settings)
+    earlier = [v for v in history if v != current]
+    if not earlier:
+        raise NoChampion(f"{settings.ranker_model_name} has no earlier champion to roll back to")
+    target = earlier[-1]
+    client(settings).set_registered_model_alias(settings.ranker_model_name, CHAMPION_ALIAS, target)
+    client(settings).set_registered_model_tag(settings.ranker_model_name, CHAMPION_HISTORY_TAG, json.dumps(history[: history.index(target)]))
+    return target
+
+
+def list_versions(settings: Settings) -> list[dict[str, Any]]:
+    """Every registered version with its aliases and tags, newest first."""
+    mlflow_client = client(settings)
+    name = settings.ranker_model_name
+    versions = mlflow_client.search_model_versions(f"name = '{name}'")
+    # search results leave `aliases` empty: read them from the registered model
+    aliases = mlflow_client.get_registered_model(name).aliases
+    return sorted(
+        (
+            {
+                "version": str(v.version),
+                "aliases": sorted(a for a, target in aliases.items() if str(target) == str(v.version)),
+                "tags": dict(v.tags),
+                "created": v.creation_timestamp,
+                "run_id": v.run_id,
+            }
+            for v in versions
+        ),
+        key=lambda v: int(v["version"]),
+        reverse=True,
+    )
+
+
+# -- loading ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadedRanker:
+    version: str
+    kind: str
+    native: bytes
+    meta: dict[str, Any]
+
+
+def load_ranker(settings: Settings, version: str | None = None) -> LoadedRanker:
+    """The files of a registered version (default: `@champion`), read from its model directory."""
+    import mlflow
+
+    configure_mlflow(settings)
+    name = settings.ranker_model_name
+    if version is None:
+        version = champion_version(settings)
+        if version is None:
+            raise NoChampion(f"{name} has no `{CHAMPION_ALIAS}` alias yet: run the batch (`lambdarec batch run`) or promote a version")
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=tmp))
+        meta = json.loads((local / MODEL_FILES.meta).read_text())
+        native = (local / MODEL_FILES.native).read_bytes()
+    return LoadedRanker(version=str(version), kind=meta["kind"], native=native, meta=meta)
