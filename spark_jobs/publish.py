@@ -1,0 +1,281 @@
+"""Atomic publish of a batch to Redis, in the layout of docs/redis-key-layout.md (feature_store.redis_keys).
+
+Protocol (`publish_batch`):
+1. Write every key of a new version `<p>:b:<v>:...` — per-user recs, features (USER_INPUTS order),
+   category affinity and seen items; per-item features (ITEM_INPUTS order) and similar items; the
+   categories hash, the popular list and the meta hash. Nothing points at `<v>` yet, so readers cannot
+   see any of it.
+2. Flip: one MULTI/EXEC sets `<p>:batch:current` to `<v>` and adds `<v>` to `<p>:batch:versions`.
+   A reader resolves the pointer once per request and reads only that version's keys, so it sees the
+   old batch or the new one, never a mix.
+3. Expire (`expire_old_versions`, also its own pipeline step): versions beyond the newest
+   `keep` get a TTL of `grace_s` on each of their keys (`EXPIRE ... NX`, so a rerun does not extend it)
+   and leave the versions set. The grace lets a request that resolved the old pointer finish;
+   the kept versions are what a rollback flips back to (`rollback_pointer`).
+
+Writing from Spark: per-user and per-item keys are written by the executors, one `foreachPartition`
+per key kind with pipelined SETs in chunks, so the write scales with the executors and the driver never
+holds the batch (`toLocalIterator` would stream every row through the driver's one connection). A
+retried task rewrites the same keys with the same values. Only the small, global keys (meta, popular,
+categories) are written from the driver. Called by spark_jobs.batch_pipeline (steps `publish`, `expire`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+import msgpack
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from feature_store.codecs import encode_features, encode_ids, encode_recs
+from feature_store.ranking import ITEM_INPUTS, USER_INPUTS
+from feature_store.redis_keys import RedisKeys
+from spark_jobs.candidates import history_before
+from spark_jobs.training_set import at
+
+PIPELINE_CHUNK = 1000
+BATCH_SOURCE = "batch"
+POPULAR_SOURCE = "popular"
+MAX_SEEN_ITEMS = 1000
+
+
+@dataclass(frozen=True)
+class PublishTarget:
+    """Where and how to publish: picklable, so Spark tasks get it in their closure."""
+
+    redis_url: str
+    key_prefix: str
+    version: str
+
+    @property
+    def keys(self) -> RedisKeys:
+        return RedisKeys(self.key_prefix)
+
+
+def batch_version(as_of: date, published_at_s: int) -> str:
+    """A version name unique per publish: `<as_of yyyymmdd>-<publish epoch seconds>`."""
+    return f"{as_of:%Y%m%d}-{published_at_s}"
+
+
+def feature_values(features: Mapping[str, float] | None, names: Sequence[str]) -> list[float | None]:
+    """A gold features map in the contract's order; missing names (and nulls) become None -> NaN."""
+    features = features or {}
+    return [None if features.get(n) is None or (isinstance(features.get(n), float) and math.isnan(features[n])) else features[n] for n in names]
+
+
+# -- what one row of each kind becomes (pure: row in, (key, value) out) -----------------------------
+
+
+def encode_user_recs(keys: RedisKeys, version: str, row) -> tuple[str, bytes]:
+    return keys.user_recs(version, row["user_id"]), encode_recs((r["item_id"], r["score"], BATCH_SOURCE) for r in row["items"])
+
+
+def encode_user_features(keys: RedisKeys, version: str, row) -> tuple[str, bytes]:
+    return keys.user_features(version, row["user_id"]), encode_features(feature_values(row["features"], USER_INPUTS))
+
+
+def encode_user_affinity(keys: RedisKeys, version: str, row) -> tuple[str, bytes]:
+    affinity = {str(k): float(v) for k, v in (row["category_affinity"] or {}).items()}
+    return keys.user_category_affinity(version, row["user_id"]), msgpack.packb(affinity, use_bin_type=True)
+
+
+def encode_user_seen(keys: RedisKeys, version: str, row) -> tuple[str, bytes]:
+    return keys.user_history(version, row["user_id"]), encode_ids(row["items"])
+
+
+def encode_item_features(keys: RedisKeys, version: str, row) -> tuple[str, bytes]:
+    return keys.item_features(version, row["item_id"]), encode_features(feature_values(row["features"], ITEM_INPUTS))
+
+
+def encode_item_similar(keys: RedisKeys, version: str, row) -> tuple[str, bytes]:
+    return keys.item_similar(version, row["item_id"]), encode_recs((r["item_id"], r["score"], "covisit") for r in row["items"])
+
+
+Encoder = Callable[[RedisKeys, str, Any], tuple[str, bytes]]
+
+
+def write_partition(target: PublishTarget, encode: Encoder, written) -> Callable[[Iterator[Any]], None]:
+    """A foreachPartition function: encode each row and SET it, pipelined in chunks; counts into the
+    accumulator `written`."""
+
+    def write(rows: Iterator[Any]) -> None:
+        import redis
+
+        client = redis.Redis.from_url(target.redis_url)
+        keys = target.keys
+        try:
+            pipe = client.pipeline(transaction=False)
+            pending = 0
+            for row in rows:
+                key, value = encode(keys, target.version, row)
+                pipe.set(key, value)
+                pending += 1
+                if pending == PIPELINE_CHUNK:
+                    pipe.execute()
+                    pending = 0
+                    written.add(PIPELINE_CHUNK)
+            if pending:
+                pipe.execute()
+                written.add(pending)
+        finally:
+            client.close()
+
+    return write
+
+
+# -- what is published, as DataFrames (pure transforms of the Delta tables) -------------------------
+
+
+def _scored_lists(df: DataFrame, key: str, item: str, limit: int | None = None) -> DataFrame:
+    ordered = F.array_sort(F.collect_list(F.struct("rank", F.col(item).alias("item_id"), "score")))
+    items = F.transform(ordered, lambda s: F.struct(s["item_id"].alias("item_id"), s["score"].alias("score")))
+    if limit:
+        items = F.slice(items, 1, limit)
+    return df.groupBy(key).agg(items.alias("items"))
+
+
+def user_recs(batch_scores: DataFrame, as_of: date) -> DataFrame:
+    """(user_id, items [(item_id, score)] best first) of the batch."""
+    return _scored_lists(at(batch_scores, as_of), "user_id", "item_id")
+
+
+def item_similar_lists(item_similar: DataFrame, as_of: date) -> DataFrame:
+    """(item_id, items [(item_id, score)] best first) from gold/item_similar."""
+    return _scored_lists(at(item_similar, as_of), "item_id", "similar_item_id")
+
+
+def user_seen(interactions: DataFrame, as_of: date, limit: int = MAX_SEEN_ITEMS) -> DataFrame:
+    """(user_id, items): the items each user touched before as_of, latest first, at most `limit`."""
+    last = history_before(interactions, as_of).groupBy("user_id", "item_id").agg(F.max("ts").alias("last_ts"))
+    order = Window.partitionBy("user_id").orderBy(F.col("last_ts").desc(), F.col("item_id"))
+    latest = last.withColumn("rank", F.row_number().over(order)).where(F.col("rank") <= limit)
+    return latest.groupBy("user_id").agg(
+        F.transform(F.array_sort(F.collect_list(F.struct("rank", "item_id"))), lambda s: s["item_id"]).alias("items")
+    )
+
+
+@dataclass(frozen=True)
+class BatchContent:
+    """Everything one batch version holds, before encoding."""
+
+    recs: DataFrame  # user_id, items
+    user_features: DataFrame  # user_id, features, category_affinity
+    seen: DataFrame  # user_id, items
+    item_features: DataFrame  # item_id, category, features
+    similar: DataFrame  # item_id, items
+    popular: list[tuple[str, float]]
+
+
+def batch_content(
+    batch_scores: DataFrame,
+    user_features: DataFrame,
+    item_features: DataFrame,
+    item_similar: DataFrame,
+    interactions: DataFrame,
+    popular: Iterable[tuple[str, float]],
+    as_of: date,
+) -> BatchContent:
+    return BatchContent(
+        recs=user_recs(batch_scores, as_of),
+        user_features=at(user_features, as_of).select("user_id", "features", "category_affinity"),
+        seen=user_seen(interactions, as_of),
+        item_features=at(item_features, as_of).select("item_id", "category", "features"),
+        similar=item_similar_lists(item_similar, as_of),
+        popular=list(popular),
+    )
+
+
+# -- the protocol ----------------------------------------------------------------------------------
+
+
+def write_version(target: PublishTarget, content: BatchContent, meta: Mapping[str, Any]) -> dict[str, int]:
+    """Step 1: every key of `target.version` (nothing points at it yet). Returns counts per kind."""
+    import redis
+
+    kinds: list[tuple[str, DataFrame, Encoder]] = [
+        ("recs", content.recs, encode_user_recs),
+        ("user_features", content.user_features, encode_user_features),
+        ("user_affinity", content.user_features, encode_user_affinity),
+        ("seen", content.seen, encode_user_seen),
+        ("item_features", content.item_features, encode_item_features),
+        ("similar", content.similar, encode_item_similar),
+    ]
+    counts = {}
+    for name, frame, encode in kinds:
+        written = frame.sparkSession.sparkContext.accumulator(0)
+        frame.foreachPartition(write_partition(target, encode, written))
+        counts[name] = written.value
+    keys, version = target.keys, target.version
+    client = redis.Redis.from_url(target.redis_url)
+    try:
+        pipe = client.pipeline(transaction=False)
+        pending = 0
+        for row in content.item_features.select("item_id", "category").where(F.col("category").isNotNull()).toLocalIterator():
+            pipe.hset(keys.item_categories(version), row.item_id, row.category)
+            pending += 1
+            if pending % PIPELINE_CHUNK == 0:
+                pipe.execute()
+        pipe.set(keys.popular(version), encode_recs((item, score, POPULAR_SOURCE) for item, score in content.popular))
+        pipe.hset(keys.batch_meta(version), mapping={**{k: str(v) for k, v in meta.items()}, **{f"count_{k}": v for k, v in counts.items()}})
+        pipe.execute()
+    finally:
+        client.close()
+    counts["categories"] = pending
+    return counts
+
+
+def flip_pointer(client, keys: RedisKeys, version: str, published_at_s: float) -> None:
+    """Step 2: one transaction makes `version` current and records it among the published versions."""
+    pipe = client.pipeline(transaction=True)
+    pipe.set(keys.batch_pointer, version)
+    pipe.zadd(keys.batch_versions, {version: published_at_s})
+    pipe.execute()
+
+
+def expire_old_versions(client, keys: RedisKeys, keep: int, grace_s: int) -> list[str]:
+    """Step 3: give every key of versions older than the newest `keep` a TTL of `grace_s` (never the
+    current one), then drop them from the versions set. Returns the expired versions."""
+    current = client.get(keys.batch_pointer)
+    current = current.decode() if current else None
+    versions = [v.decode() for v in client.zrange(keys.batch_versions, 0, -1)]  # oldest first
+    old = [v for v in versions[: max(0, len(versions) - keep)] if v != current]
+    for version in old:
+        pipe = client.pipeline(transaction=False)
+        for key in client.scan_iter(match=keys.batch_namespace_pattern(version), count=1000):
+            pipe.expire(key, grace_s, nx=True)
+            if len(pipe) >= PIPELINE_CHUNK:
+                pipe.execute()
+        pipe.execute()
+        client.zrem(keys.batch_versions, version)
+    return old
+
+
+def rollback_pointer(client, keys: RedisKeys) -> str:
+    """Flip the pointer back to the newest kept version older than the current one."""
+    current = client.get(keys.batch_pointer)
+    versions = [v.decode() for v in client.zrange(keys.batch_versions, 0, -1)]
+    if current is None or current.decode() not in versions or versions.index(current.decode()) == 0:
+        raise LookupError("no earlier published batch version is kept to roll back to")
+    previous = versions[versions.index(current.decode()) - 1]
+    client.set(keys.batch_pointer, previous)
+    return previous
+
+
+def publish_batch(
+    target: PublishTarget, content: BatchContent, meta: Mapping[str, Any], published_at_s: float, keep: int, grace_s: int
+) -> dict[str, Any]:
+    """Write the version, flip the pointer, expire old versions (see the module docstring)."""
+    import redis
+
+    counts = write_version(target, content, meta)
+    client = redis.Redis.from_url(target.redis_url)
+    try:
+        flip_pointer(client, target.keys, target.version, published_at_s)
+        expired = expire_old_versions(client, target.keys, keep, grace_s)
+    finally:
+        client.close()
+    return {"version": target.version, "counts": counts, "expired": expired}
