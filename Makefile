@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 JARS_STAMP := .cache/jars/.resolved
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-unit test-e2e demo demo-stop bench clean lock redis-server
+.PHONY: setup test test-unit test-e2e demo demo-stop bench clean lock redis-server chromium
 
 setup: $(STAMP) $(JARS_STAMP) redis-server
 
@@ -28,11 +28,19 @@ $(JARS_STAMP): $(STAMP)
 redis-server:
 	@bash infra/local/install-redis.sh
 
-test: setup
+# Headless Chromium and chromedriver for the browser e2e test (Debian's packages when missing).
+chromium:
+	@bash infra/local/install-chromium.sh
+
+test: setup chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-unit: setup
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+# The whole loop (`lambdarec demo`) and its three UIs in headless Chromium (also part of `make test`).
+test-e2e: setup chromium
+	$(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
 
 demo: setup
 	$(BIN)/lambdarec demo $(if $(DATASET),--dataset $(DATASET),) $(if $(DATA_PATH),--path $(DATA_PATH),)

@@ -223,7 +223,8 @@ class AirflowClient:
     base_url: str
     username: str
     password: str
-    timeout_s: float = 10.0
+    timeout_s: float = 30.0
+    attempts: int = 3  # a busy API server (the scheduler and Spark share 2 cores) may time out once
     _token: str | None = None
 
     def _client(self):
@@ -244,8 +245,16 @@ class AirflowClient:
         return self._token
 
     def request(self, method: str, path: str, **kwargs):
-        with self._client() as http:
-            response = http.request(method, f"/api/v2{path}", headers={"Authorization": f"Bearer {self.token()}"}, **kwargs)
+        import httpx
+
+        for attempt in range(1, self.attempts + 1):
+            try:
+                with self._client() as http:
+                    response = http.request(method, f"/api/v2{path}", headers={"Authorization": f"Bearer {self.token()}"}, **kwargs)
+                break
+            except (httpx.TimeoutException, httpx.NetworkError) as error:
+                if attempt == self.attempts:
+                    raise AirflowError(f"{method} /api/v2{path}: Airflow's API server did not answer ({error!r})") from error
         if not response.is_success:
             raise AirflowError(f"{method} /api/v2{path} answered {response.status_code}: {response.text[:300]}")
         return response.json() if response.content else None

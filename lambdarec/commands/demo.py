@@ -23,19 +23,23 @@ def demo_command(
     path: Path | None = typer.Option(
         None, "--path", help="MovieLens: an ml-latest-small folder (default ../shared/data/ml-latest-small); synthetic: where to generate."
     ),
+    events: int = typer.Option(40_000, "--events", min=1000, help="Synthetic: good events to generate (users and items scale with it)."),
+    services_only: bool = typer.Option(False, "--services-only", help="Only start the services (no data, no pipeline run)."),
 ) -> None:
     """Run the whole loop on embedded services and print what happened; services stay up for `demo-stop`."""
     from rich.console import Console
 
     from feature_store.settings import load_settings
+    from lambdarec.airflow_local import AirflowError
     from lambdarec.demo import DemoError, run_demo
     from lambdarec.local_services import ServiceError
 
     console = Console()
     try:
-        run_demo(load_settings(), dataset.value, path, console)
-    except (DemoError, ServiceError) as error:
+        run_demo(load_settings(), dataset.value, path, console, services_only=services_only, events=events)
+    except (DemoError, ServiceError, AirflowError) as error:
         console.print(f"[red]demo stopped: {error}[/red]")
+        console.print("Services it started may still run: `make demo-stop` stops them.")
         raise typer.Exit(1)
 
 

@@ -22,7 +22,7 @@ sys.path.insert(0, str(DAGS))
 
 import _lambdarec  # noqa: E402  (the DAGs' shared wiring: pure helpers, no Airflow import)
 
-EXPECTED_DAG_IDS = {"lambdarec_nightly", "lambdarec_backfill", "lambdarec_streaming_watchdog"}
+EXPECTED_DAG_IDS = {"lambdarec_nightly", "lambdarec_backfill", "lambdarec_promote", "lambdarec_streaming_watchdog"}
 
 # Loads the DagBag as the dag-processor does and prints what the tests check, as JSON.
 _DESCRIBE = r"""
@@ -199,6 +199,17 @@ def test_watchdog_checks_then_restarts_or_not(dagbag: dict) -> None:
         "stream_healthy": ["decide"],
     }
     assert watchdog["tasks"]["decide"]["type"] == "_BranchPythonDecoratedOperator"
+
+
+def test_promote_validates_then_moves_the_alias(dagbag: dict) -> None:
+    promote = dagbag["dags"]["lambdarec_promote"]
+    assert promote["timetable"] == "NullTimetable"
+    assert promote["params"] == ["force", "reason", "version"]
+    assert {task_id: t["upstream"] for task_id, t in promote["tasks"].items()} == {
+        "validate": [],
+        "move_champion": ["validate"],
+    }
+    assert {t["retries"] for t in promote["tasks"].values()} == {0}
 
 
 def test_backfill_runs_cover_the_range_oldest_first() -> None:

@@ -1,0 +1,153 @@
+"""The main job end to end, and its three UIs in a real browser.
+
+One `lambdarec demo` run (small synthetic data, free ports, a temporary data directory) starts every
+embedded service, runs `lambdarec_nightly` through Airflow's REST API, streams new events through the
+API and shows the recommendations changing. Then headless Chromium (Debian's `chromium` driven by
+selenium through `chromedriver`, installed by `make test`) checks what a person would look at:
+- the Airflow UI lists the four DAGs and shows the demo's nightly run as successful;
+- the MLflow UI shows the registered ranker with its `champion` alias;
+- the API's /docs page renders its endpoints.
+Screenshots land in test-artifacts/ (git-ignored). `lambdarec demo-stop` stops everything afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from feature_store.settings import Settings, project_root
+from lambdarec.redis_server import free_port
+
+pytestmark = pytest.mark.e2e
+
+ARTIFACTS = project_root() / "test-artifacts"
+DAG_IDS = ("lambdarec_nightly", "lambdarec_backfill", "lambdarec_promote", "lambdarec_streaming_watchdog")
+LAMBDAREC = str(Path(sys.executable).parent / "lambdarec")
+PAGE_TIMEOUT_S = 60
+
+
+def demo_env(data_dir: Path) -> dict[str, str]:
+    """A private data directory, free ports and a small, quick batch layer."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LAMBDAREC_", "AIRFLOW"))}
+    env.update(
+        {
+            "LAMBDAREC_DATA_DIR": str(data_dir),
+            "LAMBDAREC_AIRFLOW_PORT": str(free_port()),
+            "LAMBDAREC_MLFLOW_UI_PORT": str(free_port()),
+            "LAMBDAREC_API_PORT": str(free_port()),
+            "LAMBDAREC_SPARK_MASTER": "local[2]",
+            "LAMBDAREC_SPARK_SHUFFLE_PARTITIONS": "2",
+            "LAMBDAREC_RANKER_TREES": "30",
+            "LAMBDAREC_ALS_MAX_ITER": "5",
+            "LAMBDAREC_AIRFLOW_PARALLELISM": "3",
+            "SPARK_LOCAL_IP": "127.0.0.1",
+        }
+    )
+    return env
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory):
+    """The demo's output and settings while its services run; stopped afterwards."""
+    data_dir = tmp_path_factory.mktemp("demo-data")
+    env = demo_env(data_dir)
+    try:
+        done = subprocess.run(
+            [LAMBDAREC, "demo", "--events", "8000"], env=env, capture_output=True, text=True, timeout=1800, check=False
+        )
+        ARTIFACTS.mkdir(exist_ok=True)
+        (ARTIFACTS / "demo-output.txt").write_text(done.stdout + "\n--- stderr ---\n" + done.stderr)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        settings = Settings(**{k.removeprefix("LAMBDAREC_").lower(): v for k, v in env.items() if k.startswith("LAMBDAREC_")})
+        password_line = re.search(r"Airflow UI : \S+\s+\(user (\S+), password (\S+)\)", done.stdout)
+        assert password_line, done.stdout[-2000:]
+        yield {"stdout": done.stdout, "settings": settings, "user": password_line[1], "password": password_line[2]}
+    finally:
+        subprocess.run([LAMBDAREC, "demo-stop"], env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    assert chromium and driver, "Chromium and chromedriver are installed by `make test` (infra/local/install-chromium.sh)"
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    profile = tempfile.mkdtemp(prefix="lambdarec-chromium-")
+    for flag in (
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={profile}", "--window-size=1440,1000",
+    ):
+        options.add_argument(flag)
+    session = webdriver.Chrome(service=Service(driver), options=options)
+    yield session
+    session.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def _wait_for_text(browser, texts: tuple[str, ...], screenshot: str) -> str:
+    """Wait until every text shows in the rendered page; save a screenshot either way."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    try:
+        WebDriverWait(browser, PAGE_TIMEOUT_S, poll_frequency=0.5).until(
+            lambda b: all(t in b.find_element("tag name", "body").text for t in texts)
+        )
+    except TimeoutException:
+        browser.save_screenshot(str(ARTIFACTS / screenshot))
+        missing = [t for t in texts if t not in browser.find_element("tag name", "body").text]
+        pytest.fail(f"{browser.current_url} never showed {missing}; see test-artifacts/{screenshot}")
+    browser.save_screenshot(str(ARTIFACTS / screenshot))
+    return browser.find_element("tag name", "body").text
+
+
+def test_demo_shows_the_whole_loop(demo: dict) -> None:
+    out = demo["stdout"]
+    assert "quarantined" in out
+    assert re.search(r"nightly run demo__\d{4}-\d{2}-\d{2}: success", out)
+    assert re.search(r"champion: lambdarec-ranker v\d+", out)
+    assert re.search(r"recommendations for \S+, before and after", out)
+    assert re.search(r"p50 [\d.]+ ms over \d+ requests", out)
+
+
+def test_airflow_ui_lists_the_dags_and_a_successful_nightly_run(demo: dict, browser) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    base = f"http://127.0.0.1:{demo['settings'].airflow_port}"
+    browser.get(f"{base}/")
+    WebDriverWait(browser, PAGE_TIMEOUT_S).until(ec.presence_of_element_located((By.NAME, "username")))
+    browser.find_element(By.NAME, "username").send_keys(demo["user"])
+    browser.find_element(By.NAME, "password").send_keys(demo["password"])
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    WebDriverWait(browser, PAGE_TIMEOUT_S).until(lambda b: "/auth/login" not in b.current_url)
+    browser.get(f"{base}/dags")
+    _wait_for_text(browser, DAG_IDS, "airflow-dags.png")
+    run_id = re.search(r"nightly run (demo__\S+):", demo["stdout"])[1]
+    browser.get(f"{base}/dags/lambdarec_nightly/runs/{run_id}")
+    page = _wait_for_text(browser, (run_id, "Success"), "airflow-nightly-run.png")
+    assert "Failed" not in page
+
+
+def test_mlflow_ui_shows_the_ranker_with_its_champion_alias(demo: dict, browser) -> None:
+    settings = demo["settings"]
+    browser.get(f"http://127.0.0.1:{settings.mlflow_ui_port}/#/models/{settings.ranker_model_name}")
+    _wait_for_text(browser, (settings.ranker_model_name, "champion"), "mlflow-ranker.png")
+
+
+def test_api_docs_render_the_endpoints(demo: dict, browser) -> None:
+    browser.get(f"http://127.0.0.1:{demo['settings'].api_port}/docs")
+    _wait_for_text(browser, ("/v1/recommendations/{user_id}", "/v1/events"), "api-docs.png")

@@ -1,0 +1,105 @@
+"""`airflow dags test lambdarec_nightly <date>` on a tiny synthetic data set: every step runs through
+SparkSubmitOperator (the `spark_default` connection from settings, local[2]) and the run ends with a
+champion ranker in MLflow and published recommendations in Redis.
+
+Real Airflow (SQLite in a temp AIRFLOW_HOME), real spark-submit, real MLflow (SQLite), real
+redis-server. The data: a generated world whose last day is the day before the pipeline date, ingested
+into bronze with the run's shared Spark session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from feature_store.redis_keys import RedisKeys
+from feature_store.settings import Settings
+from lambdarec.airflow_local import airflow_env
+
+pytestmark = pytest.mark.integration
+
+PIPELINE_DATE = date(2026, 3, 15)
+
+
+@pytest.fixture(scope="module")
+def nightly_settings(settings: Settings, redis_server, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """A fresh data directory, the run's redis-server, and a small, quick batch layer."""
+    return settings.model_copy(
+        update={
+            "data_dir": tmp_path_factory.mktemp("nightly"),
+            "tables_uri": None,
+            "redis_url": redis_server.url,
+            "spark_master": "local[2]",
+            "ranker_trees": 30,
+            "als_max_iter": 5,
+            "airflow_parallelism": 2,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def ingested(spark, nightly_settings: Settings) -> Settings:
+    """Two weeks of synthetic events ending the day before the pipeline date, in bronze."""
+    from lambdarec.datagen import GeneratorConfig, generate
+    from spark_jobs.ingest import ingest
+
+    days = 14
+    config = GeneratorConfig(events=6000, users=150, items=80, categories=5, days=days,
+                             start=PIPELINE_DATE - timedelta(days=days), seed=11)
+    out = nightly_settings.data_dir / "generated"
+    generate(config, out)
+    report = ingest(spark, nightly_settings, out, "jsonl", datetime(2026, 3, 15, 6, tzinfo=timezone.utc))
+    assert report.ingested == 6000
+    return nightly_settings
+
+
+def _airflow(settings: Settings, *args: str, timeout_s: float = 1500) -> subprocess.CompletedProcess:
+    env = airflow_env(settings, os.environ)
+    airflow = str(Path(env["PYSPARK_PYTHON"]).parent / "airflow")
+    return subprocess.run([airflow, *args], env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
+
+
+@pytest.fixture(scope="module")
+def nightly_run(ingested: Settings) -> subprocess.CompletedProcess:
+    migrated = _airflow(ingested, "db", "migrate", timeout_s=300)
+    assert migrated.returncode == 0, migrated.stderr[-3000:]
+    done = _airflow(ingested, "dags", "test", "lambdarec_nightly", PIPELINE_DATE.isoformat())
+    log = ingested.data_dir / "dags-test.log"
+    log.write_text(done.stdout + "\n--- stderr ---\n" + done.stderr)
+    assert done.returncode == 0, f"see {log}\n" + (done.stdout + done.stderr)[-4000:]
+    return done
+
+
+def test_nightly_run_succeeds_with_every_step(nightly_run, ingested: Settings) -> None:
+    listed = _airflow(ingested, "dags", "list-runs", "lambdarec_nightly", "--output", "json", timeout_s=120)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    runs = json.loads(listed.stdout)
+    assert [(r["state"], r["data_interval_end"][:10]) for r in runs] == [("success", PIPELINE_DATE.isoformat())]
+
+
+def test_nightly_run_leaves_a_champion_in_mlflow(nightly_run, ingested: Settings) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=ingested.tracking_uri, registry_uri=ingested.registry_uri)
+    champion = client.get_model_version_by_alias(ingested.ranker_model_name, "champion")
+    assert champion.name == ingested.ranker_model_name
+    assert int(champion.version) >= 1
+
+
+def test_nightly_run_publishes_recommendations_to_redis(nightly_run, ingested: Settings, redis_server) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    keys = RedisKeys(ingested.redis_key_prefix)
+    version = client.get(keys.batch_pointer)
+    assert version is not None
+    version = version.decode()
+    meta = {k.decode(): v.decode() for k, v in client.hgetall(keys.batch_meta(version)).items()}
+    assert meta["as_of"] == PIPELINE_DATE.isoformat()
+    recs = list(client.scan_iter(match=keys.user_recs(version, "*"), count=1000))
+    assert len(recs) > 0
