@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import random
 import subprocess
 import sys
@@ -190,6 +191,9 @@ def run(quick: bool, out_dir: Path) -> dict:
 
     from lambdarec.redis_server import EmbeddedRedis
 
+    from benchmarks.bench_serving import raise_priority
+
+    boosted = raise_priority()
     requests = 300 if quick else 3000
     warmup = 50
     python = feast_python()
@@ -198,6 +202,7 @@ def run(quick: bool, out_dir: Path) -> dict:
     with tempfile.TemporaryDirectory(prefix="lambdarec-bench-feast-") as tmp:
         work = Path(tmp)
         server = EmbeddedRedis(directory=work / "redis").start()
+        raise_priority(server.process.pid)
         try:
             client = redis.Redis.from_url(server.url)
             write_lambdarec(client, "feast-bench", users, items)
@@ -212,8 +217,9 @@ def run(quick: bool, out_dir: Path) -> dict:
     ratio = {p: round(fe[p] / lr[p], 1) for p in lr}
     result = {
         "machine": machine_info(),
-        "load_average_1m": round(__import__("os").getloadavg()[0], 2),
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "quick": quick,
+        "priority_boost": boosted,
         "requests": requests,
         "items_per_request": ITEMS_PER_REQUEST,
         "feast_version": FEAST_VERSION,

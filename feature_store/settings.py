@@ -144,6 +144,7 @@ class Settings(BaseSettings):
     serving_redis_budget_s: float = Field(
         0.1, description="Time one request may spend on Redis; past it the answer comes from the local fallback (degraded)."
     )
+    serving_redis_max_connections: int = Field(32, description="Redis connections of one API process (requests queue for one).")
     serving_redis_retry_s: float = Field(
         0.5, description="After a Redis failure, answer from the fallback for this long before trying Redis again."
     )

@@ -68,17 +68,24 @@ class Services:
 
 
 def open_redis(url: str, settings: Settings):
-    """The async Redis client of the API: hiredis parser (unless switched off), request-sized timeouts."""
+    """The async Redis client of the API: hiredis parser (unless switched off), request-sized
+    timeouts, and a bounded pool. Bounded because under overload an unbounded pool opens a connection
+    per waiting request, and every timed-out request throws its connection away: the reconnects then
+    cost more than the work. No CLIENT SETINFO on connect (two round trips per new connection)."""
     import redis.asyncio as aioredis
     from redis._parsers import _AsyncHiredisParser, _AsyncRESP2Parser
 
-    return aioredis.Redis.from_url(
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=settings.serving_redis_max_connections,
+        timeout=settings.serving_redis_budget_s,
         socket_timeout=settings.serving_redis_budget_s,
         socket_connect_timeout=settings.serving_redis_budget_s,
         parser_class=_AsyncHiredisParser if settings.serving_hiredis else _AsyncRESP2Parser,
         health_check_interval=0,
+        driver_info=None,
     )
+    return aioredis.Redis(connection_pool=pool)
 
 
 def build_services(settings: Settings, redis_client, *, resolve=resolve_champion, load=load_ranker) -> Services:
@@ -152,16 +159,40 @@ def create_app(
             await services.watcher.stop()
             await services.recommender.stop()
             await client.aclose()
+            await client.connection_pool.disconnect()
 
     app = FastAPI(
         title="lambdarec",
         version="1",
         summary="Real-time recommendations: batch (Spark) and speed (Structured Streaming) layers merged per request.",
         lifespan=lifespan,
+        docs_url=None,  # served by _offline_docs: FastAPI's default page loads Swagger UI from a CDN
+        redoc_url=None,
     )
     app.include_router(_v1_router(settings))
     app.include_router(_ops_router())
+    _offline_docs(app)
     return app
+
+
+def _offline_docs(app: FastAPI) -> None:
+    """/docs with Swagger UI served from the installed `swagger-ui-bundle-v2` package, so the page
+    renders without Internet access (a laptop demo, an air-gapped cluster)."""
+    import swagger_ui_bundle
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount("/docs-static", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui():
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url="/docs-static/swagger-ui-bundle.js",
+            swagger_css_url="/docs-static/swagger-ui.css",
+            swagger_favicon_url="/docs-static/favicon-32x32.png",
+        )
 
 
 # -- dependencies ----------------------------------------------------------------------------------

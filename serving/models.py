@@ -107,7 +107,9 @@ def _native_runner(path: Path, kind: str) -> Callable[[np.ndarray], np.ndarray]:
         import xgboost
 
         booster = xgboost.Booster()
-        booster.load_model(str(path))
+        # From a buffer, xgboost tells JSON from UBJSON by content; from a path it goes by the file
+        # extension, and `native_model` has none.
+        booster.load_model(bytearray(path.read_bytes()))
         booster.set_param({"nthread": 1})
         return lambda matrix: booster.inplace_predict(matrix)
     if kind.startswith("lightgbm"):

@@ -224,7 +224,10 @@ class Recommender:
         of the items they just touched and those neighbours' features in memory."""
         if not (self.settings.serving_prefetch_enabled and self.store.cache.enabled) or not self.breaker.allows():
             return
+        cache = self.store.cache
         for user_id, item_ids in items_by_user.items():
+            if user_id in cache.users and all(i in cache.similar and i in cache.items for i in item_ids):
+                continue  # already warm: a prefetch would only cost the next request CPU
             task = asyncio.create_task(self.prefetch(user_id, item_ids))
             self._prefetching.add(task)
             task.add_done_callback(self._prefetching.discard)

@@ -12,39 +12,37 @@ import msgpack
 import pytest
 
 from feature_store.codecs import encode_features, encode_ids, encode_recs
-from feature_store.ranking import CHAMPION_ALIAS
 from feature_store.redis_keys import RedisKeys
 from feature_store.settings import Settings
 
 
-def train_tiny_ranker(directory: Path, seed: int) -> Path:
-    """A LightGBM lambdarank (15 trees) on random vectors, converted to ONNX, in the MODEL_FILES layout."""
+def train_tiny_ranker(directory: Path, seed: int, kind: str) -> Path:
+    """A 15-tree ranker on random vectors, exported with the batch layer's exporter (MODEL_FILES)."""
     from benchmarks.bench_serving import train_ranker_files
 
-    return train_ranker_files(directory, seed=seed, trees=15, leaves=7)
+    return train_ranker_files(directory, seed=seed, trees=15, leaves=7, kind=kind)
 
 
 def _log_ranker(settings: Settings, directory: Path, champion: bool = True) -> str:
-    """Log the files to MLflow, register a version of `settings.ranker_model_name`, optionally make
-    it champion (the benchmark's helper: one implementation for both)."""
+    """Log and register the files with the batch layer's MLflow code, optionally make the version
+    champion (spark_jobs.model_registry via the benchmark's helper: one implementation for all)."""
     from benchmarks.bench_serving import register_ranker_files
 
     return register_ranker_files(settings, directory, champion)
 
 
 def _set_champion(settings: Settings, version: str) -> None:
-    from mlflow.tracking import MlflowClient
+    """Move the champion alias the way `lambdarec models promote` does."""
+    from spark_jobs.model_registry import set_champion
 
-    MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri).set_registered_model_alias(
-        settings.ranker_model_name, CHAMPION_ALIAS, version
-    )
+    set_champion(settings, version)
 
 
 @pytest.fixture(scope="session")
 def ranker_dirs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """Two different tiny rankers (files only), trained once per run."""
+    """Two tiny rankers (files only), a LightGBM and an XGBoost one, trained once per run."""
     root = tmp_path_factory.mktemp("rankers")
-    return [train_tiny_ranker(root / f"r{seed}", seed) for seed in (1, 2)]
+    return [train_tiny_ranker(root / kind, seed, kind) for seed, kind in ((1, "lightgbm"), (2, "xgboost"))]
 
 
 @pytest.fixture(scope="session")
