@@ -114,5 +114,5 @@ class RedisKeys:
     # -- serving -------------------------------------------------------------------------------
     @property
     def model_pointer(self) -> str:
-        """Hash: name, version and loaded_at of the model the serving layer uses (for /readyz)."""
+        """Hash: name, version, backend and loaded_at of the ranker the serving layer loaded last."""
         return f"{self.prefix}:serving:model"
