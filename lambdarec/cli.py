@@ -18,6 +18,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "lambdarec.commands.demo",
     "lambdarec.commands.serve",
     "lambdarec.commands.replay",
+    "lambdarec.commands.models",
+    "lambdarec.commands.evaluate",
 )
 
 

@@ -11,8 +11,9 @@ spark_jobs.model_registry (each training run's report), spark_jobs.offline_eval.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import pandas as pd
 from pyspark.sql import DataFrame, Window
@@ -85,3 +86,59 @@ def ranking_metrics(rankings: DataFrame, relevance: DataFrame, k: int, catalog_s
     result[metric_key("coverage", k)] = covered / catalog_size if catalog_size else 0.0
     result["users"] = float(means["users"])
     return result
+
+
+# -- one holdout, many models ----------------------------------------------------------------------
+
+BASELINE_SOURCES: tuple[str, ...] = ("popular", "als", "covisit")
+BLEND = "blend"
+
+
+@dataclass
+class Holdout:
+    """Everything a model is judged on for cut-off `as_of`: its candidates' ranker inputs and what users did next."""
+
+    as_of: date
+    candidates: DataFrame
+    inputs: DataFrame
+    relevance: DataFrame
+    catalog_size: int
+    k: int
+
+
+def holdout_data(
+    candidates: DataFrame, user_features: DataFrame, item_features: DataFrame, interactions: DataFrame, as_of: date, horizon_days: int, k: int
+) -> Holdout:
+    from spark_jobs.training_set import ranker_inputs
+
+    catalog_size = at(item_features, as_of).select("item_id").distinct().count()
+    return Holdout(
+        as_of=as_of,
+        candidates=at(candidates, as_of).cache(),
+        inputs=ranker_inputs(candidates, user_features, item_features, as_of).cache(),
+        relevance=relevant_items(interactions, as_of, horizon_days).cache(),
+        catalog_size=catalog_size,
+        k=k,
+    )
+
+
+def model_ranking(holdout: Holdout, model, depth: int | None = None) -> DataFrame:
+    """(user_id, item_id, rank) of a ranker (a scoring.NativeModel) over all of each user's candidates."""
+    from spark_jobs.scoring import score_inputs
+
+    return top_k_by_score(score_inputs(holdout.inputs, model), depth or holdout.k)
+
+
+def evaluate_models(holdout: Holdout, models: Mapping[str, object], sources: Sequence[str] = BASELINE_SOURCES, blend: Sequence[str] = ()) -> dict[str, dict[str, float]]:
+    """Metrics@k on the holdout of each candidate source alone, each model (label -> NativeModel) and,
+    when `blend` names two or more models, their reciprocal-rank fusion (`blend`)."""
+    results: dict[str, dict[str, float]] = {}
+    for source in sources:
+        results[source] = ranking_metrics(top_k_from_source(holdout.candidates, source, holdout.as_of, holdout.k), holdout.relevance, holdout.k, holdout.catalog_size)
+    full_depth = 1_000_000  # fusion needs each model's whole order, not only its top k
+    for label, model in models.items():
+        results[label] = ranking_metrics(model_ranking(holdout, model), holdout.relevance, holdout.k, holdout.catalog_size)
+    if len(blend) >= 2:
+        fused = rank_fusion([model_ranking(holdout, models[label], full_depth) for label in blend], holdout.k)
+        results[BLEND] = ranking_metrics(fused, holdout.relevance, holdout.k, holdout.catalog_size)
+    return results

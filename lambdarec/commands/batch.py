@@ -81,10 +81,72 @@ def interactions_command(
     console.print(f"[bold]interactions[/bold] for event dates [{report.start}, {report.end}): {report.rows_written:,} rows -> {report.table}")
 
 
+def run_command(
+    run_date: str = typer.Option(..., "--date", help="Run date D (YYYY-MM-DD): uses events before 00:00 UTC of D."),
+) -> None:
+    """The whole nightly pipeline for one date: features, candidates, training set, XGBoost and LightGBM
+    (registered in MLflow), evaluation, promotion gate, batch scoring with @champion, publish to Redis,
+    expiry of old batch versions. Each step is idempotent: rerun the date to resume."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from feature_store.settings import load_settings
+    from lambdarec.composition import redis_url, spark_session
+
+    day = parse_day(run_date, "--date")
+    settings = load_settings()
+    console = Console()
+    with console.status("starting Spark…"):
+        spark = spark_session(settings)
+    from spark_jobs.batch_pipeline import STEPS, run_batch
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task(f"batch {day}: {next(iter(STEPS))}", total=len(STEPS))
+        names = list(STEPS)
+
+        def advance(name: str, report: dict) -> None:
+            done = names.index(name) + 1
+            progress.update(task, completed=done, description=f"batch {day}: {names[done] if done < len(names) else 'done'}")
+            console.print(f"  {name}: {_summary(report)}")
+
+        run_batch(spark, settings, day, redis_url=lambda: redis_url(settings), on_step=advance)
+
+
+def step_command(
+    name: str = typer.Argument(..., help="features, candidates, training_set, train_xgboost, train_lightgbm, evaluate, promote, score, publish or expire"),
+    run_date: str = typer.Option(..., "--date", help="Run date D (YYYY-MM-DD)."),
+) -> None:
+    """One step of the nightly pipeline for one date (the same steps the Airflow DAG runs)."""
+    from rich.console import Console
+
+    from feature_store.settings import load_settings
+    from lambdarec.composition import redis_url, spark_session
+
+    day = parse_day(run_date, "--date")
+    settings = load_settings()
+    console = Console()
+    with console.status("starting Spark…"):
+        spark = spark_session(settings)
+    from spark_jobs.batch_pipeline import STEPS, BatchContext, run_step
+
+    if name not in STEPS:
+        raise typer.BadParameter(f"unknown step {name!r}; steps: {', '.join(STEPS)}", param_hint="NAME")
+    with console.status(f"{name} for {day}…"):
+        report = run_step(BatchContext(spark, settings, day, redis_url=lambda: redis_url(settings)), name)
+    console.print(f"[bold]{name}[/bold] {day}: {_summary(report)}")
+
+
+def _summary(report: dict) -> str:
+    """One line per step report: its scalar fields (nested results are in MLflow and the tables)."""
+    return ", ".join(f"{k}={v}" for k, v in report.items() if isinstance(v, (str, int, float, bool))) or "done"
+
+
 # name -> command function; other batch jobs (candidates, train, score, publish, run) add themselves here.
 BATCH_COMMANDS: dict[str, Callable[..., None]] = {
     "interactions": interactions_command,
     "features": features_command,
+    "run": run_command,
+    "step": step_command,
 }
 
 

@@ -1,0 +1,434 @@
+"""The nightly batch pipeline: one day of events in, a promoted ranker and a published batch out.
+
+Steps (`STEPS`, in order), each reading its inputs from Delta tables and MLflow and writing its outputs
+there (never handing data over in memory), each idempotent and restartable for a run date D:
+
+| step | reads | writes |
+|---|---|---|
+| features | bronze/silver | silver interactions, gold user/item features for as_of in [D-2h, D] |
+| candidates | silver, for cut-offs D-2h (train), D-h (holdout), D (serve) | gold/candidates (as_of, source), gold/item_similar; candidate recall@N per source in MLflow |
+| training_set | candidates, gold features, silver labels in [D-2h, D-h) | gold/training_set (as_of D-2h) |
+| train_xgboost, train_lightgbm | training_set; holdout (as_of D-h, labels [D-h, D)) | an MLflow run + a new registered version each (skipped when this date's version exists) |
+| evaluate | holdout; this date's versions, the champion | an MLflow run comparing popularity, ALS, co-visitation, each ranker and the blend; holdout tags on versions |
+| promote | the evaluate run, version tags | aliases `challenger` / `champion` (the gate) |
+| score | candidates and features as of D, `@champion` | gold/batch_scores (as_of D) |
+| publish | batch_scores, features, item_similar, silver | a new Redis batch version + the pointer flip |
+| expire | Redis | TTLs on versions older than the kept ones |
+
+h = `Settings.label_horizon_days`. Entry points: `python -m spark_jobs.batch_pipeline <step> --date
+YYYY-MM-DD` (what the Airflow DAG's SparkSubmitOperator launches, also as a file), `run_batch` (all steps,
+`lambdarec batch run`), `run_step` (`lambdarec batch step`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any, Callable
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from feature_store.ranking import CANDIDATE_SOURCES
+from feature_store.redis_keys import RedisKeys
+from feature_store.settings import Settings
+from feature_store.tables import (
+    BATCH_SCORES,
+    CANDIDATES,
+    INTERACTIONS,
+    ITEM_FEATURES,
+    ITEM_SIMILAR,
+    TRAINING_SET,
+    USER_FEATURES,
+    Table,
+)
+
+log = logging.getLogger("lambdarec.batch")
+EVAL_K = 10
+
+
+class BatchStepError(RuntimeError):
+    """A step cannot run on the data it found (the message says what is missing and what to run)."""
+
+
+@dataclass(frozen=True)
+class Cutoffs:
+    """The three cut-offs of run date D: train on D-2h (labels up to D-h), judge on D-h (labels up to D), serve D."""
+
+    train: date
+    holdout: date
+    serve: date
+
+    @classmethod
+    def of(cls, run_date: date, horizon_days: int) -> "Cutoffs":
+        h = timedelta(days=horizon_days)
+        return cls(train=run_date - 2 * h, holdout=run_date - h, serve=run_date)
+
+
+@dataclass
+class BatchContext:
+    """What every step gets: the session, settings, run date, and the outside world passed in."""
+
+    spark: SparkSession
+    settings: Settings
+    run_date: date
+    redis_url: Callable[[], str] = field(default=lambda: "")
+    clock: Callable[[], float] = time.time
+
+    @property
+    def cutoffs(self) -> Cutoffs:
+        return Cutoffs.of(self.run_date, self.settings.label_horizon_days)
+
+    def read(self, table: Table) -> DataFrame:
+        from spark_jobs.delta_io import read_table
+
+        return read_table(self.spark, self.settings, table)
+
+
+# -- Delta writes ----------------------------------------------------------------------------------
+
+
+def replace_where(ctx: BatchContext, table: Table, df: DataFrame, condition: str) -> int:
+    """Overwrite exactly the rows matching `condition` (one partition) with `df`; rows written."""
+    from spark_jobs.delta_io import conform, ensure_table, last_commit_metrics
+
+    path = ensure_table(ctx.spark, ctx.settings, table)
+    conform(df, table).write.format("delta").mode("overwrite").option("replaceWhere", condition).save(path)
+    return int(last_commit_metrics(ctx.spark, path).get("numOutputRows", 0))
+
+
+def as_of_condition(as_of: date, source: str | None = None) -> str:
+    condition = f"as_of = DATE'{as_of.isoformat()}'"
+    return condition + (f" AND source = '{source}'" if source else "")
+
+
+# -- steps -------------------------------------------------------------------------------------------
+
+
+def step_features(ctx: BatchContext) -> dict[str, Any]:
+    from spark_jobs.features import run_features
+
+    cut = ctx.cutoffs
+    report = run_features(ctx.spark, ctx.settings, cut.train, cut.serve + timedelta(days=1))
+    return {"as_of": [str(cut.train), str(cut.serve)], "user_rows": report.user_rows, "item_rows": report.item_rows}
+
+
+def step_candidates(ctx: BatchContext) -> dict[str, Any]:
+    from spark_jobs.candidates import CandidateParams, active_users, build_candidates, candidate_recall, next_items
+
+    settings, cut = ctx.settings, ctx.cutoffs
+    interactions = ctx.read(INTERACTIONS).cache()
+    params = CandidateParams.from_settings(settings)
+    report: dict[str, Any] = {}
+    for as_of in (cut.train, cut.holdout, cut.serve):
+        users = active_users(interactions, as_of, settings.active_user_days).cache()
+        sources, similar = build_candidates(interactions, users, as_of, params)
+        rows = {s: replace_where(ctx, CANDIDATES, df, as_of_condition(as_of, s)) for s, df in sources.items()}
+        rows["item_similar"] = replace_where(ctx, ITEM_SIMILAR, similar, as_of_condition(as_of))
+        report[str(as_of)] = {"rows": rows}
+        if as_of < cut.serve:  # the next interactions are known: how much of them do candidates cover?
+            written = ctx.read(CANDIDATES).where(F.col("as_of") == F.lit(as_of))
+            recall = candidate_recall(written, next_items(interactions, as_of, settings.label_horizon_days), params.per_source)
+            report[str(as_of)]["recall"] = recall
+    _log_step_run(ctx, "candidates", {f"recall.{a}.{s}": v for a, r in report.items() for s, v in r.get("recall", {}).items()})
+    return report
+
+
+def step_training_set(ctx: BatchContext) -> dict[str, Any]:
+    from spark_jobs.training_set import build_training_set
+
+    settings, cut = ctx.settings, ctx.cutoffs
+    examples = build_training_set(
+        ctx.read(CANDIDATES),
+        ctx.read(USER_FEATURES),
+        ctx.read(ITEM_FEATURES),
+        ctx.read(INTERACTIONS),
+        cut.train,
+        settings.label_horizon_days,
+        settings.max_negatives_per_query,
+    )
+    rows = replace_where(ctx, TRAINING_SET, examples, as_of_condition(cut.train))
+    return {"as_of": str(cut.train), "rows": rows}
+
+
+def holdout(ctx: BatchContext):
+    from spark_jobs.evaluation import holdout_data
+
+    return holdout_data(
+        ctx.read(CANDIDATES), ctx.read(USER_FEATURES), ctx.read(ITEM_FEATURES), ctx.read(INTERACTIONS),
+        ctx.cutoffs.holdout, ctx.settings.label_horizon_days, EVAL_K,
+    )
+
+
+def run_versions(ctx: BatchContext) -> dict[str, dict[str, Any]]:
+    """This run date's registered versions: version -> tags."""
+    from spark_jobs.model_registry import list_versions
+
+    return {v["version"]: v["tags"] for v in list_versions(ctx.settings) if v["tags"].get("run_date") == str(ctx.run_date)}
+
+
+def step_train(ctx: BatchContext, kind: str) -> dict[str, Any]:
+    from spark_jobs.evaluation import BASELINE_SOURCES, evaluate_models
+    from spark_jobs.model_registry import log_ranker_run
+    from spark_jobs.rankers.common import RankerParams, collect_queries, split_validation
+    from spark_jobs.rankers.export import export_ranker
+    from spark_jobs.scoring import NativeModel
+    from spark_jobs.training_set import at
+
+    done = [v for v, tags in run_versions(ctx).items() if tags.get("kind") == kind]
+    if done:
+        return {"kind": kind, "version": done[0], "skipped": "already registered for this run date"}
+    settings, cut = ctx.settings, ctx.cutoffs
+    examples = at(ctx.read(TRAINING_SET), cut.train).cache()
+    if examples.limit(1).count() == 0:
+        raise BatchStepError(
+            f"no training examples for as_of {cut.train}: the training set needs candidates and events in "
+            f"[{cut.train}, {cut.holdout}); run the steps `candidates` and `training_set` (or use a later --date)"
+        )
+    params = RankerParams.from_settings(settings)
+    train_part, validation_part = split_validation(examples, params.seed)
+    if kind == "xgboost":
+        from spark_jobs.rankers.xgboost_ranker import train_xgboost as train
+    else:
+        from spark_jobs.rankers.lightgbm_ranker import train_lightgbm as train
+    ranker = train(train_part, params)
+    results = evaluate_models(holdout(ctx), {kind: NativeModel(kind, ranker.native_bytes())}, sources=BASELINE_SOURCES[:2])
+    tags = {"as_of": str(cut.train), "run_date": str(ctx.run_date), "holdout_as_of": str(cut.holdout)}
+    with tempfile.TemporaryDirectory() as tmp:
+        meta = export_ranker(
+            ranker, collect_queries(validation_part), settings.ranker_compress_tolerance, Path(tmp),
+            extra_meta={"trained_as_of": str(cut.train), "holdout_as_of": str(cut.holdout), "holdout": results[kind]},
+        )
+        registered = log_ranker_run(settings, Path(tmp), meta, {**ranker.params, "num_workers": ranker.num_workers}, results, ranker.importance(), tags)
+    return {"kind": kind, "version": registered.version, "holdout": results[kind], "train_seconds": ranker.train_seconds, "compressed": meta["compressed"]}
+
+
+def holdout_tag(as_of: date | str, metric: str) -> str:
+    from spark_jobs.model_registry import mlflow_key
+
+    return f"holdout.{as_of}.{mlflow_key(metric)}"
+
+
+def step_evaluate(ctx: BatchContext) -> dict[str, Any]:
+    """Compare every model of this run date, the champion and the baselines on the same holdout."""
+    from spark_jobs.evaluation import evaluate_models
+    from spark_jobs.model_registry import champion_version, client, load_ranker
+    from spark_jobs.scoring import NativeModel
+
+    settings = ctx.settings
+    versions = run_versions(ctx)
+    champion = champion_version(settings)
+    labels = {v: f"{tags.get('kind')} v{v}" for v, tags in versions.items()}
+    if champion and champion not in labels:
+        labels[champion] = f"champion v{champion}"
+    models = {}
+    for version, label in labels.items():
+        loaded = load_ranker(settings, version)
+        models[label] = NativeModel(loaded.kind, loaded.native, version)
+    results = evaluate_models(holdout(ctx), models, blend=[labels[v] for v in versions])
+    mlflow_client = client(settings)
+    for version, label in labels.items():
+        for metric, value in results[label].items():
+            mlflow_client.set_model_version_tag(settings.ranker_model_name, version, holdout_tag(ctx.cutoffs.holdout, metric), str(value))
+    _log_step_run(ctx, "evaluate", {f"holdout.{label}.{m}": v for label, r in results.items() for m, v in r.items()}, report=results)
+    return {"holdout_as_of": str(ctx.cutoffs.holdout), "results": results}
+
+
+def step_promote(ctx: BatchContext) -> dict[str, Any]:
+    """The gate: the best of this date's versions becomes challenger, and champion if it beats the
+    current champion (first model: popularity) on the same holdout by `promotion_min_gain`."""
+    from spark_jobs.model_registry import apply_gate, champion_version, gate
+
+    settings, metric = ctx.settings, ctx.settings.promotion_metric
+    tag = holdout_tag(ctx.cutoffs.holdout, metric)
+    versions = run_versions(ctx)
+    champion = champion_version(settings)
+    if not versions:
+        raise BatchStepError(f"no model version registered for run date {ctx.run_date}: run train_xgboost / train_lightgbm first")
+    if any(tag not in tags for tags in versions.values()) or (champion and champion not in versions and tag not in _version_tags(ctx, champion)):
+        step_evaluate(ctx)
+        versions = run_versions(ctx)
+    best = max(versions, key=lambda v: float(versions[v][tag]))
+    if best == champion:
+        return {"version": best, "promoted": True, "reason": "already champion"}
+    popularity = _evaluate_run_metric(ctx, f"holdout.popular.{metric}")
+    champion_metric = float(_version_tags(ctx, champion)[tag]) if champion else None
+    decision = apply_gate(settings, best, gate(float(versions[best][tag]), champion_metric, popularity, settings.promotion_min_gain, metric))
+    return {"version": best, "promoted": decision.promote, "reason": decision.reason}
+
+
+def step_score(ctx: BatchContext) -> dict[str, Any]:
+    from spark_jobs.model_registry import NoChampion, load_ranker
+    from spark_jobs.scoring import NO_MODEL_VERSION, NativeModel, fused_source_scores, score_inputs, top_n_scores
+    from spark_jobs.training_set import at, ranker_inputs
+
+    settings, as_of = ctx.settings, ctx.cutoffs.serve
+    candidates = ctx.read(CANDIDATES)
+    try:
+        champion = load_ranker(settings)
+        model = NativeModel(champion.kind, champion.native, champion.version)
+        scored = score_inputs(ranker_inputs(candidates, ctx.read(USER_FEATURES), ctx.read(ITEM_FEATURES), as_of), model)
+        version = champion.version
+    except NoChampion:
+        log.warning("no champion yet: batch scores fall back to reciprocal-rank fusion of the candidate sources")
+        scored, version = fused_source_scores(at(candidates, as_of)), NO_MODEL_VERSION
+    rows = replace_where(ctx, BATCH_SCORES, top_n_scores(scored, settings.batch_top_n, as_of, version), as_of_condition(as_of))
+    return {"as_of": str(as_of), "rows": rows, "model_version": version}
+
+
+def step_publish(ctx: BatchContext) -> dict[str, Any]:
+    from spark_jobs.candidates import history_before, popularity
+    from spark_jobs.publish import PublishTarget, batch_content, batch_version, publish_batch
+
+    settings, as_of = ctx.settings, ctx.cutoffs.serve
+    scores = ctx.read(BATCH_SCORES).where(F.col("as_of") == F.lit(as_of))
+    first = scores.select("model_version").first()
+    if first is None:
+        raise BatchStepError(f"gold/batch_scores has nothing for as_of {as_of}: run the step `score` first")
+    interactions = ctx.read(INTERACTIONS)
+    popular_items = (
+        popularity(history_before(interactions, as_of), as_of, settings.popular_window_days, settings.popular_half_life_days)
+        .orderBy(F.col("score").desc(), F.col("item_id"))
+        .limit(settings.batch_top_n)
+        .collect()
+    )
+    content = batch_content(
+        scores, ctx.read(USER_FEATURES), ctx.read(ITEM_FEATURES), ctx.read(ITEM_SIMILAR), interactions,
+        [(r.item_id, r.score) for r in popular_items], as_of,
+    )
+    now = ctx.clock()
+    target = PublishTarget(ctx.redis_url(), settings.redis_key_prefix, batch_version(as_of, int(now)))
+    meta = {"as_of": str(as_of), "model_name": settings.ranker_model_name, "model_version": first.model_version, "published_at": int(now), "version": target.version}
+    return publish_batch(target, content, meta, now, settings.publish_keep_versions, settings.publish_grace_s)
+
+
+def step_expire(ctx: BatchContext) -> dict[str, Any]:
+    import redis
+
+    from spark_jobs.publish import expire_old_versions
+
+    client = redis.Redis.from_url(ctx.redis_url())
+    try:
+        keys = RedisKeys(ctx.settings.redis_key_prefix)
+        return {"expired": expire_old_versions(client, keys, ctx.settings.publish_keep_versions, ctx.settings.publish_grace_s)}
+    finally:
+        client.close()
+
+
+STEPS: dict[str, Callable[[BatchContext], dict[str, Any]]] = {
+    "features": step_features,
+    "candidates": step_candidates,
+    "training_set": step_training_set,
+    "train_xgboost": lambda ctx: step_train(ctx, "xgboost"),
+    "train_lightgbm": lambda ctx: step_train(ctx, "lightgbm"),
+    "evaluate": step_evaluate,
+    "promote": step_promote,
+    "score": step_score,
+    "publish": step_publish,
+    "expire": step_expire,
+}
+
+
+# -- MLflow bookkeeping of steps ---------------------------------------------------------------------
+
+
+def _log_step_run(ctx: BatchContext, step: str, metrics: dict[str, float], report: dict | None = None) -> None:
+    import mlflow
+
+    from spark_jobs.model_registry import configure_mlflow, log_evaluation_report, mlflow_key
+
+    configure_mlflow(ctx.settings)
+    with mlflow.start_run(run_name=f"{step}-{ctx.run_date}"):
+        mlflow.set_tags({"step": step, "run_date": str(ctx.run_date), "holdout_as_of": str(ctx.cutoffs.holdout)})
+        mlflow.log_metrics({mlflow_key(k): float(v) for k, v in metrics.items()})
+        if report is not None:
+            log_evaluation_report(report, EVAL_K)
+
+
+def _evaluate_run_metric(ctx: BatchContext, name: str) -> float:
+    import mlflow
+
+    from spark_jobs.model_registry import configure_mlflow, mlflow_key
+
+    configure_mlflow(ctx.settings)
+    runs = mlflow.search_runs(
+        experiment_names=[ctx.settings.mlflow_experiment],
+        filter_string=f"tags.step = 'evaluate' and tags.run_date = '{ctx.run_date}'",
+        order_by=["start_time DESC"],
+        max_results=1,
+    )
+    column = f"metrics.{mlflow_key(name)}"
+    if runs.empty or column not in runs:
+        raise BatchStepError(f"no evaluation of run date {ctx.run_date} has {name}: run the step `evaluate` first")
+    return float(runs.iloc[0][column])
+
+
+def _version_tags(ctx: BatchContext, version: str) -> dict[str, str]:
+    from spark_jobs.model_registry import client
+
+    return dict(client(ctx.settings).get_model_version(ctx.settings.ranker_model_name, version).tags)
+
+
+# -- entry points --------------------------------------------------------------------------------------
+
+
+def run_step(ctx: BatchContext, name: str) -> dict[str, Any]:
+    if name not in STEPS:
+        raise BatchStepError(f"unknown step {name!r}; steps: {', '.join(STEPS)}")
+    started = time.perf_counter()
+    result = STEPS[name](ctx)
+    log.info("step %s for %s done in %.1f s", name, ctx.run_date, time.perf_counter() - started)
+    return {**result, "seconds": round(time.perf_counter() - started, 2)}
+
+
+def run_batch(
+    spark: SparkSession,
+    settings: Settings,
+    run_date: date,
+    redis_url: Callable[[], str] | None = None,
+    on_step: Callable[[str, dict[str, Any]], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Every step in order for `run_date`; returns each step's report."""
+    ctx = BatchContext(spark, settings, run_date, redis_url=redis_url or _default_redis_url(settings))
+    reports = {}
+    for name in STEPS:
+        reports[name] = run_step(ctx, name)
+        if on_step:
+            on_step(name, reports[name])
+    return reports
+
+
+def _default_redis_url(settings: Settings) -> Callable[[], str]:
+    def resolve() -> str:
+        # The composition root knows the embedded redis-server; imported only when a step needs Redis.
+        from lambdarec.composition import redis_url
+
+        return redis_url(settings)
+
+    return resolve
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="spark_jobs.batch_pipeline", description="Run one step of the nightly batch pipeline.")
+    parser.add_argument("step", choices=[*STEPS, "all"])
+    parser.add_argument("--date", required=True, type=date.fromisoformat, help="run date D (YYYY-MM-DD): data before 00:00 UTC of D")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from feature_store.settings import load_settings
+    from lambdarec.composition import spark_session
+
+    settings = load_settings()
+    spark = spark_session(settings)
+    if args.step == "all":
+        print(run_batch(spark, settings, args.date))
+    else:
+        print(run_step(BatchContext(spark, settings, args.date, redis_url=_default_redis_url(settings)), args.step))
+
+
+if __name__ == "__main__":
+    main()
