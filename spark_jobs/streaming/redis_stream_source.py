@@ -19,6 +19,7 @@ Rows: `entry_id` (string), `bus_time_ms` (the ms part of the id: when the event 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, TypeVar
@@ -88,8 +89,18 @@ def latest_allowed(start: str, newest: str | None, nth: str | None, target: str 
     return end
 
 
+# Set by the job when it is asked to stop: retries give up, so a stop is never stuck behind a Redis
+# outage (the unfinished micro-batch is not committed and runs again at the next start).
+STOPPING = threading.Event()
+
+
+class JobStopping(RuntimeError):
+    """The job is stopping while Redis is unavailable: the micro-batch is abandoned, not lost."""
+
+
 def retry_forever(call: Callable[[], T], what: str, *, first_delay_s: float = 0.1, max_delay_s: float = 2.0) -> T:
-    """Run `call` until Redis answers, with capped exponential backoff (Redis restarting under the job)."""
+    """Run `call` until Redis answers, with capped exponential backoff (Redis restarting under the job);
+    raises JobStopping instead when the job is stopping."""
     import redis
 
     delay = first_delay_s
@@ -98,7 +109,8 @@ def retry_forever(call: Callable[[], T], what: str, *, first_delay_s: float = 0.
             return call()
         except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
             log.warning("redis unavailable while %s (%s); retrying in %.1fs", what, exc, delay)
-            time.sleep(delay)
+            if STOPPING.wait(delay):
+                raise JobStopping(f"stopped while {what}") from exc
             delay = min(max_delay_s, delay * 2)
 
 

@@ -63,10 +63,18 @@ def bus_source_label(settings: Settings) -> str:
     return f"stream:{settings.event_stream}"
 
 
+def max_rows_per_batch(settings: Settings, consumer: str) -> int:
+    """Admission cap of a query: the bronze query triggers less often, so it may take proportionally
+    more rows per batch (else it could never keep up with what the speed query admits)."""
+    if consumer == BRONZE_QUERY:
+        return settings.stream_max_rows_per_batch * max(1, settings.stream_bronze_trigger_ms // max(1, settings.stream_trigger_ms))
+    return settings.stream_max_rows_per_batch
+
+
 def read_bus(spark, settings: Settings, redis_url: str, consumer: str):
     """The bus as a streaming DataFrame of `entry_id`, `bus_time_ms`, `raw` (the event JSON)."""
     if settings.event_bus == "kafka":
-        return read_kafka_bus(spark, settings)
+        return read_kafka_bus(spark, settings, max_rows_per_batch(settings, consumer))
     from spark_jobs.streaming.redis_stream_source import SOURCE_NAME, register_redis_stream_source
 
     register_redis_stream_source(spark)
@@ -75,12 +83,12 @@ def read_bus(spark, settings: Settings, redis_url: str, consumer: str):
         .option("url", redis_url)
         .option("stream", settings.event_stream)
         .option("consumer", consumer)
-        .option("max_rows_per_batch", settings.stream_max_rows_per_batch)
+        .option("max_rows_per_batch", max_rows_per_batch(settings, consumer))
         .load()
     )
 
 
-def read_kafka_bus(spark, settings: Settings):
+def read_kafka_bus(spark, settings: Settings, max_rows: int):
     """A Kafka topic whose message values are the same event JSON as the Redis Stream's `event` field."""
     from pyspark.sql import functions as F
 
@@ -91,7 +99,7 @@ def read_kafka_bus(spark, settings: Settings):
         .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
         .option("subscribe", settings.kafka_topic)
         .option("startingOffsets", "earliest")
-        .option("maxOffsetsPerTrigger", settings.stream_max_rows_per_batch)
+        .option("maxOffsetsPerTrigger", max_rows)
         .load()
     )
     return frame.select(
@@ -177,6 +185,7 @@ class BronzeWriter:
         self.event_types = event_types or EventTypes()
         self.future_tolerance = timedelta(minutes=settings.future_tolerance_minutes)
         self.source = bus_source_label(settings)
+        self.table_paths: dict = {}  # tables created (if missing) once per run, not every batch
 
     def __call__(self, df, batch_id: int) -> None:
         from feature_store.tables import BRONZE_EVENTS, QUARANTINE
@@ -190,7 +199,7 @@ class BronzeWriter:
             BRONZE_EVENTS: bronze_event_rows(good, self.source),
             QUARANTINE: quarantine_rows(rejected, bus_times, self.source),
         }
-        write_bronze_batch(self.spark, self.settings, batch_id, rows)
+        write_bronze_batch(self.spark, self.settings, batch_id, rows, self.table_paths)
         if self.settings.event_bus == "redis":
             trim_consumed_safely(self.client, self.settings.event_stream, self.settings.event_stream_maxlen)
         write_status(
@@ -204,22 +213,26 @@ class BronzeWriter:
         )
 
 
-def write_bronze_batch(spark, settings: Settings, batch_id: int, rows_by_table: dict) -> None:
+def write_bronze_batch(spark, settings: Settings, batch_id: int, rows_by_table: dict, table_paths: dict | None = None) -> None:
     """Append each table's rows of the batch. Delta's idempotent writes (txnAppId = the table's stream
     writer, txnVersion = batch id) make a replayed batch id a no-op; an append costs the batch only,
-    where a MERGE on event_id would read the whole growing bronze table (silver dedupes event ids)."""
+    where a MERGE on event_id would read the whole growing bronze table (silver dedupes event ids).
+    `table_paths` caches the tables already ensured to exist."""
     from spark_jobs.delta_io import ensure_table
 
+    paths = table_paths if table_paths is not None else {}
     for table, rows in rows_by_table.items():
         if not rows:
             continue
+        if table not in paths:
+            paths[table] = ensure_table(spark, settings, table)
         (
             spark.createDataFrame(rows, table.ddl)
             .write.format("delta")
             .mode("append")
             .option("txnAppId", f"lambdarec-stream-{table.name}")
             .option("txnVersion", batch_id)
-            .save(ensure_table(spark, settings, table))
+            .save(paths[table])
         )
 
 
@@ -277,18 +290,25 @@ def stop_gracefully(query, timeout_s: float = 30.0) -> None:
     query.stop()
 
 
+def streaming_spark_conf(settings: Settings) -> dict[str, str]:
+    """Spark conf of the job's own session. Delta rebuilds a table snapshot in
+    `snapshotPartitions` tasks (50 by default) at every commit; with a commit every few seconds on a
+    few cores that dominated the bronze query's batches, so it follows the configured parallelism."""
+    return {"spark.databricks.delta.snapshotPartitions": str(max(1, settings.spark_shuffle_partitions))}
+
+
 def run(settings: Settings, stop: threading.Event | None = None) -> int:
     """Run both queries until `stop` is set (SIGTERM/SIGINT) or one of them fails; 0 on a clean stop."""
     import redis
 
     from lambdarec.composition import redis_url as resolve_redis_url
-    from lambdarec.composition import spark_session
+    from spark_jobs.session import build_spark
 
     stop = stop or threading.Event()
     url = resolve_redis_url(settings)
     client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=10)
     keys = RedisKeys(settings.redis_key_prefix)
-    spark = spark_session(settings)
+    spark = build_spark(settings, streaming_spark_conf(settings))
     quiet_trigger_warnings(spark)
     try:
         return _run_queries(spark, settings, url, client, keys, stop)
@@ -297,7 +317,7 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
 
 
 def _run_queries(spark, settings: Settings, url: str, client, keys: RedisKeys, stop: threading.Event) -> int:
-    from spark_jobs.streaming.redis_stream_source import retry_forever
+    from spark_jobs.streaming.redis_stream_source import STOPPING, retry_forever
 
     queries = retry_forever(lambda: start_queries(spark, settings, url, client), "starting the streaming queries")
     status = {
@@ -319,6 +339,7 @@ def _run_queries(spark, settings: Settings, url: str, client, keys: RedisKeys, s
             break
         heartbeat(client, keys, {"updated_at": int(time.time() * 1000)})
         stop.wait(1.0)
+    STOPPING.set()  # a batch stuck retrying an unavailable Redis gives up instead of blocking the stop
     for query in queries:
         stop_gracefully(query)
     if failed is not None and failed.exception() is not None:
