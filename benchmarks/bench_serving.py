@@ -268,14 +268,27 @@ async def open_loop(port: int, rate: int, duration_s: float, rng: random.Random,
     }
 
 
-def _run_variant(name: str, env: dict[str, str], rates: tuple[int, ...], duration_s: float, work: Path) -> list[dict]:
+def _start_ready(env: dict[str, str], log: Path, attempts: int = 3) -> tuple[subprocess.Popen, int, dict]:
+    """Start `lambdarec serve` on a free port until it is ready (a port taken between choosing and
+    binding it makes the server exit; then another port is tried)."""
     from lambdarec.redis_server import free_port
 
-    port = free_port()
-    process = start_server(env, port, work / f"serve-{name}.log")
-    raise_priority(process.pid)
+    for attempt in range(attempts):
+        port = free_port()
+        process = start_server(env, port, log)
+        raise_priority(process.pid)
+        try:
+            return process, port, wait_ready(port, process)
+        except RuntimeError:
+            stop_server(process)
+            if attempt == attempts - 1:
+                raise RuntimeError(f"lambdarec serve did not start; its log ends with:\n{log.read_text()[-2000:]}") from None
+    raise AssertionError("unreachable")
+
+
+def _run_variant(name: str, env: dict[str, str], rates: tuple[int, ...], duration_s: float, work: Path) -> list[dict]:
+    process, port, ready = _start_ready(env, work / f"serve-{name}.log")
     try:
-        ready = wait_ready(port, process)
         rng = random.Random(hash(name) & 0xFFFF)
         asyncio.run(open_loop(port, 100, min(3.0, duration_s), rng, process.pid))  # warm-up, not recorded
         rows = []
