@@ -36,14 +36,15 @@ class Proposal(NamedTuple):
 
 
 def merge_candidates(
-    proposals: Mapping[str, Iterable[Proposal]],
+    proposals: Mapping[str, Iterable[tuple[str, float, str | None]]],
     consumed: set[str] | frozenset[str],
     max_candidates: int,
 ) -> dict[str, Candidate]:
     """Union of the sources' proposals minus `consumed`, at most `max_candidates` items.
 
-    Sources are taken in `SOURCES` order, so when the cap bites the strongest sources keep their
-    items; an item proposed twice by one source keeps its best score."""
+    Each proposal is `(item_id, score, because)` (a `Proposal` or any such tuple; `because` counts
+    only for `covisit`/`similar`). Sources are taken in `SOURCES` order, so when the cap bites the
+    strongest sources keep their items; an item proposed twice by one source keeps its best score."""
     merged: dict[str, Candidate] = {}
     for source in SOURCES:
         for item_id, score, because in proposals.get(source, ()):

@@ -40,7 +40,10 @@ def feature_matrix(
     if user_features is not None and user_features.shape[0] == _N_USER:
         matrix[:, :_N_USER] = user_features
     missing = _MISSING_ITEM
-    matrix[:, _N_USER:_CROSS_AT] = np.vstack([f if f is not None and f.shape[0] == _N_ITEM else missing for f in item_features])
+    # concatenate + reshape: vstack would wrap each of the ~200 vectors in atleast_2d first
+    matrix[:, _N_USER:_CROSS_AT] = np.concatenate(
+        [f if f is not None and f.shape[0] == _N_ITEM else missing for f in item_features]
+    ).reshape(rows, _N_ITEM)
     matrix[:, _CROSS_AT] = np.array([np.nan if a is None else a for a in affinities], dtype=np.float32)
     matrix[:, _CAND_AT:] = candidate_scores
     return matrix

@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from feature_store.settings import Settings
 from serving.batcher import MicroBatcher
 from serving.cache import ItemBatch
-from serving.candidates import Candidate, Proposal, merge_candidates, priors, session_category_shares
+from serving.candidates import Candidate, merge_candidates, priors, session_category_shares
 from serving.metrics import ServingMetrics
 from serving.models import ModelHolder
 from serving.ranking import blend, candidate_inputs, feature_matrix, select_top_k
@@ -93,12 +93,14 @@ class Recommender:
             known += [rec.item_id for rec in view.popular]
         known = [i for i in dict.fromkeys(known) if i not in consumed][: settings.serving_max_candidates]
         covisit, similar, items = await self.store.read_neighbors_and_items(view.version, seeds, known)
+        # Plain (item, score, because) tuples: hundreds per request. Batch and popular lists are
+        # passed as they are: their third field (the stored source) is ignored for those sources.
         proposals = {
-            "batch": [Proposal(rec.item_id, rec.score) for rec in view.user.recs],
-            "covisit": [Proposal(n, s, seed) for seed in seeds for n, s in covisit.get(seed, ())],
-            "similar": [Proposal(rec.item_id, rec.score, seed) for seed in seeds for rec in similar.get(seed, ())],
-            "trending": [Proposal(item, score) for item, score in view.trending],
-            "popular": [Proposal(rec.item_id, rec.score) for rec in view.popular] if use_popular else [],
+            "batch": view.user.recs,
+            "covisit": [(n, s, seed) for seed in seeds for n, s in covisit.get(seed, ())],
+            "similar": [(rec[0], rec[1], seed) for seed in seeds for rec in similar.get(seed, ())],
+            "trending": [(item, score, None) for item, score in view.trending],
+            "popular": view.popular if use_popular else (),
         }
         candidates = merge_candidates(proposals, consumed, settings.serving_max_candidates)
         if len(candidates) < k and not use_popular:  # top up from popularity when the pool is thin
@@ -187,8 +189,8 @@ class Recommender:
                     version = await self.store.read_version()
                 covisit, similar, _ = await self.store.read_neighbors_and_items(version, [item_id], [])
                 proposals = {
-                    "covisit": [Proposal(n, s) for n, s in covisit.get(item_id, ())],
-                    "similar": [Proposal(r.item_id, r.score) for r in similar.get(item_id, ())],
+                    "covisit": [(n, s, None) for n, s in covisit.get(item_id, ())],
+                    "similar": [(r.item_id, r.score, None) for r in similar.get(item_id, ())],
                 }
                 candidates = list(merge_candidates(proposals, {item_id}, self.settings.serving_max_candidates).values())
                 items = await self.store.read_items(version, [c.item_id for c in candidates])
