@@ -5,6 +5,10 @@ Called by `lambdarec demo`, `lambdarec airflow ...`, `lambdarec mlflow-ui ...` a
   `<data_dir>/airflow`, SQLite, the repo's `dags/` folder, low parallelism, the `spark_default`
   connection built from `LAMBDAREC_SPARK_MASTER`, `spark-submit` and the project's Python on PATH, and
   every lambdarec setting passed on as `LAMBDAREC_*` so tasks see the same settings as the caller.
+- `prepare_airflow_home` writes what those point at: the generated admin password and a
+  `spark-defaults.conf` with the session conf of `spark_jobs.session` (Delta JARs, extensions, driver
+  memory). spark-submit starts the driver JVM before the job's Python runs, so the JARs must be on its
+  command line or in this file; a session builder's `spark.jars` would come too late.
 - `start_airflow` / `stop_airflow` run `airflow standalone` (stopped with SIGINT: SIGTERM orphans its
   scheduler, API server and workers).
 - `AirflowClient` gets a JWT from `POST /auth/token` and uses `/api/v2` to unpause, trigger and wait.
@@ -66,6 +70,28 @@ def passwords_file(settings: Settings) -> Path:
     return settings.airflow_home / "simple_auth_manager_passwords.json.generated"
 
 
+def spark_conf_dir(settings: Settings) -> Path:
+    return settings.data_dir / "spark-conf"
+
+
+def spark_defaults(settings: Settings) -> str:
+    """spark-defaults.conf for spark-submit: the conf every lambdarec session runs with, except the
+    master and app name (the connection and the operator give those)."""
+    from spark_jobs.session import spark_conf
+
+    conf = {k: v for k, v in spark_conf(settings).items() if k not in ("spark.master", "spark.app.name")}
+    return "".join(f"{key} {value}\n" for key, value in sorted(conf.items()))
+
+
+def prepare_airflow_home(settings: Settings) -> str:
+    """Write the admin password (once) and spark-defaults.conf; returns the password."""
+    password = ensure_admin_password(settings)
+    folder = spark_conf_dir(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "spark-defaults.conf").write_text(spark_defaults(settings))
+    return password
+
+
 def airflow_env(settings: Settings, base_env: Mapping[str, str], python: str | None = None) -> dict[str, str]:
     """The environment `airflow standalone`, `airflow dags test` and their tasks run in."""
     python = python or sys.executable
@@ -100,6 +126,7 @@ def airflow_env(settings: Settings, base_env: Mapping[str, str], python: str | N
             "PYSPARK_PYTHON": python,
             "PYSPARK_DRIVER_PYTHON": python,
             "SPARK_LOCAL_IP": "127.0.0.1",
+            "SPARK_CONF_DIR": str(spark_conf_dir(settings)),
             "NO_COLOR": "1",
         }
     )
@@ -147,7 +174,7 @@ def airflow_spec(settings: Settings, base_env: Mapping[str, str]) -> ServiceSpec
 
 def start_airflow(settings: Settings, base_env: Mapping[str, str], timeout_s: float = 240.0) -> str:
     """Start `airflow standalone` (or reuse the running one); returns the admin password."""
-    password = ensure_admin_password(settings)
+    password = prepare_airflow_home(settings)
     spec = airflow_spec(settings, base_env)
     start_service(spec, settings.run_dir, lambda: airflow_healthy(settings), timeout_s)
     return password

@@ -52,9 +52,11 @@ def register(app: typer.Typer) -> None:
         import os
         import shlex
 
-        from lambdarec.airflow_local import airflow_env
+        from lambdarec.airflow_local import airflow_env, prepare_airflow_home
 
-        env = airflow_env(_settings(), os.environ)
+        settings = _settings()
+        prepare_airflow_home(settings)
+        env = airflow_env(settings, os.environ)
         for key in sorted(env):
             if key.startswith(("AIRFLOW", "LAMBDAREC_", "PYSPARK_", "SPARK_")) or key == "PATH":
                 typer.echo(f"export {key}={shlex.quote(env[key])}")

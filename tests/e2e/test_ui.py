@@ -25,7 +25,7 @@ import pytest
 from feature_store.settings import Settings, project_root
 from lambdarec.redis_server import free_port
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2700)]  # the first test pays for the whole demo
 
 ARTIFACTS = project_root() / "test-artifacts"
 DAG_IDS = ("lambdarec_nightly", "lambdarec_backfill", "lambdarec_promote", "lambdarec_streaming_watchdog")

@@ -19,7 +19,7 @@ import pytest
 
 from feature_store.redis_keys import RedisKeys
 from feature_store.settings import Settings
-from lambdarec.airflow_local import airflow_env
+from lambdarec.airflow_local import airflow_env, prepare_airflow_home
 
 pytestmark = pytest.mark.integration
 
@@ -37,6 +37,7 @@ def nightly_settings(settings: Settings, redis_server, tmp_path_factory: pytest.
             "spark_master": "local[2]",
             "ranker_trees": 30,
             "als_max_iter": 5,
+            "label_horizon_days": 3,
             "airflow_parallelism": 2,
         }
     )
@@ -66,6 +67,7 @@ def _airflow(settings: Settings, *args: str, timeout_s: float = 1500) -> subproc
 
 @pytest.fixture(scope="module")
 def nightly_run(ingested: Settings) -> subprocess.CompletedProcess:
+    prepare_airflow_home(ingested)
     migrated = _airflow(ingested, "db", "migrate", timeout_s=300)
     assert migrated.returncode == 0, migrated.stderr[-3000:]
     done = _airflow(ingested, "dags", "test", "lambdarec_nightly", PIPELINE_DATE.isoformat())
@@ -75,6 +77,7 @@ def nightly_run(ingested: Settings) -> subprocess.CompletedProcess:
     return done
 
 
+@pytest.mark.timeout(2400)  # the first test pays for the whole run (ten spark-submits)
 def test_nightly_run_succeeds_with_every_step(nightly_run, ingested: Settings) -> None:
     listed = _airflow(ingested, "dags", "list-runs", "lambdarec_nightly", "--output", "json", timeout_s=120)
     assert listed.returncode == 0, listed.stderr[-2000:]
@@ -103,3 +106,31 @@ def test_nightly_run_publishes_recommendations_to_redis(nightly_run, ingested: S
     assert meta["as_of"] == PIPELINE_DATE.isoformat()
     recs = list(client.scan_iter(match=keys.user_recs(version, "*"), count=1000))
     assert len(recs) > 0
+
+
+def test_promote_dag_logic_validates_on_the_current_holdout_and_forces_with_a_reason(nightly_run, ingested: Settings, spark) -> None:
+    """What lambdarec_promote's tasks do, on the registry the nightly left: the other ranker is judged
+    on the run's holdout; forcing it moves `champion` and records the reason in MLflow."""
+    from mlflow.tracking import MlflowClient
+
+    from lambdarec.promotion import FORCED_REASON_TAG, PromotionRejected, promote_version, validate_version
+
+    client = MlflowClient(tracking_uri=ingested.tracking_uri, registry_uri=ingested.registry_uri)
+    name = ingested.ranker_model_name
+    champion = client.get_model_version_by_alias(name, "champion").version
+    versions = sorted(v.version for v in client.search_model_versions(f"name = '{name}'"))
+    assert len(versions) == 2  # xgboost and lightgbm of the one run date
+    other = next(v for v in versions if v != champion)
+    check = validate_version(spark, ingested, other).as_dict()
+    assert (check["version"], check["champion"], check["metric"]) == (other, champion, ingested.promotion_metric)
+    assert check["holdout_as_of"] == (PIPELINE_DATE - timedelta(days=3)).isoformat()
+    assert 0.0 <= check["candidate_score"] <= 1.0 and 0.0 <= check["champion_score"] <= 1.0
+    if not check["passed"]:
+        with pytest.raises(PromotionRejected):
+            promote_version(ingested, check)
+        assert client.get_model_version_by_alias(name, "champion").version == champion
+    failed = {**check, "passed": False}
+    message = promote_version(ingested, failed, force=True, reason="rollout test of the other ranker")
+    assert message.startswith(f"{name} v{other} is champion (forced")
+    assert client.get_model_version_by_alias(name, "champion").version == other
+    assert client.get_model_version(name, other).tags[FORCED_REASON_TAG] == "rollout test of the other ranker"

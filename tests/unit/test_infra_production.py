@@ -124,6 +124,9 @@ def test_image_runs_the_dags_and_jobs_from_one_layout() -> None:
         assert f"COPY {folder} ./{folder}" in dockerfile
     assert "WORKDIR /opt/lambdarec" in dockerfile
     assert "python -m spark_jobs.jars" in dockerfile
+    # spark-submit gets the Delta JARs from spark-defaults.conf (the driver JVM starts before Python).
+    assert "SPARK_CONF_DIR=/opt/lambdarec/spark-conf" in dockerfile
+    assert 'spark_defaults(load_settings())' in dockerfile
     nginx = (PRODUCTION / "nginx.conf").read_text()
     assert re.search(r"server api:8000;", nginx)
 

@@ -59,6 +59,7 @@ def test_airflow_env_points_airflow_at_the_repo_dags_and_the_data_dir(local_sett
     # spark-submit and airflow come from the venv's bin, which goes first on PATH.
     assert env["PATH"] == "/venv/bin:/usr/bin:/bin"
     assert env["PYSPARK_PYTHON"] == env["PYSPARK_DRIVER_PYTHON"] == "/venv/bin/python"
+    assert env["SPARK_CONF_DIR"] == str(local_settings.data_dir / "spark-conf")
     # The caller's settings win over stale LAMBDAREC_* variables of the base environment.
     assert env["LAMBDAREC_DATA_DIR"] == str(local_settings.data_dir)
     assert env["LAMBDAREC_REDIS_URL"] == "redis://127.0.0.1:6399/0"
@@ -97,3 +98,21 @@ def test_port_in_use_is_a_clear_error() -> None:
         with pytest.raises(PortInUse, match=f"mlflow-ui needs port {port} .* set LAMBDAREC_MLFLOW_UI_PORT to a free port"):
             ensure_port_free(spec)
     assert not port_in_use("127.0.0.1", port)
+
+
+def test_spark_defaults_carry_the_session_conf_for_spark_submit(local_settings: Settings, tmp_path: Path) -> None:
+    from lambdarec.airflow_local import spark_defaults
+    from spark_jobs.session import spark_conf
+
+    jars = tmp_path / "jars"
+    jars.mkdir()
+    (jars / "io.delta_delta-spark_4.2_2.13-4.4.0.jar").write_bytes(b"")
+    (jars / "io.delta_delta-storage-4.4.0.jar").write_bytes(b"")
+    settings = local_settings.model_copy(update={"jars_dir": jars, "spark_conf": {"spark.executor.cores": "2"}})
+    lines = spark_defaults(settings).splitlines()
+    expected = {k: v for k, v in spark_conf(settings).items() if k not in ("spark.master", "spark.app.name")}
+    assert lines == [f"{k} {v}" for k, v in sorted(expected.items())]
+    assert f"spark.jars {jars / 'io.delta_delta-spark_4.2_2.13-4.4.0.jar'},{jars / 'io.delta_delta-storage-4.4.0.jar'}" in lines
+    assert "spark.sql.extensions io.delta.sql.DeltaSparkSessionExtension" in lines
+    assert "spark.executor.cores 2" in lines
+    assert not any(line.startswith(("spark.master ", "spark.app.name ")) for line in lines)
