@@ -391,3 +391,33 @@ def test_sigkill_mid_run_then_restart_loses_and_doubles_nothing(spark, stream_se
         assert zset(redis_client, KEYS.covisit(item)) == {k: float(v) for k, v in neighbours.items()}, item
     bronze_ids = [r.event_id for r in spark.read.format("delta").load(stream_settings.table_path(BRONZE_EVENTS.name)).select("event_id").collect()]
     assert sorted(bronze_ids) == sorted(e["event_id"] for e in events)  # each exactly once
+
+
+def test_events_publish_command_checks_lines_unless_raw(redis_server, redis_client, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from lambdarec.cli import build_app
+
+    lines = [
+        orjson.dumps({"event_id": "e1", "user_id": "u1", "item_id": "a", "event_type": "view", "ts": 1_700_000_000_000}).decode(),
+        "not json",
+        orjson.dumps({"event_id": "e2", "user_id": "u1", "item_id": "a", "event_type": "teleport", "ts": 1}).decode(),
+        "",
+        orjson.dumps({"event_id": "e3", "user_id": "u2", "item_id": "b", "event_type": "rating", "value": 4.5, "ts": "2024-01-01T00:00:00Z"}).decode(),
+    ]
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv("LAMBDAREC_REDIS_URL", redis_server.url)
+    monkeypatch.setenv("LAMBDAREC_DATA_DIR", str(tmp_path))
+    runner = CliRunner()
+
+    checked = runner.invoke(build_app(), ["events", "publish", str(path), "--chunk-size", "2"])
+    assert checked.exit_code == 0, checked.output
+    assert "published 2 events to lr:events" in checked.output
+    assert "skipped 2 lines that break the event contract: malformed 1, unknown_event_type 1" in checked.output
+    assert [orjson.loads(f[EVENT_FIELD.encode()])["event_id"] for _, f in redis_client.xrange("lr:events")] == ["e1", "e3"]
+    assert orjson.loads(redis_client.xrange("lr:events")[1][1][EVENT_FIELD.encode()])["ts"] == 1_704_067_200_000  # wire form: epoch ms
+
+    raw = runner.invoke(build_app(), ["events", "publish", str(path), "--raw"])
+    assert raw.exit_code == 0 and "published 4 events" in raw.output
+    assert [f[EVENT_FIELD.encode()].decode() for _, f in redis_client.xrange("lr:events")][2:] == [line for line in lines if line]
