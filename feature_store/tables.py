@@ -55,7 +55,7 @@ QUARANTINE = Table(
     name="bronze/quarantine",
     ddl="raw STRING, reason STRING, detail STRING, source STRING, ingest_time TIMESTAMP, ingest_date DATE, row_key STRING",
     partition_by=("ingest_date",),
-    write_mode="merge-insert on row_key (sha2 of source and raw; re-ingest adds nothing)",
+    write_mode="merge-insert on row_key (sha2 of source, raw and the n-th identical line; re-ingest adds nothing)",
     description="Every rejected row with its reason (feature_store.events.QuarantineReason) and a detail.",
 )
 

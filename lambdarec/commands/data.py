@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
 
 
 def generate_command(
-    out: Path = typer.Option(Path("data/generated"), "--out", "-o", help="Folder for events/, items.jsonl and manifest.json."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Folder for events/, items.jsonl and manifest.json [default: <data dir>/generated]."),
     events: int = typer.Option(100_000, help="Good events to write (exact)."),
     users: int = typer.Option(2_000, help="Users."),
     items: int = typer.Option(1_000, help="Items in the catalog on the first day (more arrive daily)."),
@@ -40,8 +40,10 @@ def generate_command(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from feature_store.settings import load_settings
     from lambdarec.datagen import GeneratorConfig, GeneratorError, generate
 
+    out = out or load_settings().data_dir / "generated"
     try:
         config = GeneratorConfig(
             events=events, users=users, items=items, new_items_per_day=new_items_per_day, categories=categories,
