@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
 
 
 def generate_command(
-    out: Path | None = typer.Option(None, "--out", "-o", help="Folder for events/, items.jsonl and manifest.json [default: <data dir>/generated]."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Folder for events/, items.jsonl and manifest.json (default: <data dir>/generated)."),
     events: int = typer.Option(100_000, help="Good events to write (exact)."),
     users: int = typer.Option(2_000, help="Users."),
     items: int = typer.Option(1_000, help="Items in the catalog on the first day (more arrive daily)."),
