@@ -7,7 +7,9 @@ time: a probe's lag is the time from just before its XADD to the first poll that
 recent items. The job's own view (status hash: Redis-clock lag of the last batches) is recorded too.
 
 Baseline measured in the same run: the speed layer's Redis work alone (validate + plan + the idempotent
-Lua apply of one batch, no Spark), so the ratio says what the micro-batch machinery adds.
+Lua apply of one batch, no Spark), so the ratio says what the micro-batch machinery adds. Also measured:
+one micro-batch into bronze as the bronze query writes it (append with txnAppId/txnVersion) vs a MERGE
+insert-only on event_id (the batch ingest's write), on a table that already holds rows.
 
 A rate is "bounded" when the job caught up within 10 s after publishing stopped and the probes' p99
 in the last third of the run is at most 1.5x (+ 0.5 s) the first third's.
@@ -162,6 +164,55 @@ def apply_baseline(client, settings, batch_size: int = 500, repeats: int = 20) -
     return {"batch_size": batch_size, **{k: round(v * 1000, 2) for k, v in percentiles(times).items()}}
 
 
+def bronze_write_comparison(work: Path, quick: bool, batch_rows: int = 1_000, repeats: int = 3) -> dict:
+    """One micro-batch into bronze: the bronze query's idempotent append (txnAppId/txnVersion) vs the
+    batch ingest's MERGE insert-only on event_id, on a table that already holds `existing` rows."""
+    import statistics
+    from datetime import datetime, timedelta, timezone
+
+    from feature_store.settings import Settings
+    from feature_store.tables import BRONZE_EVENTS
+    from spark_jobs.ingest import write_bronze
+    from spark_jobs.session import build_spark
+    from spark_jobs.streaming.speed_job import streaming_spark_conf, write_bronze_batch
+
+    existing = 20_000 if quick else 200_000
+    settings = Settings(data_dir=work / "bronze-compare", spark_master="local[2]", spark_shuffle_partitions=2)
+    spark = build_spark(settings, streaming_spark_conf(settings))
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+    def rows(first: int, count: int) -> list[tuple]:
+        return [
+            (f"e{n}", f"u{n % 5000}", f"i{n % 3000}", "view", start + timedelta(seconds=n), None, {"category": "c"}, "bench", start, (start + timedelta(seconds=n)).date())
+            for n in range(first, first + count)
+        ]
+
+    try:
+        write_bronze_batch(spark, settings, 0, {BRONZE_EVENTS: rows(0, existing)})
+        timings: dict[str, list[float]] = {"append": [], "merge": []}
+        next_row = existing
+        for r in range(repeats):
+            for how in ("append", "merge"):
+                batch = rows(next_row, batch_rows)
+                next_row += batch_rows
+                began = time.perf_counter()
+                if how == "append":
+                    write_bronze_batch(spark, settings, 1 + r, {BRONZE_EVENTS: batch})
+                else:
+                    write_bronze(spark, settings, spark.createDataFrame(batch, BRONZE_EVENTS.ddl))
+                timings[how].append(time.perf_counter() - began)
+    finally:
+        spark.stop()
+    append_s, merge_s = statistics.median(timings["append"]), statistics.median(timings["merge"])
+    return {
+        "existing_rows": existing,
+        "batch_rows": batch_rows,
+        "append_txn_s": round(append_s, 3),
+        "merge_insert_s": round(merge_s, 3),
+        "merge_vs_append": round(merge_s / append_s, 2),
+    }
+
+
 def run(quick: bool, out_dir: Path) -> dict:
     import redis
 
@@ -212,6 +263,7 @@ def run(quick: bool, out_dir: Path) -> dict:
         except subprocess.TimeoutExpired:
             os.killpg(job.pid, 9)
         server.stop()
+    bronze = bronze_write_comparison(work, quick)
     bounded = [r["rate"] for r in rows if r["bounded"]]
     at_1000 = next(r for r in rows if r["rate"] == 1_000)
     result = {
@@ -231,6 +283,7 @@ def run(quick: bool, out_dir: Path) -> dict:
         "highest_bounded_rate": max(bounded) if bounded else None,
         "goal_p99_under_1s_at_1000": at_1000["lag_ms"]["p99"] < 1000,
         "baseline_apply_ms": baseline,
+        "bronze_write_per_batch": bronze,
         "p50_lag_vs_apply_ratio_at_1000": round(at_1000["lag_ms"]["p50"] / max(baseline["p50"], 1e-9), 1),
         "tables": [
             {

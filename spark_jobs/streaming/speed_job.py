@@ -255,31 +255,37 @@ def is_fresh_checkpoint(path: Path) -> bool:
     return not offsets.exists() or not any(offsets.iterdir())
 
 
+def start_query(spark, settings: Settings, redis_url: str, client, name: str):
+    """Start one of the job's queries (`speed` or `bronze`) from its checkpoint."""
+    if name == SPEED_QUERY:
+        speed_checkpoint = checkpoint_dir(settings, SPEED_QUERY)
+        if is_fresh_checkpoint(speed_checkpoint):
+            # Batch ids restart at 0 with a new checkpoint: markers of an old one would skip them all.
+            client.delete(RedisKeys(settings.redis_key_prefix).applied_batch(SPEED_QUERY))
+        writer, trigger_ms = SpeedWriter(client, settings), settings.stream_trigger_ms
+    elif name == BRONZE_QUERY:
+        writer, trigger_ms = BronzeWriter(spark, client, settings), settings.stream_bronze_trigger_ms
+    else:
+        raise ValueError(f"unknown streaming query {name!r}; the job runs {SPEED_QUERY!r} and {BRONZE_QUERY!r}")
+    return (
+        read_bus(spark, settings, redis_url, name)
+        .writeStream.queryName(f"lambdarec_{name}")
+        .foreachBatch(writer)
+        .option("checkpointLocation", str(checkpoint_dir(settings, name)))
+        .trigger(processingTime=f"{trigger_ms} milliseconds")
+        .start()
+    )
+
+
 def start_queries(spark, settings: Settings, redis_url: str, client, *, bronze: bool = True) -> list:
     """Start the speed query (and the bronze query); returns the running StreamingQuery objects."""
-    keys = RedisKeys(settings.redis_key_prefix)
-    speed_checkpoint = checkpoint_dir(settings, SPEED_QUERY)
-    if is_fresh_checkpoint(speed_checkpoint):
-        # Batch ids restart at 0 with a new checkpoint: markers of an old one would skip them all.
-        client.delete(keys.applied_batch(SPEED_QUERY))
-    queries = [
-        read_bus(spark, settings, redis_url, SPEED_QUERY)
-        .writeStream.queryName(f"lambdarec_{SPEED_QUERY}")
-        .foreachBatch(SpeedWriter(client, settings))
-        .option("checkpointLocation", str(speed_checkpoint))
-        .trigger(processingTime=f"{settings.stream_trigger_ms} milliseconds")
-        .start()
-    ]
-    if bronze:
-        queries.append(
-            read_bus(spark, settings, redis_url, BRONZE_QUERY)
-            .writeStream.queryName(f"lambdarec_{BRONZE_QUERY}")
-            .foreachBatch(BronzeWriter(spark, client, settings))
-            .option("checkpointLocation", str(checkpoint_dir(settings, BRONZE_QUERY)))
-            .trigger(processingTime=f"{settings.stream_bronze_trigger_ms} milliseconds")
-            .start()
-        )
-    return queries
+    names = (SPEED_QUERY, BRONZE_QUERY) if bronze else (SPEED_QUERY,)
+    return [start_query(spark, settings, redis_url, client, name) for name in names]
+
+
+def restart_delay_s(failures: int) -> float:
+    """Backoff before restarting a failed query: 1, 2, 4 ... capped at 60 s."""
+    return float(min(60, 2 ** max(0, failures - 1)))
 
 
 def stop_gracefully(query, timeout_s: float = 30.0) -> None:
@@ -298,7 +304,7 @@ def streaming_spark_conf(settings: Settings) -> dict[str, str]:
 
 
 def run(settings: Settings, stop: threading.Event | None = None) -> int:
-    """Run both queries until `stop` is set (SIGTERM/SIGINT) or one of them fails; 0 on a clean stop."""
+    """Run both queries until `stop` is set (SIGTERM/SIGINT); 0 on a clean stop."""
     import redis
 
     from lambdarec.composition import redis_url as resolve_redis_url
@@ -317,35 +323,52 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
 
 
 def _run_queries(spark, settings: Settings, url: str, client, keys: RedisKeys, stop: threading.Event) -> int:
+    """Keep both queries running until `stop`: a query that fails (a Python worker that did not start
+    in time on a loaded machine, a lost Delta commit race, ...) is restarted from its checkpoint with
+    backoff, which exactly-once makes safe; the job itself does not die."""
     from spark_jobs.streaming.redis_stream_source import STOPPING, retry_forever
 
-    queries = retry_forever(lambda: start_queries(spark, settings, url, client), "starting the streaming queries")
-    status = {
-        "state": "running",
-        "pid": os.getpid(),
-        "started_at": int(time.time() * 1000),
-        "bus": bus_source_label(settings),
-        "trigger_ms": settings.stream_trigger_ms,
-        "bronze_trigger_ms": settings.stream_bronze_trigger_ms,
-        "max_rows_per_batch": settings.stream_max_rows_per_batch,
-    }
-    heartbeat(client, keys, status)
-    retry_forever(lambda: client.hdel(keys.speed_status, "error", "stopped_at"), "clearing the last run's status")
-    log.info("streaming from %s (trigger %d ms)", status["bus"], settings.stream_trigger_ms)
-    failed = None
+    names = (SPEED_QUERY, BRONZE_QUERY)
+    queries = {n: retry_forever(lambda n=n: start_query(spark, settings, url, client, n), f"starting the {n} query") for n in names}
+    failures: dict[str, int] = {n: 0 for n in names}
+    restart_at: dict[str, float] = {}
+    heartbeat(
+        client,
+        keys,
+        {
+            "state": "running",
+            "pid": os.getpid(),
+            "started_at": int(time.time() * 1000),
+            "bus": bus_source_label(settings),
+            "trigger_ms": settings.stream_trigger_ms,
+            "bronze_trigger_ms": settings.stream_bronze_trigger_ms,
+            "max_rows_per_batch": settings.stream_max_rows_per_batch,
+        },
+    )
+    retry_forever(lambda: client.hdel(keys.speed_status, "error", "last_error", "stopped_at"), "clearing the last run's status")
+    log.info("streaming from %s (trigger %d ms)", bus_source_label(settings), settings.stream_trigger_ms)
     while not stop.is_set():
-        failed = next((q for q in queries if not q.isActive), None)
-        if failed is not None:
-            break
-        heartbeat(client, keys, {"updated_at": int(time.time() * 1000)})
+        for name in names:
+            query = queries[name]
+            if query is not None and not query.isActive:
+                failures[name] += 1
+                restart_at[name] = time.monotonic() + restart_delay_s(failures[name])
+                log.error("streaming query %s stopped (%s); restarting from its checkpoint", name, query.exception())
+                heartbeat(client, keys, {"last_error": f"{name}: {str(query.exception())[:500]}", f"{name}_restarts": failures[name]})
+                queries[name] = None
+            if queries[name] is None and time.monotonic() >= restart_at[name]:
+                try:
+                    queries[name] = start_query(spark, settings, url, client, name)
+                except Exception as exc:  # e.g. Redis down while checking markers: try again later
+                    log.error("could not restart the %s query: %s", name, exc)
+                    restart_at[name] = time.monotonic() + restart_delay_s(failures[name])
+        state = "running" if all(q is not None for q in queries.values()) else "restarting"
+        heartbeat(client, keys, {"state": state, "updated_at": int(time.time() * 1000)})
         stop.wait(1.0)
     STOPPING.set()  # a batch stuck retrying an unavailable Redis gives up instead of blocking the stop
-    for query in queries:
-        stop_gracefully(query)
-    if failed is not None and failed.exception() is not None:
-        log.error("streaming query %s failed: %s", failed.name, failed.exception())
-        heartbeat(client, keys, {"state": "failed", "error": str(failed.exception())[:500]})
-        return 1
+    for query in queries.values():
+        if query is not None:
+            stop_gracefully(query)
     heartbeat(client, keys, {"state": "stopped", "stopped_at": int(time.time() * 1000)})
     return 0
 

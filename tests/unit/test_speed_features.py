@@ -174,3 +174,13 @@ def test_partitions_cover_the_batch_range_without_gaps():
 
     assert split_ranges("1-0", "9-0", ["3-0", "6-1"]) == [StreamRange("1-0", "3-0"), StreamRange("3-0", "6-1"), StreamRange("6-1", "9-0")]
     assert split_ranges("1-0", "9-0", ["0-5", "9-0", "12-0"]) == [StreamRange("1-0", "9-0")]  # cuts outside are ignored
+
+
+def test_job_restart_backoff_and_bronze_admission():
+    from feature_store.settings import Settings
+    from spark_jobs.streaming.speed_job import BRONZE_QUERY, SPEED_QUERY, max_rows_per_batch, restart_delay_s
+
+    assert [restart_delay_s(n) for n in (1, 2, 3, 6, 7, 20)] == [1.0, 2.0, 4.0, 32.0, 60.0, 60.0]
+    settings = Settings(stream_trigger_ms=500, stream_bronze_trigger_ms=5_000, stream_max_rows_per_batch=100)
+    assert max_rows_per_batch(settings, SPEED_QUERY) == 100
+    assert max_rows_per_batch(settings, BRONZE_QUERY) == 1_000  # ten speed triggers' worth per bronze trigger
