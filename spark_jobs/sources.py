@@ -132,7 +132,7 @@ def movielens_ratings_to_raw(lines: DataFrame) -> DataFrame:
     user, movie, rating, seconds = (F.trim(fields.getItem(i)) for i in range(4))
     blank = lambda c: F.when(F.length(c) > 0, c)  # noqa: E731 - empty CSV field -> missing
     user, movie = blank(user), blank(movie)
-    ts_ms = F.when(seconds.rlike(r"^\d{1,12}$"), (seconds.cast("bigint") * 1000).cast("string"))
+    ts_ms = F.when(seconds.rlike(r"^\d{1,12}$"), (seconds.try_cast("bigint") * 1000).cast("string"))
     rating_num = F.when(rating.rlike(r"^-?\d+(\.\d+)?$"), rating)
     event_id = F.when(user.isNotNull() & movie.isNotNull() & (F.length(seconds) > 0), F.concat_ws("-", F.lit("ml"), user, movie, seconds))
     json = F.concat(
