@@ -32,13 +32,14 @@ redis-server:
 chromium:
 	@bash infra/local/install-chromium.sh
 
-test: setup chromium
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+# Everything but the browser e2e test (it reruns the whole demo; `make test-e2e`, which CI also runs).
+test: setup
+	$(BIN)/python -m pytest --ignore=tests/e2e $(PYTEST_ARGS)
 
 test-unit: setup
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
-# The whole loop (`lambdarec demo`) and its three UIs in headless Chromium (also part of `make test`).
+# The whole loop (`lambdarec demo`) and its three UIs in headless Chromium (.ci/run runs it after `make test`).
 test-e2e: setup chromium
 	$(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
 
