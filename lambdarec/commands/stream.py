@@ -63,10 +63,9 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"the streaming job already runs (pid {running})")
             return
         if not background:
-            from spark_jobs.streaming.speed_job import main
+            from spark_jobs.streaming.speed_job import run_until_signalled
 
-            main()
-            return
+            raise typer.Exit(run_until_signalled(settings, url))
         from lambdarec.local_services import ServiceError, ServiceSpec, log_file, start_service
 
         started = int(time.time() * 1000)

@@ -303,23 +303,30 @@ def streaming_spark_conf(settings: Settings) -> dict[str, str]:
     return {"spark.databricks.delta.snapshotPartitions": str(max(1, settings.spark_shuffle_partitions))}
 
 
-def run(settings: Settings, stop: threading.Event | None = None) -> int:
-    """Run both queries until `stop` is set (SIGTERM/SIGINT); 0 on a clean stop."""
+def run(settings: Settings, redis_url: str, stop: threading.Event | None = None) -> int:
+    """Run both queries on the Redis at `redis_url` until `stop` is set; 0 on a clean stop."""
     import redis
 
-    from lambdarec.composition import redis_url as resolve_redis_url
     from spark_jobs.session import build_spark
 
     stop = stop or threading.Event()
-    url = resolve_redis_url(settings)
-    client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=10)
+    client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=10)
     keys = RedisKeys(settings.redis_key_prefix)
     spark = build_spark(settings, streaming_spark_conf(settings))
     quiet_trigger_warnings(spark)
     try:
-        return _run_queries(spark, settings, url, client, keys, stop)
+        return _run_queries(spark, settings, redis_url, client, keys, stop)
     finally:
         spark.stop()
+
+
+def run_until_signalled(settings: Settings, redis_url: str) -> int:
+    """The job as a process: logs to stderr, SIGTERM/SIGINT stop it cleanly."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return run(settings, redis_url, stop)
 
 
 def _run_queries(spark, settings: Settings, url: str, client, keys: RedisKeys, stop: threading.Event) -> int:
@@ -394,13 +401,14 @@ def heartbeat(client, keys: RedisKeys, fields: dict) -> None:
 
 
 def main() -> None:
+    """`python -m spark_jobs.streaming.speed_job`: needs LAMBDAREC_REDIS_URL (`lambdarec stream start`
+    resolves the embedded redis-server itself)."""
     from feature_store.settings import load_settings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    raise SystemExit(run(load_settings(), stop))
+    settings = load_settings()
+    if not settings.redis_url:
+        raise SystemExit("set LAMBDAREC_REDIS_URL to the online store, or start the job with `lambdarec stream start`")
+    raise SystemExit(run_until_signalled(settings, settings.redis_url))
 
 
 if __name__ == "__main__":
