@@ -46,6 +46,7 @@ def demo_env(data_dir: Path) -> dict[str, str]:
             "LAMBDAREC_SPARK_SHUFFLE_PARTITIONS": "2",
             "LAMBDAREC_RANKER_TREES": "30",
             "LAMBDAREC_ALS_MAX_ITER": "5",
+            "LAMBDAREC_LABEL_HORIZON_DAYS": "3",
             "LAMBDAREC_AIRFLOW_PARALLELISM": "3",
             "SPARK_LOCAL_IP": "127.0.0.1",
         }
@@ -58,19 +59,24 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
     """The demo's output and settings while its services run; stopped afterwards."""
     data_dir = tmp_path_factory.mktemp("demo-data")
     env = demo_env(data_dir)
+    ARTIFACTS.mkdir(exist_ok=True)
+    output = ARTIFACTS / "demo-output.txt"
     try:
-        done = subprocess.run(
-            [LAMBDAREC, "demo", "--events", "8000"], env=env, capture_output=True, text=True, timeout=1800, check=False
-        )
-        ARTIFACTS.mkdir(exist_ok=True)
-        (ARTIFACTS / "demo-output.txt").write_text(done.stdout + "\n--- stderr ---\n" + done.stderr)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        # Into a file, not a pipe: the services the demo leaves running must not hold our read end open.
+        with output.open("w") as sink:
+            done = subprocess.run(
+                [LAMBDAREC, "demo", "--events", "6000"], env=env, stdin=subprocess.DEVNULL, stdout=sink,
+                stderr=subprocess.STDOUT, text=True, timeout=2400, check=False,
+            )
+        stdout = output.read_text()
+        assert done.returncode == 0, stdout[-5000:]
         settings = Settings(**{k.removeprefix("LAMBDAREC_").lower(): v for k, v in env.items() if k.startswith("LAMBDAREC_")})
-        password_line = re.search(r"Airflow UI : \S+\s+\(user (\S+), password (\S+)\)", done.stdout)
-        assert password_line, done.stdout[-2000:]
-        yield {"stdout": done.stdout, "settings": settings, "user": password_line[1], "password": password_line[2]}
+        password_line = re.search(r"Airflow UI : \S+\s+\(user (\S+), password (\S+)\)", stdout)
+        assert password_line, stdout[-2000:]
+        yield {"stdout": stdout, "settings": settings, "user": password_line[1], "password": password_line[2]}
     finally:
-        subprocess.run([LAMBDAREC, "demo-stop"], env=env, capture_output=True, text=True, timeout=300, check=False)
+        subprocess.run([LAMBDAREC, "demo-stop"], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=300, check=False)
 
 
 @pytest.fixture(scope="module")
