@@ -88,8 +88,17 @@ def _lambdarec_cli() -> list[str]:
     return [str(Path(sys.executable).parent / "lambdarec")]
 
 
-def _run_cli(*args: str, timeout_s: float = 300.0) -> subprocess.CompletedProcess:
-    return subprocess.run([*_lambdarec_cli(), *args], capture_output=True, text=True, timeout=timeout_s, check=False)
+def _run_cli(settings: Settings, *args: str, timeout_s: float = 300.0) -> subprocess.CompletedProcess:
+    """`lambdarec ...` with these settings (as LAMBDAREC_* variables over the current environment)."""
+    import os
+
+    from lambdarec.airflow_local import settings_env
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAMBDAREC_")} | settings_env(settings)
+    return subprocess.run(
+        [*_lambdarec_cli(), *args], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=timeout_s, check=False,
+    )
 
 
 def oldest_uncommitted_ms(client, stream: str) -> int | None:
@@ -103,9 +112,9 @@ def oldest_uncommitted_ms(client, stream: str) -> int | None:
     return entry_time_ms(entries[0][0]) if entries else None
 
 
-def job_status() -> tuple[dict[str, str], bool]:
+def job_status(settings: Settings) -> tuple[dict[str, str], bool]:
     """The status hash and whether the job's process is alive, as `lambdarec stream status --json` says."""
-    done = _run_cli("stream", "status", "--json", timeout_s=120.0)
+    done = _run_cli(settings, "stream", "status", "--json", timeout_s=120.0)
     if done.returncode != 0:
         raise WatchdogError(f"`lambdarec stream status` failed: {done.stderr.strip()[-500:]}")
     status = json.loads(done.stdout)
@@ -114,7 +123,7 @@ def job_status() -> tuple[dict[str, str], bool]:
 
 def check_stream(settings: Settings, redis_client) -> StreamHealth:
     """Read the job's state and the bus backlog, and judge it (now = the Redis server's clock)."""
-    status, alive = job_status()
+    status, alive = job_status(settings)
     seconds, micros = redis_client.time()
     now_ms = int(seconds) * 1000 + int(micros) // 1000
     oldest = oldest_uncommitted_ms(redis_client, settings.event_stream)
@@ -132,10 +141,10 @@ def restart_stream(settings: Settings) -> str:
         if done.returncode != 0:
             raise WatchdogError(f"{' '.join(settings.stream_restart_command)} failed: {done.stderr.strip()[-500:]}")
         return done.stdout.strip()
-    stopped = _run_cli("stream", "stop")
+    stopped = _run_cli(settings, "stream", "stop")
     if stopped.returncode != 0:
         raise WatchdogError(f"`lambdarec stream stop` failed: {stopped.stderr.strip()[-500:]}")
-    started = _run_cli("stream", "start", "--background")
+    started = _run_cli(settings, "stream", "start", "--background")
     if started.returncode != 0:
         raise WatchdogError(f"`lambdarec stream start --background` failed: {started.stderr.strip()[-500:]}")
     return (stopped.stdout + started.stdout).strip()
