@@ -45,6 +45,9 @@ def spark_conf(settings: Settings, extra: Mapping[str, str] | None = None) -> di
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.adaptive.enabled": "true",
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
+        # Delta rebuilds a table's snapshot with 50 tasks by default, on every read and write: on small
+        # local tables that dominated batch steps (3 replaceWhere writes + reads: 796 tasks -> 222, 7x faster).
+        "spark.databricks.delta.snapshotPartitions": str(max(1, settings.spark_shuffle_partitions)),
         # Local runs: no derby/metastore litter in the working directory.
         "spark.sql.warehouse.dir": str(settings.data_dir / "spark-warehouse"),
         "spark.driver.extraJavaOptions": f"-Dderby.system.home={settings.data_dir / 'derby'}",
