@@ -214,6 +214,7 @@ def als_factors(weights: DataFrame, params: CandidateParams) -> tuple[DataFrame,
         .join(items.withColumnRenamed("idx", "i"), "item_id")
         .select("u", "i", "weight")
     )
+    blocks = max(2, weights.sparkSession.sparkContext.defaultParallelism)
     als = ALS(
         rank=params.als_rank,
         maxIter=params.als_max_iter,
@@ -226,8 +227,8 @@ def als_factors(weights: DataFrame, params: CandidateParams) -> tuple[DataFrame,
         seed=params.als_seed,
         nonnegative=False,
         coldStartStrategy="drop",
-        numUserBlocks=4,
-        numItemBlocks=4,
+        numUserBlocks=blocks,
+        numItemBlocks=blocks,
     )
     model = als.fit(indexed)
     user_factors = model.userFactors.join(users, F.col("id") == F.col("idx")).select("user_id", F.col("features").alias("factors"))
@@ -292,10 +293,11 @@ def build_candidates(
     """Candidates of every source for `users` at cut-off `as_of` (only interactions before it are read),
     each in `gold/candidates` shape, plus the co-visitation neighbours (`gold/item_similar` shape)."""
     history = history_before(interactions, as_of)
-    seen = seen_items(history)
+    # seen and similar feed several sources and writes: compute each once
+    seen = seen_items(history).cache()
     n = params.per_source
     user_factors, item_factors = als_factors(implicit_weights(history), params)
-    similar = covisit_similar(history, params.covisit_window_minutes, params.covisit_max_span, params.covisit_neighbors)
+    similar = covisit_similar(history, params.covisit_window_minutes, params.covisit_max_span, params.covisit_neighbors).cache()
     recent = recent_items(history, users, params.covisit_recent_items)
     popular = popularity(history, as_of, params.popular_window_days, params.popular_half_life_days)
     sources = {
