@@ -367,7 +367,7 @@ def post_events(settings: Settings, events: list[dict]) -> None:
         raise DemoError(f"POST /v1/events answered {response.status_code}: {response.text[:300]}")
 
 
-def wait_for_change(settings: Settings, user_id: str, before: dict, latencies_ms: list[float], timeout_s: float = 60.0) -> dict:
+def wait_for_change(settings: Settings, user_id: str, before: dict, latencies_ms: list[float], timeout_s: float = 180.0) -> dict:
     """Poll the user's recommendations until the speed layer's signals show up in them."""
     deadline = time.monotonic() + timeout_s
     after = before
@@ -400,17 +400,19 @@ def print_before_after(console, user_id: str, category: str, before: dict, after
 
 
 def live_events(settings: Settings, world: DemoWorld, summary: DemoSummary, console) -> None:
-    """New events for a few users through the API; before/after for the first one."""
+    """New events through the API: a few users take up an interest their recommendations do not show;
+    for the first one the demo prints the recommendations before and after."""
     featured, others = world.users[0], world.users[1:]
     before = recommendations(settings, featured, summary.latencies_ms)
     category, items = new_interest(world, before)
     now_ms = int(time.time() * 1000)
-    post_events(settings, interest_events(featured, items, world.event_type, now_ms))
+    # The others browse the category's popular items first: their sessions are the speed layer's fresh
+    # co-visitation, which the featured user's two events then lead to ("people who viewed X also ...").
     for user_id in others:
-        _, other_items = new_interest(world, recommendations(settings, user_id, summary.latencies_ms))
-        post_events(settings, interest_events(user_id, other_items, world.event_type, now_ms))
-    console.print(f"sent {len(items)} `{world.event_type}` events on {category!r} items for {featured} "
-                  f"(and new events for {', '.join(others) or 'nobody else'}) through POST /v1/events")
+        post_events(settings, interest_events(user_id, items, world.event_type, now_ms - 5000))
+    post_events(settings, interest_events(featured, items[:2], world.event_type, now_ms))
+    console.print(f"sent `{world.event_type}` events on {category!r} items through POST /v1/events: "
+                  f"{len(others)} users on {', '.join(items)}, then {featured} on {', '.join(items[:2])}")
     after = wait_for_change(settings, featured, before, summary.latencies_ms)
     print_before_after(console, featured, category, before, after)
     summary.sources_before = dict(Counter(i["source"] for i in before["items"]))
