@@ -144,14 +144,16 @@ def test_airflow_ui_lists_the_dags_and_a_successful_nightly_run(demo: dict, brow
     _wait_for_text(browser, DAG_IDS, "airflow-dags.png")
     run_id = re.search(r"nightly run (demo__\S+):", demo["stdout"])[1]
     browser.get(f"{base}/dags/lambdarec_nightly/runs/{run_id}")
-    page = _wait_for_text(browser, (run_id, "Success"), "airflow-nightly-run.png")
+    # The run's header shows its id, then its state ("Running", "Failed", "Success").
+    page = _wait_for_text(browser, (f"{run_id}\nSuccess", "train_xgboost", "publish"), "airflow-nightly-run.png")
     assert "Failed" not in page
 
 
 def test_mlflow_ui_shows_the_ranker_with_its_champion_alias(demo: dict, browser) -> None:
     settings = demo["settings"]
     browser.get(f"http://127.0.0.1:{settings.mlflow_ui_port}/#/models/{settings.ranker_model_name}")
-    _wait_for_text(browser, (settings.ranker_model_name, "champion"), "mlflow-ranker.png")
+    # "@ champion" is how the versions table shows an alias (a tag such as champion_history does not count).
+    _wait_for_text(browser, (settings.ranker_model_name, "@ champion"), "mlflow-ranker.png")
 
 
 def test_api_docs_render_the_endpoints(demo: dict, browser) -> None:
