@@ -70,14 +70,14 @@ def nightly_run(ingested: Settings) -> subprocess.CompletedProcess:
     prepare_airflow_home(ingested)
     migrated = _airflow(ingested, "db", "migrate", timeout_s=300)
     assert migrated.returncode == 0, migrated.stderr[-3000:]
-    done = _airflow(ingested, "dags", "test", "lambdarec_nightly", PIPELINE_DATE.isoformat())
+    done = _airflow(ingested, "dags", "test", "lambdarec_nightly", PIPELINE_DATE.isoformat(), timeout_s=2500)
     log = ingested.data_dir / "dags-test.log"
     log.write_text(done.stdout + "\n--- stderr ---\n" + done.stderr)
     assert done.returncode == 0, f"see {log}\n" + (done.stdout + done.stderr)[-4000:]
     return done
 
 
-@pytest.mark.timeout(2400)  # the first test pays for the whole run (ten spark-submits)
+@pytest.mark.timeout(2700)  # the first test pays for the whole run (ten spark-submits)
 def test_nightly_run_succeeds_with_every_step(nightly_run, ingested: Settings) -> None:
     listed = _airflow(ingested, "dags", "list-runs", "lambdarec_nightly", "--output", "json", timeout_s=120)
     assert listed.returncode == 0, listed.stderr[-2000:]
