@@ -102,6 +102,24 @@ def stream_settings(table_settings: Settings, redis_server) -> Settings:
     )
 
 
+@pytest.fixture
+def streaming_spark(spark, stream_settings: Settings):
+    """The shared session with the job's own streaming conf (as `speed_job.run` builds its session),
+    restored afterwards."""
+    from spark_jobs.streaming.speed_job import streaming_spark_conf
+
+    conf = streaming_spark_conf(stream_settings)
+    before = {key: spark.conf.get(key, None) for key in conf}
+    for key, value in conf.items():
+        spark.conf.set(key, value)
+    yield spark
+    for key, value in before.items():
+        if value is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, value)
+
+
 def run_queries(spark, settings: Settings, client, *, bronze: bool = True):
     from spark_jobs.streaming.speed_job import start_queries
 
@@ -180,7 +198,8 @@ def _shop_events(t0: int) -> tuple[list, list]:
     return good, bad
 
 
-def test_events_become_features_bronze_rows_and_quarantine(spark, stream_settings, redis_client):
+def test_events_become_features_bronze_rows_and_quarantine(streaming_spark, stream_settings, redis_client):
+    spark = streaming_spark
     t0 = int(time.time() * 1000) - 60_000
     good, bad = _shop_events(t0)
     redis_client.set(KEYS.batch_pointer, "v1")
@@ -238,7 +257,8 @@ def _drop_last_commit(checkpoint: Path) -> int:
     return int(last.name)
 
 
-def test_replaying_a_batch_id_changes_nothing(spark, stream_settings, redis_client):
+def test_replaying_a_batch_id_changes_nothing(streaming_spark, stream_settings, redis_client):
+    spark = streaming_spark
     from spark_jobs.streaming.speed_job import BRONZE_QUERY, SPEED_QUERY, checkpoint_dir
 
     t0 = int(time.time() * 1000) - 60_000
@@ -265,7 +285,8 @@ def test_replaying_a_batch_id_changes_nothing(spark, stream_settings, redis_clie
     assert table_count(spark, stream_settings, QUARANTINE) == 4
 
 
-def test_the_job_survives_redis_restarting_under_it(spark, stream_settings, tmp_path):
+def test_the_job_survives_redis_restarting_under_it(streaming_spark, stream_settings, tmp_path):
+    spark = streaming_spark
     from lambdarec.redis_server import EmbeddedRedis
 
     server = EmbeddedRedis(directory=tmp_path / "own-redis").start()
