@@ -259,6 +259,8 @@ def list_versions(settings: Settings) -> list[dict[str, Any]]:
     mlflow_client = client(settings)
     name = settings.ranker_model_name
     versions = mlflow_client.search_model_versions(f"name = '{name}'")
+    if not versions:
+        return []
     # search results leave `aliases` empty: read them from the registered model
     aliases = mlflow_client.get_registered_model(name).aliases
     return sorted(
