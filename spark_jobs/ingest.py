@@ -88,40 +88,50 @@ def _is_numeric(type_name: Column) -> Column:
     return type_name.isin(*_NUMERIC_TYPES) | type_name.startswith("DECIMAL")
 
 
-def event_time_micros(text: Column, is_number: Column, number: Column | None = None) -> tuple[Column, Column]:
-    """(microseconds since the epoch, in range) of an event time, by parse_event_time's rules.
+def with_event_time_micros(df: DataFrame, text: Column, is_number: Column, number: Column, name: str) -> DataFrame:
+    """`df` plus column `name`: microseconds since the epoch of an event time by parse_event_time's
+    rules, null when it is neither ISO-8601 nor epoch milliseconds or falls outside the years 1-9999.
 
-    `text` is the value as a string (for JSON strings), `is_number` whether it was a JSON number and
-    `number` its double value. Returns null micros when it is neither ISO-8601 nor epoch milliseconds or
-    falls outside the years 1-9999."""
-    stripped = _py_strip(text)
-    millis = F.when(is_number, number if number is not None else text.try_cast("double")).when(
-        ~is_number & stripped.rlike(_EPOCH_MILLIS_TEXT), stripped.try_cast("double")
+    `text` is the value when it was a JSON string, `is_number` whether it was a JSON number and
+    `number` its double value. Computed in stages (each a projection) so Spark evaluates every regex
+    once per row instead of inlining the expression wherever it is used."""
+    c = F.col
+    staged = df.select("*", _py_strip(text).alias("_tt"), F.coalesce(is_number, F.lit(False)).alias("_tn"), number.alias("_tv"))
+    staged = staged.select(
+        "*",
+        F.when(c("_tn"), c("_tv")).when(c("_tt").rlike(_EPOCH_MILLIS_TEXT), c("_tt").try_cast("double")).alias("_tms"),
+        # One regex decides the ISO form; its fields then sit at fixed positions.
+        (~c("_tn") & F.coalesce(c("_tt").rlike(_ISO_TEXT), F.lit(False))).alias("_tiso"),
     )
-    millis_us = F.when(
-        ~F.isnan(millis) & (F.abs(millis) < F.lit(1e16)), F.bround(millis * F.lit(1000.0), 0).cast("bigint")
+    staged = staged.select("*", F.when(c("_tiso"), F.substring(c("_tt"), 20, 64)).alias("_trest"))  # ".123+01:00", "Z", ""
+    staged = staged.select(
+        "*",
+        F.regexp_extract(c("_trest"), r"^\.(\d+)", 1).alias("_tfrac"),
+        F.regexp_replace(c("_trest"), r"^\.\d+", "").alias("_tzone"),
+        *[
+            F.when(c("_tiso"), F.substring(c("_tt"), pos, length).try_cast("int")).alias(alias)
+            for alias, pos, length in (("_ty", 1, 4), ("_tmo", 6, 2), ("_td", 9, 2), ("_th", 12, 2), ("_tmi", 15, 2), ("_ts", 18, 2))
+        ],
     )
-
-    # One regex decides the ISO form; the fields then sit at fixed positions (cheaper than 11 extracts).
-    iso = ~is_number & stripped.rlike(_ISO_TEXT)
-    y, mo, d, h, mi, s = (F.substring(stripped, pos, length).try_cast("int") for pos, length in ((1, 4), (6, 2), (9, 2), (12, 2), (15, 2), (18, 2)))
-    rest = F.substring(stripped, 20, 64)  # ".123456+01:00", "Z", "+0100", ""
-    fraction = F.regexp_extract(rest, r"^\.(\d+)", 1)
-    zone = F.regexp_replace(rest, r"^\.\d+", "")
-    offset_minutes = F.when(zone.isin("", "Z"), F.lit(0)).otherwise(
+    zone = c("_tzone")
+    offset = F.when(zone.isin("", "Z"), F.lit(0)).otherwise(
         F.when(F.substring(zone, 1, 1) == "-", F.lit(-1)).otherwise(F.lit(1))
         * (F.substring(zone, 2, 2).try_cast("int") * 60 + F.substring(zone, -2, 2).try_cast("int"))
     )
-    in_range = (y >= 1) & mo.between(1, 12) & d.between(1, 31) & (h <= 23) & (mi <= 59) & (s <= 59) & (F.abs(offset_minutes) < 1440)
-    local = F.try_make_timestamp(y, mo, d, h, mi, s.cast("decimal(8,6)"), F.lit("UTC"))
-    fraction_us = F.when(F.length(fraction) > 0, F.rpad(F.substring(fraction, 1, 6), 6, "0").try_cast("bigint")).otherwise(F.lit(0))
-    iso_us = F.when(
-        iso & in_range & local.isNotNull(),
-        F.unix_micros(local) + fraction_us - offset_minutes.cast("bigint") * F.lit(60_000_000),
+    staged = staged.select("*", offset.alias("_toff"))
+    in_range = (
+        c("_tiso") & (c("_ty") >= 1) & c("_tmo").between(1, 12) & c("_td").between(1, 31) & (c("_th") <= 23)
+        & (c("_tmi") <= 59) & (c("_ts") <= 59) & (F.abs(c("_toff")) < 1440)
     )
-    micros = F.coalesce(millis_us, iso_us)
-    ok = micros.between(_MIN_MICROS, _MAX_MICROS)
-    return F.when(ok, micros), ok
+    local = F.try_make_timestamp(c("_ty"), c("_tmo"), c("_td"), c("_th"), c("_tmi"), c("_ts").cast("decimal(8,6)"), F.lit("UTC"))
+    fraction_us = F.when(F.length(c("_tfrac")) > 0, F.rpad(F.substring(c("_tfrac"), 1, 6), 6, "0").try_cast("bigint")).otherwise(F.lit(0))
+    staged = staged.select("*", F.when(in_range, F.unix_micros(local) + fraction_us - c("_toff").cast("bigint") * F.lit(60_000_000)).alias("_tiso_us"))
+    millis_us = F.when(
+        ~F.isnan(c("_tms")) & (F.abs(c("_tms")) < F.lit(1e16)), F.bround(c("_tms") * F.lit(1000.0), 0).cast("bigint")
+    )
+    staged = staged.select("*", F.coalesce(millis_us, c("_tiso_us")).alias("_tus"))
+    temps = ["_tt", "_tn", "_tv", "_tms", "_tiso", "_trest", "_tfrac", "_tzone", "_ty", "_tmo", "_td", "_th", "_tmi", "_ts", "_toff", "_tiso_us", "_tus"]
+    return staged.select("*", F.when(c("_tus").between(_MIN_MICROS, _MAX_MICROS), c("_tus")).alias(name)).drop(*temps)
 
 
 def validate_raw_events(
@@ -133,7 +143,17 @@ def validate_raw_events(
     """Every input row with its parsed event columns, `reason` (null = good) and `detail`.
 
     Input: any DataFrame with `raw` (STRING) and `source` (STRING). Pure; ingest_time is the cut-off
-    of the future-timestamp rule."""
+    of the future-timestamp rule. = `mark_duplicates(apply_event_rules(...))`."""
+    return mark_duplicates(apply_event_rules(raw_df, ingest_time, future_tolerance, event_types))
+
+
+def apply_event_rules(
+    raw_df: DataFrame,
+    ingest_time: datetime,
+    future_tolerance: timedelta,
+    event_types: EventTypes | None = None,
+) -> DataFrame:
+    """The per-row rules (everything but duplicates): parsed columns, `reason` (null = good), `detail`."""
     types = event_types or EventTypes()
     names = list(types.names)
     explicit = list(types.explicit_names()) or ["\u0000none"]
@@ -172,13 +192,10 @@ def validate_raw_events(
         )
 
     ts_type, value_type, context_type = c("_t_ts"), c("_t_value"), c("_t_context")
-    ts_number = _is_numeric(ts_type)
-    ts_us, ts_ok = event_time_micros(
-        F.when(ts_type == "STRING", c("_s_ts")),
-        F.coalesce(ts_number, F.lit(False)),
-        F.try_variant_get(c("_v"), "$.ts", "double"),
+    typed = with_event_time_micros(
+        typed, F.when(ts_type == "STRING", c("_s_ts")), _is_numeric(ts_type), F.try_variant_get(c("_v"), "$.ts", "double"), "_ts_us"
     )
-    value = (
+    value_expr = (
         F.when(_is_numeric(value_type), F.try_variant_get(c("_v"), "$.value", "double"))
         .when(value_type == "BOOLEAN", F.try_variant_get(c("_v"), "$.value", "boolean").cast("double"))
         .when(
@@ -186,6 +203,8 @@ def validate_raw_events(
             F.regexp_replace(_py_strip(c("_s_value")), "_", "").try_cast("double"),
         )
     )
+    typed = typed.select("*", value_expr.alias("_value"))
+    ts_us, ts_ok, value = c("_ts_us"), c("_ts_us").isNotNull(), c("_value")
     value_given = value_type.isNotNull() & (value_type != "VOID")
     context_given = context_type.isNotNull() & (context_type != "VOID")
     event_type = c("_s_event_type")
@@ -219,11 +238,14 @@ def validate_raw_events(
         (future, R.FUTURE_TIMESTAMP, F.concat(F.lit("ts "), ts_text, F.lit(f" is after ingest time {ingest_time.isoformat()} + {future_tolerance}"))),
         (event_type.isin(*explicit) & value.isNull(), R.BAD_VALUE, F.concat(event_type, F.lit(" needs a value"))),
     ]
+    # Each rule's condition once per row (a projection of flags), then the first that holds names the reason.
+    typed = typed.select("*", *[condition.alias(f"_rule{i}") for i, (condition, _, _) in enumerate(rules)])
     reason = F.lit(None).cast("string")
     detail = F.lit(None).cast("string")
-    for condition, why, text in reversed(rules):
-        reason = F.when(condition, F.lit(why.value)).otherwise(reason)
-        detail = F.when(condition, text).otherwise(detail)
+    for i, (_, why, text) in reversed(list(enumerate(rules))):
+        flag = F.coalesce(c(f"_rule{i}"), F.lit(False))
+        reason = F.when(flag, F.lit(why.value)).otherwise(reason)
+        detail = F.when(flag, text).otherwise(detail)
 
     context = F.when(
         context_type.startswith("OBJECT"),
@@ -242,7 +264,12 @@ def validate_raw_events(
         reason.alias("reason"),
         detail.alias("detail"),
     )
-    # Later copies of a good event's id are duplicates: the first by event time, then raw text, wins.
+    return checked
+
+
+def mark_duplicates(checked: DataFrame) -> DataFrame:
+    """Later copies of a good event's id become duplicate_event_id: the first by event time, then raw text, wins."""
+    c = F.col
     first_wins = Window.partitionBy("event_id").orderBy(F.col("reason").isNotNull(), "ts", "raw")
     occurrence = F.when(F.col("reason").isNull() & F.col("event_id").isNotNull(), F.row_number().over(first_wins))
     dup = occurrence > 1

@@ -91,12 +91,12 @@ def read_jsonl_events(spark: SparkSession, files: list[Path] | list[str]) -> Dat
 
 def read_catalog_jsonl(spark: SparkSession, path: Path | str) -> DataFrame:
     """The catalog file (item_id, category, categories, title, attributes, created_at) as ITEMS rows."""
-    from spark_jobs.ingest import event_time_micros
+    from spark_jobs.ingest import with_event_time_micros
 
     schema = "item_id STRING, category STRING, categories ARRAY<STRING>, title STRING, attributes MAP<STRING, STRING>, created_at STRING"
     raw = spark.read.schema(schema).json(str(path))
-    created_us, _ = event_time_micros(F.col("created_at"), F.lit(False))
-    return catalog_rows(raw.withColumn("created_at", F.timestamp_micros(created_us)))
+    parsed = with_event_time_micros(raw, F.col("created_at"), F.lit(False), F.lit(None).cast("double"), "_created_us")
+    return catalog_rows(parsed.withColumn("created_at", F.timestamp_micros("_created_us")).drop("_created_us"))
 
 
 def catalog_rows(df: DataFrame) -> DataFrame:
