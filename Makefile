@@ -32,14 +32,14 @@ redis-server:
 chromium:
 	@bash infra/local/install-chromium.sh
 
-# Everything but the browser e2e test (it reruns the whole demo; `make test-e2e`, which CI also runs).
+# Everything but tests/e2e (the nightly through Airflow and the whole demo; `make test-e2e`, not yet in CI).
 test: setup
 	$(BIN)/python -m pytest --ignore=tests/e2e $(PYTEST_ARGS)
 
 test-unit: setup
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
-# The whole loop (`lambdarec demo`) and its three UIs in headless Chromium (.ci/run runs it after `make test`).
+# The whole loop: `airflow dags test lambdarec_nightly`, and `lambdarec demo` with its three UIs in headless Chromium.
 test-e2e: setup chromium
 	$(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
 
