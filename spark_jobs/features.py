@@ -289,17 +289,31 @@ def run_features(spark: SparkSession, settings: Settings, start: date, end: date
     refresh = silver_window_to_refresh(bronze_first, silver_last, start, end)
     silver_rows = run_interactions(spark, settings, *refresh, event_types=event_types).rows_written if refresh else 0
 
-    interactions = read_table(spark, settings, INTERACTIONS).where(F.col("event_date") < F.lit(end))
+    from pyspark import StorageLevel
+
+    # Both builders read the history several times (daily, distinct, affinity): scan silver once.
+    columns = ["user_id", "item_id", "event_type", "ts", "weight", "rating", "event_date"]
+    interactions = (
+        read_table(spark, settings, INTERACTIONS)
+        .where(F.col("event_date") < F.lit(end - timedelta(days=1)))
+        .select(*columns)
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
     items = read_table(spark, settings, ITEMS)
     windows = tuple(settings.feature_windows_days)
-    users = build_user_features(interactions, items, start, end, event_types=event_types, windows=windows)
-    item_rows = build_item_features(interactions, items, start, end, windows=windows)
+    try:
+        users = build_user_features(interactions, items, start, end, event_types=event_types, windows=windows)
+        item_rows = build_item_features(interactions, items, start, end, windows=windows)
+        user_count = replace_window(spark, settings, USER_FEATURES, users, "as_of", start, end)
+        item_count = replace_window(spark, settings, ITEM_FEATURES, item_rows, "as_of", start, end)
+    finally:
+        interactions.unpersist()
     return FeaturesReport(
         start=start.isoformat(),
         end=end.isoformat(),
         silver_window=(refresh[0].isoformat(), refresh[1].isoformat()) if refresh else None,
         silver_rows=silver_rows,
-        user_rows=replace_window(spark, settings, USER_FEATURES, users, "as_of", start, end),
-        item_rows=replace_window(spark, settings, ITEM_FEATURES, item_rows, "as_of", start, end),
+        user_rows=user_count,
+        item_rows=item_count,
         tables={t.name: settings.table_path(t.name) for t in (INTERACTIONS, USER_FEATURES, ITEM_FEATURES)},
     )
