@@ -1,0 +1,91 @@
+"""End-to-end `batch run` on a small generated data set: generate -> ingest -> every batch step ->
+a champion in MLflow and the batch's recommendations in Redis, readable through the pointer."""
+
+from datetime import date, datetime, timedelta, timezone
+
+import pytest
+
+from feature_store.codecs import decode_recs
+from feature_store.ranking import CHALLENGER_ALIAS, CHAMPION_ALIAS
+from feature_store.redis_keys import RedisKeys
+from feature_store.tables import BATCH_SCORES, CANDIDATES, TRAINING_SET
+from lambdarec.datagen import GeneratorConfig, generate
+from spark_jobs.batch_pipeline import STEPS, BatchContext, run_batch, run_step
+from spark_jobs.delta_io import read_table
+from spark_jobs.ingest import ingest
+from spark_jobs.model_registry import champion_version, client
+
+# the heaviest test of the suite (every batch step on real Spark, Delta, MLflow and Redis): ~4 minutes
+# on 2 idle cores, more on a shared machine
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
+
+START = date(2026, 10, 1)
+DAYS = 18
+RUN_DATE = START + timedelta(days=DAYS)
+
+
+@pytest.fixture
+def batch_settings(table_settings, redis_server):
+    return table_settings.model_copy(
+        update={
+            "redis_url": redis_server.url,
+            "label_horizon_days": 3,
+            "active_user_days": 14,
+            "candidates_per_source": 30,
+            "als_rank": 8,
+            "als_max_iter": 5,
+            "ranker_trees": 30,
+            "ranker_max_depth": 4,
+            "max_negatives_per_query": 20,
+            "batch_top_n": 20,
+            "train_num_workers": 2,
+        }
+    )
+
+
+def test_batch_run_ends_with_a_champion_and_recommendations_in_redis(spark, batch_settings, redis_client, tmp_path):
+    config = GeneratorConfig(events=8_000, users=200, items=250, categories=6, days=DAYS, start=START, seed=3)
+    generate(config, tmp_path / "gen")
+    ingest(spark, batch_settings, tmp_path / "gen", "jsonl", datetime(2026, 11, 1, tzinfo=timezone.utc))
+    done = []
+    reports = run_batch(spark, batch_settings, RUN_DATE, on_step=lambda name, _: done.append(name))
+    assert done == list(STEPS)
+
+    # MLflow: both rankers registered for this date, the better one challenger and (past popularity) champion.
+    mlflow_client = client(batch_settings)
+    name = batch_settings.ranker_model_name
+    versions = {reports["train_xgboost"]["version"], reports["train_lightgbm"]["version"]}
+    assert versions == {"1", "2"}
+    assert reports["promote"]["promoted"], reports["promote"]
+    champion = champion_version(batch_settings)
+    assert champion == reports["promote"]["version"] and champion in versions
+    assert str(mlflow_client.get_model_version_by_alias(name, CHALLENGER_ALIAS).version) == champion
+    results = reports["evaluate"]["results"]
+    assert {"popular", "als", "covisit", "blend", "xgboost v1", "lightgbm v2"} <= set(results)
+    best = max(results["xgboost v1"]["ndcg@10"], results["lightgbm v2"]["ndcg@10"])
+    assert best >= results["popular"]["ndcg@10"] + batch_settings.promotion_min_gain
+
+    # Delta: every cut-off's candidates, the training set, and batch scores by the champion.
+    cut = BatchContext(spark, batch_settings, RUN_DATE).cutoffs
+    as_ofs = {(r.as_of, r.source) for r in read_table(spark, batch_settings, CANDIDATES).select("as_of", "source").distinct().collect()}
+    assert as_ofs == {(d, s) for d in (cut.train, cut.holdout, cut.serve) for s in ("als", "covisit", "popular")}
+    assert {r.as_of for r in read_table(spark, batch_settings, TRAINING_SET).select("as_of").distinct().collect()} == {cut.train}
+    scores = read_table(spark, batch_settings, BATCH_SCORES).collect()
+    assert {(r.as_of, r.model_version) for r in scores} == {(RUN_DATE, champion)}
+    assert max(r["rank"] for r in scores) == batch_settings.batch_top_n
+
+    # Redis: the pointer names a version whose meta says champion and whose recs are the batch scores.
+    keys = RedisKeys(batch_settings.redis_key_prefix)
+    version = redis_client.get(keys.batch_pointer).decode()
+    assert version == reports["publish"]["version"]
+    meta = redis_client.hgetall(keys.batch_meta(version))
+    assert (meta[b"as_of"].decode(), meta[b"model_version"].decode()) == (str(RUN_DATE), champion)
+    user = scores[0].user_id
+    expected = sorted((r for r in scores if r.user_id == user), key=lambda r: r["rank"])
+    assert [(i.item_id, i.score) for i in decode_recs(redis_client.get(keys.user_recs(version, user)))] == [(r.item_id, r.score) for r in expected]
+    assert int(meta[b"count_recs"]) == len({r.user_id for r in scores})
+
+    # Restartable: rerunning a training step for the same date registers nothing new.
+    rerun = run_step(BatchContext(spark, batch_settings, RUN_DATE), "train_xgboost")
+    assert rerun["skipped"] and rerun["version"] == reports["train_xgboost"]["version"]
+    assert mlflow_client.get_model_version_by_alias(name, CHAMPION_ALIAS).version is not None
