@@ -3,8 +3,8 @@ is compared with published recommenders on public data sets.
 
 Protocol (documented in the README; keep the two identical):
 1. Ratings `user_id,item_id,rating,timestamp` (timestamp in epoch seconds or ISO-8601) are split into
-   train and test: `time` = the first `ratio` of all ratings by timestamp train, the rest test (one
-   global cut-off); `stratified-user` / `stratified-item` = within each user's (item's) ratings, a
+   train and test: `time` = ratings up to and including the `ratio` quantile of all timestamps train,
+   the rest test (one global cut-off); `stratified-user` / `stratified-item` = within each user's (item's) ratings, a
    seeded random `ratio` share is train (at least one rating per user/item stays in train). Or the
    caller gives `--train` and `--test` files split elsewhere.
 2. The batch models are built from the train part only, as if it were all history before a cut-off C
@@ -80,7 +80,7 @@ def split_ratings(ratings: DataFrame, method: Split, ratio: float, seed: int) ->
         raise ValueError(f"ratio {ratio} must be strictly between 0 and 1")
     if method == "time":
         cutoff = ratings.select(F.percentile_approx(F.unix_micros("ts"), ratio, 100_000).alias("c")).first()["c"]
-        is_train = F.unix_micros("ts") < F.lit(cutoff)
+        is_train = F.unix_micros("ts") <= F.lit(cutoff)
         return ratings.where(is_train), ratings.where(~is_train)
     if method not in ("stratified-user", "stratified-item"):
         raise ValueError(f"unknown split {method!r}; one of {', '.join(SPLITS)}")
