@@ -21,9 +21,10 @@ from benchmarks.common import machine_info, main, movielens_dir, write_result
 NAME = "replay"
 MODELS_ORDER = ("popularity", "batch_only", "batch_speed", "speed_neighbours", "speed_trending")
 
+# The nightly job trains on [T - 2h, T - h) with h = 7 days, so the data span at least 15 days before T.
 SYNTHETIC = {
-    True: dict(events=20_000, users=400, items=500, days=10),
-    False: dict(events=100_000, users=2_000, items=1_500, days=21),
+    True: dict(events=30_000, users=500, items=600, days=18),
+    False: dict(events=150_000, users=3_000, items=2_000, days=28),
 }
 SLICES_S = (60.0, 900.0)
 TARGETS = {True: {"synthetic": 150, "movielens": 100}, False: {"synthetic": 1_000, "movielens": 800}}

@@ -27,6 +27,7 @@ def register(app: typer.Typer) -> None:
         max_targets: Annotated[int, typer.Option(help="Ask about a seeded uniform sample of this many held-out events (0 = all).")] = 2000,
         seed: Annotated[int, typer.Option(help="Seed of the sample.")] = 0,
         warmup_days: Annotated[float, typer.Option(help="Days before T replayed through the speed layer first, without questions.")] = 7.0,
+        variant: Annotated[list[str], typer.Option(help="Extra serving configuration asked the same questions: NAME:speed|batch:SETTING=VALUE[,...] (e.g. priors_only:speed:serving_model_weight=0).")] = [],  # noqa: B006
         work_dir: Annotated[Optional[Path], typer.Option(help="Scratch folder (own Redis, Delta, MLflow); default <data_dir>/replay. Emptied first.")] = None,
         output: Annotated[Optional[Path], typer.Option(help="Write the full result as JSON here.")] = None,
     ) -> None:
@@ -42,17 +43,19 @@ def register(app: typer.Typer) -> None:
 
         if (events is None) == (ratings is None):
             raise typer.BadParameter("give exactly one of --events FILE.jsonl or --ratings FILE.csv", param_hint="--events/--ratings")
+        from lambdarec.replay.runner import ReplayOptions, ServingVariant
+
         try:
             replay_speed = ReplaySpeed.parse(speed)
             cut = parse_cutoff(cutoff) if cutoff else None
-        except (ReplayInputError, ReplayProtocolError) as exc:
+            variants = tuple(ServingVariant.parse(v) for v in variant)
+        except (ValueError, ReplayInputError, ReplayProtocolError) as exc:
             raise typer.BadParameter(str(exc)) from None
-        from lambdarec.replay.runner import ReplayOptions
 
         options = ReplayOptions(
             source=events or ratings, format="jsonl" if events else "movielens", items=items, cutoff=cut,
             holdout_fraction=holdout_fraction, k=k, speed=replay_speed, slice_s=tuple(slice_seconds),
-            max_targets=max_targets or None, seed=seed, warmup_days=warmup_days,
+            max_targets=max_targets or None, seed=seed, warmup_days=warmup_days, variants=variants,
         )
         settings = load_settings()
         result = _run(settings, options, work_dir or settings.data_dir / "replay")
@@ -107,7 +110,7 @@ def _print(result: dict) -> None:
         for column in ("model", f"HR@{k}", f"NDCG@{k}", f"MRR@{k}", f"coverage@{k}"):
             table.add_column(column, justify="left" if column == "model" else "right")
         for name, m in one["models"].items():
-            table.add_row(MODEL_TITLES[name], f"{m[f'hr@{k}']:.4f} ± {m['hr_se']:.4f}", f"{m[f'ndcg@{k}']:.4f}",
+            table.add_row(MODEL_TITLES.get(name, name), f"{m[f'hr@{k}']:.4f} ± {m['hr_se']:.4f}", f"{m[f'ndcg@{k}']:.4f}",
                           f"{m[f'mrr@{k}']:.4f}", f"{m[f'coverage@{k}']:.4f}")
         console.print(table)
         diff = one["batch_speed_minus_batch_only"][f"hr@{k}"]

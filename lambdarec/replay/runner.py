@@ -27,6 +27,7 @@ MLflow registry and streaming checkpoints), so a replay never touches the produc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import time
@@ -74,6 +75,34 @@ class SpeedLayerStalled(RuntimeError):
 
 
 @dataclass(frozen=True)
+class ServingVariant:
+    """An extra serving configuration asked the same questions (an ablation): settings overrides on
+    the online store the speed layer writes (`speed`) or on the batch-only one (`batch`)."""
+
+    name: str
+    store: str  # "speed" | "batch"
+    overrides: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> "ServingVariant":
+        """`NAME:speed|batch:SETTING=VALUE[,SETTING=VALUE...]`, e.g. `priors_only:speed:serving_model_weight=0`."""
+        parts = text.split(":", 2)
+        if len(parts) != 3 or not parts[0] or parts[1] not in ("speed", "batch") or parts[0] in MODELS:
+            raise ValueError(f"variant {text!r}: use NAME:speed|batch:SETTING=VALUE[,...] with a NAME other than {', '.join(MODELS)}")
+        pairs = []
+        for item in filter(None, parts[2].split(",")):
+            key, sep, value = item.partition("=")
+            if not sep or key not in Settings.model_fields:
+                raise ValueError(f"variant {text!r}: {item!r} is not SETTING=VALUE of a known setting")
+            pairs.append((key, value))
+        return cls(parts[0], parts[1], tuple(pairs))
+
+    def settings(self, base: Settings) -> Settings:
+        """Validated like the environment would be (so `0` becomes a float where the setting is one)."""
+        return type(base)(**{**base.model_dump(), **dict(self.overrides)})
+
+
+@dataclass(frozen=True)
 class ReplayOptions:
     source: Path
     format: SourceFormat
@@ -89,6 +118,7 @@ class ReplayOptions:
     trigger_ms: int = 100
     catchup_timeout_s: float = 300.0
     keep_answers: bool = False  # the result lists every question with each model's rank of the item
+    variants: tuple[ServingVariant, ...] = ()
 
 
 @dataclass
@@ -164,6 +194,7 @@ def train_batch(spark, settings: Settings, prepared: Prepared, work_dir: Path) -
     T = datetime.combine(prepared.cutoff, datetime.min.time(), tzinfo=timezone.utc)
     ingested = ingest(spark, settings, batch_input, prepared.source.format, ingest_time=T)
     ingest_s = time.monotonic() - started
+    ensure_registered_model(settings)
     report = run_batch(spark, settings, prepared.cutoff)
     return {
         "ingested": ingested.ingested,
@@ -172,6 +203,22 @@ def train_batch(spark, settings: Settings, prepared: Prepared, work_dir: Path) -
         "batch_s": round(time.monotonic() - started - ingest_s, 1),
         "report": _jsonable(report),
     }
+
+
+def ensure_registered_model(settings: Settings) -> None:
+    """The scratch registry starts empty; the batch pipeline's version listing expects the ranker's
+    registered model to exist (it reads its aliases), so create it, empty, once."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from lambdarec.composition import configure_mlflow
+
+    configure_mlflow(settings)
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
+    try:
+        client.get_registered_model(settings.ranker_model_name)
+    except MlflowException:
+        client.create_registered_model(settings.ranker_model_name)
 
 
 def _jsonable(value: Any) -> Any:
@@ -308,13 +355,12 @@ class ReplayPass:
     """One pass of the held-out events for one slice size."""
 
     def __init__(self, prepared: Prepared, options: ReplayOptions, settings: Settings, speed: SpeedLayer,
-                 full: ServingAsker, batch_only: ServingAsker, progress: Progress | None) -> None:
+                 askers: dict[str, ServingAsker], progress: Progress | None) -> None:
         self.p = prepared
         self.options = options
         self.settings = settings
         self.speed = speed
-        self.full = full
-        self.batch_only = batch_only
+        self.askers = askers  # batch_speed, batch_only, then the variants
         self.progress = progress
         self.keys = RedisKeys(settings.redis_key_prefix)
         self.consumed: dict[str, set[str]] = {u: set(items) for u, items in prepared.history.items()}
@@ -322,7 +368,8 @@ class ReplayPass:
     async def run(self, slice_s: float) -> PassResult:
         replayed = self.p.replayed
         rounds = plan_rounds([e.user_id for e in replayed], [e.ts_ms for e in replayed], self.p.targets, int(slice_s * 1000))
-        result = PassResult(slice_s, len(rounds), {m: ModelTally(m, self.options.k) for m in MODELS})
+        names = [*MODELS, *(v.name for v in self.options.variants)]
+        result = PassResult(slice_s, len(rounds), {m: ModelTally(m, self.options.k) for m in names})
         started = time.monotonic()
         origin_ms = replayed[0].ts_ms if replayed else 0
         for number, rnd in enumerate(rounds):
@@ -363,12 +410,12 @@ class ReplayPass:
         k, user, item = self.options.k, target.user_id, target.item_id
         consumed = self.consumed.get(user, set())
         tallies = result.tallies
-        items, degraded, body = await self.full.top_k(user, k)
-        tallies["batch_speed"].add(items, item, degraded)
-        for answer in body["items"]:
-            result.sources[answer["source"]] = result.sources.get(answer["source"], 0) + 1
-        items, degraded, _ = await self.batch_only.top_k(user, k)
-        tallies["batch_only"].add(items, item, degraded)
+        for name, asker in self.askers.items():
+            items, degraded, body = await asker.top_k(user, k)
+            tallies[name].add(items, item, degraded)
+            if name == "batch_speed":
+                for answer in body["items"]:
+                    result.sources[answer["source"]] = result.sources.get(answer["source"], 0) + 1
         tallies["popularity"].add(top_unseen(self.p.popular, consumed, k), item)
         recent, neighbours, trending = self._speed_keys(user)
         tallies["speed_neighbours"].add(neighbour_ranking(recent, neighbours, consumed, k), item)
@@ -435,8 +482,15 @@ async def _one_pass(spark, prepared: Prepared, options: ReplayOptions, settings:
     speed = SpeedLayer(spark, settings, client)
     speed.start()
     try:
-        async with ServingAsker(settings, db_url(url, SPEED_DB)) as full, ServingAsker(settings, db_url(url, BATCH_ONLY_DB)) as only:
-            return await ReplayPass(prepared, options, settings, speed, full, only, progress).run(slice_s)
+        async with contextlib.AsyncExitStack() as stack:
+            askers = {
+                "batch_speed": await stack.enter_async_context(ServingAsker(settings, db_url(url, SPEED_DB))),
+                "batch_only": await stack.enter_async_context(ServingAsker(settings, db_url(url, BATCH_ONLY_DB))),
+            }
+            for variant in options.variants:
+                store = db_url(url, SPEED_DB if variant.store == "speed" else BATCH_ONLY_DB)
+                askers[variant.name] = await stack.enter_async_context(ServingAsker(variant.settings(settings), store))
+            return await ReplayPass(prepared, options, settings, speed, askers, progress).run(slice_s)
     finally:
         speed.stop()
 
