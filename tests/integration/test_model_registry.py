@@ -141,3 +141,33 @@ def test_promotion_gate_with_aliases_and_rollback(table_settings, tmp_path):
     assert [listed[v.version]["aliases"] for v in (v1, v2, v3, v4)] == [[], [], [CHAMPION_ALIAS], [CHALLENGER_ALIAS]]
     assert listed[v4.version]["tags"]["holdout.ndcg_at_10"] == "0.35"
     assert [v["version"] for v in list_versions(settings)] == ["4", "3", "2", "1"]
+
+
+def test_models_cli_lists_promotes_and_rolls_back(table_settings, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from lambdarec.cli import build_app
+
+    settings = table_settings
+    monkeypatch.setenv("LAMBDAREC_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("COLUMNS", "250")
+    runner, app = CliRunner(), build_app()
+    assert "no versions of lambdarec-ranker yet" in runner.invoke(app, ["models", "list"]).output
+    for ndcg in (0.3, 0.2):
+        register(settings, tmp_path, "lightgbm", ndcg=ndcg)
+    promoted = runner.invoke(app, ["models", "promote", "1"])
+    assert promoted.exit_code == 0 and promoted.output.strip() == "lambdarec-ranker@champion -> version 1"
+    assert runner.invoke(app, ["models", "promote", "2"]).exit_code == 0
+    listed = runner.invoke(app, ["models", "list"]).output
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in listed.splitlines() if line.startswith("│")]
+    assert {r[0]: (r[1], r[2], r[4]) for r in rows if r and r[0].isdigit()} == {
+        "2": ("champion", "lightgbm", "0.2000"),
+        "1": ("", "lightgbm", "0.3000"),
+    }
+    unknown = runner.invoke(app, ["models", "promote", "9"])
+    assert unknown.exit_code != 0 and "no version 9" in " ".join(unknown.output.replace("│", " ").split())
+    back = runner.invoke(app, ["models", "rollback"])
+    assert back.exit_code == 0 and back.output.strip() == "lambdarec-ranker@champion -> version 1 (rolled back)"
+    assert champion_version(settings) == "1"
+    again = runner.invoke(app, ["models", "rollback"])
+    assert again.exit_code == 1 and "no earlier champion" in again.output
