@@ -55,6 +55,9 @@ def spark_conf(settings: Settings, extra: Mapping[str, str] | None = None) -> di
         "spark.scheduler.barrier.maxConcurrentTasksCheck.interval": "1s",
         "spark.scheduler.barrier.maxConcurrentTasksCheck.maxFailures": "3",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
+        # A JSON event with a repeated key keeps the last value, as Python's json (the API's and the
+        # speed layer's rules) does; Spark's default makes try_parse_json return null (quarantined).
+        "spark.sql.variant.allowDuplicateKeys": "true",
     }
     conf.update(settings.spark_conf)
     conf.update(extra or {})

@@ -65,6 +65,14 @@ def _airflow(settings: Settings, *args: str, timeout_s: float = 1500) -> subproc
     return subprocess.run([airflow, *args], env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
 
 
+def json_output(stdout: str) -> str:
+    """The JSON document of an `airflow ... --output json` command: Airflow may print warnings (e.g. a
+    missing graphviz) on stdout before it."""
+    lines = [line for line in stdout.splitlines() if line.startswith(("[", "{"))]
+    assert lines, f"no JSON in airflow's output:\n{stdout[-2000:]}"
+    return lines[-1]
+
+
 @pytest.fixture(scope="module")
 def nightly_run(ingested: Settings) -> subprocess.CompletedProcess:
     prepare_airflow_home(ingested)
@@ -81,7 +89,7 @@ def nightly_run(ingested: Settings) -> subprocess.CompletedProcess:
 def test_nightly_run_succeeds_with_every_step(nightly_run, ingested: Settings) -> None:
     listed = _airflow(ingested, "dags", "list-runs", "lambdarec_nightly", "--output", "json", timeout_s=120)
     assert listed.returncode == 0, listed.stderr[-2000:]
-    runs = json.loads(listed.stdout)
+    runs = json.loads(json_output(listed.stdout))
     assert [(r["state"], r["data_interval_end"][:10]) for r in runs] == [("success", PIPELINE_DATE.isoformat())]
 
 

@@ -92,6 +92,12 @@ AGREEMENT_CASES = [
     good(61, context="x", event_id=None),
 ]
 NOT_OBJECTS = ["not json", "[1, 2]", '"a string"', "42", '{"event_id": "e99", "user_id"']
+# A repeated key keeps its last value, in Spark as in Python's json (not an unparseable row).
+DUPLICATE_KEYS = [
+    '{"event_id": "e70", "user_id": "u1", "item_id": "i1", "event_type": "rating", "value": 1, "value": 4.5, "ts": "2026-11-01T10:00:00Z"}',
+    '{"event_id": "e71", "user_id": "u1", "item_id": "i1", "event_type": "view", "event_type": "teleport", "ts": "2026-11-01T10:00:00Z"}',
+    '{"event_id": "e72", "user_id": "u1", "item_id": "i1", "event_type": "view", "ts": "soon", "ts": "2026-11-01T09:00:00Z"}',
+]
 
 
 def python_verdict(raw: str):
@@ -103,7 +109,7 @@ def python_verdict(raw: str):
 
 
 def test_spark_rules_agree_with_validate_event_dict(spark):
-    raws = [json.dumps(case) for case in AGREEMENT_CASES] + NOT_OBJECTS
+    raws = [json.dumps(case) for case in AGREEMENT_CASES] + NOT_OBJECTS + DUPLICATE_KEYS
     df = spark.createDataFrame([(raw, "test") for raw in raws], "raw STRING, source STRING")
     got = {row["raw"]: row for row in validate_raw_events(df, NOW, TOLERANCE).collect()}
 
