@@ -48,6 +48,7 @@ VARIANTS: dict[str, dict[str, str]] = {
     "orjson_off": {"LAMBDAREC_SERVING_ORJSON": "false"},
     "hiredis_off": {"LAMBDAREC_SERVING_HIREDIS": "false"},
     "uvloop_off": {"LAMBDAREC_SERVING_UVLOOP": "false"},
+    "columnar_off": {"LAMBDAREC_SERVING_COLUMNAR": "false"},
 }
 
 

@@ -53,6 +53,20 @@ def decode_recs(blob: bytes) -> list[ScoredItem]:
         raise CodecError(f"not an encoded list of scored items: {exc}") from exc
 
 
+def decode_recs_plain(blob: bytes) -> tuple[tuple[str, float, str], ...]:
+    """`decode_recs` as plain `(item_id, score, source)` tuples (index them; the values are the same).
+    Tuples of strings and floats drop out of the garbage collector's tracking, so a process that keeps
+    hundreds of thousands in memory (serving's batch-version cache) does not rescan them on every full
+    collection, and no per-item object is built."""
+    try:
+        recs = msgpack.unpackb(blob, raw=False, use_list=False)
+    except (ValueError, TypeError, msgpack.ExtraData) as exc:
+        raise CodecError(f"not an encoded list of scored items: {exc}") from exc
+    if not isinstance(recs, tuple) or not all(isinstance(rec, tuple) and len(rec) == 3 for rec in recs):
+        raise CodecError("not an encoded list of scored items: expected [[item_id, score, source], ...]")
+    return recs
+
+
 def encode_ids(ids: Iterable[str]) -> bytes:
     return msgpack.packb(list(ids), use_bin_type=True)
 

@@ -159,6 +159,9 @@ class Settings(BaseSettings):
     serving_orjson: bool = Field(True, description="Serialize responses with orjson (else the stdlib json encoder).")
     serving_hiredis: bool = Field(True, description="Parse Redis replies with hiredis (else the pure-Python parser).")
     serving_uvloop: bool = Field(True, description="Run `lambdarec serve` on uvloop (else the stdlib asyncio loop).")
+    serving_columnar: bool = Field(
+        True, description="Merge, score and assemble a request's candidates as numpy columns (else one Python object per candidate)."
+    )
     serving_ranker_file: Literal["onnx", "onnx_compressed", "native"] = Field(
         "onnx", description="Which file of the champion to run; the native booster is the fallback if ONNX fails."
     )

@@ -196,7 +196,8 @@ def _offline_docs(app: FastAPI) -> None:
 
 
 # -- dependencies ----------------------------------------------------------------------------------
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async: FastAPI runs a plain `def` dependency in its thread pool, a thread hop on every request
     return request.app.state.services
 
 
@@ -241,7 +242,7 @@ def _v1_router(settings: Settings) -> APIRouter:
         started = time.perf_counter()
         del page  # accepted and validated so product teams can send it; ranking does not use it yet
         answer = await services.recommender.recommend(user_id, k, category=category, item_id=item_id, exclude=frozenset(exclude))
-        response = services.render(answer.model_dump(), 200)
+        response = services.render(answer, 200)
         services.metrics.latency.labels("recommendations").observe(time.perf_counter() - started)
         return response
 

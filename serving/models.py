@@ -162,14 +162,16 @@ def resolve_champion(settings: Settings) -> str | None:
 def load_ranker(settings: Settings, version: str) -> LoadedRanker:
     """Download one registered version and build its ranker. Blocking: call in a thread."""
     import mlflow.artifacts
+    from mlflow.tracking import MlflowClient
 
+    # Not `models:/name/version`: MLflow resolves that URI with the process-wide registry URI
+    # (`./mlflow.db` in the working directory by default), not the registry_uri passed along, so
+    # the version would be looked up in the wrong registry. Our client resolves it, then the
+    # download reads the version's own artifact location.
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
+    location = client.get_model_version_download_uri(settings.ranker_model_name, version)
     with tempfile.TemporaryDirectory(prefix="lambdarec-ranker-") as tmp:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{settings.ranker_model_name}/{version}",
-            dst_path=tmp,
-            tracking_uri=settings.tracking_uri,
-            registry_uri=settings.registry_uri,
-        )
+        local = mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=tmp, tracking_uri=settings.tracking_uri)
         # onnxruntime and the boosters read the files fully at load, so the folder can go afterwards.
         return ranker_from_directory(Path(local), settings.ranker_model_name, version, settings.serving_ranker_file)
 

@@ -13,6 +13,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from feature_store.ranking import CANDIDATE_SOURCES, ITEM_INPUTS, RANKER_FEATURES, USER_INPUTS
+from serving.candidates import SOURCES
 
 _N_USER = len(USER_INPUTS)
 _N_ITEM = len(ITEM_INPUTS)
@@ -109,6 +110,29 @@ def select_top_k(
         key=lambda i: (preferred_category is not None and categories[i] == preferred_category, scores[i]),
         reverse=True,
     )
+    return _capped(order, categories, k, max_per_category)
+
+
+def select_top_k_columns(
+    scores: np.ndarray,
+    categories: Sequence[str | None],
+    k: int,
+    max_per_category: int = 0,
+    preferred_category: str | None = None,
+) -> list[int]:
+    """`select_top_k` with numpy's stable sort: the same indices (ties keep candidate order)."""
+    if preferred_category is None:
+        order = np.argsort(-scores, kind="stable")
+    else:
+        preferred = np.fromiter((c == preferred_category for c in categories), dtype=bool, count=len(categories))
+        order = np.lexsort((-scores, ~preferred))
+    if max_per_category <= 0:
+        return order[:k].tolist()
+    return _capped(order.tolist(), categories, k, max_per_category)
+
+
+def _capped(order: list[int], categories: Sequence[str | None], k: int, max_per_category: int) -> list[int]:
+    """The first `k` of `order` with at most `max_per_category` per category while others remain."""
     if max_per_category <= 0:
         return order[:k]
     chosen: list[int] = []
@@ -125,3 +149,41 @@ def select_top_k(
         if len(chosen) == k:
             return chosen
     return chosen + overflow[: k - len(chosen)]
+
+
+# -- the columnar path (see serving.candidates.CandidateColumns) -----------------------------------
+_BATCH_AT = SOURCES.index("batch")
+_REQUEST_SOURCE_AT: tuple[tuple[int, int], ...] = tuple(
+    (at, _REQUEST_COLUMN[source]) for at, source in enumerate(SOURCES) if source != "batch"
+)
+
+
+def candidate_inputs_columns(scores: np.ndarray, batch_columns: np.ndarray) -> np.ndarray:
+    """`candidate_inputs` from a (rows, len(SOURCES)) score block (NaN: not proposed) and, per row, the
+    CANDIDATE_SOURCES column its batch score fills (`batch_input_column` of its stored source)."""
+    rows = scores.shape[0]
+    best = np.full((rows, len(CANDIDATE_SOURCES)), np.nan)
+    for at, column in _REQUEST_SOURCE_AT:
+        best[:, column] = np.fmax(best[:, column], scores[:, at])
+    if rows:
+        index = np.arange(rows)
+        best[index, batch_columns] = np.fmax(best[index, batch_columns], scores[:, _BATCH_AT])
+    return best.astype(np.float32)
+
+
+def batch_input_column(batch_source: str | None) -> int:
+    """The CANDIDATE_SOURCES column a batch recommendation's score fills (its stored source; `als` when unknown)."""
+    return _INPUT_COLUMN.get(batch_source, _INPUT_COLUMN["als"])
+
+
+def assemble_matrix(user_features: np.ndarray | None, item_block: np.ndarray, affinities: np.ndarray,
+                    candidate_scores: np.ndarray) -> np.ndarray:
+    """`feature_matrix` from an item block already in rows (rows, len(ITEM_INPUTS)) and an affinity
+    column (NaN: none): one copy per block instead of one per candidate."""
+    rows = item_block.shape[0]
+    matrix = np.empty((rows, len(RANKER_FEATURES)), dtype=np.float32)
+    matrix[:, :_N_USER] = user_features if user_features is not None and user_features.shape[0] == _N_USER else np.nan
+    matrix[:, _N_USER:_CROSS_AT] = item_block
+    matrix[:, _CROSS_AT] = affinities
+    matrix[:, _CAND_AT:] = candidate_scores
+    return matrix

@@ -13,19 +13,29 @@ import asyncio
 import logging
 import time
 
+import numpy as np
 from redis.exceptions import RedisError
 
+from feature_store.ranking import ITEM_INPUTS
 from feature_store.settings import Settings
 from serving.batcher import MicroBatcher
 from serving.cache import ItemBatch
-from serving.candidates import Candidate, merge_candidates, priors, session_category_shares
+from serving.candidates import (
+    SOURCES, Candidate, CandidateColumns, merge_candidates, merge_columns, priors, priors_columns, session_category_shares,
+)
 from serving.metrics import ServingMetrics
 from serving.models import ModelHolder
-from serving.ranking import blend, candidate_inputs, feature_matrix, select_top_k
+from serving.ranking import (
+    assemble_matrix, batch_input_column, blend, candidate_inputs, candidate_inputs_columns, feature_matrix, select_top_k,
+    select_top_k_columns,
+)
 from serving.schemas import RecommendedItem, Recommendations, SimilarItems
 from serving.store import OnlineStore, UserView
 
 log = logging.getLogger(__name__)
+
+_BATCH_AT = SOURCES.index("batch")
+_N_ITEM = len(ITEM_INPUTS)
 
 # What a failing or slow online store looks like from here.
 STORE_ERRORS = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
@@ -63,18 +73,23 @@ class Recommender:
 
     # -- recommendations ---------------------------------------------------------------------
     async def recommend(self, user_id: str, k: int, *, category: str | None = None, item_id: str | None = None,
-                        exclude: frozenset[str] = frozenset()) -> Recommendations:
+                        exclude: frozenset[str] = frozenset()) -> dict:
+        """The answer as the `Recommendations` wire model's JSON object (a dict: the columnar path
+        builds it directly, without a pydantic model per item)."""
         if not self.breaker.allows():
-            return self._fallback(user_id, k, exclude, "redis_unavailable")
+            return self._fallback(user_id, k, exclude, "redis_unavailable").model_dump()
         try:
             async with asyncio.timeout(self.settings.serving_redis_budget_s):
                 view, candidates, items, batch_sources = await self._gather(user_id, item_id, exclude, k)
         except STORE_ERRORS as exc:
             self.breaker.failed()
             log.warning("online store failed for user %s (%s: %s): answering from the fallback", user_id, type(exc).__name__, exc)
-            return self._fallback(user_id, k, exclude, "redis_timeout" if isinstance(exc, TimeoutError) else "redis_error")
+            return self._fallback(user_id, k, exclude, "redis_timeout" if isinstance(exc, TimeoutError) else "redis_error").model_dump()
         self.breaker.succeeded()
-        return await self._rank(user_id, k, view, candidates, items, batch_sources, category)
+        if isinstance(candidates, CandidateColumns):
+            return await self._rank_columns(user_id, k, view, candidates, items, batch_sources, category)
+        answer = await self._rank(user_id, k, view, candidates, items, batch_sources, category)
+        return answer.model_dump()
 
     async def _gather(self, user_id: str, context_item: str | None, exclude: frozenset[str], k: int):
         settings = self.settings
@@ -86,11 +101,11 @@ class Recommender:
         consumed = set(view.user.seen) | set(recent) | set(exclude)
         if context_item is not None:
             consumed.add(context_item)
-        batch_sources = {rec.item_id: rec.source for rec in view.user.recs}
+        batch_sources = {rec[0]: rec[2] for rec in view.user.recs}
         use_popular = not view.user.recs
-        known = [rec.item_id for rec in view.user.recs] + [item for item, _ in view.trending]
+        known = [rec[0] for rec in view.user.recs] + [item for item, _ in view.trending]
         if use_popular:
-            known += [rec.item_id for rec in view.popular]
+            known += [rec[0] for rec in view.popular]
         known = [i for i in dict.fromkeys(known) if i not in consumed][: settings.serving_max_candidates]
         covisit, similar, items = await self.store.read_neighbors_and_items(view.version, seeds, known)
         # Plain (item, score, because) tuples: hundreds per request. Batch and popular lists are
@@ -102,15 +117,22 @@ class Recommender:
             "trending": [(item, score, None) for item, score in view.trending],
             "popular": view.popular if use_popular else (),
         }
-        candidates = merge_candidates(proposals, consumed, settings.serving_max_candidates)
-        if len(candidates) < k and not use_popular:  # top up from popularity when the pool is thin
-            for rec in view.popular:
-                if rec.item_id not in consumed and rec.item_id not in candidates:
-                    candidates[rec.item_id] = Candidate(rec.item_id, {"popular": rec.score})
-        missing = [i for i in candidates if i not in items]
+        if settings.serving_columnar:
+            columns = merge_columns(proposals, consumed, settings.serving_max_candidates)
+            if len(columns) < k and not use_popular:  # top up from popularity when the pool is thin
+                columns = columns.top_up(view.popular, "popular", consumed)
+            candidate_ids: list[str] = columns.item_ids
+        else:
+            merged = merge_candidates(proposals, consumed, settings.serving_max_candidates)
+            if len(merged) < k and not use_popular:  # top up from popularity when the pool is thin
+                for rec in view.popular:
+                    if rec[0] not in consumed and rec[0] not in merged:
+                        merged[rec[0]] = Candidate(rec[0], {"popular": rec[1]})
+            candidate_ids = list(merged)
+        missing = [i for i in candidate_ids if i not in items]
         if missing:
             items.update(await self.store.read_items(view.version, missing))
-        return view, list(candidates.values()), items, batch_sources
+        return view, columns if settings.serving_columnar else list(merged.values()), items, batch_sources
 
     async def _rank(self, user_id: str, k: int, view: UserView, candidates: list[Candidate], items: dict[str, ItemBatch],
                     batch_sources: dict[str, str], category: str | None) -> Recommendations:
@@ -130,12 +152,7 @@ class Recommender:
                 [affinity_source.get(c) if c is not None else None for c in categories],
                 candidate_inputs([c.scores for c in candidates], [batch_sources.get(c.item_id) for c in candidates]),
             )
-            try:
-                model_scores = await self.batcher.predict(ranker, matrix) if self.batcher else ranker.predict(matrix)
-            except Exception as exc:  # a ranker failure must not fail the request: rank by priors
-                self.metrics.model_errors.inc()
-                log.error("ranker %s v%s failed: %s", ranker.name, ranker.version, exc)
-                ranker = None
+            model_scores = await self._score(ranker, matrix)
         final = blend(model_scores, prior, settings.serving_model_weight)
         chosen = select_top_k(final, categories, k, settings.serving_max_per_category, category)
         answer = [
@@ -158,6 +175,76 @@ class Recommender:
             candidates=len(candidates),
         )
 
+    async def _score(self, ranker, matrix: np.ndarray) -> np.ndarray | None:
+        """The ranker's scores of `matrix`; None when it fails (a ranker failure must not fail the
+        request: the answer is ranked by priors)."""
+        try:
+            return await self.batcher.predict(ranker, matrix) if self.batcher else ranker.predict(matrix)
+        except Exception as exc:
+            self.metrics.model_errors.inc()
+            log.error("ranker %s v%s failed: %s", ranker.name, ranker.version, exc)
+            return None
+
+    async def _rank_columns(self, user_id: str, k: int, view: UserView, candidates: CandidateColumns, items: dict[str, ItemBatch],
+                            batch_sources: dict[str, str], category: str | None) -> dict:
+        """`_rank` over columns: the same answer, built as the wire JSON object."""
+        settings = self.settings
+        ids = candidates.item_ids
+        block, categories = self._item_block(view.version, ids, items)
+        shares = session_category_shares(view.session)
+        prior, primary = priors_columns(candidates, shares, categories)
+        ranker = self.holder.current  # held for the whole request: a swap cannot change it under us
+        model_scores = None
+        if ranker is not None and ids:
+            affinity_source = view.user.affinity or shares
+            nan = np.nan
+            affinities = np.array([affinity_source.get(c, nan) if c is not None else nan for c in categories], dtype=np.float32)
+            batch_columns = np.zeros(len(ids), dtype=np.intp)
+            batch_rows = np.flatnonzero(candidates.proposed[:, _BATCH_AT])
+            batch_columns[batch_rows] = [batch_input_column(batch_sources.get(ids[row])) for row in batch_rows.tolist()]
+            matrix = assemble_matrix(view.user.features, block, affinities, candidate_inputs_columns(candidates.scores, batch_columns))
+            model_scores = await self._score(ranker, matrix)
+        final = blend(model_scores, prior, settings.serving_model_weight)
+        chosen = select_top_k_columns(final, categories, k, settings.serving_max_per_category, category)
+        because = candidates.because
+        return {
+            "user_id": user_id,
+            "items": [
+                {"item_id": ids[i], "score": round(float(final[i]), 6), "source": SOURCES[primary[i]], "sources": candidates.sources(i),
+                 "because": because[i], "category": categories[i]}
+                for i in chosen
+            ],
+            "batch_version": view.version,
+            "model_version": ranker.version if ranker is not None and model_scores is not None else None,
+            "degraded": False,
+            "candidates": len(ids),
+        }
+
+    def _item_block(self, version: str | None, ids: list[str], items: dict[str, ItemBatch]) -> tuple[np.ndarray, list[str | None]]:
+        """Features (rows, len(ITEM_INPUTS)) and categories of `ids`: one take from the cache's item
+        table when it holds this version, the request's own reads for the rest."""
+        cache = self.store.cache
+        if cache.accepts(version):
+            table = cache.items
+            rows = table.rows(ids)
+            block = table.features[rows]
+            known = table.categories
+            categories = [known[row] for row in rows]
+            if 0 not in rows:
+                return block, categories
+            todo = [n for n, row in enumerate(rows) if row == 0]
+        else:
+            block = np.full((len(ids), _N_ITEM), np.nan, dtype=np.float32)
+            categories = [None] * len(ids)
+            todo = range(len(ids))
+        for n in todo:
+            item = items.get(ids[n])
+            if item is not None:
+                categories[n] = item.category
+                if item.features is not None and item.features.shape[0] == _N_ITEM:
+                    block[n] = item.features
+        return block, categories
+
     def _fallback(self, user_id: str, k: int, exclude: frozenset[str], reason: str) -> Recommendations:
         self.metrics.degraded.labels("recommendations", reason).inc()
         return Recommendations(
@@ -170,10 +257,10 @@ class Recommender:
         )
 
     def _fallback_items(self, k: int, exclude: frozenset[str]) -> list[RecommendedItem]:
-        popular = [rec for rec in self.store.last_popular if rec.item_id not in exclude][:k]
-        best = max((rec.score for rec in popular), default=0.0)
+        popular = [rec for rec in self.store.last_popular if rec[0] not in exclude][:k]
+        best = max((rec[1] for rec in popular), default=0.0)
         return [
-            RecommendedItem(item_id=rec.item_id, score=round(rec.score / best, 6) if best > 0 else 0.0,
+            RecommendedItem(item_id=rec[0], score=round(rec[1] / best, 6) if best > 0 else 0.0,
                             source="popular", sources=["popular"])
             for rec in popular
         ]
@@ -190,7 +277,7 @@ class Recommender:
                 covisit, similar, _ = await self.store.read_neighbors_and_items(version, [item_id], [])
                 proposals = {
                     "covisit": [(n, s, None) for n, s in covisit.get(item_id, ())],
-                    "similar": [(r.item_id, r.score, None) for r in similar.get(item_id, ())],
+                    "similar": [(r[0], r[1], None) for r in similar.get(item_id, ())],
                 }
                 candidates = list(merge_candidates(proposals, {item_id}, self.settings.serving_max_candidates).values())
                 items = await self.store.read_items(version, [c.item_id for c in candidates])
@@ -246,7 +333,7 @@ class Recommender:
                 seeds = list(dict.fromkeys(item_ids))
                 covisit, similar, items = await self.store.read_neighbors_and_items(version, seeds, seeds)
                 neighbours = {n for pairs in covisit.values() for n, _ in pairs}
-                neighbours |= {r.item_id for recs in similar.values() for r in recs}
+                neighbours |= {r[0] for recs in similar.values() for r in recs}
                 await self.store.read_items(version, [n for n in neighbours if n not in items])
         except STORE_ERRORS as exc:
             self.metrics.prefetches.labels("failed").inc()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import msgpack
 import numpy as np
 
-from feature_store.codecs import CodecError, ScoredItem, decode_features, decode_ids, decode_recs
+from feature_store.codecs import CodecError, ScoredItem, decode_features, decode_ids, decode_recs_plain
 from feature_store.ranking import ITEM_INPUTS, USER_INPUTS
 from feature_store.redis_keys import RedisKeys
 from serving.cache import EMPTY_USER, BatchCache, ItemBatch, UserBatch
@@ -73,10 +73,12 @@ def _features(blob: bytes | None, length: int, key: str) -> np.ndarray | None:
 
 
 def _recs(blob: bytes | None, key: str) -> tuple[ScoredItem, ...]:
+    """Plain (item_id, score, source) tuples (ScoredItem's fields, read by index): the cache keeps
+    hundreds of thousands, and plain tuples cost the garbage collector nothing."""
     if blob is None:
         return ()
     try:
-        return tuple(decode_recs(blob))
+        return decode_recs_plain(blob)
     except CodecError as exc:
         log.warning("ignoring %s: %s", key, exc)
         return ()
