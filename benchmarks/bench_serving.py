@@ -49,6 +49,7 @@ VARIANTS: dict[str, dict[str, str]] = {
     "hiredis_off": {"LAMBDAREC_SERVING_HIREDIS": "false"},
     "uvloop_off": {"LAMBDAREC_SERVING_UVLOOP": "false"},
     "columnar_off": {"LAMBDAREC_SERVING_COLUMNAR": "false"},
+    "fast_redis_off": {"LAMBDAREC_SERVING_FAST_REDIS": "false"},
 }
 
 

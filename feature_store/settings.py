@@ -159,6 +159,9 @@ class Settings(BaseSettings):
     serving_orjson: bool = Field(True, description="Serialize responses with orjson (else the stdlib json encoder).")
     serving_hiredis: bool = Field(True, description="Parse Redis replies with hiredis (else the pure-Python parser).")
     serving_uvloop: bool = Field(True, description="Run `lambdarec serve` on uvloop (else the stdlib asyncio loop).")
+    serving_fast_redis: bool = Field(
+        True, description="Online-store reads over serving's own pipelined connection (asyncio protocol + hiredis) instead of redis-py's pipeline."
+    )
     serving_columnar: bool = Field(
         True, description="Merge, score and assemble a request's candidates as numpy columns (else one Python object per candidate)."
     )

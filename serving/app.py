@@ -34,6 +34,7 @@ from serving.cache import BatchCache
 from serving.metrics import ServingMetrics
 from serving.models import ChampionWatcher, LoadedRanker, ModelHolder, load_ranker, resolve_champion
 from serving.recommender import STORE_ERRORS, Recommender
+from serving.resp import PipelinedReader, RedisPyReader
 from serving.schemas import (
     EventBatch, EventError, EventsAccepted, EventsRejected, Health, ModelStatus, Readiness, Recommendations, SimilarItems,
 )
@@ -88,12 +89,21 @@ def open_redis(url: str, settings: Settings):
     return aioredis.Redis(connection_pool=pool)
 
 
-def build_services(settings: Settings, redis_client, *, resolve=resolve_champion, load=load_ranker) -> Services:
-    """Wire the serving objects around one Redis client (no I/O here)."""
+def open_reader(url: str, settings: Settings, redis_client):
+    """What the online store reads through: serving's pipelined connection for plain redis:// and
+    unix:// URLs (unless switched off), else redis-py's pipeline on the app's client."""
+    if settings.serving_fast_redis and url.startswith(("redis://", "unix://")):
+        return PipelinedReader(url)
+    return RedisPyReader(redis_client)
+
+
+def build_services(settings: Settings, redis_client, *, reader=None, resolve=resolve_champion, load=load_ranker) -> Services:
+    """Wire the serving objects around one Redis client (no I/O here); `reader` (serving.resp)
+    defaults to redis-py's pipeline on that client."""
     keys = RedisKeys(settings.redis_key_prefix)
     cache = BatchCache(settings.serving_cache_enabled, settings.serving_cache_max_entries)
     store = OnlineStore(
-        redis_client, keys, cache,
+        reader or RedisPyReader(redis_client), keys, cache,
         recent_items=max(settings.serving_recent_items, 1),
         trending_window=settings.serving_trending_window,
         trending_candidates=settings.serving_trending_candidates,
@@ -139,7 +149,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         client = open_redis(url, settings)
-        services = build_services(settings, client, resolve=resolve, load=load)
+        services = build_services(settings, client, reader=open_reader(url, settings, client), resolve=resolve, load=load)
         app.state.services = services
         try:
             async with asyncio.timeout(1.0):
@@ -158,6 +168,7 @@ def create_app(
         finally:
             await services.watcher.stop()
             await services.recommender.stop()
+            await services.store.reader.aclose()
             await client.aclose()
             await client.connection_pool.disconnect()
 

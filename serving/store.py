@@ -58,8 +58,18 @@ def _pairs(reply) -> list[tuple[str, float]]:
     return [(member.decode(), float(score)) for member, score in zip(it, it)]
 
 
-def _queue_top(pipe, key: str, count: int) -> None:
-    pipe.execute_command("ZREVRANGE", key, 0, count - 1, "WITHSCORES")
+def _top(key: str, count: int) -> tuple:
+    return ("ZREVRANGE", key, 0, count - 1, "WITHSCORES")
+
+
+def _hash(reply) -> dict[str, str]:
+    """An HGETALL reply (a flat field, value list, or redis-py's dict) as text."""
+    if not reply:
+        return {}
+    if isinstance(reply, dict):
+        return {_text(f): _text(v) for f, v in reply.items()}
+    it = iter(reply)
+    return {_text(f): _text(v) for f, v in zip(it, it)}
 
 
 def _features(blob: bytes | None, length: int, key: str) -> np.ndarray | None:
@@ -105,9 +115,11 @@ def decode_user_batch(recs: bytes | None, feat: bytes | None, aff: bytes | None,
 
 
 class OnlineStore:
-    def __init__(self, client, keys: RedisKeys, cache: BatchCache, *, recent_items: int, trending_window: str,
+    """`reader` runs command batches (`serving.resp`: PipelinedReader or RedisPyReader)."""
+
+    def __init__(self, reader, keys: RedisKeys, cache: BatchCache, *, recent_items: int, trending_window: str,
                  trending_candidates: int, neighbors_per_item: int) -> None:
-        self.client = client
+        self.reader = reader
         self.keys = keys
         self.cache = cache
         self.recent_items = recent_items
@@ -128,14 +140,14 @@ class OnlineStore:
         return False
 
     async def read_version(self) -> str | None:
-        pointer = await self.client.get(self.keys.batch_pointer)
+        (pointer,) = await self.reader.execute([("GET", self.keys.batch_pointer)])
         self._observe_version(pointer)
         return self.cache.version
 
-    def _queue_user_batch(self, pipe, version: str, user_id: str) -> None:
+    def _user_batch_command(self, version: str, user_id: str) -> tuple:
         k = self.keys
-        pipe.mget(k.user_recs(version, user_id), k.user_features(version, user_id),
-                  k.user_category_affinity(version, user_id), k.user_history(version, user_id))
+        return ("MGET", k.user_recs(version, user_id), k.user_features(version, user_id),
+                k.user_category_affinity(version, user_id), k.user_history(version, user_id))
 
     def _keep_user(self, version: str | None, user_id: str, reply) -> UserBatch:
         user = decode_user_batch(*reply, user_id=user_id)
@@ -158,16 +170,17 @@ class OnlineStore:
             user = self.cache.user(user_id) if version is not None else EMPTY_USER
             popular = self.cache.cached_popular() if version is not None else ()
             k = self.keys
-            pipe = self.client.pipeline(transaction=False)
-            pipe.get(k.batch_pointer)
-            _queue_top(pipe, k.recent_items(user_id), self.recent_items)
-            pipe.hgetall(k.session_counters(user_id))
-            _queue_top(pipe, k.trending(self.trending_window), self.trending_candidates)
+            commands = [
+                ("GET", k.batch_pointer),
+                _top(k.recent_items(user_id), self.recent_items),
+                ("HGETALL", k.session_counters(user_id)),
+                _top(k.trending(self.trending_window), self.trending_candidates),
+            ]
             if user is None:
-                self._queue_user_batch(pipe, version, user_id)
+                commands.append(self._user_batch_command(version, user_id))
             if popular is None:
-                pipe.get(k.popular(version))
-            replies = await pipe.execute()
+                commands.append(("GET", k.popular(version)))
+            replies = await self.reader.execute(commands)
             if self._observe_version(replies[0]):
                 continue
             at = 4
@@ -176,8 +189,7 @@ class OnlineStore:
                 at += 1
             if popular is None:
                 popular = self._keep_popular(version, replies[at])
-            session = {_text(f): _text(v) for f, v in (replies[2] or {}).items()}
-            return UserView(version, user, _pairs(replies[1]), session, _pairs(replies[3]), popular)
+            return UserView(version, user, _pairs(replies[1]), _hash(replies[2]), _pairs(replies[3]), popular)
         raise RuntimeError("batch pointer moved twice during one request")  # pragma: no cover - flips are minutes apart
 
     # -- round trips 2 and 3 -------------------------------------------------------------------
@@ -188,14 +200,12 @@ class OnlineStore:
         `item_ids`, in one round trip (cached parts are not read)."""
         similar, similar_missing = self.cache.lookup_similar(recent) if version is not None else ({}, [])
         items, items_missing = self.cache.lookup_items(item_ids) if version is not None else ({}, [])
-        pipe = self.client.pipeline(transaction=False)
-        for item_id in recent:
-            _queue_top(pipe, self.keys.covisit(item_id), self.neighbors_per_item)
+        commands = [_top(self.keys.covisit(item_id), self.neighbors_per_item) for item_id in recent]
         if similar_missing:
-            pipe.mget([self.keys.item_similar(version, i) for i in similar_missing])
+            commands.append(("MGET", *[self.keys.item_similar(version, i) for i in similar_missing]))
         if items_missing:
-            self._queue_items(pipe, version, items_missing)
-        replies = await pipe.execute() if len(pipe) else []
+            commands += self._item_commands(version, items_missing)
+        replies = await self.reader.execute(commands)
         covisit = {item_id: _pairs(reply) for item_id, reply in zip(recent, replies)}
         at = len(recent)
         if similar_missing:
@@ -215,15 +225,13 @@ class OnlineStore:
             return {i: ItemBatch(None, None) for i in item_ids}
         found, missing = self.cache.lookup_items(item_ids)
         if missing:
-            pipe = self.client.pipeline(transaction=False)
-            self._queue_items(pipe, version, missing)
-            feats, cats = await pipe.execute()
+            feats, cats = await self.reader.execute(self._item_commands(version, missing))
             found.update(self._keep_items(version, missing, feats, cats))
         return found
 
-    def _queue_items(self, pipe, version: str, item_ids: list[str]) -> None:
-        pipe.mget([self.keys.item_features(version, i) for i in item_ids])
-        pipe.hmget(self.keys.item_categories(version), item_ids)
+    def _item_commands(self, version: str, item_ids: list[str]) -> list[tuple]:
+        return [("MGET", *[self.keys.item_features(version, i) for i in item_ids]),
+                ("HMGET", self.keys.item_categories(version), *item_ids)]
 
     def _keep_items(self, version: str, item_ids: list[str], feats, cats) -> dict[str, ItemBatch]:
         out: dict[str, ItemBatch] = {}
@@ -243,19 +251,18 @@ class OnlineStore:
             return None
         if user_id in self.cache.users:
             return self.cache.users.get(user_id)
-        pipe = self.client.pipeline(transaction=False)
-        self._queue_user_batch(pipe, version, user_id)
-        (reply,) = await pipe.execute()
+        (reply,) = await self.reader.execute([self._user_batch_command(version, user_id)])
         return self._keep_user(version, user_id, reply)
 
     # -- status --------------------------------------------------------------------------------
     async def speed_status(self) -> dict[str, str]:
-        raw = await self.client.hgetall(self.keys.speed_status)
-        return {_text(k): _text(v) for k, v in (raw or {}).items()}
+        (raw,) = await self.reader.execute([("HGETALL", self.keys.speed_status)])
+        return _hash(raw)
 
     async def load_popular(self) -> tuple[ScoredItem, ...]:
         """Prime the fallback at start-up (best effort by the caller)."""
         version = await self.read_version()
         if version is None:
             return ()
-        return self._keep_popular(version, await self.client.get(self.keys.popular(version)))
+        (blob,) = await self.reader.execute([("GET", self.keys.popular(version))])
+        return self._keep_popular(version, blob)
