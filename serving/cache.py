@@ -191,14 +191,16 @@ class BatchCache:
         self.stats.count(table, len(found), len(missing))
         return found, missing
 
-    def lookup_items(self, item_ids: list[str]) -> tuple[dict[str, ItemBatch], list[str]]:
+    def lookup_items(self, item_ids: list[str], found: bool = True) -> tuple[dict[str, ItemBatch], list[str]]:
+        """Cached items of `item_ids` and the ids still to read; found=False skips building the
+        first (the columnar path reads hits straight from the item table)."""
         if not self.enabled:
             return self._lookup("items", self.items, item_ids)
-        index, entries = self.items.index, self.items.entries
-        found = {i: entries[index[i]] for i in item_ids if i in index}
-        missing = [i for i in item_ids if i not in index] if len(found) < len(item_ids) else []
-        self.stats.count("items", len(found), len(missing))
-        return found, missing
+        index = self.items.index
+        missing = [i for i in item_ids if i not in index]
+        hits = {i: self.items.entries[index[i]] for i in item_ids if i in index} if found else {}
+        self.stats.count("items", len(item_ids) - len(missing), len(missing))
+        return hits, missing
 
     def lookup_similar(self, item_ids: list[str]) -> tuple[dict[str, tuple[ScoredItem, ...]], list[str]]:
         return self._lookup("similar", self.similar, item_ids)

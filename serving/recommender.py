@@ -107,7 +107,9 @@ class Recommender:
         if use_popular:
             known += [rec[0] for rec in view.popular]
         known = [i for i in dict.fromkeys(known) if i not in consumed][: settings.serving_max_candidates]
-        covisit, similar, items = await self.store.read_neighbors_and_items(view.version, seeds, known)
+        # The columnar path takes cached items straight from the cache's item table.
+        found = not settings.serving_columnar
+        covisit, similar, items = await self.store.read_neighbors_and_items(view.version, seeds, known, found)
         # Plain (item, score, because) tuples: hundreds per request. Batch and popular lists are
         # passed as they are: their third field (the stored source) is ignored for those sources.
         proposals = {
@@ -129,9 +131,15 @@ class Recommender:
                     if rec[0] not in consumed and rec[0] not in merged:
                         merged[rec[0]] = Candidate(rec[0], {"popular": rec[1]})
             candidate_ids = list(merged)
-        missing = [i for i in candidate_ids if i not in items]
+        table = self.store.cache.items if not found else ()
+        missing = [i for i in candidate_ids if i not in items and i not in table]
         if missing:
-            items.update(await self.store.read_items(view.version, missing))
+            items.update(await self.store.read_items(view.version, missing, found))
+        if not found and not self.store.cache.accepts(view.version):
+            # The pointer moved during this request: the table no longer holds this version, so read
+            # what it held (one answer never mixes two batch versions).
+            missing = [i for i in candidate_ids if i not in items]
+            items.update(await self.store.read_items(view.version, missing, cached=False))
         return view, columns if settings.serving_columnar else list(merged.values()), items, batch_sources
 
     async def _rank(self, user_id: str, k: int, view: UserView, candidates: list[Candidate], items: dict[str, ItemBatch],

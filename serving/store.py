@@ -194,12 +194,13 @@ class OnlineStore:
 
     # -- round trips 2 and 3 -------------------------------------------------------------------
     async def read_neighbors_and_items(
-        self, version: str | None, recent: list[str], item_ids: list[str]
+        self, version: str | None, recent: list[str], item_ids: list[str], found: bool = True
     ) -> tuple[dict[str, list[tuple[str, float]]], dict[str, tuple[ScoredItem, ...]], dict[str, ItemBatch]]:
         """Co-visitation neighbours and batch similar lists of `recent`, and the batch data of
-        `item_ids`, in one round trip (cached parts are not read)."""
+        `item_ids`, in one round trip (cached parts are not read). found=False: the items returned
+        are only those read now (the caller takes cached ones from `cache.items`)."""
         similar, similar_missing = self.cache.lookup_similar(recent) if version is not None else ({}, [])
-        items, items_missing = self.cache.lookup_items(item_ids) if version is not None else ({}, [])
+        items, items_missing = self.cache.lookup_items(item_ids, found) if version is not None else ({}, [])
         commands = [_top(self.keys.covisit(item_id), self.neighbors_per_item) for item_id in recent]
         if similar_missing:
             commands.append(("MGET", *[self.keys.item_similar(version, i) for i in similar_missing]))
@@ -220,14 +221,16 @@ class OnlineStore:
             items.update({i: ItemBatch(None, None) for i in item_ids})
         return covisit, similar, items
 
-    async def read_items(self, version: str | None, item_ids: list[str]) -> dict[str, ItemBatch]:
+    async def read_items(self, version: str | None, item_ids: list[str], found: bool = True, cached: bool = True) -> dict[str, ItemBatch]:
+        """Batch data of `item_ids` (found=False: only of those not cached; cached=False: read
+        every one from Redis)."""
         if version is None or not item_ids:
             return {i: ItemBatch(None, None) for i in item_ids}
-        found, missing = self.cache.lookup_items(item_ids)
+        hits, missing = self.cache.lookup_items(item_ids, found) if cached else ({}, item_ids)
         if missing:
             feats, cats = await self.reader.execute(self._item_commands(version, missing))
-            found.update(self._keep_items(version, missing, feats, cats))
-        return found
+            hits.update(self._keep_items(version, missing, feats, cats))
+        return hits
 
     def _item_commands(self, version: str, item_ids: list[str]) -> list[tuple]:
         return [("MGET", *[self.keys.item_features(version, i) for i in item_ids]),

@@ -227,3 +227,28 @@ async def test_model_pointer_written_for_operators(model_settings, ranker_dirs, 
     assert (stored[b"name"].decode(), stored[b"version"].decode(), stored[b"backend"].decode()) == (
         model_settings.ranker_model_name, version, "onnx",
     )
+
+
+async def test_every_hot_path_switch_gives_the_same_answer(model_settings, ranker_dirs, store_writer, log_ranker, running):
+    """The columnar path, the pipelined reader and the cache are optimizations: switched off (one at a
+    time, or all) the API answers exactly the same JSON, ranker scores included."""
+    log_ranker(model_settings, ranker_dirs[0])
+    publish_v1(store_writer)
+    store_writer.user_event("u1", "i5", "view", NOW_MS, "music")
+    store_writer.covisit("i5", {"i8": 3.0, "i0": 1.0, "i9": 2.0})
+    store_writer.trending("1h", {"i9": 5.0, "i3": 4.0})
+    queries = [{"k": 20}, {"k": 3, "category": "music"}, {"k": 4, "exclude": ["i1"], "item_id": "i5"}]
+    capped = {"serving_max_per_category": 1}
+    variants = [{}, {"serving_columnar": False}, {"serving_fast_redis": False}, {"serving_cache_enabled": False},
+                {"serving_columnar": False, "serving_fast_redis": False, "serving_cache_enabled": False}]
+    answers = []
+    for overrides in variants:
+        for extra in ({}, capped):
+            async with running(create_app(model_settings.model_copy(update={**overrides, **extra}))) as api:
+                answers.append([(await api.get(f"/v1/recommendations/{user}", params=query)).json()
+                                for user in ("u1", "u-new") for query in queries])
+    for n, overrides in enumerate(variants):
+        assert answers[2 * n] == answers[0], overrides
+        assert answers[2 * n + 1] == answers[1], (overrides, capped)
+    assert answers[0][0]["model_version"] is not None and len(answers[0][0]["items"]) == 8
+    assert answers[0] != answers[1]  # the category cap does change the answer

@@ -171,9 +171,9 @@ def test_cache_lookup_through_the_item_table_counts_hits():
     cache.reset("v1")
     item = ItemBatch(np.zeros(len(ITEM_INPUTS), dtype=np.float32), "c")
     cache.items.put("i1", item)
-    found, missing = cache.lookup_items(["i1", "i2", "i1"])
-    assert (found, missing) == ({"i1": item}, ["i2"])
-    assert (cache.stats.hits["items"], cache.stats.misses["items"]) == (1, 1)
+    assert cache.lookup_items(["i1", "i2", "i1"]) == ({"i1": item}, ["i2"])
+    assert cache.lookup_items(["i2", "i1"], found=False) == ({}, ["i2"])  # the columnar path reads hits from the table
+    assert (cache.stats.hits["items"], cache.stats.misses["items"]) == (3, 2)  # per id looked up
     cache.reset("v2")
     assert (len(cache.items), cache.items.rows(["i1"])) == (0, [0])
 
