@@ -50,6 +50,7 @@ VARIANTS: dict[str, dict[str, str]] = {
     "uvloop_off": {"LAMBDAREC_SERVING_UVLOOP": "false"},
     "columnar_off": {"LAMBDAREC_SERVING_COLUMNAR": "false"},
     "fast_redis_off": {"LAMBDAREC_SERVING_FAST_REDIS": "false"},
+    "fast_route_off": {"LAMBDAREC_SERVING_FAST_ROUTE": "false"},
 }
 
 

@@ -162,6 +162,9 @@ class Settings(BaseSettings):
     serving_fast_redis: bool = Field(
         True, description="Online-store reads over serving's own pipelined connection (asyncio protocol + hiredis) instead of redis-py's pipeline."
     )
+    serving_fast_route: bool = Field(
+        True, description="Answer plainly valid GET /v1/recommendations requests before FastAPI's parameter machinery (errors still come from the route)."
+    )
     serving_columnar: bool = Field(
         True, description="Merge, score and assemble a request's candidates as numpy columns (else one Python object per candidate)."
     )

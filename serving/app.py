@@ -31,6 +31,7 @@ from feature_store.settings import Settings
 from serving.auth import API_KEY_HEADER, ApiKeyGuard, guard_from_settings
 from serving.batcher import MicroBatcher
 from serving.cache import BatchCache
+from serving.fast_route import FastRecommendations
 from serving.metrics import ServingMetrics
 from serving.models import ChampionWatcher, LoadedRanker, ModelHolder, load_ranker, resolve_champion
 from serving.recommender import STORE_ERRORS, Recommender
@@ -182,6 +183,8 @@ def create_app(
     )
     app.include_router(_v1_router(settings))
     app.include_router(_ops_router())
+    if settings.serving_fast_route:
+        app.add_middleware(FastRecommendations, max_k=settings.max_k, max_exclude=settings.serving_max_exclude)
     _offline_docs(app)
     return app
 

@@ -230,8 +230,8 @@ async def test_model_pointer_written_for_operators(model_settings, ranker_dirs, 
 
 
 async def test_every_hot_path_switch_gives_the_same_answer(model_settings, ranker_dirs, store_writer, log_ranker, running):
-    """The columnar path, the pipelined reader and the cache are optimizations: switched off (one at a
-    time, or all) the API answers exactly the same JSON, ranker scores included."""
+    """The columnar path, the pipelined reader, the cache and the direct route are optimizations:
+    switched off (one at a time, or all) the API answers exactly the same JSON, ranker scores included."""
     log_ranker(model_settings, ranker_dirs[0])
     publish_v1(store_writer)
     store_writer.user_event("u1", "i5", "view", NOW_MS, "music")
@@ -240,7 +240,8 @@ async def test_every_hot_path_switch_gives_the_same_answer(model_settings, ranke
     queries = [{"k": 20}, {"k": 3, "category": "music"}, {"k": 4, "exclude": ["i1"], "item_id": "i5"}]
     capped = {"serving_max_per_category": 1}
     variants = [{}, {"serving_columnar": False}, {"serving_fast_redis": False}, {"serving_cache_enabled": False},
-                {"serving_columnar": False, "serving_fast_redis": False, "serving_cache_enabled": False}]
+                {"serving_fast_route": False},
+                {"serving_columnar": False, "serving_fast_redis": False, "serving_cache_enabled": False, "serving_fast_route": False}]
     answers = []
     for overrides in variants:
         for extra in ({}, capped):
