@@ -221,7 +221,9 @@ def priors_columns(candidates: CandidateColumns, session_shares: Mapping[str, fl
         values[unscored] = -1.0
         primary[unscored] = _SOURCE_COLUMN["popular"]
     if session_shares and categories is not None:
-        factor = np.array([1.0 + 0.5 * session_shares.get(c, 0.0) if c is not None else np.nan for c in categories])
+        per_category = {c: 1.0 + 0.5 * session_shares.get(c, 0.0) for c in set(categories) if c is not None}
+        per_category[None] = np.nan
+        factor = np.fromiter(map(per_category.__getitem__, categories), dtype=np.float64, count=rows)
         boosted = ~np.isnan(factor)
         values[boosted] = np.minimum(1.0, values[boosted] * factor[boosted])
     return values, primary

@@ -35,6 +35,7 @@ from serving.store import OnlineStore, UserView
 log = logging.getLogger(__name__)
 
 _BATCH_AT = SOURCES.index("batch")
+_ALS_COLUMN = batch_input_column(None)
 _N_ITEM = len(ITEM_INPUTS)
 
 # What a failing or slow online store looks like from here.
@@ -131,7 +132,7 @@ class Recommender:
                     if rec[0] not in consumed and rec[0] not in merged:
                         merged[rec[0]] = Candidate(rec[0], {"popular": rec[1]})
             candidate_ids = list(merged)
-        table = self.store.cache.items if not found else ()
+        table = self.store.cache.items.index if not found else ()
         missing = [i for i in candidate_ids if i not in items and i not in table]
         if missing:
             items.update(await self.store.read_items(view.version, missing, found))
@@ -205,11 +206,14 @@ class Recommender:
         model_scores = None
         if ranker is not None and ids:
             affinity_source = view.user.affinity or shares
-            nan = np.nan
-            affinities = np.array([affinity_source.get(c, nan) if c is not None else nan for c in categories], dtype=np.float32)
+            # per distinct category (a few dozen), then one C-level pass over the candidates
+            affinity = {c: affinity_source.get(c, np.nan) for c in set(categories) if c is not None}
+            affinity[None] = np.nan
+            affinities = np.fromiter(map(affinity.__getitem__, categories), dtype=np.float32, count=len(ids))
             batch_columns = np.zeros(len(ids), dtype=np.intp)
             batch_rows = np.flatnonzero(candidates.proposed[:, _BATCH_AT])
-            batch_columns[batch_rows] = [batch_input_column(batch_sources.get(ids[row])) for row in batch_rows.tolist()]
+            column_of = {source: batch_input_column(source) for source in set(batch_sources.values())}
+            batch_columns[batch_rows] = [column_of.get(batch_sources.get(ids[row]), _ALS_COLUMN) for row in batch_rows.tolist()]
             matrix = assemble_matrix(view.user.features, block, affinities, candidate_inputs_columns(candidates.scores, batch_columns))
             model_scores = await self._score(ranker, matrix)
         final = blend(model_scores, prior, settings.serving_model_weight)
@@ -237,7 +241,7 @@ class Recommender:
             rows = table.rows(ids)
             block = table.features[rows]
             known = table.categories
-            categories = [known[row] for row in rows]
+            categories = list(map(known.__getitem__, rows))
             if 0 not in rows:
                 return block, categories
             todo = [n for n, row in enumerate(rows) if row == 0]
