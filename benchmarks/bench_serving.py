@@ -187,11 +187,14 @@ async def open_loop(port: int, rate: int, duration_s: float, rng: random.Random,
     """Send GETs at `rate` per second on a fixed schedule for `duration_s`; one in five is preceded
     (20 ms earlier) by an event for the same user. Returns latency percentiles (ms), error rate and
     the server's CPU and peak RSS over the run."""
+    import resource
+
     import aiohttp
     import psutil
 
     server = psutil.Process(pid)
     loop = asyncio.get_running_loop()
+    now = time.perf_counter  # not loop.time(): uvloop's is cached per loop iteration, in whole milliseconds
     base = f"http://127.0.0.1:{port}"
     latencies: list[float] = []
     errors = degraded = events_failed = 0
@@ -212,7 +215,7 @@ async def open_loop(port: int, rate: int, duration_s: float, rng: random.Random,
             except (aiohttp.ClientError, asyncio.TimeoutError):
                 errors += 1
                 return
-            latencies.append((loop.time() - scheduled) * 1000)
+            latencies.append((now() - scheduled) * 1000)
 
         async def post_event(user: str, n: int) -> None:
             nonlocal events_failed
@@ -230,11 +233,12 @@ async def open_loop(port: int, rate: int, duration_s: float, rng: random.Random,
         tasks: list[asyncio.Task] = []
         rss_peak = 0
         cpu_before = server.cpu_times()
-        started = loop.time()
+        own_before = resource.getrusage(resource.RUSAGE_SELF)
+        started = now()
         next_rss = started
         for n in range(total):
             scheduled = started + n * interval
-            delay = scheduled - loop.time()
+            delay = scheduled - now()
             if delay > 0:
                 await asyncio.sleep(delay)
             user = f"u{rng.randrange(N_USERS)}"
@@ -243,20 +247,22 @@ async def open_loop(port: int, rate: int, duration_s: float, rng: random.Random,
                 scheduled += 0.02
 
                 async def later(u: str = user, at: float = scheduled) -> None:
-                    await asyncio.sleep(max(0.0, at - loop.time()))
+                    await asyncio.sleep(max(0.0, at - now()))
                     await get(u, at)
 
                 tasks.append(loop.create_task(later()))
             else:
                 tasks.append(loop.create_task(get(user, scheduled)))
-            if loop.time() >= next_rss:
+            if now() >= next_rss:
                 rss_peak = max(rss_peak, server.memory_info().rss)
                 next_rss += 0.5
         await asyncio.gather(*tasks)
-        wall = loop.time() - started
+        wall = now() - started
         cpu_after = server.cpu_times()
+        own_after = resource.getrusage(resource.RUSAGE_SELF)
         rss_peak = max(rss_peak, server.memory_info().rss)
     cpu_s = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
+    own_s = (own_after.ru_utime - own_before.ru_utime) + (own_after.ru_stime - own_before.ru_stime)
     stats = percentiles(latencies)
     return {
         "rate": rate,
@@ -267,6 +273,10 @@ async def open_loop(port: int, rate: int, duration_s: float, rng: random.Random,
         "degraded": degraded,
         "event_errors": events_failed,
         "server_cpu_percent": round(100 * cpu_s / wall, 1),
+        # CPU time per GET (the events sent with them included): unlike latency, hardly moved by a
+        # neighbour's load on the shared machine, so the figure to compare variants and commits by
+        "server_cpu_ms_per_request": round(1000 * cpu_s / total, 3),
+        "client_cpu_ms_per_request": round(1000 * own_s / total, 3),
         "server_rss_mb": round(rss_peak / 2**20, 1),
     }
 
@@ -289,17 +299,44 @@ def _start_ready(env: dict[str, str], log: Path, attempts: int = 3) -> tuple[sub
     raise AssertionError("unreachable")
 
 
-def _run_variant(name: str, env: dict[str, str], rates: tuple[int, ...], duration_s: float, work: Path) -> list[dict]:
+def _run_load(coroutine):
+    """The load generator runs on uvloop (less of the shared CPU than the stdlib loop, so it does
+    not starve the server it measures)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a serving dependency
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
+
+
+def pin(pid: int, cpus: set[int]) -> bool:
+    """Pin every thread of a process to `cpus` (BENCH_SERVING_PIN: server on one core, load
+    generator and redis-server on the other, so neither steals the other's cache or time slice)."""
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            os.sched_setaffinity(int(task.name), cpus)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def _run_variant(name: str, env: dict[str, str], rates: tuple[int, ...], duration_s: float, work: Path,
+                 server_cpus: set[int] | None = None) -> list[dict]:
     process, port, ready = _start_ready(env, work / f"serve-{name}.log")
+    if server_cpus:
+        pin(process.pid, server_cpus)
     try:
         rng = random.Random(hash(name) & 0xFFFF)
-        asyncio.run(open_loop(port, 100, min(3.0, duration_s), rng, process.pid))  # warm-up, not recorded
+        _run_load(open_loop(port, 100, min(3.0, duration_s), rng, process.pid))  # warm-up, not recorded
         rows = []
         for rate in rates:
-            row = asyncio.run(open_loop(port, rate, duration_s, rng, process.pid))
-            row.update(variant=name, model_backend=ready["model"]["backend"], load_average_1m=round(os.getloadavg()[0], 2))
+            load_before = os.getloadavg()[0]
+            row = _run_load(open_loop(port, rate, duration_s, rng, process.pid))
+            row.update(variant=name, model_backend=ready["model"]["backend"],
+                       load_average_1m=round(max(load_before, os.getloadavg()[0]), 2))
             rows.append(row)
-            print(f"   {name:14s} {rate:5d} rps: p50 {row['p50']:.2f} ms  p99 {row['p99']:.2f} ms  errors {row['error_rate']:.3%}  cpu {row['server_cpu_percent']}%", flush=True)
+            print(f"   {name:14s} {rate:5d} rps: p50 {row['p50']:.2f} ms  p99 {row['p99']:.2f} ms  errors {row['error_rate']:.3%}  "
+                  f"cpu {row['server_cpu_percent']}% ({row['server_cpu_ms_per_request']} ms/request)  load {row['load_average_1m']}", flush=True)
         return rows
     finally:
         stop_server(process)
@@ -328,10 +365,18 @@ def run(quick: bool, out_dir: Path) -> dict:
 
     boosted = raise_priority()
     duration_s = float(os.environ.get("BENCH_SERVING_DURATION_S", 10.0 if quick else 60.0))
+    # BENCH_SERVING_PIN=1: server alone on CPU 0; this process and redis-server on the others.
+    cpus = sorted(os.sched_getaffinity(0))
+    pinned = os.environ.get("BENCH_SERVING_PIN", "0") == "1" and len(cpus) >= 2
+    server_cpus = {cpus[0]} if pinned else None
+    load_at_start = round(os.getloadavg()[0], 2)
     with tempfile.TemporaryDirectory(prefix="lambdarec-bench-serving-") as tmp:
         work = Path(tmp)
         server = EmbeddedRedis(directory=work / "redis").start()
         raise_priority(server.process.pid)
+        if pinned:
+            pin(os.getpid(), set(cpus[1:]))
+            pin(server.process.pid, set(cpus[1:]))
         try:
             client = redis.Redis.from_url(server.url)
             seed_online_store(client)
@@ -349,7 +394,7 @@ def run(quick: bool, out_dir: Path) -> dict:
             rows: list[dict] = []
             for name, overrides in VARIANTS.items():
                 client.delete(settings.event_stream)
-                rows += _run_variant(name, {**base_env, **overrides}, RATES, duration_s, work)
+                rows += _run_variant(name, {**base_env, **overrides}, RATES, duration_s, work, server_cpus)
             client.close()
         finally:
             server.stop()
@@ -358,14 +403,17 @@ def run(quick: bool, out_dir: Path) -> dict:
         base = baseline[row["rate"]]
         row["p50_vs_default"] = round(row["p50"] / base["p50"], 2) if base["p50"] else None
         row["p99_vs_default"] = round(row["p99"] / base["p99"], 2) if base["p99"] else None
+        row["cpu_ms_vs_default"] = round(row["server_cpu_ms_per_request"] / base["server_cpu_ms_per_request"], 2) if base["server_cpu_ms_per_request"] else None
     goal = baseline.get(300)
     result = {
         "machine": machine_info(),
         "quick": quick,
         "duration_s_per_rate": duration_s,
         # the machine is shared: a busy neighbour shows up here and in every latency
+        "load_average_1m_at_start": load_at_start,
         "load_average_1m_at_end": round(os.getloadavg()[0], 2),
         "priority_boost": boosted,
+        "pinned": {"server_cpus": sorted(server_cpus), "others": cpus[1:]} if pinned else None,
         "model_version": version,
         "setup": {"users": N_USERS, "items": N_ITEMS, "batch_recs": BATCH_RECS, "candidates": CANDIDATES, "k": K,
                   "model": "LightGBM lambdarank, 100 trees x 31 leaves, ONNX", "events": "1 in 5 requests preceded by an event (20 ms)"},
@@ -373,10 +421,11 @@ def run(quick: bool, out_dir: Path) -> dict:
         "goal_p99_under_10ms_at_300rps": bool(goal and goal["p99"] < 10 and goal["error_rate"] == 0),
         "tables": [{
             "title": f"GET /v1/recommendations, open loop, {int(duration_s)} s per rate, {CANDIDATES} candidates, k={K}",
-            "columns": ["variant", "rate", "p50 ms", "p95 ms", "p99 ms", "p99 vs default", "errors", "achieved rps", "server CPU %",
-                        "server RSS MB", "load avg"],
-            "rows": [[r["variant"], r["rate"], r["p50"], r["p95"], r["p99"], r["p99_vs_default"], r["error_rate"], r["achieved_rps"],
-                      r["server_cpu_percent"], r["server_rss_mb"], r["load_average_1m"]] for r in rows],
+            "columns": ["variant", "rate", "p50 ms", "p95 ms", "p99 ms", "p99 vs default", "errors", "degraded", "achieved rps",
+                        "server CPU %", "server CPU ms/request", "CPU vs default", "client CPU ms/request", "server RSS MB", "load avg"],
+            "rows": [[r["variant"], r["rate"], r["p50"], r["p95"], r["p99"], r["p99_vs_default"], r["error_rate"], r["degraded"],
+                      r["achieved_rps"], r["server_cpu_percent"], r["server_cpu_ms_per_request"], r["cpu_ms_vs_default"],
+                      r["client_cpu_ms_per_request"], r["server_rss_mb"], r["load_average_1m"]] for r in rows],
         }],
         "plots": [{
             "title": "p99 latency by rate and variant",

@@ -148,6 +148,9 @@ class Settings(BaseSettings):
     serving_redis_retry_s: float = Field(
         0.5, description="After a Redis failure, answer from the fallback for this long before trying Redis again."
     )
+    serving_redis_timeouts_to_open: int = Field(
+        3, description="Time-outs in a row before requests skip Redis for serving_redis_retry_s (an error skips it at once)."
+    )
     serving_cache_enabled: bool = Field(
         True, description="In-process cache of what changes only with the batch version (item features, recs, similar)."
     )

@@ -4,7 +4,10 @@ Who calls it: the routes of `serving.app`. The Redis part of a request runs unde
 `settings.serving_redis_budget_s`; when Redis fails or is slow the answer comes from the local
 fallback (the last popular list read) with `degraded: true`, and a breaker keeps the next requests
 away from Redis for `serving_redis_retry_s` before trying again, so an outage costs no timeouts per
-request and recovery needs nobody.
+request and recovery needs nobody. The breaker opens at once when Redis refuses or drops the
+connection, but only after `serving_redis_timeouts_to_open` time-outs in a row: one late answer (a
+busy machine stalling this process) must not send every request of the next half second to the
+fallback.
 """
 
 from __future__ import annotations
@@ -43,22 +46,28 @@ STORE_ERRORS = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
 
 
 class RedisBreaker:
-    """After a failure, skip Redis for `retry_s`; then let requests try again."""
+    """After an error, or `timeouts_to_open` time-outs in a row, skip Redis for `retry_s`; then let
+    requests try again."""
 
-    def __init__(self, retry_s: float) -> None:
+    def __init__(self, retry_s: float, timeouts_to_open: int = 1) -> None:
         self.retry_s = retry_s
+        self.timeouts_to_open = max(timeouts_to_open, 1)
         self.open_until = 0.0
         self.failures = 0
+        self.timeouts_in_a_row = 0
 
     def allows(self) -> bool:
         return time.monotonic() >= self.open_until
 
-    def failed(self) -> None:
+    def failed(self, timed_out: bool = False) -> None:
         self.failures += 1
-        self.open_until = time.monotonic() + self.retry_s
+        self.timeouts_in_a_row = self.timeouts_in_a_row + 1 if timed_out else 0
+        if not timed_out or self.timeouts_in_a_row >= self.timeouts_to_open:
+            self.open_until = time.monotonic() + self.retry_s
 
     def succeeded(self) -> None:
         self.open_until = 0.0
+        self.timeouts_in_a_row = 0
 
 
 class Recommender:
@@ -69,7 +78,7 @@ class Recommender:
         self.holder = holder
         self.metrics = metrics
         self.batcher = batcher
-        self.breaker = RedisBreaker(settings.serving_redis_retry_s)
+        self.breaker = RedisBreaker(settings.serving_redis_retry_s, settings.serving_redis_timeouts_to_open)
         self._prefetching: set[asyncio.Task] = set()
 
     # -- recommendations ---------------------------------------------------------------------
@@ -83,7 +92,7 @@ class Recommender:
             async with asyncio.timeout(self.settings.serving_redis_budget_s):
                 view, candidates, items, batch_sources = await self._gather(user_id, item_id, exclude, k)
         except STORE_ERRORS as exc:
-            self.breaker.failed()
+            self.breaker.failed(timed_out=isinstance(exc, TimeoutError))
             log.warning("online store failed for user %s (%s: %s): answering from the fallback", user_id, type(exc).__name__, exc)
             return self._fallback(user_id, k, exclude, "redis_timeout" if isinstance(exc, TimeoutError) else "redis_error").model_dump()
         self.breaker.succeeded()
@@ -294,7 +303,7 @@ class Recommender:
                 candidates = list(merge_candidates(proposals, {item_id}, self.settings.serving_max_candidates).values())
                 items = await self.store.read_items(version, [c.item_id for c in candidates])
         except STORE_ERRORS as exc:
-            self.breaker.failed()
+            self.breaker.failed(timed_out=isinstance(exc, TimeoutError))
             log.warning("online store failed for similar(%s): %s", item_id, exc)
             return self._similar_fallback(item_id, k, "redis_timeout" if isinstance(exc, TimeoutError) else "redis_error")
         self.breaker.succeeded()
