@@ -32,7 +32,7 @@ redis-server:
 chromium:
 	@bash infra/local/install-chromium.sh
 
-# Everything but tests/e2e (the nightly through Airflow and the whole demo; `make test-e2e`, not yet in CI).
+# Everything but tests/e2e (the nightly through Airflow and the whole demo: `make test-e2e`; CI runs both).
 test: setup
 	$(BIN)/python -m pytest --ignore=tests/e2e $(PYTEST_ARGS)
 

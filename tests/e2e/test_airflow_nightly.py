@@ -90,7 +90,7 @@ def test_nightly_run_succeeds_with_every_step(nightly_run, ingested: Settings) -
     listed = _airflow(ingested, "dags", "list-runs", "lambdarec_nightly", "--output", "json", timeout_s=120)
     assert listed.returncode == 0, listed.stderr[-2000:]
     runs = json.loads(json_output(listed.stdout))
-    assert [(r["state"], r["data_interval_end"][:10]) for r in runs] == [("success", PIPELINE_DATE.isoformat())]
+    assert [(r["state"], r["logical_date"][:10]) for r in runs] == [("success", PIPELINE_DATE.isoformat())]
 
 
 def test_nightly_run_leaves_a_champion_in_mlflow(nightly_run, ingested: Settings) -> None:
@@ -125,8 +125,8 @@ def test_promote_dag_logic_validates_on_the_current_holdout_and_forces_with_a_re
 
     client = MlflowClient(tracking_uri=ingested.tracking_uri, registry_uri=ingested.registry_uri)
     name = ingested.ranker_model_name
-    champion = client.get_model_version_by_alias(name, "champion").version
-    versions = sorted(v.version for v in client.search_model_versions(f"name = '{name}'"))
+    champion = str(client.get_model_version_by_alias(name, "champion").version)
+    versions = sorted(str(v.version) for v in client.search_model_versions(f"name = '{name}'"))
     assert len(versions) == 2  # xgboost and lightgbm of the one run date
     other = next(v for v in versions if v != champion)
     check = validate_version(spark, ingested, other).as_dict()
@@ -136,9 +136,9 @@ def test_promote_dag_logic_validates_on_the_current_holdout_and_forces_with_a_re
     if not check["passed"]:
         with pytest.raises(PromotionRejected):
             promote_version(ingested, check)
-        assert client.get_model_version_by_alias(name, "champion").version == champion
+        assert str(client.get_model_version_by_alias(name, "champion").version) == champion
     failed = {**check, "passed": False}
     message = promote_version(ingested, failed, force=True, reason="rollout test of the other ranker")
     assert message.startswith(f"{name} v{other} is champion (forced")
-    assert client.get_model_version_by_alias(name, "champion").version == other
+    assert str(client.get_model_version_by_alias(name, "champion").version) == other
     assert client.get_model_version(name, other).tags[FORCED_REASON_TAG] == "rollout test of the other ranker"
