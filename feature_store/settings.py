@@ -160,7 +160,7 @@ class Settings(BaseSettings):
     serving_microbatch_wait_ms: float = Field(1.0, description="How long a micro-batch waits for more requests.")
     serving_gc_freeze: bool = Field(True, description="gc.freeze() after start-up so full collections skip start-up objects.")
     serving_orjson: bool = Field(True, description="Serialize responses with orjson (else the stdlib json encoder).")
-    serving_hiredis: bool = Field(True, description="Parse Redis replies with hiredis (else the pure-Python parser).")
+    serving_hiredis: bool = Field(True, description="Parse Redis replies with hiredis (else the pure-Python parser, through redis-py).")
     serving_uvloop: bool = Field(True, description="Run `lambdarec serve` on uvloop (else the stdlib asyncio loop).")
     serving_fast_redis: bool = Field(
         True, description="Online-store reads over serving's own pipelined connection (asyncio protocol + hiredis) instead of redis-py's pipeline."

@@ -91,9 +91,10 @@ def open_redis(url: str, settings: Settings):
 
 
 def open_reader(url: str, settings: Settings, redis_client):
-    """What the online store reads through: serving's pipelined connection for plain redis:// and
-    unix:// URLs (unless switched off), else redis-py's pipeline on the app's client."""
-    if settings.serving_fast_redis and url.startswith(("redis://", "unix://")):
+    """What the online store reads through: serving's pipelined connection (it parses with hiredis)
+    for plain redis:// and unix:// URLs, unless it or hiredis is switched off; else redis-py's
+    pipeline on the app's client."""
+    if settings.serving_fast_redis and settings.serving_hiredis and url.startswith(("redis://", "unix://")):
         return PipelinedReader(url)
     return RedisPyReader(redis_client)
 
