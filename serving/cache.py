@@ -8,9 +8,8 @@ micro-batch). Runs on the event loop only, so it needs no locks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from itertools import repeat
-from typing import Generic, Hashable, TypeVar
+from typing import Generic, Hashable, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -50,21 +49,22 @@ class Bounded(Generic[K, V]):
         return key in self._data
 
 
-@dataclass(frozen=True)
-class UserBatch:
+# UserBatch and ItemBatch are named tuples, and the cache keeps them as plain tuples of strings,
+# floats, arrays and plain dicts/tuples: the garbage collector stops tracking those, so full
+# collections do not grow (and pause longer) with hundreds of thousands of cached users and items.
+class UserBatch(NamedTuple):
     """What the batch layer published for one user."""
 
-    recs: tuple[ScoredItem, ...]
+    recs: tuple[ScoredItem, ...]  # plain (item_id, score, source) tuples
     features: np.ndarray | None  # USER_INPUTS order
     affinity: dict[str, float]
-    seen: frozenset[str]
+    seen: tuple[str, ...] | frozenset[str]
 
 
-EMPTY_USER = UserBatch((), None, {}, frozenset())
+EMPTY_USER = UserBatch((), None, {}, ())
 
 
-@dataclass(frozen=True)
-class ItemBatch:
+class ItemBatch(NamedTuple):
     """What the batch layer published for one item (features None: unknown to this batch)."""
 
     features: np.ndarray | None  # ITEM_INPUTS order
@@ -88,13 +88,13 @@ class ItemTable:
 
     def clear(self) -> None:
         self.index: dict[str, int] = {}
-        self.entries: list[ItemBatch | None] = [None]
+        self.entries: list[tuple | None] = [None]  # ItemBatch fields as a plain tuple (see UserBatch)
         self.categories: list[str | None] = [None]
         self.features = np.full((64, _N_ITEM_INPUTS), np.nan, dtype=np.float32)
 
     def get(self, item_id: str) -> ItemBatch | None:
         row = self.index.get(item_id)
-        return self.entries[row] if row is not None else None
+        return ItemBatch._make(self.entries[row]) if row is not None else None
 
     def put(self, item_id: str, item: ItemBatch) -> None:
         row = self.index.get(item_id)
@@ -107,10 +107,10 @@ class ItemTable:
                 grown[:row] = self.features
                 self.features = grown
             self.index[item_id] = row
-            self.entries.append(item)
+            self.entries.append(tuple(item))
             self.categories.append(item.category)
         else:
-            self.entries[row] = item
+            self.entries[row] = tuple(item)
             self.categories[row] = item.category
         features = item.features
         self.features[row] = features if features is not None and features.shape[0] == _N_ITEM_INPUTS else np.nan
@@ -149,7 +149,7 @@ class BatchCache:
     def __init__(self, enabled: bool = True, max_entries: int = 200_000) -> None:
         self.enabled = enabled
         self.version: str | None = None
-        self.users: Bounded[str, UserBatch] = Bounded(max_entries)
+        self.users: Bounded[str, tuple] = Bounded(max_entries)  # UserBatch fields as plain tuples
         self.items = ItemTable(max_entries)
         self.similar: Bounded[str, tuple[ScoredItem, ...]] = Bounded(max_entries)
         self.popular: tuple[ScoredItem, ...] | None = None
@@ -172,7 +172,10 @@ class BatchCache:
     def user(self, user_id: str) -> UserBatch | None:
         found = self.users.get(user_id) if self.enabled else None
         self.stats.count("users", found is not None, found is None)
-        return found
+        return UserBatch._make(found) if found is not None else None
+
+    def keep_user(self, user_id: str, user: UserBatch) -> None:
+        self.users.put(user_id, tuple(user))  # a plain tuple: see UserBatch
 
     def _lookup(self, table: str, lru: Bounded[str, V] | ItemTable, ids: list[str]) -> tuple[dict[str, V], list[str]]:
         """Cached values of `ids` and the ids still to read."""
@@ -198,7 +201,7 @@ class BatchCache:
             return self._lookup("items", self.items, item_ids)
         index = self.items.index
         missing = [i for i in item_ids if i not in index]
-        hits = {i: self.items.entries[index[i]] for i in item_ids if i in index} if found else {}
+        hits = {i: ItemBatch._make(self.items.entries[index[i]]) for i in item_ids if i in index} if found else {}
         self.stats.count("items", len(item_ids) - len(missing), len(missing))
         return hits, missing
 

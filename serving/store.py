@@ -105,10 +105,10 @@ def decode_user_batch(recs: bytes | None, feat: bytes | None, aff: bytes | None,
             affinity = {str(k): float(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
         except (ValueError, TypeError, msgpack.ExtraData) as exc:
             log.warning("ignoring affinity of user %s: %s", user_id, exc)
-    seen_ids: frozenset[str] = frozenset()
+    seen_ids: tuple[str, ...] = ()
     if seen is not None:
         try:
-            seen_ids = frozenset(decode_ids(seen))
+            seen_ids = tuple(decode_ids(seen))
         except CodecError as exc:
             log.warning("ignoring history of user %s: %s", user_id, exc)
     return UserBatch(_recs(recs, f"recs of {user_id}"), _features(feat, len(USER_INPUTS), f"features of {user_id}"), affinity, seen_ids)
@@ -152,7 +152,7 @@ class OnlineStore:
     def _keep_user(self, version: str | None, user_id: str, reply) -> UserBatch:
         user = decode_user_batch(*reply, user_id=user_id)
         if self.cache.accepts(version):
-            self.cache.users.put(user_id, user)
+            self.cache.keep_user(user_id, user)
         return user
 
     def _keep_popular(self, version: str | None, blob: bytes | None) -> tuple[ScoredItem, ...]:
@@ -253,7 +253,7 @@ class OnlineStore:
         if version is None or not self.cache.enabled:
             return None
         if user_id in self.cache.users:
-            return self.cache.users.get(user_id)
+            return UserBatch._make(self.cache.users.get(user_id))
         (reply,) = await self.reader.execute([self._user_batch_command(version, user_id)])
         return self._keep_user(version, user_id, reply)
 

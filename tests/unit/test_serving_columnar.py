@@ -191,3 +191,27 @@ def test_plain_recs_equal_decode_recs_and_leave_the_garbage_collector_alone():
         decode_recs_plain(b"\x93\x01\x02\x03")  # [1, 2, 3]: not a list of triples
     with pytest.raises(CodecError, match="scored items"):
         decode_recs_plain(b"\xc1")
+
+
+def test_cached_users_and_items_leave_the_garbage_collector_alone():
+    """The cache holds plain tuples whose parts the garbage collector stops tracking: one tracked object
+    per cached user or item (the tuple itself: it holds an array and a dict), not one per scored item."""
+    import msgpack
+
+    from feature_store.codecs import encode_features, encode_ids
+    from serving.store import decode_user_batch
+
+    cache = BatchCache(enabled=True, max_entries=10)
+    cache.reset("v1")
+    user = decode_user_batch(encode_recs([("i1", 0.9, "als"), ("i2", 0.5, "covisit")]), encode_features([1.0] * len(USER_INPUTS)),
+                             msgpack.packb({"music": 0.5}), encode_ids(["i3"]), "u1")
+    cache.keep_user("u1", user)
+    cache.items.put("i1", ItemBatch(np.zeros(len(ITEM_INPUTS), dtype=np.float32), "music"))
+    gc.collect()
+    gc.collect()
+    stored_user, stored_item = cache.users.get("u1"), cache.items.entries[1]
+    assert (type(stored_user), type(stored_item)) == (tuple, tuple)
+    assert [gc.is_tracked(part) for part in stored_user] == [False] * 4
+    assert [gc.is_tracked(rec) for rec in stored_user[0]] + [gc.is_tracked(part) for part in stored_item] == [False] * 4
+    assert cache.user("u1") == user and cache.user("u1").seen == ("i3",)
+    assert cache.items.get("i1").category == "music"
