@@ -125,7 +125,7 @@ class Recommender:
         proposals = {
             "batch": view.user.recs,
             "covisit": [(n, s, seed) for seed in seeds for n, s in covisit.get(seed, ())],
-            "similar": [(rec[0], rec[1], seed) for seed in seeds for rec in similar.get(seed, ())],
+            "similar": [(item, score, seed) for seed in seeds for item, score, _ in similar.get(seed, ())],
             "trending": [(item, score, None) for item, score in view.trending],
             "popular": view.popular if use_popular else (),
         }

@@ -54,8 +54,8 @@ def _pairs(reply) -> list[tuple[str, float]]:
         return []
     if isinstance(reply[0], (list, tuple)):  # some redis-py versions pair them up anyway
         return [(member.decode(), float(score)) for member, score in reply]
-    it = iter(reply)
-    return [(member.decode(), float(score)) for member, score in zip(it, it)]
+    # C-level maps: a request decodes a few hundred of these
+    return list(zip(map(bytes.decode, reply[0::2]), map(float, reply[1::2])))
 
 
 def _top(key: str, count: int) -> tuple:
