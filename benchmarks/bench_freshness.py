@@ -276,6 +276,9 @@ def run(quick: bool, out_dir: Path) -> dict:
         publish_events(client, settings.event_stream, _events(0, 100, int(time.time() * 1000)))
         if not _wait(lambda: int(_status(client, keys).get("processed", 0)) >= 100, 600.0):
             raise RuntimeError(f"the streaming job processed nothing in 10 minutes; see {log_path}")
+        # ... and the bronze query's first commit creates the Delta tables (seconds of both cores).
+        if not _wait(lambda: int(_status(client, keys).get("bronze_last_batch_rows", 0)) > 0, 600.0):
+            raise RuntimeError(f"the bronze query wrote nothing in 10 minutes; see {log_path}")
         next_id = 100
         for rate in (*REQUIRED_RATES, *EXTRA_RATES):
             row, sent = measure_rate(client, keys, server.url, settings.event_stream, rate, duration, next_id)

@@ -133,6 +133,7 @@ class SpeedWriter:
 
     def __call__(self, df, batch_id: int) -> None:
         started = time.monotonic()
+        use_pool(df.sparkSession, SPEED_QUERY)
         entries = [(r.entry_id, r.bus_time_ms, r.raw) for r in df.collect()]
         report = self.process(entries, batch_id)
         self.publish_status(report, entries, batch_ms=int((time.monotonic() - started) * 1000))
@@ -192,6 +193,7 @@ class BronzeWriter:
         from spark_jobs.streaming.bronze_rows import bronze_event_rows, quarantine_rows
 
         started = time.monotonic()
+        use_pool(self.spark, BRONZE_QUERY)
         entries = [(r.entry_id, r.bus_time_ms, r.raw) for r in df.collect()]
         good, rejected = validate_entries(entries, future_tolerance=self.future_tolerance, event_types=self.event_types)
         bus_times = {entry_id: bus_ms for entry_id, bus_ms, _ in entries}
@@ -213,12 +215,19 @@ class BronzeWriter:
         )
 
 
+def table_schema(table):
+    from pyspark.sql.types import StructType
+
+    return StructType.fromDDL(table.ddl)
+
+
 def write_bronze_batch(spark, settings: Settings, batch_id: int, rows_by_table: dict, table_paths: dict | None = None) -> None:
     """Append each table's rows of the batch. Delta's idempotent writes (txnAppId = the table's stream
     writer, txnVersion = batch id) make a replayed batch id a no-op; an append costs the batch only,
     where a MERGE on event_id would read the whole growing bronze table (silver dedupes event ids).
     `table_paths` caches the tables already ensured to exist."""
     from spark_jobs.delta_io import ensure_table
+    from spark_jobs.streaming.bronze_rows import arrow_batch
 
     paths = table_paths if table_paths is not None else {}
     for table, rows in rows_by_table.items():
@@ -227,7 +236,7 @@ def write_bronze_batch(spark, settings: Settings, batch_id: int, rows_by_table: 
         if table not in paths:
             paths[table] = ensure_table(spark, settings, table)
         (
-            spark.createDataFrame(rows, table.ddl)
+            spark.createDataFrame(arrow_batch(rows, table_schema(table)))
             .write.format("delta")
             .mode("append")
             .option("txnAppId", f"lambdarec-stream-{table.name}")
@@ -267,6 +276,7 @@ def start_query(spark, settings: Settings, redis_url: str, client, name: str):
         writer, trigger_ms = BronzeWriter(spark, client, settings), settings.stream_bronze_trigger_ms
     else:
         raise ValueError(f"unknown streaming query {name!r}; the job runs {SPEED_QUERY!r} and {BRONZE_QUERY!r}")
+    use_pool(spark, name)
     return (
         read_bus(spark, settings, redis_url, name)
         .writeStream.queryName(f"lambdarec_{name}")
@@ -296,11 +306,50 @@ def stop_gracefully(query, timeout_s: float = 30.0) -> None:
     query.stop()
 
 
+# Fair-scheduler pools of the job's two queries. With FIFO scheduling a bronze Delta commit (its write
+# and snapshot jobs fill every core for up to seconds) queued the speed query's tiny read task behind
+# it, and features went seconds stale every time bronze committed; the speed pool's minShare gives it
+# the next free core first.
+SCHEDULER_POOLS = {SPEED_QUERY: {"weight": 8, "minShare": 1}, BRONZE_QUERY: {"weight": 1, "minShare": 0}}
+
+
+def scheduler_pools_xml(pools: dict[str, dict[str, int]] = SCHEDULER_POOLS) -> str:
+    """The fair scheduler allocation file for `pools` (name -> weight, minShare)."""
+    body = "".join(
+        f'  <pool name="{name}"><schedulingMode>FAIR</schedulingMode><weight>{p["weight"]}</weight>'
+        f'<minShare>{p["minShare"]}</minShare></pool>\n'
+        for name, p in pools.items()
+    )
+    return f'<?xml version="1.0"?>\n<allocations>\n{body}</allocations>\n'
+
+
+def scheduler_pools_file(settings: Settings) -> Path:
+    return settings.data_dir / "spark-conf" / "streaming-pools.xml"
+
+
 def streaming_spark_conf(settings: Settings) -> dict[str, str]:
     """Spark conf of the job's own session. Delta rebuilds a table snapshot in
     `snapshotPartitions` tasks (50 by default) at every commit; with a commit every few seconds on a
     few cores that dominated the bronze query's batches, so it follows the configured parallelism."""
     return {"spark.databricks.delta.snapshotPartitions": str(max(1, settings.spark_shuffle_partitions))}
+
+
+def scheduler_conf(settings: Settings) -> dict[str, str]:
+    """Fair scheduling with the job's pools (`SCHEDULER_POOLS`); fixed when the SparkContext starts."""
+    return {"spark.scheduler.mode": "FAIR", "spark.scheduler.allocation.file": str(scheduler_pools_file(settings))}
+
+
+def write_scheduler_pools(settings: Settings) -> Path:
+    path = scheduler_pools_file(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(scheduler_pools_xml())
+    return path
+
+
+def use_pool(spark, name: str) -> None:
+    """Jobs this thread submits from now on run in the query's pool (a query's stream thread inherits
+    it at start; foreachBatch runs its jobs on the callback's own thread, so each writer sets it too)."""
+    spark.sparkContext.setLocalProperty("spark.scheduler.pool", name)
 
 
 def run(settings: Settings, redis_url: str, stop: threading.Event | None = None) -> int:
@@ -312,7 +361,8 @@ def run(settings: Settings, redis_url: str, stop: threading.Event | None = None)
     stop = stop or threading.Event()
     client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=10)
     keys = RedisKeys(settings.redis_key_prefix)
-    spark = build_spark(settings, streaming_spark_conf(settings))
+    write_scheduler_pools(settings)
+    spark = build_spark(settings, {**streaming_spark_conf(settings), **scheduler_conf(settings)})
     quiet_trigger_warnings(spark)
     try:
         return _run_queries(spark, settings, redis_url, client, keys, stop)

@@ -1,5 +1,5 @@
 import random
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import orjson
 
@@ -184,3 +184,36 @@ def test_job_restart_backoff_and_bronze_admission():
     settings = Settings(stream_trigger_ms=500, stream_bronze_trigger_ms=5_000, stream_max_rows_per_batch=100)
     assert max_rows_per_batch(settings, SPEED_QUERY) == 100
     assert max_rows_per_batch(settings, BRONZE_QUERY) == 1_000  # ten speed triggers' worth per bronze trigger
+
+
+def test_arrow_batch_keeps_every_value_and_the_table_schema():
+    from pyspark.sql.types import DateType, DoubleType, MapType, StringType, StructField, StructType, TimestampType
+
+    from spark_jobs.streaming.bronze_rows import arrow_batch
+
+    schema = StructType([
+        StructField("event_id", StringType()), StructField("value", DoubleType()),
+        StructField("context", MapType(StringType(), StringType())), StructField("ts", TimestampType()),
+        StructField("event_date", DateType()),
+    ])
+    ts = datetime(2026, 11, 1, 10, 0, 0, 123456, tzinfo=timezone.utc)
+    rows = [("e1", 4.5, {"device": "ios"}, ts, ts.date()), ("e2", None, None, ts, ts.date())]
+    table = arrow_batch(rows, schema)
+    assert table.column_names == ["event_id", "value", "context", "ts", "event_date"]
+    assert str(table.schema.field("ts").type) == "timestamp[us, tz=UTC]"
+    assert table.to_pylist() == [
+        {"event_id": "e1", "value": 4.5, "context": [("device", "ios")], "ts": ts, "event_date": ts.date()},
+        {"event_id": "e2", "value": None, "context": None, "ts": ts, "event_date": ts.date()},
+    ]
+    assert arrow_batch([], schema).num_rows == 0
+
+
+def test_scheduler_pools_give_the_speed_query_the_next_free_core():
+    from spark_jobs.streaming.speed_job import scheduler_pools_xml
+
+    assert scheduler_pools_xml() == (
+        '<?xml version="1.0"?>\n<allocations>\n'
+        '  <pool name="speed"><schedulingMode>FAIR</schedulingMode><weight>8</weight><minShare>1</minShare></pool>\n'
+        '  <pool name="bronze"><schedulingMode>FAIR</schedulingMode><weight>1</weight><minShare>0</minShare></pool>\n'
+        '</allocations>\n'
+    )
