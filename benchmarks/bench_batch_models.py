@@ -1,0 +1,215 @@
+"""Batch models: `batch run` wall time and peak memory vs data size, ranker training time with 1 vs 2
+Spark workers, and recommendation quality of popularity, ALS and the rankers on MovieLens.
+
+- `batch_run`: for each data set (quick: ml-latest-small when present and 100k synthetic events; full:
+  ml-latest-small, 1M and 5M synthetic events) generate/ingest it into fresh Delta tables, then time
+  `spark_jobs.batch_pipeline.run_batch` (every step, per-step seconds) and the peak resident memory of
+  the process tree (Python driver + JVM + Python workers). MovieLens runs with a 90-day label horizon
+  (its last years are sparse), synthetic data with 3 days.
+- `workers`: on the training set the largest synthetic run wrote, XGBoost (xgboost.spark) and LightGBM
+  (barrier stage) trained with 1 and with 2 workers: seconds (ratio 2 workers / 1 worker, same run)
+  and validation NDCG@10 of each (the same quality is the point, the time is what 2 cores give).
+- `quality`: `lambdarec evaluate`'s protocol (spark_jobs.offline_eval) on ml-latest-small with a
+  `time` split (ratio 0.8): NDCG@10, Recall@10, MAP@10, HR@10 and coverage of every model.
+
+Run: `python -m benchmarks.bench_batch_models [--quick]`; writes `<out>/batch_models.json`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+from benchmarks.bench_batch_data import PeakMemory
+from benchmarks.common import machine_info, main, movielens_dir, write_result
+
+NAME = "batch_models"
+QUICK_SIZES = (100_000,)
+FULL_SIZES = (1_000_000, 5_000_000)
+SYNTHETIC_DAYS = 21
+SYNTHETIC_START = date(2026, 9, 1)
+INGEST_TIME = datetime(2027, 1, 1, tzinfo=timezone.utc)
+
+
+def settings_for(root: Path, redis_url: str, movielens: bool, **overrides):
+    from feature_store.settings import Settings, project_root
+
+    base = dict(
+        data_dir=root,
+        jars_dir=project_root() / ".cache" / "jars",
+        spark_master="local[2]",
+        spark_shuffle_partitions=4,
+        spark_driver_memory="6g",
+        redis_url=redis_url,
+        train_num_workers=2,
+        ranker_trees=100,
+    )
+    if movielens:
+        base.update(label_horizon_days=90, active_user_days=365, popular_window_days=365, popular_half_life_days=60.0, session_gap_minutes=60)
+    else:
+        base.update(label_horizon_days=3, active_user_days=14)
+    base.update(overrides)
+    return Settings(**base)
+
+
+def load_synthetic(spark, settings, events: int, work: Path) -> date:
+    """Generate `events` synthetic events and ingest them; returns the run date (the day after the data)."""
+    from lambdarec.datagen import GeneratorConfig, generate
+    from spark_jobs.ingest import ingest
+
+    users = max(500, events // 60)
+    config = GeneratorConfig(events=events, users=users, items=max(500, events // 200), days=SYNTHETIC_DAYS, start=SYNTHETIC_START, shards=4, seed=7)
+    generate(config, work / "gen")
+    ingest(spark, settings, work / "gen", "jsonl", INGEST_TIME)
+    return SYNTHETIC_START + timedelta(days=SYNTHETIC_DAYS)
+
+
+def load_movielens(spark, settings, folder: Path) -> date:
+    from pyspark.sql import functions as F
+
+    from feature_store.tables import BRONZE_EVENTS
+    from spark_jobs.delta_io import read_table
+    from spark_jobs.ingest import ingest
+
+    ingest(spark, settings, folder, "movielens", INGEST_TIME)
+    last = read_table(spark, settings, BRONZE_EVENTS).agg(F.max("event_date")).first()[0]
+    return last + timedelta(days=1)
+
+
+def timed_batch_run(spark, settings, run_date: date) -> dict:
+    from spark_jobs.batch_pipeline import run_batch
+
+    memory = PeakMemory()
+    started = time.perf_counter()
+    with memory.measure():
+        reports = run_batch(spark, settings, run_date, redis_url=lambda: settings.redis_url)
+    seconds = time.perf_counter() - started
+    return {
+        "run_date": str(run_date),
+        "seconds": round(seconds, 1),
+        "peak_rss_gib": round(memory.peak / 2**30, 2),
+        "step_seconds": {name: r["seconds"] for name, r in reports.items()},
+        "promoted": reports["promote"].get("promoted"),
+        "holdout": reports["evaluate"]["results"],
+    }
+
+
+def workers_comparison(spark, settings, run_date: date) -> dict:
+    """Train both rankers with 1 and 2 workers on the run's training set (same data, same params)."""
+    from feature_store.tables import TRAINING_SET
+    from spark_jobs.batch_pipeline import Cutoffs
+    from spark_jobs.delta_io import read_table
+    from spark_jobs.rankers.common import RankerParams, collect_queries, mean_ndcg, split_validation
+    from spark_jobs.rankers.lightgbm_ranker import train_lightgbm
+    from spark_jobs.rankers.xgboost_ranker import train_xgboost
+    from spark_jobs.training_set import at
+
+    cut = Cutoffs.of(run_date, settings.label_horizon_days)
+    examples = at(read_table(spark, settings, TRAINING_SET), cut.train).cache()
+    train_part, validation_part = split_validation(examples, 42)
+    train_part = train_part.cache()
+    validation = collect_queries(validation_part)
+    rows = {}
+    for kind, train in (("xgboost", train_xgboost), ("lightgbm", train_lightgbm)):
+        for workers in (1, 2):
+            ranker = train(train_part, RankerParams.from_settings(settings, num_workers=workers))
+            rows[f"{kind}/{workers}"] = {
+                "seconds": round(ranker.train_seconds, 2),
+                "validation_ndcg@10": round(mean_ndcg(validation, ranker.predict(validation.features)), 4),
+            }
+        rows[f"{kind}/ratio_2_vs_1"] = round(rows[f"{kind}/2"]["seconds"] / rows[f"{kind}/1"]["seconds"], 2)
+    rows["training_rows"] = train_part.count()
+    return rows
+
+
+def movielens_ratings_csv(folder: Path, work: Path) -> Path:
+    """ml-latest-small's ratings.csv with the protocol's header (userId,movieId -> user_id,item_id)."""
+    import pandas as pd
+
+    frame = pd.read_csv(folder / "ratings.csv").rename(columns={"userId": "user_id", "movieId": "item_id"})
+    work.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(work / "ratings.csv", index=False)
+    movies = pd.read_csv(folder / "movies.csv").rename(columns={"movieId": "item_id"})
+    movies.to_csv(work / "items.csv", index=False)
+    return work
+
+
+def run(quick: bool, out_dir: Path) -> dict:
+    from lambdarec.redis_server import EmbeddedRedis
+    from spark_jobs.session import build_spark
+
+    work = Path(tempfile.mkdtemp(prefix="bench-batch-models-"))
+    redis = EmbeddedRedis(directory=work / "redis").start()
+    movielens = movielens_dir()
+    result: dict = {"machine": machine_info(), "quick": quick, "batch_run": {}, "notes": []}
+    spark = None
+    try:
+        datasets = ([("ml-latest-small", None)] if movielens else []) + [(f"synthetic-{n // 1000}k", n) for n in (QUICK_SIZES if quick else FULL_SIZES)]
+        last_synthetic = None
+        for label, events in datasets:
+            root = work / label
+            settings = settings_for(root, redis.url, movielens=events is None, ranker_trees=60 if quick else 100)
+            spark = build_spark(settings)
+            spark.conf.set("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
+            run_date = load_movielens(spark, settings, movielens) if events is None else load_synthetic(spark, settings, events, root)
+            result["batch_run"][label] = {"events": events, **timed_batch_run(spark, settings, run_date)}
+            if events is not None:
+                last_synthetic = (settings, run_date)
+        if last_synthetic:
+            result["workers"] = workers_comparison(spark, *last_synthetic)
+        if movielens:
+            folder = movielens_ratings_csv(movielens, work / "ml-csv")
+            from spark_jobs.offline_eval import evaluate_split, read_items, read_ratings, split_ratings
+
+            settings = settings_for(work / "ml-quality", redis.url, movielens=True, ranker_trees=60 if quick else 100)
+            train, test = split_ratings(read_ratings(spark, str(folder / "ratings.csv")), "time", 0.8, 42)
+            result["quality"] = evaluate_split(spark, settings, train.cache(), test.cache(), "time", 0.8, 42, 10, read_items(spark, str(folder / "items.csv")))
+        else:
+            result["notes"].append("ml-latest-small not found: no MovieLens run or quality table")
+    finally:
+        redis.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    result["tables"] = report_tables(result)
+    return write_result(out_dir, NAME, result)
+
+
+def report_tables(result: dict) -> list[dict]:
+    tables = [
+        {
+            "title": "batch run: wall time and peak memory (2 cores)",
+            "columns": ["data set", "events", "seconds", "peak RSS GiB", "slowest step", "promoted"],
+            "rows": [
+                [label, r["events"] or "ml-latest-small", r["seconds"], r["peak_rss_gib"], max(r["step_seconds"], key=r["step_seconds"].get), r["promoted"]]
+                for label, r in result["batch_run"].items()
+            ],
+        }
+    ]
+    if "workers" in result:
+        w = result["workers"]
+        tables.append(
+            {
+                "title": f"ranker training, 1 vs 2 Spark workers ({w['training_rows']} rows)",
+                "columns": ["ranker", "1 worker s", "2 workers s", "ratio 2/1", "NDCG@10 1 worker", "NDCG@10 2 workers"],
+                "rows": [
+                    [k, w[f"{k}/1"]["seconds"], w[f"{k}/2"]["seconds"], w[f"{k}/ratio_2_vs_1"], w[f"{k}/1"]["validation_ndcg@10"], w[f"{k}/2"]["validation_ndcg@10"]]
+                    for k in ("xgboost", "lightgbm")
+                ],
+            }
+        )
+    if "quality" in result:
+        models = result["quality"]["models"]
+        tables.append(
+            {
+                "title": "ml-latest-small, time split 0.8: quality@10",
+                "columns": ["model", "NDCG@10", "Recall@10", "MAP@10", "HR@10", "coverage@10"],
+                "rows": [[m, *(round(v[f"{x}@10"], 4) for x in ("ndcg", "recall", "map", "hr", "coverage"))] for m, v in models.items()],
+            }
+        )
+    return tables
+
+
+if __name__ == "__main__":
+    main(run)
