@@ -25,7 +25,7 @@ import pytest
 from feature_store.settings import Settings, project_root
 from lambdarec.redis_server import free_port
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2700)]  # the first test pays for the whole demo
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]  # the first test pays for the whole demo
 
 ARTIFACTS = project_root() / "test-artifacts"
 DAG_IDS = ("lambdarec_nightly", "lambdarec_backfill", "lambdarec_promote", "lambdarec_streaming_watchdog")
@@ -66,7 +66,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
         with output.open("w") as sink:
             done = subprocess.run(
                 [LAMBDAREC, "demo", "--events", "6000"], env=env, stdin=subprocess.DEVNULL, stdout=sink,
-                stderr=subprocess.STDOUT, text=True, timeout=2400, check=False,
+                stderr=subprocess.STDOUT, text=True, timeout=3300, check=False,
             )
         stdout = output.read_text()
         assert done.returncode == 0, stdout[-5000:]
