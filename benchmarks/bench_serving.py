@@ -357,6 +357,16 @@ def raise_priority(pid: int = 0, nice: int = -10) -> bool:
         return False
 
 
+def selected_variants(spec: str) -> list[str]:
+    """The variants a comma-separated `spec` names (all when empty), default first; unknown names are
+    an error that lists the known ones."""
+    names = [n.strip() for n in spec.split(",") if n.strip()] or list(VARIANTS)
+    unknown = sorted(set(names) - set(VARIANTS))
+    if unknown:
+        raise ValueError(f"unknown serving variants {unknown}; known: {sorted(VARIANTS)}")
+    return ["default", *[n for n in names if n != "default"]]
+
+
 def run(quick: bool, out_dir: Path) -> dict:
     import redis
 
@@ -365,6 +375,9 @@ def run(quick: bool, out_dir: Path) -> dict:
 
     boosted = raise_priority()
     duration_s = float(os.environ.get("BENCH_SERVING_DURATION_S", 10.0 if quick else 60.0))
+    # BENCH_SERVING_VARIANTS=default,cache_off runs only those (the default is always among them: the
+    # other variants are quoted against it).
+    variants = selected_variants(os.environ.get("BENCH_SERVING_VARIANTS", ""))
     # Server alone on CPU 0, this process (the load generator) and redis-server on the others: on two
     # shared cores the p99 at 300 requests/s was lower pinned than not. BENCH_SERVING_PIN=0 turns it off.
     cpus = sorted(os.sched_getaffinity(0))
@@ -394,6 +407,8 @@ def run(quick: bool, out_dir: Path) -> dict:
             }
             rows: list[dict] = []
             for name, overrides in VARIANTS.items():
+                if name not in variants:
+                    continue
                 client.delete(settings.event_stream)
                 rows += _run_variant(name, {**base_env, **overrides}, RATES, duration_s, work, server_cpus)
             client.close()
@@ -431,7 +446,7 @@ def run(quick: bool, out_dir: Path) -> dict:
         "plots": [{
             "title": "p99 latency by rate and variant",
             "x_label": "requests/s", "y_label": "p99 ms", "x": list(RATES), "log_y": True,
-            "lines": {name: [r["p99"] for r in rows if r["variant"] == name] for name in VARIANTS},
+            "lines": {name: [r["p99"] for r in rows if r["variant"] == name] for name in variants},
         }],
     }
     return write_result(out_dir, "serving", result)
