@@ -24,7 +24,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 from benchmarks.bench_batch_data import PeakMemory
-from benchmarks.common import machine_info, main, movielens_dir, write_result
+from benchmarks.common import MOVIELENS_BATCH_SETTINGS, machine_info, main, movielens_dir, write_result
 
 NAME = "batch_models"
 QUICK_SIZES = (100_000,)
@@ -48,7 +48,7 @@ def settings_for(root: Path, redis_url: str, movielens: bool, **overrides):
         ranker_trees=100,
     )
     if movielens:
-        base.update(label_horizon_days=90, active_user_days=365, popular_window_days=365, popular_half_life_days=60.0, session_gap_minutes=60)
+        base.update(MOVIELENS_BATCH_SETTINGS)
     else:
         base.update(label_horizon_days=3, active_user_days=14)
     base.update(overrides)

@@ -16,7 +16,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from benchmarks.common import machine_info, main, movielens_dir, write_result
+from benchmarks.common import MOVIELENS_BATCH_SETTINGS, machine_info, main, movielens_dir, write_result
 
 NAME = "replay"
 MODELS_ORDER = ("popularity", "batch_only", "batch_speed", "speed_neighbours", "speed_trending")
@@ -69,7 +69,7 @@ def run(quick: bool, out_dir: Path) -> dict:
             ml = movielens_dir()
             if ml is not None:
                 try:
-                    runs["movielens"] = replay_one(spark, movielens_settings(settings), "movielens", ml / "ratings.csv",
+                    runs["movielens"] = replay_one(spark, settings.model_copy(update=MOVIELENS_BATCH_SETTINGS), "movielens", ml / "ratings.csv",
                                                    "movielens", quick, SLICES_S[:1], work)
                 except Exception as exc:
                     errors["movielens"] = f"{type(exc).__name__}: {exc}"
@@ -81,13 +81,6 @@ def run(quick: bool, out_dir: Path) -> dict:
     if errors:
         result["errors"] = errors
     return write_result(out_dir, NAME, result)
-
-
-def movielens_settings(settings):
-    """ml-latest-small's last years are sparse: a week of labels before the cut-off holds too few
-    ratings to train on, so the nightly job's horizons are 90 days there (as in bench_batch_models)."""
-    return settings.model_copy(update={"label_horizon_days": 90, "active_user_days": 365, "popular_window_days": 365,
-                                       "popular_half_life_days": 60.0, "session_gap_minutes": 60})
 
 
 def report(runs: dict[str, dict], quick: bool, titles: dict[str, str]) -> dict:

@@ -62,6 +62,13 @@ def process_tree_rss(pid: int) -> int:
     return total
 
 
+# ml-latest-small's last years are sparse: a week of labels before a cut-off holds too few ratings to
+# train on, so batch runs on it use 90-day horizons and a year of activity/popularity.
+MOVIELENS_BATCH_SETTINGS = dict(
+    label_horizon_days=90, active_user_days=365, popular_window_days=365, popular_half_life_days=60.0, session_gap_minutes=60
+)
+
+
 def movielens_dir() -> Path | None:
     """ml-latest-small from LAMBDAREC_MOVIELENS_DIR or ../shared/data, when present."""
     candidate = Path(os.environ.get("LAMBDAREC_MOVIELENS_DIR", REPO.parent / "shared" / "data" / "ml-latest-small"))

@@ -23,6 +23,7 @@ Kafka topic with Spark's Kafka source instead (its JARs must be in `Settings.jar
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -215,10 +216,12 @@ class BronzeWriter:
         )
 
 
-def table_schema(table):
+@functools.lru_cache(maxsize=None)
+def table_schema(ddl: str):
+    """The StructType of a table's DDL, parsed once per run (not every micro-batch)."""
     from pyspark.sql.types import StructType
 
-    return StructType.fromDDL(table.ddl)
+    return StructType.fromDDL(ddl)
 
 
 def write_bronze_batch(spark, settings: Settings, batch_id: int, rows_by_table: dict, table_paths: dict | None = None) -> None:
@@ -236,7 +239,7 @@ def write_bronze_batch(spark, settings: Settings, batch_id: int, rows_by_table: 
         if table not in paths:
             paths[table] = ensure_table(spark, settings, table)
         (
-            spark.createDataFrame(arrow_batch(rows, table_schema(table)))
+            spark.createDataFrame(arrow_batch(rows, table_schema(table.ddl)))
             .write.format("delta")
             .mode("append")
             .option("txnAppId", f"lambdarec-stream-{table.name}")
