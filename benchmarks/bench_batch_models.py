@@ -1,16 +1,19 @@
 """Batch models: `batch run` wall time and peak memory vs data size, ranker training time with 1 vs 2
 Spark workers, and recommendation quality of popularity, ALS and the rankers on MovieLens.
 
-- `batch_run`: for each data set (quick: ml-latest-small when present and 100k synthetic events; full:
-  ml-latest-small, 1M and 5M synthetic events) generate/ingest it into fresh Delta tables, then time
+- `batch_run`: for each data set (quick: 30k synthetic events; full: ml-latest-small when present, 1M
+  and 5M synthetic events) generate/ingest it into fresh Delta tables, then time
   `spark_jobs.batch_pipeline.run_batch` (every step, per-step seconds) and the peak resident memory of
   the process tree (Python driver + JVM + Python workers). MovieLens runs with a 90-day label horizon
   (its last years are sparse), synthetic data with 3 days.
 - `workers`: on the training set the largest synthetic run wrote, XGBoost (xgboost.spark) and LightGBM
   (barrier stage) trained with 1 and with 2 workers: seconds (ratio 2 workers / 1 worker, same run)
   and validation NDCG@10 of each (the same quality is the point, the time is what 2 cores give).
-- `quality`: `lambdarec evaluate`'s protocol (spark_jobs.offline_eval) on ml-latest-small with a
-  `time` split (ratio 0.8): NDCG@10, Recall@10, MAP@10, HR@10 and coverage of every model.
+- `quality` (full mode): `lambdarec evaluate`'s protocol (spark_jobs.offline_eval) on ml-latest-small
+  with a `time` split (ratio 0.8): NDCG@10, Recall@10, MAP@10, HR@10 and coverage of every model.
+Quick mode (`make bench QUICK=1` has 15 minutes for every benchmark) leaves MovieLens out: its batch
+run and the quality protocol take about 8 and 5 minutes on 2 cores. The result JSON is rewritten after
+every data set, so a full run stopped half-way keeps what it measured.
 
 Run: `python -m benchmarks.bench_batch_models [--quick]`; writes `<out>/batch_models.json`.
 """
@@ -27,7 +30,7 @@ from benchmarks.bench_batch_data import PeakMemory
 from benchmarks.common import MOVIELENS_BATCH_SETTINGS, machine_info, main, movielens_dir, write_result
 
 NAME = "batch_models"
-QUICK_SIZES = (100_000,)
+QUICK_SIZES = (30_000,)
 FULL_SIZES = (1_000_000, 5_000_000)
 SYNTHETIC_DAYS = 21
 SYNTHETIC_START = date(2026, 9, 1)
@@ -147,6 +150,9 @@ def run(quick: bool, out_dir: Path) -> dict:
     result: dict = {"machine": machine_info(), "quick": quick, "batch_run": {}, "notes": []}
     spark = None
     try:
+        if quick:
+            movielens = None
+            result["notes"].append("quick mode: no MovieLens batch run or quality table (full mode has both)")
         datasets = ([("ml-latest-small", None)] if movielens else []) + [(f"synthetic-{n // 1000}k", n) for n in (QUICK_SIZES if quick else FULL_SIZES)]
         last_synthetic = None
         for label, events in datasets:
@@ -156,6 +162,7 @@ def run(quick: bool, out_dir: Path) -> dict:
             spark.conf.set("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
             run_date = load_movielens(spark, settings, movielens) if events is None else load_synthetic(spark, settings, events, root)
             result["batch_run"][label] = {"events": events, **timed_batch_run(spark, settings, run_date)}
+            write_result(out_dir, NAME, {**result, "tables": report_tables(result), "partial": True})
             if events is not None:
                 last_synthetic = (settings, run_date)
         if last_synthetic:
@@ -167,7 +174,7 @@ def run(quick: bool, out_dir: Path) -> dict:
             settings = settings_for(work / "ml-quality", redis.url, movielens=True, ranker_trees=60 if quick else 100)
             train, test = split_ratings(read_ratings(spark, str(folder / "ratings.csv")), "time", 0.8, 42)
             result["quality"] = evaluate_split(spark, settings, train.cache(), test.cache(), "time", 0.8, 42, 10, read_items(spark, str(folder / "items.csv")))
-        else:
+        elif not quick:
             result["notes"].append("ml-latest-small not found: no MovieLens run or quality table")
     finally:
         redis.stop()

@@ -4,7 +4,8 @@ Runs `lambdarec.replay.runner.run_replay` (the same code as `lambdarec replay`) 
 - a synthetic set with session intents and taste drift (lambdarec.datagen), two passes with different
   slice sizes over the same batch and the same questions, so the slice size's effect is measured;
 - ml-latest-small when present (benchmarks.common.movielens_dir), cut at the midnight leaving ~10% of
-  the ratings after it.
+  the ratings after it; full mode only (its batch layer and replay take about 5 minutes on 2 cores, and
+  `make bench QUICK=1` has 15 minutes for every benchmark).
 Quick mode uses fewer events and fewer questions; the full run asks more (smaller standard errors).
 """
 
@@ -66,7 +67,7 @@ def run(quick: bool, out_dir: Path) -> dict:
                                                "jsonl", quick, SLICES_S, work)
             except Exception as exc:  # one data set failing must not lose the other's numbers
                 errors["synthetic"] = f"{type(exc).__name__}: {exc}"
-            ml = movielens_dir()
+            ml = None if quick else movielens_dir()
             if ml is not None:
                 try:
                     runs["movielens"] = replay_one(spark, settings.model_copy(update=MOVIELENS_BATCH_SETTINGS), "movielens", ml / "ratings.csv",

@@ -2,11 +2,20 @@
 
 import pytest
 
-from benchmarks.bench_serving import VARIANTS, selected_variants
+from benchmarks.bench_serving import QUICK_VARIANTS, VARIANTS, selected_variants
 
 
 def test_every_variant_by_default_with_the_default_first():
     assert selected_variants("") == ["default", *[n for n in VARIANTS if n != "default"]]
+
+
+def test_quick_mode_runs_the_main_switches_only():
+    assert selected_variants("", quick=True) == ["default", "cache_off", "columnar_off", "fast_redis_off"]
+    assert set(QUICK_VARIANTS) <= set(VARIANTS)
+
+
+def test_named_variants_win_over_quick_mode():
+    assert selected_variants("hiredis_off", quick=True) == ["default", "hiredis_off"]
 
 
 def test_named_variants_always_include_the_baseline():
