@@ -110,7 +110,9 @@ def run(quick: bool, out_dir: Path) -> dict:
 
     sizes = QUICK_SIZES if quick else FULL_SIZES
     work = Path(tempfile.mkdtemp(prefix="lambdarec-bench-batch-"))
-    base = Settings(data_dir=work / "state", jars_dir=project_root() / ".cache" / "jars")
+    # 2g (the embedded default) ran out of heap in ingest's sort of 5M events (seen 2026-12-02): the full
+    # sizes get the same 6g driver as bench_batch_models.
+    base = Settings(data_dir=work / "state", jars_dir=project_root() / ".cache" / "jars", spark_driver_memory="6g")
     memory = PeakMemory()
     results, generation = [], {}
     try:
