@@ -146,13 +146,11 @@ def run(quick: bool, out_dir: Path) -> dict:
 
     work = Path(tempfile.mkdtemp(prefix="bench-batch-models-"))
     redis = EmbeddedRedis(directory=work / "redis").start()
-    movielens = movielens_dir()
-    result: dict = {"machine": machine_info(), "quick": quick, "batch_run": {}, "notes": []}
+    movielens = None if quick else movielens_dir()
+    notes = ["quick mode: no MovieLens batch run or quality table (full mode has both)"] if quick else []
+    result: dict = {"machine": machine_info(), "quick": quick, "batch_run": {}, "notes": notes}
     spark = None
     try:
-        if quick:
-            movielens = None
-            result["notes"].append("quick mode: no MovieLens batch run or quality table (full mode has both)")
         datasets = ([("ml-latest-small", None)] if movielens else []) + [(f"synthetic-{n // 1000}k", n) for n in (QUICK_SIZES if quick else FULL_SIZES)]
         last_synthetic = None
         for label, events in datasets:
