@@ -18,7 +18,9 @@ Protocol (documented in the README; keep the two identical):
 4. Each model ranks for each test user; items the user had in train are never ranked. Relevance = any
    held-out (test) rating of an item the user did not have in train. Metrics@k (NDCG, MAP, precision,
    recall, HR, MRR; spark_jobs.metrics) are means over test users with at least one relevant item;
-   coverage = distinct items in those users' top k / items in the train part.
+   coverage = distinct items in those users' top k / items in the train part. The same metrics are
+   also given over warm test users only (`warm_models`: users with at least one train rating), since
+   ALS and co-visitation cannot answer for users the train part never saw.
    With `--train/--test` the inner split of step 3 is a `time` split.
 Models: `popularity`, `als`, `covisit` (each source alone), `xgboost`, `lightgbm`, `blend`
 (reciprocal-rank fusion of the two rankers).
@@ -202,22 +204,37 @@ def evaluate_split(
     progress("candidates and features of the train part")
     outer = build_for_history(train_silver, test_users, items, settings)
     catalog = outer.items
-    results: dict[str, dict[str, float]] = {}
+    rankings: dict[str, DataFrame] = {}
     for label, source in (("popularity", "popular"), ("als", "als"), ("covisit", "covisit")):
-        results[label] = ranking_metrics(top_k_from_source(outer.candidates, source, outer.cutoff, k), relevance, k, catalog)
+        rankings[label] = top_k_from_source(outer.candidates, source, outer.cutoff, k)
     full = {}
     for label, ranker in rankers.items():
         progress(f"ranking with {label}")
         scored = score_inputs(outer.inputs, NativeModel(ranker.kind, ranker.native_bytes())).cache()
         full[label] = top_k_by_score(scored, 1_000_000)
-        results[label] = ranking_metrics(top_k_by_score(scored, k), relevance, k, catalog)
-    results["blend"] = ranking_metrics(rank_fusion(full.values(), k), relevance, k, catalog)
+        rankings[label] = top_k_by_score(scored, k)
+    rankings["blend"] = rank_fusion(full.values(), k)
+    results = {label: ranking_metrics(ranked, relevance, k, catalog) for label, ranked in rankings.items()}
+    # ALS and co-visitation know nothing of users without train history (on a time split most test
+    # users are new): the warm-user view compares the sources where each of them can answer
+    warm = train.select("user_id").distinct()
+    warm_relevance = warm_only(relevance, warm).cache()
+    warm_results = {label: ranking_metrics(warm_only(ranked, warm), warm_relevance, k, catalog) for label, ranked in rankings.items()}
     counts = {
         "train_ratings": train.count(),
         "test_ratings": test.count(),
         "test_users_with_relevant_items": int(results["popularity"]["users"]),
+        "warm_test_users_with_relevant_items": int(warm_results["popularity"]["users"]),
         "training_examples": examples.count(),
         "train_items": catalog,
     }
-    return {"k": k, "split": split or "given", "ratio": ratio if split else None, "seed": seed, "cutoff": str(outer.cutoff), "counts": counts, "models": results}
+    return {
+        "k": k, "split": split or "given", "ratio": ratio if split else None, "seed": seed, "cutoff": str(outer.cutoff),
+        "counts": counts, "models": results, "warm_models": warm_results,
+    }
+
+
+def warm_only(per_user: DataFrame, warm_users: DataFrame) -> DataFrame:
+    """Rows of `per_user` whose user is in `warm_users` (users with train history)."""
+    return per_user.join(warm_users.select("user_id"), "user_id", "left_semi")
 

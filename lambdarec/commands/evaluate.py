@@ -66,15 +66,21 @@ def evaluate_command(
     result["inputs"] = {"ratings": str(ratings) if ratings else None, "train": str(train) if train else None, "test": str(test) if test else None, "items": str(items) if items else None}
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result, indent=2, sort_keys=True))
-    table = Table(title=f"metrics@{k} ({result['split']})")
+    counts = result["counts"]
+    console.print(metrics_table(f"metrics@{k} ({result['split']}), {counts['test_users_with_relevant_items']} test users", result["models"], k))
+    console.print(metrics_table(f"warm test users only ({counts['warm_test_users_with_relevant_items']} with train history)", result["warm_models"], k))
+    console.print(f"written {output}")
+
+
+def metrics_table(title: str, models: dict[str, dict[str, float]], k: int) -> Table:
+    table = Table(title=title)
     metrics = [f"ndcg@{k}", f"map@{k}", f"recall@{k}", f"precision@{k}", f"hr@{k}", f"mrr@{k}", f"coverage@{k}"]
     table.add_column("model")
     for metric in metrics:
         table.add_column(metric, justify="right")
-    for model, values in result["models"].items():
+    for model, values in models.items():
         table.add_row(model, *[f"{values[m]:.4f}" for m in metrics])
-    console.print(table)
-    console.print(f"written {output}")
+    return table
 
 
 def register(app: typer.Typer) -> None:

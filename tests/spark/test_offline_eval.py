@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from feature_store.settings import Settings
-from spark_jobs.offline_eval import RatingsFileError, any_rating_labels, cutoff_after, read_ratings, silver, split_ratings
+from spark_jobs.offline_eval import RatingsFileError, any_rating_labels, cutoff_after, read_ratings, silver, split_ratings, warm_only
 
 
 @pytest.fixture
@@ -73,6 +73,14 @@ def test_ratings_become_rating_interactions_and_any_rating_is_relevant(spark, ra
     assert got == [("a", "rating", 1.5, 1), ("b", "rating", 0.0, 0), ("c", "rating", 2.5, 1), ("d", "rating", 1.0, 1)]
     labels = sorted(tuple(r) for r in any_rating_labels(interactions).collect())
     assert labels == [("1", "a", 3.0), ("1", "b", 1.0), ("1", "c", 4.0), ("1", "d", 2.0)]
+
+
+def test_warm_view_keeps_only_test_users_the_train_part_saw(spark, ratings_csv):
+    # time split at 0.75: user 3's only rating is the last one, so user 3 is a cold test user
+    train, test = split_ratings(read_ratings(spark, str(ratings_csv)), "time", 0.75, 7)
+    assert pairs(test) == [("2", "e"), ("3", "a")]
+    warm = warm_only(test, train.select("user_id").distinct())
+    assert pairs(warm) == [("2", "e")]
 
 
 def test_evaluate_cli_refuses_ambiguous_inputs(tmp_path, ratings_csv):
