@@ -6,7 +6,7 @@ Spark workers, and recommendation quality of popularity, ALS and the rankers on 
   `spark_jobs.batch_pipeline.run_batch` (every step, per-step seconds) and the peak resident memory of
   the process tree (Python driver + JVM + Python workers). MovieLens runs with a 90-day label horizon
   (its last years are sparse), synthetic data with 3 days.
-- `workers`: on the training set the largest synthetic run wrote, XGBoost (xgboost.spark) and LightGBM
+- `workers`: on the training set the first synthetic run wrote (quick: 30k, full: 1M events), XGBoost (xgboost.spark) and LightGBM
   (barrier stage) trained with 1 and with 2 workers: seconds (ratio 2 workers / 1 worker, same run)
   and validation NDCG@10 of each (the same quality is the point, the time is what 2 cores give).
 - `quality` (full mode): `lambdarec evaluate`'s protocol (spark_jobs.offline_eval) on ml-latest-small
@@ -140,6 +140,16 @@ def movielens_ratings_csv(folder: Path, work: Path) -> Path:
     return work
 
 
+def movielens_quality(spark, movielens: Path, work: Path, redis_url: str, quick: bool) -> dict:
+    """`lambdarec evaluate`'s protocol on ml-latest-small, time split 0.8."""
+    from spark_jobs.offline_eval import evaluate_split, read_items, read_ratings, split_ratings
+
+    folder = movielens_ratings_csv(movielens, work / "ml-csv")
+    settings = settings_for(work / "ml-quality", redis_url, movielens=True, ranker_trees=60 if quick else 100)
+    train, test = split_ratings(read_ratings(spark, str(folder / "ratings.csv")), "time", 0.8, 42)
+    return evaluate_split(spark, settings, train.cache(), test.cache(), "time", 0.8, 42, 10, read_items(spark, str(folder / "items.csv")))
+
+
 def run(quick: bool, out_dir: Path) -> dict:
     from lambdarec.redis_server import EmbeddedRedis
     from spark_jobs.session import build_spark
@@ -149,10 +159,8 @@ def run(quick: bool, out_dir: Path) -> dict:
     movielens = None if quick else movielens_dir()
     notes = ["quick mode: no MovieLens batch run or quality table (full mode has both)"] if quick else []
     result: dict = {"machine": machine_info(), "quick": quick, "batch_run": {}, "notes": notes}
-    spark = None
     try:
         datasets = ([("ml-latest-small", None)] if movielens else []) + [(f"synthetic-{n // 1000}k", n) for n in (QUICK_SIZES if quick else FULL_SIZES)]
-        last_synthetic = None
         for label, events in datasets:
             root = work / label
             settings = settings_for(root, redis.url, movielens=events is None, ranker_trees=60 if quick else 100)
@@ -161,18 +169,14 @@ def run(quick: bool, out_dir: Path) -> dict:
             run_date = load_movielens(spark, settings, movielens) if events is None else load_synthetic(spark, settings, events, root)
             result["batch_run"][label] = {"events": events, **timed_batch_run(spark, settings, run_date)}
             write_result(out_dir, NAME, {**result, "tables": report_tables(result), "partial": True})
-            if events is not None:
-                last_synthetic = (settings, run_date)
-        if last_synthetic:
-            result["workers"] = workers_comparison(spark, *last_synthetic)
-        if movielens:
-            folder = movielens_ratings_csv(movielens, work / "ml-csv")
-            from spark_jobs.offline_eval import evaluate_split, read_items, read_ratings, split_ratings
-
-            settings = settings_for(work / "ml-quality", redis.url, movielens=True, ranker_trees=60 if quick else 100)
-            train, test = split_ratings(read_ratings(spark, str(folder / "ratings.csv")), "time", 0.8, 42)
-            result["quality"] = evaluate_split(spark, settings, train.cache(), test.cache(), "time", 0.8, 42, 10, read_items(spark, str(folder / "items.csv")))
-        elif not quick:
+            # the slower extras run on the smaller data sets first, so a full run cut short in its
+            # biggest batch run keeps them
+            if events is None:
+                result["quality"] = movielens_quality(spark, movielens, work, redis.url, quick)
+            elif "workers" not in result:
+                result["workers"] = workers_comparison(spark, settings, run_date)
+            write_result(out_dir, NAME, {**result, "tables": report_tables(result), "partial": True})
+        if not movielens and not quick:
             result["notes"].append("ml-latest-small not found: no MovieLens run or quality table")
     finally:
         redis.stop()
