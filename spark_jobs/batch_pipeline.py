@@ -147,17 +147,17 @@ def step_candidates(ctx: BatchContext) -> dict[str, Any]:
     replace_where(ctx, CANDIDATES, union_all(candidates), condition)
     replace_where(ctx, ITEM_SIMILAR, union_all(similar), condition)
     written = ctx.read(CANDIDATES).where(F.col("as_of").isin(list(cutoffs)))
-    report: dict[str, Any] = {str(as_of): {"rows": {s: 0 for s in CANDIDATE_SOURCES}} for as_of in cutoffs}
+    rows: dict[str, dict[str, int]] = {str(as_of): {s: 0 for s in CANDIDATE_SOURCES} for as_of in cutoffs}
     for row in written.groupBy("as_of", "source").count().collect():
-        report[str(row["as_of"])]["rows"][row["source"]] = row["count"]
-    neighbour_rows = ctx.read(ITEM_SIMILAR).where(F.col("as_of").isin(list(cutoffs))).groupBy("as_of").count().collect()
-    for as_of in cutoffs:
-        report[str(as_of)]["rows"]["item_similar"] = next((r["count"] for r in neighbour_rows if r["as_of"] == as_of), 0)
-    for as_of in (cut.train, cut.holdout):  # the next interactions are known: how much of them do candidates cover?
-        recall = candidate_recall(written.where(F.col("as_of") == F.lit(as_of)), next_items(interactions, as_of, settings.label_horizon_days), params.per_source)
-        report[str(as_of)]["recall"] = recall
-    _log_step_run(ctx, "candidates", {f"recall.{a}.{s}": v for a, r in report.items() for s, v in r.get("recall", {}).items()})
-    return report
+        rows[str(row["as_of"])][row["source"]] = row["count"]
+    neighbours = dict(ctx.read(ITEM_SIMILAR).where(F.col("as_of").isin(list(cutoffs))).groupBy("as_of").count().collect())
+    # the next interactions of the earlier cut-offs are known: how much of them do candidates cover?
+    recall = {
+        str(as_of): candidate_recall(written.where(F.col("as_of") == F.lit(as_of)), next_items(interactions, as_of, settings.label_horizon_days), params.per_source)
+        for as_of in (cut.train, cut.holdout)
+    }
+    _log_step_run(ctx, "candidates", {f"recall.{a}.{s}": v for a, r in recall.items() for s, v in r.items()})
+    return {"rows": rows, "item_similar_rows": {str(a): neighbours.get(a, 0) for a in cutoffs}, "recall": recall}
 
 
 def step_training_set(ctx: BatchContext) -> dict[str, Any]:

@@ -71,8 +71,9 @@ def test_batch_run_ends_with_a_champion_and_recommendations_in_redis(spark, batc
     assert as_ofs == {(d, s) for d in (cut.train, cut.holdout, cut.serve) for s in ("als", "covisit", "popular")}
     written = read_table(spark, batch_settings, CANDIDATES).groupBy("as_of", "source").count().collect()
     assert {(str(r.as_of), r.source): r["count"] for r in written} == {
-        (d, s): n for d, report in reports["candidates"].items() for s, n in report["rows"].items() if s != "item_similar"
+        (d, s): n for d, per_source in reports["candidates"]["rows"].items() for s, n in per_source.items()
     }
+    assert set(reports["candidates"]["recall"]) == {str(cut.train), str(cut.holdout)}
     assert {r.as_of for r in read_table(spark, batch_settings, TRAINING_SET).select("as_of").distinct().collect()} == {cut.train}
     scores = read_table(spark, batch_settings, BATCH_SCORES).collect()
     assert {(r.as_of, r.model_version) for r in scores} == {(RUN_DATE, champion)}
