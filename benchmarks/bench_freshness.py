@@ -249,7 +249,7 @@ def run(quick: bool, out_dir: Path) -> dict:
     from lambdarec.redis_server import EmbeddedRedis
 
     duration = 15.0 if quick else 60.0
-    trigger_ms = int(os.environ.get("LAMBDAREC_STREAM_TRIGGER_MS", "500"))
+    trigger_ms = int(os.environ.get("LAMBDAREC_STREAM_TRIGGER_MS", Settings.model_fields["stream_trigger_ms"].default))
     work = Path(tempfile.mkdtemp(prefix="bench-freshness-"))
     server = EmbeddedRedis(directory=work / "redis").start()
     client = redis.Redis.from_url(server.url)
