@@ -102,9 +102,8 @@ def replace_where(ctx: BatchContext, table: Table, df: DataFrame, condition: str
     return int(last_commit_metrics(ctx.spark, path).get("numOutputRows", 0))
 
 
-def as_of_condition(as_of: date, source: str | None = None) -> str:
-    condition = f"as_of = DATE'{as_of.isoformat()}'"
-    return condition + (f" AND source = '{source}'" if source else "")
+def as_of_condition(as_of: date) -> str:
+    return f"as_of = DATE'{as_of.isoformat()}'"
 
 
 def as_of_in_condition(dates: tuple[date, ...]) -> str:
