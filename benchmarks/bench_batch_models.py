@@ -13,7 +13,10 @@ Spark workers, and recommendation quality of popularity, ALS and the rankers on 
   with a `time` split (ratio 0.8): NDCG@10, Recall@10, MAP@10, HR@10 and coverage of every model.
 Quick mode (`make bench QUICK=1` has 15 minutes for every benchmark) leaves MovieLens out: its batch
 run and the quality protocol take about 8 and 5 minutes on 2 cores. The result JSON is rewritten after
-every data set, so a full run stopped half-way keeps what it measured.
+every data set, so a full run stopped half-way keeps what it measured; a data set whose batch run fails
+is recorded with its error (the bigger ones after it are not tried) and the rest of the result stands.
+Shuffle partitions grow with the data (`shuffle_partitions`): 4 tasks of 1M events' co-visitation pairs
+do not fit the execution memory 2 cores share.
 
 Run: `python -m benchmarks.bench_batch_models [--quick]`; writes `<out>/batch_models.json`.
 """
@@ -45,7 +48,8 @@ def settings_for(root: Path, redis_url: str, movielens: bool, **overrides):
         jars_dir=project_root() / ".cache" / "jars",
         spark_master="local[2]",
         spark_shuffle_partitions=4,
-        spark_driver_memory="6g",
+        # the JVM starts once, with the first data set's settings: sized for the biggest (5M events)
+        spark_driver_memory="10g",
         redis_url=redis_url,
         train_num_workers=2,
         ranker_trees=100,
@@ -56,6 +60,14 @@ def settings_for(root: Path, redis_url: str, movielens: bool, **overrides):
         base.update(label_horizon_days=3, active_user_days=14)
     base.update(overrides)
     return Settings(**base)
+
+
+def shuffle_partitions(events: int | None) -> int:
+    """Shuffle partitions for a data set of `events` (None: MovieLens, 100k ratings): 4 up to 100k events,
+    then one per 62,500 events (1M: 16, 5M: 80), so each task's share stays about the same."""
+    if events is None or events <= 100_000:
+        return 4
+    return -(-events // 62_500)
 
 
 def load_synthetic(spark, settings, events: int, work: Path) -> date:
@@ -163,12 +175,22 @@ def run(quick: bool, out_dir: Path) -> dict:
         datasets = ([("ml-latest-small", None)] if movielens else []) + [(f"synthetic-{n // 1000}k", n) for n in (QUICK_SIZES if quick else FULL_SIZES)]
         for label, events in datasets:
             root = work / label
-            settings = settings_for(root, redis.url, movielens=events is None, ranker_trees=60 if quick else 100)
+            settings = settings_for(
+                root, redis.url, movielens=events is None, ranker_trees=60 if quick else 100, spark_shuffle_partitions=shuffle_partitions(events)
+            )
             spark = build_spark(settings)
+            # one session for every data set: the previous one's caches go, its partition count too
+            spark.catalog.clearCache()
             spark.conf.set("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
-            run_date = load_movielens(spark, settings, movielens) if events is None else load_synthetic(spark, settings, events, root)
-            result["batch_run"][label] = {"events": events, **timed_batch_run(spark, settings, run_date)}
-            write_result(out_dir, NAME, {**result, "tables": report_tables(result), "partial": True})
+            try:
+                run_date = load_movielens(spark, settings, movielens) if events is None else load_synthetic(spark, settings, events, root)
+                result["batch_run"][label] = {"events": events, **timed_batch_run(spark, settings, run_date)}
+            except Exception as exc:  # the smaller data sets' numbers stand; the bigger ones would fail too
+                result["batch_run"][label] = {"events": events, "error": first_line(exc)}
+                result["notes"].append(f"{label}: batch run failed ({first_line(exc)}); bigger data sets not tried")
+                break
+            finally:
+                write_result(out_dir, NAME, {**result, "tables": report_tables(result), "partial": True})
             # the slower extras run on the smaller data sets first, so a full run cut short in its
             # biggest batch run keeps them
             if events is None:
@@ -185,15 +207,25 @@ def run(quick: bool, out_dir: Path) -> dict:
     return write_result(out_dir, NAME, result)
 
 
+def first_line(exc: BaseException) -> str:
+    """The error's type and its most telling line (a Py4J error's first lines are the Java call, not the cause)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    cause = next((line for line in lines if "Error:" in line or "Exception:" in line), lines[0] if lines else "")
+    return f"{type(exc).__name__}: {cause}"[:300]
+
+
+def batch_run_row(label: str, r: dict) -> list:
+    if "error" in r:
+        return [label, r["events"] or "ml-latest-small", "failed", "-", r["error"], "-"]
+    return [label, r["events"] or "ml-latest-small", r["seconds"], r["peak_rss_gib"], max(r["step_seconds"], key=r["step_seconds"].get), r["promoted"]]
+
+
 def report_tables(result: dict) -> list[dict]:
     tables = [
         {
             "title": "batch run: wall time and peak memory (2 cores)",
             "columns": ["data set", "events", "seconds", "peak RSS GiB", "slowest step", "promoted"],
-            "rows": [
-                [label, r["events"] or "ml-latest-small", r["seconds"], r["peak_rss_gib"], max(r["step_seconds"], key=r["step_seconds"].get), r["promoted"]]
-                for label, r in result["batch_run"].items()
-            ],
+            "rows": [batch_run_row(label, r) for label, r in result["batch_run"].items()],
         }
     ]
     if "workers" in result:

@@ -401,7 +401,12 @@ def run_step(ctx: BatchContext, name: str) -> dict[str, Any]:
     if name not in STEPS:
         raise BatchStepError(f"unknown step {name!r}; steps: {', '.join(STEPS)}")
     started = time.perf_counter()
-    result = STEPS[name](ctx)
+    try:
+        result = STEPS[name](ctx)
+    finally:
+        # Steps hand data over through Delta tables only, so whatever a step cached is dead once it
+        # returns; left cached, it pins storage memory that the next step's sorts and joins need.
+        ctx.spark.catalog.clearCache()
     log.info("step %s for %s done in %.1f s", name, ctx.run_date, time.perf_counter() - started)
     return {**result, "seconds": round(time.perf_counter() - started, 2)}
 

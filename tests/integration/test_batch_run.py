@@ -94,3 +94,26 @@ def test_batch_run_ends_with_a_champion_and_recommendations_in_redis(spark, batc
     rerun = run_step(BatchContext(spark, batch_settings, RUN_DATE), "train_xgboost")
     assert rerun["skipped"] and rerun["version"] == reports["train_xgboost"]["version"]
     assert mlflow_client.get_model_version_by_alias(name, CHAMPION_ALIAS).version is not None
+
+
+def _cache_is_empty(spark) -> bool:
+    return spark._jsparkSession.sharedState().cacheManager().isEmpty()
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_step_leaves_nothing_cached_for_the_next_one(spark, table_settings, monkeypatch, fails):
+    def caching_step(ctx):
+        frame = ctx.spark.range(10).cache()
+        assert frame.count() == 10 and not _cache_is_empty(ctx.spark)
+        if fails:
+            raise RuntimeError("step failed half-way")
+        return {"rows": 10}
+
+    monkeypatch.setitem(STEPS, "cache_probe", caching_step)
+    ctx = BatchContext(spark, table_settings, RUN_DATE)
+    if fails:
+        with pytest.raises(RuntimeError, match="half-way"):
+            run_step(ctx, "cache_probe")
+    else:
+        assert run_step(ctx, "cache_probe")["rows"] == 10
+    assert _cache_is_empty(spark)
