@@ -15,8 +15,8 @@ Quick mode (`make bench QUICK=1` has 15 minutes for every benchmark) leaves Movi
 run and the quality protocol take about 8 and 5 minutes on 2 cores. The result JSON is rewritten after
 every data set, so a full run stopped half-way keeps what it measured; a data set whose batch run fails
 is recorded with its error (the bigger ones after it are not tried) and the rest of the result stands.
-Shuffle partitions grow with the data (`shuffle_partitions`): 4 tasks of 1M events' co-visitation pairs
-do not fit the execution memory 2 cores share.
+Shuffle partitions grow with the data (`shuffle_partitions`), so a task's share of a shuffle stays about
+what it is at 100k events.
 
 Run: `python -m benchmarks.bench_batch_models [--quick]`; writes `<out>/batch_models.json`.
 """
@@ -186,8 +186,9 @@ def run(quick: bool, out_dir: Path) -> dict:
                 run_date = load_movielens(spark, settings, movielens) if events is None else load_synthetic(spark, settings, events, root)
                 result["batch_run"][label] = {"events": events, **timed_batch_run(spark, settings, run_date)}
             except Exception as exc:  # the smaller data sets' numbers stand; the bigger ones would fail too
-                result["batch_run"][label] = {"events": events, "error": first_line(exc)}
-                result["notes"].append(f"{label}: batch run failed ({first_line(exc)}); bigger data sets not tried")
+                error = error_summary(exc)
+                result["batch_run"][label] = {"events": events, "error": error}
+                result["notes"].append(f"{label}: batch run failed ({error}); bigger data sets not tried")
                 break
             finally:
                 write_result(out_dir, NAME, {**result, "tables": report_tables(result), "partial": True})
@@ -207,7 +208,7 @@ def run(quick: bool, out_dir: Path) -> dict:
     return write_result(out_dir, NAME, result)
 
 
-def first_line(exc: BaseException) -> str:
+def error_summary(exc: BaseException) -> str:
     """The error's type and its most telling line (a Py4J error's first lines are the Java call, not the cause)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     cause = next((line for line in lines if "Error:" in line or "Exception:" in line), lines[0] if lines else "")
@@ -215,9 +216,10 @@ def first_line(exc: BaseException) -> str:
 
 
 def batch_run_row(label: str, r: dict) -> list:
+    events = r["events"] or "ml-latest-small"
     if "error" in r:
-        return [label, r["events"] or "ml-latest-small", "failed", "-", r["error"], "-"]
-    return [label, r["events"] or "ml-latest-small", r["seconds"], r["peak_rss_gib"], max(r["step_seconds"], key=r["step_seconds"].get), r["promoted"]]
+        return [label, events, "failed", "-", r["error"], "-"]
+    return [label, events, r["seconds"], r["peak_rss_gib"], max(r["step_seconds"], key=r["step_seconds"].get), r["promoted"]]
 
 
 def report_tables(result: dict) -> list[dict]:

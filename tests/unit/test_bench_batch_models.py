@@ -1,14 +1,14 @@
-from benchmarks.bench_batch_models import first_line, report_tables, shuffle_partitions
+from benchmarks.bench_batch_models import error_summary, report_tables, shuffle_partitions
 
 
 def test_shuffle_partitions_grow_with_the_data():
     assert [shuffle_partitions(n) for n in (None, 30_000, 100_000, 1_000_000, 5_000_000)] == [4, 4, 4, 16, 80]
 
 
-def test_first_line_picks_the_cause_out_of_a_java_error():
+def test_error_summary_picks_the_cause_out_of_a_java_error():
     exc = RuntimeError("An error occurred while calling o29393.save.\n: org.apache.spark.SparkException: Job aborted\n\tat x")
-    assert first_line(exc) == "RuntimeError: : org.apache.spark.SparkException: Job aborted"
-    assert first_line(ValueError("")) == "ValueError: "
+    assert error_summary(exc) == "RuntimeError: : org.apache.spark.SparkException: Job aborted"
+    assert error_summary(ValueError("")) == "ValueError: "
 
 
 def test_a_failed_data_set_is_a_row_of_the_batch_run_table():
