@@ -7,9 +7,9 @@ STAMP := $(VENV)/.installed
 JARS_STAMP := .cache/jars/.resolved
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-unit test-e2e demo demo-stop bench clean lock redis-server chromium
+.PHONY: setup test test-unit test-e2e demo demo-stop bench clean lock redis-server blas chromium
 
-setup: $(STAMP) $(JARS_STAMP) redis-server
+setup: $(STAMP) $(JARS_STAMP) redis-server blas
 
 # The virtualenv with the locked packages (constraints.txt keeps a fresh install reproducible).
 $(STAMP): pyproject.toml constraints.txt
@@ -27,6 +27,10 @@ $(JARS_STAMP): $(STAMP)
 # A redis-server binary for the embedded online store (Debian package when missing).
 redis-server:
 	@bash infra/local/install-redis.sh
+
+# OpenBLAS (libblas.so.3, liblapack.so.3) so Spark MLlib's ALS runs native kernels (Debian's packages when missing).
+blas:
+	@bash infra/local/install-blas.sh
 
 # Headless Chromium and chromedriver for the browser e2e test (Debian's packages when missing).
 chromium:

@@ -7,12 +7,20 @@ JARs are resolved once by `spark_jobs.jars` (make setup) into `Settings.jars_dir
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
 from typing import Mapping
 
 from feature_store.settings import Settings
+
+
+log = logging.getLogger(__name__)
+
+# dev.ludovic.netlib's JNI classes: what MLlib (ALS's normal equations, dense linear algebra) runs on
+# when libblas.so.3 / liblapack.so.3 load; otherwise it falls back to Java kernels (VectorBLAS, F2j).
+NATIVE_BLAS = {"blas": "dev.ludovic.netlib.blas.JNIBLAS", "lapack": "dev.ludovic.netlib.lapack.JNILAPACK"}
 
 
 class DeltaJarsMissing(RuntimeError):
@@ -79,4 +87,29 @@ def build_spark(settings: Settings, extra_conf: Mapping[str, str] | None = None)
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
+    log_linear_algebra(spark)
     return spark
+
+
+def linear_algebra(spark) -> dict[str, str]:
+    """Class names of the BLAS and LAPACK implementations MLlib picked in this driver JVM."""
+    netlib = spark.sparkContext._jvm.dev.ludovic.netlib
+    return {
+        "blas": netlib.blas.BLAS.getInstance().getClass().getName(),
+        "lapack": netlib.lapack.LAPACK.getInstance().getClass().getName(),
+    }
+
+
+def log_linear_algebra(spark) -> dict[str, str]:
+    """Log which BLAS/LAPACK MLlib runs on; a warning when they are not the native (OpenBLAS) ones."""
+    loaded = linear_algebra(spark)
+    if loaded == NATIVE_BLAS:
+        log.info("MLlib linear algebra: native %s, %s", loaded["blas"], loaded["lapack"])
+    else:
+        log.warning(
+            "MLlib linear algebra is not native (%s, %s): ALS runs slower Java kernels. "
+            "Run `make setup` (infra/local/install-blas.sh installs OpenBLAS).",
+            loaded["blas"],
+            loaded["lapack"],
+        )
+    return loaded
