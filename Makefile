@@ -5,11 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 JARS_STAMP := .cache/jars/.resolved
+KAFKA_STAMP := .cache/kafka/.resolved
 PYTEST_ARGS ?=
 
 .PHONY: setup test test-unit test-e2e demo demo-stop bench clean lock redis-server blas chromium
 
-setup: $(STAMP) $(JARS_STAMP) redis-server blas
+setup: $(STAMP) $(JARS_STAMP) $(KAFKA_STAMP) redis-server blas
 
 # The virtualenv with the locked packages (constraints.txt keeps a fresh install reproducible).
 $(STAMP): pyproject.toml constraints.txt
@@ -19,9 +20,16 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $@
 
-# Delta Lake JARs, resolved once from Maven Central into .cache/jars (later runs are offline).
-$(JARS_STAMP): $(STAMP)
+# Spark's extra JARs (Delta Lake, the Kafka source), resolved once from Maven Central into .cache/jars
+# (later runs are offline).
+$(JARS_STAMP): $(STAMP) spark_jobs/jars.py
 	$(BIN)/python -m spark_jobs.jars
+	@touch $@
+
+# The local Kafka broker (org.apache.kafka:kafka_2.13 and its runtime dependencies) from Maven Central
+# into .cache/kafka/libs, apart from Spark's classpath.
+$(KAFKA_STAMP): $(STAMP) lambdarec/kafka_broker.py
+	$(BIN)/python -m lambdarec.kafka_broker
 	@touch $@
 
 # A redis-server binary for the embedded online store (Debian package when missing).

@@ -1,8 +1,13 @@
-"""The event bus wire format (a Redis Stream) and the thin publish/trim helpers around it.
+"""The event bus wire format (a Redis Stream, or a Kafka topic) and the thin publish/trim helpers
+around it.
 
 Who calls it: the API (`POST /v1/events`, async twin), `lambdarec events publish` (sync), the
 streaming job's Redis Stream source (decode, entry ids, the committed offset) and the freshness
-benchmark.
+benchmark. `open_publisher` picks the bus from settings: `RedisStreamPublisher` or `KafkaPublisher`
+behind one `EventPublisher` interface.
+
+Kafka: one message per event on `Settings.kafka_topic`, value = the same JSON as a stream entry's
+`event` field, key = the user id; bus id `<partition>-<offset>`, bus time = the broker's append time.
 
 Wire format: one stream entry per event in the stream `Settings.event_stream`, with one field
 `event` whose value is the JSON of `Event.to_json_dict()` (ts as epoch milliseconds). Entry ids are
@@ -16,12 +21,14 @@ them (`XTRIM MINID`).
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, NamedTuple
+import time
+from typing import Any, Iterable, Mapping, NamedTuple, Protocol
 
 import orjson
 
 from feature_store.events import Event
 from feature_store.redis_keys import RedisKeys
+from feature_store.settings import Settings
 
 EVENT_FIELD = "event"
 # The lowest possible entry id: XRANGE from here reads the whole stream.
@@ -174,3 +181,183 @@ def read_committed(client, stream: str) -> dict[str, str]:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# -- publishers: one interface, one implementation per bus ------------------------------------------
+Payload = Event | Mapping[str, Any] | str | bytes
+
+
+class EventBusUnavailable(RuntimeError):
+    """The bus did not take the events (broker unreachable, delivery failed): nothing is known to be
+    published; the caller may retry (every sink counts an event id once)."""
+
+
+class EventPublisher(Protocol):
+    """Puts events on the bus the settings name; returns one bus id per event, in order.
+    `publish` for synchronous callers (CLI, benchmarks), `publish_async` for the API's event loop
+    (it never blocks the loop)."""
+
+    destination: str
+
+    def publish(self, events: Iterable[Payload]) -> list[str]: ...
+
+    async def publish_async(self, events: Iterable[Payload]) -> list[str]: ...
+
+    def close(self) -> None: ...
+
+
+class RedisStreamPublisher:
+    """The Redis Stream bus. `client` is a redis-py client for `publish`, a `redis.asyncio` one for
+    `publish_async`; `maxlen` trims what every streaming query has committed (see publish_events)."""
+
+    def __init__(self, client, stream: str, maxlen: int | None = None) -> None:
+        self.client, self.stream, self.maxlen = client, stream, maxlen
+        self.destination = stream
+
+    def publish(self, events: Iterable[Payload]) -> list[str]:
+        return publish_events(self.client, self.stream, events, maxlen=self.maxlen)
+
+    async def publish_async(self, events: Iterable[Payload]) -> list[str]:
+        return await publish_events_async(self.client, self.stream, events, maxlen=self.maxlen)
+
+    def close(self) -> None:
+        """The client belongs to the caller."""
+
+
+def kafka_producer_config(bootstrap: str, linger_ms: float) -> dict[str, Any]:
+    """Idempotent producer, acks from every in-sync replica: a retried send is never written twice
+    and an acknowledged event survives a broker failover."""
+    return {
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": linger_ms,
+        # Give up on a message after 30 s (librdkafka's default is 5 min): the caller hears of it
+        # while the request that sent it may still retry.
+        "message.timeout.ms": 30_000,
+    }
+
+
+def kafka_message_key(event: Payload) -> bytes | None:
+    """Messages are keyed by user, so one user's events keep their order in one partition; raw
+    payloads that are not an object with a user id go without a key."""
+    if isinstance(event, Event):
+        return event.user_id.encode()
+    if isinstance(event, Mapping):
+        user = event.get("user_id")
+        return user.encode() if isinstance(user, str) else None
+    return None
+
+
+def kafka_entry_id(partition: int, offset: int) -> str:
+    """A Kafka message's bus id, `<partition>-<offset>`: the same as the streaming job's `entry_id`."""
+    return f"{partition}-{offset}"
+
+
+class KafkaPublisher:
+    """The Kafka bus: one message per event, value = the same JSON as a stream entry's `event` field,
+    key = the user id. `publish_async` queues the messages and awaits their delivery reports, which a
+    daemon thread serves (`Producer.poll`), so the event loop never waits on the network."""
+
+    def __init__(self, producer, topic: str) -> None:
+        self.producer, self.topic = producer, topic
+        self.destination = f"kafka:{topic}"
+        self._poller: Any = None
+        self._closing = False
+
+    @classmethod
+    def connect(cls, bootstrap: str, topic: str, linger_ms: float = 1.0) -> "KafkaPublisher":
+        from confluent_kafka import Producer
+
+        return cls(Producer(kafka_producer_config(bootstrap, linger_ms)), topic)
+
+    def _produce(self, events: Iterable[Payload], on_delivery) -> int:
+        from confluent_kafka import KafkaException
+
+        count = 0
+        for index, event in enumerate(events):
+            while True:
+                try:
+                    self.producer.produce(
+                        self.topic, value=encode_payload(event), key=kafka_message_key(event),
+                        on_delivery=lambda err, msg, index=index: on_delivery(index, err, msg),
+                    )
+                    break
+                except BufferError:  # the local queue is full: serve delivery reports, then retry
+                    self.producer.poll(0.05)
+                except KafkaException as exc:
+                    raise EventBusUnavailable(f"Kafka refused an event for {self.topic!r}: {exc}") from exc
+            count += 1
+        return count
+
+    def publish(self, events: Iterable[Payload], timeout_s: float = 30.0) -> list[str]:
+        reports: dict[int, tuple[Any, Any]] = {}
+        count = self._produce(events, lambda index, err, msg: reports.__setitem__(index, (err, msg)))
+        deadline = time.monotonic() + timeout_s
+        while len(reports) < count and time.monotonic() < deadline:
+            self.producer.flush(max(0.0, deadline - time.monotonic()))
+        return _delivered_ids([reports.get(i) for i in range(count)], self.topic)
+
+    async def publish_async(self, events: Iterable[Payload]) -> list[str]:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        self._start_poller()
+        batch = list(events)
+        futures = [loop.create_future() for _ in batch]
+
+        def delivered(index: int, err, msg) -> None:
+            loop.call_soon_threadsafe(_settle, futures[index], (err, msg))
+
+        self._produce(batch, delivered)
+        return _delivered_ids(list(await asyncio.gather(*futures)), self.topic)
+
+    def _start_poller(self) -> None:
+        import threading
+
+        if self._poller is None:
+            def serve_reports() -> None:
+                while not self._closing:
+                    self.producer.poll(0.05)
+
+            self._poller = threading.Thread(target=serve_reports, name="kafka-delivery-reports", daemon=True)
+            self._poller.start()
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Deliver what is queued, then stop serving delivery reports."""
+        self.producer.flush(timeout_s)
+        self._closing = True
+        if self._poller is not None:
+            self._poller.join(timeout=1.0)
+
+
+def _settle(future, report) -> None:
+    if not future.done():
+        future.set_result(report)
+
+
+def _delivered_ids(reports: list, topic: str) -> list[str]:
+    """Bus ids of delivered messages; EventBusUnavailable when any was not delivered."""
+    ids = []
+    for report in reports:
+        if report is None:
+            raise EventBusUnavailable(f"Kafka did not confirm delivery to {topic!r} in time")
+        err, msg = report
+        if err is not None:
+            raise EventBusUnavailable(f"Kafka did not take an event for {topic!r}: {err}")
+        ids.append(kafka_entry_id(msg.partition(), msg.offset()))
+    return ids
+
+
+def open_publisher(settings: Settings, *, redis_client=None, kafka_bootstrap: str | None = None, trim: bool = True) -> EventPublisher:
+    """The publisher of the bus `settings.event_bus` names (the one place that chooses).
+    Redis Stream: `redis_client` (sync or asyncio, see RedisStreamPublisher), trimming committed
+    entries when `trim`. Kafka: `kafka_bootstrap`, default `settings.kafka_bootstrap_servers`."""
+    if settings.event_bus == "kafka":
+        bootstrap = kafka_bootstrap or settings.kafka_bootstrap_servers
+        if not bootstrap:
+            raise ValueError("LAMBDAREC_EVENT_BUS=kafka needs LAMBDAREC_KAFKA_BOOTSTRAP_SERVERS (or `lambdarec kafka start`)")
+        return KafkaPublisher.connect(bootstrap, settings.kafka_topic, settings.kafka_linger_ms)
+    if redis_client is None:
+        raise ValueError("the Redis Stream bus needs a Redis client")
+    return RedisStreamPublisher(redis_client, settings.event_stream, settings.event_stream_maxlen if trim else None)

@@ -60,8 +60,18 @@ class Settings(BaseSettings):
     # -- event bus -----------------------------------------------------------------------------
     event_bus: Literal["redis", "kafka"] = "redis"
     event_stream: str = Field("lr:events", description="Redis Stream key of the event bus.")
-    kafka_bootstrap_servers: str | None = None
+    kafka_bootstrap_servers: str | None = Field(
+        None, description="host:port,... of the Kafka brokers; empty = the local broker `lambdarec kafka start` runs."
+    )
     kafka_topic: str = "lambdarec-events"
+    kafka_topic_partitions: int = Field(1, description="Partitions of the event topic the local broker creates.")
+    kafka_linger_ms: float = Field(
+        1.0, description="How long the producer waits to fill a batch: a request's events leave together, without adding latency."
+    )
+    kafka_jars_dir: Path = Field(
+        default_factory=lambda: project_root() / ".cache" / "kafka" / "libs",
+        description="The local Kafka broker's JARs (make setup); kept apart from Spark's `jars_dir`.",
+    )
 
     # -- MLflow --------------------------------------------------------------------------------
     mlflow_tracking_uri: str | None = Field(None, description="Default: sqlite:///<data_dir>/mlflow.db")
@@ -189,7 +199,7 @@ class Settings(BaseSettings):
     serving_max_candidates: int = Field(400, description="Candidates ranked per request at most.")
     serving_max_exclude: int = Field(200, description="Most item ids a request may exclude.")
 
-    @field_validator("data_dir", "jars_dir")
+    @field_validator("data_dir", "jars_dir", "kafka_jars_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()

@@ -12,6 +12,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "lambdarec.commands.services",
     "lambdarec.commands.stream",
     "lambdarec.commands.events",
+    "lambdarec.commands.kafka",
     "lambdarec.commands.data",
     "lambdarec.commands.batch",
     "lambdarec.commands.orchestration",

@@ -23,6 +23,38 @@ def redis_client(settings: Settings):
     return redis.Redis.from_url(redis_url(settings))
 
 
+def kafka_bootstrap(settings: Settings) -> str:
+    """The Kafka brokers: the configured ones, or the data directory's local broker while it runs."""
+    if settings.kafka_bootstrap_servers:
+        return settings.kafka_bootstrap_servers
+    from lambdarec.kafka_broker import running_bootstrap
+
+    bootstrap = running_bootstrap(settings)
+    if bootstrap is None:
+        raise ValueError(
+            "LAMBDAREC_EVENT_BUS=kafka, but LAMBDAREC_KAFKA_BOOTSTRAP_SERVERS is empty and no local broker runs: "
+            "start one with infra/local/start-kafka.sh (`lambdarec kafka start`) or name your brokers"
+        )
+    return bootstrap
+
+
+def bus_settings(settings: Settings) -> Settings:
+    """The settings with the Kafka bootstrap resolved when the bus is Kafka (processes the CLI starts,
+    the API and the streaming job, then find the same brokers)."""
+    if settings.event_bus != "kafka" or settings.kafka_bootstrap_servers:
+        return settings
+    return settings.model_copy(update={"kafka_bootstrap_servers": kafka_bootstrap(settings)})
+
+
+def event_publisher(settings: Settings):
+    """The publisher of the configured bus, for synchronous callers (`lambdarec events publish`)."""
+    from feature_store.event_bus import open_publisher
+
+    if settings.event_bus == "kafka":
+        return open_publisher(settings, kafka_bootstrap=kafka_bootstrap(settings))
+    return open_publisher(settings, redis_client=redis_client(settings))
+
+
 def spark_session(settings: Settings):
     from spark_jobs.session import build_spark
 

@@ -25,6 +25,7 @@ from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Path, Quer
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 
+from feature_store.event_bus import EventBusUnavailable, EventPublisher, open_publisher
 from feature_store.events import ID_MAX_LENGTH, ID_PATTERN, EventTypes, QuarantineReason, validate_event_dict
 from feature_store.redis_keys import RedisKeys
 from feature_store.settings import Settings
@@ -67,6 +68,7 @@ class Services:
     guard: ApiKeyGuard
     event_types: EventTypes
     render: Callable[[Any, int], Response]
+    publisher: EventPublisher  # the bus POST /v1/events publishes to (Redis Stream or Kafka, from settings)
 
 
 def open_redis(url: str, settings: Settings):
@@ -99,9 +101,10 @@ def open_reader(url: str, settings: Settings, redis_client):
     return RedisPyReader(redis_client)
 
 
-def build_services(settings: Settings, redis_client, *, reader=None, resolve=resolve_champion, load=load_ranker) -> Services:
+def build_services(settings: Settings, redis_client, *, reader=None, publisher: EventPublisher | None = None,
+                   resolve=resolve_champion, load=load_ranker) -> Services:
     """Wire the serving objects around one Redis client (no I/O here); `reader` (serving.resp)
-    defaults to redis-py's pipeline on that client."""
+    defaults to redis-py's pipeline on that client, `publisher` to the bus the settings name."""
     keys = RedisKeys(settings.redis_key_prefix)
     cache = BatchCache(settings.serving_cache_enabled, settings.serving_cache_max_entries)
     store = OnlineStore(
@@ -129,8 +132,9 @@ def build_services(settings: Settings, redis_client, *, reader=None, resolve=res
         render = lambda content, status: OrjsonResponse(content, status_code=status)  # noqa: E731
     else:
         render = lambda content, status: JSONResponse(content, status_code=status)  # noqa: E731
+    publisher = publisher or open_publisher(settings, redis_client=redis_client, trim=False)
     return Services(settings, redis_client, store, recommender, holder, watcher, metrics,
-                    guard_from_settings(settings), EventTypes(), render)
+                    guard_from_settings(settings), EventTypes(), render, publisher)
 
 
 def create_app(
@@ -151,7 +155,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         client = open_redis(url, settings)
-        services = build_services(settings, client, reader=open_reader(url, settings, client), resolve=resolve, load=load)
+        services = build_services(settings, client, reader=open_reader(url, settings, client),
+                                  publisher=open_publisher(settings, redis_client=client, trim=False), resolve=resolve, load=load)
         app.state.services = services
         try:
             async with asyncio.timeout(1.0):
@@ -171,6 +176,7 @@ def create_app(
             await services.watcher.stop()
             await services.recommender.stop()
             await services.store.reader.aclose()
+            await asyncio.to_thread(services.publisher.close)
             await client.aclose()
             await client.connection_pool.disconnect()
 
@@ -325,12 +331,10 @@ async def _accept_events(services: Services, raw_events: list[Any]) -> Response:
         events.append(event)
     if errors:
         return _rejected(services, f"{len(errors)} of {len(raw_events)} events are invalid; none was accepted", errors)
-    from feature_store.event_bus import publish_events_async
-
     try:
         async with asyncio.timeout(settings.serving_redis_budget_s * 5):
-            entry_ids = await publish_events_async(services.redis, settings.event_stream, events)
-    except STORE_ERRORS as exc:
+            entry_ids = await services.publisher.publish_async(events)
+    except (*STORE_ERRORS, EventBusUnavailable) as exc:
         services.metrics.events.labels("unavailable").inc(len(events))
         return services.render({"detail": f"event bus unreachable ({type(exc).__name__}); nothing was published, retry"}, 503)
     services.metrics.events.labels("accepted").inc(len(events))

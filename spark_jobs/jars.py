@@ -1,8 +1,9 @@
-"""Resolve the Delta Lake JARs once from Maven Central into the project's cache (`make setup`).
+"""Resolve Spark's extra JARs once from Maven Central into the project's cache (`make setup`): Delta
+Lake, and Spark's Kafka source (`LAMBDAREC_EVENT_BUS=kafka`).
 
-Spark's own Ivy resolver does the work (same coordinates `delta.configure_spark_with_delta_pip` would
-use); afterwards the JARs are copied to `Settings.jars_dir` and every session loads them with
-`spark.jars`, so nothing is downloaded again and later runs work offline.
+Spark's own Ivy resolver does the work (same coordinates `delta.configure_spark_with_delta_pip` or
+`--packages` would use); afterwards the JARs are copied to `Settings.jars_dir` and every session loads
+them with `spark.jars`, so nothing is downloaded again and later runs work offline.
 """
 
 from __future__ import annotations
@@ -23,6 +24,24 @@ def delta_coordinates() -> str:
     return f"io.delta:delta-spark_{spark_major_minor}_2.13:{version('delta-spark')}"
 
 
+def kafka_source_coordinates() -> str:
+    """Spark's Kafka source of the installed Spark (it brings kafka-clients, the token provider and
+    commons-pool2)."""
+    import pyspark
+
+    return f"org.apache.spark:spark-sql-kafka-0-10_2.13:{pyspark.__version__}"
+
+
+def spark_packages() -> dict[str, str]:
+    """What the cache must hold: a file-name fragment of each package's main JAR -> its coordinates."""
+    return {"delta-spark_": delta_coordinates(), "spark-sql-kafka-0-10_": kafka_source_coordinates()}
+
+
+def missing_packages(jar_names: list[str], packages: dict[str, str]) -> list[str]:
+    """Coordinates of the packages none of whose main JAR is among `jar_names`."""
+    return [coords for marker, coords in packages.items() if not any(marker in name for name in jar_names)]
+
+
 def artifact_name(jar_file: str, ivy: bool = False) -> str:
     """`parquet-column-1.17.0.jar` -> `parquet-column`; with `ivy`, the `<org>_` prefix Ivy adds goes too."""
     base = jar_file.split("_", 1)[1] if ivy else jar_file
@@ -36,14 +55,14 @@ def jars_to_keep(resolved: list[str], spark_jars: list[str]) -> list[str]:
     return [j for j in resolved if artifact_name(j, ivy=True) not in provided]
 
 
-def resolve_delta_jars(settings: Settings) -> list[Path]:
-    """Download the Delta JARs (and their dependencies) into `settings.jars_dir`; no-op when present."""
-    from spark_jobs.session import DeltaJarsMissing, delta_jar_paths
+def resolve_spark_jars(settings: Settings) -> list[Path]:
+    """Download the packages (and their dependencies) missing from `settings.jars_dir`; no-op when
+    all are there."""
+    from spark_jobs.session import delta_jar_paths
 
-    try:
+    missing = missing_packages([p.name for p in settings.jars_dir.glob("*.jar")], spark_packages())
+    if not missing:
         return delta_jar_paths(settings.jars_dir)
-    except DeltaJarsMissing:
-        pass
     import os
 
     from pyspark.sql import SparkSession
@@ -53,7 +72,7 @@ def resolve_delta_jars(settings: Settings) -> list[Path]:
     spark = (
         SparkSession.builder.master("local[1]")
         .appName("lambdarec-resolve-jars")
-        .config("spark.jars.packages", delta_coordinates())
+        .config("spark.jars.packages", ",".join(missing))
         .config("spark.jars.ivy", str(ivy_dir))
         .config("spark.ui.enabled", "false")
         .getOrCreate()
@@ -74,16 +93,16 @@ def resolve_delta_jars(settings: Settings) -> list[Path]:
 def main() -> int:
     settings = load_settings()
     try:
-        jars = resolve_delta_jars(settings)
+        jars = resolve_spark_jars(settings)
     except Exception as exc:  # the JVM dies with JAVA_GATEWAY_EXITED when Maven Central is unreachable
         print(
-            f"Could not resolve the Delta Lake JARs {delta_coordinates()} from Maven Central: {exc}\n"
+            f"Could not resolve {', '.join(spark_packages().values())} from Maven Central: {exc}\n"
             "lambdarec needs Maven Central once to fill its JAR cache "
             f"({settings.jars_dir}); check the network or copy the JARs there by hand.",
             file=sys.stderr,
         )
         return 1
-    print(f"Delta Lake JARs ready in {settings.jars_dir}: {', '.join(j.name for j in jars)}")
+    print(f"Spark JARs (Delta Lake, Kafka source) ready in {settings.jars_dir}: {', '.join(j.name for j in jars)}")
     return 0
 
 

@@ -64,3 +64,21 @@ def redis_client(redis_server):
 def table_settings(settings: Settings, tmp_path: Path) -> Settings:
     """Settings whose Delta tables live in a fresh folder for one test (same Spark session)."""
     return settings.model_copy(update={"tables_uri": str(tmp_path / "delta"), "data_dir": tmp_path})
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory):
+    """A real single-node Kafka broker for the run, started and stopped with the project's scripts
+    (infra/local/start-kafka.sh / stop-kafka.sh) in a data directory of its own; yields its settings
+    (data_dir, kafka_bootstrap_servers)."""
+    import subprocess
+
+    data_dir = tmp_path_factory.mktemp("kafka")
+    env = {**os.environ, "LAMBDAREC_DATA_DIR": str(data_dir)}
+    scripts = project_root() / "infra" / "local"
+    started = subprocess.run([str(scripts / "start-kafka.sh")], env=env, capture_output=True, text=True, timeout=300)
+    assert started.returncode == 0, started.stdout + started.stderr
+    bootstrap = started.stdout.strip().splitlines()[-1]
+    yield Settings(data_dir=data_dir, kafka_bootstrap_servers=bootstrap)
+    stopped = subprocess.run([str(scripts / "stop-kafka.sh")], env=env, capture_output=True, text=True, timeout=120)
+    assert stopped.returncode == 0 and "stopped kafka" in stopped.stdout, stopped.stdout + stopped.stderr

@@ -1,8 +1,8 @@
 """`lambdarec events publish FILE`: put events (JSON lines) on the event bus, for replays and demos.
 
 Thin: reads the file, checks each line against the event contract (or sends lines verbatim with
-`--raw`, to see the streaming job quarantine bad ones) and publishes in pipelined chunks through
-feature_store.event_bus.
+`--raw`, to see the streaming job quarantine bad ones) and publishes in chunks through the bus the
+settings name (feature_store.event_bus: the Redis Stream, or Kafka).
 """
 
 from __future__ import annotations
@@ -64,19 +64,19 @@ def register(app: typer.Typer) -> None:
         raw: bool = typer.Option(False, "--raw", help="Send lines verbatim, bad ones included (the streaming job quarantines them)."),
         chunk_size: int = typer.Option(1_000, min=1, help="Events per pipelined round trip."),
     ) -> None:
-        """Publish the events of FILE to the bus (LAMBDAREC_EVENT_STREAM); lines that break the event
-        contract are counted and skipped unless --raw."""
+        """Publish the events of FILE to the bus (LAMBDAREC_EVENT_STREAM, or LAMBDAREC_KAFKA_TOPIC when
+        LAMBDAREC_EVENT_BUS=kafka); lines that break the event contract are counted and skipped unless --raw."""
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
-        from feature_store.event_bus import publish_events
         from feature_store.settings import load_settings
-        from lambdarec.composition import redis_client
+        from lambdarec.composition import event_publisher
 
         settings = load_settings()
-        if settings.event_bus != "redis":
-            typer.secho("LAMBDAREC_EVENT_BUS is kafka: publish with a Kafka producer (message value = the event JSON).", fg=typer.colors.RED, err=True)
-            raise typer.Exit(2)
-        client = redis_client(settings)
+        try:
+            publisher = event_publisher(settings)
+        except ValueError as exc:
+            typer.secho(str(exc), fg=typer.colors.RED, err=True)
+            raise typer.Exit(2) from None
         tolerance = timedelta(minutes=settings.future_tolerance_minutes)
         published, rejected = 0, Counter()
         with file.open("rb") as sizer:
@@ -85,10 +85,11 @@ def register(app: typer.Typer) -> None:
             task = bar.add_task("publish", total=total_bytes, events=0)
             for chunk in _chunks(read_lines(file), chunk_size):
                 payloads, bad = checked_payloads(chunk, now=datetime.now(timezone.utc), future_tolerance=tolerance, raw=raw)
-                published += len(publish_events(client, settings.event_stream, payloads, maxlen=settings.event_stream_maxlen))
+                published += len(publisher.publish(payloads))
                 rejected.update(bad)
                 bar.update(task, advance=sum(len(line.encode()) + 1 for line in chunk), events=published)
-        typer.echo(f"published {published} events to {settings.event_stream}")
+        publisher.close()
+        typer.echo(f"published {published} events to {publisher.destination}")
         if rejected:
             detail = ", ".join(f"{reason} {count}" for reason, count in sorted(rejected.items()))
             typer.secho(f"skipped {sum(rejected.values())} lines that break the event contract: {detail}", fg=typer.colors.YELLOW)

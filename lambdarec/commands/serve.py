@@ -30,15 +30,16 @@ def register(app: typer.Typer) -> None:
         sys.modules.setdefault("pyspark", None)  # type: ignore[arg-type]
 
         from feature_store.settings import load_settings
-        from lambdarec.composition import redis_url
+        from lambdarec.composition import bus_settings, redis_url
         from serving.app import create_app
         from serving.auth import BadApiKeyDigest, MissingApiKeys, guard_from_settings
 
         settings = load_settings()
         try:
             guard_from_settings(settings)  # refuse before starting anything (a private redis-server)
+            settings = bus_settings(settings)
             api = create_app(settings, redis_url=redis_url(settings))
-        except (MissingApiKeys, BadApiKeyDigest) as exc:
+        except (MissingApiKeys, BadApiKeyDigest, ValueError) as exc:
             typer.echo(f"lambdarec serve: {exc}", err=True)
             raise typer.Exit(2) from None
         uvicorn.run(

@@ -40,6 +40,15 @@ def read_status(settings) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in raw.items()}
 
 
+def job_env(settings, redis_url: str) -> dict[str, str]:
+    """What the background job must be told that this process resolved: the online store and, on
+    Kafka, the brokers."""
+    env = {"LAMBDAREC_REDIS_URL": redis_url}
+    if settings.kafka_bootstrap_servers:
+        env["LAMBDAREC_KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka_bootstrap_servers
+    return env
+
+
 def register(app: typer.Typer) -> None:
     stream = typer.Typer(help="The speed layer: Spark Structured Streaming from the event bus to Redis and Delta.", no_args_is_help=True)
 
@@ -54,9 +63,13 @@ def register(app: typer.Typer) -> None:
         import time
 
         from feature_store.settings import load_settings
-        from lambdarec.composition import redis_url
+        from lambdarec.composition import bus_settings, redis_url
 
-        settings = load_settings()
+        try:
+            settings = bus_settings(load_settings())
+        except ValueError as exc:
+            typer.secho(str(exc), fg=typer.colors.RED, err=True)
+            raise typer.Exit(2) from None
         url = redis_url(settings)  # starts the private redis-server now, so the job finds the same one
         running = _job_pid(settings, read_status(settings))
         if running is not None:
@@ -74,7 +87,7 @@ def register(app: typer.Typer) -> None:
             status = read_status(settings)
             return status.get("state") == "running" and int(status.get("started_at", 0)) >= started
 
-        spec = ServiceSpec(SERVICE, [sys.executable, "-m", "spark_jobs.streaming.speed_job"], env={**os.environ, "LAMBDAREC_REDIS_URL": url})
+        spec = ServiceSpec(SERVICE, [sys.executable, "-m", "spark_jobs.streaming.speed_job"], env={**os.environ, **job_env(settings, url)})
         try:
             pid = start_service(spec, settings.run_dir, ready, timeout_s=timeout_s)
         except ServiceError as error:

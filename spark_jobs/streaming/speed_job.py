@@ -18,7 +18,7 @@ every feature a second behind. The bronze query commits every few seconds instea
 and both stay exactly-once on their own checkpoint.
 
 The bus is a Redis Stream by default (`redis_stream_source`); `LAMBDAREC_EVENT_BUS=kafka` reads a
-Kafka topic with Spark's Kafka source instead (its JARs must be in `Settings.jars_dir`, see README).
+Kafka topic with Spark's Kafka source instead (`make setup` puts its JARs in `Settings.jars_dir`).
 """
 
 from __future__ import annotations
@@ -90,11 +90,20 @@ def read_bus(spark, settings: Settings, redis_url: str, consumer: str):
 
 
 def read_kafka_bus(spark, settings: Settings, max_rows: int):
-    """A Kafka topic whose message values are the same event JSON as the Redis Stream's `event` field."""
+    """A Kafka topic whose message values are the same event JSON as the Redis Stream's `event` field.
+
+    Exactly once as on the Redis Stream: Spark's Kafka source plans each micro-batch's offset range
+    in the checkpoint before running it, so a restarted query replays the same range under the same
+    batch id, which the writers make idempotent. `entry_id` is `<partition>-<offset>` (the publisher's
+    bus id); `bus_time_ms` is the record timestamp (the broker's append time on the local broker)."""
     from pyspark.sql import functions as F
+
+    from spark_jobs.jars import kafka_source_coordinates, missing_packages
 
     if not settings.kafka_bootstrap_servers:
         raise ValueError("LAMBDAREC_EVENT_BUS=kafka needs LAMBDAREC_KAFKA_BOOTSTRAP_SERVERS (host:port,...)")
+    if missing_packages([p.name for p in settings.jars_dir.glob("*.jar")], {"spark-sql-kafka-0-10_": kafka_source_coordinates()}):
+        raise ValueError(f"Spark's Kafka source is not in {settings.jars_dir}: run `make setup` (python -m spark_jobs.jars) once")
     frame = (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
