@@ -18,6 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 ID_PATTERN = r"^[A-Za-z0-9_\-:.@/]+$"
 ID_MAX_LENGTH = 128
+# An event's `context` is a handful of short labels (device, page, position, ...). Bounding it keeps one
+# sender from filling the bus, bronze rows and the API's memory with a megabyte per event.
+CONTEXT_MAX_KEYS = 32
+CONTEXT_MAX_BYTES = 4096  # UTF-8 bytes of all keys and values together
 Id = Annotated[str, StringConstraints(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)]
 
 
@@ -86,6 +90,7 @@ class QuarantineReason(StrEnum):
     BAD_TIMESTAMP = "bad_timestamp"
     FUTURE_TIMESTAMP = "future_timestamp"
     BAD_VALUE = "bad_value"  # value not a number, or a rating without a value
+    CONTEXT_TOO_LARGE = "context_too_large"  # more than CONTEXT_MAX_KEYS keys or CONTEXT_MAX_BYTES bytes
     DUPLICATE_EVENT_ID = "duplicate_event_id"
 
 
@@ -188,6 +193,18 @@ def reason_for(error: ValidationError, raw: Mapping[str, Any]) -> QuarantineReas
     return min(reasons, key=REASON_PRIORITY.index)
 
 
+def context_excess(context: Mapping[str, str] | None) -> str:
+    """What makes a (stringified) context too large for the contract, or "" when it fits."""
+    if not context:
+        return ""
+    if len(context) > CONTEXT_MAX_KEYS:
+        return f"context has {len(context)} keys; at most {CONTEXT_MAX_KEYS}"
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in context.items())
+    if size > CONTEXT_MAX_BYTES:
+        return f"context holds {size} bytes of keys and values; at most {CONTEXT_MAX_BYTES}"
+    return ""
+
+
 def validate_event_dict(
     raw: Any,
     *,
@@ -198,7 +215,8 @@ def validate_event_dict(
     """Validate one decoded event: (event, None, "") when good, else (None, reason, detail).
 
     Same rules as the Spark ingest: ids present and well-formed, declared type, parseable time not
-    further than `future_tolerance` past `now`, a numeric value (required for explicit types)."""
+    further than `future_tolerance` past `now`, a numeric value (required for explicit types), a
+    context within CONTEXT_MAX_KEYS / CONTEXT_MAX_BYTES."""
     types = event_types or EventTypes()
     if not isinstance(raw, Mapping):
         return None, QuarantineReason.MALFORMED, "event is not a JSON object"
@@ -207,6 +225,9 @@ def validate_event_dict(
     except ValidationError as exc:
         first = exc.errors()[0]
         return None, reason_for(exc, raw), f"{'.'.join(map(str, first['loc']))}: {first['msg']}"
+    oversize = context_excess(event.context)
+    if oversize:
+        return None, QuarantineReason.CONTEXT_TOO_LARGE, oversize
     if event.ts > now + future_tolerance:
         return None, QuarantineReason.FUTURE_TIMESTAMP, f"ts {event.ts.isoformat()} is after {now.isoformat()}"
     if types[event.event_type].explicit and event.value is None:

@@ -35,7 +35,7 @@ from typing import Callable
 
 import orjson
 
-from feature_store.events import QuarantineReason
+from feature_store.events import CONTEXT_MAX_BYTES, CONTEXT_MAX_KEYS, QuarantineReason
 
 MANIFEST_NAME = "manifest.json"
 CATALOG_NAME = "items.jsonl"
@@ -60,6 +60,7 @@ BAD_ROW_MIX: dict[QuarantineReason, float] = {
     QuarantineReason.BAD_TIMESTAMP: 1.0,
     QuarantineReason.FUTURE_TIMESTAMP: 0.7,
     QuarantineReason.BAD_VALUE: 0.6,
+    QuarantineReason.CONTEXT_TOO_LARGE: 0.2,
     QuarantineReason.DUPLICATE_EVENT_ID: 1.5,
 }
 
@@ -348,6 +349,11 @@ class _BadRows:
                 row["event_type"] = "rating"  # a rating without its value
             else:
                 row["value"] = rng.choice(("a lot", "five", "n/a", [1, 2]))
+        elif kind is QuarantineReason.CONTEXT_TOO_LARGE:
+            if rng.random() < 0.5:  # a client that dumps its whole state into the context
+                row["context"] = {f"field_{n}": str(n) for n in range(CONTEXT_MAX_KEYS + 1 + rng.randrange(20))}
+            else:
+                row["context"] = {"page": "item", "payload": "x" * (CONTEXT_MAX_BYTES + rng.randrange(1, 2_000))}
         elif kind is QuarantineReason.DUPLICATE_EVENT_ID:
             original = rng.choice(self.recent_good)
             row = dict(original)

@@ -6,7 +6,7 @@ rules, with its QuarantineReason values and priority, to a DataFrame of (`raw` J
   malformed (not a JSON object, or `context` not an object) > missing_event_id > missing_user_id >
   missing_item_id > invalid_id (not a string of 1-128 [A-Za-z0-9_-:.@/]) > unknown_event_type >
   bad_timestamp (neither ISO-8601 nor epoch millis in years 1-9999) > bad_value (`value` not a number)
-  > future_timestamp (after ingest time + tolerance) > bad_value (explicit type without a value),
+  > context_too_large (more than CONTEXT_MAX_KEYS keys or CONTEXT_MAX_BYTES UTF-8 bytes) > future_timestamp (after ingest time + tolerance) > bad_value (explicit type without a value),
 
 then marks every later copy of an event id in the same input `duplicate_event_id` (the first by event
 time, then by raw text, wins). Parsing uses Spark's VARIANT JSON parser so JSON types are seen exactly
@@ -15,7 +15,8 @@ as Python sees them (123 is not the string "123"); no Python UDF runs.
 Known differences from the Python rules, all on inputs no sane sender makes: an object with a repeated
 key is malformed here (Python keeps the last value), JSON `NaN` literals are malformed here, integers
 with more than ~300 digits are infinite here, and non-string `context` values are stored as their JSON
-text (`true`, `{"a":1}`) where Python would store `True`, `{'a': 1}`.
+text (`true`, `{"a":1}`) where Python would store `True`, `{'a': 1}` (and the context's byte count
+follows the stored text).
 
 `split_valid_events`, `write_bronze` and `write_quarantine` are general (any DataFrame with `raw` and
 `source`): the batch `ingest` step below and the streaming job's foreachBatch both use them.
@@ -31,7 +32,7 @@ from pathlib import Path
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from feature_store.events import ID_MAX_LENGTH, ID_PATTERN, EventTypes, QuarantineReason
+from feature_store.events import CONTEXT_MAX_BYTES, CONTEXT_MAX_KEYS, ID_MAX_LENGTH, ID_PATTERN, EventTypes, QuarantineReason
 from feature_store.settings import Settings
 from feature_store.tables import BRONZE_EVENTS, ITEMS, QUARANTINE
 
@@ -211,6 +212,12 @@ def apply_event_rules(
     known_type = F.coalesce((c("_t_event_type") == "STRING") & event_type.isin(*names), F.lit(False))
     future = ts_us > F.lit(limit_us)
     ts_text = F.coalesce(F.to_json(F.variant_get(c("_v"), "$.ts", "variant")), F.lit("missing"))
+    context = F.when(
+        context_type.startswith("OBJECT"),
+        F.map_filter(F.try_variant_get(c("_v"), "$.context", "map<string,string>"), lambda k, v: v.isNotNull()),
+    )
+    context_keys = F.size(context)
+    context_bytes = F.aggregate(F.map_entries(context), F.lit(0), lambda total, e: total + F.octet_length(e["key"]) + F.octet_length(e["value"]))
     which_invalid = F.concat_ws(", ", *[F.when(invalid(n), F.lit(n)) for n in ("event_id", "user_id", "item_id")])
 
     rules: list[tuple[Column, R, Column]] = [
@@ -235,6 +242,10 @@ def apply_event_rules(
         ),
         (~F.coalesce(ts_ok, F.lit(False)), R.BAD_TIMESTAMP, F.concat(F.lit("ts "), ts_text, F.lit(" is neither ISO-8601 nor epoch milliseconds in years 1-9999"))),
         (value_given & value.isNull(), R.BAD_VALUE, F.concat(F.lit("value "), F.to_json(F.variant_get(c("_v"), "$.value", "variant")), F.lit(" is not a number"))),
+        (context_keys > CONTEXT_MAX_KEYS, R.CONTEXT_TOO_LARGE,
+         F.concat(F.lit("context has "), context_keys.cast("string"), F.lit(f" keys; at most {CONTEXT_MAX_KEYS}"))),
+        (context_bytes > CONTEXT_MAX_BYTES, R.CONTEXT_TOO_LARGE,
+         F.concat(F.lit("context holds "), context_bytes.cast("string"), F.lit(f" bytes of keys and values; at most {CONTEXT_MAX_BYTES}"))),
         (future, R.FUTURE_TIMESTAMP, F.concat(F.lit("ts "), ts_text, F.lit(f" is after ingest time {ingest_time.isoformat()} + {future_tolerance}"))),
         (event_type.isin(*explicit) & value.isNull(), R.BAD_VALUE, F.concat(event_type, F.lit(" needs a value"))),
     ]
@@ -247,10 +258,6 @@ def apply_event_rules(
         reason = F.when(flag, F.lit(why.value)).otherwise(reason)
         detail = F.when(flag, text).otherwise(detail)
 
-    context = F.when(
-        context_type.startswith("OBJECT"),
-        F.map_filter(F.try_variant_get(c("_v"), "$.context", "map<string,string>"), lambda k, v: v.isNotNull()),
-    )
     checked = typed.select(
         "raw",
         "source",

@@ -90,6 +90,12 @@ AGREEMENT_CASES = [
     good(59, event_id=None, event_type="teleport", ts="soon"),  # several problems: the first by priority
     good(60, user_id="u 1", event_type="teleport"),
     good(61, context="x", event_id=None),
+    good(62, context={f"k{n}": "v" for n in range(32)}),  # at the key limit
+    good(63, context={f"k{n}": "v" for n in range(33)}),
+    good(64, context={"page": "\u00e9" * 2046}),  # 4,096 UTF-8 bytes: at the byte limit
+    good(65, context={"page": "\u00e9" * 2047}),
+    good(66, context={"page": "p" * 5000, "gone": None}, ts="2099-01-01T00:00:00Z"),  # too large outranks a future ts
+    good(67, context={"page": "p" * 5000}, event_type="teleport"),
 ]
 NOT_OBJECTS = ["not json", "[1, 2]", '"a string"', "42", '{"event_id": "e99", "user_id"']
 # A repeated key keeps its last value, in Spark as in Python's json (not an unparseable row).
@@ -127,6 +133,8 @@ def test_spark_rules_agree_with_validate_event_dict(spark):
     # Every reason but the duplicate (which needs two rows) is covered by the cases above.
     assert {got[raw]["reason"] for raw in raws} - {None} == {r.value for r in QuarantineReason} - {"duplicate_event_id"}
     assert all(got[raw]["detail"] for raw in raws if got[raw]["reason"])
+    oversize = [raw for raw in raws if got[raw]["reason"] == "context_too_large"]
+    assert [got[raw]["detail"] for raw in oversize] == [python_verdict(raw)[2] for raw in oversize]
 
 
 def test_split_gives_bronze_rows_and_quarantine_rows_with_reasons(spark):

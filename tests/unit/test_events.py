@@ -74,6 +74,24 @@ def test_each_bad_row_gets_its_reason(raw, reason):
     assert detail
 
 
+def test_context_is_bounded_by_key_count_and_bytes():
+    at_keys = {f"k{n}": "v" for n in range(32)}
+    at_bytes = {"page": "p" * (4096 - 4)}  # 4 + 4092 UTF-8 bytes
+    wide_bytes = {"page": "é" * 2046}  # 4 + 4092 bytes: counted in UTF-8, not characters
+    assert check(good(context=at_keys))[1] is None
+    assert check(good(context=at_bytes))[1] is None
+    assert check(good(context=wide_bytes))[1] is None
+
+    too_many = check(good(context={**at_keys, "k32": "v"}))
+    too_big = check(good(context={"page": "p" * 4093}))
+    too_wide = check(good(context={"page": "é" * 2047}))
+    assert too_many == (None, QuarantineReason("context_too_large"), "context has 33 keys; at most 32")
+    assert too_big == (None, QuarantineReason("context_too_large"), "context holds 4097 bytes of keys and values; at most 4096")
+    assert too_wide == (None, QuarantineReason("context_too_large"), "context holds 4098 bytes of keys and values; at most 4096")
+    # An earlier rule still names the reason of a row with several problems.
+    assert check(good(event_type="teleport", context={"page": "p" * 5000}))[1] == QuarantineReason.UNKNOWN_EVENT_TYPE
+
+
 def test_event_types_are_extensible():
     types = EventTypes().with_types(EventType("share", 6.0))
     assert check(good(event_type="share"), types)[1] is None
