@@ -116,6 +116,10 @@ class Settings(BaseSettings):
     batch_top_n: int = Field(100, description="Recommendations kept and published per user.")
     publish_keep_versions: int = Field(3, description="Published batch versions kept for rollback; older ones expire.")
     publish_grace_s: int = Field(600, description="An expired version's keys live this long so in-flight readers finish.")
+    publish_pending_ttl_s: int = Field(
+        2 * 24 * 3600, ge=60, description="TTL a batch version's keys get as they are written, until its pointer flip makes them permanent: "
+        "a publish that fails half-way (or a backfill that is not made current) leaves nothing behind for good.",
+    )
 
     # -- orchestration (Airflow, MLflow UI, the demo) --------------------------------------------
     airflow_port: int = Field(8080, description="Port of the local `airflow standalone` UI and REST API.")
@@ -170,6 +174,16 @@ class Settings(BaseSettings):
     )
     serving_cache_max_entries: int = Field(200_000, description="Per cache table (users, items); least recently used go first.")
     serving_prefetch_enabled: bool = Field(True, description="Warm the cache for a user when their event arrives.")
+    serving_max_body_bytes: int = Field(
+        1_048_576, ge=1, description="Largest request body; a larger one is a 413 before authentication runs."
+    )
+    serving_max_in_flight: int = Field(
+        512, ge=0, description="Requests one API process serves at once; past it a 503 with Retry-After (0 = no cap)."
+    )
+    serving_rate_limit_per_s: float = Field(
+        0.0, ge=0.0, description="Requests per second per API key (token bucket; past it a 429 with Retry-After); 0 = no limit."
+    )
+    serving_rate_limit_burst: int = Field(200, ge=1, description="Requests an API key may send at once before its rate applies.")
     serving_microbatch_enabled: bool = Field(False, description="Run concurrent requests' candidates in one model call.")
     serving_microbatch_wait_ms: float = Field(1.0, description="How long a micro-batch waits for more requests.")
     serving_gc_freeze: bool = Field(True, description="gc.freeze() after start-up so full collections skip start-up objects.")

@@ -14,6 +14,7 @@ Endpoints (OpenAPI at /docs):
 import asyncio
 import gc
 import logging
+import math
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -29,10 +30,11 @@ from feature_store.event_bus import EventBusUnavailable, EventPublisher, open_pu
 from feature_store.events import ID_MAX_LENGTH, ID_PATTERN, EventTypes, QuarantineReason, validate_event_dict
 from feature_store.redis_keys import RedisKeys
 from feature_store.settings import Settings
-from serving.auth import API_KEY_HEADER, ApiKeyGuard, guard_from_settings
+from serving.auth import API_KEY_HEADER, READ, WRITE, ApiKey, ApiKeyGuard, guard_from_settings
 from serving.batcher import MicroBatcher
 from serving.cache import BatchCache
 from serving.fast_route import FastRecommendations
+from serving.limits import EdgeLimits, RateLimiter
 from serving.metrics import ServingMetrics
 from serving.models import ChampionWatcher, LoadedRanker, ModelHolder, load_ranker, resolve_champion
 from serving.recommender import STORE_ERRORS, Recommender
@@ -66,6 +68,7 @@ class Services:
     watcher: ChampionWatcher
     metrics: ServingMetrics
     guard: ApiKeyGuard
+    limiter: RateLimiter
     event_types: EventTypes
     render: Callable[[Any, int], Response]
     publisher: EventPublisher  # the bus POST /v1/events publishes to (Redis Stream or Kafka, from settings)
@@ -93,10 +96,9 @@ def open_redis(url: str, settings: Settings):
 
 
 def open_reader(url: str, settings: Settings, redis_client):
-    """What the online store reads through: serving's pipelined connection (it parses with hiredis)
-    for plain redis:// and unix:// URLs, unless it or hiredis is switched off; else redis-py's
-    pipeline on the app's client."""
-    if settings.serving_fast_redis and settings.serving_hiredis and url.startswith(("redis://", "unix://")):
+    """What the online store reads through: serving's pipelined connection (it parses with hiredis),
+    unless it or hiredis is switched off; else redis-py's pipeline on the app's client."""
+    if settings.serving_fast_redis and settings.serving_hiredis and url.startswith(("redis://", "rediss://", "unix://")):
         return PipelinedReader(url)
     return RedisPyReader(redis_client)
 
@@ -133,8 +135,9 @@ def build_services(settings: Settings, redis_client, *, reader=None, publisher: 
     else:
         render = lambda content, status: JSONResponse(content, status_code=status)  # noqa: E731
     publisher = publisher or open_publisher(settings, redis_client=redis_client, trim=False)
+    limiter = RateLimiter(settings.serving_rate_limit_per_s, settings.serving_rate_limit_burst)
     return Services(settings, redis_client, store, recommender, holder, watcher, metrics,
-                    guard_from_settings(settings), EventTypes(), render, publisher)
+                    guard_from_settings(settings), limiter, EventTypes(), render, publisher)
 
 
 def create_app(
@@ -192,6 +195,8 @@ def create_app(
     app.include_router(_ops_router())
     if settings.serving_fast_route:
         app.add_middleware(FastRecommendations, max_k=settings.max_k, max_exclude=settings.serving_max_exclude)
+    # Added last, so it runs first: oversize bodies and overload are refused before anything else.
+    app.add_middleware(EdgeLimits, max_body_bytes=settings.serving_max_body_bytes, max_in_flight=settings.serving_max_in_flight)
     _offline_docs(app)
     return app
 
@@ -226,13 +231,32 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 _api_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="An API key; its SHA-256 is in LAMBDAREC_API_KEYS_SHA256.")
 
 
-async def require_api_key(services: ServicesDep, key: Annotated[str | None, Security(_api_key_header)]) -> None:
-    if not services.guard.accepts(key):
-        raise HTTPException(
-            status_code=401,
-            detail=f"missing or unknown API key: send it in the {API_KEY_HEADER} header",
-            headers={"WWW-Authenticate": "ApiKey"},
-        )
+def require_api_key(scope: str):
+    """The dependency of a /v1 route needing `scope`: 401 for a missing or unknown key, 403 for a key
+    without the scope, 429 when the key's rate is used up."""
+
+    async def authorize(services: ServicesDep, key: Annotated[str | None, Security(_api_key_header)]) -> ApiKey:
+        identity = services.guard.identify(key)
+        if identity is None:
+            raise HTTPException(
+                status_code=401,
+                detail=f"missing or unknown API key: send it in the {API_KEY_HEADER} header",
+                headers={"WWW-Authenticate": "ApiKey"},
+            )
+        if scope not in identity.scopes:
+            services.metrics.refused.labels("forbidden").inc()
+            raise HTTPException(status_code=403, detail=f"this API key may not {scope}: it has the scope(s) {', '.join(sorted(identity.scopes))}")
+        wait_s = services.limiter.wait_s(identity.id)
+        if wait_s:
+            services.metrics.refused.labels("rate_limited").inc()
+            raise HTTPException(
+                status_code=429,
+                detail=f"rate limit of this API key reached (LAMBDAREC_SERVING_RATE_LIMIT_PER_S); retry in {wait_s:.2f} s",
+                headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
+            )
+        return identity
+
+    return authorize
 
 
 ItemId = Annotated[str, Path(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN, description="An item id.")]
@@ -242,11 +266,13 @@ ContextId = Annotated[str | None, Query(min_length=1, max_length=ID_MAX_LENGTH, 
 
 # -- /v1 -------------------------------------------------------------------------------------------
 def _v1_router(settings: Settings) -> APIRouter:
-    router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], tags=["v1"])
+    router = APIRouter(prefix="/v1", tags=["v1"])
+    reader = [Depends(require_api_key(READ))]
+    writer = [Depends(require_api_key(WRITE))]
     max_k = settings.max_k
     max_exclude = settings.serving_max_exclude
 
-    @router.get("/recommendations/{user_id:path}", response_model=Recommendations)
+    @router.get("/recommendations/{user_id:path}", response_model=Recommendations, dependencies=reader)
     async def recommendations(
         services: ServicesDep,
         user_id: UserId,
@@ -267,7 +293,7 @@ def _v1_router(settings: Settings) -> APIRouter:
         services.metrics.latency.labels("recommendations").observe(time.perf_counter() - started)
         return response
 
-    @router.get("/items/{item_id:path}/similar", response_model=SimilarItems)
+    @router.get("/items/{item_id:path}/similar", response_model=SimilarItems, dependencies=reader)
     async def similar_items(
         services: ServicesDep,
         item_id: ItemId,
@@ -283,7 +309,10 @@ def _v1_router(settings: Settings) -> APIRouter:
         "/events",
         status_code=202,
         response_model=EventsAccepted,
-        responses={422: {"model": EventsRejected, "description": "Nothing was published; `errors` lists each bad event by index."},
+        dependencies=writer,
+        responses={403: {"description": "The API key has no `write` scope."},
+                   413: {"description": "The body is over LAMBDAREC_SERVING_MAX_BODY_BYTES (checked before authentication)."},
+                   422: {"model": EventsRejected, "description": "Nothing was published; `errors` lists each bad event by index."},
                    503: {"description": "The event bus is unreachable; nothing was published, retry."}},
     )
     async def post_events(

@@ -8,9 +8,9 @@ the same checks (id length and characters, k in 1..max_k, at most serving_max_ex
 key), the same `Recommender.recommend` call, the same response bytes and latency metric.
 
 Anything this path is not sure about goes to the FastAPI route unchanged: a parameter that is absent
-is defaulted, but one that is malformed, repeated where a single value is expected, or an API key that
-is missing or wrong, is left to the route, so every error (422 with FastAPI's detail, 401) is still
-produced there, by the declared models that also document the endpoint at /docs.
+is defaulted, but one that is malformed, repeated where a single value is expected, an API key that
+is missing, wrong, without the `read` scope or over its rate, is left to the route, so every error
+(422 with FastAPI's detail, 401, 403, 429) is still produced there, by the declared models that also document the endpoint at /docs.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 from urllib.parse import parse_qsl
 
 from feature_store.events import ID_MAX_LENGTH
-from serving.auth import API_KEY_HEADER
+from serving.auth import API_KEY_HEADER, READ
 
 PREFIX = "/v1/recommendations/"
 # The characters of feature_store.events.ID_PATTERN, matched in full: stricter than or equal to the
@@ -86,8 +86,9 @@ class FastRecommendations:
             return await self.app(scope, receive, send)
         services = scope["app"].state.services
         unique, key = api_key(scope["headers"])
-        if not unique or not services.guard.accepts(key):
-            return await self.app(scope, receive, send)
+        identity = services.guard.identify(key) if unique else None
+        if identity is None or READ not in identity.scopes or services.limiter.wait_s(identity.id):
+            return await self.app(scope, receive, send)  # the route answers 401/403/429
         user_id = request.pop("user_id")
         answer = await services.recommender.recommend(user_id, request.pop("k"), **request)
         response = services.render(answer, 200)

@@ -62,6 +62,10 @@ class ServingMetrics:
         )
         self.events = Counter("lambdarec_events", "Events received by outcome.", ["outcome"], registry=self.registry)
         self.model_errors = Counter("lambdarec_model_errors", "Ranker calls that failed (answer used priors).", registry=self.registry)
+        self.refused = Counter(
+            "lambdarec_refused_requests", "Requests refused at the edge, by reason (body_too_large, overloaded, rate_limited, forbidden).",
+            ["reason"], registry=self.registry,
+        )
         self.prefetches = Counter("lambdarec_prefetches", "Per-user prefetches by outcome.", ["outcome"], registry=self.registry)
         self.registry.register(_LiveCollector(cache, holder, extra))
 

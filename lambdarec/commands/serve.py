@@ -54,8 +54,16 @@ def register(app: typer.Typer) -> None:
         )
 
     @app.command("hash-api-key")
-    def hash_api_key_command(key: Annotated[str, typer.Argument(help="The API key clients will send in X-API-Key.")]) -> None:
-        """Print the SHA-256 digest of an API key, for LAMBDAREC_API_KEYS_SHA256 (a JSON list)."""
-        from serving.auth import hash_api_key
+    def hash_api_key_command(
+        key: Annotated[str, typer.Argument(help="The API key clients will send in X-API-Key.")],
+        scope: Annotated[list[str], typer.Option(help="What the key may do: read (recommendations), write (events); repeat for both. Default: both.")] = [],  # noqa: B006
+    ) -> None:
+        """Print the entry of an API key for LAMBDAREC_API_KEYS_SHA256 (a JSON list): its SHA-256 digest,
+        followed by `:scopes` when it may do less than everything."""
+        from serving.auth import SCOPES, hash_api_key
 
-        typer.echo(hash_api_key(key))
+        unknown = sorted(set(scope) - set(SCOPES))
+        if unknown:
+            typer.echo(f"lambdarec hash-api-key: unknown scope(s) {unknown}; scopes are {', '.join(SCOPES)}", err=True)
+            raise typer.Exit(2)
+        typer.echo(hash_api_key(key, tuple(s for s in SCOPES if s in scope)))

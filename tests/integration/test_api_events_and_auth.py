@@ -163,3 +163,88 @@ async def test_metrics_expose_latency_cache_model_and_degraded(serving_settings,
     assert 'lambdarec_batch_version_info{version="v1"} 1.0' in lines
     assert any(line.startswith("lambdarec_cache_hit_ratio ") for line in lines)
     assert "# TYPE lambdarec_degraded_responses_total counter" in lines
+
+
+# -- edge limits and scopes --------------------------------------------------------------------------
+async def test_oversize_body_gets_413_before_authentication(serving_settings, redis_client, running):
+    keyed = serving_settings.model_copy(update={"api_keys_sha256": [hash_api_key("s3cret")], "serving_max_body_bytes": 2_000})
+    big = orjson.dumps([event(f"e{n}") for n in range(40)])
+    assert len(big) > 2_000
+
+    async def chunked():  # no Content-Length: the limit counts the bytes as they arrive
+        for start in range(0, len(big), 500):
+            yield big[start:start + 500]
+
+    async with running(create_app(keyed)) as api:
+        no_key = await api.post("/v1/events", content=big, headers={"Content-Type": "application/json"})
+        wrong_key = await api.post("/v1/events", content=chunked(), headers={"Content-Type": "application/json", "X-API-Key": "guess"})
+        right_key = await api.post("/v1/events", content=chunked(), headers={"Content-Type": "application/json", "X-API-Key": "s3cret"})
+        fits = await api.post("/v1/events", json=[event("small")], headers={"X-API-Key": "s3cret"})
+        metrics = (await api.get("/metrics")).text
+
+    assert [r.status_code for r in (no_key, wrong_key, right_key, fits)] == [413, 413, 413, 202]
+    assert no_key.json() == {"detail": f"request body of {len(big)} bytes is over the limit of 2000 (LAMBDAREC_SERVING_MAX_BODY_BYTES)"}
+    assert wrong_key.json() == {"detail": "request body is over the limit of 2000 bytes (LAMBDAREC_SERVING_MAX_BODY_BYTES)"}
+    assert [p["event_id"] for p in bus_payloads(redis_client, keyed)] == ["small"]
+    assert 'lambdarec_refused_requests_total{reason="body_too_large"} 3.0' in metrics.splitlines()
+
+
+async def test_an_event_with_an_oversize_context_is_rejected_with_its_reason(serving_settings, redis_client, running):
+    async with running(create_app(serving_settings)) as api:
+        response = await api.post("/v1/events", json=[
+            event("fine", context={"page": "home"}),
+            event("wide", context={f"k{n}": n for n in range(33)}),
+            event("heavy", context={"blob": "x" * 5_000}),
+        ])
+    assert response.status_code == 422
+    assert [(e["index"], e["event_id"], e["reason"], e["detail"]) for e in response.json()["errors"]] == [
+        (1, "wide", "context_too_large", "context has 33 keys; at most 32"),
+        (2, "heavy", "context_too_large", "context holds 5004 bytes of keys and values; at most 4096"),
+    ]
+    assert redis_client.exists(serving_settings.event_stream) == 0
+
+
+async def test_a_read_only_key_cannot_publish_events_and_a_write_only_key_cannot_read(serving_settings, store_writer, running):
+    store_writer.publish_batch("v1", users={"u1": {"recs": [("i1", 1.0, "als")]}},
+                               items={"i1": {"features": [1.0] * 11, "category": "c"}}, popular=[("i1", 1.0, "popular")])
+    keyed = serving_settings.model_copy(update={"api_keys_sha256": [
+        hash_api_key("reader", ("read",)), hash_api_key("writer", ("write",)), hash_api_key("both"),
+    ]})
+    async with running(create_app(keyed)) as api:
+        def as_(key):
+            return {"X-API-Key": key}
+
+        statuses = {
+            key: (
+                (await api.get("/v1/recommendations/u1", headers=as_(key))).status_code,
+                (await api.get("/v1/items/i1/similar", headers=as_(key))).status_code,
+                (await api.post("/v1/events", json=event(f"e-{key}"), headers=as_(key))).status_code,
+            )
+            for key in ("reader", "writer", "both")
+        }
+        denied = await api.post("/v1/events", json=event("e-x"), headers=as_("reader"))
+        metrics = (await api.get("/metrics")).text
+
+    assert statuses == {"reader": (200, 200, 403), "writer": (403, 403, 202), "both": (200, 200, 202)}
+    assert denied.json() == {"detail": "this API key may not write: it has the scope(s) read"}
+    assert 'lambdarec_refused_requests_total{reason="forbidden"} 4.0' in metrics.splitlines()
+
+
+async def test_each_api_key_has_its_own_rate_limit(serving_settings, store_writer, running):
+    store_writer.publish_batch("v1", users={}, items={}, popular=[("i1", 1.0, "popular")])
+    limited = serving_settings.model_copy(update={
+        "api_keys_sha256": [hash_api_key("a"), hash_api_key("b")],
+        "serving_rate_limit_per_s": 0.001,  # no token comes back during the test
+        "serving_rate_limit_burst": 3,
+    })
+    async with running(create_app(limited)) as api:
+        a = [await api.get("/v1/recommendations/u1", headers={"X-API-Key": "a"}) for _ in range(4)]
+        a_events = await api.post("/v1/events", json=event("e1"), headers={"X-API-Key": "a"})
+        b = await api.get("/v1/recommendations/u1", headers={"X-API-Key": "b"})
+        metrics = (await api.get("/metrics")).text
+
+    assert [r.status_code for r in a] == [200, 200, 200, 429] and a_events.status_code == 429
+    assert a[3].headers["Retry-After"] == "1000"
+    assert a[3].json()["detail"].startswith("rate limit of this API key reached (LAMBDAREC_SERVING_RATE_LIMIT_PER_S)")
+    assert b.status_code == 200
+    assert 'lambdarec_refused_requests_total{reason="rate_limited"} 2.0' in metrics.splitlines()

@@ -156,6 +156,19 @@ def test_api_key_guard_compares_digests(settings):
     assert guard_from_settings(settings).enabled is False
 
 
+def test_api_keys_carry_scopes():
+    secret_digest = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"
+    assert hash_api_key("secret", ("read",)) == f"{secret_digest}:read"
+    assert hash_api_key("secret", ("read", "write")) == f"{secret_digest}:read,write"
+    guard = ApiKeyGuard([hash_api_key("both"), hash_api_key("reader", ("read",)), f"{hash_api_key('writer')}:write"])
+    both, reader, writer = guard.identify("both"), guard.identify("reader"), guard.identify("writer")
+    assert (both.scopes, reader.scopes, writer.scopes) == ({"read", "write"}, {"read"}, {"write"})
+    assert reader.id == hash_api_key("reader")[:12] and guard.identify("nobody") is None
+    assert ApiKeyGuard([]).identify(None).scopes == {"read", "write"}  # authentication off: local profile
+    with pytest.raises(BadApiKeyDigest, match="unknown API key scope"):
+        ApiKeyGuard([f"{secret_digest}:admin"])
+
+
 # -- micro-batching ----------------------------------------------------------------------------------
 def _ranker(name: str, calls: list[int]) -> LoadedRanker:
     def run(matrix: np.ndarray) -> np.ndarray:
