@@ -44,6 +44,7 @@ class EmbeddedRedis:
     host: str = "127.0.0.1"
     port: int | None = None
     process: subprocess.Popen | None = None
+    extra_args: tuple[str, ...] = ()  # more redis-server options (a TLS port, ACL users: tests of those)
 
     @property
     def url(self) -> str:
@@ -61,7 +62,7 @@ class EmbeddedRedis:
         args = [
             binary, "--bind", self.host, "--port", str(self.port), "--dir", str(self.directory),
             "--save", "", "--appendonly", "no", "--protected-mode", "yes", "--daemonize", "no",
-            "--logfile", str(self.directory / f"redis-{self.port}.log"),
+            "--logfile", str(self.directory / f"redis-{self.port}.log"), *self.extra_args,
         ]
         # stderr too: a caller capturing our output must not wait on a pipe the server keeps open.
         self.process = subprocess.Popen(

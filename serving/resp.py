@@ -13,12 +13,18 @@ an error reply or a lost connection, OSError when Redis cannot be reached.
   the connection stays in step. A lost connection fails what is waiting and the next batch reconnects.
   A round trip costs a few microseconds of CPU instead of the ~80 µs of redis-py's asyncio client,
   which matters at hundreds of requests per second on two cores.
-- `RedisPyReader`: the same through redis-py's pipeline (the "off" switch, and TLS URLs).
+- `RedisPyReader`: the same through redis-py's pipeline (the "off" switch).
+
+Both take their connection options from the URL, as every other Redis client of lambdarec does
+(`redis.Redis.from_url`): an ACL user and password (`redis://user:password@host`), the db, and TLS with
+`rediss://` and the query options `ssl_ca_certs`, `ssl_certfile`, `ssl_keyfile`, `ssl_cert_reqs`
+(`required` by default, `optional`, `none`) and `ssl_check_hostname`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections import deque
 from typing import Any, Sequence
 from urllib.parse import parse_qs, unquote, urlparse
@@ -107,21 +113,42 @@ class _Connection(asyncio.Protocol):
         return future
 
 
+_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+_TRUE = ("1", "true", "yes", "on")
+
+
+def tls_context(query: dict[str, list[str]]) -> ssl.SSLContext:
+    """The TLS context of a rediss:// URL, from the query options redis-py reads too."""
+    def option(name: str) -> str | None:
+        return query.get(name, [None])[0]
+
+    reqs = (option("ssl_cert_reqs") or "required").lower()
+    if reqs not in _CERT_REQS:
+        raise ValueError(f"ssl_cert_reqs={reqs!r} in the Redis URL: use one of {', '.join(_CERT_REQS)}")
+    context = ssl.create_default_context(cafile=option("ssl_ca_certs"))
+    context.check_hostname = reqs != "none" and (option("ssl_check_hostname") or "true").lower() in _TRUE
+    context.verify_mode = _CERT_REQS[reqs]
+    if option("ssl_certfile"):
+        context.load_cert_chain(option("ssl_certfile"), option("ssl_keyfile"))
+    return context
+
+
 class PipelinedReader:
     """Command batches over one pipelined connection (see the module docstring). `url` is a
-    redis:// or unix:// URL (password, username and db honoured)."""
+    redis://, rediss:// or unix:// URL (username, password, db and TLS options honoured)."""
 
     def __init__(self, url: str) -> None:
         parsed = urlparse(url)
-        if parsed.scheme not in ("redis", "unix"):
-            raise ValueError(f"PipelinedReader speaks plain redis:// or unix:// URLs, not {parsed.scheme}://; use RedisPyReader")
+        if parsed.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"PipelinedReader speaks redis://, rediss:// or unix:// URLs, not {parsed.scheme}://; use RedisPyReader")
         query = parse_qs(parsed.query)
+        self.tls = tls_context(query) if parsed.scheme == "rediss" else None
         self.path = parsed.path if parsed.scheme == "unix" else None
         self.host = parsed.hostname or "127.0.0.1"
         self.port = parsed.port or 6379
         self.username = unquote(parsed.username) if parsed.username else None
         self.password = unquote(parsed.password) if parsed.password else None
-        db = query.get("db", [None])[0] or (parsed.path.lstrip("/") if parsed.scheme == "redis" else None)
+        db = query.get("db", [None])[0] or (parsed.path.lstrip("/") if parsed.scheme != "unix" else None)
         self.db = int(db) if db else 0
         self._connection: _Connection | None = None
         self._connecting: asyncio.Lock | None = None
@@ -139,7 +166,9 @@ class PipelinedReader:
             if self.path is not None:
                 _, connection = await loop.create_unix_connection(_Connection, self.path)
             else:
-                _, connection = await loop.create_connection(_Connection, self.host, self.port)
+                _, connection = await loop.create_connection(
+                    _Connection, self.host, self.port, ssl=self.tls, server_hostname=self.host if self.tls else None,
+                )
             setup: list[Command] = []
             if self.password is not None:
                 setup.append(("AUTH", self.username, self.password) if self.username else ("AUTH", self.password))

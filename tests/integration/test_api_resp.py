@@ -5,7 +5,10 @@ reconnects after the server drops it."""
 from __future__ import annotations
 
 import asyncio
+import ssl
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -29,7 +32,10 @@ def test_url_parsing():
     unix = PipelinedReader("unix:///run/redis.sock?db=2")
     assert (unix.path, unix.db) == ("/run/redis.sock", 2)
     with pytest.raises(ValueError, match="RedisPyReader"):
-        PipelinedReader("rediss://example:6380/0")
+        PipelinedReader("http://example:6380/0")
+    tls = PipelinedReader("rediss://api:pw@example:6380/1?ssl_ca_certs=&ssl_cert_reqs=none")
+    assert (tls.username, tls.password, tls.db, tls.tls.verify_mode, tls.tls.check_hostname) == ("api", "pw", 1, ssl.CERT_NONE, False)
+    assert PipelinedReader("redis://example:6379/0").tls is None
 
 
 def seed(client) -> list[tuple]:
@@ -102,3 +108,62 @@ async def test_unreachable_server_is_an_os_error():
         await reader.execute([("GET", "k")])
     with pytest.raises((RedisConnectionError, OSError)):
         await reader.execute([("GET", "k")])
+
+
+def _tls_files(folder: Path) -> dict[str, Path]:
+    """A CA and a server certificate for 127.0.0.1, made with the openssl CLI."""
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    f = {name: folder / name for name in ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem", "san.cnf")}
+    f["san.cnf"].write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca", "-keyout", str(f["ca.key"]), "-out", str(f["ca.pem"]))
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", str(f["server.key"]), "-out", str(f["server.csr"]))
+    openssl("x509", "-req", "-in", str(f["server.csr"]), "-CA", str(f["ca.pem"]), "-CAkey", str(f["ca.key"]), "-CAcreateserial",
+            "-days", "2", "-extfile", str(f["san.cnf"]), "-out", str(f["server.pem"]))
+    return f
+
+
+async def test_an_acl_user_over_tls_reads_through_both_readers(tmp_path):
+    """The production shape: TLS and a per-component ACL user (here read-only on the store's keys)."""
+    import redis
+    import redis.asyncio as aioredis
+    from redis.exceptions import AuthenticationError, NoPermissionError
+
+    from lambdarec.redis_server import EmbeddedRedis, free_port
+
+    files = _tls_files(tmp_path)
+    tls_port = free_port()
+    server = EmbeddedRedis(directory=tmp_path / "redis", extra_args=(
+        "--tls-port", str(tls_port), "--tls-cert-file", str(files["server.pem"]), "--tls-key-file", str(files["server.key"]),
+        "--tls-ca-cert-file", str(files["ca.pem"]), "--tls-auth-clients", "no",
+        "--user", "api", "on", ">api-pw", "~lr:*", "+@read", "+@connection",
+    )).start()
+    url = f"rediss://api:api-pw@127.0.0.1:{tls_port}/0?ssl_ca_certs={files['ca.pem']}"
+    try:
+        admin = redis.Redis.from_url(server.url)
+        admin.set("lr:a", b"one")
+        admin.set("other", b"not yours")
+        reader = PipelinedReader(url)
+        client = aioredis.Redis.from_url(url)
+        try:
+            fast = await reader.execute([("GET", "lr:a"), ("MGET", "lr:a", "lr:missing")])
+            reference = await RedisPyReader(client).execute([("GET", "lr:a"), ("MGET", "lr:a", "lr:missing")])
+            assert fast == reference == [b"one", [b"one", None]]
+            with pytest.raises(ResponseError, match="NOPERM"):
+                await reader.execute([("GET", "other")])  # outside the user's keys
+            with pytest.raises(NoPermissionError):
+                await client.set("lr:a", b"two")  # a read-only user
+        finally:
+            await reader.aclose()
+            await client.aclose()
+        with pytest.raises(ResponseError, match="WRONGPASS"):
+            await PipelinedReader(url.replace("api-pw", "guess")).execute([("GET", "lr:a")])
+        with pytest.raises(AuthenticationError):
+            redis.Redis.from_url(url.replace("api-pw", "guess")).get("lr:a")
+        untrusted = PipelinedReader(f"rediss://api:api-pw@127.0.0.1:{tls_port}/0")  # the system CAs do not know the test CA
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await untrusted.execute([("GET", "lr:a")])
+        admin.close()
+    finally:
+        server.stop()
