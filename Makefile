@@ -8,7 +8,7 @@ JARS_STAMP := .cache/jars/.resolved
 KAFKA_STAMP := .cache/kafka/.resolved
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-unit test-e2e demo demo-stop bench clean lock redis-server blas chromium
+.PHONY: setup lint test test-unit test-e2e demo demo-stop bench clean lock redis-server blas chromium
 
 setup: $(STAMP) $(JARS_STAMP) $(KAFKA_STAMP) redis-server blas
 
@@ -44,8 +44,12 @@ blas:
 chromium:
 	@bash infra/local/install-chromium.sh
 
+# The layering as import contracts ([tool.importlinter] in pyproject.toml): fails on an import that crosses a layer.
+lint: setup
+	$(BIN)/lint-imports
+
 # Everything but tests/e2e (the nightly through Airflow and the whole demo: `make test-e2e`; CI runs both).
-test: setup
+test: setup lint
 	$(BIN)/python -m pytest --ignore=tests/e2e $(PYTEST_ARGS)
 
 test-unit: setup

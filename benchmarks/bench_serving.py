@@ -27,9 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from benchmarks.common import machine_info, main, percentiles, write_result
+from lambdarec.testing import register_ranker_files, train_ranker_files
 
 RATES = (100, 300, 1000)
 N_USERS = 20_000
@@ -53,58 +52,6 @@ VARIANTS: dict[str, dict[str, str]] = {
     "fast_redis_off": {"LAMBDAREC_SERVING_FAST_REDIS": "false"},
     "fast_route_off": {"LAMBDAREC_SERVING_FAST_ROUTE": "false"},
 }
-
-
-# -- a ranker as the batch layer ships it (also used by the serving tests) ------------------------------
-def train_ranker_files(directory: Path, seed: int = 0, trees: int = 15, leaves: int = 7, kind: str = "lightgbm") -> Path:
-    """A small LightGBM lambdarank or XGBoost rank:ndcg on random queries of len(RANKER_FEATURES)
-    vectors, exported by the batch layer's own exporter (spark_jobs.rankers.export: native model, ONNX,
-    compressed ONNX, meta) into `directory`, ready for `register_ranker_files`."""
-    from feature_store.ranking import RANKER_FEATURES
-    from spark_jobs.rankers.common import LocalQueries, TrainedRanker
-    from spark_jobs.rankers.export import export_ranker
-
-    rng = np.random.default_rng(seed)
-    rows, width, per_query = (2000 if trees > 20 else 400), len(RANKER_FEATURES), 20
-    x = rng.normal(size=(rows, width)).astype(np.float32)
-    y = np.clip((x[:, 0] + x[:, -3] + rng.normal(scale=0.5, size=rows)) * 1.5 + 2, 0, 4).astype(int)
-    groups = [per_query] * (rows // per_query)
-    if kind == "lightgbm":
-        import lightgbm
-
-        booster = lightgbm.train(
-            {"objective": "lambdarank", "num_leaves": leaves, "min_data_in_leaf": 5, "verbose": -1, "seed": seed, "num_threads": 1},
-            lightgbm.Dataset(x, y, group=groups), num_boost_round=trees,
-        )
-    else:
-        import xgboost
-
-        matrix = xgboost.DMatrix(x, y)
-        matrix.set_group(groups)
-        booster = xgboost.train({"objective": "rank:ndcg", "max_depth": 4, "eta": 0.3, "nthread": 1, "seed": seed}, matrix, num_boost_round=trees)
-    ranker = TrainedRanker(kind=kind, booster=booster, n_trees=trees, params={"trees": trees}, train_seconds=0.0, num_workers=1)
-    validation_rows = per_query * 10
-    validation = LocalQueries(
-        features=x[:validation_rows], relevance=y[:validation_rows].astype(np.float64),
-        query_ids=np.repeat(np.arange(10), per_query).astype(object), item_ids=np.arange(validation_rows).astype(object),
-    )
-    export_ranker(ranker, validation, tolerance=0.01, out_dir=directory)
-    return directory
-
-
-def register_ranker_files(settings, directory: Path, champion: bool = True) -> str:
-    """Log and register the exported files with the batch layer's own MLflow code
-    (spark_jobs.model_registry), and optionally move `champion` to the new version; returns it."""
-    import json as _json
-
-    from spark_jobs.model_registry import log_ranker_run, set_champion
-
-    meta = _json.loads((directory / "ranker_meta.json").read_text())
-    holdout = {meta["kind"]: {"ndcg@10": meta["compressed"]["validation_ndcg@10_full"]}}
-    registered = log_ranker_run(settings, directory, meta, params={"trees": meta["n_trees"]}, holdout=holdout, importance={}, tags={})
-    if champion:
-        set_champion(settings, registered.version)
-    return registered.version
 
 
 # -- the online store ---------------------------------------------------------------------------------

@@ -48,8 +48,9 @@ NIGHTLY_UPSTREAM: dict[str, tuple[str, ...]] = {
 # rerun or backfill of the same interval rewrites the same partitions (never the wall clock).
 PIPELINE_DATE = "{{ data_interval_end | ds }}"
 
-# spark_jobs/batch_pipeline.py next to this folder (the repo layout; production images keep it).
-BATCH_PIPELINE_APP = str(Path(__file__).resolve().parent.parent / "spark_jobs" / "batch_pipeline.py")
+# lambdarec/batch_task.py next to this folder (the repo layout; production images keep it): one step of
+# spark_jobs/batch_pipeline.py with the composition root's Spark session and Redis URL.
+BATCH_TASK_APP = str(Path(__file__).resolve().parent.parent / "lambdarec" / "batch_task.py")
 
 
 def default_args(retries: int = 2, retry_delay: timedelta = timedelta(minutes=5)) -> dict:
@@ -79,7 +80,7 @@ def spark_step(step: str, date: str = PIPELINE_DATE, task_id: str | None = None,
     return SparkSubmitOperator(
         task_id=task_id or step,
         conn_id=SPARK_CONN_ID,
-        application=BATCH_PIPELINE_APP,
+        application=BATCH_TASK_APP,
         application_args=[step, "--date", date],
         name=f"lambdarec-{step}",
         execution_timeout=timedelta(hours=3),

@@ -7,7 +7,7 @@ a (maybe) new champion and published recommendations.
 `features → candidates → training_set → train_xgboost ‖ train_lightgbm → evaluate → promote → score →
 publish → expire`
 
-- Each task is one step of `spark_jobs/batch_pipeline.py`, launched with `spark-submit` through the
+- Each task is one step of `spark_jobs/batch_pipeline.py` (`lambdarec/batch_task.py`), launched with `spark-submit` through the
   `spark_default` connection (its master is `LAMBDAREC_SPARK_MASTER`: `local[*]` on a laptop,
   `spark://…` or `k8s://…` in production).
 - The run is keyed on its data interval: the step date is the interval's end (features and models

@@ -128,7 +128,7 @@ def last_event_date(spark, settings: Settings) -> date:
 
 def load_data(spark, settings: Settings, data: DemoData, summary: DemoSummary, console) -> date:
     """Ingest the data into bronze, print the report, and return the pipeline date."""
-    from lambdarec.commands.data import print_ingest_report
+    from lambdarec.reports import print_ingest_report
     from spark_jobs.ingest import ingest
 
     report = ingest(spark, settings, data.source, data.fmt, datetime.now(timezone.utc))

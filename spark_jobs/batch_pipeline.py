@@ -15,14 +15,13 @@ there (never handing data over in memory), each idempotent and restartable for a
 | publish | batch_scores, features, item_similar, silver | a new Redis batch version + the pointer flip |
 | expire | Redis | TTLs on versions older than the kept ones |
 
-h = `Settings.label_horizon_days`. Entry points: `python -m spark_jobs.batch_pipeline <step> --date
-YYYY-MM-DD` (what the Airflow DAG's SparkSubmitOperator launches, also as a file), `run_batch` (all steps,
-`lambdarec batch run`), `run_step` (`lambdarec batch step`).
+h = `Settings.label_horizon_days`. Entry points: `run_step` (`lambdarec batch step`, and
+`lambdarec/batch_task.py`, what the Airflow DAG's SparkSubmitOperator launches), `run_batch` (all steps,
+`lambdarec batch run`).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import tempfile
 import time
@@ -47,6 +46,7 @@ from feature_store.tables import (
     USER_FEATURES,
     Table,
 )
+from spark_jobs.frames import union_all
 
 log = logging.getLogger("lambdarec.batch")
 EVAL_K = 10
@@ -108,13 +108,6 @@ def as_of_condition(as_of: date) -> str:
 
 def as_of_in_condition(dates: tuple[date, ...]) -> str:
     return "as_of IN (" + ", ".join(f"DATE'{d.isoformat()}'" for d in dates) + ")"
-
-
-def union_all(frames: list[DataFrame]) -> DataFrame:
-    first, *rest = frames
-    for frame in rest:
-        first = first.unionByName(frame)
-    return first
 
 
 # -- steps -------------------------------------------------------------------------------------------
@@ -415,45 +408,15 @@ def run_batch(
     spark: SparkSession,
     settings: Settings,
     run_date: date,
-    redis_url: Callable[[], str] | None = None,
+    redis_url: Callable[[], str],
     on_step: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Every step in order for `run_date`; returns each step's report."""
-    ctx = BatchContext(spark, settings, run_date, redis_url=redis_url or _default_redis_url(settings))
+    """Every step in order for `run_date`; returns each step's report. `redis_url` is asked only by
+    the steps that write Redis (the composition root knows the embedded redis-server)."""
+    ctx = BatchContext(spark, settings, run_date, redis_url=redis_url)
     reports = {}
     for name in STEPS:
         reports[name] = run_step(ctx, name)
         if on_step:
             on_step(name, reports[name])
     return reports
-
-
-def _default_redis_url(settings: Settings) -> Callable[[], str]:
-    def resolve() -> str:
-        # The composition root knows the embedded redis-server; imported only when a step needs Redis.
-        from lambdarec.composition import redis_url
-
-        return redis_url(settings)
-
-    return resolve
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="spark_jobs.batch_pipeline", description="Run one step of the nightly batch pipeline.")
-    parser.add_argument("step", choices=[*STEPS, "all"])
-    parser.add_argument("--date", required=True, type=date.fromisoformat, help="run date D (YYYY-MM-DD): data before 00:00 UTC of D")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from feature_store.settings import load_settings
-    from lambdarec.composition import spark_session
-
-    settings = load_settings()
-    spark = spark_session(settings)
-    if args.step == "all":
-        print(run_batch(spark, settings, args.date))
-    else:
-        print(run_step(BatchContext(spark, settings, args.date, redis_url=_default_redis_url(settings)), args.step))
-
-
-if __name__ == "__main__":
-    main()

@@ -16,14 +16,14 @@ from datetime import date
 from typing import Iterable, Iterator, Mapping, Sequence
 
 import pandas as pd
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from spark_jobs.candidates import history_before, seen_items
+from spark_jobs.candidates import history_before, rank_top_n, seen_items
+from spark_jobs.frames import union_all
 from spark_jobs.metrics import METRIC_NAMES, metric_key, user_metrics
+from spark_jobs.scoring import fused_scores, score_inputs
 from spark_jobs.training_set import at, graded_labels
-
-RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al.): 1 / (60 + rank)
 
 
 def relevant_items(interactions: DataFrame, as_of: date, horizon_days: int) -> DataFrame:
@@ -39,22 +39,12 @@ def top_k_from_source(candidates: DataFrame, source: str, as_of: date, k: int) -
 
 def top_k_by_score(scored: DataFrame, k: int) -> DataFrame:
     """(user_id, item_id, rank): the k best-scored items per user (ties by item id)."""
-    order = Window.partitionBy("user_id").orderBy(F.col("score").desc(), F.col("item_id").asc())
-    return scored.withColumn("rank", F.row_number().over(order)).where(F.col("rank") <= k).select("user_id", "item_id", "rank")
-
-
-def fused_scores(ranked: DataFrame) -> DataFrame:
-    """(user_id, item_id, score): reciprocal-rank fusion of rows (user_id, item_id, rank) from several rankings."""
-    return ranked.groupBy("user_id", "item_id").agg(F.sum(1.0 / (F.lit(RRF_K) + F.col("rank"))).alias("score"))
+    return rank_top_n(scored, k).select("user_id", "item_id", "rank")
 
 
 def rank_fusion(rankings: Iterable[DataFrame], k: int) -> DataFrame:
     """(user_id, item_id, rank): the first k of the reciprocal-rank fusion of full rankings."""
-    frames = [r.select("user_id", "item_id", "rank") for r in rankings]
-    union = frames[0]
-    for frame in frames[1:]:
-        union = union.unionByName(frame)
-    return top_k_by_score(fused_scores(union), k)
+    return top_k_by_score(fused_scores(union_all([r.select("user_id", "item_id", "rank") for r in rankings])), k)
 
 
 def _user_metric_batches(k: int):
@@ -124,8 +114,6 @@ def holdout_data(
 
 def model_ranking(holdout: Holdout, model, depth: int | None = None) -> DataFrame:
     """(user_id, item_id, rank) of a ranker (a scoring.NativeModel) over all of each user's candidates."""
-    from spark_jobs.scoring import score_inputs
-
     return top_k_by_score(score_inputs(holdout.inputs, model), depth or holdout.k)
 
 

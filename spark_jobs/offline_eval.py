@@ -149,6 +149,7 @@ class BuiltModels:
 def build_for_history(history: DataFrame, users: DataFrame, items: DataFrame | None, settings: Settings) -> BuiltModels:
     from spark_jobs.candidates import CandidateParams, build_candidates
     from spark_jobs.features import build_item_features, build_user_features
+    from spark_jobs.frames import union_all
     from spark_jobs.training_set import ranker_inputs
 
     cutoff = cutoff_after(history)
@@ -157,7 +158,7 @@ def build_for_history(history: DataFrame, users: DataFrame, items: DataFrame | N
     # popularity over the whole history, undecayed: the classic "most popular" baseline
     params = CandidateParams.from_settings(settings, popular_window_days=span_days, popular_half_life_days=1e9)
     sources, _ = build_candidates(history, users, cutoff, params)
-    candidates = sources["als"].unionByName(sources["covisit"]).unionByName(sources["popular"]).cache()
+    candidates = union_all([sources["als"], sources["covisit"], sources["popular"]]).cache()
     windows = tuple(settings.feature_windows_days)
     end = cutoff + timedelta(days=1)
     user_features = build_user_features(history, items, cutoff, end, windows=windows).cache()

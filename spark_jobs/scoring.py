@@ -15,13 +15,15 @@ from typing import Iterator
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from feature_store.tables import BATCH_SCORES
+from spark_jobs.candidates import rank_top_n
 from spark_jobs.rankers.common import RankerKind, predict_native
 
 NO_MODEL_VERSION = "none"
+RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al.): 1 / (60 + rank)
 
 
 @dataclass(frozen=True)
@@ -82,10 +84,8 @@ def score_inputs(inputs: DataFrame, model: NativeModel) -> DataFrame:
 
 def top_n_scores(scored: DataFrame, n: int, as_of: date, model_version: str) -> DataFrame:
     """The `gold/batch_scores` rows: each user's n best (user_id, item_id, score, sources) with rank."""
-    order = Window.partitionBy("user_id").orderBy(F.col("score").desc(), F.col("item_id").asc())
     return (
-        scored.withColumn("rank", F.row_number().over(order))
-        .where(F.col("rank") <= n)
+        rank_top_n(scored, n)
         .select(
             F.lit(as_of).cast("date").alias("as_of"),
             "user_id",
@@ -99,9 +99,13 @@ def top_n_scores(scored: DataFrame, n: int, as_of: date, model_version: str) -> 
     )
 
 
+def fused_scores(ranked: DataFrame) -> DataFrame:
+    """(user_id, item_id, score): reciprocal-rank fusion of rows (user_id, item_id, rank) from several rankings."""
+    return ranked.groupBy("user_id", "item_id").agg(F.sum(1.0 / (F.lit(RRF_K) + F.col("rank"))).alias("score"))
+
+
 def fused_source_scores(candidates: DataFrame) -> DataFrame:
     """(user_id, item_id, score, sources) by reciprocal-rank fusion of the sources: the no-model fallback."""
-    from spark_jobs.evaluation import fused_scores
     from spark_jobs.training_set import candidate_scores
 
     return fused_scores(candidates).join(candidate_scores(candidates).select("user_id", "item_id", "sources"), ["user_id", "item_id"])

@@ -24,6 +24,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from feature_store.tables import ITEMS
+from spark_jobs.event_time import with_event_time_micros
 
 FORMATS = ("jsonl", "movielens")
 CATALOG_FILE = "items.jsonl"
@@ -91,8 +92,6 @@ def read_jsonl_events(spark: SparkSession, files: list[Path] | list[str]) -> Dat
 
 def read_catalog_jsonl(spark: SparkSession, path: Path | str) -> DataFrame:
     """The catalog file (item_id, category, categories, title, attributes, created_at) as ITEMS rows."""
-    from spark_jobs.ingest import with_event_time_micros
-
     schema = "item_id STRING, category STRING, categories ARRAY<STRING>, title STRING, attributes MAP<STRING, STRING>, created_at STRING"
     raw = spark.read.schema(schema).json(str(path))
     parsed = with_event_time_micros(raw, F.col("created_at"), F.lit(False), F.lit(None).cast("double"), "_created_us")

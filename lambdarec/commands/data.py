@@ -90,22 +90,9 @@ def ingest_command(
             report = ingest(spark, settings, source, fmt.value, datetime.now(timezone.utc), catalog=catalog)
         except SourceError as exc:
             raise typer.BadParameter(str(exc), param_hint="--source") from exc
+    from lambdarec.reports import print_ingest_report
+
     print_ingest_report(console, report)
-
-
-def print_ingest_report(console, report) -> None:
-    """The ingest report as a person reads it (also used by the demo)."""
-    console.print(f"[bold]ingested[/bold] {report.source} ({report.format}, {len(report.event_files)} file(s))")
-    console.print(f"  rows read:        {report.rows_read:,}")
-    console.print(f"  new in bronze:    {report.ingested:,}")
-    console.print(f"  already present:  {report.already_present:,}")
-    console.print(f"  quarantined:      {report.quarantined_total:,} ({report.quarantine_added:,} new)")
-    for reason, count in report.quarantined.items():
-        console.print(f"    {reason}: {count:,}")
-    if report.catalog_file:
-        console.print(f"  catalog:          {report.items_inserted:,} new items, {report.items_updated:,} updated ({report.catalog_file})")
-    for name, path in report.tables.items():
-        console.print(f"  table {name}: {path}")
 
 
 def _parse_date(text: str, option: str) -> date:

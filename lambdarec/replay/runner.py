@@ -186,6 +186,7 @@ def db_url(url: str, db: int) -> str:
 # -- 1. batch --------------------------------------------------------------------------------
 def train_batch(spark, settings: Settings, prepared: Prepared, work_dir: Path) -> dict[str, Any]:
     """Ingest the input before T and run the nightly job for as_of = T (publishes to settings' Redis)."""
+    from lambdarec.composition import redis_url
     from spark_jobs.batch_pipeline import run_batch
     from spark_jobs.ingest import ingest
 
@@ -195,7 +196,7 @@ def train_batch(spark, settings: Settings, prepared: Prepared, work_dir: Path) -
     ingested = ingest(spark, settings, batch_input, prepared.source.format, ingest_time=T)
     ingest_s = time.monotonic() - started
     ensure_registered_model(settings)
-    report = run_batch(spark, settings, prepared.cutoff)
+    report = run_batch(spark, settings, prepared.cutoff, redis_url=lambda: redis_url(settings))
     return {
         "ingested": ingested.ingested,
         "quarantined": sum(ingested.quarantined.values()),

@@ -18,15 +18,15 @@ from feature_store.settings import Settings
 
 def train_tiny_ranker(directory: Path, seed: int, kind: str) -> Path:
     """A 15-tree ranker on random vectors, exported with the batch layer's exporter (MODEL_FILES)."""
-    from benchmarks.bench_serving import train_ranker_files
+    from lambdarec.testing import train_ranker_files
 
     return train_ranker_files(directory, seed=seed, trees=15, leaves=7, kind=kind)
 
 
 def _log_ranker(settings: Settings, directory: Path, champion: bool = True) -> str:
     """Log and register the files with the batch layer's MLflow code, optionally make the version
-    champion (spark_jobs.model_registry via the benchmark's helper: one implementation for all)."""
-    from benchmarks.bench_serving import register_ranker_files
+    champion (spark_jobs.model_registry via lambdarec.testing: one implementation for all)."""
+    from lambdarec.testing import register_ranker_files
 
     return register_ranker_files(settings, directory, champion)
 

@@ -48,7 +48,7 @@ def test_batch_run_ends_with_a_champion_and_recommendations_in_redis(spark, batc
     generate(config, tmp_path / "gen")
     ingest(spark, batch_settings, tmp_path / "gen", "jsonl", datetime(2026, 11, 1, tzinfo=timezone.utc))
     done = []
-    reports = run_batch(spark, batch_settings, RUN_DATE, on_step=lambda name, _: done.append(name))
+    reports = run_batch(spark, batch_settings, RUN_DATE, redis_url=lambda: batch_settings.redis_url, on_step=lambda name, _: done.append(name))
     assert done == list(STEPS)
 
     # MLflow: both rankers registered for this date, the better one challenger and (past popularity) champion.

@@ -170,7 +170,7 @@ def test_nightly_runs_every_step_on_spark_in_order(dagbag: dict) -> None:
     for step, task in nightly["tasks"].items():
         assert task["type"] == "SparkSubmitOperator"
         assert task["conn_id"] == "spark_default"
-        assert task["application"] == str(project_root() / "spark_jobs" / "batch_pipeline.py")
+        assert task["application"] == str(project_root() / "lambdarec" / "batch_task.py")
         # Keyed on the data interval, never the wall clock.
         assert task["application_args"] == [step, "--date", "{{ data_interval_end | ds }}"]
         assert task["retries"] == 2
