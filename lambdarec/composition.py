@@ -1,5 +1,5 @@
-"""The composition root: builds the real objects (Spark session, Redis client, MLflow client) from
-settings. Entry points (CLI, DAG tasks, FastAPI lifespan) call these and nothing else; layers are
+"""The composition root: builds the real objects (Spark session, Redis client) from settings (MLflow's
+come from feature_store.registry). Entry points (CLI, DAG tasks, FastAPI lifespan) call these and nothing else; layers are
 imported lazily so `lambdarec serve` never starts a JVM.
 """
 
@@ -59,12 +59,3 @@ def spark_session(settings: Settings):
     from spark_jobs.session import build_spark
 
     return build_spark(settings)
-
-
-def configure_mlflow(settings: Settings) -> None:
-    """Point MLflow tracking and registry at the settings' stores (never the working directory)."""
-    import mlflow
-
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_registry_uri(settings.registry_uri)

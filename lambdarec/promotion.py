@@ -53,7 +53,8 @@ def validate_version(spark, settings: Settings, version: str) -> PromotionCheck:
     """Evaluate `version` and the champion on the current holdout and apply the promotion gate."""
     from spark_jobs.batch_pipeline import BatchContext, holdout
     from spark_jobs.evaluation import evaluate_models
-    from spark_jobs.model_registry import champion_version, gate, list_versions, load_ranker
+    from feature_store.registry import champion_version, load_ranker
+    from spark_jobs.model_registry import gate, list_versions
     from spark_jobs.scoring import NativeModel
 
     versions = list_versions(settings)
@@ -61,10 +62,10 @@ def validate_version(spark, settings: Settings, version: str) -> PromotionCheck:
         raise PromotionRejected(f"{settings.ranker_model_name} has no version {version!r}")
     context = BatchContext(spark, settings, current_run_date(versions))
     champion = champion_version(settings)
-    candidate = load_ranker(settings, version)
+    candidate = load_ranker(settings, version, preferred="native")
     models = {"candidate": NativeModel(candidate.kind, candidate.native, candidate.version)}
     if champion is not None and champion != version:
-        current = load_ranker(settings, champion)
+        current = load_ranker(settings, champion, preferred="native")
         models["champion"] = NativeModel(current.kind, current.native, current.version)
     results = evaluate_models(holdout(context), models, sources=("popular",))
     metric = settings.promotion_metric

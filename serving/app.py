@@ -29,6 +29,7 @@ from fastapi.security import APIKeyHeader
 from feature_store.event_bus import EventBusUnavailable, EventPublisher, open_publisher
 from feature_store.events import ID_MAX_LENGTH, ID_PATTERN, EventTypes, QuarantineReason, validate_event_dict
 from feature_store.redis_keys import RedisKeys
+from feature_store.registry import LoadedRanker, champion_version, load_ranker
 from feature_store.settings import Settings
 from serving.auth import API_KEY_HEADER, READ, WRITE, ApiKey, ApiKeyGuard, guard_from_settings
 from serving.batcher import MicroBatcher
@@ -36,7 +37,7 @@ from serving.cache import BatchCache
 from serving.fast_route import FastRecommendations
 from serving.limits import EdgeLimits, RateLimiter
 from serving.metrics import ServingMetrics
-from serving.models import ChampionWatcher, LoadedRanker, ModelHolder, load_ranker, resolve_champion
+from serving.models import ChampionWatcher, ModelHolder
 from serving.recommender import STORE_ERRORS, Recommender
 from serving.resp import PipelinedReader, RedisPyReader
 from serving.schemas import (
@@ -104,7 +105,7 @@ def open_reader(url: str, settings: Settings, redis_client):
 
 
 def build_services(settings: Settings, redis_client, *, reader=None, publisher: EventPublisher | None = None,
-                   resolve=resolve_champion, load=load_ranker) -> Services:
+                   resolve=champion_version, load=load_ranker) -> Services:
     """Wire the serving objects around one Redis client (no I/O here); `reader` (serving.resp)
     defaults to redis-py's pipeline on that client, `publisher` to the bus the settings name."""
     keys = RedisKeys(settings.redis_key_prefix)
@@ -144,7 +145,7 @@ def create_app(
     settings: Settings,
     *,
     redis_url: str | None = None,
-    resolve: Callable[[Settings], str | None] = resolve_champion,
+    resolve: Callable[[Settings], str | None] = champion_version,
     load: Callable[[Settings, str], LoadedRanker] = load_ranker,
 ) -> FastAPI:
     """The API for these settings. `redis_url` defaults to `settings.redis_url` (the CLI passes the

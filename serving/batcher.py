@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from serving.models import LoadedRanker
+from feature_store.registry import LoadedRanker
 
 
 @dataclass

@@ -3,7 +3,7 @@ ranker and prior scores, and the final top-k with an optional per-category cap.
 
 Called by `serving.recommender`. The matrix follows `feature_store.ranking.RANKER_FEATURES` (the same
 names and order training uses); a model whose feature list is a different order or a subset gets its
-columns picked by name (`serving.models.LoadedRanker.columns`).
+columns picked by name (`feature_store.registry.LoadedRanker.columns`).
 """
 
 from __future__ import annotations

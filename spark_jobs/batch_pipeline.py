@@ -229,8 +229,9 @@ def holdout_tag(as_of: date | str, metric: str) -> str:
 
 def step_evaluate(ctx: BatchContext) -> dict[str, Any]:
     """Compare every model of this run date, the champion and the baselines on the same holdout."""
+    from feature_store.registry import champion_version, load_ranker
     from spark_jobs.evaluation import evaluate_models
-    from spark_jobs.model_registry import champion_version, client, load_ranker
+    from spark_jobs.model_registry import client
     from spark_jobs.scoring import NativeModel
 
     settings = ctx.settings
@@ -241,7 +242,7 @@ def step_evaluate(ctx: BatchContext) -> dict[str, Any]:
         labels[champion] = f"champion v{champion}"
     models = {}
     for version, label in labels.items():
-        loaded = load_ranker(settings, version)
+        loaded = load_ranker(settings, version, preferred="native")
         models[label] = NativeModel(loaded.kind, loaded.native, version)
     results = evaluate_models(holdout(ctx), models, blend=[labels[v] for v in versions])
     mlflow_client = client(settings)
@@ -255,7 +256,8 @@ def step_evaluate(ctx: BatchContext) -> dict[str, Any]:
 def step_promote(ctx: BatchContext) -> dict[str, Any]:
     """The gate: the best of this date's versions becomes challenger, and champion if it beats the
     current champion (first model: popularity) on the same holdout by `promotion_min_gain`."""
-    from spark_jobs.model_registry import apply_gate, champion_version, gate
+    from feature_store.registry import champion_version
+    from spark_jobs.model_registry import apply_gate, gate
 
     settings, metric = ctx.settings, ctx.settings.promotion_metric
     tag = holdout_tag(ctx.cutoffs.holdout, metric)
@@ -276,14 +278,14 @@ def step_promote(ctx: BatchContext) -> dict[str, Any]:
 
 
 def step_score(ctx: BatchContext) -> dict[str, Any]:
-    from spark_jobs.model_registry import NoChampion, load_ranker
+    from feature_store.registry import NoChampion, load_ranker
     from spark_jobs.scoring import NO_MODEL_VERSION, NativeModel, fused_source_scores, score_inputs, top_n_scores
     from spark_jobs.training_set import at, ranker_inputs
 
     settings, as_of = ctx.settings, ctx.cutoffs.serve
     candidates = ctx.read(CANDIDATES)
     try:
-        champion = load_ranker(settings)
+        champion = load_ranker(settings, preferred="native")
         model = NativeModel(champion.kind, champion.native, champion.version)
         scored = score_inputs(ranker_inputs(candidates, ctx.read(USER_FEATURES), ctx.read(ITEM_FEATURES), as_of), model)
         version = champion.version

@@ -1,7 +1,8 @@
-"""MLflow: log and register trained rankers, the promotion gate, and loading the `@champion`.
+"""MLflow: log and register trained rankers, the promotion gate, and moving the aliases.
 
-- `configure_mlflow`: explicit tracking and registry URIs and the experiment (artifact location =
-  `Settings.artifact_root`), never MLflow's working-directory defaults.
+Reading the registry (configuring MLflow, resolving `@champion`, downloading and loading a version)
+is feature_store.registry's, shared with serving.
+
 - `log_ranker_run`: one MLflow run per trained ranker: params, holdout and validation metrics, the
   feature list with importance, an evaluation report (JSON table + markdown + PNG plot) and the model
   as a pyfunc (spark_jobs/ranker_pyfunc.py as code, the MODEL_FILES as artifacts, a signature and
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from feature_store.ranking import CHALLENGER_ALIAS, CHAMPION_ALIAS, MODEL_FILES, RANKER_FEATURES
+from feature_store.registry import NoChampion, champion_version, configure_mlflow, registry_client
 from feature_store.settings import Settings
 
 CHAMPION_HISTORY_TAG = "champion_history"
@@ -35,35 +37,15 @@ MODEL_ARTIFACT_KEYS = {"ranker_meta": "meta", "model": "onnx", "model_compressed
 SERVING_PACKAGES = ("mlflow", "onnxruntime", "numpy", "pandas")
 
 
-class NoChampion(LookupError):
-    """The registered model has no `champion` alias yet (no model passed the gate or was promoted)."""
-
-
-def configure_mlflow(settings: Settings) -> None:
-    """Point MLflow at the settings' tracking store, registry and experiment (created with its
-    artifact location under `settings.artifact_root`)."""
-    import mlflow
-
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_registry_uri(settings.registry_uri)
-    if mlflow.get_experiment_by_name(settings.mlflow_experiment) is None:
-        root = settings.artifact_root
-        location = Path(root).resolve().as_uri() if "://" not in root else root
-        mlflow.create_experiment(settings.mlflow_experiment, artifact_location=location)
-    mlflow.set_experiment(settings.mlflow_experiment)
-
-
 def mlflow_key(name: str) -> str:
     """MLflow metric/tag names allow no '@': `ndcg@10` -> `ndcg_at_10`."""
     return name.replace("@", "_at_")
 
 
 def client(settings: Settings):
-    from mlflow import MlflowClient
-
+    """A registry client for writes (versions, aliases, tags), after creating the stores if needed."""
     configure_mlflow(settings)
-    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
+    return registry_client(settings)
 
 
 # -- the evaluation report -------------------------------------------------------------------------
@@ -203,16 +185,6 @@ def gate(challenger: float, champion: float | None, popularity: float, min_gain:
     return GateDecision(False, f"{metric} {challenger:.4f} does not beat {label} {baseline:.4f} by {min_gain}")
 
 
-def champion_version(settings: Settings) -> str | None:
-    """The version the `champion` alias points at (wherever it was set: gate, CLI, MLflow UI), or None."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return str(client(settings).get_model_version_by_alias(settings.ranker_model_name, CHAMPION_ALIAS).version)
-    except MlflowException:
-        return None
-
-
 def champion_history(settings: Settings) -> list[str]:
     tags = client(settings).get_registered_model(settings.ranker_model_name).tags
     return json.loads(tags.get(CHAMPION_HISTORY_TAG, "[]"))
@@ -277,31 +249,3 @@ def list_versions(settings: Settings) -> list[dict[str, Any]]:
         key=lambda v: int(v["version"]),
         reverse=True,
     )
-
-
-# -- loading ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LoadedRanker:
-    version: str
-    kind: str
-    native: bytes
-    meta: dict[str, Any]
-
-
-def load_ranker(settings: Settings, version: str | None = None) -> LoadedRanker:
-    """The files of a registered version (default: `@champion`), read from its model directory."""
-    import mlflow
-
-    configure_mlflow(settings)
-    name = settings.ranker_model_name
-    if version is None:
-        version = champion_version(settings)
-        if version is None:
-            raise NoChampion(f"{name} has no `{CHAMPION_ALIAS}` alias yet: run the batch (`lambdarec batch run`) or promote a version")
-    with tempfile.TemporaryDirectory() as tmp:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=tmp))
-        meta = json.loads((local / MODEL_FILES.meta).read_text())
-        native = (local / MODEL_FILES.native).read_bytes()
-    return LoadedRanker(version=str(version), kind=meta["kind"], native=native, meta=meta)

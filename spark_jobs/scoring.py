@@ -43,17 +43,10 @@ def load_booster(kind: RankerKind, native: bytes):
     """Parse a native model (cached per worker process, so each task pays it once)."""
     key = hash((kind, native))
     if key not in _BOOSTERS:
-        if kind == "xgboost":
-            import xgboost
+        from feature_store.registry import parse_native_booster
 
-            booster = xgboost.Booster()
-            booster.load_model(bytearray(native))
-        else:
-            import lightgbm
-
-            booster = lightgbm.Booster(model_str=native.decode())
         _BOOSTERS.clear()
-        _BOOSTERS[key] = booster
+        _BOOSTERS[key] = parse_native_booster(kind, native)
     return _BOOSTERS[key]
 
 

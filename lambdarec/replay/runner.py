@@ -212,7 +212,7 @@ def ensure_registered_model(settings: Settings) -> None:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from lambdarec.composition import configure_mlflow
+    from feature_store.registry import configure_mlflow
 
     configure_mlflow(settings)
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)

@@ -8,14 +8,12 @@ import numpy as np
 import pytest
 
 from feature_store.ranking import CHALLENGER_ALIAS, CHAMPION_ALIAS, MODEL_FILES, RANKER_FEATURES
+from feature_store.registry import NoChampion, RegistryUnavailable, champion_version, load_ranker
 from spark_jobs.model_registry import (
-    NoChampion,
     apply_gate,
-    champion_version,
     client,
     gate,
     list_versions,
-    load_ranker,
     log_ranker_run,
     rollback,
     set_champion,
@@ -171,3 +169,19 @@ def test_models_cli_lists_promotes_and_rolls_back(table_settings, tmp_path, monk
     assert champion_version(settings) == "1"
     again = runner.invoke(app, ["models", "rollback"])
     assert again.exit_code == 1 and "no earlier champion" in again.output
+
+
+def test_unreachable_registry_is_not_no_champion(table_settings, monkeypatch):
+    """Batch scoring falls back to source fusion only when there is no champion; a registry that
+    cannot be asked must stop it instead (and serving keeps its last good model)."""
+    import socket
+
+    with socket.socket() as probe:  # a loopback port nobody listens on: connection refused at once
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    unreachable = table_settings.model_copy(update={"mlflow_tracking_uri": closed, "mlflow_registry_uri": closed})
+    with pytest.raises(RegistryUnavailable, match=f"model registry {closed} could not be asked for lambdarec-ranker@champion"):
+        champion_version(unreachable)
+    with pytest.raises(RegistryUnavailable):
+        load_ranker(unreachable)

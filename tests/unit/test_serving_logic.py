@@ -16,7 +16,7 @@ from serving.auth import ApiKeyGuard, BadApiKeyDigest, MissingApiKeys, guard_fro
 from serving.batcher import MicroBatcher
 from serving.cache import BatchCache, Bounded, ItemBatch, UserBatch
 from serving.candidates import Candidate, Proposal, merge_candidates, priors, session_category_shares
-from serving.models import LoadedRanker, ModelLoadError, feature_columns, ranker_from_directory
+from feature_store.registry import LoadedRanker, ModelLoadError, feature_columns, ranker_from_directory
 from serving.ranking import blend, candidate_inputs, feature_matrix, min_max, select_top_k
 
 
