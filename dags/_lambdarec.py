@@ -3,8 +3,9 @@ step is launched on Spark.
 
 Imported by the DAG files in this folder (the folder is on sys.path while Airflow parses it) and by
 their tests; `.airflowignore` keeps Airflow from parsing it as a DAG file. Parse-time cheap: it imports
-only the standard library (the Spark provider's operator inside `spark_step`), never pyspark, MLflow or
-lambdarec's layers, so its pure helpers are testable without Airflow.
+only the standard library and the step declarations of feature_store.nightly (standard library only;
+the Spark provider's operator inside `spark_step`), never pyspark, MLflow or lambdarec's layers, so its
+pure helpers are testable without Airflow.
 """
 
 from __future__ import annotations
@@ -12,36 +13,15 @@ from __future__ import annotations
 from datetime import date, timedelta
 from pathlib import Path
 
+from feature_store.nightly import step_names, upstream
+
 OWNER = "lambdarec"
 SPARK_CONN_ID = "spark_default"
 
-# The nightly batch steps of spark_jobs/batch_pipeline.py, in the order one day runs them.
-NIGHTLY_STEPS: tuple[str, ...] = (
-    "features",
-    "candidates",
-    "training_set",
-    "train_xgboost",
-    "train_lightgbm",
-    "evaluate",
-    "promote",
-    "score",
-    "publish",
-    "expire",
-)
-
-# Each step and the steps it waits for: the two rankers train side by side on the same training set.
-NIGHTLY_UPSTREAM: dict[str, tuple[str, ...]] = {
-    "features": (),
-    "candidates": ("features",),
-    "training_set": ("candidates",),
-    "train_xgboost": ("training_set",),
-    "train_lightgbm": ("training_set",),
-    "evaluate": ("train_xgboost", "train_lightgbm"),
-    "promote": ("evaluate",),
-    "score": ("promote",),
-    "publish": ("score",),
-    "expire": ("publish",),
-}
+# The nightly batch steps as feature_store.nightly declares them, in the order one day runs them, and
+# each step with the steps it waits for (the two rankers train side by side on the same training set).
+NIGHTLY_STEPS: tuple[str, ...] = step_names()
+NIGHTLY_UPSTREAM: dict[str, tuple[str, ...]] = upstream()
 
 # The day a nightly run computes: the end of its data interval. A daily run covers the events of
 # [start, end) and produces features, models and recommendations "as of" 00:00 UTC of `end`, so a

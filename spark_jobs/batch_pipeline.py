@@ -1,21 +1,9 @@
 """The nightly batch pipeline: one day of events in, a promoted ranker and a published batch out.
 
-Steps (`STEPS`, in order), each reading its inputs from Delta tables and MLflow and writing its outputs
-there (never handing data over in memory), each idempotent and restartable for a run date D:
-
-| step | reads | writes |
-|---|---|---|
-| features | bronze/silver | silver interactions, gold user/item features for as_of in [D-2h, D] |
-| candidates | silver, for cut-offs D-2h (train), D-h (holdout), D (serve) | gold/candidates (as_of, source), gold/item_similar; candidate recall@N per source in MLflow |
-| training_set | candidates, gold features, silver labels in [D-2h, D-h) | gold/training_set (as_of D-2h) |
-| train_xgboost, train_lightgbm | training_set; holdout (as_of D-h, labels [D-h, D)) | an MLflow run + a new registered version each (skipped when this date's version exists) |
-| evaluate | holdout; this date's versions, the champion | an MLflow run comparing popularity, ALS, co-visitation, each ranker and the blend; holdout tags on versions |
-| promote | the evaluate run, version tags | aliases `challenger` / `champion` (the gate) |
-| score | candidates and features as of D, `@champion` | gold/batch_scores (as_of D) |
-| publish | batch_scores, features, item_similar, silver | a new Redis batch version + the pointer flip |
-| expire | Redis | TTLs on versions older than the kept ones |
-
-h = `Settings.label_horizon_days`. Entry points: `run_step` (`lambdarec batch step`, and
+The steps, what each reads and writes and what makes it idempotent for a run date D are declared once
+in feature_store.nightly (`NIGHTLY_STEPS`); this module holds one body per declared step (`STEPS`, in
+the declared order). Each reads its inputs from Delta tables and MLflow and writes its outputs there,
+never handing data over in memory. h = `Settings.label_horizon_days`. Entry points: `run_step` (`lambdarec batch step`, and
 `lambdarec/batch_task.py`, what the Airflow DAG's SparkSubmitOperator launches), `run_batch` (all steps,
 `lambdarec batch run`).
 """
@@ -33,6 +21,7 @@ from typing import Any, Callable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from feature_store.nightly import step_names
 from feature_store.ranking import CANDIDATE_SOURCES
 from feature_store.redis_keys import RedisKeys
 from feature_store.settings import Settings
@@ -335,7 +324,7 @@ def step_expire(ctx: BatchContext) -> dict[str, Any]:
         client.close()
 
 
-STEPS: dict[str, Callable[[BatchContext], dict[str, Any]]] = {
+STEP_BODIES: dict[str, Callable[[BatchContext], dict[str, Any]]] = {
     "features": step_features,
     "candidates": step_candidates,
     "training_set": step_training_set,
@@ -347,6 +336,8 @@ STEPS: dict[str, Callable[[BatchContext], dict[str, Any]]] = {
     "publish": step_publish,
     "expire": step_expire,
 }
+# The declared order (feature_store.nightly), one body each.
+STEPS: dict[str, Callable[[BatchContext], dict[str, Any]]] = {name: STEP_BODIES[name] for name in step_names()}
 
 
 # -- MLflow bookkeeping of steps ---------------------------------------------------------------------

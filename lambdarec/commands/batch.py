@@ -12,6 +12,8 @@ from typing import Callable
 
 import typer
 
+from feature_store.nightly import step_names
+
 
 def parse_day(text: str, option: str) -> date:
     """A YYYY-MM-DD option value as a date (a clear error otherwise)."""
@@ -113,7 +115,7 @@ def run_command(
 
 
 def step_command(
-    name: str = typer.Argument(..., help="features, candidates, training_set, train_xgboost, train_lightgbm, evaluate, promote, score, publish or expire"),
+    name: str = typer.Argument(..., help=", ".join(step_names())),
     run_date: str = typer.Option(..., "--date", help="Run date D (YYYY-MM-DD)."),
 ) -> None:
     """One step of the nightly pipeline for one date (the same steps the Airflow DAG runs)."""
