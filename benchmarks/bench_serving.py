@@ -18,17 +18,15 @@ variants in QUICK_VARIANTS).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from benchmarks.common import machine_info, main, percentiles, write_result
-from lambdarec.testing import register_ranker_files, train_ranker_files
+from lambdarec.testing import register_ranker_files, start_server, stop_server, train_ranker_files, wait_ready
 
 RATES = (100, 300, 1000)
 N_USERS = 20_000
@@ -95,41 +93,6 @@ def seed_online_store(client, version: str = "bench", seed: int = 7) -> None:
 
 
 # -- the server process -----------------------------------------------------------------------------------
-def start_server(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
-    binary = Path(sys.executable).parent / "lambdarec"
-    return subprocess.Popen([str(binary), "serve", "--port", str(port), "--log-level", "warning"], env=env,
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def wait_ready(port: int, process: subprocess.Popen, deadline_s: float = 120.0) -> dict:
-    import httpx
-
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"lambdarec serve exited with {process.returncode}")
-        try:
-            response = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
-            if response.status_code == 200 and response.json()["model"]:
-                return response.json()
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError("lambdarec serve did not become ready")
-
-
-def stop_server(process: subprocess.Popen) -> None:
-    import signal
-
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 # -- the load generator -------------------------------------------------------------------------------------
 async def open_loop(port: int, rate: int, duration_s: float, rng: random.Random, pid: int) -> dict:
     """Send GETs at `rate` per second on a fixed schedule for `duration_s`; one in five is preceded

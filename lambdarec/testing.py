@@ -5,6 +5,9 @@ in MLflow the way the batch layer registers it. Imports the layers lazily, like 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 
@@ -57,3 +60,56 @@ def register_ranker_files(settings, directory: Path, champion: bool = True) -> s
     if champion:
         set_champion(settings, registered.version)
     return registered.version
+
+
+def settings_environment(settings) -> dict[str, str]:
+    """The LAMBDAREC_* variables under which `load_settings()` equals `settings`: what a command run
+    in-process (typer's CliRunner) or as a subprocess reads."""
+    from feature_store.settings import Settings
+
+    env = {}
+    for name, field in Settings.model_fields.items():
+        value = getattr(settings, name)
+        if field.default_factory is None and value == field.default:
+            continue
+        env[f"LAMBDAREC_{name.upper()}"] = json.dumps(value) if isinstance(value, (list, dict, tuple)) else str(value)
+    return env
+
+
+# -- the API as its own process --------------------------------------------------------------------
+def start_server(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
+    """`lambdarec serve --port <port>` as its own process group, output into `log`."""
+    binary = Path(sys.executable).parent / "lambdarec"
+    return subprocess.Popen([str(binary), "serve", "--port", str(port), "--log-level", "warning"], env=env,
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_ready(port: int, process: subprocess.Popen, deadline_s: float = 120.0, need_model: bool = True) -> dict:
+    """Poll /readyz until it answers 200 (and, with `need_model`, names a loaded ranker); its JSON."""
+    import httpx
+
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"lambdarec serve exited with {process.returncode}")
+        try:
+            response = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+            if response.status_code == 200 and (response.json()["model"] or not need_model):
+                return response.json()
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("lambdarec serve did not become ready")
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    """SIGINT (uvicorn's graceful stop), SIGKILL if it has not exited within 15 s."""
+    import signal
+
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

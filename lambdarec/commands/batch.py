@@ -7,7 +7,9 @@ the composition root, then one spark_jobs step, then a printed report.
 
 from __future__ import annotations
 
+import json
 from datetime import date
+from pathlib import Path
 from typing import Callable
 
 import typer
@@ -85,6 +87,7 @@ def interactions_command(
 
 def run_command(
     run_date: str = typer.Option(..., "--date", help="Run date D (YYYY-MM-DD): uses events before 00:00 UTC of D."),
+    report_path: Path | None = typer.Option(None, "--report", help="Also write every step's report as JSON to this file."),
 ) -> None:
     """The whole nightly pipeline for one date: features, candidates, training set, XGBoost and LightGBM
     (registered in MLflow), evaluation, promotion gate, batch scoring with @champion, publish to Redis,
@@ -111,7 +114,9 @@ def run_command(
             progress.update(task, completed=done, description=f"batch {day}: {names[done] if done < len(names) else 'done'}")
             console.print(f"  {name}: {_summary(report)}")
 
-        run_batch(spark, settings, day, redis_url=lambda: redis_url(settings), on_step=advance)
+        reports = run_batch(spark, settings, day, redis_url=lambda: redis_url(settings), on_step=advance)
+    if report_path is not None:
+        report_path.write_text(json.dumps(reports, indent=2, default=str))
 
 
 def step_command(

@@ -1,19 +1,29 @@
-"""End-to-end `batch run` on a small generated data set: generate -> ingest -> every batch step ->
-a champion in MLflow and the batch's recommendations in Redis, readable through the pointer."""
+"""End-to-end `lambdarec batch run` on a small generated data set: generate -> ingest -> every batch
+step -> a champion in MLflow and the batch's recommendations in Redis, readable through the pointer;
+then `lambdarec batch step` and `python -m lambdarec.batch_task` (the DAG's entry) on the same state.
+The commands run in-process, so they share the test run's Spark session."""
 
+import json
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
+from typer.testing import CliRunner
 
 from feature_store.codecs import decode_recs
+from feature_store.nightly import step_names
 from feature_store.ranking import CHALLENGER_ALIAS, CHAMPION_ALIAS
 from feature_store.redis_keys import RedisKeys
+from feature_store.registry import champion_version
+from feature_store.settings import load_settings
 from feature_store.tables import BATCH_SCORES, CANDIDATES, TRAINING_SET
+from lambdarec import batch_task
+from lambdarec.cli import build_app
 from lambdarec.datagen import GeneratorConfig, generate
-from spark_jobs.batch_pipeline import STEPS, BatchContext, run_batch, run_step
+from lambdarec.testing import settings_environment
+from spark_jobs.batch_pipeline import STEPS, BatchContext, run_step
 from spark_jobs.delta_io import read_table
 from spark_jobs.ingest import ingest
-from spark_jobs.model_registry import champion_version, client
+from spark_jobs.model_registry import client
 
 # the heaviest test of the suite (every batch step on real Spark, Delta, MLflow and Redis): ~4 minutes
 # on 2 idle cores, more on a shared machine
@@ -43,13 +53,20 @@ def batch_settings(table_settings, redis_server):
     )
 
 
-def test_batch_run_ends_with_a_champion_and_recommendations_in_redis(spark, batch_settings, redis_client, tmp_path):
+def test_batch_run_ends_with_a_champion_and_recommendations_in_redis(spark, batch_settings, redis_client, tmp_path, monkeypatch, capsys):
     config = GeneratorConfig(events=8_000, users=200, items=250, categories=6, days=DAYS, start=START, seed=3)
     generate(config, tmp_path / "gen")
     ingest(spark, batch_settings, tmp_path / "gen", "jsonl", datetime(2026, 11, 1, tzinfo=timezone.utc))
-    done = []
-    reports = run_batch(spark, batch_settings, RUN_DATE, redis_url=lambda: batch_settings.redis_url, on_step=lambda name, _: done.append(name))
-    assert done == list(STEPS)
+    for name, value in settings_environment(batch_settings).items():
+        monkeypatch.setenv(name, value)
+    assert load_settings() == batch_settings
+    runner, app = CliRunner(), build_app()
+    batch = runner.invoke(app, ["batch", "run", "--date", str(RUN_DATE), "--report", str(tmp_path / "report.json")], env={"COLUMNS": "250"})
+    assert batch.exit_code == 0, batch.output
+    reports = json.loads((tmp_path / "report.json").read_text())
+    assert list(reports) == list(STEPS) == list(step_names())
+    printed = [line.split(":", 1)[0].strip() for line in batch.output.splitlines() if line.startswith("  ")]
+    assert printed == list(step_names())
 
     # MLflow: both rankers registered for this date, the better one challenger and (past popularity) champion.
     mlflow_client = client(batch_settings)
@@ -91,9 +108,17 @@ def test_batch_run_ends_with_a_champion_and_recommendations_in_redis(spark, batc
     assert int(meta[b"count_recs"]) == len({r.user_id for r in scores})
 
     # Restartable: rerunning a training step for the same date registers nothing new.
-    rerun = run_step(BatchContext(spark, batch_settings, RUN_DATE), "train_xgboost")
-    assert rerun["skipped"] and rerun["version"] == reports["train_xgboost"]["version"]
-    assert mlflow_client.get_model_version_by_alias(name, CHAMPION_ALIAS).version is not None
+    rerun = runner.invoke(app, ["batch", "step", "train_xgboost", "--date", str(RUN_DATE)], env={"COLUMNS": "250"})
+    assert rerun.exit_code == 0, rerun.output
+    assert rerun.output.startswith(
+        f"train_xgboost {RUN_DATE}: kind=xgboost, version={reports['train_xgboost']['version']}, skipped=already registered for this run date, seconds="
+    )
+    assert str(mlflow_client.get_model_version_by_alias(name, CHAMPION_ALIAS).version) == champion
+
+    # The DAG's spark-submit entry: one step by name; the only batch version is the one just published.
+    batch_task.main(["expire", "--date", str(RUN_DATE)])
+    printed = capsys.readouterr().out.strip()
+    assert printed.startswith("{'expired': [], 'seconds': ") and printed.endswith("}")
 
 
 def _cache_is_empty(spark) -> bool:
