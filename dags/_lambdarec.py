@@ -13,15 +13,15 @@ from __future__ import annotations
 from datetime import date, timedelta
 from pathlib import Path
 
-from feature_store.nightly import step_names, upstream
+from feature_store import nightly
 
 OWNER = "lambdarec"
 SPARK_CONN_ID = "spark_default"
 
 # The nightly batch steps as feature_store.nightly declares them, in the order one day runs them, and
 # each step with the steps it waits for (the two rankers train side by side on the same training set).
-NIGHTLY_STEPS: tuple[str, ...] = step_names()
-NIGHTLY_UPSTREAM: dict[str, tuple[str, ...]] = upstream()
+NIGHTLY_STEPS: tuple[str, ...] = nightly.step_names()
+NIGHTLY_UPSTREAM: dict[str, tuple[str, ...]] = nightly.upstream()
 
 # The day a nightly run computes: the end of its data interval. A daily run covers the events of
 # [start, end) and produces features, models and recommendations "as of" 00:00 UTC of `end`, so a
