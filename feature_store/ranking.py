@@ -41,7 +41,7 @@ ITEM_INPUTS: tuple[str, ...] = (
 # user x item: the user's affinity (share of weight) for the item's category before the cut-off.
 CROSS_INPUTS: tuple[str, ...] = ("ui_category_affinity",)
 # Candidate-source scores (missing when that source did not propose the item).
-CANDIDATE_SOURCES: tuple[str, ...] = ("als", "covisit", "popular")
+CANDIDATE_SOURCES: tuple[str, ...] = ("als", "covisit", "popular", "ease")
 CANDIDATE_INPUTS: tuple[str, ...] = tuple(f"cand_{s}" for s in CANDIDATE_SOURCES)
 
 RANKER_FEATURES: tuple[str, ...] = USER_INPUTS + ITEM_INPUTS + CROSS_INPUTS + CANDIDATE_INPUTS

@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     covisit_neighbors: int = Field(50, description="Similar items kept per item (also published as `sim`).")
     popular_window_days: int = Field(30, description="Popularity counts event weights of the last days ...")
     popular_half_life_days: float = Field(7.0, description="... decayed with this half-life (trending).")
+    ease_lambda: float = Field(500.0, description="L2 regularisation of the EASE item-to-item source (larger: closer to popularity).")
+    ease_max_items: int = Field(
+        10_000, description="Most popular items EASE is computed for (driver memory ~24 x items^2 bytes, inverse cubic in items)."
+    )
     max_negatives_per_query: int = Field(50, description="Candidates without a label kept per user in the training set.")
     train_num_workers: int = Field(2, description="Spark tasks that train one ranker together (xgboost.spark, LightGBM).")
     ranker_trees: int = 200

@@ -1,4 +1,4 @@
-"""Candidate generation: which items each user's ranker gets to look at, from three sources.
+"""Candidate generation: which items each user's ranker gets to look at, from four sources.
 
 - `als`: Spark MLlib ALS on implicit feedback (sum of the event contract's weights per user x item),
   top items by factor dot product, items the user already had left out.
@@ -6,6 +6,9 @@
   session counts), expanded from the user's most recent items.
 - `popular`: trending popularity (event weights in a window, exponentially decayed), the fallback for
   users the other sources know little about.
+- `ease`: EASE (Steck 2019), a closed-form linear item-to-item model: scores = X . B over the user's
+  items, B from the item x item Gram matrix XtX (built by Spark, inverted with numpy on the driver).
+  Only the `ease_max_items` most popular items get EASE columns (the inverse is cubic in items).
 
 Every function is a pure DataFrame transform with the cut-off `as_of` and its parameters as arguments:
 the history it sees is `interactions` strictly before `as_of`. `spark_jobs.batch_pipeline` (step
@@ -28,13 +31,13 @@ from pyspark.sql import functions as F
 from feature_store.ranking import CANDIDATE_SOURCES
 from feature_store.tables import CANDIDATES, ITEM_SIMILAR
 
-ALS_SOURCE, COVISIT_SOURCE, POPULAR_SOURCE = CANDIDATE_SOURCES
+ALS_SOURCE, COVISIT_SOURCE, POPULAR_SOURCE, EASE_SOURCE = CANDIDATE_SOURCES
 COMBINED = "combined"
 
 
 @dataclass(frozen=True)
 class CandidateParams:
-    """Knobs of the three sources (defaults from Settings via `from_settings`)."""
+    """Knobs of the four sources (defaults from Settings via `from_settings`)."""
 
     per_source: int = 100
     als_rank: int = 32
@@ -48,6 +51,8 @@ class CandidateParams:
     covisit_recent_items: int = 20
     popular_window_days: int = 30
     popular_half_life_days: float = 7.0
+    ease_lambda: float = 500.0
+    ease_max_items: int = 10_000
 
     @classmethod
     def from_settings(cls, settings, **overrides) -> "CandidateParams":
@@ -236,33 +241,39 @@ def als_factors(weights: DataFrame, params: CandidateParams) -> tuple[DataFrame,
     return user_factors, item_factors
 
 
-def top_items_by_factors(
-    users: pd.DataFrame, item_ids: np.ndarray, item_matrix: np.ndarray, n: int
+def top_unseen(
+    scores: np.ndarray, user_ids, seen_lists, item_ids: np.ndarray, position: Mapping[str, int], n: int
 ) -> pd.DataFrame:
-    """For a batch of users (user_id, factors, seen), the n unseen items with the highest dot product.
-
-    Pure numpy: one matrix product per batch, seen items masked, argpartition for the top n."""
-    position = {item: i for i, item in enumerate(item_ids)}
+    """(user_id, item_id, score, rank): per row of `scores` (users x items, changed in place), the n
+    best items the user has not seen, ranked by score with ties by item id (the rule of rank_top_n)."""
     out_users, out_items, out_scores, out_ranks = [], [], [], []
-    if len(users) == 0 or len(item_ids) == 0:
-        return pd.DataFrame({"user_id": [], "item_id": [], "score": [], "rank": []})
-    scores = np.vstack([np.asarray(f, dtype=np.float32) for f in users["factors"]]) @ item_matrix.T
-    for row, (user_id, seen) in enumerate(zip(users["user_id"], users["seen"])):
+    for row, (user_id, seen) in enumerate(zip(user_ids, seen_lists)):
         user_scores = scores[row]
         if seen is not None and len(seen):
             user_scores[[position[s] for s in seen if s in position]] = -np.inf
-        available = int(np.isfinite(user_scores).sum())
-        take = min(n, available)
+        take = min(n, int(np.isfinite(user_scores).sum()))
         if take == 0:
             continue
         top = np.argpartition(-user_scores, take - 1)[:take]
-        # rank by score, ties by item id (same rule as rank_top_n)
         top = sorted(top, key=lambda i: (-user_scores[i], item_ids[i]))
         out_users += [user_id] * take
         out_items += [item_ids[i] for i in top]
         out_scores += [float(user_scores[i]) for i in top]
         out_ranks += list(range(1, take + 1))
     return pd.DataFrame({"user_id": out_users, "item_id": out_items, "score": out_scores, "rank": out_ranks})
+
+
+def top_items_by_factors(
+    users: pd.DataFrame, item_ids: np.ndarray, item_matrix: np.ndarray, n: int
+) -> pd.DataFrame:
+    """For a batch of users (user_id, factors, seen), the n unseen items with the highest dot product.
+
+    Pure numpy: one matrix product per batch, seen items masked, argpartition for the top n."""
+    if len(users) == 0 or len(item_ids) == 0:
+        return pd.DataFrame({"user_id": [], "item_id": [], "score": [], "rank": []})
+    position = {item: i for i, item in enumerate(item_ids)}
+    scores = np.vstack([np.asarray(f, dtype=np.float32) for f in users["factors"]]) @ item_matrix.T
+    return top_unseen(scores, users["user_id"], users["seen"], item_ids, position, n)
 
 
 def als_candidates(user_factors: DataFrame, item_factors: DataFrame, users: DataFrame, seen: DataFrame, n: int) -> DataFrame:
@@ -280,6 +291,83 @@ def als_candidates(user_factors: DataFrame, item_factors: DataFrame, users: Data
         ids, mat = shared.value
         for frame in frames:
             yield top_items_by_factors(frame, ids, mat, n)
+
+    return batch.mapInPandas(score_batches, "user_id string, item_id string, score double, rank int")
+
+
+# -- EASE ---------------------------------------------------------------------------------------
+
+
+def ease_items(seen: DataFrame, max_items: int) -> DataFrame:
+    """(item_id, idx): the `max_items` items with the most users (ties by item id), indexed 0.. in that
+    order: the columns EASE is computed for. Items beyond the cap get no EASE scores."""
+    counts = seen.groupBy("item_id").agg(F.count("*").alias("users"))
+    order = Window.orderBy(F.col("users").desc(), F.col("item_id").asc())
+    return counts.withColumn("idx", F.row_number().over(order) - 1).where(F.col("idx") < max_items).select("item_id", F.col("idx").cast("int"))
+
+
+def gram_entries(seen: DataFrame, items: DataFrame) -> DataFrame:
+    """(i, j, users) with i <= j: the upper triangle of XtX for the binary user x item matrix X over the
+    indexed items (users who touched both). Cost: the sum over users of their indexed items squared."""
+    indexed = seen.join(F.broadcast(items), "item_id").select("user_id", "idx")
+    left = indexed.select("user_id", F.col("idx").alias("i"))
+    right = indexed.select("user_id", F.col("idx").alias("j"))
+    return left.join(right, "user_id").where(F.col("i") <= F.col("j")).groupBy("i", "j").agg(F.count("*").alias("users"))
+
+
+def gram_matrix(entries: pd.DataFrame, size: int) -> np.ndarray:
+    """The dense symmetric (size x size) Gram matrix from its upper-triangle entries (i, j, users)."""
+    gram = np.zeros((size, size), dtype=np.float64)
+    i, j, v = entries["i"].to_numpy(), entries["j"].to_numpy(), entries["users"].to_numpy(dtype=np.float64)
+    gram[i, j] = v
+    gram[j, i] = v
+    return gram
+
+
+def ease_weights(gram: np.ndarray, lam: float) -> np.ndarray:
+    """EASE's item x item weights: P = (G + lam I)^-1, B = I - P diag(1 / diag(P)), so B[i, j] =
+    -P[i, j] / P[j, j] off the diagonal and 0 on it (an item never recommends itself)."""
+    precision = np.linalg.inv(gram + lam * np.eye(len(gram)))
+    weights = -precision / np.diag(precision)[np.newaxis, :]
+    np.fill_diagonal(weights, 0.0)
+    return weights
+
+
+def top_items_by_ease(users: pd.DataFrame, item_ids: np.ndarray, weights: np.ndarray, n: int, chunk: int = 256) -> pd.DataFrame:
+    """For a batch of users (user_id, seen), the n unseen items with the highest positive EASE score
+    (sum of B's rows of the user's indexed items), `chunk` users per matrix product."""
+    position = {item: i for i, item in enumerate(item_ids)}
+    frames = []
+    for start in range(0, len(users), chunk):
+        part = users.iloc[start : start + chunk]
+        history = np.zeros((len(part), len(item_ids)), dtype=np.float32)
+        for row, seen in enumerate(part["seen"]):
+            history[row, [position[s] for s in seen if s in position]] = 1.0
+        scores = history @ weights
+        scores[scores <= 0] = -np.inf  # no evidence for the item: EASE does not propose it
+        frames.append(top_unseen(scores, part["user_id"], part["seen"], item_ids, position, n))
+    empty = pd.DataFrame({"user_id": [], "item_id": [], "score": [], "rank": []})
+    return pd.concat(frames, ignore_index=True) if frames else empty
+
+
+def ease_candidates(seen: DataFrame, users: DataFrame, n: int, lam: float, max_items: int) -> DataFrame:
+    """Each user's n unseen items by EASE score, for users with at least one indexed item. The weights
+    (items x items float32: 400 MB at the default cap of 10,000) go to every task as one matrix;
+    building them needs about 3 x 8 x items^2 bytes on the driver (2.4 GB at the cap)."""
+    spark = seen.sparkSession
+    items = ease_items(seen, max_items).orderBy("idx").toPandas()
+    indexed = spark.createDataFrame(items, "item_id string, idx int")
+    item_ids = items["item_id"].to_numpy(dtype=object)
+    weights = ease_weights(gram_matrix(gram_entries(seen, indexed).toPandas(), len(item_ids)), lam) if len(items) else np.zeros((0, 0))
+    shared = spark.sparkContext.broadcast((item_ids, weights.astype(np.float32)))
+    known = seen.join(F.broadcast(indexed), "item_id", "left_semi").select("user_id").distinct()
+    seen_lists = seen.groupBy("user_id").agg(F.collect_list("item_id").alias("seen"))
+    batch = seen_lists.join(users, "user_id").join(known, "user_id", "left_semi")
+
+    def score_batches(frames):
+        ids, mat = shared.value
+        for frame in frames:
+            yield top_items_by_ease(frame, ids, mat, n)
 
     return batch.mapInPandas(score_batches, "user_id string, item_id string, score double, rank int")
 
@@ -304,6 +392,7 @@ def build_candidates(
         ALS_SOURCE: als_candidates(user_factors, item_factors, users, seen, n),
         COVISIT_SOURCE: covisit_candidates(recent, similar, seen, n),
         POPULAR_SOURCE: popular_candidates(popular, users, seen, n, pool=n + 4 * n),
+        EASE_SOURCE: ease_candidates(seen, users, n, params.ease_lambda, params.ease_max_items),
     }
     return {s: as_candidates(df, as_of, s) for s, df in sources.items()}, as_item_similar(similar, as_of)
 

@@ -1,6 +1,7 @@
 import math
 from datetime import date
 
+import numpy as np
 import pytest
 
 from spark_jobs.candidates import (
@@ -12,6 +13,9 @@ from spark_jobs.candidates import (
     candidate_recall,
     covisit_candidates,
     covisit_similar,
+    ease_candidates,
+    gram_entries,
+    ease_items,
     history_before,
     implicit_weights,
     next_items,
@@ -142,7 +146,7 @@ def test_build_candidates_writes_every_source_in_the_table_shape(spark, interact
     users = spark.createDataFrame([("u1",), ("u2",), ("u3",)], "user_id string")
     params = CandidateParams(per_source=2, als_rank=2, als_max_iter=3)
     sources, similar = build_candidates(interactions, users, AS_OF, params)
-    assert sorted(sources) == ["als", "covisit", "popular"]
+    assert sorted(sources) == ["als", "covisit", "ease", "popular"]
     for source, df in sources.items():
         assert df.columns == ["as_of", "source", "user_id", "item_id", "score", "rank"]
         got = df.collect()
@@ -151,6 +155,22 @@ def test_build_candidates_writes_every_source_in_the_table_shape(spark, interact
     # Items first seen after the cut-off are unknown to every source (f was seen before, d by u2).
     assert {r.item_id for df in sources.values() for r in df.collect()} <= {"a", "b", "c", "d", "e", "f"}
     assert similar.columns == ["as_of", "item_id", "similar_item_id", "score", "rank"]
+
+
+def test_ease_proposes_each_users_co_occurring_items_over_the_capped_catalog(spark):
+    # {a, b} and {c, d} never meet; e is the 5th most popular item, beyond the cap of 4 (d wins the tie by id).
+    seen = spark.createDataFrame(
+        [("u1", "a"), ("u1", "b"), ("u2", "a"), ("u2", "b"), ("u3", "a"), ("u4", "c"), ("u4", "d"), ("u5", "c"), ("u6", "e")],
+        "user_id string, item_id string",
+    )
+    users = spark.createDataFrame([(f"u{i}",) for i in range(1, 8)], "user_id string")
+    items = ease_items(seen, max_items=4)
+    assert rows(items, "idx", "item_id") == [(0, "a"), (1, "b"), (2, "c"), (3, "d")]
+    assert rows(gram_entries(seen, items), "i", "j", "users") == [(0, 0, 3), (0, 1, 2), (1, 1, 2), (2, 2, 2), (2, 3, 1), (3, 3, 1)]
+    got = ease_candidates(seen, users, n=2, lam=1.0, max_items=4)
+    # B[a, b] = G[a, b] / (G[a, a] + 1) = 2/4; B[c, d] = 1/3. u1, u2, u4 saw their whole group, u6 only
+    # an item beyond the cap, u7 nothing: no proposals.
+    assert rows(got, "user_id", "item_id", "score", "rank") == [("u3", "b", 0.5, 1), ("u5", "d", float(np.float32(1 / 3)), 1)]
 
 
 def test_candidate_recall_per_source_and_combined(spark, interactions):
@@ -166,10 +186,11 @@ def test_candidate_recall_per_source_and_combined(spark, interactions):
     )
     future = next_items(interactions, AS_OF, horizon_days=7)
     assert rows(future, "user_id", "item_id") == [("u1", "d"), ("u3", "f")]
-    assert candidate_recall(candidates, future, n=1) == {"als": 0.5, "covisit": 0.5, "popular": 0.0, "combined": 1.0}
+    assert candidate_recall(candidates, future, n=1) == {"als": 0.5, "covisit": 0.5, "popular": 0.0, "ease": 0.0, "combined": 1.0}
     assert candidate_recall(candidates.where("source = 'popular'"), future, n=2) == {
         "als": 0.0,
         "covisit": 0.0,
         "popular": 0.0,
+        "ease": 0.0,
         "combined": 0.0,
     }
