@@ -92,10 +92,14 @@ class Settings(BaseSettings):
     label_horizon_days: int = Field(7, description="Labels come from [T, T + horizon); the holdout is the last horizon.")
     candidates_per_source: int = Field(100, description="Candidates each source proposes per user.")
     active_user_days: int = Field(30, description="Users with an event in the days before the run get candidates.")
-    als_rank: int = 32
-    als_max_iter: int = 10
-    als_reg_param: float = 0.05
-    als_alpha: float = Field(10.0, description="Confidence scaling of implicit weights (implicitPrefs ALS).")
+    # ALS (implicitPrefs): the grid tried on a validation split of the history (spark_jobs.als_tuning);
+    # one value each = no tuning.
+    als_ranks: tuple[int, ...] = Field((32, 64), description="Latent factor counts tried.")
+    als_reg_params: tuple[float, ...] = Field((0.05, 0.5), description="L2 regularisations tried.")
+    als_alphas: tuple[float, ...] = Field((10.0, 40.0), description="Confidence scalings of implicit weights tried.")
+    als_max_iters: tuple[int, ...] = Field((10,), description="Alternating iterations tried.")
+    als_validation_share: float = Field(0.2, description="Each user's latest share of interactions the grid is judged on.")
+    als_tune_metric: str = Field("ndcg@10", description="Metric the grid point is chosen by (ndcg@10 or recall@<candidates_per_source>).")
     covisit_window_minutes: int = Field(60, description="Two items co-visit when in one session at most this far apart.")
     covisit_max_span: int = Field(10, description="... and at most this many events apart (bounds the pair count).")
     covisit_neighbors: int = Field(50, description="Similar items kept per item (also published as `sim`).")

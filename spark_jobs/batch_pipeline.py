@@ -111,11 +111,16 @@ def step_features(ctx: BatchContext) -> dict[str, Any]:
 
 
 def step_candidates(ctx: BatchContext) -> dict[str, Any]:
-    from spark_jobs.candidates import CandidateParams, active_users, build_candidates, candidate_recall, next_items
+    from spark_jobs.als_tuning import AlsGrid, GRID_KEYS, tune_als
+    from spark_jobs.candidates import CandidateParams, active_users, build_candidates, candidate_recall, history_before, next_items
 
     settings, cut = ctx.settings, ctx.cutoffs
     interactions = ctx.read(INTERACTIONS).cache()
-    params = CandidateParams.from_settings(settings)
+    # ALS's knobs are chosen once per run, on what the earliest cut-off sees: no later cut-off's labels leak in
+    params, tuning = tune_als(
+        history_before(interactions, cut.train), CandidateParams.from_settings(settings), AlsGrid.from_settings(settings),
+        settings.als_validation_share, settings.als_tune_metric,
+    )
     cutoffs = (cut.train, cut.holdout, cut.serve)
     candidates, similar = [], []
     for as_of in cutoffs:
@@ -137,8 +142,11 @@ def step_candidates(ctx: BatchContext) -> dict[str, Any]:
         str(as_of): candidate_recall(written.where(F.col("as_of") == F.lit(as_of)), next_items(interactions, as_of, settings.label_horizon_days), params.per_source)
         for as_of in (cut.train, cut.holdout)
     }
-    _log_step_run(ctx, "candidates", {f"recall.{a}.{s}": v for a, r in recall.items() for s, v in r.items()})
-    return {"rows": rows, "item_similar_rows": {str(a): neighbours.get(a, 0) for a in cutoffs}, "recall": recall}
+    chosen = {key: getattr(params, key) for key in GRID_KEYS}
+    metrics = {f"recall.{a}.{s}": v for a, r in recall.items() for s, v in r.items()}
+    metrics.update({f"als_tuning.{i}.{m}": v for i, row in enumerate(tuning) for m, v in row.items()})
+    _log_step_run(ctx, "candidates", metrics, params=chosen)
+    return {"rows": rows, "item_similar_rows": {str(a): neighbours.get(a, 0) for a in cutoffs}, "recall": recall, "als": chosen, "als_tuning": tuning}
 
 
 def step_training_set(ctx: BatchContext) -> dict[str, Any]:
@@ -343,7 +351,7 @@ STEPS: dict[str, Callable[[BatchContext], dict[str, Any]]] = {name: STEP_BODIES[
 # -- MLflow bookkeeping of steps ---------------------------------------------------------------------
 
 
-def _log_step_run(ctx: BatchContext, step: str, metrics: dict[str, float], report: dict | None = None) -> None:
+def _log_step_run(ctx: BatchContext, step: str, metrics: dict[str, float], report: dict | None = None, params: dict | None = None) -> None:
     import mlflow
 
     from spark_jobs.model_registry import configure_mlflow, log_evaluation_report, mlflow_key
@@ -352,6 +360,8 @@ def _log_step_run(ctx: BatchContext, step: str, metrics: dict[str, float], repor
     with mlflow.start_run(run_name=f"{step}-{ctx.run_date}"):
         mlflow.set_tags({"step": step, "run_date": str(ctx.run_date), "holdout_as_of": str(ctx.cutoffs.holdout)})
         mlflow.log_metrics({mlflow_key(k): float(v) for k, v in metrics.items()})
+        if params:
+            mlflow.log_params(params)
         if report is not None:
             log_evaluation_report(report, EVAL_K)
 

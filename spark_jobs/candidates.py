@@ -56,9 +56,14 @@ class CandidateParams:
 
     @classmethod
     def from_settings(cls, settings, **overrides) -> "CandidateParams":
-        # Every knob but per_source has the same name in Settings.
+        # Every knob but per_source and ALS's has the same name in Settings; ALS's start at the first
+        # value of their tuning grid (spark_jobs.als_tuning picks the best).
         values = {f.name: getattr(settings, f.name) for f in fields(cls) if f.name in type(settings).model_fields}
         values["per_source"] = settings.candidates_per_source
+        values.update(
+            als_rank=settings.als_ranks[0], als_reg_param=settings.als_reg_params[0],
+            als_alpha=settings.als_alphas[0], als_max_iter=settings.als_max_iters[0],
+        )
         values.update(overrides)
         return cls(**values)
 

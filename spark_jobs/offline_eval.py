@@ -22,7 +22,8 @@ Protocol (documented in the README; keep the two identical):
    also given over warm test users only (`warm_models`: users with at least one train rating), since
    ALS and co-visitation cannot answer for users the train part never saw.
    With `--train/--test` the inner split of step 3 is a `time` split.
-Models: `popularity`, `als`, `covisit` (each source alone), `xgboost`, `lightgbm`, `blend`
+Models: `popularity`, `als`, `covisit`, `ease` (each source alone; ALS's knobs tuned on the history,
+spark_jobs.als_tuning, the grid's table under `als_tuning`), `xgboost`, `lightgbm`, `blend`
 (reciprocal-rank fusion of the two rankers).
 """
 
@@ -144,9 +145,11 @@ class BuiltModels:
     candidates: DataFrame
     inputs: DataFrame
     items: int
+    als_tuning: list[dict[str, float]]
 
 
 def build_for_history(history: DataFrame, users: DataFrame, items: DataFrame | None, settings: Settings) -> BuiltModels:
+    from spark_jobs.als_tuning import AlsGrid, tune_als
     from spark_jobs.candidates import CandidateParams, build_candidates
     from spark_jobs.features import build_item_features, build_user_features
     from spark_jobs.frames import union_all
@@ -157,14 +160,15 @@ def build_for_history(history: DataFrame, users: DataFrame, items: DataFrame | N
     span_days = (cutoff - first.date()).days + 1 if first else 1
     # popularity over the whole history, undecayed: the classic "most popular" baseline
     params = CandidateParams.from_settings(settings, popular_window_days=span_days, popular_half_life_days=1e9)
+    params, als_tuning = tune_als(history, params, AlsGrid.from_settings(settings), settings.als_validation_share, settings.als_tune_metric)
     sources, _ = build_candidates(history, users, cutoff, params)
-    candidates = union_all([sources["als"], sources["covisit"], sources["popular"]]).cache()
+    candidates = union_all(list(sources.values())).cache()
     windows = tuple(settings.feature_windows_days)
     end = cutoff + timedelta(days=1)
     user_features = build_user_features(history, items, cutoff, end, windows=windows).cache()
     item_features = build_item_features(history, items, cutoff, end, windows=windows).cache()
     inputs = ranker_inputs(candidates, user_features, item_features, cutoff).cache()
-    return BuiltModels(cutoff, candidates, inputs, history.select("item_id").distinct().count())
+    return BuiltModels(cutoff, candidates, inputs, history.select("item_id").distinct().count(), als_tuning)
 
 
 def evaluate_split(
@@ -206,7 +210,7 @@ def evaluate_split(
     outer = build_for_history(train_silver, test_users, items, settings)
     catalog = outer.items
     rankings: dict[str, DataFrame] = {}
-    for label, source in (("popularity", "popular"), ("als", "als"), ("covisit", "covisit")):
+    for label, source in (("popularity", "popular"), ("als", "als"), ("covisit", "covisit"), ("ease", "ease")):
         rankings[label] = top_k_from_source(outer.candidates, source, outer.cutoff, k)
     full = {}
     for label, ranker in rankers.items():
@@ -231,7 +235,7 @@ def evaluate_split(
     }
     return {
         "k": k, "split": split or "given", "ratio": ratio if split else None, "seed": seed, "cutoff": str(outer.cutoff),
-        "counts": counts, "models": results, "warm_models": warm_results,
+        "counts": counts, "models": results, "warm_models": warm_results, "als_tuning": outer.als_tuning,
     }
 
 
