@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     active_user_days: int = Field(30, description="Users with an event in the days before the run get candidates.")
     # ALS (implicitPrefs): the grid tried on a validation split of the history (spark_jobs.als_tuning);
     # one value each = no tuning.
-    als_ranks: tuple[int, ...] = Field((32, 64), description="Latent factor counts tried.")
+    als_ranks: tuple[int, ...] = Field((32,), description="Latent factor counts tried.")
     als_reg_params: tuple[float, ...] = Field((0.05, 0.5), description="L2 regularisations tried.")
     als_alphas: tuple[float, ...] = Field((10.0, 40.0), description="Confidence scalings of implicit weights tried.")
     als_max_iters: tuple[int, ...] = Field((10,), description="Alternating iterations tried.")

@@ -29,7 +29,7 @@ spark_jobs.als_tuning, the grid's table under `als_tuning`), `xgboost`, `lightgb
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from typing import Literal
 
@@ -37,6 +37,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from feature_store.settings import Settings
+from spark_jobs.candidates import CandidateParams
 
 Split = Literal["time", "stratified-user", "stratified-item"]
 SPLITS: tuple[str, ...] = ("time", "stratified-user", "stratified-item")
@@ -145,12 +146,11 @@ class BuiltModels:
     candidates: DataFrame
     inputs: DataFrame
     items: int
-    als_tuning: list[dict[str, float]]
 
 
-def build_for_history(history: DataFrame, users: DataFrame, items: DataFrame | None, settings: Settings) -> BuiltModels:
-    from spark_jobs.als_tuning import AlsGrid, tune_als
-    from spark_jobs.candidates import CandidateParams, build_candidates
+def build_for_history(history: DataFrame, users: DataFrame, items: DataFrame | None, settings: Settings, params: CandidateParams) -> BuiltModels:
+    """Candidates (with the sources' knobs `params`, a CandidateParams) and ranker inputs for `users`."""
+    from spark_jobs.candidates import build_candidates
     from spark_jobs.features import build_item_features, build_user_features
     from spark_jobs.frames import union_all
     from spark_jobs.training_set import ranker_inputs
@@ -159,8 +159,7 @@ def build_for_history(history: DataFrame, users: DataFrame, items: DataFrame | N
     first = history.agg(F.min("ts")).first()[0]
     span_days = (cutoff - first.date()).days + 1 if first else 1
     # popularity over the whole history, undecayed: the classic "most popular" baseline
-    params = CandidateParams.from_settings(settings, popular_window_days=span_days, popular_half_life_days=1e9)
-    params, als_tuning = tune_als(history, params, AlsGrid.from_settings(settings), settings.als_validation_share, settings.als_tune_metric)
+    params = replace(params, popular_window_days=span_days, popular_half_life_days=1e9)
     sources, _ = build_candidates(history, users, cutoff, params)
     candidates = union_all(list(sources.values())).cache()
     windows = tuple(settings.feature_windows_days)
@@ -168,7 +167,7 @@ def build_for_history(history: DataFrame, users: DataFrame, items: DataFrame | N
     user_features = build_user_features(history, items, cutoff, end, windows=windows).cache()
     item_features = build_item_features(history, items, cutoff, end, windows=windows).cache()
     inputs = ranker_inputs(candidates, user_features, item_features, cutoff).cache()
-    return BuiltModels(cutoff, candidates, inputs, history.select("item_id").distinct().count(), als_tuning)
+    return BuiltModels(cutoff, candidates, inputs, history.select("item_id").distinct().count())
 
 
 def evaluate_split(
@@ -176,6 +175,7 @@ def evaluate_split(
     items: DataFrame | None = None, progress=lambda message: None,
 ) -> dict:
     """Every model's metrics@k for one train/test split (see the module docstring)."""
+    from spark_jobs.als_tuning import AlsGrid, tune_als
     from spark_jobs.evaluation import rank_fusion, ranking_metrics, top_k_by_score, top_k_from_source
     from spark_jobs.rankers.common import RankerParams
     from spark_jobs.rankers.lightgbm_ranker import train_lightgbm
@@ -192,13 +192,18 @@ def evaluate_split(
         .cache()
     )
 
+    # ALS's knobs are tuned once, on the train part, and used for the inner split too
+    progress("tuning ALS on the train part")
+    sources_params, als_tuning = tune_als(
+        train_silver, CandidateParams.from_settings(settings), AlsGrid.from_settings(settings), settings.als_validation_share, settings.als_tune_metric
+    )
     progress("inner split for ranker labels")
     inner_train, inner_test = split_ratings(train, split or "time", ratio, seed + 1)
     inner_history = silver(inner_train, settings).cache()
     inner_labels = any_rating_labels(silver(inner_test, settings)).join(
         inner_train.select("user_id", "item_id").distinct(), ["user_id", "item_id"], "left_anti"
     )
-    inner = build_for_history(inner_history, inner_test.select("user_id").distinct(), items, settings)
+    inner = build_for_history(inner_history, inner_test.select("user_id").distinct(), items, settings, sources_params)
     examples = training_examples(inner.inputs, inner_labels, settings.max_negatives_per_query, seed).cache()
     params = RankerParams.from_settings(settings, seed=seed)
     progress("training xgboost")
@@ -207,7 +212,7 @@ def evaluate_split(
     rankers["lightgbm"] = train_lightgbm(examples, params)
 
     progress("candidates and features of the train part")
-    outer = build_for_history(train_silver, test_users, items, settings)
+    outer = build_for_history(train_silver, test_users, items, settings, sources_params)
     catalog = outer.items
     rankings: dict[str, DataFrame] = {}
     for label, source in (("popularity", "popular"), ("als", "als"), ("covisit", "covisit"), ("ease", "ease")):
@@ -235,7 +240,7 @@ def evaluate_split(
     }
     return {
         "k": k, "split": split or "given", "ratio": ratio if split else None, "seed": seed, "cutoff": str(outer.cutoff),
-        "counts": counts, "models": results, "warm_models": warm_results, "als_tuning": outer.als_tuning,
+        "counts": counts, "models": results, "warm_models": warm_results, "als_tuning": als_tuning,
     }
 
 

@@ -25,6 +25,11 @@ def settings(base_data_dir: Path) -> Settings:
         spark_master="local[2]",
         spark_shuffle_partitions=2,
         spark_driver_memory="2g",
+        # one ALS grid point (no tuning fits) unless a test asks for a grid
+        als_ranks=(32,),
+        als_reg_params=(0.05,),
+        als_alphas=(10.0,),
+        als_max_iters=(10,),
     )
 
 

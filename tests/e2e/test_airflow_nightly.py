@@ -36,7 +36,7 @@ def nightly_settings(settings: Settings, redis_server, tmp_path_factory: pytest.
             "redis_url": redis_server.url,
             "spark_master": "local[2]",
             "ranker_trees": 30,
-            "als_max_iter": 5,
+            "als_max_iters": (5,),
             "label_horizon_days": 3,
             "airflow_parallelism": 2,
         }

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from feature_store.codecs import decode_recs
 from feature_store.nightly import step_names
-from feature_store.ranking import CHALLENGER_ALIAS, CHAMPION_ALIAS
+from feature_store.ranking import CANDIDATE_SOURCES, CHALLENGER_ALIAS, CHAMPION_ALIAS
 from feature_store.redis_keys import RedisKeys
 from feature_store.registry import champion_version
 from feature_store.settings import load_settings
@@ -20,6 +20,7 @@ from lambdarec import batch_task
 from lambdarec.cli import build_app
 from lambdarec.datagen import GeneratorConfig, generate
 from lambdarec.testing import settings_environment
+from spark_jobs.als_tuning import GRID_KEYS, choose_best
 from spark_jobs.batch_pipeline import STEPS, BatchContext, run_step
 from spark_jobs.delta_io import read_table
 from spark_jobs.ingest import ingest
@@ -42,8 +43,11 @@ def batch_settings(table_settings, redis_server):
             "label_horizon_days": 3,
             "active_user_days": 14,
             "candidates_per_source": 30,
-            "als_rank": 8,
-            "als_max_iter": 5,
+            # a two-point grid: the candidates step tunes ALS
+            "als_ranks": (8,),
+            "als_reg_params": (0.05,),
+            "als_alphas": (10.0, 40.0),
+            "als_max_iters": (5,),
             "ranker_trees": 30,
             "ranker_max_depth": 4,
             "max_negatives_per_query": 20,
@@ -85,7 +89,11 @@ def test_batch_run_ends_with_a_champion_and_recommendations_in_redis(spark, batc
     # Delta: every cut-off's candidates, the training set, and batch scores by the champion.
     cut = BatchContext(spark, batch_settings, RUN_DATE).cutoffs
     as_ofs = {(r.as_of, r.source) for r in read_table(spark, batch_settings, CANDIDATES).select("as_of", "source").distinct().collect()}
-    assert as_ofs == {(d, s) for d in (cut.train, cut.holdout, cut.serve) for s in ("als", "covisit", "popular")}
+    assert as_ofs == {(d, s) for d in (cut.train, cut.holdout, cut.serve) for s in CANDIDATE_SOURCES}
+    tuning = reports["candidates"]["als_tuning"]
+    assert [(row["als_rank"], row["als_reg_param"], row["als_alpha"], row["als_max_iter"]) for row in tuning] == [(8, 0.05, 10.0, 5), (8, 0.05, 40.0, 5)]
+    best = choose_best(tuning, batch_settings.als_tune_metric)
+    assert reports["candidates"]["als"] == {key: best[key] for key in GRID_KEYS}
     written = read_table(spark, batch_settings, CANDIDATES).groupBy("as_of", "source").count().collect()
     assert {(str(r.as_of), r.source): r["count"] for r in written} == {
         (d, s): n for d, per_source in reports["candidates"]["rows"].items() for s, n in per_source.items()
