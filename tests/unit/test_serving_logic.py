@@ -69,7 +69,7 @@ def test_session_shapes_priors_toward_its_categories():
 def test_feature_matrix_follows_ranker_features_with_nan_for_missing():
     user = np.arange(len(USER_INPUTS), dtype=np.float32)
     item = np.full(len(ITEM_INPUTS), 7.0, dtype=np.float32)
-    cand = np.array([[0.5, np.nan, 2.0], [np.nan, 3.0, np.nan]], dtype=np.float32)  # als, covisit, popular
+    cand = np.array([[0.5, np.nan, 2.0, np.nan], [np.nan, 3.0, np.nan, np.nan]], dtype=np.float32)  # als, covisit, popular, ease
     matrix = feature_matrix(user, [item, None], [0.25, None], cand)
     expected = np.full((2, len(RANKER_FEATURES)), np.nan, dtype=np.float32)
     expected[:, : len(USER_INPUTS)] = user
@@ -87,7 +87,8 @@ def test_candidate_inputs_map_request_sources_to_training_sources():
         [{"batch": 0.7, "similar": 0.2, "covisit": 0.5, "trending": 9.0}, {"batch": 0.7}, {"popular": 1.0}],
         ["covisit", "batch", None],
     )
-    np.testing.assert_array_equal(got, np.array([[np.nan, 0.7, 9.0], [0.7, np.nan, np.nan], [np.nan, np.nan, 1.0]], dtype=np.float32))
+    nan = np.nan
+    np.testing.assert_array_equal(got, np.array([[nan, 0.7, 9.0, nan], [0.7, nan, nan, nan], [nan, nan, 1.0, nan]], dtype=np.float32))
 
 
 def test_min_max_and_blend():
