@@ -3,8 +3,13 @@
 Runs the real streaming job (`python -m spark_jobs.streaming.speed_job`, both queries) as its own
 process against a private redis-server, publishes events at fixed rates (200, 1,000, 5,000 events/s,
 then higher to find where the lag stops being bounded), and meanwhile sends probe events one at a
-time: a probe's lag is the time from just before its XADD to the first poll that sees it in the user's
-recent items. The job's own view (status hash: Redis-clock lag of the last batches) is recorded too.
+time: a probe's lag is the time from just before its publish (XADD, or a Kafka send acknowledged by
+the broker) to the first poll that sees it in the user's recent items. The job's own view (status
+hash: bus-clock lag of the last batches) is recorded too.
+
+`--bus redis` (default, result `freshness`) publishes to a Redis Stream; `--bus kafka` (result
+`freshness_kafka`) to the local Kafka broker (`lambdarec.kafka_broker`, started and stopped here)
+with the API's idempotent, acks=all publisher.
 
 Baseline measured in the same run: the speed layer's Redis work alone (validate + plan + the idempotent
 Lua apply of one batch, no Spark), so the ratio says what the micro-batch machinery adds. Also measured:
@@ -14,7 +19,7 @@ insert-only on event_id (the batch ingest's write), on a table that already hold
 A rate is "bounded" when the job caught up within 10 s after publishing stopped and the probes' p99
 in the last third of the run is at most 1.5x (+ 0.5 s) the first third's.
 
-`python -m benchmarks.bench_freshness [--quick]` (quick: 15 s per rate instead of 60 s).
+`python -m benchmarks.bench_freshness [--quick] [--bus kafka]` (quick: 15 s per rate instead of 60 s).
 """
 
 from __future__ import annotations
@@ -56,27 +61,25 @@ class Prober(threading.Thread):
     """Sends a probe event every PROBE_EVERY_S and polls (one pipeline for all probes in flight) until
     the speed layer shows each in its user's recent items; several probes may be in flight."""
 
-    def __init__(self, url: str, stream: str, recent_key) -> None:
+    def __init__(self, url: str, publisher, recent_key) -> None:
         super().__init__(daemon=True)
         import redis
 
         self.client = redis.Redis.from_url(url)
-        self.stream, self.recent_key = stream, recent_key
+        self.publisher, self.recent_key = publisher, recent_key
         self.samples: list[tuple[float, float]] = []  # (sent at, lag s)
         self.pending: dict[str, float] = {}  # probe user -> sent at
         self.stop = threading.Event()
         self.count = 0
 
     def run(self) -> None:
-        from feature_store.event_bus import publish_events
-
         next_probe = 0.0
         while not self.stop.is_set():
             now = time.time()
             if now >= next_probe:
                 self.count += 1
                 user = f"probe-{time.time_ns()}-{self.count}"
-                publish_events(self.client, self.stream, [{"event_id": user, "user_id": user, "item_id": "p", "event_type": "view", "ts": int(now * 1000)}])
+                self.publisher.publish([{"event_id": user, "user_id": user, "item_id": "p", "event_type": "view", "ts": int(now * 1000)}])
                 self.pending[user] = now
                 next_probe = now + PROBE_EVERY_S
             self.poll()
@@ -118,23 +121,26 @@ def _wait(condition, timeout_s: float, interval_s: float = 0.05) -> bool:
     return False
 
 
-def measure_rate(client, keys, url: str, stream: str, rate: int, duration_s: float, first_id: int) -> tuple[dict, int]:
-    from feature_store.event_bus import publish_events
-
+def measure_rate(client, keys, url: str, open_bus, rate: int, duration_s: float, first_id: int) -> tuple[dict, int]:
+    """`open_bus()` -> a new publisher (feature_store.event_bus) of the bus under test: one for the
+    load, one for the probes (their own connections, as the Redis clients are)."""
     processed_before = int(_status(client, keys).get("processed", 0))
-    prober = Prober(url, stream, keys.recent_items)
+    publisher = open_bus()
+    prober = Prober(url, open_bus(), keys.recent_items)
     prober.start()
     sent, start, start_wall = 0, time.monotonic(), time.time()
     while (elapsed := time.monotonic() - start) < duration_s:
         due = int(rate * elapsed) - sent
         if due > 0:
             due = min(due, 2_000)
-            publish_events(client, stream, _events(first_id + sent, due, int(time.time() * 1000)))
+            publisher.publish(_events(first_id + sent, due, int(time.time() * 1000)))
             sent += due
         time.sleep(0.005)
     achieved = sent / (time.monotonic() - start)
     prober.stop.set()
     prober.join()
+    publisher.close()
+    prober.publisher.close()
     expected = processed_before + sent + prober.count
     stopped_at = time.monotonic()
     caught_up = _wait(lambda: int(_status(client, keys).get("processed", 0)) >= expected, 60.0)
@@ -241,11 +247,16 @@ def bronze_write_comparison(work: Path, quick: bool, batch_rows: int = 1_000, re
     }
 
 
-def run(quick: bool, out_dir: Path) -> dict:
+BUSES = ("redis", "kafka")
+
+
+def run(quick: bool, out_dir: Path, bus: str = "redis") -> dict:
     import redis
 
+    from feature_store.event_bus import open_publisher
     from feature_store.redis_keys import RedisKeys
     from feature_store.settings import Settings
+    from lambdarec.kafka_broker import start_broker, stop_broker
     from lambdarec.redis_server import EmbeddedRedis
 
     duration = 15.0 if quick else 60.0
@@ -253,13 +264,21 @@ def run(quick: bool, out_dir: Path) -> dict:
     work = Path(tempfile.mkdtemp(prefix="bench-freshness-"))
     server = EmbeddedRedis(directory=work / "redis").start()
     client = redis.Redis.from_url(server.url)
-    settings = Settings(data_dir=work / "data", redis_url=server.url, stream_trigger_ms=trigger_ms)
+    settings = Settings(data_dir=work / "data", redis_url=server.url, stream_trigger_ms=trigger_ms, event_bus=bus)
+    if bus == "kafka":
+        settings = settings.model_copy(update={"kafka_bootstrap_servers": start_broker(settings)})
     keys = RedisKeys(settings.redis_key_prefix)
+
+    def open_bus():
+        return open_publisher(settings, redis_client=redis.Redis.from_url(server.url), trim=False)
+
     env = {
         **os.environ,
         "LAMBDAREC_DATA_DIR": str(settings.data_dir),
         "LAMBDAREC_REDIS_URL": server.url,
         "LAMBDAREC_STREAM_TRIGGER_MS": str(trigger_ms),
+        "LAMBDAREC_EVENT_BUS": bus,
+        "LAMBDAREC_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
         "PYTHONPATH": str(REPO),
     }
     log_path = work / "job.log"
@@ -271,9 +290,9 @@ def run(quick: bool, out_dir: Path) -> dict:
         if not _wait(lambda: _status(client, keys).get("state") == "running", 300.0, 0.2):
             raise RuntimeError(f"the streaming job did not start; see {log_path}")
         # Warm-up: the first micro-batches start Python workers and compile the plan.
-        from feature_store.event_bus import publish_events
-
-        publish_events(client, settings.event_stream, _events(0, 100, int(time.time() * 1000)))
+        warm_up = open_bus()
+        warm_up.publish(_events(0, 100, int(time.time() * 1000)))
+        warm_up.close()
         if not _wait(lambda: int(_status(client, keys).get("processed", 0)) >= 100, 600.0):
             raise RuntimeError(f"the streaming job processed nothing in 10 minutes; see {log_path}")
         # ... and the bronze query's first commit creates the Delta tables (seconds of both cores).
@@ -281,7 +300,7 @@ def run(quick: bool, out_dir: Path) -> dict:
             raise RuntimeError(f"the bronze query wrote nothing in 10 minutes; see {log_path}")
         next_id = 100
         for rate in (*REQUIRED_RATES, *EXTRA_RATES):
-            row, sent = measure_rate(client, keys, server.url, settings.event_stream, rate, duration, next_id)
+            row, sent = measure_rate(client, keys, server.url, open_bus, rate, duration, next_id)
             next_id += sent
             rows.append(row)
             print(f"{rate}/s: {row['lag_ms']} bounded={row['bounded']}", flush=True)
@@ -295,12 +314,18 @@ def run(quick: bool, out_dir: Path) -> dict:
         except subprocess.TimeoutExpired:
             os.killpg(job.pid, 9)
         server.stop()
-    bronze = bronze_write_comparison(work, quick)
+        if bus == "kafka":
+            stop_broker(settings)
+    bronze = bronze_write_comparison(work, quick) if bus == "redis" else None  # the same whatever the bus
     bounded = [r["rate"] for r in rows if r["bounded"]]
     at_1000 = next(r for r in rows if r["rate"] == 1_000)
     result = {
         "quick": quick,
+        "bus": bus,
         "settings": {
+            "event_bus": bus,
+            "kafka_topic_partitions": settings.kafka_topic_partitions if bus == "kafka" else None,
+            "kafka_linger_ms": settings.kafka_linger_ms if bus == "kafka" else None,
             "stream_trigger_ms": trigger_ms,
             "stream_bronze_trigger_ms": settings.stream_bronze_trigger_ms,
             "stream_max_rows_per_batch": settings.stream_max_rows_per_batch,
@@ -319,7 +344,7 @@ def run(quick: bool, out_dir: Path) -> dict:
         "p50_lag_vs_apply_ratio_at_1000": round(at_1000["lag_ms"]["p50"] / max(baseline["p50"], 1e-9), 1),
         "tables": [
             {
-                "title": f"Freshness: XADD -> feature visible (trigger {trigger_ms} ms)",
+                "title": f"Freshness on the {'Kafka' if bus == 'kafka' else 'Redis Stream'} bus: publish -> feature visible (trigger {trigger_ms} ms)",
                 "columns": ["events/s", "achieved", "probes", "p50 ms", "p95 ms", "p99 ms", "max ms", "catch-up s", "bounded"],
                 "rows": [
                     [r["rate"], r["achieved_rate"], r["probes"], r["lag_ms"]["p50"], r["lag_ms"]["p95"], r["lag_ms"]["p99"], r["lag_ms_max"], r["catch_up_s"], r["bounded"]]
@@ -329,7 +354,7 @@ def run(quick: bool, out_dir: Path) -> dict:
         ],
         "plots": [
             {
-                "title": "Speed-layer freshness by load",
+                "title": f"Speed-layer freshness by load ({bus} bus)",
                 "x_label": "events/s",
                 "y_label": "lag ms",
                 "x": [r["rate"] for r in rows],
@@ -338,8 +363,8 @@ def run(quick: bool, out_dir: Path) -> dict:
             }
         ],
     }
-    return write_result(out_dir, NAME, result)
+    return write_result(out_dir, NAME if bus == "redis" else f"{NAME}_{bus}", result)
 
 
 if __name__ == "__main__":
-    main(run)
+    main(run, {"--bus": {"choices": BUSES, "default": "redis", "help": "the event bus to measure"}})

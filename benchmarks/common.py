@@ -87,10 +87,15 @@ def write_result(out_dir: Path, name: str, payload: dict) -> dict:
     return payload
 
 
-def main(run: Callable[[bool, Path], dict]) -> None:
+def main(run: Callable[..., dict], options: dict[str, dict] | None = None) -> None:
+    """Run one benchmark from the command line; `options` are its own flags (argparse keyword
+    arguments by flag), passed to `run` as keyword arguments."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="smaller sizes, shorter durations")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results/<date>)")
-    args = parser.parse_args()
-    result = run(args.quick, args.out or default_out_dir())
+    for flag, spec in (options or {}).items():
+        parser.add_argument(flag, **spec)
+    args = vars(parser.parse_args())
+    quick, out = args.pop("quick"), args.pop("out")
+    result = run(quick, out or default_out_dir(), **args)
     print(json.dumps({k: v for k, v in result.items() if k not in ("plots",)}, indent=2, default=str)[:20000])
