@@ -204,6 +204,7 @@ def realtime_trigger_comparison(work: Path, bootstrap: str, seconds: float, rate
     foreachBatch nor Python UDFs, so the speed query itself cannot run in it). The same query runs with
     the speed query's micro-batch trigger and with `trigger(realTime=...)`; lag = the output record's
     broker append time minus the send time carried in the event's `ts`."""
+    import orjson
     from confluent_kafka import Consumer
     from pyspark.sql import functions as F
 
@@ -245,8 +246,6 @@ def realtime_trigger_comparison(work: Path, bootstrap: str, seconds: float, rate
                     while time.monotonic() < deadline:
                         msg = consumer.poll(max(0.0, deadline - time.monotonic()))
                         if msg is not None and msg.error() is None:
-                            import orjson
-
                             lags.append(msg.timestamp()[1] - orjson.loads(msg.value())["ts"])
                 error = None if query.isActive else str(query.exception())[:400]
             finally:

@@ -181,28 +181,29 @@ def test_sigkill_mid_run_on_kafka_then_restart_loses_and_doubles_nothing(spark, 
     t0 = int(time.time() * 1000) - 120_000
     kinds = ["view", "view", "view", "click", "add_to_cart", "purchase", "rating"]
     events = []
-    for n in range(300):
+    for n in range(200):
         kind = rng.choice(kinds)
         events.append({
             "event_id": f"k{n}", "user_id": f"u{rng.randrange(10)}", "item_id": f"i{rng.randrange(8)}", "event_type": kind,
             "ts": t0 + n * 100, "value": 4.0 if kind == "rating" else None, "context": {"category": f"c{rng.randrange(3)}"},
         })
-    bad = [f"garbage {n}" for n in range(10)]
+    bad = [f"garbage {n}" for n in range(8)]
     payloads = events[:]
     for n, line in enumerate(bad):
-        payloads.insert(n * 30 + 7, line)
+        payloads.insert(n * 25 + 7, line)
     publisher = open_publisher(settings)
     try:
         publisher.publish(payloads)
     finally:
         publisher.close()
     env = {**_job_env(settings), "LAMBDAREC_EVENT_BUS": "kafka", "LAMBDAREC_KAFKA_TOPIC": settings.kafka_topic,
-           "LAMBDAREC_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers, "LAMBDAREC_STREAM_MAX_ROWS_PER_BATCH": "30"}
+           "LAMBDAREC_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers, "LAMBDAREC_STREAM_MAX_ROWS_PER_BATCH": "25",
+           "LAMBDAREC_STREAM_BRONZE_TRIGGER_MS": "1000"}  # bronze admits 10 x 25 rows: few Delta commits keep the test short
     cli = [str(Path(sys.executable).parent / "lambdarec")]
     log = open(tmp_path / "job.log", "ab")
     job = subprocess.Popen([sys.executable, "-m", "spark_jobs.streaming.speed_job"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_for(lambda: status_counts(redis_client)[0] >= 60 or job.poll() is not None, "the job to be mid-run")
+        wait_for(lambda: status_counts(redis_client)[0] >= 50 or job.poll() is not None, "the job to be mid-run")
         os.killpg(job.pid, signal.SIGKILL)  # the job, its JVM and Python workers, no clean-up at all
         job.wait()
         assert status_counts(redis_client)[0] < len(events), "the kill landed after the job had finished"
