@@ -208,7 +208,7 @@ def test_sigkill_mid_run_on_kafka_then_restart_loses_and_doubles_nothing(spark, 
         job.wait()
         assert status_counts(redis_client)[0] < len(events), "the kill landed after the job had finished"
 
-        started = subprocess.run([*cli, "stream", "start", "--background"], env=env, capture_output=True, text=True, timeout=300)
+        started = subprocess.run([*cli, "stream", "start", "--background", "--timeout-s", "290"], env=env, capture_output=True, text=True, timeout=300)
         assert started.returncode == 0, started.stdout + started.stderr
         wait_for(lambda: status_counts(redis_client) == (len(events), len(bad)), "the restarted job to catch up")
         wait_for(lambda: table_count(spark, settings, BRONZE_EVENTS) == len(events), "bronze to catch up")
