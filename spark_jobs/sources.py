@@ -8,7 +8,7 @@ validates `events` with the event contract's rules, so a bad line of any source 
 - `jsonl`: JSON lines event files (a file, or a folder: `events/` below it or its `*.jsonl` files) and
   an optional catalog (`items.jsonl` next to them, or `--catalog`), as `lambdarec generate` writes.
 - `movielens`: the ml-latest-small layout: `ratings.csv` (userId,movieId,rating,timestamp in seconds)
-  becomes `rating` events with the rating as `value` and the deterministic id `ml-<user>-<movie>-<ts>`;
+  becomes `rating` events by feature_store.movielens' rule (id `ml-<user>-<movie>-<ts>`, rating as `value`);
   `movies.csv` (movieId,title,genres) becomes the catalog (first genre = category, all genres =
   categories, title = text).
 
@@ -23,12 +23,12 @@ from pathlib import Path
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from feature_store.movielens import EVENT_ID_PREFIX, RATING_PATTERN, RATINGS_HEADER, SECONDS_PATTERN
 from feature_store.tables import ITEMS
 from spark_jobs.event_time import with_event_time_micros
 
 FORMATS = ("jsonl", "movielens")
 CATALOG_FILE = "items.jsonl"
-MOVIELENS_RATINGS_HEADER = "userId,movieId,rating,timestamp"
 NO_GENRE = "(no genres listed)"
 UNKNOWN_CATEGORY = "unknown"
 
@@ -131,9 +131,9 @@ def movielens_ratings_to_raw(lines: DataFrame) -> DataFrame:
     user, movie, rating, seconds = (F.trim(fields.getItem(i)) for i in range(4))
     blank = lambda c: F.when(F.length(c) > 0, c)  # noqa: E731 - empty CSV field -> missing
     user, movie = blank(user), blank(movie)
-    ts_ms = F.when(seconds.rlike(r"^\d{1,12}$"), (seconds.try_cast("bigint") * 1000).cast("string"))
-    rating_num = F.when(rating.rlike(r"^-?\d+(\.\d+)?$"), rating)
-    event_id = F.when(user.isNotNull() & movie.isNotNull() & (F.length(seconds) > 0), F.concat_ws("-", F.lit("ml"), user, movie, seconds))
+    ts_ms = F.when(seconds.rlike(SECONDS_PATTERN), (seconds.try_cast("bigint") * 1000).cast("string"))
+    rating_num = F.when(rating.rlike(RATING_PATTERN), rating)
+    event_id = F.when(user.isNotNull() & movie.isNotNull() & (F.length(seconds) > 0), F.concat_ws("-", F.lit(EVENT_ID_PREFIX), user, movie, seconds))
     json = F.concat(
         F.lit('{"event_id":'), _json_string(event_id),
         F.lit(',"user_id":'), _json_string(user),
@@ -142,7 +142,7 @@ def movielens_ratings_to_raw(lines: DataFrame) -> DataFrame:
         F.lit(',"value":'), F.coalesce(rating_num, _json_string(blank(rating))),
         F.lit("}"),
     )
-    return lines.where((F.trim(line) != MOVIELENS_RATINGS_HEADER) & (F.length(F.trim(line)) > 0)).select(
+    return lines.where((F.trim(line) != RATINGS_HEADER) & (F.length(F.trim(line)) > 0)).select(
         F.when(F.size(fields) == 4, json).otherwise(line).alias("raw"), F.col("source")
     )
 

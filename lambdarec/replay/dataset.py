@@ -29,11 +29,11 @@ from typing import Any, Iterable, Iterator, Literal, Sequence
 import orjson
 
 from feature_store.events import EventTypes, validate_event_dict
+from feature_store.movielens import RATINGS_HEADER, is_skipped, rating_event
 
 SourceFormat = Literal["jsonl", "movielens"]
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _DAY_MS = 86_400_000
-MOVIELENS_HEADER = "userId,movieId,rating,timestamp"
 
 
 class ReplayInputError(ValueError):
@@ -102,30 +102,6 @@ def _event_of(decoded: Any, raw: bytes, order: int, now: datetime, types: EventT
                        dict(event.context) if event.context else None, raw)
 
 
-def movielens_event(line: bytes) -> dict[str, Any] | None:
-    """A ratings.csv row `user,item,rating,seconds` as the event the MovieLens reader of the batch
-    layer makes of it (spark_jobs.sources.movielens_ratings_to_raw); None when it is not 4 fields."""
-    fields = line.decode("utf-8", errors="replace").split(",")
-    if len(fields) != 4:
-        return None
-    user, item, rating, seconds = (f.strip() for f in fields)
-    try:
-        ts: Any = int(seconds) * 1000
-    except ValueError:
-        ts = seconds
-    try:
-        value: Any = float(rating)
-    except ValueError:
-        value = rating
-    return {"event_id": f"ml-{user}-{item}-{seconds}", "user_id": user, "item_id": item, "event_type": "rating",
-            "ts": ts, "value": value}
-
-
-def _is_header(line: bytes) -> bool:
-    head = line.decode("utf-8", errors="replace").replace(" ", "").lower()
-    return head.startswith(("userid,", "user_id,"))
-
-
 def dedupe_and_order(events: Iterable[ReplayEvent]) -> tuple[list[ReplayEvent], int]:
     """Keep the earliest copy of each event id (by time, then raw text); order by (time, input order).
     Returns the events and how many copies were dropped."""
@@ -173,9 +149,10 @@ def load_source(path: Path, fmt: SourceFormat, now: datetime, items: Path | None
             raise ReplayInputError(f"{path} is not a ratings CSV (user,item,rating,timestamp) nor a folder with ratings.csv")
         catalog = Path(items) if items else (ratings.parent / "movies.csv" if (ratings.parent / "movies.csv").is_file() else None)
         for order, line in enumerate(_open_lines(ratings)):
-            if order == 0 and _is_header(line):
+            text = line.decode("utf-8", errors="replace")
+            if is_skipped(text):
                 continue
-            decoded = movielens_event(line)
+            decoded = rating_event(text)
             event = _event_of(decoded, line, order, now, types) if decoded is not None else None
             (good.append(event) if event else bad.append(line))
     else:
@@ -277,7 +254,7 @@ def write_batch_input(source: ReplaySource, cutoff: date, out_dir: Path) -> Path
             shutil.copyfile(source.catalog_file, out_dir / "items.jsonl")
         return out_dir
     buffer = io.BytesIO()
-    buffer.write(MOVIELENS_HEADER.encode() + b"\n")
+    buffer.write(RATINGS_HEADER.encode() + b"\n")
     for raw in [*before, *source.bad_lines]:
         buffer.write(raw + b"\n")
     (out_dir / "ratings.csv").write_bytes(buffer.getvalue())

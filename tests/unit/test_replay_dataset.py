@@ -8,13 +8,13 @@ from pathlib import Path
 import orjson
 import pytest
 
+from feature_store.movielens import is_skipped, rating_event
 from lambdarec.replay.dataset import (
     ReplayInputError,
     check_cutoff,
     cutoff_for_fraction,
     load_source,
     midnight_ms,
-    movielens_event,
     parse_cutoff,
     split_at,
     write_batch_input,
@@ -53,11 +53,17 @@ def test_jsonl_events_are_validated_deduped_and_time_ordered(tmp_path: Path):
 
 
 def test_movielens_rows_become_the_batch_readers_events(tmp_path: Path):
-    assert movielens_event(b"1,31,2.5,1260759144") == {
+    assert rating_event("1,31,2.5,1260759144") == {
         "event_id": "ml-1-31-1260759144", "user_id": "1", "item_id": "31", "event_type": "rating",
         "ts": 1260759144000, "value": 2.5,
     }
-    assert movielens_event(b"1,31,2.5") is None
+    assert rating_event("1,31,2.5") is None
+    # what is not a plain number stays text, for the event contract to reject; empty fields are missing
+    assert rating_event(" 2 ,, 04 ,+5") == {
+        "event_id": None, "user_id": "2", "item_id": None, "event_type": "rating", "ts": "+5", "value": "04",
+    }
+    assert rating_event("3,7,-1,1e3")["ts"] == "1e3" and rating_event("3,7,nan,1")["value"] == "nan"
+    assert [is_skipped(line) for line in ("userId,movieId,rating,timestamp", "  ", "1,31,2.5,1")] == [True, True, False]
     (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,31,2.5,200\n2,31,x,100\n1,10,4,100\n")
     (tmp_path / "movies.csv").write_text('movieId,title,genres\n31,"Dangerous Minds, The (1995)",Drama\n10,GoldenEye (1995),Action\n')
     source = load_source(tmp_path / "ratings.csv", "movielens", NOW)
@@ -116,7 +122,7 @@ def test_batch_input_holds_the_events_before_the_cutoff_and_the_rejected_lines(t
     assert (out / "events" / "part-00000.jsonl").read_bytes() == orjson.dumps(rows[0]) + b"\n" + b"garbage\n"
     assert (out / "items.jsonl").read_bytes() == (src / "items.jsonl").read_bytes()
 
-    (tmp_path / "ratings.csv").write_text("user_id,item_id,rating,timestamp\n1,5,3,10\n1,6,4,900000\n")
+    (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,5,3,10\n1,6,4,900000\n")
     ml = load_source(tmp_path / "ratings.csv", "movielens", NOW)
     out = write_batch_input(ml, date(1970, 1, 2), tmp_path / "ml")
     assert (out / "ratings.csv").read_text() == "userId,movieId,rating,timestamp\n1,5,3,10\n"
