@@ -314,7 +314,7 @@ def step_publish(ctx: BatchContext) -> dict[str, Any]:
         [(r.item_id, r.score) for r in popular_items], as_of,
     )
     now = ctx.clock()
-    target = PublishTarget(ctx.redis_url(), settings.redis_key_prefix, batch_version(as_of, int(now)))
+    target = PublishTarget(ctx.redis_url(), settings.redis_key_prefix, batch_version(as_of, int(now)), settings.publish_pending_ttl_s)
     meta = {"as_of": str(as_of), "model_name": settings.ranker_model_name, "model_version": first.model_version, "published_at": int(now), "version": target.version}
     return publish_batch(target, content, meta, now, settings.publish_keep_versions, settings.publish_grace_s)
 

@@ -4,10 +4,13 @@ Protocol (`publish_batch`):
 1. Write every key of a new version `<p>:b:<v>:...` — per-user recs, features (USER_INPUTS order),
    category affinity and seen items; per-item features (ITEM_INPUTS order) and similar items; the
    categories hash, the popular list and the meta hash. Nothing points at `<v>` yet, so readers cannot
-   see any of it.
-2. Flip: one MULTI/EXEC sets `<p>:batch:current` to `<v>` and adds `<v>` to `<p>:batch:versions`.
-   A reader resolves the pointer once per request and reads only that version's keys, so it sees the
-   old batch or the new one, never a mix.
+   see any of it. Every key gets the pending TTL (`publish_pending_ttl_s`) in the same pipeline that
+   writes it, so a publish that dies half-way leaves nothing behind for good.
+2. Flip: one MULTI/EXEC (watching the pointer) sets `<p>:batch:current` to `<v>` and adds `<v>` to
+   `<p>:batch:versions` — unless the current version is of a later `as_of`: a backfill of older days
+   never takes serving back in time (its keys then simply expire). After the flip the version's keys
+   are made permanent (PERSIST). A reader resolves the pointer once per request and reads only that
+   version's keys, so it sees the old batch or the new one, never a mix.
 3. Expire (`expire_old_versions`, also its own pipeline step): versions beyond the newest
    `keep` get a TTL of `grace_s` on each of their keys (`EXPIRE ... NX`, so a rerun does not extend it)
    and leave the versions set. The grace lets a request that resolved the old pointer finish;
@@ -22,6 +25,7 @@ categories) are written from the driver. Called by spark_jobs.batch_pipeline (st
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from datetime import date
@@ -37,6 +41,8 @@ from feature_store.redis_keys import RedisKeys
 from spark_jobs.candidates import history_before
 from spark_jobs.training_set import at
 
+log = logging.getLogger(__name__)
+
 PIPELINE_CHUNK = 1000
 BATCH_SOURCE = "batch"
 POPULAR_SOURCE = "popular"
@@ -50,6 +56,7 @@ class PublishTarget:
     redis_url: str
     key_prefix: str
     version: str
+    pending_ttl_s: int = 2 * 24 * 3600  # until the flip makes the keys permanent
 
     @property
     def keys(self) -> RedisKeys:
@@ -112,7 +119,7 @@ def write_partition(target: PublishTarget, encode: Encoder, written) -> Callable
             pending = 0
             for row in rows:
                 key, value = encode(keys, target.version, row)
-                pipe.set(key, value)
+                pipe.set(key, value, ex=target.pending_ttl_s)
                 pending += 1
                 if pending == PIPELINE_CHUNK:
                     pipe.execute()
@@ -209,7 +216,7 @@ def write_version(target: PublishTarget, content: BatchContent, meta: Mapping[st
         written = frame.sparkSession.sparkContext.accumulator(0)
         frame.foreachPartition(write_partition(target, encode, written))
         counts[name] = written.value
-    keys, version = target.keys, target.version
+    keys, version, ttl = target.keys, target.version, target.pending_ttl_s
     client = redis.Redis.from_url(target.redis_url)
     try:
         pipe = client.pipeline(transaction=False)
@@ -218,9 +225,12 @@ def write_version(target: PublishTarget, content: BatchContent, meta: Mapping[st
             pipe.hset(keys.item_categories(version), row.item_id, row.category)
             pending += 1
             if pending % PIPELINE_CHUNK == 0:
+                pipe.expire(keys.item_categories(version), ttl)
                 pipe.execute()
-        pipe.set(keys.popular(version), encode_recs((item, score, POPULAR_SOURCE) for item, score in content.popular))
+        pipe.expire(keys.item_categories(version), ttl)
+        pipe.set(keys.popular(version), encode_recs((item, score, POPULAR_SOURCE) for item, score in content.popular), ex=ttl)
         pipe.hset(keys.batch_meta(version), mapping={**{k: str(v) for k, v in meta.items()}, **{f"count_{k}": v for k, v in counts.items()}})
+        pipe.expire(keys.batch_meta(version), ttl)
         pipe.execute()
     finally:
         client.close()
@@ -228,12 +238,40 @@ def write_version(target: PublishTarget, content: BatchContent, meta: Mapping[st
     return counts
 
 
-def flip_pointer(client, keys: RedisKeys, version: str, published_at_s: float) -> None:
-    """Step 2: one transaction makes `version` current and records it among the published versions."""
-    pipe = client.pipeline(transaction=True)
-    pipe.set(keys.batch_pointer, version)
-    pipe.zadd(keys.batch_versions, {version: published_at_s})
-    pipe.execute()
+def flip_pointer(client, keys: RedisKeys, version: str, as_of: str, published_at_s: float) -> bool:
+    """Step 2: one transaction makes `version` current and records it among the published versions,
+    unless the current version's `as_of` is later than `as_of` (ISO dates): then nothing changes and
+    the answer is False. The pointer is watched, so a concurrent flip makes this one check again."""
+    from redis.exceptions import WatchError
+
+    while True:
+        with client.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(keys.batch_pointer)
+                current = pipe.get(keys.batch_pointer)
+                current_as_of = pipe.hget(keys.batch_meta(current.decode()), "as_of") if current else None
+                if current_as_of is not None and current_as_of.decode() > as_of:
+                    pipe.unwatch()
+                    return False
+                pipe.multi()
+                pipe.set(keys.batch_pointer, version)
+                pipe.zadd(keys.batch_versions, {version: published_at_s})
+                pipe.execute()
+                return True
+            except WatchError:
+                continue
+
+
+def persist_version(client, keys: RedisKeys, version: str) -> int:
+    """After the flip: the current version's keys lose their pending TTL. Returns keys persisted."""
+    persisted = 0
+    pipe = client.pipeline(transaction=False)
+    for key in client.scan_iter(match=keys.batch_namespace_pattern(version), count=1000):
+        pipe.persist(key)
+        if len(pipe) >= PIPELINE_CHUNK:
+            persisted += sum(pipe.execute())
+    persisted += sum(pipe.execute())
+    return persisted
 
 
 def expire_old_versions(client, keys: RedisKeys, keep: int, grace_s: int) -> list[str]:
@@ -268,14 +306,20 @@ def rollback_pointer(client, keys: RedisKeys) -> str:
 def publish_batch(
     target: PublishTarget, content: BatchContent, meta: Mapping[str, Any], published_at_s: float, keep: int, grace_s: int
 ) -> dict[str, Any]:
-    """Write the version, flip the pointer, expire old versions (see the module docstring)."""
+    """Write the version, flip the pointer, expire old versions (see the module docstring). `meta`
+    holds the batch's `as_of` (ISO date). `current` in the answer is False when a later as_of is
+    being served (a backfill): the version was written but not flipped to, and its keys expire."""
     import redis
 
     counts = write_version(target, content, meta)
     client = redis.Redis.from_url(target.redis_url)
     try:
-        flip_pointer(client, target.keys, target.version, published_at_s)
+        current = flip_pointer(client, target.keys, target.version, str(meta["as_of"]), published_at_s)
+        if current:
+            persist_version(client, target.keys, target.version)
+        else:
+            log.warning("batch %s not made current: a later as_of is being served (backfill); its keys expire", target.version)
         expired = expire_old_versions(client, target.keys, keep, grace_s)
     finally:
         client.close()
-    return {"version": target.version, "counts": counts, "expired": expired}
+    return {"version": target.version, "current": current, "counts": counts, "expired": expired}

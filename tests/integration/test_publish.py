@@ -26,6 +26,7 @@ pytestmark = pytest.mark.integration
 
 A, B = date(2024, 5, 1), date(2024, 5, 2)
 KEYS = RedisKeys("lr")
+PENDING_TTL = 3600
 
 
 def scores_df(spark, as_of: date, users: int, label: float):
@@ -56,10 +57,14 @@ def content(spark, as_of: date, users: int, label: float):
     return batch_content(scores_df(spark, as_of, users, label), user_features, item_features, similar, history, [("i1", 9.0), ("i0", 4.0)], as_of)
 
 
-def publish(redis_server, spark, as_of, users, label, published_at, keep=3, grace=600):
-    target = PublishTarget(redis_server.url, "lr", batch_version(as_of, published_at))
+def publish(redis_server, spark, as_of, users, label, published_at, keep=3, grace=600, batch=None):
+    target = PublishTarget(redis_server.url, "lr", batch_version(as_of, published_at), pending_ttl_s=PENDING_TTL)
     meta = {"as_of": as_of.isoformat(), "model_name": "lambdarec-ranker", "model_version": "7", "label": label}
-    return publish_batch(target, content(spark, as_of, users, label), meta, published_at, keep=keep, grace_s=grace)
+    return publish_batch(target, batch or content(spark, as_of, users, label), meta, published_at, keep=keep, grace_s=grace)
+
+
+def version_ttls(redis_client, version: str) -> set[int]:
+    return {redis_client.ttl(k) for k in redis_client.scan_iter(match=KEYS.batch_namespace_pattern(version))}
 
 
 def test_published_keys_hold_exactly_the_batch(spark, redis_server, redis_client):
@@ -67,6 +72,7 @@ def test_published_keys_hold_exactly_the_batch(spark, redis_server, redis_client
     version = "20240501-1000"
     assert result == {
         "version": version,
+        "current": True,
         "counts": {"recs": 2, "user_features": 2, "user_affinity": 2, "seen": 2, "item_features": 3, "similar": 2, "categories": 3},
         "expired": [],
     }
@@ -157,3 +163,43 @@ def test_old_versions_expire_after_the_newest_kept_and_rollback_flips_back(spark
     assert redis_client.get(KEYS.batch_pointer) == versions[2].encode()
     with pytest.raises(LookupError):
         rollback_pointer(redis_client, KEYS)
+
+
+def test_a_backfill_of_earlier_days_leaves_serving_on_the_latest_batch(spark, redis_server, redis_client):
+    day = date(2024, 5, 10)
+    latest = publish(redis_server, spark, day, users=2, label=5.0, published_at=5000, keep=1)
+    backfills = [
+        publish(redis_server, spark, date(2024, 5, d), users=2, label=float(d), published_at=6000 + d, keep=1)
+        for d in (7, 8, 9)
+    ]
+    assert latest["current"] is True
+    assert [(b["version"], b["current"], b["expired"]) for b in backfills] == [
+        ("20240507-6007", False, []), ("20240508-6008", False, []), ("20240509-6009", False, []),
+    ]
+    assert redis_client.get(KEYS.batch_pointer) == b"20240510-5000"
+    assert [v.decode() for v in redis_client.zrange(KEYS.batch_versions, 0, -1)] == ["20240510-5000"]
+    assert version_ttls(redis_client, "20240510-5000") == {-1}
+    for backfill in backfills:  # written, never served, and gone within the pending TTL
+        ttls = version_ttls(redis_client, backfill["version"])
+        assert ttls and all(0 < t <= PENDING_TTL for t in ttls)
+    # the same day again (a rerun) still becomes current
+    assert publish(redis_server, spark, day, users=2, label=5.0, published_at=7000, keep=1)["current"] is True
+    assert redis_client.get(KEYS.batch_pointer) == b"20240510-7000"
+
+
+def test_a_publish_that_fails_half_way_leaves_no_key_without_a_ttl(spark, redis_server, redis_client):
+    from dataclasses import replace
+
+    from pyspark.sql import functions as F
+
+    publish(redis_server, spark, A, users=2, label=1.0, published_at=1000)
+    good = content(spark, B, users=2, label=2.0)
+    broken = replace(good, similar=good.similar.withColumn("items", F.when(F.lit(True), F.raise_error(F.lit("disk gone")))))
+    with pytest.raises(Exception, match="disk gone"):
+        publish(redis_server, spark, B, users=2, label=2.0, published_at=2000, batch=broken)
+
+    half_written = version_ttls(redis_client, "20240502-2000")
+    assert redis_client.exists(KEYS.user_recs("20240502-2000", "u1")) == 1  # it got part of the way
+    assert half_written and all(0 < t <= PENDING_TTL for t in half_written)
+    assert redis_client.get(KEYS.batch_pointer) == b"20240501-1000"
+    assert version_ttls(redis_client, "20240501-1000") == {-1}
