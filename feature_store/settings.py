@@ -180,8 +180,13 @@ class Settings(BaseSettings):
     serving_cache_enabled: bool = Field(
         True, description="In-process cache of what changes only with the batch version (item features, recs, similar)."
     )
-    serving_cache_max_entries: int = Field(200_000, description="Per cache table (users, items); least recently used go first.")
+    serving_cache_max_bytes: int = Field(
+        512 * 2**20, ge=0, description="Memory budget of the batch-version cache (half users, a quarter each items and similar lists); oldest entries go first."
+    )
     serving_prefetch_enabled: bool = Field(True, description="Warm the cache for a user when their event arrives.")
+    serving_max_prefetches: int = Field(
+        64, ge=0, description="Prefetches running at once; events past it do not warm the cache (counted as skipped)."
+    )
     serving_max_body_bytes: int = Field(
         1_048_576, ge=1, description="Largest request body; a larger one is a 413 before authentication runs."
     )

@@ -109,7 +109,7 @@ def build_services(settings: Settings, redis_client, *, reader=None, publisher: 
     """Wire the serving objects around one Redis client (no I/O here); `reader` (serving.resp)
     defaults to redis-py's pipeline on that client, `publisher` to the bus the settings name."""
     keys = RedisKeys(settings.redis_key_prefix)
-    cache = BatchCache(settings.serving_cache_enabled, settings.serving_cache_max_entries)
+    cache = BatchCache(settings.serving_cache_enabled, settings.serving_cache_max_bytes)
     store = OnlineStore(
         reader or RedisPyReader(redis_client), keys, cache,
         recent_items=max(settings.serving_recent_items, 1),

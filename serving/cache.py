@@ -8,8 +8,9 @@ micro-batch). Runs on the event loop only, so it needs no locks.
 
 from __future__ import annotations
 
+import sys
 from itertools import repeat
-from typing import Generic, Hashable, NamedTuple, TypeVar
+from typing import Any, Generic, Hashable, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -20,27 +21,49 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
+def approx_bytes(value: Any) -> int:
+    """Memory a cached value holds, roughly (CPython object sizes, numpy buffers): what the cache
+    budget counts. Interned and shared objects are counted as if owned, so it errs on the high side."""
+    if isinstance(value, np.ndarray):
+        return sys.getsizeof(value) if value.base is None else value.nbytes + 112
+    if isinstance(value, (tuple, list, set, frozenset)):
+        return sys.getsizeof(value) + sum(approx_bytes(v) for v in value)
+    if isinstance(value, dict):
+        return sys.getsizeof(value) + sum(approx_bytes(k) + approx_bytes(v) for k, v in value.items())
+    return sys.getsizeof(value)
+
+
 class Bounded(Generic[K, V]):
-    """A mapping of at most `max_entries`; when full, the oldest inserted entry goes first.
+    """A mapping holding at most `max_bytes` (approx_bytes of keys and values); past it, the oldest
+    inserted entries go first.
 
     Not LRU on purpose: entries never change within a batch version and the whole cache is dropped
     when the version moves, so recency bookkeeping on every hit (hundreds per request) would cost more
-    than the rare re-read of an evicted entry."""
+    than the rare re-read of an evicted entry. Sizes are measured on insert only (a miss), never on a hit."""
 
-    def __init__(self, max_entries: int) -> None:
-        self.max_entries = max_entries
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self._data: dict[K, V] = {}
+        self._sizes: dict[K, int] = {}
 
     def get(self, key: K) -> V | None:
         return self._data.get(key)
 
     def put(self, key: K, value: V) -> None:
-        if key not in self._data and len(self._data) >= self.max_entries:
-            del self._data[next(iter(self._data))]
+        size = approx_bytes(key) + approx_bytes(value)
+        self.bytes += size - self._sizes.get(key, 0)
         self._data[key] = value
+        self._sizes[key] = size
+        while self.bytes > self.max_bytes and self._data:
+            oldest = next(iter(self._data))
+            del self._data[oldest]
+            self.bytes -= self._sizes.pop(oldest)
 
     def clear(self) -> None:
         self._data.clear()
+        self._sizes.clear()
+        self.bytes = 0
 
     def __len__(self) -> int:
         return len(self._data)
@@ -72,6 +95,9 @@ class ItemBatch(NamedTuple):
 
 
 _N_ITEM_INPUTS = len(ITEM_INPUTS)
+# An item's share of the table besides its entry: its float32 feature row (the matrix grows by
+# doubling, so up to twice that), its index and list slots.
+_ROW_BYTES = 2 * 4 * _N_ITEM_INPUTS + 120
 
 
 class ItemTable:
@@ -79,14 +105,16 @@ class ItemTable:
     of a category list, so a request's ~200 candidates become one numpy take instead of ~200 lookups
     and a concatenate. Row 0 is the "unknown item" row (NaN features, no category).
 
-    At most `max_entries` items; when full it starts over (entries never change within a batch
-    version, so a re-read is the only cost, and evicting one row at a time would need a free list)."""
+    At most `max_bytes` (its feature matrix, ids and entries); when full it starts over (entries never
+    change within a batch version, so a re-read is the only cost, and evicting one row at a time would
+    need a free list)."""
 
-    def __init__(self, max_entries: int) -> None:
-        self.max_entries = max_entries
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
         self.clear()
 
     def clear(self) -> None:
+        self.bytes = 0
         self.index: dict[str, int] = {}
         self.entries: list[tuple | None] = [None]  # ItemBatch fields as a plain tuple (see UserBatch)
         self.categories: list[str | None] = [None]
@@ -98,9 +126,11 @@ class ItemTable:
 
     def put(self, item_id: str, item: ItemBatch) -> None:
         row = self.index.get(item_id)
+        size = approx_bytes(item_id) + approx_bytes(tuple(item)) + _ROW_BYTES
         if row is None:
-            if len(self.index) >= self.max_entries:
+            if self.bytes + size > self.max_bytes:
                 self.clear()
+            self.bytes += size
             row = len(self.entries)
             if row == self.features.shape[0]:
                 grown = np.full((row * 2, _N_ITEM_INPUTS), np.nan, dtype=np.float32)
@@ -146,12 +176,14 @@ class BatchCache:
     """The batch-version-scoped tables. `enabled=False` makes every lookup a miss and stores nothing
     (the benchmark's "cache off")."""
 
-    def __init__(self, enabled: bool = True, max_entries: int = 200_000) -> None:
+    def __init__(self, enabled: bool = True, max_bytes: int = 512 * 2**20) -> None:
+        """`max_bytes` is the budget of the whole cache: half for users, a quarter each for items and
+        similar lists (a user's batch recommendations are the largest entries)."""
         self.enabled = enabled
         self.version: str | None = None
-        self.users: Bounded[str, tuple] = Bounded(max_entries)  # UserBatch fields as plain tuples
-        self.items = ItemTable(max_entries)
-        self.similar: Bounded[str, tuple[ScoredItem, ...]] = Bounded(max_entries)
+        self.users: Bounded[str, tuple] = Bounded(max_bytes // 2)  # UserBatch fields as plain tuples
+        self.items = ItemTable(max_bytes // 4)
+        self.similar: Bounded[str, tuple[ScoredItem, ...]] = Bounded(max_bytes // 4)
         self.popular: tuple[ScoredItem, ...] | None = None
         self.stats = CacheStats()
         self.resets = 0

@@ -338,6 +338,10 @@ class Recommender:
         for user_id, item_ids in items_by_user.items():
             if user_id in cache.users and all(i in cache.similar and i in cache.items for i in item_ids):
                 continue  # already warm: a prefetch would only cost the next request CPU
+            if len(self._prefetching) >= self.settings.serving_max_prefetches:
+                # A burst of events must not become a burst of Redis reads competing with requests.
+                self.metrics.prefetches.labels("skipped").inc()
+                continue
             task = asyncio.create_task(self.prefetch(user_id, item_ids))
             self._prefetching.add(task)
             task.add_done_callback(self._prefetching.discard)

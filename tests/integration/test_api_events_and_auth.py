@@ -248,3 +248,16 @@ async def test_each_api_key_has_its_own_rate_limit(serving_settings, store_write
     assert a[3].json()["detail"].startswith("rate limit of this API key reached (LAMBDAREC_SERVING_RATE_LIMIT_PER_S)")
     assert b.status_code == 200
     assert 'lambdarec_refused_requests_total{reason="rate_limited"} 2.0' in metrics.splitlines()
+
+
+async def test_prefetches_running_at_once_are_capped(serving_settings, store_writer, running):
+    store_writer.publish_batch("v1", users={}, items={}, popular=[("i1", 1.0, "popular")])
+    capped = serving_settings.model_copy(update={"serving_max_prefetches": 2})
+    app = create_app(capped)
+    async with running(app) as api:
+        posted = await api.post("/v1/events", json=[event(f"e{n}", user_id=f"u{n}") for n in range(5)])
+        await app.state.services.recommender.drain_prefetches()
+        metrics = (await api.get("/metrics")).text.splitlines()
+    assert posted.status_code == 202
+    assert 'lambdarec_prefetches_total{outcome="skipped"} 3.0' in metrics
+    assert 'lambdarec_prefetches_total{outcome="done"} 2.0' in metrics

@@ -17,7 +17,7 @@ import pytest
 
 from feature_store.codecs import CodecError, decode_recs, decode_recs_plain, encode_recs
 from feature_store.ranking import ITEM_INPUTS, USER_INPUTS
-from serving.cache import BatchCache, ItemBatch, ItemTable
+from serving.cache import _ROW_BYTES, BatchCache, ItemBatch, ItemTable, approx_bytes
 from serving.candidates import (
     SOURCES, Candidate, merge_candidates, merge_columns, priors, priors_columns, session_category_shares,
 )
@@ -144,7 +144,7 @@ def test_select_top_k_columns_equals_the_reference():
 
 # -- the item table of the batch-version cache -----------------------------------------------------
 def test_item_table_rows_features_and_categories():
-    table = ItemTable(max_entries=100)
+    table = ItemTable(max_bytes=10**7)
     vectors = [np.full(len(ITEM_INPUTS), float(n), dtype=np.float32) for n in range(70)]  # more than the first allocation
     for n, vector in enumerate(vectors):
         table.put(f"i{n}", ItemBatch(vector, f"c{n % 3}"))
@@ -160,14 +160,15 @@ def test_item_table_rows_features_and_categories():
 
 
 def test_item_table_starts_over_when_full():
-    table = ItemTable(max_entries=2)
+    row = approx_bytes("a") + approx_bytes(tuple(ItemBatch(np.zeros(len(ITEM_INPUTS), dtype=np.float32), "a"))) + _ROW_BYTES
+    table = ItemTable(max_bytes=2 * row)  # room for two items
     for item in ("a", "b", "c"):
         table.put(item, ItemBatch(np.zeros(len(ITEM_INPUTS), dtype=np.float32), item))
     assert (len(table), "a" in table, table.rows(["c"]), table.categories) == (1, False, [1], [None, "c"])
 
 
 def test_cache_lookup_through_the_item_table_counts_hits():
-    cache = BatchCache(enabled=True, max_entries=10)
+    cache = BatchCache(enabled=True)
     cache.reset("v1")
     item = ItemBatch(np.zeros(len(ITEM_INPUTS), dtype=np.float32), "c")
     cache.items.put("i1", item)
@@ -201,7 +202,7 @@ def test_cached_users_and_items_leave_the_garbage_collector_alone():
     from feature_store.codecs import encode_features, encode_ids
     from serving.store import decode_user_batch
 
-    cache = BatchCache(enabled=True, max_entries=10)
+    cache = BatchCache(enabled=True)
     cache.reset("v1")
     user = decode_user_batch(encode_recs([("i1", 0.9, "als"), ("i2", 0.5, "covisit")]), encode_features([1.0] * len(USER_INPUTS)),
                              msgpack.packb({"music": 0.5}), encode_ids(["i3"]), "u1")

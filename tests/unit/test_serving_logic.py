@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from feature_store.codecs import ScoredItem
 from feature_store.ranking import ITEM_INPUTS, MODEL_FILES, RANKER_FEATURES, USER_INPUTS
 from serving.auth import ApiKeyGuard, BadApiKeyDigest, MissingApiKeys, guard_from_settings, hash_api_key
 from serving.batcher import MicroBatcher
-from serving.cache import BatchCache, Bounded, ItemBatch, UserBatch
+from serving.cache import BatchCache, Bounded, ItemBatch, UserBatch, approx_bytes
 from serving.candidates import Candidate, Proposal, merge_candidates, priors, session_category_shares
 from feature_store.registry import LoadedRanker, ModelLoadError, feature_columns, ranker_from_directory
 from serving.ranking import blend, candidate_inputs, feature_matrix, min_max, select_top_k
@@ -110,18 +111,45 @@ def test_top_k_with_category_cap_and_preferred_category():
 
 
 # -- cache -----------------------------------------------------------------------------------------
-def test_bounded_table_forgets_the_oldest_entry():
-    table: Bounded[str, int] = Bounded(2)
+def test_bounded_table_holds_a_byte_budget_and_forgets_the_oldest_entries():
+    entry = approx_bytes("a") + approx_bytes(1)  # each entry here: a one-letter key and a small int
+    assert entry == sys.getsizeof("a") + sys.getsizeof(1)
+    table: Bounded[str, int] = Bounded(2 * entry)
     table.put("a", 1)
     table.put("b", 2)
     table.put("a", 10)  # an update does not evict
-    assert (table.get("a"), len(table)) == (10, 2)
+    assert (table.get("a"), len(table), table.bytes) == (10, 2, 2 * entry)
     table.put("c", 3)
-    assert ("a" in table, "b" in table, "c" in table, len(table)) == (False, True, True, 2)
+    assert ("a" in table, "b" in table, "c" in table, len(table), table.bytes) == (False, True, True, 2, 2 * entry)
+    big = (ScoredItem("i1", 1.0, "als"),) * 50
+    table.put("d", big)  # larger than the whole budget: everything older goes, and so does it
+    assert (len(table), table.bytes) == (0, 0)
+    table.clear()
+    assert table.bytes == 0
+
+
+def test_approx_bytes_counts_containers_strings_and_arrays():
+    assert approx_bytes("abc") == sys.getsizeof("abc")
+    assert approx_bytes(("ab", 1.5)) == sys.getsizeof(("ab", 1.5)) + sys.getsizeof("ab") + sys.getsizeof(1.5)
+    assert approx_bytes({"k": "v"}) == sys.getsizeof({"k": "v"}) + 2 * sys.getsizeof("k")
+    array = np.zeros(1000, dtype=np.float32)
+    assert approx_bytes(array) == sys.getsizeof(array) >= 4000
+    assert approx_bytes(array[:10]) == 40 + 112  # a view counts its own elements
+
+
+def test_user_cache_evicts_by_bytes_not_entries():
+    user = UserBatch(tuple(ScoredItem(f"i{n}", 1.0, "als") for n in range(100)), None, {}, ())
+    size = approx_bytes("u0") + approx_bytes(tuple(user))
+    cache = BatchCache(enabled=True, max_bytes=2 * (3 * size + 8))  # users get half: room for three such users
+    cache.reset("v1")
+    for n in range(5):
+        cache.keep_user(f"u{n}", user)
+    assert [f"u{n}" in cache.users for n in range(5)] == [False, False, True, True, True]
+    assert cache.users.bytes <= cache.users.max_bytes
 
 
 def test_batch_cache_is_scoped_to_one_version_and_counts_hits():
-    cache = BatchCache(enabled=True, max_entries=10)
+    cache = BatchCache(enabled=True)
     cache.reset("v1")
     item = ItemBatch(np.zeros(2, dtype=np.float32), "c")
     cache.items.put("i1", item)
