@@ -12,7 +12,8 @@ publish → expire`
   `spark://…` or `k8s://…` in production).
 - The run is keyed on its data interval: the step date is the interval's end (features and models
   "as of" 00:00 UTC that day), so a retry, a rerun or a backfill rewrites the same partitions.
-- `promote` moves the `champion` alias only when the new model beats the champion on the holdout;
+- `promote` moves the `champion` alias only when the new model beats the champion on the holdout
+  with evidence (a paired bootstrap interval above the margin, enough users);
   `publish` flips the Redis batch pointer atomically; `expire` drops old batch versions.
 - State is passed through Delta tables and MLflow, keyed on the date; nothing but small values
   goes through XCom.

@@ -8,8 +8,9 @@ Trigger it with the params `version` (a registered version of the ranker), and o
 
 - `validate`: evaluates the version and the current champion on the current holdout (the newest run
   date's) with the batch layer's evaluation, and applies the same gate as the nightly `promote` step:
-  beat the champion (first model: popularity) on `LAMBDAREC_PROMOTION_METRIC` by
-  `LAMBDAREC_PROMOTION_MIN_GAIN`. The verdict is this task's XCom.
+  the bootstrap interval of the per-user `LAMBDAREC_PROMOTION_METRIC` gain over the champion (first
+  model: popularity) lies above `LAMBDAREC_PROMOTION_MIN_GAIN`, over at least
+  `LAMBDAREC_PROMOTION_MIN_USERS` users. The verdict is this task's XCom.
 - `move_champion`: moves the `champion` alias (serving and batch scoring follow it) only if the
   version passed; with `force` it moves it anyway and records `reason` on the version in MLflow
   (a forced promotion without a reason fails). A version that did not pass fails this task, with the

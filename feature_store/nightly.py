@@ -62,14 +62,14 @@ NIGHTLY_STEPS: tuple[NightlyStep, ...] = (
         "evaluate",
         after=("train_xgboost", "train_lightgbm"),
         reads=("gold/candidates", "gold/user_features", "gold/item_features", "silver/interactions", "MLflow: versions of D, @champion"),
-        writes=("MLflow: evaluation run", "MLflow: holdout tags on versions"),
+        writes=("MLflow: evaluation run with per-user holdout metrics", "MLflow: holdout tags on versions"),
         idempotency="overwrites the versions' holdout tags of D-h",
     ),
     NightlyStep(
         "promote",
         after=("evaluate",),
-        reads=("MLflow: evaluation run", "MLflow: holdout tags on versions"),
-        writes=("MLflow: aliases challenger, champion",),
+        reads=("MLflow: evaluation run with per-user holdout metrics", "MLflow: holdout tags on versions"),
+        writes=("MLflow: aliases challenger, champion", "MLflow: gate tags on the version"),
         idempotency="sets aliases to the same versions again",
     ),
     NightlyStep(

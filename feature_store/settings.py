@@ -119,7 +119,17 @@ class Settings(BaseSettings):
     )
     promotion_metric: str = Field("ndcg@10", description="Holdout metric the promotion gate compares.")
     promotion_min_gain: float = Field(
-        0.002, description="A challenger must beat the champion (first model: popularity) by this much on the same holdout."
+        0.002,
+        description="The lower bound of the paired bootstrap interval of the challenger's per-user gain over the "
+        "champion (first model: popularity) on the same holdout must be above this.",
+    )
+    promotion_min_users: int = Field(100, description="Holdout users with relevant items the gate needs before it decides.")
+    promotion_confidence: float = Field(0.95, description="Confidence of the gate's bootstrap interval.")
+    promotion_resamples: int = Field(1000, description="Bootstrap resamples of the gate (seeded: the same holdout, the same decision).")
+    holdout_days: int | None = Field(
+        None,
+        description="Days before the run date the promotion gate judges on (default: label_horizon_days). Longer "
+        "holdouts hold more users (sparse data) and move the training cut-off back by as much.",
     )
     batch_top_n: int = Field(100, description="Recommendations kept and published per user.")
     publish_keep_versions: int = Field(3, description="Published batch versions kept for rollback; older ones expire.")

@@ -4,7 +4,8 @@
 Called by the `lambdarec_promote` DAG (and usable from a shell). The evaluation and the gate are the
 batch layer's own (`spark_jobs.evaluation.evaluate_models`, `spark_jobs.model_registry.gate` and
 `set_champion`), so a manual promotion is judged exactly like the nightly one: same holdout, same
-metric (`Settings.promotion_metric`), same margin (`Settings.promotion_min_gain`). The current holdout
+metric (`Settings.promotion_metric`), same evidence rule (a paired bootstrap interval above
+`Settings.promotion_min_gain` over at least `Settings.promotion_min_users` users). The current holdout
 is the one of the newest run date among the registered versions.
 """
 
@@ -34,6 +35,7 @@ class PromotionCheck:
     candidate_score: float
     champion_score: float | None
     popularity_score: float
+    holdout_users: int
     passed: bool
     reason: str
 
@@ -52,9 +54,9 @@ def current_run_date(versions: list[dict]) -> date:
 def validate_version(spark, settings: Settings, version: str) -> PromotionCheck:
     """Evaluate `version` and the champion on the current holdout and apply the promotion gate."""
     from spark_jobs.batch_pipeline import BatchContext, holdout
-    from spark_jobs.evaluation import evaluate_models
     from feature_store.registry import champion_version, load_ranker
-    from spark_jobs.model_registry import gate, list_versions
+    from spark_jobs.evaluation import evaluate_with_per_user
+    from spark_jobs.model_registry import GateRule, gate, list_versions
     from spark_jobs.scoring import NativeModel
 
     versions = list_versions(settings)
@@ -67,13 +69,15 @@ def validate_version(spark, settings: Settings, version: str) -> PromotionCheck:
     if champion is not None and champion != version:
         current = load_ranker(settings, champion, preferred="native")
         models["champion"] = NativeModel(current.kind, current.native, current.version)
-    results = evaluate_models(holdout(context), models, sources=("popular",))
     metric = settings.promotion_metric
+    evaluation = evaluate_with_per_user(holdout(context), models, metric, sources=("popular",))
+    results, per_user = evaluation.results, evaluation.per_user
     champion_score = results["champion"][metric] if "champion" in results else None
     if champion == version:
         passed, reason = True, f"version {version} already is the champion"
     else:
-        decision = gate(results["candidate"][metric], champion_score, results["popular"][metric], settings.promotion_min_gain, metric)
+        baseline, label = ("champion", f"champion v{champion}") if "champion" in per_user else ("popular", "popularity")
+        decision = gate(per_user["candidate"], per_user[baseline], label, GateRule.from_settings(settings))
         passed, reason = decision.promote, decision.reason
     return PromotionCheck(
         version=version,
@@ -83,6 +87,7 @@ def validate_version(spark, settings: Settings, version: str) -> PromotionCheck:
         candidate_score=results["candidate"][metric],
         champion_score=champion_score,
         popularity_score=results["popular"][metric],
+        holdout_users=int(results["candidate"]["users"]),
         passed=passed,
         reason=reason,
     )

@@ -3,9 +3,10 @@
 The steps, what each reads and writes and what makes it idempotent for a run date D are declared once
 in feature_store.nightly (`NIGHTLY_STEPS`); this module holds one body per declared step (`STEPS`, in
 the declared order). Each reads its inputs from Delta tables and MLflow and writes its outputs there,
-never handing data over in memory. h = `Settings.label_horizon_days`. Entry points: `run_step` (`lambdarec batch step`, and
-`lambdarec/batch_task.py`, what the Airflow DAG's SparkSubmitOperator launches), `run_batch` (all steps,
-`lambdarec batch run`).
+never handing data over in memory. h = `Settings.label_horizon_days`; the holdout starts H =
+`Settings.holdout_days` (default h) before D and the training cut-off h before that. Entry points:
+`run_step` (`lambdarec batch step`, and `lambdarec/batch_task.py`, what the Airflow DAG's
+SparkSubmitOperator launches), `run_batch` (all steps, `lambdarec batch run`).
 """
 
 from __future__ import annotations
@@ -47,16 +48,21 @@ class BatchStepError(RuntimeError):
 
 @dataclass(frozen=True)
 class Cutoffs:
-    """The three cut-offs of run date D: train on D-2h (labels up to D-h), judge on D-h (labels up to D), serve D."""
+    """The three cut-offs of run date D with label horizon h and holdout length H (default h): judge on
+    D-H (labels up to D), train on D-H-h (labels up to D-H), serve D."""
 
     train: date
     holdout: date
     serve: date
 
     @classmethod
-    def of(cls, run_date: date, horizon_days: int) -> "Cutoffs":
-        h = timedelta(days=horizon_days)
-        return cls(train=run_date - 2 * h, holdout=run_date - h, serve=run_date)
+    def of(cls, run_date: date, horizon_days: int, holdout_days: int | None = None) -> "Cutoffs":
+        holdout = run_date - timedelta(days=holdout_days or horizon_days)
+        return cls(train=holdout - timedelta(days=horizon_days), holdout=holdout, serve=run_date)
+
+    @property
+    def holdout_days(self) -> int:
+        return (self.serve - self.holdout).days
 
 
 @dataclass
@@ -71,7 +77,7 @@ class BatchContext:
 
     @property
     def cutoffs(self) -> Cutoffs:
-        return Cutoffs.of(self.run_date, self.settings.label_horizon_days)
+        return Cutoffs.of(self.run_date, self.settings.label_horizon_days, self.settings.holdout_days)
 
     def read(self, table: Table) -> DataFrame:
         from spark_jobs.delta_io import read_table
@@ -112,7 +118,8 @@ def step_features(ctx: BatchContext) -> dict[str, Any]:
 
 def step_candidates(ctx: BatchContext) -> dict[str, Any]:
     from spark_jobs.als_tuning import AlsGrid, GRID_KEYS, tune_als
-    from spark_jobs.candidates import CandidateParams, active_users, build_candidates, candidate_recall, history_before, next_items
+    from spark_jobs.candidates import CandidateParams, active_users, build_candidates, history_before, next_items
+    from spark_jobs.evaluation import candidate_pool_recall
 
     settings, cut = ctx.settings, ctx.cutoffs
     interactions = ctx.read(INTERACTIONS).cache()
@@ -139,8 +146,12 @@ def step_candidates(ctx: BatchContext) -> dict[str, Any]:
     neighbours = dict(ctx.read(ITEM_SIMILAR).where(F.col("as_of").isin(list(cutoffs))).groupBy("as_of").count().collect())
     # the next interactions of the earlier cut-offs are known: how much of them do candidates cover?
     recall = {
-        str(as_of): candidate_recall(written.where(F.col("as_of") == F.lit(as_of)), next_items(interactions, as_of, settings.label_horizon_days), params.per_source)
-        for as_of in (cut.train, cut.holdout)
+        str(as_of): candidate_pool_recall(
+            written.where(F.col("as_of") == F.lit(as_of)),
+            next_items(interactions, as_of, days).withColumn("relevance", F.lit(1.0)),
+            CANDIDATE_SOURCES,
+        )
+        for as_of, days in ((cut.train, settings.label_horizon_days), (cut.holdout, cut.holdout_days))
     }
     chosen = {key: getattr(params, key) for key in GRID_KEYS}
     metrics = {f"recall.{a}.{s}": v for a, r in recall.items() for s, v in r.items()}
@@ -171,7 +182,7 @@ def holdout(ctx: BatchContext):
 
     return holdout_data(
         ctx.read(CANDIDATES), ctx.read(USER_FEATURES), ctx.read(ITEM_FEATURES), ctx.read(INTERACTIONS),
-        ctx.cutoffs.holdout, ctx.settings.label_horizon_days, EVAL_K,
+        ctx.cutoffs.holdout, ctx.cutoffs.holdout_days, EVAL_K,
     )
 
 
@@ -224,10 +235,20 @@ def holdout_tag(as_of: date | str, metric: str) -> str:
     return f"holdout.{as_of}.{mlflow_key(metric)}"
 
 
+PER_USER_ARTIFACT = "holdout_per_user.csv"
+
+
+def per_user_column(version: str) -> str:
+    """The column of a registered version in the evaluate run's per-user table."""
+    return f"v{version}"
+
+
 def step_evaluate(ctx: BatchContext) -> dict[str, Any]:
-    """Compare every model of this run date, the champion and the baselines on the same holdout."""
+    """Compare every model of this run date, the champion and the baselines on the same holdout; the
+    promotion metric of every holdout user and model goes to the run's `holdout_per_user.csv` (for
+    the gate's paired comparison: computed here once, read by `promote`)."""
     from feature_store.registry import champion_version, load_ranker
-    from spark_jobs.evaluation import evaluate_models
+    from spark_jobs.evaluation import evaluate_with_per_user
     from spark_jobs.model_registry import client
     from spark_jobs.scoring import NativeModel
 
@@ -241,20 +262,26 @@ def step_evaluate(ctx: BatchContext) -> dict[str, Any]:
     for version, label in labels.items():
         loaded = load_ranker(settings, version, preferred="native")
         models[label] = NativeModel(loaded.kind, loaded.native, version)
-    results = evaluate_models(holdout(ctx), models, blend=[labels[v] for v in versions])
+    evaluation = evaluate_with_per_user(holdout(ctx), models, settings.promotion_metric, blend=[labels[v] for v in versions])
+    results = evaluation.results
     mlflow_client = client(settings)
     for version, label in labels.items():
         for metric, value in results[label].items():
             mlflow_client.set_model_version_tag(settings.ranker_model_name, version, holdout_tag(ctx.cutoffs.holdout, metric), str(value))
-    _log_step_run(ctx, "evaluate", {f"holdout.{label}.{m}": v for label, r in results.items() for m, v in r.items()}, report=results)
+    per_user = evaluation.per_user.rename(columns={label: per_user_column(v) for v, label in labels.items()})
+    _log_step_run(
+        ctx, "evaluate", {f"holdout.{label}.{m}": v for label, r in results.items() for m, v in r.items()}, report=results,
+        texts={PER_USER_ARTIFACT: per_user.to_csv(index=False)},
+    )
     return {"holdout_as_of": str(ctx.cutoffs.holdout), "results": results}
 
 
 def step_promote(ctx: BatchContext) -> dict[str, Any]:
-    """The gate: the best of this date's versions becomes challenger, and champion if it beats the
-    current champion (first model: popularity) on the same holdout by `promotion_min_gain`."""
+    """The gate: the best of this date's versions becomes challenger, and champion only if its paired
+    per-user gain over the current champion (first model: popularity) on the same holdout is above
+    `promotion_min_gain` with confidence, over enough users (spark_jobs.model_registry.gate)."""
     from feature_store.registry import champion_version
-    from spark_jobs.model_registry import apply_gate, gate
+    from spark_jobs.model_registry import GateRule, apply_gate, gate
 
     settings, metric = ctx.settings, ctx.settings.promotion_metric
     tag = holdout_tag(ctx.cutoffs.holdout, metric)
@@ -262,16 +289,17 @@ def step_promote(ctx: BatchContext) -> dict[str, Any]:
     champion = champion_version(settings)
     if not versions:
         raise BatchStepError(f"no model version registered for run date {ctx.run_date}: run train_xgboost / train_lightgbm first")
-    if any(tag not in tags for tags in versions.values()) or (champion and champion not in versions and tag not in _version_tags(ctx, champion)):
+    needed = [per_user_column(v) for v in versions] + [per_user_column(champion) if champion else "popular"]
+    per_user = evaluation_per_user(ctx)
+    if any(tag not in tags for tags in versions.values()) or per_user is None or any(c not in per_user for c in needed):
         step_evaluate(ctx)
-        versions = run_versions(ctx)
+        versions, per_user = run_versions(ctx), evaluation_per_user(ctx)
     best = max(versions, key=lambda v: float(versions[v][tag]))
     if best == champion:
         return {"version": best, "promoted": True, "reason": "already champion"}
-    popularity = _evaluate_run_metric(ctx, f"holdout.popular.{metric}")
-    champion_metric = float(_version_tags(ctx, champion)[tag]) if champion else None
-    decision = apply_gate(settings, best, gate(float(versions[best][tag]), champion_metric, popularity, settings.promotion_min_gain, metric))
-    return {"version": best, "promoted": decision.promote, "reason": decision.reason}
+    baseline, label = (per_user_column(champion), f"champion v{champion}") if champion else ("popular", "popularity")
+    decision = apply_gate(settings, best, gate(per_user[per_user_column(best)], per_user[baseline], label, GateRule.from_settings(settings)))
+    return {"version": best, "promoted": decision.promote, "decision": decision.decision, "reason": decision.reason, "evidence": decision.evidence.as_dict()}
 
 
 def step_score(ctx: BatchContext) -> dict[str, Any]:
@@ -351,7 +379,10 @@ STEPS: dict[str, Callable[[BatchContext], dict[str, Any]]] = {name: STEP_BODIES[
 # -- MLflow bookkeeping of steps ---------------------------------------------------------------------
 
 
-def _log_step_run(ctx: BatchContext, step: str, metrics: dict[str, float], report: dict | None = None, params: dict | None = None) -> None:
+def _log_step_run(
+    ctx: BatchContext, step: str, metrics: dict[str, float], report: dict | None = None, params: dict | None = None,
+    texts: dict[str, str] | None = None,
+) -> None:
     import mlflow
 
     from spark_jobs.model_registry import configure_mlflow, log_evaluation_report, mlflow_key
@@ -364,30 +395,33 @@ def _log_step_run(ctx: BatchContext, step: str, metrics: dict[str, float], repor
             mlflow.log_params(params)
         if report is not None:
             log_evaluation_report(report, EVAL_K)
+        for name, text in (texts or {}).items():
+            mlflow.log_text(text, name)
 
 
-def _evaluate_run_metric(ctx: BatchContext, name: str) -> float:
+def evaluation_per_user(ctx: BatchContext):
+    """The per-user table of this run date's newest evaluate run for the current holdout, or None."""
+    import io
+
     import mlflow
+    import pandas as pd
 
-    from spark_jobs.model_registry import configure_mlflow, mlflow_key
+    from spark_jobs.model_registry import client, configure_mlflow
 
     configure_mlflow(ctx.settings)
     runs = mlflow.search_runs(
         experiment_names=[ctx.settings.mlflow_experiment],
-        filter_string=f"tags.step = 'evaluate' and tags.run_date = '{ctx.run_date}'",
+        filter_string=f"tags.step = 'evaluate' and tags.run_date = '{ctx.run_date}' and tags.holdout_as_of = '{ctx.cutoffs.holdout}'",
         order_by=["start_time DESC"],
         max_results=1,
     )
-    column = f"metrics.{mlflow_key(name)}"
-    if runs.empty or column not in runs:
-        raise BatchStepError(f"no evaluation of run date {ctx.run_date} has {name}: run the step `evaluate` first")
-    return float(runs.iloc[0][column])
-
-
-def _version_tags(ctx: BatchContext, version: str) -> dict[str, str]:
-    from spark_jobs.model_registry import client
-
-    return dict(client(ctx.settings).get_model_version(ctx.settings.ranker_model_name, version).tags)
+    if runs.empty:
+        return None
+    run_id = runs.iloc[0]["run_id"]
+    # an evaluate run logged before per-user tables existed has none: the caller evaluates again
+    if PER_USER_ARTIFACT not in {a.path for a in client(ctx.settings).list_artifacts(run_id)}:
+        return None
+    return pd.read_csv(io.StringIO(mlflow.artifacts.load_text(f"runs:/{run_id}/{PER_USER_ARTIFACT}")), dtype={"user_id": str})
 
 
 # -- entry points --------------------------------------------------------------------------------------

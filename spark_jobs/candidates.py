@@ -13,15 +13,14 @@
 Every function is a pure DataFrame transform with the cut-off `as_of` and its parameters as arguments:
 the history it sees is `interactions` strictly before `as_of`. `spark_jobs.batch_pipeline` (step
 `candidates`) reads silver interactions, calls `build_candidates` for each cut-off and writes each source
-to its own `gold/candidates` partition (as_of, source) plus `gold/item_similar`. `candidate_recall`
-measures the share of the next interactions each source (and their union) covers.
+to its own `gold/candidates` partition (as_of, source) plus `gold/item_similar`. `next_items` is
+what candidates are supposed to find (their recall is spark_jobs.evaluation.candidate_pool_recall).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import date, datetime, time, timedelta, timezone
-from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -32,7 +31,6 @@ from feature_store.ranking import CANDIDATE_SOURCES
 from feature_store.tables import CANDIDATES, ITEM_SIMILAR
 
 ALS_SOURCE, COVISIT_SOURCE, POPULAR_SOURCE, EASE_SOURCE = CANDIDATE_SOURCES
-COMBINED = "combined"
 
 
 @dataclass(frozen=True)
@@ -412,20 +410,3 @@ def next_items(interactions: DataFrame, as_of: date, horizon_days: int) -> DataF
     return future.select("user_id", "item_id").distinct().join(
         seen_items(history_before(interactions, as_of)), ["user_id", "item_id"], "left_anti"
     )
-
-
-def candidate_recall(candidates: DataFrame, future: DataFrame, n: int) -> Mapping[str, float]:
-    """Share of the `future` (user_id, item_id) pairs of users who got candidates that the top-n of
-    each source covers, and of their union (`combined`)."""
-    top = candidates.where(F.col("rank") <= n).select("source", "user_id", "item_id")
-    users = top.select("user_id").distinct()
-    targets = future.join(users, "user_id").select("user_id", "item_id").distinct()
-    sources = top.groupBy("user_id", "item_id").agg(F.collect_set("source").alias("sources"))
-    flagged = targets.join(sources, ["user_id", "item_id"], "left")
-    row = flagged.agg(
-        F.count("*").alias("total"),
-        *[F.sum(F.coalesce(F.array_contains("sources", s), F.lit(False)).cast("int")).alias(s) for s in CANDIDATE_SOURCES],
-        F.sum(F.col("sources").isNotNull().cast("int")).alias(COMBINED),
-    ).first()
-    total = row["total"] or 0
-    return {name: ((row[name] or 0) / total if total else 0.0) for name in (*CANDIDATE_SOURCES, COMBINED)}

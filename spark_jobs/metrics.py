@@ -93,9 +93,38 @@ def user_metrics(ranked: Sequence[str], relevance: Mapping[str, float], k: int) 
     }
 
 
+CANDIDATE_RECALL_CUTOFFS: tuple[int, ...] = (50, 100, 200)
+UNION = "union"
+
+
+def candidate_recall(pools: Mapping[str, Sequence[str]], relevance: Mapping[str, float], cutoffs: Sequence[int]) -> dict[str, float]:
+    """One user's candidate recall: for each N in `cutoffs`, the share of the relevant items found in
+    each source's first N candidates (`<source>@N`) and in the union of every source's first N
+    (`union@N`: the pool a ranker re-ranks, the ceiling of its recall). A source with fewer than N
+    candidates counts all it has. Range [0, 1]; 0.0 for a user without relevant items."""
+    relevant = {item for item, gain in relevance.items() if gain > 0}
+    result = {}
+    for n in cutoffs:
+        union: set[str] = set()
+        for source, ranked in pools.items():
+            found = relevant.intersection(ranked[:n])
+            union |= found
+            result[metric_key(source, n)] = len(found) / len(relevant) if relevant else 0.0
+        result[metric_key(UNION, n)] = len(union) / len(relevant) if relevant else 0.0
+    return result
+
+
 def metric_key(name: str, k: int) -> str:
     """How a metric is named in reports, MLflow and JSON: `ndcg@10`, `mrr@10`, `coverage@10`."""
     return f"{name}@{k}"
+
+
+def parse_metric_key(key: str) -> tuple[str, int]:
+    """`ndcg@10` -> ("ndcg", 10): the inverse of `metric_key`."""
+    name, _, k = key.partition("@")
+    if not k.isdigit():
+        raise ValueError(f"{key!r} is not a metric key like 'ndcg@10'")
+    return name, int(k)
 
 
 def mean_metrics(

@@ -7,9 +7,10 @@ is feature_store.registry's, shared with serving.
   feature list with importance, an evaluation report (JSON table + markdown + PNG plot) and the model
   as a pyfunc (spark_jobs/ranker_pyfunc.py as code, the MODEL_FILES as artifacts, a signature and
   explicit pip requirements), registered as a new version of `Settings.ranker_model_name`.
-- `gate` / `apply_gate`: the new version gets alias `challenger`; it moves `champion` only when its
-  holdout metric beats the champion's on the same holdout by `promotion_min_gain` (the first model must
-  beat popularity that way). Aliases only: MLflow stages are deprecated. Whatever moves `champion`
+- `gate` / `apply_gate`: the new version gets alias `challenger`; it moves `champion` only when the
+  paired per-user difference of the holdout metric against the champion (the first model: popularity)
+  has a bootstrap confidence interval whose lower bound is above `promotion_min_gain`, over at least
+  `promotion_min_users` users; otherwise the decision is "not enough evidence" and the champion stays. Aliases only: MLflow stages are deprecated. Whatever moves `champion`
   (this gate, `lambdarec models promote`, the MLflow UI) is honoured everywhere, because batch scoring
   and serving load `models:/<name>@champion` and nothing else.
 - `rollback`: move `champion` back to the previous champion (history kept as a registered-model tag).
@@ -25,11 +26,12 @@ import tempfile
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from feature_store.ranking import CHALLENGER_ALIAS, CHAMPION_ALIAS, MODEL_FILES, RANKER_FEATURES
 from feature_store.registry import NoChampion, champion_version, configure_mlflow, registry_client
 from feature_store.settings import Settings
+from spark_jobs.significance import PairedDifference, paired_bootstrap
 
 CHAMPION_HISTORY_TAG = "champion_history"
 PYFUNC_CODE = Path(__file__).with_name("ranker_pyfunc.py")
@@ -171,18 +173,65 @@ def log_ranker_run(
 # -- aliases: the promotion gate, manual promotion, rollback ----------------------------------------
 
 
+NOT_ENOUGH_EVIDENCE = "not enough evidence"
+PROMOTED = "promoted"
+GATE_SEED = 20261205  # fixed: the same holdout always gives the same decision
+GATE_TAGS = ("gate.decision", "gate.users", "gate.gain", "gate.ci_low", "gate.ci_high")
+
+
+@dataclass(frozen=True)
+class GateRule:
+    """What the gate asks for (from Settings): on `metric`, per-user paired gains whose bootstrap
+    interval at `confidence` lies above `min_gain`, over at least `min_users` holdout users."""
+
+    metric: str
+    min_gain: float
+    min_users: int
+    confidence: float = 0.95
+    resamples: int = 1000
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "GateRule":
+        return cls(
+            settings.promotion_metric, settings.promotion_min_gain, settings.promotion_min_users,
+            settings.promotion_confidence, settings.promotion_resamples,
+        )
+
+
 @dataclass(frozen=True)
 class GateDecision:
     promote: bool
     reason: str
+    evidence: PairedDifference | None = None
+
+    @property
+    def decision(self) -> str:
+        return PROMOTED if self.promote else NOT_ENOUGH_EVIDENCE
+
+    def tags(self) -> dict[str, str]:
+        """The decision as version tags (`lambdarec models list` shows them)."""
+        tags = {"gate": self.reason, "gate.decision": self.decision}
+        if self.evidence is not None:
+            e = self.evidence
+            tags.update({"gate.users": str(e.users), "gate.gain": repr(e.mean), "gate.ci_low": repr(e.low), "gate.ci_high": repr(e.high)})
+        return tags
 
 
-def gate(challenger: float, champion: float | None, popularity: float, min_gain: float, metric: str) -> GateDecision:
-    """Pure rule: beat the champion (or, with none yet, popularity) by at least `min_gain` on `metric`."""
-    baseline, label = (champion, "champion") if champion is not None else (popularity, "popularity")
-    if challenger >= baseline + min_gain:
-        return GateDecision(True, f"{metric} {challenger:.4f} beats {label} {baseline:.4f} by >= {min_gain}")
-    return GateDecision(False, f"{metric} {challenger:.4f} does not beat {label} {baseline:.4f} by {min_gain}")
+def gate(challenger: Sequence[float], baseline: Sequence[float], baseline_label: str, rule: GateRule) -> GateDecision:
+    """Pure rule on one holdout: `challenger` and `baseline` are the per-user values of `rule.metric`
+    (aligned by user). Promote only when there are at least `min_users` users and the lower bound of
+    the seeded paired bootstrap interval of the mean gain is above `min_gain`; otherwise the decision
+    is "not enough evidence" and the baseline (the champion) stays."""
+    evidence = paired_bootstrap(challenger, baseline, rule.resamples, rule.confidence, GATE_SEED)
+    measured = (
+        f"{rule.metric} gain over {baseline_label} {evidence.mean:+.4f}, {rule.confidence:.0%} CI "
+        f"[{evidence.low:+.4f}, {evidence.high:+.4f}] on {evidence.users} users"
+    )
+    if evidence.users < rule.min_users:
+        return GateDecision(False, f"{NOT_ENOUGH_EVIDENCE}: {evidence.users} holdout users, the gate needs {rule.min_users} ({measured})", evidence)
+    if evidence.low > rule.min_gain:
+        return GateDecision(True, f"{PROMOTED}: {measured}, lower bound above {rule.min_gain}", evidence)
+    return GateDecision(False, f"{NOT_ENOUGH_EVIDENCE}: {measured}, lower bound not above {rule.min_gain}", evidence)
 
 
 def champion_history(settings: Settings) -> list[str]:
@@ -207,7 +256,8 @@ def apply_gate(settings: Settings, version: str, decision: GateDecision) -> Gate
     mlflow_client = client(settings)
     name = settings.ranker_model_name
     mlflow_client.set_registered_model_alias(name, CHALLENGER_ALIAS, version)
-    mlflow_client.set_model_version_tag(name, version, "gate", decision.reason)
+    for key, value in decision.tags().items():
+        mlflow_client.set_model_version_tag(name, version, key, value)
     if decision.promote and champion_version(settings) != version:
         set_champion(settings, version)
     return decision

@@ -24,18 +24,21 @@ Protocol (documented in the README; keep the two identical):
    With `--train/--test` the inner split of step 3 is a `time` split.
 Models: `popularity`, `als`, `covisit`, `ease` (each source alone; ALS's knobs tuned on the history,
 spark_jobs.als_tuning, the grid's table under `als_tuning`), `xgboost`, `lightgbm`, `blend`
-(reciprocal-rank fusion of the two rankers).
+(reciprocal-rank fusion of the two rankers). Candidate recall@50/100/200 of each source and of their
+union (spark_jobs.metrics.candidate_recall, mean over test users with relevant items) says how much
+of the test part the rankers could find at all.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
-from typing import Literal
+from typing import Callable, Literal, Mapping
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from feature_store.ranking import CANDIDATE_SOURCES
 from feature_store.settings import Settings
 from spark_jobs.candidates import CandidateParams
 
@@ -172,16 +175,18 @@ def build_for_history(history: DataFrame, users: DataFrame, items: DataFrame | N
 
 def evaluate_split(
     spark: SparkSession, settings: Settings, train: DataFrame, test: DataFrame, split: Split | None, ratio: float, seed: int, k: int,
-    items: DataFrame | None = None, progress=lambda message: None,
+    items: DataFrame | None = None, progress=lambda message: None, write_predictions: Callable[[DataFrame], None] | None = None,
 ) -> dict:
-    """Every model's metrics@k for one train/test split (see the module docstring)."""
+    """Every model's metrics@k for one train/test split (see the module docstring), and the candidate
+    recall of each source and their union. `write_predictions`, when given, receives every model's top
+    k per test user (`predictions`)."""
     from spark_jobs.als_tuning import AlsGrid, tune_als
-    from spark_jobs.evaluation import rank_fusion, ranking_metrics, top_k_by_score, top_k_from_source
+    from spark_jobs.evaluation import candidate_pool_recall, rank_fusion, ranking_metrics, top_k_by_score, top_k_from_source
     from spark_jobs.rankers.common import RankerParams
     from spark_jobs.rankers.lightgbm_ranker import train_lightgbm
     from spark_jobs.rankers.xgboost_ranker import train_xgboost
     from spark_jobs.scoring import NativeModel, score_inputs
-    from spark_jobs.training_set import training_examples
+    from spark_jobs.training_set import at, training_examples
 
     train_silver = silver(train, settings).cache()
     test_users = test.select("user_id").distinct()
@@ -224,7 +229,12 @@ def evaluate_split(
         full[label] = top_k_by_score(scored, 1_000_000)
         rankings[label] = top_k_by_score(scored, k)
     rankings["blend"] = rank_fusion(full.values(), k)
+    if write_predictions is not None:
+        progress("writing predictions")
+        write_predictions(predictions(rankings))
     results = {label: ranking_metrics(ranked, relevance, k, catalog) for label, ranked in rankings.items()}
+    progress("candidate recall")
+    recall = candidate_pool_recall(at(outer.candidates, outer.cutoff), relevance, CANDIDATE_SOURCES)
     # ALS and co-visitation know nothing of users without train history (on a time split most test
     # users are new): the warm-user view compares the sources where each of them can answer
     warm = train.select("user_id").distinct()
@@ -240,8 +250,22 @@ def evaluate_split(
     }
     return {
         "k": k, "split": split or "given", "ratio": ratio if split else None, "seed": seed, "cutoff": str(outer.cutoff),
-        "counts": counts, "models": results, "warm_models": warm_results, "als_tuning": als_tuning,
+        "counts": counts, "models": results, "warm_models": warm_results, "als_tuning": als_tuning, "candidate_recall": recall,
     }
+
+
+PREDICTION_COLUMNS: tuple[str, ...] = ("model", "user_id", "item_id", "rank", "score")
+
+
+def predictions(rankings: Mapping[str, DataFrame]) -> DataFrame:
+    """(model, user_id, item_id, rank, score): every model's ranking rows, the file an outside scorer
+    recomputes the metrics from (`lambdarec evaluate --predictions`)."""
+    from spark_jobs.frames import union_all
+
+    return union_all(
+        ranked.select(F.lit(label).alias("model"), "user_id", "item_id", F.col("rank").cast("int"), F.col("score").cast("double"))
+        for label, ranked in rankings.items()
+    )
 
 
 def warm_only(per_user: DataFrame, warm_users: DataFrame) -> DataFrame:

@@ -20,12 +20,14 @@ def evaluate_command(
     items: Optional[Path] = typer.Option(None, help="Optional CSV item_id,title,genres (first genre = category)."),
     train: Optional[Path] = typer.Option(None, help="Train part split elsewhere (same header as --ratings)."),
     test: Optional[Path] = typer.Option(None, help="Test part split elsewhere (with --train)."),
+    predictions: Optional[Path] = typer.Option(
+        None, help="Also write every model's top k per test user here (CSV model,user_id,item_id,rank,score)."
+    ),
 ) -> None:
     """Train popularity, ALS, co-visitation, XGBoost, LightGBM and their blend on the train part and
     write each model's metrics@k on the test part (relevance = any held-out rating; items the user had
-    in train are never ranked)."""
+    in train are never ranked), and the candidate recall@50/100/200 of each source and their union."""
     from rich.console import Console
-    from rich.table import Table
 
     from feature_store.settings import load_settings
     from lambdarec.composition import spark_session
@@ -60,6 +62,7 @@ def evaluate_command(
             result = evaluate_split(
                 spark, settings, train_df.cache(), test_df.cache(), method, ratio, seed, k, catalog,
                 progress=lambda message: status.update(f"evaluating: {message}…"),
+                write_predictions=(lambda frame: write_predictions_csv(frame, predictions)) if predictions else None,
             )
     except RatingsFileError as exc:
         raise typer.BadParameter(str(exc)) from exc
@@ -69,10 +72,39 @@ def evaluate_command(
     counts = result["counts"]
     console.print(metrics_table(f"metrics@{k} ({result['split']}), {counts['test_users_with_relevant_items']} test users", result["models"], k))
     console.print(metrics_table(f"warm test users only ({counts['warm_test_users_with_relevant_items']} with train history)", result["warm_models"], k))
+    console.print(recall_table(result["candidate_recall"]))
     console.print(f"written {output}")
+    if predictions:
+        console.print(f"written {predictions}")
 
 
-def metrics_table(title: str, models: dict[str, dict[str, float]], k: int) -> Table:
+def write_predictions_csv(frame, path: Path) -> None:
+    """One CSV with a header, ordered by model, user and rank (small: k rows per user and model)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.orderBy("model", "user_id", "rank").toPandas().to_csv(path, index=False)
+
+
+def recall_table(recall: dict[str, float]):
+    """A rich Table of candidate recall: one row per source and the union, one column per N."""
+    from rich.table import Table
+
+    from spark_jobs.metrics import parse_metric_key
+
+    keys = [parse_metric_key(key) for key in recall if key != "users"]
+    cutoffs = sorted({n for _, n in keys})
+    table = Table(title=f"candidate recall ({int(recall['users'])} test users)")
+    table.add_column("source")
+    for n in cutoffs:
+        table.add_column(f"recall@{n}", justify="right")
+    for source in dict.fromkeys(name for name, _ in keys):
+        table.add_row(source, *[f"{recall[f'{source}@{n}']:.4f}" for n in cutoffs])
+    return table
+
+
+def metrics_table(title: str, models: dict[str, dict[str, float]], k: int):
+    """A rich Table: one row per model, the metrics@k as columns."""
+    from rich.table import Table
+
     table = Table(title=title)
     metrics = [f"ndcg@{k}", f"map@{k}", f"recall@{k}", f"precision@{k}", f"hr@{k}", f"mrr@{k}", f"coverage@{k}"]
     table.add_column("model")

@@ -10,12 +10,21 @@ from __future__ import annotations
 import typer
 
 
+def gate_evidence(tags: dict[str, str]) -> str:
+    """The gate's measured gain and interval from a version's tags: `+0.0123 [+0.0040, +0.0205] (812)`."""
+    if "gate.gain" not in tags:
+        return ""
+    gain, low, high = (float(tags[f"gate.{k}"]) for k in ("gain", "ci_low", "ci_high"))
+    return f"{gain:+.4f} [{low:+.4f}, {high:+.4f}] ({tags['gate.users']})"
+
+
 def register(app: typer.Typer) -> None:
     models = typer.Typer(help="Registered ranker versions and the champion/challenger aliases (MLflow).", no_args_is_help=True)
 
     @models.command("list")
     def list_command() -> None:
-        """Every registered version, newest first: aliases, kind, training date, holdout NDCG@10, gate decision."""
+        """Every registered version, newest first: aliases, kind, training date, holdout NDCG@10, and the
+        gate's decision (promoted / not enough evidence) with the measured gain, its interval and users."""
         from datetime import datetime, timezone
 
         from rich.console import Console
@@ -30,7 +39,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"no versions of {settings.ranker_model_name} yet: run `lambdarec batch run --date YYYY-MM-DD`")
             return
         table = Table(title=f"{settings.ranker_model_name} ({settings.registry_uri})")
-        for column in ("version", "aliases", "kind", "trained as_of", "holdout ndcg@10", "created", "gate"):
+        for column in ("version", "aliases", "kind", "trained as_of", "holdout ndcg@10", "created", "gate", "gain [CI] (users)"):
             table.add_column(column)
         for v in versions:
             tags = v["tags"]
@@ -38,7 +47,7 @@ def register(app: typer.Typer) -> None:
             ndcg = tags.get("holdout.ndcg_at_10")
             table.add_row(
                 v["version"], ", ".join(v["aliases"]), tags.get("kind", ""), tags.get("as_of", ""),
-                f"{float(ndcg):.4f}" if ndcg else "", created, tags.get("gate", ""),
+                f"{float(ndcg):.4f}" if ndcg else "", created, tags.get("gate.decision", ""), gate_evidence(tags),
             )
         Console().print(table)
 

@@ -38,6 +38,7 @@ def nightly_settings(settings: Settings, redis_server, tmp_path_factory: pytest.
             "ranker_trees": 30,
             "als_max_iters": (5,),
             "label_horizon_days": 3,
+            "promotion_min_users": 50,  # 150 generated users: fewer holdout users than the production default (100) may decide
             "airflow_parallelism": 2,
         }
     )

@@ -21,7 +21,7 @@ from lambdarec.cli import build_app
 from lambdarec.datagen import GeneratorConfig, generate
 from lambdarec.testing import settings_environment
 from spark_jobs.als_tuning import GRID_KEYS, choose_best
-from spark_jobs.batch_pipeline import STEPS, BatchContext, run_step
+from spark_jobs.batch_pipeline import STEPS, BatchContext, evaluation_per_user, run_step
 from spark_jobs.delta_io import read_table
 from spark_jobs.ingest import ingest
 from spark_jobs.model_registry import client
@@ -53,6 +53,8 @@ def batch_settings(table_settings, redis_server):
             "max_negatives_per_query": 20,
             "batch_top_n": 20,
             "train_num_workers": 2,
+            # 200 generated users: fewer holdout users than the production default (100) may decide
+            "promotion_min_users": 50,
         }
     )
 
@@ -83,8 +85,20 @@ def test_batch_run_ends_with_a_champion_and_recommendations_in_redis(spark, batc
     assert str(mlflow_client.get_model_version_by_alias(name, CHALLENGER_ALIAS).version) == champion
     results = reports["evaluate"]["results"]
     assert {"popular", "als", "covisit", "blend", "xgboost v1", "lightgbm v2"} <= set(results)
-    best = max(results["xgboost v1"]["ndcg@10"], results["lightgbm v2"]["ndcg@10"])
-    assert best >= results["popular"]["ndcg@10"] + batch_settings.promotion_min_gain
+    # The gate decided on evidence: the paired per-user gains over popularity, from the evaluate run's
+    # per-user table, whose means are the reported metrics.
+    promote = reports["promote"]
+    assert promote["decision"] == "promoted", promote
+    per_user = evaluation_per_user(BatchContext(spark, batch_settings, RUN_DATE))
+    labels = {"popular": "popular", "v1": "xgboost v1", "v2": "lightgbm v2"}
+    assert len(per_user) == results["popular"]["users"] == promote["evidence"]["users"] >= batch_settings.promotion_min_users
+    for column, label in labels.items():
+        assert per_user[column].mean() == pytest.approx(results[label]["ndcg@10"], abs=1e-12)
+    gains = per_user[f"v{champion}"] - per_user["popular"]
+    assert promote["evidence"]["mean"] == pytest.approx(gains.mean(), abs=1e-12)
+    assert promote["evidence"]["low"] > batch_settings.promotion_min_gain
+    tags = mlflow_client.get_model_version(name, champion).tags
+    assert (tags["gate.decision"], tags["gate.users"]) == ("promoted", str(promote["evidence"]["users"]))
 
     # Delta: every cut-off's candidates, the training set, and batch scores by the champion.
     cut = BatchContext(spark, batch_settings, RUN_DATE).cutoffs
@@ -99,6 +113,7 @@ def test_batch_run_ends_with_a_champion_and_recommendations_in_redis(spark, batc
         (d, s): n for d, per_source in reports["candidates"]["rows"].items() for s, n in per_source.items()
     }
     assert set(reports["candidates"]["recall"]) == {str(cut.train), str(cut.holdout)}
+    assert set(reports["candidates"]["recall"][str(cut.holdout)]) == {f"{s}@{n}" for s in (*CANDIDATE_SOURCES, "union") for n in (50, 100, 200)} | {"users"}
     assert {r.as_of for r in read_table(spark, batch_settings, TRAINING_SET).select("as_of").distinct().collect()} == {cut.train}
     scores = read_table(spark, batch_settings, BATCH_SCORES).collect()
     assert {(r.as_of, r.model_version) for r in scores} == {(RUN_DATE, champion)}

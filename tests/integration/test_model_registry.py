@@ -10,6 +10,7 @@ import pytest
 from feature_store.ranking import CHALLENGER_ALIAS, CHAMPION_ALIAS, MODEL_FILES, RANKER_FEATURES
 from feature_store.registry import NoChampion, RegistryUnavailable, champion_version, load_ranker
 from spark_jobs.model_registry import (
+    GateRule,
     apply_gate,
     client,
     gate,
@@ -60,11 +61,10 @@ def register(settings, tmp_path: Path, kind: str, ndcg: float, as_of: str = "202
     return ranker, meta, log_ranker_run(settings, model_dir, meta, ranker.params, holdout, ranker.importance(), {"as_of": as_of, "run_date": as_of})
 
 
-def test_gate_rule():
-    assert gate(0.30, None, popularity=0.20, min_gain=0.01, metric="ndcg@10").promote
-    assert not gate(0.205, None, popularity=0.20, min_gain=0.01, metric="ndcg@10").promote
-    assert not gate(0.30, 0.295, popularity=0.20, min_gain=0.01, metric="ndcg@10").promote
-    assert gate(0.31, 0.30, popularity=0.90, min_gain=0.01, metric="ndcg@10").promote
+def decided(gain: float, label: str = "popularity"):
+    """The gate's decision on 200 holdout users whose per-user metric moves by `gain` each."""
+    baseline = [0.2] * 200
+    return gate([v + gain for v in baseline], baseline, label, GateRule("ndcg@10", min_gain=0.002, min_users=100))
 
 
 @pytest.mark.parametrize("kind", ["xgboost", "lightgbm"])
@@ -112,21 +112,22 @@ def test_promotion_gate_with_aliases_and_rollback(table_settings, tmp_path):
         load_ranker(settings)
     # First model worse than popularity: challenger only.
     _, _, v1 = register(settings, tmp_path, "lightgbm", ndcg=0.19)
-    apply_gate(settings, v1.version, gate(0.19, None, popularity=0.2, min_gain=0.002, metric="ndcg@10"))
+    apply_gate(settings, v1.version, decided(-0.01))
     assert champion_version(settings) is None
     assert str(mlflow_client.get_model_version_by_alias(name, CHALLENGER_ALIAS).version) == v1.version
     # First model that beats popularity becomes champion.
     _, _, v2 = register(settings, tmp_path, "lightgbm", ndcg=0.30)
-    apply_gate(settings, v2.version, gate(0.30, None, popularity=0.2, min_gain=0.002, metric="ndcg@10"))
+    apply_gate(settings, v2.version, decided(0.1))
     assert champion_version(settings) == v2.version
     # A worse model stays challenger; the champion does not move.
     _, _, v3 = register(settings, tmp_path, "xgboost", ndcg=0.25)
-    decision = apply_gate(settings, v3.version, gate(0.25, 0.30, popularity=0.2, min_gain=0.002, metric="ndcg@10"))
+    decision = apply_gate(settings, v3.version, decided(-0.05, "champion v2"))
     assert not decision.promote
+    assert mlflow_client.get_model_version(name, v3.version).tags["gate.decision"] == "not enough evidence"
     assert (champion_version(settings), str(mlflow_client.get_model_version_by_alias(name, CHALLENGER_ALIAS).version)) == (v2.version, v3.version)
     # A better one is promoted; rollback returns to the previous champion.
     _, _, v4 = register(settings, tmp_path, "xgboost", ndcg=0.35)
-    apply_gate(settings, v4.version, gate(0.35, 0.30, popularity=0.2, min_gain=0.002, metric="ndcg@10"))
+    apply_gate(settings, v4.version, decided(0.05, "champion v2"))
     assert champion_version(settings) == v4.version
     assert load_ranker(settings).version == v4.version and load_ranker(settings).kind == "xgboost"
     assert rollback(settings) == v2.version
@@ -153,14 +154,16 @@ def test_models_cli_lists_promotes_and_rolls_back(table_settings, tmp_path, monk
     assert "no versions of lambdarec-ranker yet" in runner.invoke(app, ["models", "list"]).output
     for ndcg in (0.3, 0.2):
         register(settings, tmp_path, "lightgbm", ndcg=ndcg)
+    apply_gate(settings, "1", decided(0.1))
+    apply_gate(settings, "2", decided(-0.1, "champion v1"))
     promoted = runner.invoke(app, ["models", "promote", "1"])
     assert promoted.exit_code == 0 and promoted.output.strip() == "lambdarec-ranker@champion -> version 1"
     assert runner.invoke(app, ["models", "promote", "2"]).exit_code == 0
     listed = runner.invoke(app, ["models", "list"]).output
     rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in listed.splitlines() if line.startswith("│")]
-    assert {r[0]: (r[1], r[2], r[4]) for r in rows if r and r[0].isdigit()} == {
-        "2": ("champion", "lightgbm", "0.2000"),
-        "1": ("", "lightgbm", "0.3000"),
+    assert {r[0]: (r[1], r[2], r[4], r[6], r[7]) for r in rows if r and r[0].isdigit()} == {
+        "2": ("challenger, champion", "lightgbm", "0.2000", "not enough evidence", "-0.1000 [-0.1000, -0.1000] (200)"),
+        "1": ("", "lightgbm", "0.3000", "promoted", "+0.1000 [+0.1000, +0.1000] (200)"),
     }
     unknown = runner.invoke(app, ["models", "promote", "9"])
     assert unknown.exit_code != 0 and "no version 9" in " ".join(unknown.output.replace("│", " ").split())

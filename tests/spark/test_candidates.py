@@ -3,6 +3,7 @@ from datetime import date
 
 import numpy as np
 import pytest
+from pyspark.sql import functions as F
 
 from spark_jobs.candidates import (
     CandidateParams,
@@ -10,7 +11,6 @@ from spark_jobs.candidates import (
     als_candidates,
     als_factors,
     build_candidates,
-    candidate_recall,
     covisit_candidates,
     covisit_similar,
     ease_candidates,
@@ -173,7 +173,9 @@ def test_ease_proposes_each_users_co_occurring_items_over_the_capped_catalog(spa
     assert rows(got, "user_id", "item_id", "score", "rank") == [("u3", "b", 0.5, 1), ("u5", "d", float(np.float32(1 / 3)), 1)]
 
 
-def test_candidate_recall_per_source_and_combined(spark, interactions):
+def test_candidate_recall_per_source_and_union(spark, interactions):
+    from spark_jobs.evaluation import candidate_pool_recall
+
     candidates = spark.createDataFrame(
         [
             (AS_OF, "als", "u1", "d", 1.0, 1),
@@ -186,11 +188,12 @@ def test_candidate_recall_per_source_and_combined(spark, interactions):
     )
     future = next_items(interactions, AS_OF, horizon_days=7)
     assert rows(future, "user_id", "item_id") == [("u1", "d"), ("u3", "f")]
-    assert candidate_recall(candidates, future, n=1) == {"als": 0.5, "covisit": 0.5, "popular": 0.0, "ease": 0.0, "combined": 1.0}
-    assert candidate_recall(candidates.where("source = 'popular'"), future, n=2) == {
-        "als": 0.0,
-        "covisit": 0.0,
-        "popular": 0.0,
-        "ease": 0.0,
-        "combined": 0.0,
+    relevance = future.withColumn("relevance", F.lit(1.0))
+    sources = ("als", "covisit", "popular", "ease")
+    assert candidate_pool_recall(candidates, relevance, sources, cutoffs=(1, 2)) == {
+        "als@1": 0.5, "covisit@1": 0.5, "popular@1": 0.0, "ease@1": 0.0, "union@1": 1.0,
+        "als@2": 0.5, "covisit@2": 0.5, "popular@2": 0.0, "ease@2": 0.0, "union@2": 1.0,
+        "users": 2.0,
     }
+    only_popular = candidate_pool_recall(candidates.where("source = 'popular'"), relevance, sources, cutoffs=(2,))
+    assert only_popular == {"als@2": 0.0, "covisit@2": 0.0, "popular@2": 0.0, "ease@2": 0.0, "union@2": 0.0, "users": 2.0}

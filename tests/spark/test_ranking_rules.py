@@ -30,7 +30,7 @@ def test_top_k_keeps_the_best_scores_ties_by_item_id(spark):
     )
     assertDataFrameEqual(
         top_k_by_score(scored, 2),
-        spark.createDataFrame([("u1", "c", 1), ("u1", "a", 2), ("u2", "a", 1)], "user_id string, item_id string, rank int"),
+        spark.createDataFrame([("u1", "c", 1, 0.9), ("u1", "a", 2, 0.5), ("u2", "a", 1, 0.1)], "user_id string, item_id string, rank int, score double"),
     )
     # batch scoring's rows are the same ranking, with what gold/batch_scores keeps of each row
     assertDataFrameEqual(
@@ -54,4 +54,7 @@ def test_reciprocal_rank_fusion(spark):
         fused_scores(union_all([first, second])),
         spark.createDataFrame([("u1", "a", 1 / 61), ("u1", "b", 1 / 62 + 1 / 61), ("u1", "c", 1 / 62)], "user_id string, item_id string, score double"),
     )
-    assertDataFrameEqual(rank_fusion([first, second], 2), spark.createDataFrame([("u1", "b", 1), ("u1", "a", 2)], ranked))
+    assertDataFrameEqual(
+        rank_fusion([first, second], 2),
+        spark.createDataFrame([("u1", "b", 1, 1 / 62 + 1 / 61), ("u1", "a", 2, 1 / 61)], "user_id string, item_id string, rank int, score double"),
+    )

@@ -4,11 +4,14 @@ import pytest
 
 from spark_jobs.metrics import (
     average_precision_at_k,
+    candidate_recall,
     catalog_coverage,
     dcg_at_k,
     hit_rate_at_k,
     mean_metrics,
+    metric_key,
     ndcg_at_k,
+    parse_metric_key,
     precision_at_k,
     recall_at_k,
     reciprocal_rank,
@@ -82,3 +85,21 @@ def test_mean_metrics_skips_users_without_relevant_items_and_counts_missing_rank
             "users": 3.0,
         }
     )
+
+
+def test_candidate_recall_per_source_and_union_at_each_cutoff():
+    pools = {"als": ["a", "x", "b"], "covisit": ["c"], "popular": ["y", "z", "a", "c"]}
+    relevance = {"a": 1.0, "b": 2.0, "c": 1.0, "d": 1.0}
+    assert candidate_recall(pools, relevance, (1, 3)) == {
+        "als@1": 1 / 4, "covisit@1": 1 / 4, "popular@1": 0.0, "union@1": 2 / 4,
+        # covisit has one candidate: its @3 is all it has; the union counts a and c once
+        "als@3": 2 / 4, "covisit@3": 1 / 4, "popular@3": 1 / 4, "union@3": 3 / 4,
+    }
+    assert candidate_recall(pools, {}, (1,)) == {"als@1": 0.0, "covisit@1": 0.0, "popular@1": 0.0, "union@1": 0.0}
+    assert candidate_recall({"als": []}, {"a": 1.0}, (50,)) == {"als@50": 0.0, "union@50": 0.0}
+
+
+def test_metric_keys_parse_back():
+    assert parse_metric_key(metric_key("ndcg", 10)) == ("ndcg", 10)
+    with pytest.raises(ValueError, match="metric key"):
+        parse_metric_key("ndcg")
