@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     spark_shuffle_partitions: int = 4
     spark_ui_enabled: bool = False
     spark_conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark conf (JSON object).")
+    spark_cluster_port: int = Field(7077, description="Master port of the local standalone cluster (`lambdarec spark-cluster start`; 0 = a free port).")
+    spark_cluster_workers: int = Field(2, description="Workers of the local standalone cluster.")
+    spark_cluster_worker_cores: int = Field(1, description="Cores each local worker offers.")
+    spark_cluster_worker_memory: str = Field("2g", description="Executor memory each local worker offers.")
 
     # -- Redis (online store and default event bus) ----------------------------------------------
     redis_url: str | None = Field(

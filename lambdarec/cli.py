@@ -10,6 +10,7 @@ import typer
 # One line per command module; each exposes `register(app)`.
 COMMAND_MODULES: tuple[str, ...] = (
     "lambdarec.commands.services",
+    "lambdarec.commands.spark_cluster",
     "lambdarec.commands.stream",
     "lambdarec.commands.events",
     "lambdarec.commands.kafka",

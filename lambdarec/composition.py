@@ -59,3 +59,19 @@ def spark_session(settings: Settings):
     from spark_jobs.session import build_spark
 
     return build_spark(settings)
+
+
+def api_app():
+    """The API for the environment's settings: `lambdarec serve`'s app, also the factory each of
+    its worker processes calls (`lambdarec.composition:api_app`)."""
+    import sys
+
+    # MLflow probes `import pyspark` when the model registry client loads; the API process has no
+    # use for Spark, so the probe finds nothing and the process stays free of pyspark.
+    sys.modules.setdefault("pyspark", None)  # type: ignore[arg-type]
+    from feature_store.settings import load_settings
+    from serving.app import create_app
+
+    settings = bus_settings(load_settings())
+    return create_app(settings, redis_url=redis_url(settings))
+

@@ -8,6 +8,7 @@ at scrape time, so the hot path pays nothing for them.
 
 from __future__ import annotations
 
+import os
 from typing import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -45,6 +46,8 @@ class _LiveCollector(Collector):
         yield model
         yield CounterMetricFamily("lambdarec_model_swaps", "Rankers swapped in (start-up load included).", value=self.holder.swaps)
         yield CounterMetricFamily("lambdarec_model_registry_errors", "Failed checks of the champion alias.", value=self.holder.registry_errors)
+        # With `lambdarec serve --workers N` each process answers its own scrapes: the pid tells them apart.
+        yield GaugeMetricFamily("lambdarec_worker_pid", "Process id of the API worker that answered.", value=os.getpid())
         for name, value in self.extra().items():
             yield GaugeMetricFamily(f"lambdarec_{name}", name.replace("_", " "), value=value)
 

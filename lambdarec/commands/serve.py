@@ -18,32 +18,36 @@ def register(app: typer.Typer) -> None:
         host: Annotated[Optional[str], typer.Option(help="Interface to bind (default LAMBDAREC_API_HOST, 127.0.0.1).")] = None,
         port: Annotated[Optional[int], typer.Option(help="Port (default LAMBDAREC_API_PORT, 8000).")] = None,
         log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+        workers: Annotated[int, typer.Option(min=1, help="Worker processes sharing the port; each has its own cache and model watcher.")] = 1,
     ) -> None:
         """Serve GET /v1/recommendations, POST /v1/events, /v1/items/{id}/similar, /healthz, /readyz,
         /metrics (OpenAPI docs at /docs). Starts the private redis-server when LAMBDAREC_REDIS_URL is empty."""
-        import sys
+        import os
 
         import uvicorn
 
-        # MLflow probes `import pyspark` when the model registry client loads; the API process has no
-        # use for Spark, so the probe finds nothing and the process stays free of pyspark.
-        sys.modules.setdefault("pyspark", None)  # type: ignore[arg-type]
-
         from feature_store.settings import load_settings
-        from lambdarec.composition import bus_settings, redis_url
-        from serving.app import create_app
+        from lambdarec.composition import api_app, bus_settings, redis_url
         from serving.auth import BadApiKeyDigest, MissingApiKeys, guard_from_settings
 
         settings = load_settings()
         try:
             guard_from_settings(settings)  # refuse before starting anything (a private redis-server)
+            # Resolved once here and handed to the app (and every worker) through the environment, so
+            # all use the same store and brokers (a private redis-server is started once, not per worker).
             settings = bus_settings(settings)
-            api = create_app(settings, redis_url=redis_url(settings))
+            os.environ["LAMBDAREC_REDIS_URL"] = redis_url(settings)
+            if settings.kafka_bootstrap_servers:
+                os.environ["LAMBDAREC_KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka_bootstrap_servers
+            api = api_app() if workers == 1 else None
         except (MissingApiKeys, BadApiKeyDigest, ValueError) as exc:
             typer.echo(f"lambdarec serve: {exc}", err=True)
             raise typer.Exit(2) from None
         uvicorn.run(
-            api,
+            # Several workers: uvicorn spawns processes that each build the app from the factory.
+            api if api is not None else "lambdarec.composition:api_app",
+            factory=api is None,
+            workers=workers,
             host=host or settings.api_host,
             port=port or settings.api_port,
             loop="uvloop" if settings.serving_uvloop else "asyncio",

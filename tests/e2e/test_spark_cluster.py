@@ -1,0 +1,106 @@
+"""`lambdarec batch run` on a Spark standalone cluster (a master and two one-core workers started by
+`infra/local/spark-cluster.sh`) ends with the same champion as `local[2]` on the same data and seed, and
+its recommendations in Redis.
+
+The data and batch settings are tests/integration/test_batch_run.py's. The local run uses the test
+run's shared session; the cluster run is the real CLI in its own process (driver) against the cluster's
+executors, so Delta JARs, the executors' Python and both distributed rankers (xgboost.spark over two
+executor JVMs, LightGBM's barrier stage) are exercised as a deployment would.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from feature_store.codecs import decode_recs
+from feature_store.redis_keys import RedisKeys
+from feature_store.settings import Settings, project_root
+from feature_store.tables import BATCH_SCORES
+from lambdarec.airflow_local import settings_env
+from lambdarec.datagen import GeneratorConfig, generate
+from spark_jobs.batch_pipeline import Cutoffs, holdout_tag, run_batch
+from spark_jobs.delta_io import read_table
+from spark_jobs.ingest import ingest
+from spark_jobs.model_registry import champion_version, client
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.scale_out, pytest.mark.timeout(3600)]
+
+# The same world and batch settings as tests/integration/test_batch_run.py.
+from tests.integration.test_batch_run import DAYS, RUN_DATE, START, batch_settings  # noqa: E402,F401
+
+METRICS = ("ndcg@10", "map@10", "recall@10")
+# Both runs see the same rows in the same partitions (two task slots either way); what may differ is
+# floating-point summation order across executor JVMs, so metrics agree to well within this.
+TOLERANCE = 1e-6
+
+
+def run_cli(args: list[str], env: dict[str, str], timeout_s: float) -> str:
+    code = "import sys; from lambdarec.cli import main; sys.argv = ['lambdarec', *sys.argv[1:]]; main()"
+    done = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=timeout_s)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def script(name: str, args: list[str], env: dict[str, str]) -> str:
+    done = subprocess.run(["bash", str(project_root() / "infra" / "local" / name), *args], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def champion_metrics(settings: Settings) -> tuple[str, dict[str, float]]:
+    version = champion_version(settings)
+    assert version is not None
+    tags = client(settings).get_model_version(settings.ranker_model_name, version).tags
+    holdout = Cutoffs.of(RUN_DATE, settings.label_horizon_days).holdout
+    return tags["kind"], {m: float(tags[holdout_tag(holdout, m)]) for m in METRICS}
+
+
+def test_nightly_on_a_standalone_cluster_matches_local(spark, batch_settings, redis_client, tmp_path):
+    config = GeneratorConfig(events=8_000, users=200, items=250, categories=6, days=DAYS, start=START, seed=3)
+    generate(config, tmp_path / "gen")
+    ingest(spark, batch_settings, tmp_path / "gen", "jsonl", datetime(2026, 11, 1, tzinfo=timezone.utc))
+    cluster_dir = tmp_path / "cluster"
+    # The cluster run starts from the same bronze tables (copied before the local run adds silver/gold).
+    shutil.copytree(Path(batch_settings.tables_root), cluster_dir / "delta")
+
+    run_batch(spark, batch_settings, RUN_DATE)
+    local_kind, local_metrics = champion_metrics(batch_settings)
+
+    cluster_settings = batch_settings.model_copy(update={
+        "data_dir": cluster_dir, "tables_uri": str(cluster_dir / "delta"), "redis_key_prefix": "cluster",
+        "spark_cluster_port": 0,  # a free port: a developer's cluster on 7077 may be running
+    })
+    env = {**os.environ, **settings_env(cluster_settings), "PYTHONPATH": str(project_root())}
+    master_url = script("spark-cluster.sh", ["start"], env).strip().splitlines()[-1]
+    try:
+        assert master_url.startswith("spark://127.0.0.1:")
+        env["LAMBDAREC_SPARK_MASTER"] = master_url
+        output = run_cli(["batch", "run", "--date", str(RUN_DATE)], env, timeout_s=3000)
+    finally:
+        script("spark-cluster.sh", ["stop"], env)
+
+    # The application's executors ran in two worker JVMs: one executor folder (with its log) per worker.
+    executors = {p.parent.name for p in (cluster_dir / "spark-cluster" / "work").glob("app-*/*/stderr")}
+    assert len(executors) == 2, (executors, output)
+
+    cluster_kind, cluster_metrics = champion_metrics(cluster_settings)
+    assert cluster_kind == local_kind
+    assert cluster_metrics == pytest.approx(local_metrics, abs=TOLERANCE), (cluster_metrics, local_metrics)
+
+    keys = RedisKeys(cluster_settings.redis_key_prefix)
+    version = redis_client.get(keys.batch_pointer).decode()
+    meta = redis_client.hgetall(keys.batch_meta(version))
+    assert meta[b"as_of"].decode() == str(RUN_DATE)
+    scores = read_table(spark, cluster_settings, BATCH_SCORES).collect()
+    assert {r.as_of for r in scores} == {RUN_DATE} and int(meta[b"count_recs"]) == len({r.user_id for r in scores})
+    user = scores[0].user_id
+    expected = sorted((r for r in scores if r.user_id == user), key=lambda r: r["rank"])
+    assert [(i.item_id, i.score) for i in decode_recs(redis_client.get(keys.user_recs(version, user)))] == [(r.item_id, r.score) for r in expected]
