@@ -132,34 +132,88 @@ return redis.call('XTRIM', KEYS[1], 'MINID', lowest)
 """
 
 
-def _queue_publish(pipe, stream: str, events: Iterable[Event | Mapping[str, Any] | str | bytes], maxlen: int | None) -> int:
-    """Queue the XADDs (and the guarded trim) on a pipeline; returns how many events were queued."""
-    count = 0
-    for event in events:
-        pipe.xadd(stream, entry_fields(event))
-        count += 1
+class BusBacklogFull(RuntimeError):
+    """The bus stream holds more entries than the backlog cap: the streaming job is behind or stalled.
+    Nothing of the refused batch was published."""
+
+    def __init__(self, length: int, cap: int) -> None:
+        super().__init__(
+            f"the event bus holds {length} entries and its backlog cap is {cap} (LAMBDAREC_EVENT_STREAM_MAX_BACKLOG): "
+            "the streaming job is behind or stalled"
+        )
+        self.length = length
+        self.cap = cap
+
+
+# Append a batch of payloads as one atomic step: all of them or none (a script runs whole; when Redis is
+# out of memory its first write fails, before anything was added), refused while the stream would go
+# above the backlog cap (ARGV[1], -1 = no cap). ARGV[2] is the entry's field name, then the payloads.
+# Returns the entry ids.
+_PUBLISH = """
+local cap = tonumber(ARGV[1])
+if cap >= 0 then
+  local length = redis.call('XLEN', KEYS[1])
+  if length + #ARGV - 2 > cap then return redis.error_reply('BACKLOG ' .. length .. ' ' .. cap) end
+end
+local ids = {}
+for i = 3, #ARGV do ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', ARGV[2], ARGV[i]) end
+return ids
+"""
+
+
+def _queue_publish(pipe, stream: str, events: Iterable[Event | Mapping[str, Any] | str | bytes], maxlen: int | None, max_backlog: int | None) -> bool:
+    """Queue the atomic append (and the guarded trim) on a pipeline; False when there is nothing to send."""
+    payloads = [encode_payload(event) for event in events]
+    if not payloads:
+        return False
+    pipe.eval(_PUBLISH, 1, stream, -1 if max_backlog is None else max_backlog, EVENT_FIELD, *payloads)
     if maxlen is not None:
         pipe.eval(_TRIM_CONSUMED, 2, stream, committed_key(stream), maxlen)
-    return count
+    return True
 
 
-def publish_events(client, stream: str, events: Iterable[Event | Mapping[str, Any] | str | bytes], maxlen: int | None = None) -> list[str]:
-    """Append events to the bus in one pipelined round trip; returns their entry ids.
+def _published_ids(replies: list) -> list[str]:
+    """The entry ids of the append, or BusBacklogFull when the cap refused it."""
+    first = replies[0]
+    if isinstance(first, Exception):
+        message = str(first)
+        if message.startswith("BACKLOG "):
+            length, cap = message.split()[1:3]
+            raise BusBacklogFull(int(length), int(cap))
+        raise first
+    return [_text(r) for r in first]
+
+
+def publish_events(
+    client,
+    stream: str,
+    events: Iterable[Event | Mapping[str, Any] | str | bytes],
+    maxlen: int | None = None,
+    max_backlog: int | None = None,
+) -> list[str]:
+    """Append events to the bus, all or none, in one round trip; returns their entry ids.
 
     `maxlen`: when the stream is longer than this afterwards, drop the entries the streaming job has
-    already committed (never unread ones, so the stream may stay longer than `maxlen`)."""
+    already committed (never unread ones, so the stream may stay longer than `maxlen`).
+    `max_backlog`: refuse the whole batch (BusBacklogFull) when the stream would hold more entries."""
     pipe = client.pipeline(transaction=False)
-    count = _queue_publish(pipe, stream, events, maxlen)
-    replies = pipe.execute() if len(pipe) else []
-    return [_text(r) for r in replies[:count]]
+    if not _queue_publish(pipe, stream, events, maxlen, max_backlog):
+        return []
+    return _published_ids(pipe.execute(raise_on_error=False))
 
 
-async def publish_events_async(client, stream: str, events: Iterable[Event | Mapping[str, Any] | str | bytes], maxlen: int | None = None) -> list[str]:
+async def publish_events_async(
+    client,
+    stream: str,
+    events: Iterable[Event | Mapping[str, Any] | str | bytes],
+    maxlen: int | None = None,
+    max_backlog: int | None = None,
+) -> list[str]:
     """`publish_events` for a `redis.asyncio` client (the API)."""
     pipe = client.pipeline(transaction=False)
-    count = _queue_publish(pipe, stream, events, maxlen)
-    replies = await pipe.execute() if len(pipe) else []
-    return [_text(r) for r in replies[:count]]
+    if not _queue_publish(pipe, stream, events, maxlen, max_backlog):
+        return []
+    return _published_ids(await pipe.execute(raise_on_error=False))
 
 
 def trim_consumed(client, stream: str, maxlen: int | None = None) -> int:
@@ -172,6 +226,19 @@ def record_committed(client, stream: str, consumer: str, entry_id: str) -> None:
     """Remember the last entry id Spark committed for one consumer (a streaming query); called by the
     stream source's `commit`."""
     client.hset(committed_key(stream), consumer, entry_id)
+
+
+def register_consumer(client, stream: str, consumer: str) -> None:
+    """Make a streaming query count for trimming before its first commit (at the stream's start, unless
+    it committed before): a query that never got to commit, e.g. bronze stalled since start-up, then
+    keeps every entry on the bus instead of being left out of the lowest offset."""
+    client.hsetnx(committed_key(stream), consumer, STREAM_START)
+
+
+def committed_offset(client, stream: str, consumer: str) -> str | None:
+    """The last entry id one consumer committed, if any."""
+    value = client.hget(committed_key(stream), consumer)
+    return _text(value) if value is not None else None
 
 
 def read_committed(client, stream: str) -> dict[str, str]:
@@ -208,17 +275,18 @@ class EventPublisher(Protocol):
 
 class RedisStreamPublisher:
     """The Redis Stream bus. `client` is a redis-py client for `publish`, a `redis.asyncio` one for
-    `publish_async`; `maxlen` trims what every streaming query has committed (see publish_events)."""
+    `publish_async`; `maxlen` trims what every streaming query has committed, `max_backlog` refuses a
+    batch (BusBacklogFull) that would take the stream above it (see publish_events)."""
 
-    def __init__(self, client, stream: str, maxlen: int | None = None) -> None:
-        self.client, self.stream, self.maxlen = client, stream, maxlen
+    def __init__(self, client, stream: str, maxlen: int | None = None, max_backlog: int | None = None) -> None:
+        self.client, self.stream, self.maxlen, self.max_backlog = client, stream, maxlen, max_backlog
         self.destination = stream
 
     def publish(self, events: Iterable[Payload]) -> list[str]:
-        return publish_events(self.client, self.stream, events, maxlen=self.maxlen)
+        return publish_events(self.client, self.stream, events, maxlen=self.maxlen, max_backlog=self.max_backlog)
 
     async def publish_async(self, events: Iterable[Payload]) -> list[str]:
-        return await publish_events_async(self.client, self.stream, events, maxlen=self.maxlen)
+        return await publish_events_async(self.client, self.stream, events, maxlen=self.maxlen, max_backlog=self.max_backlog)
 
     def close(self) -> None:
         """The client belongs to the caller."""
@@ -360,4 +428,6 @@ def open_publisher(settings: Settings, *, redis_client=None, kafka_bootstrap: st
         return KafkaPublisher.connect(bootstrap, settings.kafka_topic, settings.kafka_linger_ms)
     if redis_client is None:
         raise ValueError("the Redis Stream bus needs a Redis client")
-    return RedisStreamPublisher(redis_client, settings.event_stream, settings.event_stream_maxlen if trim else None)
+    return RedisStreamPublisher(
+        redis_client, settings.event_stream, settings.event_stream_maxlen if trim else None, settings.event_stream_max_backlog
+    )

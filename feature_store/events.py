@@ -92,7 +92,11 @@ class QuarantineReason(StrEnum):
     BAD_VALUE = "bad_value"  # value not a number, or a rating without a value
     CONTEXT_TOO_LARGE = "context_too_large"  # more than CONTEXT_MAX_KEYS keys or CONTEXT_MAX_BYTES bytes
     DUPLICATE_EVENT_ID = "duplicate_event_id"
+    OVERSIZE = "oversize"  # a bus entry above the streaming job's byte limit, rejected before decoding
 
+
+# Reasons about the bus entry rather than the event: only the streaming job gives them.
+BUS_ENTRY_REASONS: frozenset[QuarantineReason] = frozenset({QuarantineReason.OVERSIZE})
 
 # Order in which reasons are checked, so a row with several problems always gets the same reason.
 REASON_PRIORITY: tuple[QuarantineReason, ...] = tuple(QuarantineReason)

@@ -85,6 +85,12 @@ class RedisKeys:
         plus `session_id` and `last_ts`."""
         return f"{self.prefix}:s:{{u:{user_id}}}:session"
 
+    def recent_event_ids(self, user_id: str) -> str:
+        """Sorted set: member = event_id, score = bus time (epoch ms) of the user's latest events counted
+        by the speed layer (last `speed_dedupe_events_per_user`, TTL `speed_dedupe_ttl_s`): a re-sent
+        event whose id is here counts once."""
+        return f"{self.prefix}:s:{{u:{user_id}}}:event_ids"
+
     def trending(self, window: str) -> str:
         """Sorted set: item_id -> event weight in the sliding window (`15m`, `1h`)."""
         return f"{self.prefix}:s:trending:{window}"

@@ -170,7 +170,23 @@ class Settings(BaseSettings):
     event_stream_maxlen: int = Field(
         1_000_000, description="The bus stream is trimmed to about this many entries, never below what every streaming query committed."
     )
+    event_stream_max_backlog: int = Field(
+        2_000_000,
+        description="POST /v1/events answers 503 (nothing published) while the bus stream would hold more entries than this: "
+        "the streaming job is behind or stalled, and the bus must not run its Redis out of memory. Above event_stream_maxlen, "
+        "since committed entries are trimmed only beyond that length.",
+    )
+    stream_max_event_bytes: int = Field(
+        1_048_576, description="A bus entry larger than this is quarantined (reason `oversize`) without being decoded."
+    )
+    stream_max_bytes_per_batch: int = Field(
+        64 * 1_048_576, description="Admission control by bytes: a micro-batch never holds more payload than this in the driver."
+    )
     recent_items_max: int = 50
+    speed_dedupe_events_per_user: int = Field(
+        200, description="Event ids the speed layer remembers per user: a re-sent event among them counts once in the features."
+    )
+    speed_dedupe_ttl_s: int = Field(24 * 3600, description="How long the speed layer remembers a user's event ids after their last event.")
     speed_ttl_s: int = Field(7 * 24 * 3600, description="TTL of per-user speed-layer keys.")
 
     # -- serving -------------------------------------------------------------------------------
@@ -239,6 +255,17 @@ class Settings(BaseSettings):
     serving_trending_candidates: int = Field(50, description="Trending items added as candidates.")
     serving_max_candidates: int = Field(400, description="Candidates ranked per request at most.")
     serving_max_exclude: int = Field(200, description="Most item ids a request may exclude.")
+
+    @field_validator("event_stream_max_backlog")
+    @classmethod
+    def _backlog_above_trim_length(cls, value: int, info) -> int:
+        maxlen = info.data.get("event_stream_maxlen")
+        if maxlen is not None and value <= maxlen:
+            raise ValueError(
+                f"LAMBDAREC_EVENT_STREAM_MAX_BACKLOG ({value}) must be above LAMBDAREC_EVENT_STREAM_MAXLEN ({maxlen}): "
+                "the bus keeps that many committed entries before trimming"
+            )
+        return value
 
     @field_validator("data_dir", "jars_dir", "kafka_jars_dir")
     @classmethod

@@ -26,7 +26,7 @@ from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Path, Quer
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 
-from feature_store.event_bus import EventBusUnavailable, EventPublisher, open_publisher
+from feature_store.event_bus import BusBacklogFull, EventBusUnavailable, EventPublisher, open_publisher
 from feature_store.events import ID_MAX_LENGTH, ID_PATTERN, EventTypes, QuarantineReason, validate_event_dict
 from feature_store.redis_keys import RedisKeys
 from feature_store.registry import LoadedRanker, champion_version, load_ranker
@@ -314,7 +314,8 @@ def _v1_router(settings: Settings) -> APIRouter:
         responses={403: {"description": "The API key has no `write` scope."},
                    413: {"description": "The body is over LAMBDAREC_SERVING_MAX_BODY_BYTES (checked before authentication)."},
                    422: {"model": EventsRejected, "description": "Nothing was published; `errors` lists each bad event by index."},
-                   503: {"description": "The event bus is unreachable; nothing was published, retry."}},
+                   503: {"description": "The event bus is unreachable, out of memory or over its backlog cap "
+                         "(LAMBDAREC_EVENT_STREAM_MAX_BACKLOG); nothing was published, retry."}},
     )
     async def post_events(
         services: ServicesDep,
@@ -364,9 +365,17 @@ async def _accept_events(services: Services, raw_events: list[Any]) -> Response:
     try:
         async with asyncio.timeout(settings.serving_redis_budget_s * 5):
             entry_ids = await services.publisher.publish_async(events)
+    except BusBacklogFull as exc:
+        services.metrics.events.labels("backlog").inc(len(events))
+        return services.render({"detail": f"{exc}; nothing was published, retry later"}, 503)
     except (*STORE_ERRORS, EventBusUnavailable) as exc:
+        # A Redis Stream batch is one atomic script: refused or failed means none of it is on the bus.
+        # Only a reply lost after it ran (a time-out) leaves it unknown, and resending is safe there
+        # because every sink counts an event id once.
         services.metrics.events.labels("unavailable").inc(len(events))
-        return services.render({"detail": f"event bus unreachable ({type(exc).__name__}); nothing was published, retry"}, 503)
+        return services.render(
+            {"detail": f"event bus unavailable ({type(exc).__name__}); nothing was published, retry (each event_id counts once)"}, 503
+        )
     services.metrics.events.labels("accepted").inc(len(events))
     items_by_user: dict[str, list[str]] = {}
     for event in events:

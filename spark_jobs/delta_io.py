@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from datetime import date
-from typing import Sequence
+from typing import Iterable, Mapping, Sequence
 
 from pyspark.sql import DataFrame, SparkSession
 
@@ -43,9 +43,22 @@ def conform(df: DataFrame, table: Table) -> DataFrame:
     return df.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields])
 
 
-def merge_insert(spark: SparkSession, settings: Settings, table: Table, df: DataFrame, key: str) -> int:
-    """Insert the rows of `df` whose `key` is not in the table yet (re-running adds nothing). Rows inserted."""
-    return _merge(spark, settings, table, df, key, update=False)["inserted"]
+def merge_insert(
+    spark: SparkSession,
+    settings: Settings,
+    table: Table,
+    df: DataFrame,
+    key: str,
+    *,
+    within: Mapping[str, Iterable[date]] | None = None,
+    path: str | None = None,
+) -> int:
+    """Insert the rows of `df` whose `key` is not in the table yet (re-running adds nothing). Rows inserted.
+
+    `within` (partition column -> values) limits the lookup of existing keys to those partitions: right
+    when a key always lands in the same partition (an event's date), and what keeps a streaming
+    micro-batch's merge from reading the whole table. `path`: the table, already ensured to exist."""
+    return _merge(spark, settings, table, df, key, update=False, within=within, path=path)["inserted"]
 
 
 def merge_upsert(spark: SparkSession, settings: Settings, table: Table, df: DataFrame, key: str) -> dict[str, int]:
@@ -53,14 +66,24 @@ def merge_upsert(spark: SparkSession, settings: Settings, table: Table, df: Data
     return _merge(spark, settings, table, df, key, update=True)
 
 
-def _merge(spark: SparkSession, settings: Settings, table: Table, df: DataFrame, key: str, update: bool) -> dict[str, int]:
+def _merge(
+    spark: SparkSession,
+    settings: Settings,
+    table: Table,
+    df: DataFrame,
+    key: str,
+    update: bool,
+    within: Mapping[str, Iterable[date]] | None = None,
+    path: str | None = None,
+) -> dict[str, int]:
     from delta.tables import DeltaTable
 
-    path = ensure_table(spark, settings, table)
+    path = path or ensure_table(spark, settings, table)
     source = conform(df, table)
+    condition = " AND ".join([*partition_filters("t", within or {}), f"t.`{key}` = s.`{key}`"])
 
     def run():
-        merge = DeltaTable.forPath(spark, path).alias("t").merge(source.alias("s"), f"t.`{key}` = s.`{key}`")
+        merge = DeltaTable.forPath(spark, path).alias("t").merge(source.alias("s"), condition)
         if update:
             merge = merge.whenMatchedUpdateAll()
         # The result row holds this merge's own counts (a merge that changes nothing makes no commit,
@@ -69,6 +92,15 @@ def _merge(spark: SparkSession, settings: Settings, table: Table, df: DataFrame,
 
     metrics = _retry_concurrent(run)
     return {"inserted": int(metrics["num_inserted_rows"] or 0), "updated": int(metrics["num_updated_rows"] or 0)}
+
+
+def partition_filters(alias: str, within: Mapping[str, Iterable[date]]) -> list[str]:
+    """SQL conditions `alias.column IN (DATE'...', ...)`, one per partition column (values sorted)."""
+    out = []
+    for column, values in sorted(within.items()):
+        dates = ", ".join(f"DATE'{d.isoformat()}'" for d in sorted(set(values)))
+        out.append(f"{alias}.`{column}` IN ({dates})")
+    return out
 
 
 def replace_window(

@@ -23,6 +23,17 @@ def bus_time(ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=ms)
 
 
+def first_copies(good: Sequence[tuple[SpeedEvent, Event]]) -> list[tuple[SpeedEvent, Event]]:
+    """The first copy (in bus order) of each event id of a batch: a re-sent event is not a new fact."""
+    seen: set[str] = set()
+    out = []
+    for speed, event in good:
+        if event.event_id not in seen:
+            seen.add(event.event_id)
+            out.append((speed, event))
+    return out
+
+
 def bronze_event_rows(good: Sequence[tuple[SpeedEvent, Event]], source: str) -> list[tuple]:
     """Rows in the column order of feature_store.tables.BRONZE_EVENTS."""
     return [

@@ -37,9 +37,22 @@ local gap, ttl = p.gap_ms, p.ttl_s
 local positive = {}
 for _, name in ipairs(p.covisit_types) do positive[name] = true end
 local touched = {}
+local duplicate = false
 for _, op in ipairs(cjson.decode(ARGV[5])) do
   local kind = op[1]
-  if kind == 'e' then
+  if kind == 'd' then
+    -- dedupe: an event id already among the user's latest counted ones is a re-sent copy, and the
+    -- operations that follow for it (up to the next 'd' or 'u') are skipped
+    duplicate = redis.call('ZADD', op[2], 'NX', op[4], op[3]) == 0
+    if duplicate then
+      redis.call('HINCRBY', p.status_key, 'duplicates', 1)
+    elseif redis.call('ZCARD', op[2]) > p.dedupe_keep then
+      redis.call('ZREMRANGEBYRANK', op[2], 0, -(p.dedupe_keep + 1))
+    end
+    redis.call('EXPIRE', op[2], p.dedupe_ttl_s)
+  elseif duplicate and (kind == 'e' or kind == 'z') then
+    -- a re-sent event counts once
+  elseif kind == 'e' then
     local user, item, etype, ts, cat = op[2], op[3], op[4], op[5], op[6]
     local recent, meta, session, covisits = op[7], op[8], op[9], op[10]
     -- session counters: a gap longer than the session gap starts a new session; events older than
@@ -79,6 +92,7 @@ for _, op in ipairs(cjson.decode(ARGV[5])) do
       redis.call('HSET', meta, item, etype)
     end
   elseif kind == 'u' then
+    duplicate = false
     local recent, meta, session = op[2], op[3], op[4]
     local extra = redis.call('ZCARD', recent) - p.recent_max
     if extra > 0 then
@@ -129,6 +143,9 @@ def script_params(keys: RedisKeys, params: SpeedParams) -> bytes:
             "covisit_keep": params.covisit_keep,
             "covisit_prefix": keys.covisit(""),
             "covisit_types": sorted(t for t, w in params.trend_weights.items() if w > 0),
+            "dedupe_keep": params.dedupe_events_per_user,
+            "dedupe_ttl_s": params.dedupe_ttl_s,
+            "status_key": keys.speed_status,
         }
     )
 

@@ -6,14 +6,20 @@ source API. The speed job registers it (`register_redis_stream_source`) and read
   micro-batch reads the entries in `(start, end]` with XRANGE, and a restarted query replays exactly
   the batch it had planned.
 - Admission control: `max_rows_per_batch` caps the entries of one micro-batch (`ReadMaxRows`); Spark
-  may still ask for everything (`ReadAllAvailable`), e.g. for `Trigger.AvailableNow`.
+  may still ask for everything (`ReadAllAvailable`), e.g. for `Trigger.AvailableNow`. `max_bytes_per_batch`
+  caps the payload bytes of a micro-batch in any case (sizes summed server side), so the driver that
+  collects it never holds more; a batch always takes at least one entry.
+- Oversize entries: a payload above `max_event_bytes` never leaves Redis whole: the row carries its
+  first `OVERSIZE_PREFIX_BYTES` and its true size, and the job quarantines it (reason `oversize`)
+  without decoding it.
 - `commit(end)` records the committed offset per query in `RedisKeys.stream_committed(stream)`, so
   trimming (feature_store.event_bus) never drops an entry a query has not committed.
 - Redis going away never kills the query: planning reports "no new data" until Redis answers again,
   and reading a planned batch retries with capped backoff, then catches up.
 
 Rows: `entry_id` (string), `bus_time_ms` (the ms part of the id: when the event reached the bus),
-`raw` (the entry's `event` field as text; null when the entry has no such field).
+`raw` (the entry's `event` field as text, only its first bytes when oversize; null when the entry has
+no such field), `size_bytes` (the `event` field's size in bytes; 0 without one).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPart
 from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadLimit, ReadMaxRows, SupportsTriggerAvailableNow
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
-from feature_store.event_bus import STREAM_START, entry_payload, entry_time_ms, parse_entry_id, record_committed
+from feature_store.event_bus import EVENT_FIELD, STREAM_START, committed_offset, entry_time_ms, parse_entry_id, record_committed
 
 SOURCE_NAME = "redis_stream"
 SOURCE_SCHEMA = StructType(
@@ -36,20 +42,59 @@ SOURCE_SCHEMA = StructType(
         StructField("entry_id", StringType(), False),
         StructField("bus_time_ms", LongType(), False),
         StructField("raw", StringType(), True),
+        StructField("size_bytes", LongType(), False),
     ]
 )
 READ_PAGE = 2_000  # XRANGE page size inside one partition
+PLAN_PAGE = 100  # entries the planning script holds at once (their payloads sit in Redis's Lua memory)
+OVERSIZE_PREFIX_BYTES = 256  # what an oversize entry's row carries of its payload (for the quarantine)
+NO_LIMIT = 1 << 53  # a byte limit that never applies (exact in Lua's doubles)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# The id of the `count`-th entry after `start` (exclusive), computed server side so only one id
-# travels; false when there is none.
-_NTH_ID_AFTER = """
-local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])
-if #entries == 0 then return false end
-return entries[#entries][1]
+# The end of the next micro-batch after ARGV[1]: at most ARGV[2] entries (0 = no cap) and at most
+# ARGV[3] payload bytes (an oversize entry, above ARGV[5], counts as the prefix it ships), but always one
+# entry; sizes are those of field ARGV[4]. Computed server side so only one id travels; false when
+# there is no entry after the start.
+_BATCH_END = """
+local after, max_rows, budget = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local field, max_event, prefix, page = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local rows, bytes, last = 0, 0, false
+while max_rows == 0 or rows < max_rows do
+  local want = page
+  if max_rows > 0 and max_rows - rows < want then want = max_rows - rows end
+  local entries = redis.call('XRANGE', KEYS[1], '(' .. after, '+', 'COUNT', want)
+  if #entries == 0 then break end
+  for _, entry in ipairs(entries) do
+    local size, fields = 0, entry[2]
+    for i = 1, #fields, 2 do
+      if fields[i] == field then size = #fields[i + 1] end
+    end
+    if size > max_event then size = prefix end
+    if rows > 0 and bytes + size > budget then return last end
+    rows, bytes, last = rows + 1, bytes + size, entry[1]
+  end
+  after = entries[#entries][1]
+end
+return last
 """
+
+# One page of entries in (ARGV[1], ARGV[2]], at most ARGV[3]: {id, size of field ARGV[4] (-1 without
+# one), its value (only the first ARGV[6] bytes when larger than ARGV[5])}.
+_READ_PAGE = """
+local out = {}
+for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], ARGV[2], 'COUNT', ARGV[3])) do
+  local size, value, fields = -1, '', entry[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == ARGV[4] then size, value = #fields[i + 1], fields[i + 1] end
+  end
+  if size > tonumber(ARGV[5]) then value = string.sub(value, 1, tonumber(ARGV[6])) end
+  out[#out + 1] = {entry[1], size, value}
+end
+return out
+"""
+
 
 # Every `step`-th entry id in (start, end], the boundaries of the partitions of one micro-batch.
 _SPLIT_IDS = """
@@ -120,6 +165,8 @@ class RedisStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         self.stream = options["stream"]
         self.consumer = options.get("consumer", "speed")
         self.max_rows = int(options["max_rows_per_batch"]) if options.get("max_rows_per_batch") else None
+        self.max_bytes = int(options.get("max_bytes_per_batch", 0)) or None
+        self.max_event_bytes = int(options.get("max_event_bytes", 0)) or None
         self.rows_per_partition = int(options.get("rows_per_partition", 0)) or None
         self.starting = options.get("starting", "earliest")
         self.target: str | None = None
@@ -139,8 +186,13 @@ class RedisStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         return newest[0][0].decode() if newest else None
 
     def initialOffset(self) -> dict:
+        """Where a query with a fresh checkpoint starts: the stream's start (`earliest`), its end
+        (`latest`), or after the last offset this consumer committed (`committed`: a new checkpoint must
+        not re-read what an old one already applied; the stream's start when it never committed)."""
         if self.starting == "latest":
             return {"id": retry_forever(self._newest_id, "finding the newest entry") or STREAM_START}
+        if self.starting == "committed":
+            return {"id": retry_forever(lambda: committed_offset(self.client, self.stream, self.consumer), "reading the committed offset") or STREAM_START}
         return {"id": STREAM_START}
 
     def getDefaultReadLimit(self) -> ReadLimit:
@@ -150,10 +202,14 @@ class RedisStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         import redis
 
         after = start["id"]
+        max_rows = limit.max_rows if isinstance(limit, ReadMaxRows) else 0
         try:
-            if isinstance(limit, ReadMaxRows):
-                nth = self.client.eval(_NTH_ID_AFTER, 1, self.stream, after, limit.max_rows)
-                end = latest_allowed(after, None, nth.decode() if nth else None, self.target)
+            if max_rows or self.max_bytes:
+                last = self.client.eval(
+                    _BATCH_END, 1, self.stream, after, max_rows, self.max_bytes or NO_LIMIT, EVENT_FIELD,
+                    self.max_event_bytes or NO_LIMIT, OVERSIZE_PREFIX_BYTES, PLAN_PAGE,
+                )
+                end = latest_allowed(after, None, last.decode() if last else None, self.target)
             else:
                 end = latest_allowed(after, self._newest_id(), None, self.target)
         except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
@@ -192,14 +248,18 @@ class RedisStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         try:
             while id_after(partition.until, after):
                 page = retry_forever(
-                    lambda: client.xrange(self.stream, f"({after}", partition.until, count=READ_PAGE),
+                    lambda: client.eval(
+                        _READ_PAGE, 1, self.stream, after, partition.until, READ_PAGE, EVENT_FIELD,
+                        self.max_event_bytes or NO_LIMIT, OVERSIZE_PREFIX_BYTES,
+                    ),
                     "reading a micro-batch",
                 )
                 if not page:
                     return  # trimmed below or gone: nothing left in the range
-                for entry_id, fields in page:
+                for entry_id, size, value in page:
                     text = entry_id.decode()
-                    yield text, entry_time_ms(text), entry_payload(fields)
+                    raw = value.decode("utf-8", errors="replace") if size >= 0 else None
+                    yield text, entry_time_ms(text), raw, max(0, size)
                 after = page[-1][0].decode()
         finally:
             client.close()
@@ -221,8 +281,9 @@ class RedisStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
 
 class RedisStreamDataSource(DataSource):
     """`spark.readStream.format("redis_stream").option("url", ...).option("stream", ...)`; options:
-    `consumer` (name under which commits are recorded), `max_rows_per_batch`, `rows_per_partition`,
-    `starting` (`earliest` | `latest`)."""
+    `consumer` (name under which commits are recorded), `max_rows_per_batch`, `max_bytes_per_batch`,
+    `max_event_bytes` (larger payloads travel as a prefix, to be quarantined), `rows_per_partition`,
+    `starting` (`earliest` | `latest` | `committed`: where a fresh checkpoint starts)."""
 
     @classmethod
     def name(cls) -> str:

@@ -59,6 +59,8 @@ class SpeedParams:
     covisit_session_items: int = 20  # how many recent session items a new item pairs with
     covisit_keep: int = 100  # co-visited items kept per item (highest weights)
     events_per_shard: int = 500  # shard size: bounds how long one Lua call blocks Redis
+    dedupe_events_per_user: int = 200  # event ids remembered per user, so a re-sent event counts once
+    dedupe_ttl_s: int = 24 * 3600
     trend_windows: tuple[TrendWindow, ...] = DEFAULT_TREND_WINDOWS
     trend_weights: Mapping[str, float] = field(default_factory=dict)
 
@@ -74,6 +76,8 @@ def speed_params(settings, event_types: EventTypes | None = None) -> SpeedParams
         recent_max=settings.recent_items_max,
         ttl_s=settings.speed_ttl_s,
         session_gap_ms=settings.session_gap_minutes * 60_000,
+        dedupe_events_per_user=settings.speed_dedupe_events_per_user,
+        dedupe_ttl_s=settings.speed_dedupe_ttl_s,
         trend_weights=trend_weights(event_types or EventTypes()),
     )
 
@@ -83,6 +87,7 @@ class SpeedEvent:
     """A validated event as the speed layer needs it."""
 
     entry_id: str
+    event_id: str
     user_id: str
     item_id: str
     event_type: str
@@ -131,9 +136,25 @@ def validate_entries(
             continue
         category = (event.context or {}).get(CATEGORY_CONTEXT_KEY)
         good.append(
-            (SpeedEvent(entry_id, event.user_id, event.item_id, event.event_type, epoch_ms(event.ts), bus_time_ms, category), event)
+            (SpeedEvent(entry_id, event.event_id, event.user_id, event.item_id, event.event_type, epoch_ms(event.ts), bus_time_ms, category), event)
         )
     return good, bad
+
+
+def reject_oversize(
+    entries: Iterable[tuple[str, int, str | None, int]], max_bytes: int
+) -> tuple[list[tuple[str, int, str | None]], list[Rejected]]:
+    """Bus entries `(entry_id, bus_time_ms, raw, size_bytes)` -> the ones to validate `(entry_id,
+    bus_time_ms, raw)` and those whose payload is above `max_bytes`, rejected as `oversize` before
+    anything decodes them (their `raw` is only the prefix the source shipped)."""
+    kept: list[tuple[str, int, str | None]] = []
+    oversize: list[Rejected] = []
+    for entry_id, bus_time_ms, raw, size in entries:
+        if size > max_bytes:
+            oversize.append(Rejected(entry_id, raw, QuarantineReason.OVERSIZE, f"bus entry of {size} bytes, above the limit of {max_bytes}"))
+        else:
+            kept.append((entry_id, bus_time_ms, raw))
+    return kept, oversize
 
 
 def with_catalog_categories(events: Sequence[SpeedEvent], catalog: Mapping[str, str]) -> list[SpeedEvent]:
@@ -162,16 +183,24 @@ def _event_order(e: SpeedEvent) -> tuple:
     return (e.user_id, e.ts_ms, e.entry_id)
 
 
-def user_ops(keys: RedisKeys, params: SpeedParams, events: Sequence[SpeedEvent]) -> list[list[Any]]:
-    """Operations for one user's events of a batch (in event-time order), then the trim/TTL step."""
+def user_ops(keys: RedisKeys, params: SpeedParams, events: Sequence[SpeedEvent], end_ms: int | None = None) -> list[list[Any]]:
+    """Operations for one user's events of a batch (in event-time order), then the trim/TTL step.
+
+    Each event starts with a `d` (dedupe) operation: the Lua apply remembers the user's latest event
+    ids and skips the event's own operations (`e`, its trending `z`s) when its id was counted before,
+    so a re-sent event (client retry, the same file published twice) counts once. `end_ms`: the
+    batch's newest bus time (the end of the trending windows)."""
     if not events:
         return []
     user = events[0].user_id
-    recent, meta, session = keys.recent_items(user), keys.recent_meta(user), keys.session_counters(user)
+    end_ms = end_ms if end_ms is not None else max(e.bus_time_ms for e in events)
+    recent, meta, session, seen = keys.recent_items(user), keys.recent_meta(user), keys.session_counters(user), keys.recent_event_ids(user)
     ops: list[list[Any]] = []
     for e in sorted(events, key=_event_order):
         covisits = 1 if params.trend_weights.get(e.event_type, 0.0) > 0 else 0
+        ops.append(["d", seen, e.event_id, e.bus_time_ms])
         ops.append(["e", user, e.item_id, e.event_type, e.ts_ms, e.category or "", recent, meta, session, covisits])
+        ops.extend(trend_increments(keys, params, e, end_ms))
     ops.append(["u", recent, meta, session])
     return ops
 
@@ -180,12 +209,13 @@ def shard_ops(keys: RedisKeys, params: SpeedParams, events: Sequence[SpeedEvent]
     """Per-user operations grouped into shards of users; deterministic for a given set of events
     (whatever order they come in), which is what makes a replayed batch id land on the same markers."""
     shards = shard_count(len(events), params.events_per_shard)
+    end_ms = max((e.bus_time_ms for e in events), default=0)
     by_user: dict[str, list[SpeedEvent]] = defaultdict(list)
     for e in events:
         by_user[e.user_id].append(e)
     out: dict[int, list[list[Any]]] = defaultdict(list)
     for user in sorted(by_user):
-        out[shard_of(user, shards)].extend(user_ops(keys, params, by_user[user]))
+        out[shard_of(user, shards)].extend(user_ops(keys, params, by_user[user], end_ms))
     return dict(sorted(out.items()))
 
 
@@ -196,27 +226,35 @@ def window_buckets(window: TrendWindow, end_ms: int) -> list[int]:
     return list(range(last - window.buckets + 1, last + 1))
 
 
+def bucket_ttl_s(window: TrendWindow) -> int:
+    return (window.length_ms + window.bucket_ms) // 1000
+
+
+def trend_increments(keys: RedisKeys, params: SpeedParams, event: SpeedEvent, end_ms: int) -> list[list[Any]]:
+    """The event's weight added to its time bucket of each window (by event time, never later than
+    bus time), unless the bucket is older than the window that ends at `end_ms`. Planned with the
+    event's user (not per batch) so a re-sent event skipped by the dedupe adds nothing either."""
+    weight = params.trend_weights.get(event.event_type, 0.0)
+    if weight <= 0:
+        return []
+    ops: list[list[Any]] = []
+    for window in params.trend_windows:
+        bucket = min(event.ts_ms, event.bus_time_ms) // window.bucket_ms
+        if bucket >= window_buckets(window, end_ms)[0]:
+            ops.append(["z", keys.trending_bucket(window.name, bucket), event.item_id, weight, bucket_ttl_s(window)])
+    return ops
+
+
 def trending_ops(keys: RedisKeys, params: SpeedParams, events: Sequence[SpeedEvent]) -> list[list[Any]]:
-    """Add the batch's weights to time buckets (by event time, never later than bus time), then
-    recompute each window as the union of its buckets up to the batch's newest bus time."""
+    """Recompute each window as the union of its buckets up to the batch's newest bus time (the
+    buckets got their weights in the user shards, which the pipeline applies first)."""
     if not events:
         return []
     end_ms = max(e.bus_time_ms for e in events)
-    ops: list[list[Any]] = []
-    for window in params.trend_windows:
-        buckets = window_buckets(window, end_ms)
-        first = buckets[0]
-        bucket_ttl_s = (window.length_ms + window.bucket_ms) // 1000
-        added: Counter[tuple[int, str]] = Counter()
-        for e in events:
-            weight = params.trend_weights.get(e.event_type, 0.0)
-            bucket = min(e.ts_ms, e.bus_time_ms) // window.bucket_ms
-            if weight > 0 and bucket >= first:
-                added[(bucket, e.item_id)] += weight
-        for (bucket, item), weight in sorted(added.items()):
-            ops.append(["z", keys.trending_bucket(window.name, bucket), item, weight, bucket_ttl_s])
-        ops.append(["U", keys.trending(window.name), window.length_ms // 1000, *[keys.trending_bucket(window.name, b) for b in buckets]])
-    return ops
+    return [
+        ["U", keys.trending(window.name), window.length_ms // 1000, *[keys.trending_bucket(window.name, b) for b in window_buckets(window, end_ms)]]
+        for window in params.trend_windows
+    ]
 
 
 def counter_ops(keys: RedisKeys, processed: int, rejected: Sequence[Rejected]) -> list[list[Any]]:

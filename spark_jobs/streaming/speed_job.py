@@ -9,13 +9,13 @@ Two Structured Streaming queries read the same bus, each with its own checkpoint
 - `speed` (trigger `stream_trigger_ms`): validates every event with the event contract (bad ones are
   counted by reason), plans the Redis operations (`speed_features`) and applies them idempotently per
   batch id (`redis_apply`), then writes freshness and counters to the `<p>:s:status` hash.
-- `bronze` (trigger `stream_bronze_trigger_ms`): the same validation, appends good events to
-  `bronze/events` and rejects (with their reason) to `bronze/quarantine`, exactly once per batch id
-  (Delta `txnAppId`/`txnVersion`).
+- `bronze` (trigger `stream_bronze_trigger_ms`): the same validation, merges good events into
+  `bronze/events` (insert-only on event_id, pruned to the batch's event dates) and rejects (with their
+  reason) into `bronze/quarantine` (on row_key): each event id once, however often it was sent.
 
 Why two queries: a Delta commit costs 0.5-1 s of the 2 cores; on the speed query's path it would put
 every feature a second behind. The bronze query commits every few seconds instead (fewer, larger files)
-and both stay exactly-once on their own checkpoint.
+and both stay exactly-once per event id (see `write_bronze_batch`, `redis_apply`).
 
 The bus is a Redis Stream by default (`redis_stream_source`); `LAMBDAREC_EVENT_BUS=kafka` reads a
 Kafka topic with Spark's Kafka source instead (`make setup` puts its JARs in `Settings.jars_dir`).
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from feature_store.event_bus import trim_consumed
+from feature_store.event_bus import register_consumer, trim_consumed
 from feature_store.events import EventTypes
 from feature_store.redis_keys import RedisKeys
 from feature_store.settings import Settings
@@ -43,6 +43,7 @@ from spark_jobs.streaming.speed_features import (
     counter_ops,
     freshness_fields,
     items_without_category,
+    reject_oversize,
     shard_ops,
     speed_params,
     trending_ops,
@@ -72,6 +73,13 @@ def max_rows_per_batch(settings: Settings, consumer: str) -> int:
     return settings.stream_max_rows_per_batch
 
 
+# Where a query with a fresh checkpoint starts reading the Redis Stream. Speed: after what the old
+# checkpoint committed, since Redis already holds its effects (the per-user event ids catch the one batch
+# that may have been applied but not committed). Bronze: the stream's start, since MERGE on event_id
+# makes re-reading harmless and a stalled bronze may have written less than it read.
+FRESH_CHECKPOINT_START = {SPEED_QUERY: "committed", BRONZE_QUERY: "earliest"}
+
+
 def read_bus(spark, settings: Settings, redis_url: str, consumer: str):
     """The bus as a streaming DataFrame of `entry_id`, `bus_time_ms`, `raw` (the event JSON)."""
     if settings.event_bus == "kafka":
@@ -84,7 +92,10 @@ def read_bus(spark, settings: Settings, redis_url: str, consumer: str):
         .option("url", redis_url)
         .option("stream", settings.event_stream)
         .option("consumer", consumer)
+        .option("starting", FRESH_CHECKPOINT_START[consumer])
         .option("max_rows_per_batch", max_rows_per_batch(settings, consumer))
+        .option("max_bytes_per_batch", settings.stream_max_bytes_per_batch)
+        .option("max_event_bytes", settings.stream_max_event_bytes)
         .load()
     )
 
@@ -112,11 +123,32 @@ def read_kafka_bus(spark, settings: Settings, max_rows: int):
         .option("maxOffsetsPerTrigger", max_rows)
         .load()
     )
+    from spark_jobs.streaming.redis_stream_source import OVERSIZE_PREFIX_BYTES
+
+    size = F.coalesce(F.octet_length(F.col("value")), F.lit(0)).cast("long")
     return frame.select(
         F.concat_ws("-", F.col("partition").cast("string"), F.col("offset").cast("string")).alias("entry_id"),
         F.unix_millis(F.col("timestamp")).alias("bus_time_ms"),
-        F.col("value").cast("string").alias("raw"),
+        F.when(size > settings.stream_max_event_bytes, F.substring(F.col("value"), 1, OVERSIZE_PREFIX_BYTES))
+        .otherwise(F.col("value"))
+        .cast("string")
+        .alias("raw"),
+        size.alias("size_bytes"),
     )
+
+
+def collect_entries(df) -> list[tuple[str, int, str | None, int]]:
+    """A micro-batch of the bus as `(entry_id, bus_time_ms, raw, size_bytes)` in the driver (its size
+    bounded by the source's admission control: rows and bytes)."""
+    return [(r.entry_id, r.bus_time_ms, r.raw, r.size_bytes) for r in df.collect()]
+
+
+def check_entries(entries, settings: Settings, event_types: EventTypes) -> tuple[list, list]:
+    """(good events, rejected entries) of a micro-batch, the same for both queries: oversize entries
+    are rejected undecoded, the rest by the event contract's own validation."""
+    kept, oversize = reject_oversize(entries, settings.stream_max_event_bytes)
+    good, rejected = validate_entries(kept, future_tolerance=timedelta(minutes=settings.future_tolerance_minutes), event_types=event_types)
+    return good, oversize + rejected
 
 
 @dataclass(frozen=True)
@@ -134,22 +166,22 @@ class SpeedWriter:
 
     def __init__(self, client, settings: Settings, event_types: EventTypes | None = None) -> None:
         self.client = client
+        self.settings = settings
         self.keys = RedisKeys(settings.redis_key_prefix)
         self.event_types = event_types or EventTypes()
         self.params = speed_params(settings, self.event_types)
-        self.future_tolerance = timedelta(minutes=settings.future_tolerance_minutes)
         self.bus_lags: deque[list[int]] = deque(maxlen=LAG_WINDOW_BATCHES)
         self.event_lags: deque[list[int]] = deque(maxlen=LAG_WINDOW_BATCHES)
 
     def __call__(self, df, batch_id: int) -> None:
         started = time.monotonic()
         use_pool(df.sparkSession, SPEED_QUERY)
-        entries = [(r.entry_id, r.bus_time_ms, r.raw) for r in df.collect()]
+        entries = collect_entries(df)
         report = self.process(entries, batch_id)
         self.publish_status(report, entries, batch_ms=int((time.monotonic() - started) * 1000))
 
-    def process(self, entries: list[tuple[str, int, str | None]], batch_id: int) -> SpeedBatchReport:
-        good, rejected = validate_entries(entries, future_tolerance=self.future_tolerance, event_types=self.event_types)
+    def process(self, entries: list[tuple[str, int, str | None, int]], batch_id: int) -> SpeedBatchReport:
+        good, rejected = check_entries(entries, self.settings, self.event_types)
         events = [speed for speed, _ in good]
         events = with_catalog_categories(events, catalog_categories(self.client, self.keys, items_without_category(events)))
         shards = shard_ops(self.keys, self.params, events)
@@ -181,7 +213,8 @@ class SpeedWriter:
 
 class BronzeWriter:
     """`foreachBatch` of the bronze query: good events -> bronze/events, rejects -> bronze/quarantine,
-    exactly once per batch id, then trims what every query has committed off the bus.
+    each event id and each rejected entry once (MERGE insert-only), then trims what every query has
+    committed off the bus.
 
     Validation is the event contract's own (`validate_entries`, as in the speed query) on the
     collected batch, not the Spark twin in spark_jobs.ingest: that one's plan is large enough that
@@ -194,24 +227,23 @@ class BronzeWriter:
         self.settings = settings
         self.keys = RedisKeys(settings.redis_key_prefix)
         self.event_types = event_types or EventTypes()
-        self.future_tolerance = timedelta(minutes=settings.future_tolerance_minutes)
         self.source = bus_source_label(settings)
         self.table_paths: dict = {}  # tables created (if missing) once per run, not every batch
 
     def __call__(self, df, batch_id: int) -> None:
         from feature_store.tables import BRONZE_EVENTS, QUARANTINE
-        from spark_jobs.streaming.bronze_rows import bronze_event_rows, quarantine_rows
+        from spark_jobs.streaming.bronze_rows import bronze_event_rows, first_copies, quarantine_rows
 
         started = time.monotonic()
         use_pool(self.spark, BRONZE_QUERY)
-        entries = [(r.entry_id, r.bus_time_ms, r.raw) for r in df.collect()]
-        good, rejected = validate_entries(entries, future_tolerance=self.future_tolerance, event_types=self.event_types)
-        bus_times = {entry_id: bus_ms for entry_id, bus_ms, _ in entries}
+        entries = collect_entries(df)
+        good, rejected = check_entries(entries, self.settings, self.event_types)
+        bus_times = {entry[0]: entry[1] for entry in entries}
         rows = {
-            BRONZE_EVENTS: bronze_event_rows(good, self.source),
+            BRONZE_EVENTS: bronze_event_rows(first_copies(good), self.source),
             QUARANTINE: quarantine_rows(rejected, bus_times, self.source),
         }
-        write_bronze_batch(self.spark, self.settings, batch_id, rows, self.table_paths)
+        inserted = write_bronze_batch(self.spark, self.settings, rows, self.table_paths)
         if self.settings.event_bus == "redis":
             trim_consumed_safely(self.client, self.settings.event_stream, self.settings.event_stream_maxlen)
         write_status(
@@ -220,9 +252,14 @@ class BronzeWriter:
             {
                 "bronze_last_batch_id": batch_id,
                 "bronze_last_batch_rows": len(good),
+                "bronze_last_batch_inserted": inserted.get(BRONZE_EVENTS.name, 0),
                 "bronze_last_batch_ms": int((time.monotonic() - started) * 1000),
             },
         )
+
+
+# The key each streamed table is merged on: one row per event id, one per bus entry of a rejected line.
+MERGE_KEYS = {"bronze/events": "event_id", "bronze/quarantine": "row_key"}
 
 
 @functools.lru_cache(maxsize=None)
@@ -233,28 +270,26 @@ def table_schema(ddl: str):
     return StructType.fromDDL(ddl)
 
 
-def write_bronze_batch(spark, settings: Settings, batch_id: int, rows_by_table: dict, table_paths: dict | None = None) -> None:
-    """Append each table's rows of the batch. Delta's idempotent writes (txnAppId = the table's stream
-    writer, txnVersion = batch id) make a replayed batch id a no-op; an append costs the batch only,
-    where a MERGE on event_id would read the whole growing bronze table (silver dedupes event ids).
-    `table_paths` caches the tables already ensured to exist."""
-    from spark_jobs.delta_io import ensure_table
-    from spark_jobs.streaming.bronze_rows import arrow_batch
+def write_bronze_batch(spark, settings: Settings, rows_by_table: dict, table_paths: dict | None = None) -> dict:
+    """MERGE each table's rows of the batch insert-only on its key (events: event_id, quarantine:
+    row_key), the lookup pruned to the partitions the batch touches: an event's date partition holds
+    every earlier copy of it (streamed or batch-ingested), so a re-sent event, a replayed batch id or a
+    fresh checkpoint re-reading the bus adds nothing, and a batch reads one day's keys, not the table.
+    `table_paths` caches the tables already ensured to exist. Returns rows inserted per table name."""
+    from spark_jobs.delta_io import ensure_table, merge_insert
 
     paths = table_paths if table_paths is not None else {}
+    inserted: dict[str, int] = {}
     for table, rows in rows_by_table.items():
         if not rows:
             continue
         if table not in paths:
             paths[table] = ensure_table(spark, settings, table)
-        (
-            spark.createDataFrame(arrow_batch(rows, table_schema(table.ddl)))
-            .write.format("delta")
-            .mode("append")
-            .option("txnAppId", f"lambdarec-stream-{table.name}")
-            .option("txnVersion", batch_id)
-            .save(paths[table])
-        )
+        schema = table_schema(table.ddl)
+        frame = spark.createDataFrame(arrow_batch(rows, schema))
+        within = {column: [row[schema.names.index(column)] for row in rows] for column in table.partition_by}
+        inserted[table.name] = merge_insert(spark, settings, table, frame, MERGE_KEYS[table.name], within=within, path=paths[table])
+    return inserted
 
 
 def trim_consumed_safely(client, stream: str, maxlen: int) -> None:
@@ -288,6 +323,8 @@ def start_query(spark, settings: Settings, redis_url: str, client, name: str):
         writer, trigger_ms = BronzeWriter(spark, client, settings), settings.stream_bronze_trigger_ms
     else:
         raise ValueError(f"unknown streaming query {name!r}; the job runs {SPEED_QUERY!r} and {BRONZE_QUERY!r}")
+    if settings.event_bus == "redis":
+        register_consumer(client, settings.event_stream, name)
     use_pool(spark, name)
     return (
         read_bus(spark, settings, redis_url, name)

@@ -75,6 +75,44 @@ async def test_a_batch_with_bad_events_is_rejected_whole_with_each_error(serving
     assert empty.status_code == 422
 
 
+async def test_a_503_means_nothing_of_the_batch_is_on_the_bus(serving_settings, redis_client, running):
+    """Batches of 100 events until Redis reaches maxmemory (noeviction): every batch answered 202 is on
+    the bus whole, and the one answered 503 left none of its events there (none half-published)."""
+    batches = [[event(f"m{b}-{n}", context={"note": "x" * 500}) for n in range(100)] for b in range(20)]
+    limits = redis_client.config_get("maxmemory*")
+    statuses = []
+    try:
+        redis_client.config_set("maxmemory-policy", "noeviction")
+        redis_client.config_set("maxmemory", redis_client.info("memory")["used_memory"] + 200_000)
+        async with running(create_app(serving_settings)) as api:
+            for batch in batches:
+                statuses.append((await api.post("/v1/events", json=batch)).status_code)
+                if statuses[-1] != 202:
+                    break
+    finally:
+        redis_client.config_set("maxmemory", limits["maxmemory"])
+        redis_client.config_set("maxmemory-policy", limits["maxmemory-policy"])
+    assert statuses[-1] == 503 and set(statuses[:-1]) == {202} and len(statuses) > 1, statuses
+    published = [e["event_id"] for batch in batches[: len(statuses) - 1] for e in batch]
+    assert [p["event_id"] for p in bus_payloads(redis_client, serving_settings)] == published
+
+
+async def test_the_api_sheds_events_with_503_above_the_backlog_cap(serving_settings, redis_client, running):
+    settings = serving_settings.model_copy(update={"event_stream_maxlen": 2, "event_stream_max_backlog": 5})
+    async with running(create_app(settings)) as api:
+        accepted = await api.post("/v1/events", json=[event("b1"), event("b2"), event("b3")])
+        refused = await api.post("/v1/events", json=[event("b4"), event("b5"), event("b6")])
+        fits = await api.post("/v1/events", json=[event("b4"), event("b5")])
+
+    assert [r.status_code for r in (accepted, refused, fits)] == [202, 503, 202]
+    assert refused.json()["detail"] == (
+        "the event bus holds 3 entries and its backlog cap is 5 (LAMBDAREC_EVENT_STREAM_MAX_BACKLOG): "
+        "the streaming job is behind or stalled; "
+        "nothing was published, retry later"
+    )
+    assert [p["event_id"] for p in bus_payloads(redis_client, settings)] == ["b1", "b2", "b3", "b4", "b5"]
+
+
 async def test_api_keys_guard_every_v1_endpoint(serving_settings, running):
     keyed = serving_settings.model_copy(update={"api_keys_sha256": [hash_api_key("other"), hash_api_key("s3cret")]})
     async with running(create_app(keyed)) as api:

@@ -126,15 +126,38 @@ def run_queries(spark, settings: Settings, client, *, bronze: bool = True):
     return start_queries(spark, settings, settings.redis_url, client, bronze=bronze)
 
 
+class RunningJob:
+    """The job's queries in this process; `wait_for` restarts a query that died from its checkpoint, as
+    the job's own loop does (on a loaded machine a Python worker may not start in time)."""
+
+    def __init__(self, spark, settings: Settings, client, *, bronze: bool = True) -> None:
+        from spark_jobs.streaming.speed_job import BRONZE_QUERY, SPEED_QUERY, start_query
+
+        self.start = lambda name: start_query(spark, settings, settings.redis_url, client, name)
+        self.queries = {name: self.start(name) for name in ((SPEED_QUERY, BRONZE_QUERY) if bronze else (SPEED_QUERY,))}
+
+    def wait_for(self, condition, what: str) -> None:
+        def revived_then(condition=condition):
+            for name, query in self.queries.items():
+                if not query.isActive:
+                    self.queries[name] = self.start(name)
+            return condition()
+
+        wait_for(revived_then, what)
+
+    def stop(self) -> None:
+        stop_all(self.queries.values())
+
+
 def run_until_counted(spark, settings: Settings, client, *, good: int, bad: int) -> None:
     """Run both queries until Redis counted every entry and bronze/quarantine hold them, then stop."""
-    queries = run_queries(spark, settings, client)
+    job = RunningJob(spark, settings, client)
     try:
-        wait_for(lambda: status_counts(client) == (good, bad), "the speed query to count every entry")
-        wait_for(lambda: table_count(spark, settings, BRONZE_EVENTS) == good, "bronze rows")
-        wait_for(lambda: table_count(spark, settings, QUARANTINE) == bad, "quarantine rows")
+        job.wait_for(lambda: status_counts(client) == (good, bad), "the speed query to count every entry")
+        job.wait_for(lambda: table_count(spark, settings, BRONZE_EVENTS) == good, "bronze rows")
+        job.wait_for(lambda: table_count(spark, settings, QUARANTINE) == bad, "quarantine rows")
     finally:
-        stop_all(queries)
+        job.stop()
 
 
 def stop_all(queries) -> None:
@@ -158,6 +181,34 @@ def test_trim_keeps_everything_a_query_has_not_committed(redis_client):
     assert [e[0].decode() for e in redis_client.xrange("bus")] == ids[2:] + new
 
 
+def test_the_source_admits_batches_by_rows_and_bytes_and_ships_oversize_entries_as_a_prefix(redis_server, redis_client):
+    from pyspark.sql.streaming.datasource import ReadMaxRows
+
+    from spark_jobs.streaming.redis_stream_source import OVERSIZE_PREFIX_BYTES, RedisStreamReader, StreamRange
+
+    sizes = {"a": 1_000, "b": 1_000, "c": 3_000, "d": 5_000, "e": 10, "f": 1_000}  # d: above the event limit
+    ids = publish_events(redis_client, "bus", [letter * size for letter, size in sizes.items()])
+    ids.append(redis_client.xadd("bus", {"other": "x"}).decode())  # no `event` field: no payload bytes
+    reader = RedisStreamReader({"url": redis_server.url, "stream": "bus", "max_bytes_per_batch": "2500", "max_event_bytes": "4000"})
+
+    def batch_ends(limit) -> list[str]:
+        ends, start = [], {"id": "0-0"}
+        while (end := reader.latestOffset(start, limit)) != start:
+            ends.append(end["id"])
+            start = end
+        return ends
+
+    # a+b fit 2,500 bytes; c alone is over but a batch always takes one entry; d counts as its prefix
+    assert batch_ends(ReadMaxRows(10)) == [ids[1], ids[2], ids[6]]
+    assert batch_ends(ReadMaxRows(2)) == [ids[1], ids[2], ids[4], ids[6]]
+    rows = list(reader.read(StreamRange("0-0", ids[6])))
+    assert [(entry_id, raw[:1] if raw else raw, len(raw) if raw else 0, size) for entry_id, _, raw, size in rows] == [
+        (ids[0], "a", 1_000, 1_000), (ids[1], "b", 1_000, 1_000), (ids[2], "c", 3_000, 3_000),
+        (ids[3], "d", OVERSIZE_PREFIX_BYTES, 5_000), (ids[4], "e", 10, 10), (ids[5], "f", 1_000, 1_000), (ids[6], None, 0, 0),
+    ]
+    reader.stop()
+
+
 def test_publish_async_twin_writes_the_same_wire_format(redis_server):
     import asyncio
 
@@ -177,6 +228,30 @@ def test_publish_async_twin_writes_the_same_wire_format(redis_server):
     ids = asyncio.run(publish())
     sync = redis.Redis.from_url(redis_server.url)
     assert sync.xrange("abus") == [(ids[0].encode(), {EVENT_FIELD.encode(): b'{"event_id":"e1","user_id":"u1","item_id":"i1","event_type":"view","ts":5,"value":null,"context":null}'})]
+
+
+def test_the_redis_apply_counts_a_re_sent_event_once_within_the_users_latest_ids(redis_client):
+    from spark_jobs.streaming.redis_apply import apply_batch
+    from spark_jobs.streaming.speed_features import SpeedEvent, SpeedParams, shard_ops, trend_weights, trending_ops
+
+    params = SpeedParams(dedupe_events_per_user=2, trend_weights=trend_weights(EventTypes()))
+    t0 = int(time.time() * 1000) - 60_000
+
+    def apply(batch_id: int, *events: tuple[str, str, str, str, int]) -> None:
+        planned = [SpeedEvent(f"{t0 + n}-{batch_id}", eid, "u1", item, kind, ts, t0 + 1_000) for n, (eid, item, kind, ts) in enumerate(events)]
+        apply_batch(redis_client, KEYS, params, "speed", batch_id, shard_ops(KEYS, params, planned), trending_ops(KEYS, params, planned))
+
+    apply(0, ("e1", "a", "view", t0), ("e2", "b", "click", t0 + 1))
+    apply(1, ("e2", "b", "click", t0 + 1), ("e3", "c", "purchase", t0 + 2), ("e3", "c", "purchase", t0 + 2))  # e2 again, e3 twice
+    session = {k: v for k, v in text_hash(redis_client, KEYS.session_counters("u1")).items() if k.startswith("type:")}
+    assert session == {"type:view": "1", "type:click": "1", "type:purchase": "1"}
+    assert zset(redis_client, KEYS.trending("15m")) == {"a": 1.0, "b": 2.0, "c": 8.0}
+    assert text_hash(redis_client, KEYS.speed_status) == {"duplicates": "2"}
+    assert zset(redis_client, KEYS.recent_event_ids("u1")) == {"e2": t0 + 1_000, "e3": t0 + 1_000}  # the latest 2 ids
+    apply(1, ("e9", "z", "view", t0 + 3))  # a replayed batch id changes nothing, whatever it holds
+    assert zset(redis_client, KEYS.trending("15m")) == {"a": 1.0, "b": 2.0, "c": 8.0}
+    apply(2, ("e1", "a", "view", t0))  # beyond the user's latest ids: counted again (bronze still keeps it once)
+    assert text_hash(redis_client, KEYS.session_counters("u1"))["type:view"] == "2"
 
 
 # -- the streaming job ---------------------------------------------------------------------------
@@ -319,6 +394,74 @@ def test_the_job_survives_redis_restarting_under_it(streaming_spark, stream_sett
         server.stop()
 
 
+def test_an_oversize_entry_is_quarantined_and_batches_stay_within_the_byte_budget(streaming_spark, stream_settings, redis_client):
+    spark, stream = streaming_spark, stream_settings.event_stream
+    settings = stream_settings.model_copy(update={"stream_max_event_bytes": 2_000, "stream_max_bytes_per_batch": 300, "stream_max_rows_per_batch": 100})
+    t0 = int(time.time() * 1000) - 60_000
+    good, _ = _shop_events(t0)
+    huge = {"event_id": "huge", "user_id": "u9", "item_id": "a", "event_type": "view", "ts": t0, "context": {"note": "x" * 50_000}}
+    publish_events(redis_client, stream, [huge] + good)
+    run_until_counted(spark, settings, redis_client, good=6, bad=1)
+
+    status = text_hash(redis_client, KEYS.speed_status)
+    assert status["quarantined:oversize"] == "1" and not redis_client.exists(KEYS.recent_items("u9"))
+    # 300 bytes a batch: [huge (its 256-byte prefix)], [116 + 85 + 86 bytes], [85 + 85 + 101 bytes]
+    assert status["last_batch_id"] == "2"
+    quarantine = spark.read.format("delta").load(settings.table_path(QUARANTINE.name)).collect()
+    assert [(r.reason, r.raw, r.detail) for r in quarantine] == [
+        ("oversize", orjson.dumps(huge).decode()[:256], f"bus entry of {len(orjson.dumps(huge))} bytes, above the limit of 2000"),
+    ]
+
+
+# -- each event id once, whatever the bus and the checkpoints do -----------------------------------
+def run_until_committed(spark, settings: Settings, client) -> None:
+    """Run both queries until each committed the bus's newest entry, then stop."""
+    newest = client.xrevrange(settings.event_stream, count=1)[0][0].decode()
+    job = RunningJob(spark, settings, client)
+    try:
+        job.wait_for(lambda: read_committed(client, settings.event_stream) == {"speed": newest, "bronze": newest}, "both queries to commit the newest entry")
+    finally:
+        job.stop()
+
+
+def test_an_event_sent_twice_counts_once_in_bronze_and_in_features(streaming_spark, stream_settings, redis_client):
+    spark, stream = streaming_spark, stream_settings.event_stream
+    events = _random_events(11, int(time.time() * 1000) - 60_000)
+    publish_events(redis_client, stream, events)
+    publish_events(redis_client, stream, [events[-1]] + events)  # a client retrying all of it; one copy in the same batch
+    run_until_committed(spark, stream_settings, redis_client)
+
+    assert sorted(bronze_event_ids(spark, stream_settings)) == sorted(e["event_id"] for e in events)
+    assert_features_equal_ground_truth(redis_client, events)
+    status = text_hash(redis_client, KEYS.speed_status)
+    assert (status["processed"], status["duplicates"]) == ("23", "12")
+    assert redis_client.zcard(KEYS.recent_event_ids("u1")) == len({e["event_id"] for e in events if e["user_id"] == "u1"})
+    assert 0 < redis_client.ttl(KEYS.recent_event_ids("u1")) <= stream_settings.speed_dedupe_ttl_s
+
+
+def test_fresh_checkpoints_neither_lose_nor_recount_events(streaming_spark, stream_settings, redis_client):
+    import shutil
+
+    from spark_jobs.streaming.speed_job import BRONZE_QUERY, SPEED_QUERY, checkpoint_dir
+
+    spark, stream = streaming_spark, stream_settings.event_stream
+    settings = stream_settings.model_copy(update={"stream_max_rows_per_batch": 8})
+    events = _random_events(30, int(time.time() * 1000) - 60_000)
+    publish_events(redis_client, stream, events[:20])
+    run_until_committed(spark, settings, redis_client)
+
+    shutil.rmtree(checkpoint_dir(settings, BRONZE_QUERY))  # bronze starts over: batch ids from 0 again
+    publish_events(redis_client, stream, events[20:25])
+    run_until_committed(spark, settings, redis_client)
+    assert sorted(bronze_event_ids(spark, settings)) == sorted(e["event_id"] for e in events[:25])
+
+    shutil.rmtree(checkpoint_dir(settings, SPEED_QUERY))  # speed starts over; Redis holds the old one's work
+    publish_events(redis_client, stream, events[25:])
+    run_until_committed(spark, settings, redis_client)
+    assert sorted(bronze_event_ids(spark, settings)) == sorted(e["event_id"] for e in events)
+    assert_features_equal_ground_truth(redis_client, events)
+
+
 # -- recovery after SIGKILL (the job as its own process) -------------------------------------------
 def _ground_truth(events: list[dict], types: EventTypes) -> dict:
     weights = {t.name: 1.0 if t.explicit else max(t.weight, 0.0) for t in types}
@@ -339,6 +482,37 @@ def _ground_truth(events: list[dict], types: EventTypes) -> dict:
     return {"sessions": sessions, "trending": trending, "covisit": covisit}
 
 
+def _random_events(count: int, t0: int, seed: int = 3, first: int = 0) -> list[dict]:
+    """`count` good events of 12 users on 8 items in 3 categories, 100 ms apart from `t0` (one session each)."""
+    import random
+
+    rng = random.Random(seed)
+    kinds = ["view", "view", "view", "click", "add_to_cart", "purchase", "rating"]
+    events = []
+    for n in range(first, first + count):
+        kind = rng.choice(kinds)
+        events.append({
+            "event_id": f"k{n}", "user_id": f"u{rng.randrange(12)}", "item_id": f"i{rng.randrange(8)}", "event_type": kind,
+            "ts": t0 + n * 100, "value": 4.0 if kind == "rating" else None, "context": {"category": f"c{rng.randrange(3)}"},
+        })
+    return events
+
+
+def assert_features_equal_ground_truth(client, events: list[dict]) -> None:
+    """Session counters, 1 h trending and co-visitation in Redis are exactly what `events` (each once) make."""
+    truth = _ground_truth(events, EventTypes())
+    for user, counters in truth["sessions"].items():
+        session = text_hash(client, KEYS.session_counters(user))
+        assert {k: int(v) for k, v in session.items() if k.startswith(("type:", "cat:"))} == dict(counters), user
+    assert zset(client, KEYS.trending("1h")) == {item: w for item, w in truth["trending"].items() if w > 0}
+    for item, neighbours in truth["covisit"].items():
+        assert zset(client, KEYS.covisit(item)) == {k: float(v) for k, v in neighbours.items()}, item
+
+
+def bronze_event_ids(spark, settings: Settings) -> list[str]:
+    return [r.event_id for r in spark.read.format("delta").load(settings.table_path(BRONZE_EVENTS.name)).select("event_id").collect()]
+
+
 def _job_env(settings: Settings) -> dict[str, str]:
     return {
         **os.environ,
@@ -357,19 +531,7 @@ def _job_env(settings: Settings) -> dict[str, str]:
 
 
 def test_sigkill_mid_run_then_restart_loses_and_doubles_nothing(spark, stream_settings, redis_client, tmp_path):
-    import random
-
-    rng = random.Random(3)
-    types = EventTypes()
-    t0 = int(time.time() * 1000) - 120_000
-    kinds = ["view", "view", "view", "click", "add_to_cart", "purchase", "rating"]
-    events = []
-    for n in range(400):
-        kind = rng.choice(kinds)
-        events.append({
-            "event_id": f"k{n}", "user_id": f"u{rng.randrange(12)}", "item_id": f"i{rng.randrange(8)}", "event_type": kind,
-            "ts": t0 + n * 100, "value": 4.0 if kind == "rating" else None, "context": {"category": f"c{rng.randrange(3)}"},
-        })
+    events = _random_events(400, int(time.time() * 1000) - 120_000)
     bad = [f"garbage {n}" for n in range(20)]
     payloads = events[:]
     for n, line in enumerate(bad):
@@ -403,15 +565,8 @@ def test_sigkill_mid_run_then_restart_loses_and_doubles_nothing(spark, stream_se
             print(f"--- {path}", *path.read_text(errors="replace").splitlines()[-40:] if path.exists() else [], sep="\n")
         print("status", text_hash(redis_client, KEYS.speed_status), "bronze", table_count(spark, stream_settings, BRONZE_EVENTS))
 
-    truth = _ground_truth(events, types)
-    for user, counters in truth["sessions"].items():
-        session = text_hash(redis_client, KEYS.session_counters(user))
-        assert {k: int(v) for k, v in session.items() if k.startswith(("type:", "cat:"))} == dict(counters), user
-    assert zset(redis_client, KEYS.trending("1h")) == {item: w for item, w in truth["trending"].items() if w > 0}
-    for item, neighbours in truth["covisit"].items():
-        assert zset(redis_client, KEYS.covisit(item)) == {k: float(v) for k, v in neighbours.items()}, item
-    bronze_ids = [r.event_id for r in spark.read.format("delta").load(stream_settings.table_path(BRONZE_EVENTS.name)).select("event_id").collect()]
-    assert sorted(bronze_ids) == sorted(e["event_id"] for e in events)  # each exactly once
+    assert_features_equal_ground_truth(redis_client, events)
+    assert sorted(bronze_event_ids(spark, stream_settings)) == sorted(e["event_id"] for e in events)  # each exactly once
 
 
 def test_events_publish_command_checks_lines_unless_raw(redis_server, redis_client, tmp_path, monkeypatch):

@@ -14,9 +14,11 @@ from spark_jobs.streaming.speed_features import (
     freshness_fields,
     items_without_category,
     percentile,
+    reject_oversize,
     shard_count,
     shard_of,
     shard_ops,
+    trend_increments,
     trend_weights,
     trending_ops,
     user_ops,
@@ -42,8 +44,8 @@ def _raw(**over):
     return orjson.dumps({**base, **over}).decode()
 
 
-def _ev(entry, user, item, etype="view", ts=T0, bus=None, category=None):
-    return SpeedEvent(entry, user, item, etype, ts, bus if bus is not None else ts, category)
+def _ev(entry, user, item, etype="view", ts=T0, bus=None, category=None, event_id=None):
+    return SpeedEvent(entry, event_id or f"e{entry}", user, item, etype, ts, bus if bus is not None else ts, category)
 
 
 def test_validate_entries_keeps_good_events_and_gives_each_bad_one_its_reason():
@@ -59,8 +61,8 @@ def test_validate_entries_keeps_good_events_and_gives_each_bad_one_its_reason():
     ]
     good, bad = validate_entries(entries, future_tolerance=timedelta(minutes=10), event_types=EventTypes())
     assert [speed for speed, _ in good] == [
-        SpeedEvent("1-0", "u1", "i1", "view", T0, T0, "books"),
-        SpeedEvent("1-6", "u1", "i1", "view", T0 + 11 * 60_000, T0 + 60_000, None),
+        SpeedEvent("1-0", "e1", "u1", "i1", "view", T0, T0, "books"),
+        SpeedEvent("1-6", "e6", "u1", "i1", "view", T0 + 11 * 60_000, T0 + 60_000, None),
     ]
     assert [event.event_id for _, event in good] == ["e1", "e6"]
     assert [(r.entry_id, r.reason) for r in bad] == [
@@ -74,6 +76,13 @@ def test_validate_entries_keeps_good_events_and_gives_each_bad_one_its_reason():
     assert bad[2].raw == _raw(user_id=None)
 
 
+def test_entries_above_the_byte_limit_are_rejected_undecoded():
+    entries = [("1-0", T0, _raw(), 80), ("1-1", T0, "{not even json", 5_000), ("1-2", T0, None, 0), ("1-3", T0, "x", 100)]
+    kept, oversize = reject_oversize(entries, max_bytes=100)
+    assert kept == [("1-0", T0, _raw()), ("1-2", T0, None), ("1-3", T0, "x")]
+    assert oversize == [Rejected("1-1", "{not even json", QuarantineReason.OVERSIZE, "bus entry of 5000 bytes, above the limit of 100")]
+
+
 def test_catalog_fills_only_missing_categories():
     events = [_ev("1", "u", "a", category="books"), _ev("2", "u", "b"), _ev("3", "u", "c")]
     assert items_without_category(events) == ["b", "c"]
@@ -81,12 +90,16 @@ def test_catalog_fills_only_missing_categories():
     assert [e.category for e in filled] == ["books", "games", None]
 
 
-def test_user_ops_are_in_event_time_order_then_trim():
+def test_user_ops_are_in_event_time_order_each_behind_its_dedupe_then_trim():
+    b = T0 // 60_000  # bucket of T0 in the 2-minute window
     events = [_ev("1-1", "u1", "b", "click", T0 + 5), _ev("1-0", "u1", "a", "skip", T0, category="books")]
-    recent, meta, session = "lr:s:{u:u1}:recent", "lr:s:{u:u1}:recent_meta", "lr:s:{u:u1}:session"
+    recent, meta, session, ids = "lr:s:{u:u1}:recent", "lr:s:{u:u1}:recent_meta", "lr:s:{u:u1}:session", "lr:s:{u:u1}:event_ids"
     assert user_ops(KEYS, PARAMS, events) == [
-        ["e", "u1", "a", "skip", T0, "books", recent, meta, session, 0],  # skip: no co-visitation
+        ["d", ids, "e1-0", T0],
+        ["e", "u1", "a", "skip", T0, "books", recent, meta, session, 0],  # skip: no co-visitation, no trending
+        ["d", ids, "e1-1", T0 + 5],
         ["e", "u1", "b", "click", T0 + 5, "", recent, meta, session, 1],
+        ["z", f"lr:s:trending:2m:{b}", "b", 2.0, 180],  # the click's weight in its bucket
         ["u", recent, meta, session],
     ]
     assert user_ops(KEYS, PARAMS, []) == []
@@ -112,20 +125,29 @@ def test_window_buckets_end_at_the_bucket_of_the_end_time():
 
 def test_trending_adds_weights_to_buckets_then_recomputes_the_window():
     b = T0 // 60_000  # bucket of T0
+    end = T0 + 60_000
     events = [
-        _ev("1", "u1", "a", "view", ts=T0, bus=T0 + 60_000),  # weight 1 in bucket b
-        _ev("2", "u2", "a", "purchase", ts=T0 + 60_000, bus=T0 + 60_000),  # 8 in bucket b+1
-        _ev("3", "u3", "c", "rating", ts=T0 + 999_999_999, bus=T0 + 60_000),  # future ts: clamped to bus time
-        _ev("4", "u3", "d", "skip", ts=T0 + 60_000, bus=T0 + 60_000),  # skip counts 0: left out
-        _ev("5", "u3", "e", "view", ts=T0 - 120_000, bus=T0 + 60_000),  # older than the window: left out
+        _ev("1", "u1", "a", "view", ts=T0, bus=end),  # weight 1 in bucket b
+        _ev("2", "u2", "a", "purchase", ts=T0 + 60_000, bus=end),  # 8 in bucket b+1
+        _ev("3", "u3", "c", "rating", ts=T0 + 999_999_999, bus=end),  # future ts: clamped to bus time
+        _ev("4", "u3", "d", "skip", ts=T0 + 60_000, bus=end),  # skip counts 0: left out
+        _ev("5", "u3", "e", "view", ts=T0 - 120_000, bus=end),  # older than the window: left out
+    ]
+    assert [trend_increments(KEYS, PARAMS, e, end) for e in events] == [
+        [["z", f"lr:s:trending:2m:{b}", "a", 1.0, 180]],
+        [["z", f"lr:s:trending:2m:{b + 1}", "a", 8.0, 180]],
+        [["z", f"lr:s:trending:2m:{b + 1}", "c", 1.0, 180]],
+        [],
+        [],
     ]
     assert trending_ops(KEYS, PARAMS, events) == [
-        ["z", f"lr:s:trending:2m:{b}", "a", 1.0, 180],
-        ["z", f"lr:s:trending:2m:{b + 1}", "a", 8.0, 180],
-        ["z", f"lr:s:trending:2m:{b + 1}", "c", 1.0, 180],
         ["U", "lr:s:trending:2m", 120, f"lr:s:trending:2m:{b}", f"lr:s:trending:2m:{b + 1}"],
     ]
     assert trending_ops(KEYS, PARAMS, []) == []
+    by_shard = shard_ops(KEYS, PARAMS, events)  # the increments travel with each user, against the batch's end
+    assert sorted(op[1:4] for ops in by_shard.values() for op in ops if op[0] == "z") == [
+        [f"lr:s:trending:2m:{b}", "a", 1.0], [f"lr:s:trending:2m:{b + 1}", "a", 8.0], [f"lr:s:trending:2m:{b + 1}", "c", 1.0],
+    ]
 
 
 def test_counters_count_processed_and_quarantined_by_reason():
