@@ -462,6 +462,44 @@ def test_fresh_checkpoints_neither_lose_nor_recount_events(streaming_spark, stre
     assert_features_equal_ground_truth(redis_client, events)
 
 
+def test_a_stalled_bronze_keeps_its_backlog_on_the_bus_sheds_load_then_catches_up_exactly(streaming_spark, stream_settings, redis_client):
+    from feature_store.event_bus import BusBacklogFull
+    from spark_jobs.streaming.speed_job import BRONZE_QUERY, start_query
+
+    spark, stream = streaming_spark, stream_settings.event_stream
+    settings = stream_settings.model_copy(update={"event_stream_maxlen": 2, "event_stream_max_backlog": 12, "stream_max_rows_per_batch": 8})
+    blocker = Path(settings.table_path(BRONZE_EVENTS.name)).parent
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("a file where bronze's folder should be: its path is unwritable")
+    bronze = start_query(spark, settings, settings.redis_url, redis_client, BRONZE_QUERY)
+    speed = RunningJob(spark, settings, redis_client, bronze=False)
+    events = _random_events(16, int(time.time() * 1000) - 60_000)
+
+    def publish(batch: list[dict]) -> bool:
+        try:
+            publish_events(redis_client, stream, batch, maxlen=settings.event_stream_maxlen, max_backlog=settings.event_stream_max_backlog)
+        except BusBacklogFull:
+            return False
+        return True
+
+    try:
+        assert [publish(events[n : n + 4]) for n in (0, 4, 8)] == [True, True, True]
+        newest = redis_client.xrevrange(stream, count=1)[0][0].decode()
+        speed.wait_for(lambda: read_committed(redis_client, stream).get("speed") == newest, "the speed query to commit everything")
+        wait_for(lambda: not bronze.isActive, "the bronze query to fail on its unwritable path")
+        assert read_committed(redis_client, stream)["bronze"] == "0-0"  # registered, never committed
+        assert trim_consumed(redis_client, stream, settings.event_stream_maxlen) == 0 and redis_client.xlen(stream) == 12
+        assert publish(events[12:]) is False  # 12 + 4 entries would be above the cap: refused whole
+        assert redis_client.xlen(stream) == 12
+    finally:
+        speed.stop()
+        stop_all([bronze])
+
+    blocker.unlink()  # the disk is back
+    run_until_committed(spark, settings, redis_client)
+    assert sorted(bronze_event_ids(spark, settings)) == sorted(e["event_id"] for e in events[:12])
+
+
 # -- recovery after SIGKILL (the job as its own process) -------------------------------------------
 def _ground_truth(events: list[dict], types: EventTypes) -> dict:
     weights = {t.name: 1.0 if t.explicit else max(t.weight, 0.0) for t in types}
