@@ -68,6 +68,7 @@ def register(app: typer.Typer) -> None:
         LAMBDAREC_EVENT_BUS=kafka); lines that break the event contract are counted and skipped unless --raw."""
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
+        from feature_store.event_bus import BusBacklogFull
         from feature_store.settings import load_settings
         from lambdarec.composition import event_publisher
 
@@ -85,7 +86,15 @@ def register(app: typer.Typer) -> None:
             task = bar.add_task("publish", total=total_bytes, events=0)
             for chunk in _chunks(read_lines(file), chunk_size):
                 payloads, bad = checked_payloads(chunk, now=datetime.now(timezone.utc), future_tolerance=tolerance, raw=raw)
-                published += len(publisher.publish(payloads))
+                try:
+                    published += len(publisher.publish(payloads))
+                except BusBacklogFull as exc:
+                    publisher.close()
+                    typer.secho(
+                        f"{exc}; published {published} events, then stopped. Publish the file again once the job caught up: "
+                        "each event_id counts once.", fg=typer.colors.RED, err=True,
+                    )
+                    raise typer.Exit(1) from exc
                 rejected.update(bad)
                 bar.update(task, advance=sum(len(line.encode()) + 1 for line in chunk), events=published)
         publisher.close()
