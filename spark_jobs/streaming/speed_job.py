@@ -110,6 +110,7 @@ def read_kafka_bus(spark, settings: Settings, max_rows: int):
     from pyspark.sql import functions as F
 
     from spark_jobs.jars import kafka_source_coordinates, missing_packages
+    from spark_jobs.streaming.redis_stream_source import OVERSIZE_PREFIX_BYTES
 
     if not settings.kafka_bootstrap_servers:
         raise ValueError("LAMBDAREC_EVENT_BUS=kafka needs LAMBDAREC_KAFKA_BOOTSTRAP_SERVERS (host:port,...)")
@@ -123,8 +124,6 @@ def read_kafka_bus(spark, settings: Settings, max_rows: int):
         .option("maxOffsetsPerTrigger", max_rows)
         .load()
     )
-    from spark_jobs.streaming.redis_stream_source import OVERSIZE_PREFIX_BYTES
-
     size = F.coalesce(F.octet_length(F.col("value")), F.lit(0)).cast("long")
     return frame.select(
         F.concat_ws("-", F.col("partition").cast("string"), F.col("offset").cast("string")).alias("entry_id"),
