@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -394,6 +394,36 @@ def test_the_job_survives_redis_restarting_under_it(streaming_spark, stream_sett
         server.stop()
 
 
+def test_bronze_batches_merge_each_event_id_once_into_its_date_partition(spark, table_settings):
+    """The bronze query's write without the stream: a re-sent event (same batch or a later one), a
+    replayed batch and a rejected line seen again add nothing; the first copy in a batch wins."""
+    from datetime import timezone
+
+    from spark_jobs.streaming.bronze_rows import bronze_event_rows, first_copies, quarantine_rows
+    from spark_jobs.streaming.speed_features import validate_entries
+    from spark_jobs.streaming.speed_job import write_bronze_batch
+
+    day = int(datetime(2026, 3, 1, tzinfo=timezone.utc).timestamp() * 1000)
+
+    def batch(*entries: tuple[str, str]) -> dict:
+        bus = [(entry_id, day + 86_400_000 * 3, raw) for entry_id, raw in entries]
+        good, rejected = validate_entries(bus, future_tolerance=timedelta(minutes=10), event_types=EventTypes())
+        return {BRONZE_EVENTS: bronze_event_rows(first_copies(good), "test"), QUARANTINE: quarantine_rows(rejected, {e[0]: e[1] for e in bus}, "test")}
+
+    def event(event_id: str, item: str, days: int = 0) -> str:
+        return orjson.dumps({"event_id": event_id, "user_id": "u1", "item_id": item, "event_type": "view", "ts": day + days * 86_400_000}).decode()
+
+    first = batch(("1-0", event("e1", "a")), ("1-1", event("e2", "b", days=1)), ("1-2", event("e1", "z")), ("1-3", "not json"))
+    assert write_bronze_batch(spark, table_settings, first) == {BRONZE_EVENTS.name: 2, QUARANTINE.name: 1}
+    assert write_bronze_batch(spark, table_settings, first) == {BRONZE_EVENTS.name: 0, QUARANTINE.name: 0}  # replayed
+    second = batch(("2-0", event("e2", "b", days=1)), ("2-1", event("e3", "c", days=2)), ("2-2", "not json"))
+    assert write_bronze_batch(spark, table_settings, second) == {BRONZE_EVENTS.name: 1, QUARANTINE.name: 1}  # another entry
+    bronze = spark.read.format("delta").load(table_settings.table_path(BRONZE_EVENTS.name))
+    assert sorted((r.event_id, r.item_id, str(r.event_date)) for r in bronze.collect()) == [
+        ("e1", "a", "2026-03-01"), ("e2", "b", "2026-03-02"), ("e3", "c", "2026-03-03"),
+    ]
+
+
 def test_an_oversize_entry_is_quarantined_and_batches_stay_within_the_byte_budget(streaming_spark, stream_settings, redis_client):
     spark, stream = streaming_spark, stream_settings.event_stream
     settings = stream_settings.model_copy(update={"stream_max_event_bytes": 2_000, "stream_max_bytes_per_batch": 300, "stream_max_rows_per_batch": 100})
@@ -435,8 +465,9 @@ def test_an_event_sent_twice_counts_once_in_bronze_and_in_features(streaming_spa
     assert_features_equal_ground_truth(redis_client, events)
     status = text_hash(redis_client, KEYS.speed_status)
     assert (status["processed"], status["duplicates"]) == ("23", "12")
-    assert redis_client.zcard(KEYS.recent_event_ids("u1")) == len({e["event_id"] for e in events if e["user_id"] == "u1"})
-    assert 0 < redis_client.ttl(KEYS.recent_event_ids("u1")) <= stream_settings.speed_dedupe_ttl_s
+    user = events[0]["user_id"]
+    assert zset(redis_client, KEYS.recent_event_ids(user)).keys() == {e["event_id"] for e in events if e["user_id"] == user}
+    assert 0 < redis_client.ttl(KEYS.recent_event_ids(user)) <= stream_settings.speed_dedupe_ttl_s
 
 
 def test_fresh_checkpoints_neither_lose_nor_recount_events(streaming_spark, stream_settings, redis_client):
