@@ -276,6 +276,7 @@ def write_bronze_batch(spark, settings: Settings, rows_by_table: dict, table_pat
     fresh checkpoint re-reading the bus adds nothing, and a batch reads one day's keys, not the table.
     `table_paths` caches the tables already ensured to exist. Returns rows inserted per table name."""
     from spark_jobs.delta_io import ensure_table, merge_insert
+    from spark_jobs.streaming.bronze_rows import arrow_batch
 
     paths = table_paths if table_paths is not None else {}
     inserted: dict[str, int] = {}
