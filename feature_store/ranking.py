@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from feature_store.realtime import REALTIME_INPUTS
+
 CHAMPION_ALIAS = "champion"
 CHALLENGER_ALIAS = "challenger"
 
@@ -40,11 +42,13 @@ ITEM_INPUTS: tuple[str, ...] = (
 )
 # user x item: the user's affinity (share of weight) for the item's category before the cut-off.
 CROSS_INPUTS: tuple[str, ...] = ("ui_category_affinity",)
-# Candidate-source scores (missing when that source did not propose the item).
+# The nightly candidate sources' scores (missing when that source did not propose the item). Serving
+# reads the same per-source scores from the published recommendations (`publish.encode_user_recs`).
 CANDIDATE_SOURCES: tuple[str, ...] = ("als", "covisit", "popular", "ease")
 CANDIDATE_INPUTS: tuple[str, ...] = tuple(f"cand_{s}" for s in CANDIDATE_SOURCES)
 
-RANKER_FEATURES: tuple[str, ...] = USER_INPUTS + ITEM_INPUTS + CROSS_INPUTS + CANDIDATE_INPUTS
+# Then the real-time inputs at the moment of the request (feature_store.realtime).
+RANKER_FEATURES: tuple[str, ...] = USER_INPUTS + ITEM_INPUTS + CROSS_INPUTS + CANDIDATE_INPUTS + REALTIME_INPUTS
 
 
 @dataclass(frozen=True)

@@ -113,7 +113,9 @@ class Settings(BaseSettings):
     ease_max_items: int = Field(
         10_000, description="Most popular items EASE is computed for (driver memory ~24 x items^2 bytes, inverse cubic in items)."
     )
-    max_negatives_per_query: int = Field(50, description="Candidates without a label kept per user in the training set.")
+    max_negatives_per_query: int = Field(50, description="Candidates without a label kept per moment in the training set.")
+    request_moments_per_user: int = Field(8, description="Moments (events) per user the training set asks at (request-time examples).")
+    request_label_horizon_minutes: int = Field(60, description="A request-time example's label: positive events in (t, t + this].")
     train_num_workers: int = Field(2, description="Spark tasks that train one ranker together (xgboost.spark, LightGBM).")
     ranker_trees: int = 200
     ranker_max_depth: int = 6
@@ -239,14 +241,11 @@ class Settings(BaseSettings):
     serving_fast_route: bool = Field(
         True, description="Answer plainly valid GET /v1/recommendations requests before FastAPI's parameter machinery (errors still come from the route)."
     )
-    serving_columnar: bool = Field(
-        True, description="Merge, score and assemble a request's candidates as numpy columns (else one Python object per candidate)."
-    )
     serving_ranker_file: Literal["onnx", "onnx_compressed", "native"] = Field(
         "onnx", description="Which file of the champion to run; the native booster is the fallback if ONNX fails."
     )
-    serving_model_weight: float = Field(
-        0.7, ge=0.0, le=1.0, description="Share of the ranker score in the final score; the rest is the candidate's prior."
+    serving_use_ranker: bool = Field(
+        True, description="Order candidates by the @champion ranker (False: by the hand priors of the sources, an ablation)."
     )
     serving_max_per_category: int = Field(0, ge=0, description="Diversity cap per category in one answer (0 = off).")
     serving_recent_items: int = Field(10, description="How many of the user's recent items seed real-time candidates.")

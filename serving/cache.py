@@ -78,10 +78,11 @@ class Bounded(Generic[K, V]):
 class UserBatch(NamedTuple):
     """What the batch layer published for one user."""
 
-    recs: tuple[ScoredItem, ...]  # plain (item_id, score, source) tuples
+    recs: tuple[ScoredItem, ...]  # plain (item_id, ranker score, source) tuples, best first
     features: np.ndarray | None  # USER_INPUTS order
     affinity: dict[str, float]
     seen: tuple[str, ...] | frozenset[str]
+    source_scores: np.ndarray | None = None  # (len(recs), len(CANDIDATE_SOURCES)): each nightly source's score, NaN: none
 
 
 EMPTY_USER = UserBatch((), None, {}, ())

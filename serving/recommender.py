@@ -15,31 +15,36 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import NamedTuple
 
 import numpy as np
 from redis.exceptions import RedisError
 
 from feature_store.ranking import ITEM_INPUTS
+from feature_store.realtime import from_neighbour_lists, from_session
 from feature_store.settings import Settings
 from serving.batcher import MicroBatcher
 from serving.cache import ItemBatch
-from serving.candidates import (
-    SOURCES, Candidate, CandidateColumns, merge_candidates, merge_columns, priors, priors_columns, session_category_shares,
-)
+from serving.candidates import SOURCES, CandidateColumns, merge_columns, priors_columns
 from serving.metrics import ServingMetrics
 from serving.models import ModelHolder
-from serving.ranking import (
-    assemble_matrix, batch_input_column, blend, candidate_inputs, candidate_inputs_columns, feature_matrix, select_top_k,
-    select_top_k_columns,
-)
+from serving.ranking import assemble_matrix, realtime_block, select_top_k, source_scores_block
 from serving.schemas import RecommendedItem, Recommendations, SimilarItems
 from serving.store import OnlineStore, UserView
 
 log = logging.getLogger(__name__)
 
 _BATCH_AT = SOURCES.index("batch")
-_ALS_COLUMN = batch_input_column(None)
 _N_ITEM = len(ITEM_INPUTS)
+
+
+class RequestSignals(NamedTuple):
+    """What the request's seeds (recent items, the context item first) bring: item -> summed
+    co-visitation and similar-item scores (the real-time inputs `rt_recent_covisit`/`rt_recent_similar`)."""
+
+    seeds: list[str]
+    covisit: dict[str, float]
+    similar: dict[str, float]
 
 # What a failing or slow online store looks like from here.
 STORE_ERRORS = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
@@ -90,16 +95,13 @@ class Recommender:
             return self._fallback(user_id, k, exclude, "redis_unavailable").model_dump()
         try:
             async with asyncio.timeout(self.settings.serving_redis_budget_s):
-                view, candidates, items, batch_sources = await self._gather(user_id, item_id, exclude, k)
+                view, candidates, items, signals = await self._gather(user_id, item_id, exclude, k)
         except STORE_ERRORS as exc:
             self.breaker.failed(timed_out=isinstance(exc, TimeoutError))
             log.warning("online store failed for user %s (%s: %s): answering from the fallback", user_id, type(exc).__name__, exc)
             return self._fallback(user_id, k, exclude, "redis_timeout" if isinstance(exc, TimeoutError) else "redis_error").model_dump()
         self.breaker.succeeded()
-        if isinstance(candidates, CandidateColumns):
-            return await self._rank_columns(user_id, k, view, candidates, items, batch_sources, category)
-        answer = await self._rank(user_id, k, view, candidates, items, batch_sources, category)
-        return answer.model_dump()
+        return await self._rank(user_id, k, view, candidates, items, signals, category)
 
     async def _gather(self, user_id: str, context_item: str | None, exclude: frozenset[str], k: int):
         settings = self.settings
@@ -111,15 +113,13 @@ class Recommender:
         consumed = set(view.user.seen) | set(recent) | set(exclude)
         if context_item is not None:
             consumed.add(context_item)
-        batch_sources = {rec[0]: rec[2] for rec in view.user.recs}
         use_popular = not view.user.recs
         known = [rec[0] for rec in view.user.recs] + [item for item, _ in view.trending]
         if use_popular:
             known += [rec[0] for rec in view.popular]
         known = [i for i in dict.fromkeys(known) if i not in consumed][: settings.serving_max_candidates]
-        # The columnar path takes cached items straight from the cache's item table.
-        found = not settings.serving_columnar
-        covisit, similar, items = await self.store.read_neighbors_and_items(view.version, seeds, known, found)
+        # Cached items are taken straight from the cache's item table (`_item_block`).
+        covisit, similar, items = await self.store.read_neighbors_and_items(view.version, seeds, known, False)
         # Plain (item, score, because) tuples: hundreds per request. Batch and popular lists are
         # passed as they are: their third field (the stored source) is ignored for those sources.
         proposals = {
@@ -129,69 +129,69 @@ class Recommender:
             "trending": [(item, score, None) for item, score in view.trending],
             "popular": view.popular if use_popular else (),
         }
-        if settings.serving_columnar:
-            columns = merge_columns(proposals, consumed, settings.serving_max_candidates)
-            if len(columns) < k and not use_popular:  # top up from popularity when the pool is thin
-                columns = columns.top_up(view.popular, "popular", consumed)
-            candidate_ids: list[str] = columns.item_ids
-        else:
-            merged = merge_candidates(proposals, consumed, settings.serving_max_candidates)
-            if len(merged) < k and not use_popular:  # top up from popularity when the pool is thin
-                for rec in view.popular:
-                    if rec[0] not in consumed and rec[0] not in merged:
-                        merged[rec[0]] = Candidate(rec[0], {"popular": rec[1]})
-            candidate_ids = list(merged)
-        table = self.store.cache.items.index if not found else ()
+        columns = merge_columns(proposals, consumed, settings.serving_max_candidates)
+        if len(columns) < k and not use_popular:  # top up from popularity when the pool is thin
+            columns = columns.top_up(view.popular, "popular", consumed)
+        candidate_ids: list[str] = columns.item_ids
+        table = self.store.cache.items.index
         missing = [i for i in candidate_ids if i not in items and i not in table]
         if missing:
-            items.update(await self.store.read_items(view.version, missing, found))
-        if not found and not self.store.cache.accepts(view.version):
+            items.update(await self.store.read_items(view.version, missing, False))
+        if not self.store.cache.accepts(view.version):
             # The pointer moved during this request: the table no longer holds this version, so read
             # what it held (one answer never mixes two batch versions).
             missing = [i for i in candidate_ids if i not in items]
             items.update(await self.store.read_items(view.version, missing, cached=False))
-        return view, columns if settings.serving_columnar else list(merged.values()), items, batch_sources
+        neighbours = settings.serving_neighbors_per_item
+        signals = RequestSignals(seeds, from_neighbour_lists(seeds, covisit, neighbours), from_neighbour_lists(seeds, similar, neighbours))
+        return view, columns, items, signals
 
-    async def _rank(self, user_id: str, k: int, view: UserView, candidates: list[Candidate], items: dict[str, ItemBatch],
-                    batch_sources: dict[str, str], category: str | None) -> Recommendations:
+    async def _rank(self, user_id: str, k: int, view: UserView, candidates: CandidateColumns, items: dict[str, ItemBatch],
+                    signals: "RequestSignals", category: str | None) -> dict:
+        """The answer as the wire JSON object: the champion's order over all candidates, or the
+        priors' when there is none (or it failed: then `degraded`)."""
         settings = self.settings
-        unknown = ItemBatch(None, None)
-        batch_items = [items.get(c.item_id, unknown) for c in candidates]
-        categories = [item.category for item in batch_items]
-        shares = session_category_shares(view.session)
-        prior, primary = priors(candidates, shares, categories)
-        ranker = self.holder.current  # held for the whole request: a swap cannot change it under us
+        ids = candidates.item_ids
+        block, categories = self._item_block(view.version, ids, items)
+        session_events, shares = from_session(view.session)
+        prior, primary = priors_columns(candidates, shares, categories)
+        ranker = self.holder.current if settings.serving_use_ranker else None  # held for the whole request
         model_scores = None
-        if ranker is not None and candidates:
-            affinity_source = view.user.affinity or shares
-            matrix = feature_matrix(
-                view.user.features,
-                [item.features for item in batch_items],
-                [affinity_source.get(c) if c is not None else None for c in categories],
-                candidate_inputs([c.scores for c in candidates], [batch_sources.get(c.item_id) for c in candidates]),
-            )
+        if ranker is not None and ids:
+            matrix = self._matrix(view, candidates, block, categories, shares, session_events, signals)
             model_scores = await self._score(ranker, matrix)
-        final = blend(model_scores, prior, settings.serving_model_weight)
+        final = prior if model_scores is None else model_scores.astype(np.float64)
         chosen = select_top_k(final, categories, k, settings.serving_max_per_category, category)
-        answer = [
-            RecommendedItem(
-                item_id=candidates[i].item_id,
-                score=round(float(final[i]), 6),
-                source=primary[i],
-                sources=[s for s in ("covisit", "batch", "similar", "trending", "popular") if s in candidates[i].scores],
-                because=candidates[i].because,
-                category=categories[i],
-            )
-            for i in chosen
-        ]
-        return Recommendations(
-            user_id=user_id,
-            items=answer,
-            batch_version=view.version,
-            model_version=ranker.version if ranker is not None and model_scores is not None else None,
-            degraded=False,
-            candidates=len(candidates),
-        )
+        because = candidates.because
+        return {
+            "user_id": user_id,
+            "items": [
+                {"item_id": ids[i], "score": round(float(final[i]), 6), "source": SOURCES[primary[i]], "sources": candidates.sources(i),
+                 "because": because[i], "category": categories[i]}
+                for i in chosen
+            ],
+            "batch_version": view.version,
+            "model_version": ranker.version if model_scores is not None else None,
+            "ranked_by": "model" if model_scores is not None else "priors",
+            "degraded": ranker is not None and bool(ids) and model_scores is None,
+            "candidates": len(ids),
+        }
+
+    def _matrix(self, view: UserView, candidates: CandidateColumns, block: np.ndarray, categories: list[str | None],
+                shares: dict[str, float], session_events: float, signals: "RequestSignals") -> np.ndarray:
+        """The ranker's input rows (RANKER_FEATURES order) of the request's candidates."""
+        ids = candidates.item_ids
+        affinity_source = view.user.affinity or shares
+        # per distinct category (a few dozen), then one C-level pass over the candidates
+        affinity = {c: affinity_source.get(c, np.nan) for c in set(categories) if c is not None}
+        affinity[None] = np.nan
+        affinities = np.fromiter(map(affinity.__getitem__, categories), dtype=np.float32, count=len(ids))
+        batch_rows = np.flatnonzero(candidates.proposed[:, _BATCH_AT])
+        rec_row = {rec[0]: n for n, rec in enumerate(view.user.recs)}
+        rec_rows = np.fromiter((rec_row[ids[row]] for row in batch_rows.tolist()), dtype=np.intp, count=len(batch_rows))
+        sources = source_scores_block(len(ids), batch_rows, rec_rows, view.user.source_scores)
+        realtime = realtime_block(ids, categories, session_events, shares, signals.covisit, signals.similar)
+        return assemble_matrix(view.user.features, block, affinities, sources, realtime)
 
     async def _score(self, ranker, matrix: np.ndarray) -> np.ndarray | None:
         """The ranker's scores of `matrix`; None when it fails (a ranker failure must not fail the
@@ -202,44 +202,6 @@ class Recommender:
             self.metrics.model_errors.inc()
             log.error("ranker %s v%s failed: %s", ranker.name, ranker.version, exc)
             return None
-
-    async def _rank_columns(self, user_id: str, k: int, view: UserView, candidates: CandidateColumns, items: dict[str, ItemBatch],
-                            batch_sources: dict[str, str], category: str | None) -> dict:
-        """`_rank` over columns: the same answer, built as the wire JSON object."""
-        settings = self.settings
-        ids = candidates.item_ids
-        block, categories = self._item_block(view.version, ids, items)
-        shares = session_category_shares(view.session)
-        prior, primary = priors_columns(candidates, shares, categories)
-        ranker = self.holder.current  # held for the whole request: a swap cannot change it under us
-        model_scores = None
-        if ranker is not None and ids:
-            affinity_source = view.user.affinity or shares
-            # per distinct category (a few dozen), then one C-level pass over the candidates
-            affinity = {c: affinity_source.get(c, np.nan) for c in set(categories) if c is not None}
-            affinity[None] = np.nan
-            affinities = np.fromiter(map(affinity.__getitem__, categories), dtype=np.float32, count=len(ids))
-            batch_columns = np.zeros(len(ids), dtype=np.intp)
-            batch_rows = np.flatnonzero(candidates.proposed[:, _BATCH_AT])
-            column_of = {source: batch_input_column(source) for source in set(batch_sources.values())}
-            batch_columns[batch_rows] = [column_of.get(batch_sources.get(ids[row]), _ALS_COLUMN) for row in batch_rows.tolist()]
-            matrix = assemble_matrix(view.user.features, block, affinities, candidate_inputs_columns(candidates.scores, batch_columns))
-            model_scores = await self._score(ranker, matrix)
-        final = blend(model_scores, prior, settings.serving_model_weight)
-        chosen = select_top_k_columns(final, categories, k, settings.serving_max_per_category, category)
-        because = candidates.because
-        return {
-            "user_id": user_id,
-            "items": [
-                {"item_id": ids[i], "score": round(float(final[i]), 6), "source": SOURCES[primary[i]], "sources": candidates.sources(i),
-                 "because": because[i], "category": categories[i]}
-                for i in chosen
-            ],
-            "batch_version": view.version,
-            "model_version": ranker.version if ranker is not None and model_scores is not None else None,
-            "degraded": False,
-            "candidates": len(ids),
-        }
 
     def _item_block(self, version: str | None, ids: list[str], items: dict[str, ItemBatch]) -> tuple[np.ndarray, list[str | None]]:
         """Features (rows, len(ITEM_INPUTS)) and categories of `ids`: one take from the cache's item
@@ -273,6 +235,7 @@ class Recommender:
             items=self._fallback_items(k, exclude),
             batch_version=self.store.cache.version,
             model_version=None,
+            ranked_by="priors",
             degraded=True,
             candidates=0,
         )
@@ -300,22 +263,22 @@ class Recommender:
                     "covisit": [(n, s, None) for n, s in covisit.get(item_id, ())],
                     "similar": [(r[0], r[1], None) for r in similar.get(item_id, ())],
                 }
-                candidates = list(merge_candidates(proposals, {item_id}, self.settings.serving_max_candidates).values())
-                items = await self.store.read_items(version, [c.item_id for c in candidates])
+                candidates = merge_columns(proposals, {item_id}, self.settings.serving_max_candidates)
+                items = await self.store.read_items(version, candidates.item_ids)
         except STORE_ERRORS as exc:
             self.breaker.failed(timed_out=isinstance(exc, TimeoutError))
             log.warning("online store failed for similar(%s): %s", item_id, exc)
             return self._similar_fallback(item_id, k, "redis_timeout" if isinstance(exc, TimeoutError) else "redis_error")
         self.breaker.succeeded()
-        prior, primary = priors(candidates)
-        categories = [items[c.item_id].category if c.item_id in items else None for c in candidates]
+        prior, primary = priors_columns(candidates)
+        ids = candidates.item_ids
+        categories = [items[i].category if i in items else None for i in ids]
         chosen = select_top_k(prior, categories, k)
         return SimilarItems(
             item_id=item_id,
             items=[
-                RecommendedItem(item_id=candidates[i].item_id, score=round(prior[i], 6), source=primary[i],
-                                sources=[s for s in ("covisit", "similar") if s in candidates[i].scores],
-                                category=categories[i])
+                RecommendedItem(item_id=ids[i], score=round(float(prior[i]), 6), source=SOURCES[primary[i]],
+                                sources=candidates.sources(i), category=categories[i])
                 for i in chosen
             ],
             batch_version=version,

@@ -30,7 +30,11 @@ class Recommendations(BaseModel):
     items: list[RecommendedItem]
     batch_version: str | None = Field(description="Batch version the answer was built from (null: none published).")
     model_version: str | None = Field(description="Registered version of the ranker used (null: candidates ordered by their scores).")
-    degraded: bool = Field(description="True when the online store could not be read in time: items come from the local fallback.")
+    ranked_by: Literal["model", "priors"] = Field(
+        "model", description="`model`: the champion ranker's order; `priors`: the hand priors of the candidate sources "
+        "(no champion, the ranker failed, or the local fallback).")
+    degraded: bool = Field(description="True when the online store could not be read in time (items come from the local "
+                           "fallback) or the champion ranker failed (items ordered by the priors).")
     candidates: int = Field(description="How many candidates were ranked.")
 
 

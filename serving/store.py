@@ -22,7 +22,7 @@ import msgpack
 import numpy as np
 
 from feature_store.codecs import CodecError, ScoredItem, decode_features, decode_ids, decode_recs_plain
-from feature_store.ranking import ITEM_INPUTS, USER_INPUTS
+from feature_store.ranking import CANDIDATE_SOURCES, ITEM_INPUTS, USER_INPUTS
 from feature_store.redis_keys import RedisKeys
 from serving.cache import EMPTY_USER, BatchCache, ItemBatch, UserBatch
 
@@ -94,6 +94,34 @@ def _recs(blob: bytes | None, key: str) -> tuple[ScoredItem, ...]:
         return ()
 
 
+_SOURCE_COLUMN = {source: n for n, source in enumerate(CANDIDATE_SOURCES)}
+
+
+def split_recs(entries: tuple[ScoredItem, ...]) -> tuple[tuple[ScoredItem, ...], np.ndarray | None]:
+    """The recs value (spark_jobs.publish.rec_entries: each item once with the ranker's score, then
+    `(item, score, source)` per nightly source) as the recommendations, best first, and their
+    (rows, len(CANDIDATE_SOURCES)) per-source scores. An item listed only under a nightly source is a
+    recommendation with that score too."""
+    if not entries:
+        return (), None
+    row_of: dict[str, int] = {}
+    recs: list[ScoredItem] = []
+    scored: list[tuple[int, int, float]] = []
+    for entry in entries:
+        item, score, source = entry
+        row = row_of.get(item)
+        if row is None:
+            row = row_of[item] = len(recs)
+            recs.append(entry)
+        column = _SOURCE_COLUMN.get(source)
+        if column is not None:
+            scored.append((row, column, score))
+    scores = np.full((len(recs), len(CANDIDATE_SOURCES)), np.nan, dtype=np.float32)
+    for row, column, score in scored:
+        scores[row, column] = score
+    return tuple(recs), scores
+
+
 def decode_user_batch(recs: bytes | None, feat: bytes | None, aff: bytes | None, seen: bytes | None, user_id: str) -> UserBatch:
     """The user's batch keys (any may be missing) as one UserBatch."""
     if recs is None and feat is None and aff is None and seen is None:
@@ -111,7 +139,8 @@ def decode_user_batch(recs: bytes | None, feat: bytes | None, aff: bytes | None,
             seen_ids = tuple(decode_ids(seen))
         except CodecError as exc:
             log.warning("ignoring history of user %s: %s", user_id, exc)
-    return UserBatch(_recs(recs, f"recs of {user_id}"), _features(feat, len(USER_INPUTS), f"features of {user_id}"), affinity, seen_ids)
+    batch_recs, source_scores = split_recs(_recs(recs, f"recs of {user_id}"))
+    return UserBatch(batch_recs, _features(feat, len(USER_INPUTS), f"features of {user_id}"), affinity, seen_ids, source_scores)
 
 
 class OnlineStore:

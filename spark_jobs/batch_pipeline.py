@@ -161,20 +161,34 @@ def step_candidates(ctx: BatchContext) -> dict[str, Any]:
 
 
 def step_training_set(ctx: BatchContext) -> dict[str, Any]:
-    from spark_jobs.training_set import build_training_set
+    from feature_store.realtime import realtime_params
+    from spark_jobs.request_examples import build_request_time_set
 
     settings, cut = ctx.settings, ctx.cutoffs
-    examples = build_training_set(
+    examples = build_request_time_set(
         ctx.read(CANDIDATES),
         ctx.read(USER_FEATURES),
         ctx.read(ITEM_FEATURES),
+        ctx.read(ITEM_SIMILAR),
         ctx.read(INTERACTIONS),
         cut.train,
-        settings.label_horizon_days,
-        settings.max_negatives_per_query,
+        cut.holdout,
+        realtime_params(settings),
+        horizon_ms=settings.request_label_horizon_minutes * 60_000,
+        moments_per_user=settings.request_moments_per_user,
+        max_negatives=settings.max_negatives_per_query,
     )
     rows = replace_where(ctx, TRAINING_SET, examples, as_of_condition(cut.train))
     return {"as_of": str(cut.train), "rows": rows}
+
+
+def realtime_at(ctx: BatchContext, as_of: date) -> DataFrame:
+    """The real-time inputs of cut-off `as_of`'s candidates at the cut-off (see request_examples)."""
+    from feature_store.realtime import realtime_params
+    from spark_jobs.request_examples import realtime_at_cutoff
+
+    return realtime_at_cutoff(ctx.read(CANDIDATES), ctx.read(ITEM_FEATURES), ctx.read(ITEM_SIMILAR), ctx.read(INTERACTIONS),
+                              as_of, realtime_params(ctx.settings))
 
 
 def holdout(ctx: BatchContext):
@@ -182,7 +196,7 @@ def holdout(ctx: BatchContext):
 
     return holdout_data(
         ctx.read(CANDIDATES), ctx.read(USER_FEATURES), ctx.read(ITEM_FEATURES), ctx.read(INTERACTIONS),
-        ctx.cutoffs.holdout, ctx.cutoffs.holdout_days, EVAL_K,
+        ctx.cutoffs.holdout, ctx.cutoffs.holdout_days, EVAL_K, realtime=realtime_at(ctx, ctx.cutoffs.holdout),
     )
 
 
@@ -312,7 +326,8 @@ def step_score(ctx: BatchContext) -> dict[str, Any]:
     try:
         champion = load_ranker(settings, preferred="native")
         model = NativeModel(champion.kind, champion.native, champion.version)
-        scored = score_inputs(ranker_inputs(candidates, ctx.read(USER_FEATURES), ctx.read(ITEM_FEATURES), as_of), model)
+        inputs = ranker_inputs(candidates, ctx.read(USER_FEATURES), ctx.read(ITEM_FEATURES), as_of, realtime_at(ctx, as_of))
+        scored = score_inputs(inputs, model)
         version = champion.version
     except NoChampion:
         log.warning("no champion yet: batch scores fall back to reciprocal-rank fusion of the candidate sources")
@@ -338,7 +353,7 @@ def step_publish(ctx: BatchContext) -> dict[str, Any]:
         .collect()
     )
     content = batch_content(
-        scores, ctx.read(USER_FEATURES), ctx.read(ITEM_FEATURES), ctx.read(ITEM_SIMILAR), interactions,
+        scores, ctx.read(CANDIDATES), ctx.read(USER_FEATURES), ctx.read(ITEM_FEATURES), ctx.read(ITEM_SIMILAR), interactions,
         [(r.item_id, r.score) for r in popular_items], as_of,
     )
     now = ctx.clock()

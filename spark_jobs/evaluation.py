@@ -142,7 +142,8 @@ class Holdout:
 
 
 def holdout_data(
-    candidates: DataFrame, user_features: DataFrame, item_features: DataFrame, interactions: DataFrame, as_of: date, horizon_days: int, k: int
+    candidates: DataFrame, user_features: DataFrame, item_features: DataFrame, interactions: DataFrame, as_of: date, horizon_days: int, k: int,
+    realtime: DataFrame | None = None,
 ) -> Holdout:
     from spark_jobs.training_set import ranker_inputs
 
@@ -150,7 +151,7 @@ def holdout_data(
     return Holdout(
         as_of=as_of,
         candidates=at(candidates, as_of).cache(),
-        inputs=ranker_inputs(candidates, user_features, item_features, as_of).cache(),
+        inputs=ranker_inputs(candidates, user_features, item_features, as_of, realtime).cache(),
         relevance=relevant_items(interactions, as_of, horizon_days).cache(),
         catalog_size=catalog_size,
         k=k,

@@ -1,7 +1,8 @@
 """Atomic publish of a batch to Redis, in the layout of docs/redis-key-layout.md (feature_store.redis_keys).
 
 Protocol (`publish_batch`):
-1. Write every key of a new version `<p>:b:<v>:...` — per-user recs, features (USER_INPUTS order),
+1. Write every key of a new version `<p>:b:<v>:...` — per-user recs (with each nightly source's
+   score of every item, `rec_entries`), features (USER_INPUTS order),
    category affinity and seen items; per-item features (ITEM_INPUTS order) and similar items; the
    categories hash, the popular list and the meta hash. Nothing points at `<v>` yet, so readers cannot
    see any of it. Every key gets the pending TTL (`publish_pending_ttl_s`) in the same pipeline that
@@ -36,10 +37,10 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from feature_store.codecs import encode_features, encode_ids, encode_recs
-from feature_store.ranking import ITEM_INPUTS, USER_INPUTS
+from feature_store.ranking import CANDIDATE_SOURCES, ITEM_INPUTS, USER_INPUTS
 from feature_store.redis_keys import RedisKeys
 from spark_jobs.candidates import history_before
-from spark_jobs.training_set import at
+from spark_jobs.training_set import at, candidate_scores
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +78,17 @@ def feature_values(features: Mapping[str, float] | None, names: Sequence[str]) -
 # -- what one row of each kind becomes (pure: row in, (key, value) out) -----------------------------
 
 
+def rec_entries(items) -> list[tuple[str, float, str]]:
+    """The recs value: every item as `(item_id, ranker score, "batch")` best first, then each nightly
+    source's own score of it as `(item_id, score, source)`, so serving gives the ranker the same
+    per-source inputs (`cand_<source>`) as training did."""
+    batch = [(r["item_id"], r["score"], BATCH_SOURCE) for r in items]
+    per_source = [(r["item_id"], r[f"cand_{s}"], s) for s in CANDIDATE_SOURCES for r in items if r[f"cand_{s}"] is not None]
+    return batch + per_source
+
+
 def encode_user_recs(keys: RedisKeys, version: str, row) -> tuple[str, bytes]:
-    return keys.user_recs(version, row["user_id"]), encode_recs((r["item_id"], r["score"], BATCH_SOURCE) for r in row["items"])
+    return keys.user_recs(version, row["user_id"]), encode_recs(rec_entries(row["items"]))
 
 
 def encode_user_features(keys: RedisKeys, version: str, row) -> tuple[str, bytes]:
@@ -145,9 +155,15 @@ def _scored_lists(df: DataFrame, key: str, item: str, limit: int | None = None) 
     return df.groupBy(key).agg(items.alias("items"))
 
 
-def user_recs(batch_scores: DataFrame, as_of: date) -> DataFrame:
-    """(user_id, items [(item_id, score)] best first) of the batch."""
-    return _scored_lists(at(batch_scores, as_of), "user_id", "item_id")
+def user_recs(batch_scores: DataFrame, candidates: DataFrame, as_of: date) -> DataFrame:
+    """(user_id, items [(item_id, score, cand_<source>...)] best first) of the batch: the ranker's
+    score and each nightly source's score (null: not proposed by it)."""
+    per_source = candidate_scores(at(candidates, as_of)).drop("sources")
+    scored = at(batch_scores, as_of).join(per_source, ["user_id", "item_id"], "left")
+    fields = ["rank", "item_id", "score", *[f"cand_{s}" for s in CANDIDATE_SOURCES]]
+    ordered = F.array_sort(F.collect_list(F.struct(*fields)))
+    items = F.transform(ordered, lambda s: F.struct(*[s[f].alias(f) for f in fields[1:]]))
+    return scored.groupBy("user_id").agg(items.alias("items"))
 
 
 def item_similar_lists(item_similar: DataFrame, as_of: date) -> DataFrame:
@@ -179,6 +195,7 @@ class BatchContent:
 
 def batch_content(
     batch_scores: DataFrame,
+    candidates: DataFrame,
     user_features: DataFrame,
     item_features: DataFrame,
     item_similar: DataFrame,
@@ -187,7 +204,7 @@ def batch_content(
     as_of: date,
 ) -> BatchContent:
     return BatchContent(
-        recs=user_recs(batch_scores, as_of),
+        recs=user_recs(batch_scores, candidates, as_of),
         user_features=at(user_features, as_of).select("user_id", "features", "category_affinity"),
         seen=user_seen(interactions, as_of),
         item_features=at(item_features, as_of).select("item_id", "category", "features"),

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from feature_store.ranking import CANDIDATE_SOURCES, ITEM_INPUTS, RANKER_FEATURES, USER_INPUTS
+from feature_store.ranking import CANDIDATE_SOURCES, ITEM_INPUTS, RANKER_FEATURES, REALTIME_INPUTS, USER_INPUTS
 from feature_store.tables import TRAINING_SET
 from spark_jobs.candidates import interactions_between
 
@@ -49,22 +49,41 @@ def candidate_scores(candidates: DataFrame) -> DataFrame:
     )
 
 
-def ranker_inputs(candidates: DataFrame, user_features: DataFrame, item_features: DataFrame, as_of: date) -> DataFrame:
-    """(user_id, item_id, features, sources) for every candidate of cut-off `as_of`.
-
-    `features` follows RANKER_FEATURES: the user's gold features (USER_INPUTS), the item's (ITEM_INPUTS),
-    the user's affinity for the item's category, then each source's score; NaN where missing."""
-    users = at(user_features, as_of).select("user_id", F.col("features").alias("uf"), F.col("category_affinity").alias("aff"))
-    items = at(item_features, as_of).select("item_id", "category", F.col("features").alias("itf"))
-    joined = candidate_scores(at(candidates, as_of)).join(users, "user_id", "left").join(items, "item_id", "left")
+def feature_vector(joined: DataFrame, realtime: bool) -> Column:
+    """The RANKER_FEATURES array of rows holding `uf` (user features map), `itf` (item features map),
+    `aff` (category affinity map), `category`, `cand_<source>` and, when `realtime`, the REALTIME_INPUTS
+    columns (else those are missing: NaN)."""
     vector = (
         [_or_missing(F.col("uf")[name]) for name in USER_INPUTS]
         + [_or_missing(F.col("itf")[name]) for name in ITEM_INPUTS]
         + [_or_missing(F.col("aff")[F.col("category")])]
         + [_or_missing(F.col(f"cand_{s}")) for s in CANDIDATE_SOURCES]
+        + [_or_missing(F.col(name)) if realtime else F.lit(MISSING) for name in REALTIME_INPUTS]
     )
     assert len(vector) == len(RANKER_FEATURES)
-    return joined.select("user_id", "item_id", F.array(*vector).alias("features"), "sources")
+    return F.array(*vector)
+
+
+def gold_at(user_features: DataFrame, item_features: DataFrame, as_of: date) -> tuple[DataFrame, DataFrame]:
+    """(user_id, uf, aff) and (item_id, category, itf) of cut-off `as_of`."""
+    users = at(user_features, as_of).select("user_id", F.col("features").alias("uf"), F.col("category_affinity").alias("aff"))
+    items = at(item_features, as_of).select("item_id", "category", F.col("features").alias("itf"))
+    return users, items
+
+
+def ranker_inputs(candidates: DataFrame, user_features: DataFrame, item_features: DataFrame, as_of: date,
+                  realtime: DataFrame | None = None) -> DataFrame:
+    """(user_id, item_id, features, sources) for every candidate of cut-off `as_of`.
+
+    `features` follows RANKER_FEATURES: the user's gold features (USER_INPUTS), the item's (ITEM_INPUTS),
+    the user's affinity for the item's category, each source's score, then the real-time inputs at the
+    cut-off from `realtime` (user_id, item_id, REALTIME_INPUTS...: `request_examples.realtime_at_cutoff`);
+    NaN where missing."""
+    users, items = gold_at(user_features, item_features, as_of)
+    joined = candidate_scores(at(candidates, as_of)).join(users, "user_id", "left").join(items, "item_id", "left")
+    if realtime is not None:
+        joined = joined.join(realtime, ["user_id", "item_id"], "left")
+    return joined.select("user_id", "item_id", feature_vector(joined, realtime is not None).alias("features"), "sources")
 
 
 def graded_labels(interactions: DataFrame, as_of: date, horizon_days: int) -> DataFrame:
@@ -75,9 +94,12 @@ def graded_labels(interactions: DataFrame, as_of: date, horizon_days: int) -> Da
     window = interactions_between(interactions, as_of, as_of + timedelta(days=horizon_days)).where(
         (F.col("label") == 1) & (F.col("weight") > 0)
     )
-    return window.groupBy("user_id", "item_id").agg(
-        F.least(F.ceil(F.max("weight")), F.lit(MAX_RELEVANCE)).cast("double").alias("relevance")
-    )
+    return window.groupBy("user_id", "item_id").agg(relevance_of_weight(F.max("weight")).alias("relevance"))
+
+
+def relevance_of_weight(weight: Column) -> Column:
+    """The strongest positive event's weight rounded up and capped at MAX_RELEVANCE (a label's grade)."""
+    return F.least(F.ceil(weight), F.lit(MAX_RELEVANCE)).cast("double")
 
 
 def training_examples(inputs: DataFrame, labels: DataFrame, max_negatives: int, seed: int = 0) -> DataFrame:

@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
         max_targets: Annotated[int, typer.Option(help="Ask about a seeded uniform sample of this many held-out events (0 = all).")] = 2000,
         seed: Annotated[int, typer.Option(help="Seed of the sample.")] = 0,
         warmup_days: Annotated[float, typer.Option(help="Days before T replayed through the speed layer first, without questions.")] = 7.0,
-        variant: Annotated[list[str], typer.Option(help="Extra serving configuration asked the same questions: NAME:speed|batch:SETTING=VALUE[,...] (e.g. priors_only:speed:serving_model_weight=0).")] = [],  # noqa: B006
+        variant: Annotated[list[str], typer.Option(help="Extra serving configuration asked the same questions: NAME:speed|batch:SETTING=VALUE[,...] (e.g. priors_only:speed:serving_use_ranker=false).")] = [],  # noqa: B006
         work_dir: Annotated[Optional[Path], typer.Option(help="Scratch folder (own Redis, Delta, MLflow); default <data_dir>/replay. Emptied first.")] = None,
         output: Annotated[Optional[Path], typer.Option(help="Write the full result as JSON here.")] = None,
     ) -> None:

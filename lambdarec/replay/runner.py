@@ -85,7 +85,7 @@ class ServingVariant:
 
     @classmethod
     def parse(cls, text: str) -> "ServingVariant":
-        """`NAME:speed|batch:SETTING=VALUE[,SETTING=VALUE...]`, e.g. `priors_only:speed:serving_model_weight=0`."""
+        """`NAME:speed|batch:SETTING=VALUE[,SETTING=VALUE...]`, e.g. `priors_only:speed:serving_use_ranker=false`."""
         parts = text.split(":", 2)
         if len(parts) != 3 or not parts[0] or parts[1] not in ("speed", "batch") or parts[0] in MODELS:
             raise ValueError(f"variant {text!r}: use NAME:speed|batch:SETTING=VALUE[,...] with a NAME other than {', '.join(MODELS)}")

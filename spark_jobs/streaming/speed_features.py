@@ -28,6 +28,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from feature_store.event_bus import decode_payload
 from feature_store.events import Event, EventTypes, QuarantineReason, validate_event_dict
+from feature_store.realtime import event_strengths
 from feature_store.redis_keys import RedisKeys
 
 CATEGORY_CONTEXT_KEY = "category"
@@ -66,9 +67,8 @@ class SpeedParams:
 
 
 def trend_weights(event_types: EventTypes) -> dict[str, float]:
-    """Weight of an event in trending and co-visitation: its implicit weight, explicit ratings count
-    1, negative signals (skip) count 0 (they make nothing trend)."""
-    return {t.name: 1.0 if t.explicit else max(t.weight, 0.0) for t in event_types}
+    """Weight of an event in trending and co-visitation (the rule of feature_store.realtime)."""
+    return event_strengths(event_types)
 
 
 def speed_params(settings, event_types: EventTypes | None = None) -> SpeedParams:

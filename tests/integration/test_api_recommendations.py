@@ -189,6 +189,48 @@ async def test_registry_unreachable_keeps_the_last_good_model(model_settings, ra
     assert ready["ready"] is True
 
 
+async def test_the_champion_orders_every_candidate_and_priors_only_without_it(model_settings, ranker_dirs, store_writer, log_ranker, running):
+    import dataclasses
+
+    import numpy as np
+
+    version = log_ranker(model_settings, ranker_dirs[0])
+    publish_v1(store_writer)
+    store_writer.user_event("u1", "i5", "view", NOW_MS, "music")
+    store_writer.covisit("i5", {"i8": 3.0, "i9": 2.0})
+    app = create_app(model_settings)
+    async with running(app) as api:
+        by_model = (await api.get("/v1/recommendations/u1", params={"k": 20})).json()
+        holder = app.state.services.holder
+        ranker = holder.current
+        seen = []
+
+        def predict_and_keep(matrix):
+            seen.append(matrix.copy())
+            return ranker.run(matrix)
+
+        holder.current = dataclasses.replace(ranker, run=predict_and_keep)
+        again = (await api.get("/v1/recommendations/u1", params={"k": 20})).json()
+
+        def broken(matrix):
+            raise RuntimeError("the ranker is broken")
+
+        holder.current = dataclasses.replace(ranker, run=broken)
+        after_failure = (await api.get("/v1/recommendations/u1", params={"k": 20})).json()
+    async with running(create_app(model_settings.model_copy(update={"serving_use_ranker": False}))) as api:
+        by_priors = (await api.get("/v1/recommendations/u1", params={"k": 20})).json()
+
+    assert (by_model["ranked_by"], by_model["model_version"], by_model["degraded"]) == ("model", version, False)
+    assert again == by_model
+    # the answer's scores are the champion's own scores of the candidates, best first
+    scores = np.asarray(ranker.run(seen[0]), dtype=np.float32).reshape(-1)
+    assert sorted((round(float(s), 6) for s in scores), reverse=True) == [item["score"] for item in by_model["items"]]
+    assert (after_failure["ranked_by"], after_failure["model_version"], after_failure["degraded"]) == ("priors", None, True)
+    assert (by_priors["ranked_by"], by_priors["model_version"], by_priors["degraded"]) == ("priors", None, False)
+    assert [i["item_id"] for i in after_failure["items"]] == [i["item_id"] for i in by_priors["items"]]
+    assert max(i["score"] for i in by_priors["items"]) <= 1.0
+
+
 async def test_micro_batching_gives_the_same_answers(model_settings, ranker_dirs, store_writer, log_ranker, running):
     log_ranker(model_settings, ranker_dirs[0])
     publish_v1(store_writer)
@@ -230,7 +272,7 @@ async def test_model_pointer_written_for_operators(model_settings, ranker_dirs, 
 
 
 async def test_every_hot_path_switch_gives_the_same_answer(model_settings, ranker_dirs, store_writer, log_ranker, running):
-    """The columnar path, the pipelined reader, the cache and the direct route are optimizations:
+    """The pipelined reader, the cache and the direct route are optimizations:
     switched off (one at a time, or all) the API answers exactly the same JSON, ranker scores included."""
     log_ranker(model_settings, ranker_dirs[0])
     publish_v1(store_writer)
@@ -239,9 +281,8 @@ async def test_every_hot_path_switch_gives_the_same_answer(model_settings, ranke
     store_writer.trending("1h", {"i9": 5.0, "i3": 4.0})
     queries = [{"k": 20}, {"k": 3, "category": "music"}, {"k": 4, "exclude": ["i1"], "item_id": "i5"}]
     capped = {"serving_max_per_category": 1}
-    variants = [{}, {"serving_columnar": False}, {"serving_fast_redis": False}, {"serving_cache_enabled": False},
-                {"serving_fast_route": False},
-                {"serving_columnar": False, "serving_fast_redis": False, "serving_cache_enabled": False, "serving_fast_route": False}]
+    variants = [{}, {"serving_fast_redis": False}, {"serving_cache_enabled": False}, {"serving_fast_route": False},
+                {"serving_fast_redis": False, "serving_cache_enabled": False, "serving_fast_route": False}]
     answers = []
     for overrides in variants:
         for extra in ({}, capped):

@@ -10,7 +10,7 @@ def test_every_variant_by_default_with_the_default_first():
 
 
 def test_quick_mode_runs_the_main_switches_only():
-    assert selected_variants("", quick=True) == ["default", "cache_off", "columnar_off", "fast_redis_off"]
+    assert selected_variants("", quick=True) == ["default", "cache_off", "fast_redis_off"]
     assert set(QUICK_VARIANTS) <= set(VARIANTS)
 
 

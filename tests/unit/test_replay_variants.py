@@ -9,10 +9,10 @@ from lambdarec.replay.runner import ServingVariant
 
 
 def test_variant_parses_name_store_and_settings():
-    variant = ServingVariant.parse("priors_only:speed:serving_model_weight=0,serving_recent_items=5")
-    assert variant == ServingVariant("priors_only", "speed", (("serving_model_weight", "0"), ("serving_recent_items", "5")))
-    settings = variant.settings(Settings(serving_model_weight=0.7, max_k=7))
-    assert (settings.serving_model_weight, settings.serving_recent_items, settings.max_k) == (0.0, 5, 7)
+    variant = ServingVariant.parse("priors_only:speed:serving_use_ranker=false,serving_recent_items=5")
+    assert variant == ServingVariant("priors_only", "speed", (("serving_use_ranker", "false"), ("serving_recent_items", "5")))
+    settings = variant.settings(Settings(serving_use_ranker=True, max_k=7))
+    assert (settings.serving_use_ranker, settings.serving_recent_items, settings.max_k) == (False, 5, 7)
     assert ServingVariant.parse("plain:batch:") == ServingVariant("plain", "batch", ())
 
 

@@ -1,10 +1,9 @@
-"""The columnar hot path of serving against the per-candidate reference path, value for value.
+"""Serving's columnar functions against their per-candidate meaning (tests/serving_reference.py),
+value for value.
 
-`settings.serving_columnar` (the default) merges, scores and assembles a request's candidates as
-numpy columns; the reference functions (`merge_candidates`, `priors`, `candidate_inputs`,
-`feature_matrix`, `select_top_k`) stay as the switched-off path. Every test here builds the same
-request both ways and asserts identical results (exact equality, no tolerance). Also the item table
-of the batch-version cache and the plain-tuple codec the cache keeps batch lists in.
+Serving merges, scores and assembles a request's candidates as numpy columns; every test here builds
+the same request both ways and asserts identical results (exact equality, no tolerance). Also the item
+table of the batch-version cache and the plain-tuple codec the cache keeps batch lists in.
 """
 
 from __future__ import annotations
@@ -18,13 +17,12 @@ import pytest
 from feature_store.codecs import CodecError, decode_recs, decode_recs_plain, encode_recs
 from feature_store.ranking import ITEM_INPUTS, USER_INPUTS
 from serving.cache import _ROW_BYTES, BatchCache, ItemBatch, ItemTable, approx_bytes
-from serving.candidates import (
-    SOURCES, Candidate, merge_candidates, merge_columns, priors, priors_columns, session_category_shares,
-)
-from serving.ranking import (
-    assemble_matrix, batch_input_column, candidate_inputs, candidate_inputs_columns, feature_matrix, select_top_k,
-    select_top_k_columns,
-)
+from feature_store.ranking import CANDIDATE_SOURCES
+from feature_store.realtime import from_session
+from serving.candidates import SOURCES, merge_columns, priors_columns
+from serving.ranking import assemble_matrix, realtime_block, select_top_k as select_top_k_columns, source_scores_block
+from serving.store import split_recs
+from tests.serving_reference import Candidate, feature_rows, merge_candidates, priors, select_top_k
 
 
 def request_proposals(seed: int, items: int = 120) -> tuple[dict[str, list[tuple[str, float, str | None]]], set[str]]:
@@ -93,7 +91,7 @@ def test_priors_columns_equal_the_reference_priors(seed):
     candidates = list(merge_candidates(proposals, consumed, 400).values())
     rng = random.Random(seed)
     categories = [rng.choice(["music", "books", "film", None]) for _ in candidates]
-    shares = session_category_shares({"cat:music": "3", "cat:books": "1", "type:view": "4"})
+    _, shares = from_session({"cat:music": "3", "cat:books": "1", "type:view": "4"})
     for session, cats in [(None, None), (shares, categories), ({}, categories)]:
         values, primary = priors(candidates, session, cats)
         got_values, got_primary = priors_columns(columns, session, cats)
@@ -109,27 +107,39 @@ def test_priors_columns_of_a_lone_zero_score_and_of_no_candidates():
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_candidate_inputs_and_matrix_equal_the_reference(seed):
+def test_matrix_equals_the_reference(seed):
     proposals, consumed = request_proposals(seed)
     columns = merge_columns(proposals, consumed, 400)
-    candidates = list(merge_candidates(proposals, consumed, 400).values())
-    batch_sources = {item: source for item, _, source in proposals["batch"]}
-    reference_inputs = candidate_inputs([c.scores for c in candidates], [batch_sources.get(c.item_id) for c in candidates])
-    batch_columns = np.array([batch_input_column(batch_sources.get(item)) for item in columns.item_ids], dtype=np.intp)
-    got_inputs = candidate_inputs_columns(columns.scores, batch_columns)
-    np.testing.assert_array_equal(got_inputs, reference_inputs)
-    assert got_inputs.dtype == reference_inputs.dtype
-
     rng = np.random.default_rng(seed)
+    # the published recs: each batch item once, then a per-source score of some of them
+    recs = list(dict.fromkeys(item for item, _, _ in proposals["batch"]))
+    entries = [(item, 1.0 - n / 100, "batch") for n, item in enumerate(recs)]
+    entries += [(item, float(np.float32(rng.random())), source) for source in CANDIDATE_SOURCES for item in recs if rng.random() < 0.6]
+    batch_recs, per_source = split_recs(tuple(entries))
+    assert [r[0] for r in batch_recs] == recs
+    scores_of = {item: {} for item in recs}
+    for item, score, source in entries:
+        if source in CANDIDATE_SOURCES:
+            scores_of[item][source] = score
+    ids = columns.item_ids
+    batch_rows = np.flatnonzero(columns.proposed[:, SOURCES.index("batch")])
+    rec_rows = np.array([recs.index(ids[row]) for row in batch_rows], dtype=np.intp)
+    categories = [rng.choice(["music", "books", None]) for _ in ids]
+    shares = {"music": 0.75, "books": 0.25}
+    covisit = {item: float(np.float32(rng.random())) for item in ids if rng.random() < 0.3}
+    similar = {item: float(np.float32(rng.random())) for item in ids if rng.random() < 0.3}
     user = rng.random(len(USER_INPUTS), dtype=np.float32)
-    items = [rng.random(len(ITEM_INPUTS), dtype=np.float32) if n % 7 else None for n in range(len(candidates))]
-    affinities = [float(np.float32(rng.random())) if n % 5 else None for n in range(len(candidates))]
-    reference = feature_matrix(user, items, affinities, reference_inputs)
+    items = [rng.random(len(ITEM_INPUTS), dtype=np.float32) if n % 7 else None for n in range(len(ids))]
+    affinities = [float(np.float32(rng.random())) if n % 5 else None for n in range(len(ids))]
     block = np.array([np.full(len(ITEM_INPUTS), np.nan, dtype=np.float32) if f is None else f for f in items], dtype=np.float32)
-    got = assemble_matrix(user, block, np.array([np.nan if a is None else a for a in affinities], dtype=np.float32), got_inputs)
+    got = assemble_matrix(
+        user, block, np.array([np.nan if a is None else a for a in affinities], dtype=np.float32),
+        source_scores_block(len(ids), batch_rows, rec_rows, per_source),
+        realtime_block(ids, categories, 5.0, shares, covisit, similar),
+    )
+    realtime = [(5.0, shares.get(c, 0.0) if c else 0.0, covisit.get(i, 0.0), similar.get(i, 0.0)) for i, c in zip(ids, categories)]
+    reference = feature_rows(user, items, affinities, [scores_of.get(i) if i in set(ids[r] for r in batch_rows) else None for i in ids], realtime)
     np.testing.assert_array_equal(got, reference)
-    np.testing.assert_array_equal(assemble_matrix(None, block, np.zeros(len(items), np.float32), got_inputs),
-                                  feature_matrix(None, items, [0.0] * len(items), reference_inputs))
 
 
 def test_select_top_k_columns_equals_the_reference():
@@ -212,7 +222,7 @@ def test_cached_users_and_items_leave_the_garbage_collector_alone():
     gc.collect()
     stored_user, stored_item = cache.users.get("u1"), cache.items.entries[1]
     assert (type(stored_user), type(stored_item)) == (tuple, tuple)
-    assert [gc.is_tracked(part) for part in stored_user] == [False] * 4
+    assert [gc.is_tracked(part) for part in stored_user] == [False] * 5
     assert [gc.is_tracked(rec) for rec in stored_user[0]] + [gc.is_tracked(part) for part in stored_item] == [False] * 4
     assert cache.user("u1") == user and cache.user("u1").seen == ("i3",)
     assert cache.items.get("i1").category == "music"

@@ -16,9 +16,10 @@ from feature_store.ranking import ITEM_INPUTS, MODEL_FILES, RANKER_FEATURES, USE
 from serving.auth import ApiKeyGuard, BadApiKeyDigest, MissingApiKeys, guard_from_settings, hash_api_key
 from serving.batcher import MicroBatcher
 from serving.cache import BatchCache, Bounded, ItemBatch, UserBatch, approx_bytes
-from serving.candidates import Candidate, Proposal, merge_candidates, priors, session_category_shares
+from feature_store.realtime import from_session
 from feature_store.registry import LoadedRanker, ModelLoadError, feature_columns, ranker_from_directory
-from serving.ranking import blend, candidate_inputs, feature_matrix, min_max, select_top_k
+from serving.ranking import assemble_matrix, realtime_block, select_top_k, source_scores_block
+from tests.serving_reference import Candidate, Proposal, merge_candidates, priors
 
 
 # -- candidates ------------------------------------------------------------------------------------
@@ -59,55 +60,53 @@ def test_priors_normalize_per_source_and_weight_sources():
 
 def test_session_shapes_priors_toward_its_categories():
     candidates = [Candidate("x", {"popular": 10.0}), Candidate("y", {"popular": 10.0})]
-    shares = session_category_shares({"cat:music": "3", "cat:books": "1", "type:view": "4", "session_id": "s"})
-    assert shares == {"music": 0.75, "books": 0.25}
+    _, shares = from_session({"cat:music": "3", "cat:books": "1", "type:view": "4", "session_id": "s"})
     values, _ = priors(candidates, shares, ["music", None])
     assert values == pytest.approx([0.3 * 1.375, 0.3])
-    assert session_category_shares({}) == {}
 
 
 # -- ranking ---------------------------------------------------------------------------------------
-def test_feature_matrix_follows_ranker_features_with_nan_for_missing():
+def test_matrix_follows_ranker_features_with_nan_for_missing():
     user = np.arange(len(USER_INPUTS), dtype=np.float32)
-    item = np.full(len(ITEM_INPUTS), 7.0, dtype=np.float32)
-    cand = np.array([[0.5, np.nan, 2.0, np.nan], [np.nan, 3.0, np.nan, np.nan]], dtype=np.float32)  # als, covisit, popular, ease
-    matrix = feature_matrix(user, [item, None], [0.25, None], cand)
-    expected = np.full((2, len(RANKER_FEATURES)), np.nan, dtype=np.float32)
+    items = np.full((3, len(ITEM_INPUTS)), np.nan, dtype=np.float32)
+    items[0] = 7.0
+    # rows 0 and 2 are published recommendations (recs rows 1 and 0); row 1 came from a real-time source
+    per_source = np.array([[0.9, np.nan, 4.0, np.nan], [0.5, 2.0, np.nan, np.nan]], dtype=np.float32)  # als, covisit, popular, ease
+    sources = source_scores_block(3, np.array([0, 2]), np.array([1, 0]), per_source)
+    realtime = realtime_block(["a", "b", "c"], ["music", None, "books"], 4.0, {"music": 0.75, "books": 0.25}, {"b": 3.0}, {"a": 0.5, "c": 0.25})
+    matrix = assemble_matrix(user, items, np.array([0.25, np.nan, np.nan], dtype=np.float32), sources, realtime)
+    names = list(RANKER_FEATURES)
+    expected = np.full((3, len(RANKER_FEATURES)), np.nan, dtype=np.float32)
     expected[:, : len(USER_INPUTS)] = user
     expected[0, len(USER_INPUTS) : len(USER_INPUTS) + len(ITEM_INPUTS)] = 7.0
-    names = list(RANKER_FEATURES)
     expected[0, names.index("ui_category_affinity")] = 0.25
-    expected[0, names.index("cand_als")] = 0.5
-    expected[0, names.index("cand_popular")] = 2.0
-    expected[1, names.index("cand_covisit")] = 3.0
+    expected[0, [names.index("cand_als"), names.index("cand_covisit")]] = [0.5, 2.0]
+    expected[2, [names.index("cand_als"), names.index("cand_popular")]] = [0.9, 4.0]
+    expected[:, names.index("rt_session_events")] = 4.0
+    expected[:, names.index("rt_session_category_share")] = [0.75, 0.0, 0.25]
+    expected[:, names.index("rt_recent_covisit")] = [0.0, 3.0, 0.0]
+    expected[:, names.index("rt_recent_similar")] = [0.5, 0.0, 0.25]
     np.testing.assert_array_equal(matrix, expected)
 
 
-def test_candidate_inputs_map_request_sources_to_training_sources():
-    got = candidate_inputs(
-        [{"batch": 0.7, "similar": 0.2, "covisit": 0.5, "trending": 9.0}, {"batch": 0.7}, {"popular": 1.0}],
-        ["covisit", "batch", None],
-    )
-    nan = np.nan
-    np.testing.assert_array_equal(got, np.array([[nan, 0.7, 9.0, nan], [0.7, nan, nan, nan], [nan, nan, 1.0, nan]], dtype=np.float32))
-
-
-def test_min_max_and_blend():
-    np.testing.assert_allclose(min_max(np.array([1.0, 3.0, 2.0])), [0.0, 1.0, 0.5])
-    np.testing.assert_allclose(min_max(np.array([4.0, 4.0])), [0.5, 0.5])
-    np.testing.assert_allclose(min_max(np.array([1.0, np.nan, 3.0])), [0.0, 0.0, 1.0])
-    np.testing.assert_allclose(blend(None, [0.2, 0.4], 0.7), [0.2, 0.4])
-    np.testing.assert_allclose(blend(np.array([1.0, 3.0]), [1.0, 0.0], 0.75), [0.25, 0.75])
+def test_matrix_without_user_features_or_published_recommendations():
+    sources = source_scores_block(2, np.array([], dtype=np.intp), np.array([], dtype=np.intp), None)
+    realtime = realtime_block(["a", "b"], [None, None], 0.0, {}, {}, {})
+    matrix = assemble_matrix(None, np.zeros((2, len(ITEM_INPUTS)), np.float32), np.full(2, np.nan, np.float32), sources, realtime)
+    names = list(RANKER_FEATURES)
+    assert np.isnan(matrix[:, : len(USER_INPUTS)]).all() and np.isnan(matrix[:, names.index("cand_als")]).all()
+    assert matrix[:, names.index("rt_session_events"):].tolist() == [[0.0] * 4, [0.0] * 4]
 
 
 def test_top_k_with_category_cap_and_preferred_category():
     scores = [0.9, 0.8, 0.7, 0.6, 0.5]
     categories = ["a", "a", "a", "b", None]
+    scores = np.array(scores)
     assert select_top_k(scores, categories, 3) == [0, 1, 2]
     assert select_top_k(scores, categories, 3, max_per_category=1) == [0, 3, 4]
     assert select_top_k(scores, categories, 5, max_per_category=1) == [0, 3, 4, 1, 2]  # capped items fill the rest
     assert select_top_k(scores, categories, 2, preferred_category="b") == [3, 0]
-    assert select_top_k([0.5, 0.5, 0.5], [None] * 3, 3) == [0, 1, 2]  # ties keep candidate order
+    assert select_top_k(np.array([0.5, 0.5, 0.5]), [None] * 3, 3) == [0, 1, 2]  # ties keep candidate order
 
 
 # -- cache -----------------------------------------------------------------------------------------
