@@ -330,11 +330,17 @@ class ServingAsker:
         await self.http.aclose()
         await self._lifespan.__aexit__(*exc)
 
-    async def top_k(self, user_id: str, k: int) -> tuple[list[str], bool, dict]:
-        response = await self.http.get(f"/v1/recommendations/{user_id}", params={"k": k})
+    async def top_k(self, user_id: str, k: int, exclude: Sequence[str] = ()) -> tuple[list[str], bool, dict]:
+        response = await self.http.get(f"/v1/recommendations/{user_id}", params={"k": k, "exclude": list(exclude)})
         response.raise_for_status()
         body = response.json()
         return [item["item_id"] for item in body["items"]], bool(body["degraded"]), body
+
+
+def newest_exclusions(consumed_in_order: dict[str, None], limit: int) -> list[str]:
+    """The `limit` items a user consumed most recently (oldest first): the request's `exclude`."""
+    items = list(consumed_in_order)
+    return items[-limit:] if limit > 0 else []
 
 
 # -- 4. rounds -------------------------------------------------------------------------------
@@ -365,6 +371,9 @@ class ReplayPass:
         self.progress = progress
         self.keys = RedisKeys(settings.redis_key_prefix)
         self.consumed: dict[str, set[str]] = {u: set(items) for u, items in prepared.history.items()}
+        # what each user consumed during the replay, oldest first: every model is asked to exclude it,
+        # as a product backend would, so the models differ by their signals, not by what they may show
+        self.replayed_items: dict[str, dict[str, None]] = defaultdict(dict)
 
     async def run(self, slice_s: float) -> PassResult:
         replayed = self.p.replayed
@@ -404,6 +413,9 @@ class ReplayPass:
             result.published += len(batch)
             for e in batch:
                 self.consumed.setdefault(e.user_id, set()).add(e.item_id)
+                seen = self.replayed_items[e.user_id]
+                seen.pop(e.item_id, None)
+                seen[e.item_id] = None
         for index in rnd.asks:
             await self._ask(self.p.replayed[index], result)
 
@@ -411,8 +423,9 @@ class ReplayPass:
         k, user, item = self.options.k, target.user_id, target.item_id
         consumed = self.consumed.get(user, set())
         tallies = result.tallies
+        exclude = newest_exclusions(self.replayed_items.get(user, {}), self.settings.serving_max_exclude)
         for name, asker in self.askers.items():
-            items, degraded, body = await asker.top_k(user, k)
+            items, degraded, body = await asker.top_k(user, k, exclude)
             tallies[name].add(items, item, degraded)
             if name == "batch_speed":
                 for answer in body["items"]:

@@ -20,3 +20,12 @@ def test_variant_parses_name_store_and_settings():
 def test_bad_variants_say_what_is_expected(text):
     with pytest.raises(ValueError, match="variant"):
         ServingVariant.parse(text)
+
+
+def test_every_model_is_asked_to_exclude_the_newest_replayed_items():
+    from lambdarec.replay.runner import newest_exclusions
+
+    consumed = dict.fromkeys(["a", "b", "c", "d"])
+    assert newest_exclusions(consumed, 3) == ["b", "c", "d"]
+    assert newest_exclusions(consumed, 10) == ["a", "b", "c", "d"]
+    assert newest_exclusions({}, 3) == [] and newest_exclusions(consumed, 0) == []
