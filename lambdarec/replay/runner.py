@@ -21,7 +21,10 @@ MLflow registry and streaming checkpoints), so a replay never touches the produc
    (benchmarks/bench_serving.py does that over loopback), and a second server process would only take
    CPU from the streaming job on a small machine.
 4. **Rounds** (protocol.plan_rounds): publish a slice, wait until the streaming status says the last
-   entry is applied (protocol.caught_up), then ask every model about the next slice's targets.
+   entry is applied (protocol.caught_up), then ask every model about the next slice's targets. Every
+   model gets the same request: the API variants are passed the items the user consumed during the
+   replay as `exclude` (as a product backend would), the heuristics leave out the same items, so a
+   difference comes from the signals, not from what a model may show.
 """
 
 from __future__ import annotations
