@@ -38,6 +38,15 @@ def epoch_ms(as_of: date) -> int:
     return int(cutoff_timestamp(as_of).timestamp() * 1000)
 
 
+def reach(interactions: DataFrame, as_of: date, params: RealtimeParams) -> DataFrame:
+    """The interactions a moment at or after `as_of` can depend on: from one ttl and one session gap
+    before it (recent items and co-visitation look back one ttl, a co-visitation pair one gap more).
+    Bounds the work to the window instead of the whole history; exact unless a session runs longer
+    than the ttl."""
+    since = F.lit(epoch_ms(as_of) - params.ttl_ms - params.session_gap_ms)
+    return interactions.where(event_time_ms(F.col("ts")) >= since)
+
+
 def sample_moments(interactions: DataFrame, start: date, end: date, horizon_ms: int, per_user: int, seed: int = 0) -> DataFrame:
     """(user_id, t_ms): at most `per_user` of each user's event times in [start, end) whose label
     window (t, t + horizon] ends before `end`, chosen by a seeded hash (reruns pick the same)."""
@@ -86,7 +95,7 @@ def request_time_inputs(
     order; the batch parts as of `as_of`, the real-time parts at t)."""
     users, items = gold_at(user_features, item_features, as_of)
     categories = items.select("item_id", "category")
-    state = realtime_state(interactions, moments, categories, at(item_similar, as_of), params)
+    state = realtime_state(reach(interactions, as_of, params), moments, categories, at(item_similar, as_of), params)
     pool = moment_candidates(candidates, state, moments, interactions, as_of)
     joined = realtime_inputs(pool, state, categories).join(users, "user_id", "left").join(items, "item_id", "left")
     return joined.select("user_id", "t_ms", "item_id", feature_vector(joined, True).alias("features"), "sources")
@@ -119,5 +128,5 @@ def realtime_at_cutoff(candidates: DataFrame, item_features: DataFrame, item_sim
     pool = at(candidates, as_of).select("user_id", "item_id").distinct().withColumn("t_ms", F.lit(t_ms))
     moments = pool.select("user_id", "t_ms").distinct()
     categories = at(item_features, as_of).select("item_id", "category")
-    state = realtime_state(history_before(interactions, as_of), moments, categories, at(item_similar, as_of), params)
+    state = realtime_state(reach(history_before(interactions, as_of), as_of, params), moments, categories, at(item_similar, as_of), params)
     return realtime_inputs(pool, state, categories).drop("t_ms")
