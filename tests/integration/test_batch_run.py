@@ -7,6 +7,7 @@ import json
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
+from pyspark.sql import functions as F
 from typer.testing import CliRunner
 
 from feature_store.codecs import decode_recs
@@ -127,7 +128,13 @@ def test_batch_run_ends_with_a_champion_and_recommendations_in_redis(spark, batc
     assert (meta[b"as_of"].decode(), meta[b"model_version"].decode()) == (str(RUN_DATE), champion)
     user = scores[0].user_id
     expected = sorted((r for r in scores if r.user_id == user), key=lambda r: r["rank"])
-    assert [(i.item_id, i.score) for i in decode_recs(redis_client.get(keys.user_recs(version, user)))] == [(r.item_id, r.score) for r in expected]
+    published = decode_recs(redis_client.get(keys.user_recs(version, user)))
+    assert [(i.item_id, i.score) for i in published if i.source == "batch"] == [(r.item_id, r.score) for r in expected]
+    # then each nightly source's own score of those items (the ranker's cand_<source> inputs)
+    nightly = {(r.item_id, r.source): r.score for r in read_table(spark, batch_settings, CANDIDATES)
+               .where((F.col("as_of") == F.lit(RUN_DATE)) & (F.col("user_id") == user)).collect()}
+    assert {(i.item_id, i.source): i.score for i in published if i.source != "batch"} == {
+        key: score for key, score in nightly.items() if key[0] in {r.item_id for r in expected}}
     assert int(meta[b"count_recs"]) == len({r.user_id for r in scores})
 
     # Restartable: rerunning a training step for the same date registers nothing new.
