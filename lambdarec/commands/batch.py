@@ -116,7 +116,7 @@ def run_command(
 
         reports = run_batch(spark, settings, day, redis_url=lambda: redis_url(settings), on_step=advance)
     if report_path is not None:
-        report_path.write_text(json.dumps(reports, indent=2, default=str))
+        report_path.write_text(json.dumps(reports, indent=2, default=_jsonable))
 
 
 def step_command(
@@ -141,6 +141,11 @@ def step_command(
     with console.status(f"{name} for {day}…"):
         report = run_step(BatchContext(spark, settings, day, redis_url=lambda: redis_url(settings)), name)
     console.print(f"[bold]{name}[/bold] {day}: {_summary(report)}")
+
+
+def _jsonable(value):
+    """numpy scalars as their Python values, anything else (dates) as text."""
+    return value.item() if hasattr(value, "item") else str(value)
 
 
 def _summary(report: dict) -> str:

@@ -4,6 +4,7 @@ then `lambdarec batch step` and `python -m lambdarec.batch_task` (the DAG's entr
 The commands run in-process, so they share the test run's Spark session."""
 
 import json
+import re
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
@@ -72,7 +73,7 @@ def test_batch_run_ends_with_a_champion_and_recommendations_in_redis(spark, batc
     assert batch.exit_code == 0, batch.output
     reports = json.loads((tmp_path / "report.json").read_text())
     assert list(reports) == list(STEPS) == list(step_names())
-    printed = [line.split(":", 1)[0].strip() for line in batch.output.splitlines() if line.startswith("  ")]
+    printed = [m.group(1) for line in batch.output.splitlines() if (m := re.match(r"^  (\w+): ", line))]
     assert printed == list(step_names())
 
     # MLflow: both rankers registered for this date, the better one challenger and (past popularity) champion.
@@ -140,14 +141,16 @@ def test_batch_run_ends_with_a_champion_and_recommendations_in_redis(spark, batc
     # Restartable: rerunning a training step for the same date registers nothing new.
     rerun = runner.invoke(app, ["batch", "step", "train_xgboost", "--date", str(RUN_DATE)], env={"COLUMNS": "250"})
     assert rerun.exit_code == 0, rerun.output
-    assert rerun.output.startswith(
+    summary = [line for line in rerun.output.splitlines() if line.startswith("train_xgboost ")]
+    assert len(summary) == 1 and summary[0].startswith(
         f"train_xgboost {RUN_DATE}: kind=xgboost, version={reports['train_xgboost']['version']}, skipped=already registered for this run date, seconds="
-    )
+    ), rerun.output
     assert str(mlflow_client.get_model_version_by_alias(name, CHAMPION_ALIAS).version) == champion
 
     # The DAG's spark-submit entry: one step by name; the only batch version is the one just published.
+    capsys.readouterr()
     batch_task.main(["expire", "--date", str(RUN_DATE)])
-    printed = capsys.readouterr().out.strip()
+    printed = capsys.readouterr().out.strip().splitlines()[-1]
     assert printed.startswith("{'expired': [], 'seconds': ") and printed.endswith("}")
 
 
