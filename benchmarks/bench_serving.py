@@ -105,7 +105,7 @@ async def open_loop(port: int, rate: int, duration_s: float, rng: random.Random,
     import aiohttp
     import psutil
 
-    server = psutil.Process(pid)
+    server = ServerTree(psutil.Process(pid))
     loop = asyncio.get_running_loop()
     now = time.perf_counter  # not loop.time(): uvloop's is cached per loop iteration, in whole milliseconds
     base = f"http://127.0.0.1:{port}"
@@ -122,12 +122,11 @@ async def open_loop(port: int, rate: int, duration_s: float, rng: random.Random,
                     body = await response.read()
                     if response.status != 200:
                         errors += 1
-                        return
-                    if b'"degraded":true' in body:
+                    elif b'"degraded":true' in body:
                         degraded += 1
             except (aiohttp.ClientError, asyncio.TimeoutError):
                 errors += 1
-                return
+            # failed and timed-out requests count too: a server that sheds load must not look fast
             latencies.append((now() - scheduled) * 1000)
 
         async def post_event(user: str, n: int) -> None:
@@ -194,14 +193,46 @@ async def open_loop(port: int, rate: int, duration_s: float, rng: random.Random,
     }
 
 
-def _start_ready(env: dict[str, str], log: Path, attempts: int = 3) -> tuple[subprocess.Popen, int, dict]:
+class ServerTree:
+    """CPU times and RSS of `lambdarec serve` and its worker processes (--workers N) together."""
+
+    def __init__(self, root) -> None:
+        self.root = root
+
+    def _processes(self) -> list:
+        return [self.root, *self.root.children(recursive=True)]
+
+    def cpu_times(self):
+        from types import SimpleNamespace
+
+        times = [p.cpu_times() for p in self._processes()]
+        return SimpleNamespace(user=sum(t.user for t in times), system=sum(t.system for t in times))
+
+    def memory_info(self):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(rss=sum(p.memory_info().rss for p in self._processes()))
+
+
+def highest_rate_within(rows: list[dict], p99_ms: float = 10.0) -> int | None:
+    """The highest rate of an ascending ladder whose p99 is at most `p99_ms` with no error, counting
+    only rates below the first that misses (a ladder stops there); None when the first misses."""
+    best = None
+    for row in sorted(rows, key=lambda r: r["rate"]):
+        if row["p99"] > p99_ms or row["error_rate"] > 0:
+            break
+        best = row["rate"]
+    return best
+
+
+def _start_ready(env: dict[str, str], log: Path, attempts: int = 3, workers: int = 1) -> tuple[subprocess.Popen, int, dict]:
     """Start `lambdarec serve` on a free port until it is ready (a port taken between choosing and
     binding it makes the server exit; then another port is tried)."""
     from lambdarec.redis_server import free_port
 
     for attempt in range(attempts):
         port = free_port()
-        process = start_server(env, port, log)
+        process = start_server(env, port, log, workers)
         raise_priority(process.pid)
         try:
             return process, port, wait_ready(port, process)
@@ -251,6 +282,42 @@ def _run_variant(name: str, env: dict[str, str], rates: tuple[int, ...], duratio
             print(f"   {name:14s} {rate:5d} rps: p50 {row['p50']:.2f} ms  p99 {row['p99']:.2f} ms  errors {row['error_rate']:.3%}  "
                   f"cpu {row['server_cpu_percent']}% ({row['server_cpu_ms_per_request']} ms/request)  load {row['load_average_1m']}", flush=True)
         return rows
+    finally:
+        stop_server(process)
+
+
+# BENCH_SERVING_CAPACITY=1: for 1 and 2 workers, the highest rate of this ladder with p99 <= 10 ms and
+# no error (failed and timed-out requests count in the latency), and the server's CPU per request.
+CAPACITY_RATES = (300, 500, 700, 800, 900, 1000, 1200, 1400, 1600)
+CAPACITY_P99_MS = 10.0
+
+
+def _capacity(workers: int, env: dict[str, str], duration_s: float, work: Path, cpus: list[int] | None) -> dict:
+    """Climb CAPACITY_RATES against `lambdarec serve --workers N` until a rate misses the p99 goal.
+    Pinned (`cpus`): worker i on cpus[i % len]; the load generator and redis-server stay where run()
+    put them (the last cores), so with one worker they are apart from it."""
+    process, port, ready = _start_ready(env, work / f"serve-capacity-{workers}.log", workers=workers)
+    try:
+        import psutil
+
+        # one worker is the server process itself; several are its children
+        servers = psutil.Process(process.pid).children() if workers > 1 else [psutil.Process(process.pid)]
+        if cpus:
+            for index, server in enumerate(servers):
+                pin(server.pid, {cpus[index % len(cpus)]})
+        rng = random.Random(workers)
+        _run_load(open_loop(port, 100, min(3.0, duration_s), rng, process.pid))  # warm-up, not recorded
+        rows = []
+        for rate in CAPACITY_RATES:
+            row = _run_load(open_loop(port, rate, duration_s, rng, process.pid))
+            row.update(workers=workers, load_average_1m=round(os.getloadavg()[0], 2))
+            rows.append(row)
+            print(f"   workers {workers} {rate:5d} rps: p99 {row['p99']:.2f} ms  errors {row['error_rate']:.3%}  "
+                  f"cpu {row['server_cpu_ms_per_request']} ms/request  load {row['load_average_1m']}", flush=True)
+            if highest_rate_within(rows, CAPACITY_P99_MS) != rate:
+                break
+        return {"workers": workers, "worker_pids": [p.pid for p in servers], "rows": rows,
+                "highest_rate_p99_within_10ms": highest_rate_within(rows, CAPACITY_P99_MS)}
     finally:
         stop_server(process)
 
@@ -329,6 +396,11 @@ def run(quick: bool, out_dir: Path) -> dict:
                     continue
                 client.delete(settings.event_stream)
                 rows += _run_variant(name, {**base_env, **overrides}, RATES, duration_s, work, server_cpus)
+            capacity = []
+            if os.environ.get("BENCH_SERVING_CAPACITY") == "1":
+                for workers in (1, 2):
+                    client.delete(settings.event_stream)
+                    capacity.append(_capacity(workers, base_env, duration_s, work, cpus[:workers] if pinned else None))
             client.close()
         finally:
             server.stop()
@@ -352,6 +424,7 @@ def run(quick: bool, out_dir: Path) -> dict:
         "setup": {"users": N_USERS, "items": N_ITEMS, "batch_recs": BATCH_RECS, "candidates": CANDIDATES, "k": K,
                   "model": "LightGBM lambdarank, 100 trees x 31 leaves, ONNX", "events": "1 in 5 requests preceded by an event (20 ms)"},
         "rows": rows,
+        "capacity": capacity,
         "goal_p99_under_10ms_at_300rps": bool(goal and goal["p99"] < 10 and goal["error_rate"] == 0),
         "tables": [{
             "title": f"GET /v1/recommendations, open loop, {int(duration_s)} s per rate, {CANDIDATES} candidates, k={K}",

@@ -77,10 +77,10 @@ def settings_environment(settings) -> dict[str, str]:
 
 
 # -- the API as its own process --------------------------------------------------------------------
-def start_server(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
-    """`lambdarec serve --port <port>` as its own process group, output into `log`."""
+def start_server(env: dict[str, str], port: int, log: Path, workers: int = 1) -> subprocess.Popen:
+    """`lambdarec serve --port <port> --workers <workers>` as its own process group, output into `log`."""
     binary = Path(sys.executable).parent / "lambdarec"
-    return subprocess.Popen([str(binary), "serve", "--port", str(port), "--log-level", "warning"], env=env,
+    return subprocess.Popen([str(binary), "serve", "--port", str(port), "--workers", str(workers), "--log-level", "warning"], env=env,
                             stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
