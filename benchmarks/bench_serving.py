@@ -288,7 +288,7 @@ def _run_variant(name: str, env: dict[str, str], rates: tuple[int, ...], duratio
 
 # BENCH_SERVING_CAPACITY=1: for 1 and 2 workers, the highest rate of this ladder with p99 <= 10 ms and
 # no error (failed and timed-out requests count in the latency), and the server's CPU per request.
-CAPACITY_RATES = (300, 500, 700, 800, 900, 1000, 1200, 1400, 1600)
+CAPACITY_RATES = (100, 200, 300, 500, 700, 800, 900, 1000, 1200, 1400, 1600)
 CAPACITY_P99_MS = 10.0
 
 
@@ -301,7 +301,9 @@ def _capacity(workers: int, env: dict[str, str], duration_s: float, work: Path, 
         import psutil
 
         # one worker is the server process itself; several are its children
-        servers = psutil.Process(process.pid).children() if workers > 1 else [psutil.Process(process.pid)]
+        # (uvicorn's workers are multiprocessing spawns; its resource tracker is a child too)
+        servers = ([c for c in psutil.Process(process.pid).children() if "spawn_main" in " ".join(c.cmdline())]
+                   if workers > 1 else [psutil.Process(process.pid)])
         if cpus:
             for index, server in enumerate(servers):
                 pin(server.pid, {cpus[index % len(cpus)]})
