@@ -44,8 +44,11 @@ blas:
 chromium:
 	@bash infra/local/install-chromium.sh
 
-# The layering as import contracts ([tool.importlinter] in pyproject.toml): fails on an import that crosses a layer.
+# ruff (lint + format, [tool.ruff]) and the layering as import contracts ([tool.importlinter]): fails on a
+# lint finding, an unformatted file or an import that crosses a layer.
 lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
 # Everything but tests/e2e (the nightly through Airflow and the whole demo: `make test-e2e`; CI runs both).

@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from benchmarks.common import machine_info, main, movielens_dir, process_tree_rss, write_result
@@ -74,11 +74,16 @@ def timed(label: str, phases: dict, memory: PeakMemory, action, rows: int):
         "events_per_s": round(rows / seconds) if seconds > 0 else None,
         "peak_rss_mib": round(memory.peak / 2**20),
     }
-    print(f"  {label}: {seconds:.1f}s, {phases[label]['events_per_s']} events/s, peak {phases[label]['peak_rss_mib']} MiB", flush=True)
+    print(
+        f"  {label}: {seconds:.1f}s, {phases[label]['events_per_s']} events/s, peak {phases[label]['peak_rss_mib']} MiB",
+        flush=True,
+    )
     return result
 
 
-def measure_dataset(spark, settings, label: str, source: Path, fmt: str, rows: int, last_day: date, memory: PeakMemory) -> dict:
+def measure_dataset(
+    spark, settings, label: str, source: Path, fmt: str, rows: int, last_day: date, memory: PeakMemory
+) -> dict:
     from spark_jobs.features import run_features
     from spark_jobs.ingest import ingest
     from spark_jobs.interactions import run_interactions
@@ -87,11 +92,30 @@ def measure_dataset(spark, settings, label: str, source: Path, fmt: str, rows: i
     print(f"{label}: {rows:,} rows", flush=True)
     phases: dict = {}
     timed("scan", phases, memory, lambda: read_source(spark, source, fmt).events.count(), rows)
-    report = timed("ingest", phases, memory, lambda: ingest(spark, settings, source, fmt, datetime.now(timezone.utc)), rows)
-    first_day = spark.read.format("delta").load(settings.table_path("bronze/events")).agg({"event_date": "min"}).first()[0]
-    timed("silver", phases, memory, lambda: run_interactions(spark, settings, first_day, last_day + timedelta(days=1)), rows)
+    report = timed(
+        "ingest", phases, memory, lambda: ingest(spark, settings, source, fmt, datetime.now(UTC)), rows
+    )
+    first_day = (
+        spark.read.format("delta")
+        .load(settings.table_path("bronze/events"))
+        .agg({"event_date": "min"})
+        .first()[0]
+    )
+    timed(
+        "silver",
+        phases,
+        memory,
+        lambda: run_interactions(spark, settings, first_day, last_day + timedelta(days=1)),
+        rows,
+    )
     end = last_day + timedelta(days=1)
-    features = timed("features", phases, memory, lambda: run_features(spark, settings, end - timedelta(days=FEATURE_DAYS), end), rows)
+    features = timed(
+        "features",
+        phases,
+        memory,
+        lambda: run_features(spark, settings, end - timedelta(days=FEATURE_DAYS), end),
+        rows,
+    )
     baseline = phases["scan"]["seconds"]
     return {
         "dataset": label,
@@ -99,7 +123,11 @@ def measure_dataset(spark, settings, label: str, source: Path, fmt: str, rows: i
         "phases": phases,
         "ingest_vs_scan": round(phases["ingest"]["seconds"] / baseline, 1) if baseline else None,
         "ingest_report": {k: v for k, v in report.to_json().items() if k not in ("event_files", "tables")},
-        "features_report": {"user_rows": features.user_rows, "item_rows": features.item_rows, "as_of_dates": FEATURE_DAYS},
+        "features_report": {
+            "user_rows": features.user_rows,
+            "item_rows": features.item_rows,
+            "as_of_dates": FEATURE_DAYS,
+        },
     }
 
 
@@ -112,20 +140,43 @@ def run(quick: bool, out_dir: Path) -> dict:
     work = Path(tempfile.mkdtemp(prefix="lambdarec-bench-batch-"))
     # 2g (the embedded default) ran out of heap in ingest's sort of 5M events (seen 2026-12-02): the full
     # sizes get the same 6g driver as bench_batch_models.
-    base = Settings(data_dir=work / "state", jars_dir=project_root() / ".cache" / "jars", spark_driver_memory="6g")
+    base = Settings(
+        data_dir=work / "state", jars_dir=project_root() / ".cache" / "jars", spark_driver_memory="6g"
+    )
     memory = PeakMemory()
     results, generation = [], {}
     try:
         spark = build_spark(base)
         for n in (WARMUP_EVENTS, *sizes):
-            config = GeneratorConfig(events=n, users=max(1_000, n // 100), items=max(500, n // 500), days=30, bad_fraction=0.02, shards=4, seed=1)
+            config = GeneratorConfig(
+                events=n,
+                users=max(1_000, n // 100),
+                items=max(500, n // 500),
+                days=30,
+                bad_fraction=0.02,
+                shards=4,
+                seed=1,
+            )
             started = time.perf_counter()
             manifest = generate(config, work / f"gen-{n}")
             seconds = time.perf_counter() - started
-            generation[str(n)] = {"seconds": round(seconds, 2), "events_per_s": round(n / seconds), "rows_total": manifest.rows_total}
+            generation[str(n)] = {
+                "seconds": round(seconds, 2),
+                "events_per_s": round(n / seconds),
+                "rows_total": manifest.rows_total,
+            }
             settings = base.model_copy(update={"tables_uri": str(work / f"delta-{n}")})
             last_day = config.start + timedelta(days=config.days - 1)
-            measured = measure_dataset(spark, settings, f"synthetic-{n}", work / f"gen-{n}", "jsonl", manifest.rows_total, last_day, memory)
+            measured = measure_dataset(
+                spark,
+                settings,
+                f"synthetic-{n}",
+                work / f"gen-{n}",
+                "jsonl",
+                manifest.rows_total,
+                last_day,
+                memory,
+            )
             if n != WARMUP_EVENTS:
                 results.append(measured)
             shutil.rmtree(work / f"gen-{n}", ignore_errors=True)
@@ -133,8 +184,12 @@ def run(quick: bool, out_dir: Path) -> dict:
         if ml is not None:
             settings = base.model_copy(update={"tables_uri": str(work / "delta-ml")})
             rows = sum(1 for _ in (ml / "ratings.csv").open()) - 1
-            last = datetime.fromtimestamp(max(int(line.rsplit(",", 1)[1]) for line in list((ml / "ratings.csv").open())[1:]), timezone.utc).date()
-            results.append(measure_dataset(spark, settings, "ml-latest-small", ml, "movielens", rows, last, memory))
+            last = datetime.fromtimestamp(
+                max(int(line.rsplit(",", 1)[1]) for line in list((ml / "ratings.csv").open())[1:]), UTC
+            ).date()
+            results.append(
+                measure_dataset(spark, settings, "ml-latest-small", ml, "movielens", rows, last, memory)
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -145,7 +200,11 @@ def run(quick: bool, out_dir: Path) -> dict:
         size_ratio = large["rows"] / small["rows"]
         for phase in ("scan", "ingest", "silver", "features"):
             ratio = large["phases"][phase]["seconds"] / small["phases"][phase]["seconds"]
-            growth[phase] = {"time_ratio": round(ratio, 2), "size_ratio": round(size_ratio, 2), "exponent": round(math.log(ratio) / math.log(size_ratio), 2)}
+            growth[phase] = {
+                "time_ratio": round(ratio, 2),
+                "size_ratio": round(size_ratio, 2),
+                "exponent": round(math.log(ratio) / math.log(size_ratio), 2),
+            }
     payload = {
         "quick": quick,
         "machine": machine_info(),
@@ -161,12 +220,24 @@ def run(quick: bool, out_dir: Path) -> dict:
         "tables": [
             {
                 "title": "Batch data layer: seconds (events/s) per phase",
-                "columns": ["dataset", "rows", "scan", "ingest", "silver", "features (7 as_of)", "peak RSS MiB", "ingest / scan"],
+                "columns": [
+                    "dataset",
+                    "rows",
+                    "scan",
+                    "ingest",
+                    "silver",
+                    "features (7 as_of)",
+                    "peak RSS MiB",
+                    "ingest / scan",
+                ],
                 "rows": [
                     [
                         r["dataset"],
                         r["rows"],
-                        *[f"{r['phases'][p]['seconds']} ({r['phases'][p]['events_per_s']:,})" for p in ("scan", "ingest", "silver", "features")],
+                        *[
+                            f"{r['phases'][p]['seconds']} ({r['phases'][p]['events_per_s']:,})"
+                            for p in ("scan", "ingest", "silver", "features")
+                        ],
                         max(p["peak_rss_mib"] for p in r["phases"].values()),
                         r["ingest_vs_scan"],
                     ]
@@ -180,7 +251,10 @@ def run(quick: bool, out_dir: Path) -> dict:
                 "x_label": "events",
                 "y_label": "seconds",
                 "x": [r["rows"] for r in synthetic],
-                "lines": {p: [r["phases"][p]["seconds"] for r in synthetic] for p in ("scan", "ingest", "silver", "features")},
+                "lines": {
+                    p: [r["phases"][p]["seconds"] for r in synthetic]
+                    for p in ("scan", "ingest", "silver", "features")
+                },
                 "log_y": False,
             }
         ],

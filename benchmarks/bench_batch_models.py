@@ -26,7 +26,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from benchmarks.bench_batch_data import PeakMemory
@@ -37,7 +37,7 @@ QUICK_SIZES = (30_000,)
 FULL_SIZES = (1_000_000, 5_000_000)
 SYNTHETIC_DAYS = 21
 SYNTHETIC_START = date(2026, 9, 1)
-INGEST_TIME = datetime(2027, 1, 1, tzinfo=timezone.utc)
+INGEST_TIME = datetime(2027, 1, 1, tzinfo=UTC)
 
 
 def settings_for(root: Path, redis_url: str, movielens: bool, **overrides):
@@ -78,7 +78,15 @@ def load_synthetic(spark, settings, events: int, work: Path) -> date:
     from spark_jobs.ingest import ingest
 
     users = max(500, events // 60)
-    config = GeneratorConfig(events=events, users=users, items=max(500, events // 200), days=SYNTHETIC_DAYS, start=SYNTHETIC_START, shards=4, seed=7)
+    config = GeneratorConfig(
+        events=events,
+        users=users,
+        items=max(500, events // 200),
+        days=SYNTHETIC_DAYS,
+        start=SYNTHETIC_START,
+        shards=4,
+        seed=7,
+    )
     generate(config, work / "gen")
     ingest(spark, settings, work / "gen", "jsonl", INGEST_TIME)
     return SYNTHETIC_START + timedelta(days=SYNTHETIC_DAYS)
@@ -162,7 +170,17 @@ def movielens_quality(spark, movielens: Path, work: Path, redis_url: str, quick:
     folder = movielens_ratings_csv(movielens, work / "ml-csv")
     settings = settings_for(work / "ml-quality", redis_url, movielens=True, ranker_trees=60 if quick else 100)
     train, test = split_ratings(read_ratings(spark, str(folder / "ratings.csv")), "time", 0.8, 42)
-    return evaluate_split(spark, settings, train.cache(), test.cache(), "time", 0.8, 42, 10, read_items(spark, str(folder / "items.csv")))
+    return evaluate_split(
+        spark,
+        settings,
+        train.cache(),
+        test.cache(),
+        "time",
+        0.8,
+        42,
+        10,
+        read_items(spark, str(folder / "items.csv")),
+    )
 
 
 def run(quick: bool, out_dir: Path) -> dict:
@@ -175,18 +193,28 @@ def run(quick: bool, out_dir: Path) -> dict:
     notes = ["quick mode: no MovieLens batch run or quality table (full mode has both)"] if quick else []
     result: dict = {"machine": machine_info(), "quick": quick, "batch_run": {}, "notes": notes}
     try:
-        datasets = ([("ml-latest-small", None)] if movielens else []) + [(f"synthetic-{n // 1000}k", n) for n in (QUICK_SIZES if quick else FULL_SIZES)]
+        datasets = ([("ml-latest-small", None)] if movielens else []) + [
+            (f"synthetic-{n // 1000}k", n) for n in (QUICK_SIZES if quick else FULL_SIZES)
+        ]
         for label, events in datasets:
             root = work / label
             settings = settings_for(
-                root, redis.url, movielens=events is None, ranker_trees=60 if quick else 100, spark_shuffle_partitions=shuffle_partitions(events)
+                root,
+                redis.url,
+                movielens=events is None,
+                ranker_trees=60 if quick else 100,
+                spark_shuffle_partitions=shuffle_partitions(events),
             )
             spark = build_spark(settings)
             # one session for every data set: the previous one's caches go, its partition count too
             spark.catalog.clearCache()
             spark.conf.set("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
             try:
-                run_date = load_movielens(spark, settings, movielens) if events is None else load_synthetic(spark, settings, events, root)
+                run_date = (
+                    load_movielens(spark, settings, movielens)
+                    if events is None
+                    else load_synthetic(spark, settings, events, root)
+                )
                 result["batch_run"][label] = {"events": events, **timed_batch_run(spark, settings, run_date)}
             except Exception as exc:  # the smaller data sets' numbers stand; the bigger ones would fail too
                 error = error_summary(exc)
@@ -214,7 +242,9 @@ def run(quick: bool, out_dir: Path) -> dict:
 def error_summary(exc: BaseException) -> str:
     """The error's type and its most telling line (a Py4J error's first lines are the Java call, not the cause)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    cause = next((line for line in lines if "Error:" in line or "Exception:" in line), lines[0] if lines else "")
+    cause = next(
+        (line for line in lines if "Error:" in line or "Exception:" in line), lines[0] if lines else ""
+    )
     return f"{type(exc).__name__}: {cause}"[:300]
 
 
@@ -222,7 +252,14 @@ def batch_run_row(label: str, r: dict) -> list:
     events = r["events"] or "ml-latest-small"
     if "error" in r:
         return [label, events, "failed", "-", r["error"], "-"]
-    return [label, events, r["seconds"], r["peak_rss_gib"], max(r["step_seconds"], key=r["step_seconds"].get), r["promoted"]]
+    return [
+        label,
+        events,
+        r["seconds"],
+        r["peak_rss_gib"],
+        max(r["step_seconds"], key=r["step_seconds"].get),
+        r["promoted"],
+    ]
 
 
 def report_tables(result: dict) -> list[dict]:
@@ -238,9 +275,23 @@ def report_tables(result: dict) -> list[dict]:
         tables.append(
             {
                 "title": f"ranker training, 1 vs 2 Spark workers ({w['training_rows']} rows)",
-                "columns": ["ranker", "1 worker s", "2 workers s", "ratio 2/1", "NDCG@10 1 worker", "NDCG@10 2 workers"],
+                "columns": [
+                    "ranker",
+                    "1 worker s",
+                    "2 workers s",
+                    "ratio 2/1",
+                    "NDCG@10 1 worker",
+                    "NDCG@10 2 workers",
+                ],
                 "rows": [
-                    [k, w[f"{k}/1"]["seconds"], w[f"{k}/2"]["seconds"], w[f"{k}/ratio_2_vs_1"], w[f"{k}/1"]["validation_ndcg@10"], w[f"{k}/2"]["validation_ndcg@10"]]
+                    [
+                        k,
+                        w[f"{k}/1"]["seconds"],
+                        w[f"{k}/2"]["seconds"],
+                        w[f"{k}/ratio_2_vs_1"],
+                        w[f"{k}/1"]["validation_ndcg@10"],
+                        w[f"{k}/2"]["validation_ndcg@10"],
+                    ]
                     for k in ("xgboost", "lightgbm")
                 ],
             }
@@ -255,9 +306,22 @@ def report_tables(result: dict) -> list[dict]:
                     f"ml-latest-small, time split 0.8: quality@10 over all {counts['test_users_with_relevant_items']} test users"
                     f" and over the {counts['warm_test_users_with_relevant_items']} warm ones (with train history)"
                 ),
-                "columns": ["model", "NDCG@10", "Recall@10", "MAP@10", "HR@10", "coverage@10", "warm NDCG@10", "warm HR@10"],
+                "columns": [
+                    "model",
+                    "NDCG@10",
+                    "Recall@10",
+                    "MAP@10",
+                    "HR@10",
+                    "coverage@10",
+                    "warm NDCG@10",
+                    "warm HR@10",
+                ],
                 "rows": [
-                    [m, *(round(v[f"{x}@10"], 4) for x in metrics), *(round(warm[m][f"{x}@10"], 4) for x in ("ndcg", "hr"))]
+                    [
+                        m,
+                        *(round(v[f"{x}@10"], 4) for x in metrics),
+                        *(round(warm[m][f"{x}@10"], 4) for x in ("ndcg", "hr")),
+                    ]
                     for m, v in quality["models"].items()
                 ],
             }

@@ -43,7 +43,9 @@ def feast_python() -> Path:
         return python
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(FEAST_VENV)], check=True)
     subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", f"feast[redis]=={FEAST_VERSION}"], check=True)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", f"feast[redis]=={FEAST_VERSION}"], check=True
+    )
     subprocess.run(probe, check=True)
     return python
 
@@ -52,14 +54,21 @@ def make_features(seed: int = 3) -> tuple[dict[str, list[float]], dict[str, list
     from feature_store.ranking import ITEM_INPUTS, USER_INPUTS
 
     rng = np.random.default_rng(seed)
-    users = {f"u{n}": [float(v) for v in rng.random(len(USER_INPUTS)).astype(np.float32)] for n in range(N_USERS)}
-    items = {f"i{n}": [float(v) for v in rng.random(len(ITEM_INPUTS)).astype(np.float32)] for n in range(N_ITEMS)}
+    users = {
+        f"u{n}": [float(v) for v in rng.random(len(USER_INPUTS)).astype(np.float32)] for n in range(N_USERS)
+    }
+    items = {
+        f"i{n}": [float(v) for v in rng.random(len(ITEM_INPUTS)).astype(np.float32)] for n in range(N_ITEMS)
+    }
     return users, items
 
 
 def requests_plan(n: int, seed: int = 11) -> list[tuple[str, list[str]]]:
     rng = random.Random(seed)
-    return [(f"u{rng.randrange(N_USERS)}", [f"i{rng.randrange(N_ITEMS)}" for _ in range(ITEMS_PER_REQUEST)]) for _ in range(n)]
+    return [
+        (f"u{rng.randrange(N_USERS)}", [f"i{rng.randrange(N_ITEMS)}" for _ in range(ITEMS_PER_REQUEST)])
+        for _ in range(n)
+    ]
 
 
 # -- lambdarec side ---------------------------------------------------------------------------------------
@@ -87,12 +96,18 @@ def fetch_lambdarec(client, keys, version: str, user: str, items: list[str]) -> 
     pipe.mget([keys.item_features(version, i) for i in items])
     user_blob, item_blobs = pipe.execute()
     missing = np.full(len(ITEM_INPUTS), np.nan, dtype=np.float32)
-    user_vector = decode_features(user_blob, len(USER_INPUTS)) if user_blob else np.full(len(USER_INPUTS), np.nan, dtype=np.float32)
+    user_vector = (
+        decode_features(user_blob, len(USER_INPUTS))
+        if user_blob
+        else np.full(len(USER_INPUTS), np.nan, dtype=np.float32)
+    )
     item_matrix = np.vstack([decode_features(b, len(ITEM_INPUTS)) if b else missing for b in item_blobs])
     return user_vector, item_matrix
 
 
-def measure_lambdarec(url: str, plan: list[tuple[str, list[str]]], warmup: int) -> tuple[list[float], np.ndarray]:
+def measure_lambdarec(
+    url: str, plan: list[tuple[str, list[str]]], warmup: int
+) -> tuple[list[float], np.ndarray]:
     import redis
 
     from feature_store.redis_keys import RedisKeys
@@ -115,7 +130,7 @@ def measure_lambdarec(url: str, plan: list[tuple[str, list[str]]], warmup: int) 
 
 
 # -- Feast side (runs in the Feast virtualenv) ----------------------------------------------------------------
-FEAST_WORKER = r'''
+FEAST_WORKER = r"""
 import gc, json, sys, time, warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -169,18 +184,33 @@ for u, items in plan[warmup:]:
     if first is None:
         first = [out[n][0] for n in spec["user_inputs"]] + [out[n][r] for r in range(len(items)) for n in spec["item_inputs"]]
 print(json.dumps({"latencies": latencies, "checksum": first, "modules": len(sys.modules)}))
-'''
+"""
 
 
-def measure_feast(python: Path, redis_hostport: str, users: dict, items: dict, plan, warmup: int, work: Path) -> dict:
+def measure_feast(
+    python: Path, redis_hostport: str, users: dict, items: dict, plan, warmup: int, work: Path
+) -> dict:
     from feature_store.ranking import ITEM_INPUTS, USER_INPUTS
 
-    spec = {"repo": str(work / "feast_repo"), "redis": redis_hostport, "users": users, "items": items,
-            "user_inputs": list(USER_INPUTS), "item_inputs": list(ITEM_INPUTS), "plan": plan, "warmup": warmup}
+    spec = {
+        "repo": str(work / "feast_repo"),
+        "redis": redis_hostport,
+        "users": users,
+        "items": items,
+        "user_inputs": list(USER_INPUTS),
+        "item_inputs": list(ITEM_INPUTS),
+        "plan": plan,
+        "warmup": warmup,
+    }
     (work / "spec.json").write_text(json.dumps(spec))
     (work / "feast_worker.py").write_text(FEAST_WORKER)
-    result = subprocess.run([str(python), str(work / "feast_worker.py"), str(work / "spec.json")],
-                            capture_output=True, text=True, cwd=work, timeout=1800)
+    result = subprocess.run(
+        [str(python), str(work / "feast_worker.py"), str(work / "spec.json")],
+        capture_output=True,
+        text=True,
+        cwd=work,
+        timeout=1800,
+    )
     if result.returncode != 0:
         raise RuntimeError(f"Feast worker failed:\n{result.stderr[-4000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -189,9 +219,8 @@ def measure_feast(python: Path, redis_hostport: str, users: dict, items: dict, p
 def run(quick: bool, out_dir: Path) -> dict:
     import redis
 
-    from lambdarec.redis_server import EmbeddedRedis
-
     from benchmarks.bench_serving import raise_priority
+    from lambdarec.redis_server import EmbeddedRedis
 
     boosted = raise_priority()
     requests = 300 if quick else 3000
@@ -229,13 +258,27 @@ def run(quick: bool, out_dir: Path) -> dict:
         "feast_over_lambdarec": ratio,
         "goal_5x_at_p99": ratio["p99"] >= 5,
         "feast_modules_loaded": feast["modules"],
-        "tables": [{
-            "title": f"1 user + {ITEMS_PER_REQUEST} items' features, same redis-server, {requests} requests",
-            "columns": ["store", "p50 ms", "p95 ms", "p99 ms"],
-            "rows": [["lambdarec (keys + codecs, 1 pipeline)", round(lr["p50"], 3), round(lr["p95"], 3), round(lr["p99"], 3)],
-                     [f"Feast {FEAST_VERSION} get_online_features", round(fe["p50"], 3), round(fe["p95"], 3), round(fe["p99"], 3)],
-                     ["Feast / lambdarec", ratio["p50"], ratio["p95"], ratio["p99"]]],
-        }],
+        "tables": [
+            {
+                "title": f"1 user + {ITEMS_PER_REQUEST} items' features, same redis-server, {requests} requests",
+                "columns": ["store", "p50 ms", "p95 ms", "p99 ms"],
+                "rows": [
+                    [
+                        "lambdarec (keys + codecs, 1 pipeline)",
+                        round(lr["p50"], 3),
+                        round(lr["p95"], 3),
+                        round(lr["p99"], 3),
+                    ],
+                    [
+                        f"Feast {FEAST_VERSION} get_online_features",
+                        round(fe["p50"], 3),
+                        round(fe["p95"], 3),
+                        round(fe["p99"], 3),
+                    ],
+                    ["Feast / lambdarec", ratio["p50"], ratio["p95"], ratio["p99"]],
+                ],
+            }
+        ],
     }
     return write_result(out_dir, "feast", result)
 

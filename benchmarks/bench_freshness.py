@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import UTC
 from pathlib import Path
 
 from benchmarks.common import REPO, main, percentiles, write_result
@@ -80,7 +81,17 @@ class Prober(threading.Thread):
             if now >= next_probe:
                 self.count += 1
                 user = f"probe-{time.time_ns()}-{self.count}"
-                self.publisher.publish([{"event_id": user, "user_id": user, "item_id": "p", "event_type": "view", "ts": int(now * 1000)}])
+                self.publisher.publish(
+                    [
+                        {
+                            "event_id": user,
+                            "user_id": user,
+                            "item_id": "p",
+                            "event_type": "view",
+                            "ts": int(now * 1000),
+                        }
+                    ]
+                )
                 self.pending[user] = now
                 next_probe = now + PROBE_EVERY_S
             self.poll()
@@ -122,7 +133,9 @@ def _wait(condition, timeout_s: float, interval_s: float = 0.05) -> bool:
     return False
 
 
-def measure_rate(client, keys, url: str, open_bus, rate: int, duration_s: float, first_id: int) -> tuple[dict, int]:
+def measure_rate(
+    client, keys, url: str, open_bus, rate: int, duration_s: float, first_id: int
+) -> tuple[dict, int]:
     """`open_bus()` -> a new publisher (feature_store.event_bus) of the bus under test: one for the
     load, one for the probes (their own connections, as the Redis clients are)."""
     processed_before = int(_status(client, keys).get("processed", 0))
@@ -151,7 +164,10 @@ def measure_rate(client, keys, url: str, open_bus, rate: int, duration_s: float,
     status = _status(client, keys)
     lags = [lag for _, lag in prober.samples]
     third = duration_s / 3
-    thirds = [[lag for at, lag in prober.samples if i * third <= at - start_wall < (i + 1) * third] for i in range(3)]
+    thirds = [
+        [lag for at, lag in prober.samples if i * third <= at - start_wall < (i + 1) * third]
+        for i in range(3)
+    ]
     first, last = percentiles(thirds[0] or lags, (99,))["p99"], percentiles(thirds[2] or lags, (99,))["p99"]
     bounded = bool(caught_up and catch_up_s is not None and catch_up_s <= 10.0 and last <= 1.5 * first + 0.5)
     ms = {k: round(v * 1000, 1) for k, v in percentiles(lags, (50, 95, 99)).items()}
@@ -183,23 +199,44 @@ def apply_baseline(client, settings, batch_size: int = 500, repeats: int = 20) -
     from feature_store.events import EventTypes
     from feature_store.redis_keys import RedisKeys
     from spark_jobs.streaming.redis_apply import apply_batch
-    from spark_jobs.streaming.speed_features import counter_ops, shard_ops, speed_params, trending_ops, validate_entries
+    from spark_jobs.streaming.speed_features import (
+        counter_ops,
+        shard_ops,
+        speed_params,
+        trending_ops,
+        validate_entries,
+    )
 
     keys = RedisKeys("bench-baseline")
     params = speed_params(settings)
     times = []
     for r in range(repeats):
         now = int(time.time() * 1000)
-        entries = [(f"{now}-{i}", now, orjson.dumps(e).decode()) for i, e in enumerate(_events(r * batch_size, batch_size, now))]
+        entries = [
+            (f"{now}-{i}", now, orjson.dumps(e).decode())
+            for i, e in enumerate(_events(r * batch_size, batch_size, now))
+        ]
         started = time.perf_counter()
-        good, bad = validate_entries(entries, future_tolerance=timedelta(minutes=10), event_types=EventTypes())
+        good, bad = validate_entries(
+            entries, future_tolerance=timedelta(minutes=10), event_types=EventTypes()
+        )
         events = [s for s, _ in good]
-        apply_batch(client, keys, params, "baseline", r, shard_ops(keys, params, events), trending_ops(keys, params, events) + counter_ops(keys, len(events), bad))
+        apply_batch(
+            client,
+            keys,
+            params,
+            "baseline",
+            r,
+            shard_ops(keys, params, events),
+            trending_ops(keys, params, events) + counter_ops(keys, len(events), bad),
+        )
         times.append(time.perf_counter() - started)
     return {"batch_size": batch_size, **{k: round(v * 1000, 2) for k, v in percentiles(times).items()}}
 
 
-def realtime_trigger_comparison(work: Path, bootstrap: str, seconds: float, rate: int = 50, start_timeout_s: float = 300.0) -> dict:
+def realtime_trigger_comparison(
+    work: Path, bootstrap: str, seconds: float, rate: int = 50, start_timeout_s: float = 300.0
+) -> dict:
     """Spark 4's real-time trigger where the Kafka path allows it: a stateless stage (parse and check
     the event JSON with built-in functions, no Python UDF, Kafka sink: real-time mode takes neither
     foreachBatch nor Python UDFs, so the speed query itself cannot run in it). The same query runs with
@@ -214,28 +251,49 @@ def realtime_trigger_comparison(work: Path, bootstrap: str, seconds: float, rate
     from lambdarec.kafka_broker import ensure_topic
     from spark_jobs.session import build_spark
 
-    settings = Settings(data_dir=work / "realtime", spark_master="local[2]", spark_shuffle_partitions=2,
-                        kafka_bootstrap_servers=bootstrap)
+    settings = Settings(
+        data_dir=work / "realtime",
+        spark_master="local[2]",
+        spark_shuffle_partitions=2,
+        kafka_bootstrap_servers=bootstrap,
+    )
     spark = build_spark(settings)
     results: dict = {"rate": rate, "seconds": seconds}
     try:
-        for mode, trigger in (("micro_batch_250ms", {"processingTime": "250 milliseconds"}), ("real_time", {"realTime": "10 seconds"})):
+        for mode, trigger in (
+            ("micro_batch_250ms", {"processingTime": "250 milliseconds"}),
+            ("real_time", {"realTime": "10 seconds"}),
+        ):
             source, sink = f"rt-in-{mode}", f"rt-out-{mode}"
             for topic in (source, sink):
                 ensure_topic(bootstrap, topic, 1)
             try:
-                frame = spark.readStream.format("kafka").option("kafka.bootstrap.servers", bootstrap).option("subscribe", source).load()
-                checked = frame.where(F.get_json_object(F.col("value").cast("string"), "$.event_id").isNotNull()).select("key", "value")
+                frame = (
+                    spark.readStream.format("kafka")
+                    .option("kafka.bootstrap.servers", bootstrap)
+                    .option("subscribe", source)
+                    .load()
+                )
+                checked = frame.where(
+                    F.get_json_object(F.col("value").cast("string"), "$.event_id").isNotNull()
+                ).select("key", "value")
                 query = (
                     # update = append for a stateless query; real-time mode refuses append
-                    checked.writeStream.outputMode("update").format("kafka").option("kafka.bootstrap.servers", bootstrap).option("topic", sink)
-                    .option("checkpointLocation", str(work / "realtime" / mode)).trigger(**trigger).start()
+                    checked.writeStream.outputMode("update")
+                    .format("kafka")
+                    .option("kafka.bootstrap.servers", bootstrap)
+                    .option("topic", sink)
+                    .option("checkpointLocation", str(work / "realtime" / mode))
+                    .trigger(**trigger)
+                    .start()
                 )
             except Exception as exc:  # the reason real-time mode refuses a plan is the finding
                 results[mode] = {"error": f"{type(exc).__name__}: {str(exc)[:400]}"}
                 continue
             publisher = KafkaPublisher.connect(bootstrap, source)
-            consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"rt-{mode}", "auto.offset.reset": "earliest"})
+            consumer = Consumer(
+                {"bootstrap.servers": bootstrap, "group.id": f"rt-{mode}", "auto.offset.reset": "earliest"}
+            )
             consumer.subscribe([sink])
             lags: list[float] = []
             try:
@@ -246,7 +304,17 @@ def realtime_trigger_comparison(work: Path, bootstrap: str, seconds: float, rate
                     (first_out is None and time.monotonic() - started < start_timeout_s)
                     or (first_out is not None and time.monotonic() - first_out < seconds)
                 ):
-                    publisher.publish([{"event_id": f"rt{sent}", "user_id": "u", "item_id": "i", "event_type": "view", "ts": int(time.time() * 1000)}])
+                    publisher.publish(
+                        [
+                            {
+                                "event_id": f"rt{sent}",
+                                "user_id": "u",
+                                "item_id": "i",
+                                "event_type": "view",
+                                "ts": int(time.time() * 1000),
+                            }
+                        ]
+                    )
                     sent += 1
                     deadline = time.monotonic() + 1 / rate
                     while time.monotonic() < deadline:
@@ -259,7 +327,7 @@ def realtime_trigger_comparison(work: Path, bootstrap: str, seconds: float, rate
                 consumer.close()
                 publisher.close()
                 query.stop()
-            steady = lags[len(lags) // 3:]  # past the first batches' warm-up
+            steady = lags[len(lags) // 3 :]  # past the first batches' warm-up
             results[mode] = {
                 "sent": sent,
                 "received": len(lags),
@@ -276,7 +344,7 @@ def bronze_write_comparison(work: Path, quick: bool, batch_rows: int = 1_000, re
     batch ingest's MERGE insert-only on event_id over the whole table, on a table that already holds
     `existing` rows (one per second from 2026-01-01, so a few days of partitions)."""
     import statistics
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from feature_store.settings import Settings
     from feature_store.tables import BRONZE_EVENTS
@@ -287,11 +355,22 @@ def bronze_write_comparison(work: Path, quick: bool, batch_rows: int = 1_000, re
     existing = 20_000 if quick else 200_000
     settings = Settings(data_dir=work / "bronze-compare", spark_master="local[2]", spark_shuffle_partitions=2)
     spark = build_spark(settings, streaming_spark_conf(settings))
-    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
 
     def rows(first: int, count: int) -> list[tuple]:
         return [
-            (f"e{n}", f"u{n % 5000}", f"i{n % 3000}", "view", start + timedelta(seconds=n), None, {"category": "c"}, "bench", start, (start + timedelta(seconds=n)).date())
+            (
+                f"e{n}",
+                f"u{n % 5000}",
+                f"i{n % 3000}",
+                "view",
+                start + timedelta(seconds=n),
+                None,
+                {"category": "c"},
+                "bench",
+                start,
+                (start + timedelta(seconds=n)).date(),
+            )
             for n in range(first, first + count)
         ]
 
@@ -299,7 +378,7 @@ def bronze_write_comparison(work: Path, quick: bool, batch_rows: int = 1_000, re
         write_bronze_batch(spark, settings, {BRONZE_EVENTS: rows(0, existing)})
         timings: dict[str, list[float]] = {"pruned": [], "merge": []}
         next_row = existing
-        for r in range(repeats):
+        for _ in range(repeats):
             for how in ("pruned", "merge"):
                 batch = rows(next_row, batch_rows)
                 next_row += batch_rows
@@ -347,7 +426,10 @@ def run_realtime_only(quick: bool, out_dir: Path) -> dict:
         result = realtime_trigger_comparison(work, start_broker(settings), 15.0 if quick else 60.0)
     finally:
         stop_broker(settings)
-    result.update(load_average_before=[round(x, 2) for x in load_before], load_average_after=[round(x, 2) for x in os.getloadavg()])
+    result.update(
+        load_average_before=[round(x, 2) for x in load_before],
+        load_average_after=[round(x, 2) for x in os.getloadavg()],
+    )
     return write_result(out_dir, f"{NAME}_realtime_trigger", result)
 
 
@@ -363,11 +445,15 @@ def run(quick: bool, out_dir: Path, bus: str = "redis", realtime_only: bool = Fa
     from lambdarec.redis_server import EmbeddedRedis
 
     duration = 15.0 if quick else 60.0
-    trigger_ms = int(os.environ.get("LAMBDAREC_STREAM_TRIGGER_MS", Settings.model_fields["stream_trigger_ms"].default))
+    trigger_ms = int(
+        os.environ.get("LAMBDAREC_STREAM_TRIGGER_MS", Settings.model_fields["stream_trigger_ms"].default)
+    )
     work = Path(tempfile.mkdtemp(prefix="bench-freshness-"))
     server = EmbeddedRedis(directory=work / "redis").start()
     client = redis.Redis.from_url(server.url)
-    settings = Settings(data_dir=work / "data", redis_url=server.url, stream_trigger_ms=trigger_ms, event_bus=bus)
+    settings = Settings(
+        data_dir=work / "data", redis_url=server.url, stream_trigger_ms=trigger_ms, event_bus=bus
+    )
     if bus == "kafka":
         settings = settings.model_copy(update={"kafka_bootstrap_servers": start_broker(settings)})
     keys = RedisKeys(settings.redis_key_prefix)
@@ -387,7 +473,13 @@ def run(quick: bool, out_dir: Path, bus: str = "redis", realtime_only: bool = Fa
     log_path = work / "job.log"
     load_before = os.getloadavg()
     with open(log_path, "ab") as log:
-        job = subprocess.Popen([sys.executable, "-m", "spark_jobs.streaming.speed_job"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        job = subprocess.Popen(
+            [sys.executable, "-m", "spark_jobs.streaming.speed_job"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     rows: list[dict] = []
     try:
         if not _wait(lambda: _status(client, keys).get("state") == "running", 300.0, 0.2):
@@ -411,7 +503,11 @@ def run(quick: bool, out_dir: Path, bus: str = "redis", realtime_only: bool = Fa
                 break
         baseline = apply_baseline(client, settings)
         stop_job(job)  # before the real-time comparison, so its Spark has the cores
-        realtime = realtime_trigger_comparison(work, settings.kafka_bootstrap_servers, duration) if bus == "kafka" else None
+        realtime = (
+            realtime_trigger_comparison(work, settings.kafka_bootstrap_servers, duration)
+            if bus == "kafka"
+            else None
+        )
     finally:
         stop_job(job)
         server.stop()
@@ -447,9 +543,29 @@ def run(quick: bool, out_dir: Path, bus: str = "redis", realtime_only: bool = Fa
         "tables": [
             {
                 "title": f"Freshness on the {'Kafka' if bus == 'kafka' else 'Redis Stream'} bus: publish -> feature visible (trigger {trigger_ms} ms)",
-                "columns": ["events/s", "achieved", "probes", "p50 ms", "p95 ms", "p99 ms", "max ms", "catch-up s", "bounded"],
+                "columns": [
+                    "events/s",
+                    "achieved",
+                    "probes",
+                    "p50 ms",
+                    "p95 ms",
+                    "p99 ms",
+                    "max ms",
+                    "catch-up s",
+                    "bounded",
+                ],
                 "rows": [
-                    [r["rate"], r["achieved_rate"], r["probes"], r["lag_ms"]["p50"], r["lag_ms"]["p95"], r["lag_ms"]["p99"], r["lag_ms_max"], r["catch_up_s"], r["bounded"]]
+                    [
+                        r["rate"],
+                        r["achieved_rate"],
+                        r["probes"],
+                        r["lag_ms"]["p50"],
+                        r["lag_ms"]["p95"],
+                        r["lag_ms"]["p99"],
+                        r["lag_ms_max"],
+                        r["catch_up_s"],
+                        r["bounded"],
+                    ]
                     for r in rows
                 ],
             }
@@ -469,7 +585,13 @@ def run(quick: bool, out_dir: Path, bus: str = "redis", realtime_only: bool = Fa
 
 
 if __name__ == "__main__":
-    main(run, {
-        "--bus": {"choices": BUSES, "default": "redis", "help": "the event bus to measure"},
-        "--realtime-only": {"action": "store_true", "help": "only the real-time trigger comparison (Kafka)"},
-    })
+    main(
+        run,
+        {
+            "--bus": {"choices": BUSES, "default": "redis", "help": "the event bus to measure"},
+            "--realtime-only": {
+                "action": "store_true",
+                "help": "only the real-time trigger comparison (Kafka)",
+            },
+        },
+    )

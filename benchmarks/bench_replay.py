@@ -38,11 +38,21 @@ def synthetic_dataset(quick: bool, out: Path) -> Path:
     return out
 
 
-def replay_one(spark, settings, name: str, source: Path, fmt: str, quick: bool, slices: tuple[float, ...], work: Path) -> dict:
+def replay_one(
+    spark, settings, name: str, source: Path, fmt: str, quick: bool, slices: tuple[float, ...], work: Path
+) -> dict:
     from lambdarec.replay.runner import ReplayOptions, run_replay
 
-    options = ReplayOptions(source=source, format=fmt, holdout_fraction=0.1, k=10, slice_s=slices,
-                            max_targets=TARGETS[quick][name], seed=0, warmup_days=7.0)
+    options = ReplayOptions(
+        source=source,
+        format=fmt,
+        holdout_fraction=0.1,
+        k=10,
+        slice_s=slices,
+        max_targets=TARGETS[quick][name],
+        seed=0,
+        warmup_days=7.0,
+    )
     started = time.monotonic()
     result = run_replay(spark, settings, options, work / name)
     result["bench_wall_s"] = round(time.monotonic() - started, 1)
@@ -63,15 +73,31 @@ def run(quick: bool, out_dir: Path) -> dict:
         errors: dict[str, str] = {}
         try:
             try:
-                runs["synthetic"] = replay_one(spark, settings, "synthetic", synthetic_dataset(quick, work / "synthetic-data"),
-                                               "jsonl", quick, SLICES_S, work)
+                runs["synthetic"] = replay_one(
+                    spark,
+                    settings,
+                    "synthetic",
+                    synthetic_dataset(quick, work / "synthetic-data"),
+                    "jsonl",
+                    quick,
+                    SLICES_S,
+                    work,
+                )
             except Exception as exc:  # one data set failing must not lose the other's numbers
                 errors["synthetic"] = f"{type(exc).__name__}: {exc}"
             ml = None if quick else movielens_dir()
             if ml is not None:
                 try:
-                    runs["movielens"] = replay_one(spark, settings.model_copy(update=MOVIELENS_BATCH_SETTINGS), "movielens", ml / "ratings.csv",
-                                                   "movielens", quick, SLICES_S[:1], work)
+                    runs["movielens"] = replay_one(
+                        spark,
+                        settings.model_copy(update=MOVIELENS_BATCH_SETTINGS),
+                        "movielens",
+                        ml / "ratings.csv",
+                        "movielens",
+                        quick,
+                        SLICES_S[:1],
+                        work,
+                    )
                 except Exception as exc:
                     errors["movielens"] = f"{type(exc).__name__}: {exc}"
         finally:
@@ -90,45 +116,106 @@ def report(runs: dict[str, dict], quick: bool, titles: dict[str, str]) -> dict:
     quality_rows, diff_rows, fresh_rows, info_rows = [], [], [], []
     plot_lines: dict[str, list[float]] = {}
     for name, run in runs.items():
-        info_rows.append([name, run["cutoff"], run["events_before_cutoff"], run["events_held_out"], run["targets_eligible"],
-                          run["targets_asked"], run["users_asked"], run["users_asked_new"], run["batch"]["batch_s"], run["wall_s"]])
+        info_rows.append(
+            [
+                name,
+                run["cutoff"],
+                run["events_before_cutoff"],
+                run["events_held_out"],
+                run["targets_eligible"],
+                run["targets_asked"],
+                run["users_asked"],
+                run["users_asked_new"],
+                run["batch"]["batch_s"],
+                run["wall_s"],
+            ]
+        )
         for one in run["passes"]:
             label = f"{name}, slices ≤ {one['slice_s']:g} s"
             for model in MODELS_ORDER:
                 m = one["models"][model]
-                quality_rows.append([label, titles[model], round(m["hr@10"], 4), round(m["hr_se"], 4), round(m["ndcg@10"], 4),
-                                     round(m["mrr@10"], 4), round(m["coverage@10"], 4)])
+                quality_rows.append(
+                    [
+                        label,
+                        titles[model],
+                        round(m["hr@10"], 4),
+                        round(m["hr_se"], 4),
+                        round(m["ndcg@10"], 4),
+                        round(m["mrr@10"], 4),
+                        round(m["coverage@10"], 4),
+                    ]
+                )
             d = one["batch_speed_minus_batch_only"]
-            diff_rows.append([label, f"{d['hr@10']['mean']:+.4f} ± {d['hr@10']['se']:.4f}",
-                              f"{d['ndcg@10']['mean']:+.4f} ± {d['ndcg@10']['se']:.4f}", f"{d['mrr@10']['mean']:+.4f} ± {d['mrr@10']['se']:.4f}",
-                              one["rounds"], one["wall_s"]])
+            diff_rows.append(
+                [
+                    label,
+                    f"{d['hr@10']['mean']:+.4f} ± {d['hr@10']['se']:.4f}",
+                    f"{d['ndcg@10']['mean']:+.4f} ± {d['ndcg@10']['se']:.4f}",
+                    f"{d['mrr@10']['mean']:+.4f} ± {d['mrr@10']['se']:.4f}",
+                    one["rounds"],
+                    one["wall_s"],
+                ]
+            )
             f = one["freshness_ms"]
             fresh_rows.append([label, f["samples"], f["p50"], f["p95"], f["p99"], f["max"]])
             plot_lines[label] = [round(one["models"][model]["hr@10"], 4) for model in MODELS_ORDER]
     tables = [
-        {"title": "Replays (batch trained at the cut-off; times in seconds)",
-         "columns": ["data set", "cut-off T", "events before T", "events after T", "first-time held-out events", "asked",
-                     "users asked", "of them new after T", "batch layer s", "replay wall s"], "rows": info_rows},
-        {"title": "Quality by model (one question per sampled held-out event; HR s.e. = standard error)",
-         "columns": ["replay", "model", "HR@10", "HR s.e.", "NDCG@10", "MRR@10", "coverage@10"], "rows": quality_rows},
-        {"title": "batch + speed − batch only, paired over the same questions (mean ± s.e.)",
-         "columns": ["replay", "ΔHR@10", "ΔNDCG@10", "ΔMRR@10", "rounds", "pass wall s"], "rows": diff_rows},
-        {"title": "Freshness observed in the replay: slice published on the bus → applied by the streaming job (ms)",
-         "columns": ["replay", "rounds", "p50", "p95", "p99", "max"], "rows": fresh_rows},
+        {
+            "title": "Replays (batch trained at the cut-off; times in seconds)",
+            "columns": [
+                "data set",
+                "cut-off T",
+                "events before T",
+                "events after T",
+                "first-time held-out events",
+                "asked",
+                "users asked",
+                "of them new after T",
+                "batch layer s",
+                "replay wall s",
+            ],
+            "rows": info_rows,
+        },
+        {
+            "title": "Quality by model (one question per sampled held-out event; HR s.e. = standard error)",
+            "columns": ["replay", "model", "HR@10", "HR s.e.", "NDCG@10", "MRR@10", "coverage@10"],
+            "rows": quality_rows,
+        },
+        {
+            "title": "batch + speed − batch only, paired over the same questions (mean ± s.e.)",
+            "columns": ["replay", "ΔHR@10", "ΔNDCG@10", "ΔMRR@10", "rounds", "pass wall s"],
+            "rows": diff_rows,
+        },
+        {
+            "title": "Freshness observed in the replay: slice published on the bus → applied by the streaming job (ms)",
+            "columns": ["replay", "rounds", "p50", "p95", "p99", "max"],
+            "rows": fresh_rows,
+        },
     ]
     effect = runs.get("synthetic", {}).get("slice_size_effect")
     if effect:
-        tables.append({
-            "title": f"Slice size effect on the synthetic set: HR@10 with {SLICES_S[0]:g} s − with {SLICES_S[1]:g} s slices (paired)",
-            "columns": ["model", "ΔHR@10", "s.e."],
-            "rows": [[titles[m], round(v["mean"], 4), round(v["se"], 4)] for m, v in effect.items()],
-        })
+        tables.append(
+            {
+                "title": f"Slice size effect on the synthetic set: HR@10 with {SLICES_S[0]:g} s − with {SLICES_S[1]:g} s slices (paired)",
+                "columns": ["model", "ΔHR@10", "s.e."],
+                "rows": [[titles[m], round(v["mean"], 4), round(v["se"], 4)] for m, v in effect.items()],
+            }
+        )
     note = "; ".join(
         f"{name}: batch+speed / batch only = {ratio(run['passes'][0]['models']['batch_speed']['hr@10'], run['passes'][0]['models']['batch_only']['hr@10'])}"
         for name, run in runs.items()
     )
-    plots = [{"title": "Replay quality by model (HR@10)", "kind": "bar", "note": note, "x_label": "model", "y_label": "HR@10",
-              "x": ["popularity", "batch only", "batch+speed", "speed: neighbours", "speed: trending"], "lines": plot_lines}]
+    plots = [
+        {
+            "title": "Replay quality by model (HR@10)",
+            "kind": "bar",
+            "note": note,
+            "x_label": "model",
+            "y_label": "HR@10",
+            "x": ["popularity", "batch only", "batch+speed", "speed: neighbours", "speed: trending"],
+            "lines": plot_lines,
+        }
+    ]
     return {
         "title": "Replay evaluation: batch vs batch + speed through the real layers",
         "summary": summary_text(runs),

@@ -68,12 +68,18 @@ def seed_online_store(client, version: str = "bench", seed: int = 7) -> None:
     pipe = client.pipeline(transaction=False)
     for n, item in enumerate(items):
         pipe.set(keys.item_features(version, item), encode_features([rng.random() * 10 for _ in ITEM_INPUTS]))
-        pipe.set(keys.item_similar(version, item), encode_recs((rng.choice(items), rng.random(), "covisit") for _ in range(20)))
+        pipe.set(
+            keys.item_similar(version, item),
+            encode_recs((rng.choice(items), rng.random(), "covisit") for _ in range(20)),
+        )
         pipe.zadd(keys.covisit(item), {rng.choice(items): rng.randint(1, 20) for _ in range(20)})
         if n % 500 == 499:
             pipe.execute()
     pipe.hset(keys.item_categories(version), mapping=categories)
-    pipe.set(keys.popular(version), encode_recs((item, float(N_ITEMS - n), "popular") for n, item in enumerate(items[:200])))
+    pipe.set(
+        keys.popular(version),
+        encode_recs((item, float(N_ITEMS - n), "popular") for n, item in enumerate(items[:200])),
+    )
     pipe.zadd(keys.trending("1h"), {rng.choice(items): rng.random() * 100 for _ in range(50)})
     pipe.execute()
     for n in range(N_USERS):
@@ -81,12 +87,24 @@ def seed_online_store(client, version: str = "bench", seed: int = 7) -> None:
         recs = rng.sample(items, BATCH_RECS)
         # as the publisher writes them: each item with its ranker score, then the nightly sources' own scores
         entries = [(item, 1.0 - rank / BATCH_RECS, "batch") for rank, item in enumerate(recs)]
-        entries += [(item, rng.random(), source) for source in ("als", "covisit", "popular") for item in recs if rng.random() < 0.5]
+        entries += [
+            (item, rng.random(), source)
+            for source in ("als", "covisit", "popular")
+            for item in recs
+            if rng.random() < 0.5
+        ]
         pipe.set(keys.user_recs(version, user), encode_recs(entries))
-        pipe.set(keys.user_features(version, user), encode_features([rng.random() * 100 for _ in USER_INPUTS]))
-        pipe.set(keys.user_category_affinity(version, user), msgpack.packb({f"c{c}": rng.random() for c in range(5)}))
+        pipe.set(
+            keys.user_features(version, user), encode_features([rng.random() * 100 for _ in USER_INPUTS])
+        )
+        pipe.set(
+            keys.user_category_affinity(version, user),
+            msgpack.packb({f"c{c}": rng.random() for c in range(5)}),
+        )
         pipe.set(keys.user_history(version, user), encode_ids(rng.sample(items, 20)))
-        pipe.zadd(keys.recent_items(user), {rng.choice(items): now_ms - rng.randint(0, 600_000) for _ in range(5)})
+        pipe.zadd(
+            keys.recent_items(user), {rng.choice(items): now_ms - rng.randint(0, 600_000) for _ in range(5)}
+        )
         pipe.hset(keys.session_counters(user), mapping={"type:view": 3, f"cat:c{n % N_CATEGORIES}": 3})
         if n % 500 == 499:
             pipe.execute()
@@ -124,20 +142,25 @@ async def open_loop(port: int, rate: int, duration_s: float, rng: random.Random,
                         errors += 1
                     elif b'"degraded":true' in body:
                         degraded += 1
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 errors += 1
             # failed and timed-out requests count too: a server that sheds load must not look fast
             latencies.append((now() - scheduled) * 1000)
 
         async def post_event(user: str, n: int) -> None:
             nonlocal events_failed
-            event = {"event_id": f"b{pid}-{n}-{rng.random()}", "user_id": user, "item_id": f"i{rng.randrange(N_ITEMS)}",
-                     "event_type": "click", "ts": int(time.time() * 1000)}
+            event = {
+                "event_id": f"b{pid}-{n}-{rng.random()}",
+                "user_id": user,
+                "item_id": f"i{rng.randrange(N_ITEMS)}",
+                "event_type": "click",
+                "ts": int(time.time() * 1000),
+            }
             try:
                 async with session.post(f"{base}/v1/events", json=event) as response:
                     await response.read()
                     events_failed += response.status != 202
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 events_failed += 1
 
         total = int(rate * duration_s)
@@ -225,7 +248,9 @@ def highest_rate_within(rows: list[dict], p99_ms: float = 10.0) -> int | None:
     return best
 
 
-def _start_ready(env: dict[str, str], log: Path, attempts: int = 3, workers: int = 1) -> tuple[subprocess.Popen, int, dict]:
+def _start_ready(
+    env: dict[str, str], log: Path, attempts: int = 3, workers: int = 1
+) -> tuple[subprocess.Popen, int, dict]:
     """Start `lambdarec serve` on a free port until it is ready (a port taken between choosing and
     binding it makes the server exit; then another port is tried)."""
     from lambdarec.redis_server import free_port
@@ -239,7 +264,9 @@ def _start_ready(env: dict[str, str], log: Path, attempts: int = 3, workers: int
         except RuntimeError:
             stop_server(process)
             if attempt == attempts - 1:
-                raise RuntimeError(f"lambdarec serve did not start; its log ends with:\n{log.read_text()[-2000:]}") from None
+                raise RuntimeError(
+                    f"lambdarec serve did not start; its log ends with:\n{log.read_text()[-2000:]}"
+                ) from None
     raise AssertionError("unreachable")
 
 
@@ -264,8 +291,14 @@ def pin(pid: int, cpus: set[int]) -> bool:
         return False
 
 
-def _run_variant(name: str, env: dict[str, str], rates: tuple[int, ...], duration_s: float, work: Path,
-                 server_cpus: set[int] | None = None) -> list[dict]:
+def _run_variant(
+    name: str,
+    env: dict[str, str],
+    rates: tuple[int, ...],
+    duration_s: float,
+    work: Path,
+    server_cpus: set[int] | None = None,
+) -> list[dict]:
     process, port, ready = _start_ready(env, work / f"serve-{name}.log")
     if server_cpus:
         pin(process.pid, server_cpus)
@@ -276,11 +309,17 @@ def _run_variant(name: str, env: dict[str, str], rates: tuple[int, ...], duratio
         for rate in rates:
             load_before = os.getloadavg()[0]
             row = _run_load(open_loop(port, rate, duration_s, rng, process.pid))
-            row.update(variant=name, model_backend=ready["model"]["backend"],
-                       load_average_1m=round(max(load_before, os.getloadavg()[0]), 2))
+            row.update(
+                variant=name,
+                model_backend=ready["model"]["backend"],
+                load_average_1m=round(max(load_before, os.getloadavg()[0]), 2),
+            )
             rows.append(row)
-            print(f"   {name:14s} {rate:5d} rps: p50 {row['p50']:.2f} ms  p99 {row['p99']:.2f} ms  errors {row['error_rate']:.3%}  "
-                  f"cpu {row['server_cpu_percent']}% ({row['server_cpu_ms_per_request']} ms/request)  load {row['load_average_1m']}", flush=True)
+            print(
+                f"   {name:14s} {rate:5d} rps: p50 {row['p50']:.2f} ms  p99 {row['p99']:.2f} ms  errors {row['error_rate']:.3%}  "
+                f"cpu {row['server_cpu_percent']}% ({row['server_cpu_ms_per_request']} ms/request)  load {row['load_average_1m']}",
+                flush=True,
+            )
         return rows
     finally:
         stop_server(process)
@@ -292,7 +331,9 @@ CAPACITY_RATES = (100, 200, 300, 500, 700, 800, 900, 1000, 1200, 1400, 1600)
 CAPACITY_P99_MS = 10.0
 
 
-def _capacity(workers: int, env: dict[str, str], duration_s: float, work: Path, cpus: list[int] | None) -> dict:
+def _capacity(
+    workers: int, env: dict[str, str], duration_s: float, work: Path, cpus: list[int] | None
+) -> dict:
     """Climb CAPACITY_RATES against `lambdarec serve --workers N` until a rate misses the p99 goal.
     Pinned (`cpus`): worker i on cpus[i % len]; the load generator and redis-server stay where run()
     put them (the last cores), so with one worker they are apart from it."""
@@ -302,8 +343,11 @@ def _capacity(workers: int, env: dict[str, str], duration_s: float, work: Path, 
 
         # one worker is the server process itself; several are its children
         # (uvicorn's workers are multiprocessing spawns; its resource tracker is a child too)
-        servers = ([c for c in psutil.Process(process.pid).children() if "spawn_main" in " ".join(c.cmdline())]
-                   if workers > 1 else [psutil.Process(process.pid)])
+        servers = (
+            [c for c in psutil.Process(process.pid).children() if "spawn_main" in " ".join(c.cmdline())]
+            if workers > 1
+            else [psutil.Process(process.pid)]
+        )
         if cpus:
             for index, server in enumerate(servers):
                 pin(server.pid, {cpus[index % len(cpus)]})
@@ -314,12 +358,19 @@ def _capacity(workers: int, env: dict[str, str], duration_s: float, work: Path, 
             row = _run_load(open_loop(port, rate, duration_s, rng, process.pid))
             row.update(workers=workers, load_average_1m=round(os.getloadavg()[0], 2))
             rows.append(row)
-            print(f"   workers {workers} {rate:5d} rps: p99 {row['p99']:.2f} ms  errors {row['error_rate']:.3%}  "
-                  f"cpu {row['server_cpu_ms_per_request']} ms/request  load {row['load_average_1m']}", flush=True)
+            print(
+                f"   workers {workers} {rate:5d} rps: p99 {row['p99']:.2f} ms  errors {row['error_rate']:.3%}  "
+                f"cpu {row['server_cpu_ms_per_request']} ms/request  load {row['load_average_1m']}",
+                flush=True,
+            )
             if highest_rate_within(rows, CAPACITY_P99_MS) != rate:
                 break
-        return {"workers": workers, "worker_pids": [p.pid for p in servers], "rows": rows,
-                "highest_rate_p99_within_10ms": highest_rate_within(rows, CAPACITY_P99_MS)}
+        return {
+            "workers": workers,
+            "worker_pids": [p.pid for p in servers],
+            "rows": rows,
+            "highest_rate_p99_within_10ms": highest_rate_within(rows, CAPACITY_P99_MS),
+        }
     finally:
         stop_server(process)
 
@@ -382,7 +433,9 @@ def run(quick: bool, out_dir: Path) -> dict:
             client = redis.Redis.from_url(server.url)
             seed_online_store(client)
             settings = Settings(data_dir=work, redis_url=server.url)
-            version = register_ranker_files(settings, train_ranker_files(work / "ranker", seed=0, trees=100, leaves=31))
+            version = register_ranker_files(
+                settings, train_ranker_files(work / "ranker", seed=0, trees=100, leaves=31)
+            )
             base_env = {
                 **os.environ,
                 "LAMBDAREC_DATA_DIR": str(work),
@@ -402,7 +455,9 @@ def run(quick: bool, out_dir: Path) -> dict:
             if os.environ.get("BENCH_SERVING_CAPACITY") == "1":
                 for workers in (1, 2):
                     client.delete(settings.event_stream)
-                    capacity.append(_capacity(workers, base_env, duration_s, work, cpus[:workers] if pinned else None))
+                    capacity.append(
+                        _capacity(workers, base_env, duration_s, work, cpus[:workers] if pinned else None)
+                    )
             client.close()
         finally:
             server.stop()
@@ -411,7 +466,11 @@ def run(quick: bool, out_dir: Path) -> dict:
         base = baseline[row["rate"]]
         row["p50_vs_default"] = round(row["p50"] / base["p50"], 2) if base["p50"] else None
         row["p99_vs_default"] = round(row["p99"] / base["p99"], 2) if base["p99"] else None
-        row["cpu_ms_vs_default"] = round(row["server_cpu_ms_per_request"] / base["server_cpu_ms_per_request"], 2) if base["server_cpu_ms_per_request"] else None
+        row["cpu_ms_vs_default"] = (
+            round(row["server_cpu_ms_per_request"] / base["server_cpu_ms_per_request"], 2)
+            if base["server_cpu_ms_per_request"]
+            else None
+        )
     goal = baseline.get(300)
     result = {
         "machine": machine_info(),
@@ -423,24 +482,70 @@ def run(quick: bool, out_dir: Path) -> dict:
         "priority_boost": boosted,
         "pinned": {"server_cpus": sorted(server_cpus), "others": cpus[1:]} if pinned else None,
         "model_version": version,
-        "setup": {"users": N_USERS, "items": N_ITEMS, "batch_recs": BATCH_RECS, "candidates": CANDIDATES, "k": K,
-                  "model": "LightGBM lambdarank, 100 trees x 31 leaves, ONNX", "events": "1 in 5 requests preceded by an event (20 ms)"},
+        "setup": {
+            "users": N_USERS,
+            "items": N_ITEMS,
+            "batch_recs": BATCH_RECS,
+            "candidates": CANDIDATES,
+            "k": K,
+            "model": "LightGBM lambdarank, 100 trees x 31 leaves, ONNX",
+            "events": "1 in 5 requests preceded by an event (20 ms)",
+        },
         "rows": rows,
         "capacity": capacity,
         "goal_p99_under_10ms_at_300rps": bool(goal and goal["p99"] < 10 and goal["error_rate"] == 0),
-        "tables": [{
-            "title": f"GET /v1/recommendations, open loop, {int(duration_s)} s per rate, {CANDIDATES} candidates, k={K}",
-            "columns": ["variant", "rate", "p50 ms", "p95 ms", "p99 ms", "p99 vs default", "errors", "degraded", "achieved rps",
-                        "server CPU %", "server CPU ms/request", "CPU vs default", "client CPU ms/request", "server RSS MB", "load avg"],
-            "rows": [[r["variant"], r["rate"], r["p50"], r["p95"], r["p99"], r["p99_vs_default"], r["error_rate"], r["degraded"],
-                      r["achieved_rps"], r["server_cpu_percent"], r["server_cpu_ms_per_request"], r["cpu_ms_vs_default"],
-                      r["client_cpu_ms_per_request"], r["server_rss_mb"], r["load_average_1m"]] for r in rows],
-        }],
-        "plots": [{
-            "title": "p99 latency by rate and variant",
-            "x_label": "requests/s", "y_label": "p99 ms", "x": list(RATES), "log_y": True,
-            "lines": {name: [r["p99"] for r in rows if r["variant"] == name] for name in variants},
-        }],
+        "tables": [
+            {
+                "title": f"GET /v1/recommendations, open loop, {int(duration_s)} s per rate, {CANDIDATES} candidates, k={K}",
+                "columns": [
+                    "variant",
+                    "rate",
+                    "p50 ms",
+                    "p95 ms",
+                    "p99 ms",
+                    "p99 vs default",
+                    "errors",
+                    "degraded",
+                    "achieved rps",
+                    "server CPU %",
+                    "server CPU ms/request",
+                    "CPU vs default",
+                    "client CPU ms/request",
+                    "server RSS MB",
+                    "load avg",
+                ],
+                "rows": [
+                    [
+                        r["variant"],
+                        r["rate"],
+                        r["p50"],
+                        r["p95"],
+                        r["p99"],
+                        r["p99_vs_default"],
+                        r["error_rate"],
+                        r["degraded"],
+                        r["achieved_rps"],
+                        r["server_cpu_percent"],
+                        r["server_cpu_ms_per_request"],
+                        r["cpu_ms_vs_default"],
+                        r["client_cpu_ms_per_request"],
+                        r["server_rss_mb"],
+                        r["load_average_1m"],
+                    ]
+                    for r in rows
+                ],
+            }
+        ],
+        "plots": [
+            {
+                "title": "p99 latency by rate and variant",
+                "x_label": "requests/s",
+                "y_label": "p99 ms",
+                "x": list(RATES),
+                "log_y": True,
+                "lines": {name: [r["p99"] for r in rows if r["variant"] == name] for name in variants},
+            }
+        ],
     }
     return write_result(out_dir, "serving", result)
 

@@ -17,8 +17,8 @@ import datetime as dt
 import json
 import os
 import platform
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -65,13 +65,19 @@ def process_tree_rss(pid: int) -> int:
 # ml-latest-small's last years are sparse: a week of labels before a cut-off holds too few ratings to
 # train on, so batch runs on it use 90-day horizons and a year of activity/popularity.
 MOVIELENS_BATCH_SETTINGS = dict(
-    label_horizon_days=90, active_user_days=365, popular_window_days=365, popular_half_life_days=60.0, session_gap_minutes=60
+    label_horizon_days=90,
+    active_user_days=365,
+    popular_window_days=365,
+    popular_half_life_days=60.0,
+    session_gap_minutes=60,
 )
 
 
 def movielens_dir() -> Path | None:
     """ml-latest-small from LAMBDAREC_MOVIELENS_DIR or ../shared/data, when present."""
-    candidate = Path(os.environ.get("LAMBDAREC_MOVIELENS_DIR", REPO.parent / "shared" / "data" / "ml-latest-small"))
+    candidate = Path(
+        os.environ.get("LAMBDAREC_MOVIELENS_DIR", REPO.parent / "shared" / "data" / "ml-latest-small")
+    )
     return candidate if (candidate / "ratings.csv").exists() else None
 
 
@@ -92,7 +98,9 @@ def main(run: Callable[..., dict], options: dict[str, dict] | None = None) -> No
     arguments by flag), passed to `run` as keyword arguments."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="smaller sizes, shorter durations")
-    parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results/<date>)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="results folder (default benchmarks/results/<date>)"
+    )
     for flag, spec in (options or {}).items():
         parser.add_argument(flag, **spec)
     args = vars(parser.parse_args())

@@ -30,7 +30,10 @@ def plot(spec: dict, path: Path) -> Path:
     else:
         for name, ys in spec["lines"].items():
             ax.plot(spec["x"], ys, marker="o", label=name)
-    ax.set_title(spec["title"] + (f"\n{spec['note']}" if spec.get("note") else ""), fontsize=10 if spec.get("note") else 12)
+    ax.set_title(
+        spec["title"] + (f"\n{spec['note']}" if spec.get("note") else ""),
+        fontsize=10 if spec.get("note") else 12,
+    )
     ax.set_xlabel(spec.get("x_label", ""))
     ax.set_ylabel(spec.get("y_label", ""))
     if spec.get("log_y"):
@@ -74,18 +77,30 @@ def write_report(results: dict[str, dict], out_dir: Path, report_path: Path, qui
     sections = [
         "# lambdarec benchmark report",
         "",
-        f"Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC by `make bench{' QUICK=1' if quick else ''}`; "
+        f"Generated {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC by `make bench{' QUICK=1' if quick else ''}`; "
         f"raw results in `{out_dir.relative_to(report_path.parent.parent) if out_dir.is_relative_to(report_path.parent.parent) else out_dir}`. "
         "Speeds are ratios against a baseline measured in the same run on the same machine.",
         "",
         markdown_table(
             ["benchmark", "wall time s", "result"],
-            [[result.get("title", name), result.get("wall_s", "?"), "failed" if "error" in result else "ok"] for name, result in results.items()],
+            [
+                [
+                    result.get("title", name),
+                    result.get("wall_s", "?"),
+                    "failed" if "error" in result else "ok",
+                ]
+                for name, result in results.items()
+            ],
         ),
     ]
     for name, result in results.items():
         machine = _machine_line(result.get("machine"))
-        sections += ["", f"## {result.get('title', name)}", "", f"Machine: {machine}. Wall time: {result.get('wall_s', '?')} s{_mode(result, quick)}."]
+        sections += [
+            "",
+            f"## {result.get('title', name)}",
+            "",
+            f"Machine: {machine}. Wall time: {result.get('wall_s', '?')} s{_mode(result, quick)}.",
+        ]
         if "error" in result:
             sections += ["", f"**Failed:** `{result['error']}`"]
             continue

@@ -26,7 +26,9 @@ def _order(name: str) -> tuple[int, str]:
 
 
 def discover() -> list[str]:
-    return sorted((p.stem.removeprefix("bench_") for p in (REPO / "benchmarks").glob("bench_*.py")), key=_order)
+    return sorted(
+        (p.stem.removeprefix("bench_") for p in (REPO / "benchmarks").glob("bench_*.py")), key=_order
+    )
 
 
 def run_all(quick: bool, out_dir: Path, only: list[str] | None = None) -> dict[str, dict]:

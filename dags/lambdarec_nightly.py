@@ -22,7 +22,7 @@ publish → expire`
 from __future__ import annotations
 
 import pendulum
-from _lambdarec import NIGHTLY_STEPS, OWNER, default_args, module_doc, spark_step, wire_nightly
+from _lambdarec import NIGHTLY_STEPS, default_args, module_doc, spark_step, wire_nightly
 from airflow.sdk import CronDataIntervalTimetable, dag
 
 

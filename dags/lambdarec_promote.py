@@ -34,7 +34,9 @@ from airflow.sdk import Param, dag, task
     default_args=default_args(retries=0),
     tags=["lambdarec", "models", "promotion"],
     params={
-        "version": Param(type="string", minLength=1, description="Registered version of the ranker to promote."),
+        "version": Param(
+            type="string", minLength=1, description="Registered version of the ranker to promote."
+        ),
         "force": Param(False, type="boolean", description="Promote even if it does not pass the gate."),
         "reason": Param("", type="string", description="Why (required with force; recorded in MLflow)."),
     },
@@ -60,7 +62,9 @@ def lambdarec_promote():
         from feature_store.settings import load_settings
         from lambdarec.promotion import promote_version
 
-        return promote_version(load_settings(), check, force=bool(params["force"]), reason=str(params["reason"]))
+        return promote_version(
+            load_settings(), check, force=bool(params["force"]), reason=str(params["reason"])
+        )
 
     move_champion(validate())
 

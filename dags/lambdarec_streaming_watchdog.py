@@ -59,7 +59,9 @@ def lambdarec_streaming_watchdog():
         from feature_store.settings import load_settings
         from lambdarec.watchdog import restart_stream as restart_streaming_job
 
-        logging.getLogger(__name__).warning("restarting the streaming job (%s: %s)", health["state"], health["reason"])
+        logging.getLogger(__name__).warning(
+            "restarting the streaming job (%s: %s)", health["state"], health["reason"]
+        )
         return restart_streaming_job(load_settings())
 
     health = check_stream()

@@ -22,7 +22,8 @@ them (`XTRIM MINID`).
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable, Mapping, NamedTuple, Protocol
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 
@@ -161,7 +162,13 @@ return ids
 """
 
 
-def _queue_publish(pipe, stream: str, events: Iterable[Event | Mapping[str, Any] | str | bytes], maxlen: int | None, max_backlog: int | None) -> bool:
+def _queue_publish(
+    pipe,
+    stream: str,
+    events: Iterable[Event | Mapping[str, Any] | str | bytes],
+    maxlen: int | None,
+    max_backlog: int | None,
+) -> bool:
     """Queue the atomic append (and the guarded trim) on a pipeline; False when there is nothing to send."""
     payloads = [encode_payload(event) for event in events]
     if not payloads:
@@ -219,7 +226,9 @@ async def publish_events_async(
 def trim_consumed(client, stream: str, maxlen: int | None = None) -> int:
     """Drop every entry below the lowest offset the streaming queries committed (XTRIM MINID), when
     the stream is longer than `maxlen` (always when None); returns how many were dropped."""
-    return int(client.eval(_TRIM_CONSUMED, 2, stream, committed_key(stream), -1 if maxlen is None else maxlen))
+    return int(
+        client.eval(_TRIM_CONSUMED, 2, stream, committed_key(stream), -1 if maxlen is None else maxlen)
+    )
 
 
 def record_committed(client, stream: str, consumer: str, entry_id: str) -> None:
@@ -278,15 +287,21 @@ class RedisStreamPublisher:
     `publish_async`; `maxlen` trims what every streaming query has committed, `max_backlog` refuses a
     batch (BusBacklogFull) that would take the stream above it (see publish_events)."""
 
-    def __init__(self, client, stream: str, maxlen: int | None = None, max_backlog: int | None = None) -> None:
+    def __init__(
+        self, client, stream: str, maxlen: int | None = None, max_backlog: int | None = None
+    ) -> None:
         self.client, self.stream, self.maxlen, self.max_backlog = client, stream, maxlen, max_backlog
         self.destination = stream
 
     def publish(self, events: Iterable[Payload]) -> list[str]:
-        return publish_events(self.client, self.stream, events, maxlen=self.maxlen, max_backlog=self.max_backlog)
+        return publish_events(
+            self.client, self.stream, events, maxlen=self.maxlen, max_backlog=self.max_backlog
+        )
 
     async def publish_async(self, events: Iterable[Payload]) -> list[str]:
-        return await publish_events_async(self.client, self.stream, events, maxlen=self.maxlen, max_backlog=self.max_backlog)
+        return await publish_events_async(
+            self.client, self.stream, events, maxlen=self.maxlen, max_backlog=self.max_backlog
+        )
 
     def close(self) -> None:
         """The client belongs to the caller."""
@@ -334,7 +349,7 @@ class KafkaPublisher:
         self._closing = False
 
     @classmethod
-    def connect(cls, bootstrap: str, topic: str, linger_ms: float = 1.0) -> "KafkaPublisher":
+    def connect(cls, bootstrap: str, topic: str, linger_ms: float = 1.0) -> KafkaPublisher:
         from confluent_kafka import Producer
 
         return cls(Producer(kafka_producer_config(bootstrap, linger_ms)), topic)
@@ -347,7 +362,9 @@ class KafkaPublisher:
             while True:
                 try:
                     self.producer.produce(
-                        self.topic, value=encode_payload(event), key=kafka_message_key(event),
+                        self.topic,
+                        value=encode_payload(event),
+                        key=kafka_message_key(event),
                         on_delivery=lambda err, msg, index=index: on_delivery(index, err, msg),
                     )
                     break
@@ -384,6 +401,7 @@ class KafkaPublisher:
         import threading
 
         if self._poller is None:
+
             def serve_reports() -> None:
                 while not self._closing:
                     self.producer.poll(0.05)
@@ -417,17 +435,24 @@ def _delivered_ids(reports: list, topic: str) -> list[str]:
     return ids
 
 
-def open_publisher(settings: Settings, *, redis_client=None, kafka_bootstrap: str | None = None, trim: bool = True) -> EventPublisher:
+def open_publisher(
+    settings: Settings, *, redis_client=None, kafka_bootstrap: str | None = None, trim: bool = True
+) -> EventPublisher:
     """The publisher of the bus `settings.event_bus` names (the one place that chooses).
     Redis Stream: `redis_client` (sync or asyncio, see RedisStreamPublisher), trimming committed
     entries when `trim`. Kafka: `kafka_bootstrap`, default `settings.kafka_bootstrap_servers`."""
     if settings.event_bus == "kafka":
         bootstrap = kafka_bootstrap or settings.kafka_bootstrap_servers
         if not bootstrap:
-            raise ValueError("LAMBDAREC_EVENT_BUS=kafka needs LAMBDAREC_KAFKA_BOOTSTRAP_SERVERS (or `lambdarec kafka start`)")
+            raise ValueError(
+                "LAMBDAREC_EVENT_BUS=kafka needs LAMBDAREC_KAFKA_BOOTSTRAP_SERVERS (or `lambdarec kafka start`)"
+            )
         return KafkaPublisher.connect(bootstrap, settings.kafka_topic, settings.kafka_linger_ms)
     if redis_client is None:
         raise ValueError("the Redis Stream bus needs a Redis client")
     return RedisStreamPublisher(
-        redis_client, settings.event_stream, settings.event_stream_maxlen if trim else None, settings.event_stream_max_backlog
+        redis_client,
+        settings.event_stream,
+        settings.event_stream_maxlen if trim else None,
+        settings.event_stream_max_backlog,
     )

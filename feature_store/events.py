@@ -9,12 +9,21 @@ a good event or a quarantined one with one of the `QuarantineReason`s.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, Iterable, Mapping
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 ID_PATTERN = r"^[A-Za-z0-9_\-:.@/]+$"
 ID_MAX_LENGTH = 128
@@ -55,7 +64,7 @@ class EventTypes:
     def __init__(self, types: Iterable[EventType] = DEFAULT_EVENT_TYPES) -> None:
         self._by_name = {t.name: t for t in types}
 
-    def with_types(self, *extra: EventType) -> "EventTypes":
+    def with_types(self, *extra: EventType) -> EventTypes:
         return EventTypes([*self._by_name.values(), *extra])
 
     def __contains__(self, name: object) -> bool:
@@ -101,7 +110,7 @@ BUS_ENTRY_REASONS: frozenset[QuarantineReason] = frozenset({QuarantineReason.OVE
 # Order in which reasons are checked, so a row with several problems always gets the same reason.
 REASON_PRIORITY: tuple[QuarantineReason, ...] = tuple(QuarantineReason)
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ISO_FRACTION = re.compile(r"^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2})(\.\d+)?(Z|[+-]\d{2}:?\d{2})?$")
 
 
@@ -112,9 +121,11 @@ def parse_event_time(raw: Any) -> datetime:
     if isinstance(raw, bool) or raw is None:
         raise ValueError("ts is required: ISO-8601 string or epoch milliseconds")
     if isinstance(raw, datetime):
-        return raw.replace(tzinfo=timezone.utc) if raw.tzinfo is None else raw.astimezone(timezone.utc)
+        return raw.replace(tzinfo=UTC) if raw.tzinfo is None else raw.astimezone(UTC)
     try:
-        if isinstance(raw, (int, float)) or (isinstance(raw, str) and re.fullmatch(r"-?\d+(\.\d+)?", raw.strip())):
+        if isinstance(raw, (int, float)) or (
+            isinstance(raw, str) and re.fullmatch(r"-?\d+(\.\d+)?", raw.strip())
+        ):
             millis = float(raw)
             return _EPOCH + timedelta(milliseconds=millis)
         if isinstance(raw, str):
@@ -122,7 +133,7 @@ def parse_event_time(raw: Any) -> datetime:
             if not _ISO_FRACTION.match(text):
                 raise ValueError(f"ts {raw!r} is neither ISO-8601 nor epoch milliseconds")
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-            return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+            return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     except OverflowError as exc:  # e.g. 1e20 ms: outside years 1-9999; a bad timestamp, not a crash
         raise ValueError(f"ts {raw!r} is outside the years 1-9999") from exc
     raise ValueError(f"ts of type {type(raw).__name__} is neither ISO-8601 nor epoch milliseconds")
@@ -233,7 +244,11 @@ def validate_event_dict(
     if oversize:
         return None, QuarantineReason.CONTEXT_TOO_LARGE, oversize
     if event.ts > now + future_tolerance:
-        return None, QuarantineReason.FUTURE_TIMESTAMP, f"ts {event.ts.isoformat()} is after {now.isoformat()}"
+        return (
+            None,
+            QuarantineReason.FUTURE_TIMESTAMP,
+            f"ts {event.ts.isoformat()} is after {now.isoformat()}",
+        )
     if types[event.event_type].explicit and event.value is None:
         return None, QuarantineReason.BAD_VALUE, f"{event.event_type} needs a value"
     return event, None, ""
@@ -258,5 +273,6 @@ def event_spark_ddl(raw_ts: bool = False) -> str:
     if missing:
         raise RuntimeError(f"Event fields without a Spark type: {sorted(missing)}")
     return ", ".join(
-        f"{name} {'STRING' if (raw_ts and name == 'ts') else _SPARK_TYPES[name]}" for name in Event.model_fields
+        f"{name} {'STRING' if (raw_ts and name == 'ts') else _SPARK_TYPES[name]}"
+        for name in Event.model_fields
     )

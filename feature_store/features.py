@@ -21,24 +21,34 @@ class Feature:
     description: str
 
 
-def user_features(event_types: EventTypes | None = None, windows: tuple[int, ...] = DEFAULT_WINDOWS_DAYS) -> tuple[Feature, ...]:
+def user_features(
+    event_types: EventTypes | None = None, windows: tuple[int, ...] = DEFAULT_WINDOWS_DAYS
+) -> tuple[Feature, ...]:
     types = event_types or EventTypes()
     counts = tuple(
         Feature(f"user_{t.name}_{w}d", "user", f"{t.name} events in the {w} days before as_of")
         for t in types
         for w in windows
     )
-    totals = tuple(Feature(f"user_events_{w}d", "user", f"all events in the {w} days before as_of") for w in windows)
-    return counts + totals + (
-        Feature("user_lifetime_events", "user", "all events before as_of"),
-        Feature("user_distinct_items_30d", "user", "distinct items touched in the 30 days before as_of"),
-        Feature("user_recency_s", "user", "seconds from the user's last event to as_of (null if none)"),
-        Feature("user_avg_rating", "user", "mean explicit rating before as_of (null if none)"),
-        Feature("user_rating_count", "user", "explicit ratings before as_of"),
+    totals = tuple(
+        Feature(f"user_events_{w}d", "user", f"all events in the {w} days before as_of") for w in windows
+    )
+    return (
+        counts
+        + totals
+        + (
+            Feature("user_lifetime_events", "user", "all events before as_of"),
+            Feature("user_distinct_items_30d", "user", "distinct items touched in the 30 days before as_of"),
+            Feature("user_recency_s", "user", "seconds from the user's last event to as_of (null if none)"),
+            Feature("user_avg_rating", "user", "mean explicit rating before as_of (null if none)"),
+            Feature("user_rating_count", "user", "explicit ratings before as_of"),
+        )
     )
 
 
-def item_features(event_types: EventTypes | None = None, windows: tuple[int, ...] = DEFAULT_WINDOWS_DAYS) -> tuple[Feature, ...]:
+def item_features(
+    event_types: EventTypes | None = None, windows: tuple[int, ...] = DEFAULT_WINDOWS_DAYS
+) -> tuple[Feature, ...]:
     del event_types  # item features use fixed funnel types; the parameter keeps both signatures alike
     per_window = tuple(
         f
@@ -53,7 +63,11 @@ def item_features(event_types: EventTypes | None = None, windows: tuple[int, ...
         Feature("item_ctr_30d", "item", "clicks / views over 30 days (0 when no views)"),
         Feature("item_cart_rate_30d", "item", "add_to_cart / views over 30 days (0 when no views)"),
         Feature("item_purchase_rate_30d", "item", "purchases / views over 30 days (0 when no views)"),
-        Feature("item_trend_7d", "item", "events in 7 days / (events in 30 days * 7 / 30): >1 rising (0 when none)"),
+        Feature(
+            "item_trend_7d",
+            "item",
+            "events in 7 days / (events in 30 days * 7 / 30): >1 rising (0 when none)",
+        ),
         Feature("item_age_days", "item", "days from the item's first event to as_of"),
         Feature("item_lifetime_events", "item", "all events before as_of"),
         Feature("item_avg_rating", "item", "mean explicit rating before as_of (null if none)"),

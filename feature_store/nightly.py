@@ -40,28 +40,55 @@ NIGHTLY_STEPS: tuple[NightlyStep, ...] = (
     NightlyStep(
         "training_set",
         after=("candidates",),
-        reads=("gold/candidates", "gold/user_features", "gold/item_features", "gold/item_similar", "silver/interactions"),
+        reads=(
+            "gold/candidates",
+            "gold/user_features",
+            "gold/item_features",
+            "gold/item_similar",
+            "silver/interactions",
+        ),
         writes=("gold/training_set",),
         idempotency="replaces as_of D-2h",
     ),
     NightlyStep(
         "train_xgboost",
         after=("training_set",),
-        reads=("gold/training_set", "gold/candidates", "gold/user_features", "gold/item_features", "gold/item_similar", "silver/interactions"),
+        reads=(
+            "gold/training_set",
+            "gold/candidates",
+            "gold/user_features",
+            "gold/item_features",
+            "gold/item_similar",
+            "silver/interactions",
+        ),
         writes=("MLflow: training run", "MLflow: registered version"),
         idempotency="skipped when an xgboost version tagged run_date D exists",
     ),
     NightlyStep(
         "train_lightgbm",
         after=("training_set",),
-        reads=("gold/training_set", "gold/candidates", "gold/user_features", "gold/item_features", "gold/item_similar", "silver/interactions"),
+        reads=(
+            "gold/training_set",
+            "gold/candidates",
+            "gold/user_features",
+            "gold/item_features",
+            "gold/item_similar",
+            "silver/interactions",
+        ),
         writes=("MLflow: training run", "MLflow: registered version"),
         idempotency="skipped when a lightgbm version tagged run_date D exists",
     ),
     NightlyStep(
         "evaluate",
         after=("train_xgboost", "train_lightgbm"),
-        reads=("gold/candidates", "gold/user_features", "gold/item_features", "gold/item_similar", "silver/interactions", "MLflow: versions of D, @champion"),
+        reads=(
+            "gold/candidates",
+            "gold/user_features",
+            "gold/item_features",
+            "gold/item_similar",
+            "silver/interactions",
+            "MLflow: versions of D, @champion",
+        ),
         writes=("MLflow: evaluation run with per-user holdout metrics", "MLflow: holdout tags on versions"),
         idempotency="overwrites the versions' holdout tags of D-h",
     ),
@@ -75,14 +102,28 @@ NIGHTLY_STEPS: tuple[NightlyStep, ...] = (
     NightlyStep(
         "score",
         after=("promote",),
-        reads=("gold/candidates", "gold/user_features", "gold/item_features", "gold/item_similar", "silver/interactions", "MLflow: @champion"),
+        reads=(
+            "gold/candidates",
+            "gold/user_features",
+            "gold/item_features",
+            "gold/item_similar",
+            "silver/interactions",
+            "MLflow: @champion",
+        ),
         writes=("gold/batch_scores",),
         idempotency="replaces as_of D",
     ),
     NightlyStep(
         "publish",
         after=("score",),
-        reads=("gold/batch_scores", "gold/candidates", "gold/user_features", "gold/item_features", "gold/item_similar", "silver/interactions"),
+        reads=(
+            "gold/batch_scores",
+            "gold/candidates",
+            "gold/user_features",
+            "gold/item_features",
+            "gold/item_similar",
+            "silver/interactions",
+        ),
         writes=("Redis: a batch version and the pointer flip",),
         idempotency="publishes as_of D's content under a new version; readers switch atomically",
     ),
@@ -121,6 +162,11 @@ def steps_markdown() -> str:
     """The declaration as the markdown table the docs show."""
     lines = ["| step | after | reads | writes | a rerun for D |", "|---|---|---|---|---|"]
     for step in NIGHTLY_STEPS:
-        cells = [", ".join(step.after) or "—", ", ".join(step.reads), ", ".join(step.writes), step.idempotency]
+        cells = [
+            ", ".join(step.after) or "—",
+            ", ".join(step.reads),
+            ", ".join(step.writes),
+            step.idempotency,
+        ]
         lines.append(f"| `{step.name}` | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

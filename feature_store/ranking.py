@@ -48,7 +48,9 @@ CANDIDATE_SOURCES: tuple[str, ...] = ("als", "covisit", "popular", "ease")
 CANDIDATE_INPUTS: tuple[str, ...] = tuple(f"cand_{s}" for s in CANDIDATE_SOURCES)
 
 # Then the real-time inputs at the moment of the request (feature_store.realtime).
-RANKER_FEATURES: tuple[str, ...] = USER_INPUTS + ITEM_INPUTS + CROSS_INPUTS + CANDIDATE_INPUTS + REALTIME_INPUTS
+RANKER_FEATURES: tuple[str, ...] = (
+    USER_INPUTS + ITEM_INPUTS + CROSS_INPUTS + CANDIDATE_INPUTS + REALTIME_INPUTS
+)
 
 
 @dataclass(frozen=True)

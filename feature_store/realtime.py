@@ -31,8 +31,8 @@ keeps `covisit_keep` (100) partners per item, and expires keys by wall-clock TTL
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
 
 from feature_store.events import EventTypes
 
@@ -48,17 +48,22 @@ class RealtimeFeature:
 
 
 REALTIME_FEATURES: tuple[RealtimeFeature, ...] = (
-    RealtimeFeature("rt_session_events", "user", "events in the user's session at t (0 when none within the ttl)"),
     RealtimeFeature(
-        "rt_session_category_share", "user x item",
+        "rt_session_events", "user", "events in the user's session at t (0 when none within the ttl)"
+    ),
+    RealtimeFeature(
+        "rt_session_category_share",
+        "user x item",
         "share of the session's categorized events in the candidate's category (0 when none)",
     ),
     RealtimeFeature(
-        "rt_recent_covisit", "user x item",
+        "rt_recent_covisit",
+        "user x item",
         "sum over the seeds of the candidate's real-time co-visitation count, where it is among the seed's neighbours",
     ),
     RealtimeFeature(
-        "rt_recent_similar", "user x item",
+        "rt_recent_similar",
+        "user x item",
         "sum over the seeds of the candidate's batch similar-item score, where it is in the seed's first neighbours",
     ),
 )
@@ -110,12 +115,14 @@ def from_session(session: Mapping[str, str]) -> tuple[float, dict[str, float]]:
             if name.startswith(SESSION_TYPE_PREFIX):
                 events += value
             elif value > 0:
-                categories[name[len(SESSION_CATEGORY_PREFIX):]] = value
+                categories[name[len(SESSION_CATEGORY_PREFIX) :]] = value
     total = sum(categories.values())
     return events, ({c: v / total for c, v in categories.items()} if total else {})
 
 
-def from_neighbour_lists(seeds: Sequence[str], lists: Mapping[str, Sequence[tuple]], neighbours: int) -> dict[str, float]:
+def from_neighbour_lists(
+    seeds: Sequence[str], lists: Mapping[str, Sequence[tuple]], neighbours: int
+) -> dict[str, float]:
     """item -> the sum over `seeds` of its score in each seed's first `neighbours` entries of `lists`
     (entries are (item_id, score, ...) tuples, best first)."""
     sums: dict[str, float] = defaultdict(float)
@@ -149,7 +156,9 @@ def covisit_pairs(events: Iterable[TimedEvent], params: RealtimeParams) -> list[
         prev = recent.get(e.item_id)
         seen = prev is not None and prev[0] >= e.ts_ms - gap and prev[1] in params.positive_types
         if e.event_type in params.positive_types and not seen:
-            window = [(ts, item, kind) for item, (ts, kind) in recent.items() if e.ts_ms - gap <= ts <= e.ts_ms]
+            window = [
+                (ts, item, kind) for item, (ts, kind) in recent.items() if e.ts_ms - gap <= ts <= e.ts_ms
+            ]
             window.sort(key=lambda x: (x[0], x[1]), reverse=True)
             for _, other, kind in window[: params.covisit_session_items]:
                 if other != e.item_id and kind in params.positive_types:
@@ -165,10 +174,14 @@ def reference_seeds(user_events: Sequence[TimedEvent], t_ms: int, params: Realti
     for e in _ordered(user_events, t_ms):
         if e.ts_ms > t_ms - params.ttl_ms:
             latest[e.item_id] = e.ts_ms
-    return [item for item, _ in sorted(latest.items(), key=lambda x: (x[1], x[0]), reverse=True)[: params.seeds]]
+    return [
+        item for item, _ in sorted(latest.items(), key=lambda x: (x[1], x[0]), reverse=True)[: params.seeds]
+    ]
 
 
-def reference_session(user_events: Sequence[TimedEvent], t_ms: int, params: RealtimeParams) -> list[TimedEvent]:
+def reference_session(
+    user_events: Sequence[TimedEvent], t_ms: int, params: RealtimeParams
+) -> list[TimedEvent]:
     """The user's session at t: the run of events holding their last event at or before t."""
     ordered = _ordered(user_events, t_ms)
     if not ordered or ordered[-1].ts_ms <= t_ms - params.ttl_ms:
@@ -179,7 +192,9 @@ def reference_session(user_events: Sequence[TimedEvent], t_ms: int, params: Real
     return ordered[start:]
 
 
-def reference_neighbours(pairs: Sequence[tuple[str, str, int]], seed: str, t_ms: int, params: RealtimeParams) -> list[tuple[str, float]]:
+def reference_neighbours(
+    pairs: Sequence[tuple[str, str, int]], seed: str, t_ms: int, params: RealtimeParams
+) -> list[tuple[str, float]]:
     counts: dict[str, float] = defaultdict(float)
     for item, partner, ts in pairs:
         if item == seed and t_ms - params.ttl_ms < ts <= t_ms:
@@ -204,11 +219,15 @@ def reference_features(
     categorized = [categories[e.item_id] for e in session if e.item_id in categories]
     seeds = reference_seeds(mine, t_ms, params)
     pairs = covisit_pairs(upto, params)
-    covisit = from_neighbour_lists(seeds, {s: reference_neighbours(pairs, s, t_ms, params) for s in seeds}, params.neighbours)
+    covisit = from_neighbour_lists(
+        seeds, {s: reference_neighbours(pairs, s, t_ms, params) for s in seeds}, params.neighbours
+    )
     similar_sums = from_neighbour_lists(seeds, similar, params.neighbours)
     out = {}
     for item in candidates:
         category = categories.get(item)
-        share = categorized.count(category) / len(categorized) if categorized and category is not None else 0.0
+        share = (
+            categorized.count(category) / len(categorized) if categorized and category is not None else 0.0
+        )
         out[item] = (float(len(session)), share, covisit.get(item, 0.0), similar_sums.get(item, 0.0))
     return out

@@ -25,9 +25,10 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -80,13 +81,21 @@ def champion_version(settings: Settings) -> str | None:
     from mlflow.exceptions import MlflowException
 
     try:
-        return str(registry_client(settings).get_model_version_by_alias(settings.ranker_model_name, CHAMPION_ALIAS).version)
+        return str(
+            registry_client(settings)
+            .get_model_version_by_alias(settings.ranker_model_name, CHAMPION_ALIAS)
+            .version
+        )
     except MlflowException as exc:
         if getattr(exc, "error_code", "") in _NOT_FOUND_CODES:
             return None
-        raise RegistryUnavailable(f"model registry {settings.registry_uri} could not be asked for {settings.ranker_model_name}@{CHAMPION_ALIAS}: {exc}") from exc
+        raise RegistryUnavailable(
+            f"model registry {settings.registry_uri} could not be asked for {settings.ranker_model_name}@{CHAMPION_ALIAS}: {exc}"
+        ) from exc
     except Exception as exc:  # drivers, network, file system: each fails in its own way
-        raise RegistryUnavailable(f"model registry {settings.registry_uri} could not be asked for {settings.ranker_model_name}@{CHAMPION_ALIAS}: {type(exc).__name__}: {exc}") from exc
+        raise RegistryUnavailable(
+            f"model registry {settings.registry_uri} could not be asked for {settings.ranker_model_name}@{CHAMPION_ALIAS}: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def download_version(settings: Settings, version: str, destination: Path) -> Path:
@@ -94,7 +103,11 @@ def download_version(settings: Settings, version: str, destination: Path) -> Pat
     import mlflow.artifacts
 
     location = registry_client(settings).get_model_version_download_uri(settings.ranker_model_name, version)
-    return Path(mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(destination), tracking_uri=settings.tracking_uri))
+    return Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=location, dst_path=str(destination), tracking_uri=settings.tracking_uri
+        )
+    )
 
 
 # -- a registered version as a ranker ---------------------------------------------------------------
@@ -120,7 +133,9 @@ class LoadedRanker:
             return np.zeros(0, dtype=np.float32)
         if self.columns is not None:
             matrix = matrix[:, self.columns]
-        return np.asarray(self.run(np.ascontiguousarray(matrix, dtype=np.float32)), dtype=np.float32).reshape(-1)
+        return np.asarray(self.run(np.ascontiguousarray(matrix, dtype=np.float32)), dtype=np.float32).reshape(
+            -1
+        )
 
 
 def feature_columns(model_features: list[str]) -> np.ndarray | None:
@@ -199,7 +214,9 @@ def ranker_from_directory(directory: Path, name: str, version: str, preferred: s
     `preferred` ONNX graph, falling back to the native booster ("native": the booster only)."""
     meta_path = directory / MODEL_FILES.meta
     if not meta_path.exists():
-        raise ModelLoadError(f"{name} v{version} has no {MODEL_FILES.meta}; was it logged in the MODEL_FILES layout?")
+        raise ModelLoadError(
+            f"{name} v{version} has no {MODEL_FILES.meta}; was it logged in the MODEL_FILES layout?"
+        )
     meta = json.loads(meta_path.read_text())
     columns = feature_columns(meta.get("features") or list(RANKER_FEATURES))
     n_features = len(columns) if columns is not None else len(RANKER_FEATURES)
@@ -208,12 +225,26 @@ def ranker_from_directory(directory: Path, name: str, version: str, preferred: s
     attempts: list[tuple[str, Callable[[], Callable[[np.ndarray], np.ndarray]]]] = []
     onnx_files = {"onnx": MODEL_FILES.onnx, "onnx_compressed": MODEL_FILES.onnx_compressed}
     if preferred in onnx_files:
-        attempts.append((preferred, lambda: _onnx_runner(directory / onnx_files[preferred], meta.get("onnx_output"), n_features)))
+        attempts.append(
+            (
+                preferred,
+                lambda: _onnx_runner(directory / onnx_files[preferred], meta.get("onnx_output"), n_features),
+            )
+        )
     attempts.append((f"native:{kind.split(':')[0] or 'unknown'}", lambda: _native_runner(kind, native)))
     errors: list[str] = []
     for backend, build in attempts:
         try:
-            return LoadedRanker(name=name, version=version, backend=backend, columns=columns, run=build(), kind=kind, native=native, meta=meta)
+            return LoadedRanker(
+                name=name,
+                version=version,
+                backend=backend,
+                columns=columns,
+                run=build(),
+                kind=kind,
+                native=native,
+                meta=meta,
+            )
         except Exception as exc:  # each backend may fail in its own library's way; try the next one
             errors.append(f"{backend}: {type(exc).__name__}: {exc}")
             log.warning("ranker %s v%s: %s backend failed: %s", name, version, backend, exc)
@@ -233,4 +264,6 @@ def load_ranker(settings: Settings, version: str | None = None, preferred: str |
     with tempfile.TemporaryDirectory(prefix="lambdarec-ranker-") as tmp:
         local = download_version(settings, str(version), Path(tmp))
         # onnxruntime and the boosters read the files fully at load, so the folder can go afterwards.
-        return ranker_from_directory(local, settings.ranker_model_name, str(version), preferred or settings.serving_ranker_file)
+        return ranker_from_directory(
+            local, settings.ranker_model_name, str(version), preferred or settings.serving_ranker_file
+        )

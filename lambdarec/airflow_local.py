@@ -23,11 +23,18 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from feature_store.settings import Settings, project_root
-from lambdarec.local_services import ServiceError, ServiceSpec, http_ok, start_service, stop_service, wait_until
+from lambdarec.local_services import (
+    ServiceError,
+    ServiceSpec,
+    http_ok,
+    start_service,
+    stop_service,
+    wait_until,
+)
 
 DAG_IDS: tuple[str, ...] = (
     "lambdarec_nightly",
@@ -52,7 +59,9 @@ def dags_folder() -> Path:
 
 def spark_connection(settings: Settings) -> str:
     """AIRFLOW_CONN_SPARK_DEFAULT: a Spark connection whose master is the settings' master."""
-    return json.dumps({"conn_type": "spark", "host": settings.spark_master, "extra": {"spark-binary": "spark-submit"}})
+    return json.dumps(
+        {"conn_type": "spark", "host": settings.spark_master, "extra": {"spark-binary": "spark-submit"}}
+    )
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -206,13 +215,20 @@ def mlflow_ui_spec(settings: Settings, base_env: Mapping[str, str]) -> ServiceSp
     return ServiceSpec(
         name=MLFLOW_UI_SERVICE,
         command=[
-            mlflow, "server",
-            "--backend-store-uri", settings.tracking_uri,
-            "--registry-store-uri", settings.registry_uri,
-            "--default-artifact-root", settings.artifact_root,
-            "--host", "127.0.0.1",
-            "--port", str(settings.mlflow_ui_port),
-            "--workers", "1",
+            mlflow,
+            "server",
+            "--backend-store-uri",
+            settings.tracking_uri,
+            "--registry-store-uri",
+            settings.registry_uri,
+            "--default-artifact-root",
+            settings.artifact_root,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(settings.mlflow_ui_port),
+            "--workers",
+            "1",
         ],
         port=settings.mlflow_ui_port,
         env={**base_env, "NO_COLOR": "1"},
@@ -224,7 +240,9 @@ def start_mlflow_ui(settings: Settings, base_env: Mapping[str, str], timeout_s: 
     """Start the MLflow UI on the settings' tracking store and artifact root; returns its URL."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = mlflow_ui_url(settings)
-    start_service(mlflow_ui_spec(settings, base_env), settings.run_dir, lambda: http_ok(f"{url}/health"), timeout_s)
+    start_service(
+        mlflow_ui_spec(settings, base_env), settings.run_dir, lambda: http_ok(f"{url}/health"), timeout_s
+    )
     return url
 
 
@@ -240,7 +258,7 @@ def manual_run_id(dag_id: str, logical_date: datetime, label: str = "manual") ->
 
 
 def midnight_utc(day: date) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 @dataclass
@@ -262,7 +280,9 @@ class AirflowClient:
     def token(self) -> str:
         if self._token is None:
             with self._client() as http:
-                response = http.post("/auth/token", json={"username": self.username, "password": self.password})
+                response = http.post(
+                    "/auth/token", json={"username": self.username, "password": self.password}
+                )
             if response.status_code not in (200, 201):
                 raise AirflowError(
                     f"Airflow refused the login of {self.username!r} ({response.status_code}): {response.text[:200]}. "
@@ -277,13 +297,22 @@ class AirflowClient:
         for attempt in range(1, self.attempts + 1):
             try:
                 with self._client() as http:
-                    response = http.request(method, f"/api/v2{path}", headers={"Authorization": f"Bearer {self.token()}"}, **kwargs)
+                    response = http.request(
+                        method,
+                        f"/api/v2{path}",
+                        headers={"Authorization": f"Bearer {self.token()}"},
+                        **kwargs,
+                    )
                 break
             except (httpx.TimeoutException, httpx.NetworkError) as error:
                 if attempt == self.attempts:
-                    raise AirflowError(f"{method} /api/v2{path}: Airflow's API server did not answer ({error!r})") from error
+                    raise AirflowError(
+                        f"{method} /api/v2{path}: Airflow's API server did not answer ({error!r})"
+                    ) from error
         if not response.is_success:
-            raise AirflowError(f"{method} /api/v2{path} answered {response.status_code}: {response.text[:300]}")
+            raise AirflowError(
+                f"{method} /api/v2{path} answered {response.status_code}: {response.text[:300]}"
+            )
         return response.json() if response.content else None
 
     def dag(self, dag_id: str) -> dict | None:
@@ -299,7 +328,9 @@ class AirflowClient:
         if not wait_until(lambda: all(self.dag(d) is not None for d in dag_ids), timeout_s, interval_s=1.0):
             missing = [d for d in dag_ids if self.dag(d) is None]
             errors = self.request("GET", "/importErrors").get("import_errors", [])
-            raise AirflowError(f"Airflow has not loaded {missing} within {timeout_s:.0f}s; import errors: {errors}")
+            raise AirflowError(
+                f"Airflow has not loaded {missing} within {timeout_s:.0f}s; import errors: {errors}"
+            )
 
     def unpause(self, dag_id: str) -> None:
         self.request("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
@@ -325,4 +356,6 @@ class AirflowClient:
             if state in ("success", "failed"):
                 return state
             time.sleep(2.0)
-        raise AirflowError(f"{dag_id} run {run_id} did not finish within {timeout_s:.0f}s (last state: {state})")
+        raise AirflowError(
+            f"{dag_id} run {run_id} did not finish within {timeout_s:.0f}s (last state: {state})"
+        )

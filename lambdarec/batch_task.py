@@ -14,9 +14,16 @@ from datetime import date
 def main(argv: list[str] | None = None) -> None:
     from spark_jobs.batch_pipeline import STEPS, BatchContext, run_batch, run_step
 
-    parser = argparse.ArgumentParser(prog="lambdarec.batch_task", description="Run one step of the nightly batch pipeline.")
+    parser = argparse.ArgumentParser(
+        prog="lambdarec.batch_task", description="Run one step of the nightly batch pipeline."
+    )
     parser.add_argument("step", choices=[*STEPS, "all"])
-    parser.add_argument("--date", required=True, type=date.fromisoformat, help="run date D (YYYY-MM-DD): data before 00:00 UTC of D")
+    parser.add_argument(
+        "--date",
+        required=True,
+        type=date.fromisoformat,
+        help="run date D (YYYY-MM-DD): data before 00:00 UTC of D",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from feature_store.settings import load_settings
@@ -27,7 +34,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.step == "all":
         print(run_batch(spark, settings, args.date, redis_url=lambda: redis_url(settings)))
     else:
-        print(run_step(BatchContext(spark, settings, args.date, redis_url=lambda: redis_url(settings)), args.step))
+        print(
+            run_step(
+                BatchContext(spark, settings, args.date, redis_url=lambda: redis_url(settings)), args.step
+            )
+        )
 
 
 if __name__ == "__main__":

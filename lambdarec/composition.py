@@ -74,4 +74,3 @@ def api_app():
 
     settings = bus_settings(load_settings())
     return create_app(settings, redis_url=redis_url(settings))
-

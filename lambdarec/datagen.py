@@ -27,11 +27,11 @@ import bisect
 import json
 import math
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from itertools import accumulate
 from pathlib import Path
-from typing import Callable
 
 import orjson
 
@@ -42,10 +42,41 @@ CATALOG_NAME = "items.jsonl"
 EVENTS_DIR = "events"
 
 CATEGORY_NAMES = (
-    "electronics", "books", "fashion", "home", "garden", "sports", "toys", "beauty", "grocery", "music",
-    "movies", "games", "automotive", "health", "pets", "office", "outdoors", "jewelry", "baby", "crafts",
+    "electronics",
+    "books",
+    "fashion",
+    "home",
+    "garden",
+    "sports",
+    "toys",
+    "beauty",
+    "grocery",
+    "music",
+    "movies",
+    "games",
+    "automotive",
+    "health",
+    "pets",
+    "office",
+    "outdoors",
+    "jewelry",
+    "baby",
+    "crafts",
 )
-ADJECTIVES = ("classic", "smart", "compact", "deluxe", "eco", "vintage", "pro", "mini", "ultra", "urban", "cozy", "bold")
+ADJECTIVES = (
+    "classic",
+    "smart",
+    "compact",
+    "deluxe",
+    "eco",
+    "vintage",
+    "pro",
+    "mini",
+    "ultra",
+    "urban",
+    "cozy",
+    "bold",
+)
 DEVICES = ("ios", "android", "web")
 PAGES = ("home", "search", "category", "item", "recommendations")
 
@@ -64,7 +95,7 @@ BAD_ROW_MIX: dict[QuarantineReason, float] = {
     QuarantineReason.DUPLICATE_EVENT_ID: 1.5,
 }
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DAY_MS = 86_400_000
 
 
@@ -139,7 +170,7 @@ class Manifest:
         return data
 
     @classmethod
-    def read(cls, directory: Path) -> "Manifest":
+    def read(cls, directory: Path) -> Manifest:
         data = json.loads((Path(directory) / MANIFEST_NAME).read_text())
         data.pop("bad_total", None)
         return cls(**data)
@@ -166,8 +197,14 @@ def _build_catalog(config: GeneratorConfig, rng) -> _Catalog:
     """Initial items plus the ones that arrive each day (decided up front so the catalog file is complete)."""
     import numpy as np
 
-    arrivals = rng.poisson(config.new_items_per_day, size=config.days) if config.new_items_per_day > 0 else np.zeros(config.days, int)
-    created = np.concatenate([-rng.integers(1, 366, size=config.items), np.repeat(np.arange(config.days), arrivals)])
+    arrivals = (
+        rng.poisson(config.new_items_per_day, size=config.days)
+        if config.new_items_per_day > 0
+        else np.zeros(config.days, int)
+    )
+    created = np.concatenate(
+        [-rng.integers(1, 366, size=config.items), np.repeat(np.arange(config.days), arrivals)]
+    )
     n = created.size
     # Category sizes are skewed too: a few big categories, a long tail.
     cat_share = rng.dirichlet(np.full(config.categories, 2.0))
@@ -196,7 +233,7 @@ def user_id_of(index: int) -> str:
 
 def _catalog_rows(config: GeneratorConfig, catalog: _Catalog, rng: random.Random):
     names = _category_names(config.categories)
-    start = datetime.combine(config.start, datetime.min.time(), tzinfo=timezone.utc)
+    start = datetime.combine(config.start, datetime.min.time(), tzinfo=UTC)
     for i, cat in enumerate(catalog.category):
         created = start + timedelta(days=catalog.created_day[i])
         if catalog.created_day[i] < 0:  # older items: some time during that day
@@ -326,8 +363,16 @@ class _BadRows:
             if choice == 1:
                 return kind, b"[" + text + b"]"  # valid JSON, but not an object
             return kind, b"user=" + row["user_id"].encode() + b" clicked something"
-        if kind in (QuarantineReason.MISSING_EVENT_ID, QuarantineReason.MISSING_USER_ID, QuarantineReason.MISSING_ITEM_ID):
-            key = {"missing_event_id": "event_id", "missing_user_id": "user_id", "missing_item_id": "item_id"}[kind.value]
+        if kind in (
+            QuarantineReason.MISSING_EVENT_ID,
+            QuarantineReason.MISSING_USER_ID,
+            QuarantineReason.MISSING_ITEM_ID,
+        ):
+            key = {
+                "missing_event_id": "event_id",
+                "missing_user_id": "user_id",
+                "missing_item_id": "item_id",
+            }[kind.value]
             how = rng.randrange(3)
             if how == 0:
                 del row[key]
@@ -342,7 +387,9 @@ class _BadRows:
             row["ts"] = rng.choice(("yesterday", "2026-13-45T25:00:00Z", "", None, "10/01/2026 10:00", True))
         elif kind is QuarantineReason.FUTURE_TIMESTAMP:
             far = rng.randrange(2_099, 2_400)
-            ms = int((datetime(far, 1, 1, tzinfo=timezone.utc) - _EPOCH).total_seconds() * 1000) + rng.randrange(_DAY_MS)
+            ms = int((datetime(far, 1, 1, tzinfo=UTC) - _EPOCH).total_seconds() * 1000) + rng.randrange(
+                _DAY_MS
+            )
             row["ts"] = ms if rng.random() < 0.5 else _iso(ms)
         elif kind is QuarantineReason.BAD_VALUE:
             if rng.random() < 0.5:
@@ -351,9 +398,14 @@ class _BadRows:
                 row["value"] = rng.choice(("a lot", "five", "n/a", [1, 2]))
         elif kind is QuarantineReason.CONTEXT_TOO_LARGE:
             if rng.random() < 0.5:  # a client that dumps its whole state into the context
-                row["context"] = {f"field_{n}": str(n) for n in range(CONTEXT_MAX_KEYS + 1 + rng.randrange(20))}
+                row["context"] = {
+                    f"field_{n}": str(n) for n in range(CONTEXT_MAX_KEYS + 1 + rng.randrange(20))
+                }
             else:
-                row["context"] = {"page": "item", "payload": "x" * (CONTEXT_MAX_BYTES + rng.randrange(1, 2_000))}
+                row["context"] = {
+                    "page": "item",
+                    "payload": "x" * (CONTEXT_MAX_BYTES + rng.randrange(1, 2_000)),
+                }
         elif kind is QuarantineReason.DUPLICATE_EVENT_ID:
             original = rng.choice(self.recent_good)
             row = dict(original)
@@ -402,7 +454,9 @@ def generate(
     writer = _Writer(shard_paths)
     bad = _BadRows(random.Random(config.seed + 2), config.seed)
     bad_per_good = config.bad_fraction / (1.0 - config.bad_fraction) if config.bad_fraction else 0.0
-    start_ms = int((datetime.combine(config.start, datetime.min.time(), tzinfo=timezone.utc) - _EPOCH).total_seconds() * 1000)
+    start_ms = int(
+        (datetime.combine(config.start, datetime.min.time(), tzinfo=UTC) - _EPOCH).total_seconds() * 1000
+    )
     good = 0
     event_counter = 0
     first_ms = last_ms = None
@@ -425,9 +479,20 @@ def generate(
             n_sessions = max(1, int((config.events - good) / days_left / events_per_session * weekday_factor))
             users = nrng.choice(config.users, size=n_sessions, p=activity)
             # Diurnal session starts: a mixture peaking in the evening.
-            hours = np.where(nrng.random(n_sessions) < 0.7, nrng.normal(19.5, 2.5, n_sessions), nrng.uniform(0, 24, n_sessions)) % 24
+            hours = (
+                np.where(
+                    nrng.random(n_sessions) < 0.7,
+                    nrng.normal(19.5, 2.5, n_sessions),
+                    nrng.uniform(0, 24, n_sessions),
+                )
+                % 24
+            )
             starts = np.sort((hours * 3_600_000).astype(np.int64))
-            intents = (np.cumsum(tastes[users], axis=1) < nrng.random(n_sessions)[:, None]).sum(axis=1).clip(0, n_cat - 1)
+            intents = (
+                (np.cumsum(tastes[users], axis=1) < nrng.random(n_sessions)[:, None])
+                .sum(axis=1)
+                .clip(0, n_cat - 1)
+            )
             day_ms = start_ms + day * _DAY_MS
             day_events = 0
             s = 0
@@ -440,9 +505,21 @@ def generate(
                     t0 = day_ms + rng.randrange(18 * 3_600_000, 23 * 3_600_000)
                 s += 1
                 lines, n_good, t_last = _session(
-                    config, rng, pools, catalog, tastes[user], user, intent_cat, t0, cat_names,
-                    limit=config.events - good, counter=event_counter, bad=bad, bad_per_good=bad_per_good,
-                    manifest=manifest, by_type=by_type,
+                    config,
+                    rng,
+                    pools,
+                    catalog,
+                    tastes[user],
+                    user,
+                    intent_cat,
+                    t0,
+                    cat_names,
+                    limit=config.events - good,
+                    counter=event_counter,
+                    bad=bad,
+                    bad_per_good=bad_per_good,
+                    manifest=manifest,
+                    by_type=by_type,
                 )
                 if n_good == 0:
                     continue
@@ -473,7 +550,24 @@ def generate(
     return manifest
 
 
-def _session(config, rng, pools, catalog, taste, user, intent_cat, t0, cat_names, *, limit, counter, bad, bad_per_good, manifest, by_type):
+def _session(
+    config,
+    rng,
+    pools,
+    catalog,
+    taste,
+    user,
+    intent_cat,
+    t0,
+    cat_names,
+    *,
+    limit,
+    counter,
+    bad,
+    bad_per_good,
+    manifest,
+    by_type,
+):
     """One session's lines (good and interleaved bad), the number of good events and its last time."""
     user_id = user_id_of(user)
     n_clusters_per_cat = config.clusters_per_category

@@ -27,7 +27,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -89,7 +89,9 @@ def synthetic_config(today: date, events: int = 40_000, days: int = 14):
     )
 
 
-def demo_data(settings: Settings, dataset: Dataset, path: Path | None, today: date, console, events: int = 40_000) -> DemoData:
+def demo_data(
+    settings: Settings, dataset: Dataset, path: Path | None, today: date, console, events: int = 40_000
+) -> DemoData:
     """Generate the synthetic data set, or find the MovieLens folder."""
     if dataset == "movielens":
         folder = (path or default_movielens_dir()).expanduser().resolve()
@@ -122,7 +124,9 @@ def last_event_date(spark, settings: Settings) -> date:
 
     newest = read_table(spark, settings, BRONZE_EVENTS).agg(F.max("event_date")).first()[0]
     if newest is None:
-        raise DemoError("bronze/events is empty after the ingest: every row was quarantined (see the report above)")
+        raise DemoError(
+            "bronze/events is empty after the ingest: every row was quarantined (see the report above)"
+        )
     return newest
 
 
@@ -131,13 +135,12 @@ def load_data(spark, settings: Settings, data: DemoData, summary: DemoSummary, c
     from lambdarec.reports import print_ingest_report
     from spark_jobs.ingest import ingest
 
-    report = ingest(spark, settings, data.source, data.fmt, datetime.now(timezone.utc))
+    report = ingest(spark, settings, data.source, data.fmt, datetime.now(UTC))
     print_ingest_report(console, report)
     summary.rows_read = report.rows_read
     summary.rows_ingested = report.ingested
     summary.rows_quarantined = dict(report.quarantined)
     return last_event_date(spark, settings) + timedelta(days=1)
-
 
 
 @dataclass(frozen=True)
@@ -149,7 +152,9 @@ class DemoWorld:
     event_type: str  # what the demo users do: `click` (synthetic) or `rating` (MovieLens)
 
 
-def demo_world(spark, settings: Settings, dataset: Dataset, users: int = 3, per_category: int = 8) -> DemoWorld:
+def demo_world(
+    spark, settings: Settings, dataset: Dataset, users: int = 3, per_category: int = 8
+) -> DemoWorld:
     """Typical users (median activity) and each category's most popular items, from bronze."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -161,10 +166,16 @@ def demo_world(spark, settings: Settings, dataset: Dataset, users: int = 3, per_
     activity = events.groupBy("user_id").count().orderBy("count", "user_id").collect()
     middle = len(activity) // 2
     chosen = [row["user_id"] for row in activity[middle : middle + users]]
-    items = read_table(spark, settings, ITEMS).select("item_id", "category").where(F.col("category").isNotNull())
+    items = (
+        read_table(spark, settings, ITEMS).select("item_id", "category").where(F.col("category").isNotNull())
+    )
     ranked = (
-        events.groupBy("item_id").count().join(items, "item_id")
-        .withColumn("rank", F.row_number().over(Window.partitionBy("category").orderBy(F.desc("count"), "item_id")))
+        events.groupBy("item_id")
+        .count()
+        .join(items, "item_id")
+        .withColumn(
+            "rank", F.row_number().over(Window.partitionBy("category").orderBy(F.desc("count"), "item_id"))
+        )
         .where(F.col("rank") <= per_category)
         .orderBy("category", "rank")
         .collect()
@@ -219,7 +230,16 @@ def start_api(settings: Settings, timeout_s: float = 120.0) -> str:
     url = api_url(settings)
     spec = ServiceSpec(
         API_SERVICE,
-        [_lambdarec(), "serve", "--host", settings.api_host, "--port", str(settings.api_port), "--log-level", "warning"],
+        [
+            _lambdarec(),
+            "serve",
+            "--host",
+            settings.api_host,
+            "--port",
+            str(settings.api_port),
+            "--log-level",
+            "warning",
+        ],
         port=settings.api_port,
         host=settings.api_host,
         env=child_env(settings),
@@ -232,7 +252,11 @@ def start_api(settings: Settings, timeout_s: float = 120.0) -> str:
 def start_stream(settings: Settings) -> None:
     """The streaming job in the background (it resumes from its checkpoint if it ran before)."""
     done = subprocess.run(
-        [_lambdarec(), "stream", "start", "--background"], env=child_env(settings), capture_output=True, text=True, check=False
+        [_lambdarec(), "stream", "start", "--background"],
+        env=child_env(settings),
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
         raise DemoError(f"the streaming job did not start: {(done.stderr or done.stdout).strip()[-800:]}")
@@ -262,7 +286,9 @@ def wait_ready(settings: Settings, timeout_s: float = 120.0) -> dict:
 # -- the batch layer through Airflow --------------------------------------------------------------------
 
 
-def run_nightly(settings: Settings, client, pipeline_date: date, console, timeout_s: float = 3600.0) -> tuple[str, str]:
+def run_nightly(
+    settings: Settings, client, pipeline_date: date, console, timeout_s: float = 3600.0
+) -> tuple[str, str]:
     """Trigger lambdarec_nightly for the data interval that ends on the pipeline date and wait for it.
 
     The run carries the same logical date and interval as the scheduled run of that day, so unpausing
@@ -292,19 +318,29 @@ def run_nightly(settings: Settings, client, pipeline_date: date, console, timeou
         if " 409:" not in str(error):
             raise
         # A demo rerun on the same data directory: run the same interval again.
-        client.request("POST", f"/dags/{dag_id}/clearTaskInstances", json={"dry_run": False, "dag_run_id": run_id, "only_failed": False, "reset_dag_runs": True})
+        client.request(
+            "POST",
+            f"/dags/{dag_id}/clearTaskInstances",
+            json={"dry_run": False, "dag_run_id": run_id, "only_failed": False, "reset_dag_runs": True},
+        )
         console.print(f"cleared {dag_id} run {run_id} to run it again")
     client.unpause(dag_id)
     seen: dict[str, str | None] = {}
 
     def show(states: dict[str, str | None]) -> None:
         for task_id, state in states.items():
-            if state != seen.get(task_id) and state in ("running", "success", "failed", "upstream_failed", "up_for_retry"):
+            if state != seen.get(task_id) and state in (
+                "running",
+                "success",
+                "failed",
+                "upstream_failed",
+                "up_for_retry",
+            ):
                 console.print(f"  {time.strftime('%H:%M:%S')}  {task_id:<15} {state}")
         seen.update(states)
 
     state = client.wait_for_run(dag_id, run_id, timeout_s, on_poll=show)
-    if pipeline_date != datetime.now(timezone.utc).date():
+    if pipeline_date != datetime.now(UTC).date():
         # Historical data (MovieLens): keep the scheduler from running today's interval over it.
         client.request("PATCH", f"/dags/{dag_id}", json={"is_paused": True})
     return run_id, state
@@ -321,7 +357,12 @@ def champion_summary(settings: Settings) -> dict:
     except MlflowException:
         return {}
     metrics = client.get_run(version.run_id).data.metrics if version.run_id else {}
-    return {"name": settings.ranker_model_name, "version": version.version, "run_id": version.run_id, "metrics": metrics}
+    return {
+        "name": settings.ranker_model_name,
+        "version": version.version,
+        "run_id": version.run_id,
+        "metrics": metrics,
+    }
 
 
 # -- live events ----------------------------------------------------------------------------------------
@@ -340,7 +381,9 @@ def recommendations(settings: Settings, user_id: str, latencies_ms: list[float],
 def new_interest(world: DemoWorld, before: dict) -> tuple[str, list[str]]:
     """A category the user's current recommendations do not show, and its popular items."""
     shown = Counter(item.get("category") for item in before["items"])
-    candidates = sorted(world.popular_by_category, key=lambda c: (shown.get(c, 0), -len(world.popular_by_category[c]), c))
+    candidates = sorted(
+        world.popular_by_category, key=lambda c: (shown.get(c, 0), -len(world.popular_by_category[c]), c)
+    )
     if not candidates:
         raise DemoError("the catalog has no categories to show new interest in")
     category = candidates[0]
@@ -351,8 +394,13 @@ def interest_events(user_id: str, items: list[str], event_type: str, now_ms: int
     """The user's new events on the items, a second apart, in the event contract's wire form."""
     events = []
     for offset, item_id in enumerate(items):
-        event = {"event_id": f"demo-{uuid.uuid4().hex}", "user_id": user_id, "item_id": item_id,
-                 "event_type": event_type, "ts": now_ms - (len(items) - offset) * 1000}
+        event = {
+            "event_id": f"demo-{uuid.uuid4().hex}",
+            "user_id": user_id,
+            "item_id": item_id,
+            "event_type": event_type,
+            "ts": now_ms - (len(items) - offset) * 1000,
+        }
         if event_type == "rating":
             event["value"] = 5.0
         events.append(event)
@@ -367,7 +415,9 @@ def post_events(settings: Settings, events: list[dict]) -> None:
         raise DemoError(f"POST /v1/events answered {response.status_code}: {response.text[:300]}")
 
 
-def wait_for_change(settings: Settings, user_id: str, before: dict, latencies_ms: list[float], timeout_s: float = 180.0) -> dict:
+def wait_for_change(
+    settings: Settings, user_id: str, before: dict, latencies_ms: list[float], timeout_s: float = 180.0
+) -> dict:
     """Poll the user's recommendations until the speed layer's signals show up in them."""
     deadline = time.monotonic() + timeout_s
     after = before
@@ -376,7 +426,9 @@ def wait_for_change(settings: Settings, user_id: str, before: dict, latencies_ms
         if [i["item_id"] for i in after["items"]] != [i["item_id"] for i in before["items"]]:
             return after
         time.sleep(0.25)
-    raise DemoError(f"the recommendations of {user_id} did not change within {timeout_s:.0f}s of their new events")
+    raise DemoError(
+        f"the recommendations of {user_id} did not change within {timeout_s:.0f}s of their new events"
+    )
 
 
 def print_before_after(console, user_id: str, category: str, before: dict, after: dict) -> None:
@@ -411,16 +463,21 @@ def live_events(settings: Settings, world: DemoWorld, summary: DemoSummary, cons
     for user_id in others:
         post_events(settings, interest_events(user_id, items, world.event_type, now_ms - 5000))
     post_events(settings, interest_events(featured, items[:2], world.event_type, now_ms))
-    console.print(f"sent `{world.event_type}` events on {category!r} items through POST /v1/events: "
-                  f"{len(others)} users on {', '.join(items)}, then {featured} on {', '.join(items[:2])}")
+    console.print(
+        f"sent `{world.event_type}` events on {category!r} items through POST /v1/events: "
+        f"{len(others)} users on {', '.join(items)}, then {featured} on {', '.join(items[:2])}"
+    )
     after = wait_for_change(settings, featured, before, summary.latencies_ms)
     print_before_after(console, featured, category, before, after)
     summary.sources_before = dict(Counter(i["source"] for i in before["items"]))
     summary.sources_after = dict(Counter(i["source"] for i in after["items"]))
     changed = sorted(set(summary.sources_before) | set(summary.sources_after))
-    console.print("sources: " + ", ".join(
-        f"{s} {summary.sources_before.get(s, 0)} → {summary.sources_after.get(s, 0)}" for s in changed
-    ))
+    console.print(
+        "sources: "
+        + ", ".join(
+            f"{s} {summary.sources_before.get(s, 0)} → {summary.sources_after.get(s, 0)}" for s in changed
+        )
+    )
     # A short, bounded burst so the p50 reflects a warm API rather than the first requests.
     for index in range(60):
         recommendations(settings, world.users[index % len(world.users)], summary.latencies_ms)
@@ -435,7 +492,7 @@ class _Stage:
     def __init__(self, title: str, summary: DemoSummary, console) -> None:
         self.title, self.summary, self.console = title, summary, console
 
-    def __enter__(self) -> "_Stage":
+    def __enter__(self) -> _Stage:
         self.console.rule(f"[bold]{self.title}")
         self.started = time.monotonic()
         return self
@@ -447,18 +504,26 @@ class _Stage:
 def print_urls(settings: Settings, password: str, console) -> None:
     from lambdarec.airflow_local import airflow_url, mlflow_ui_url
 
-    console.print(f"Airflow UI : {airflow_url(settings)}  (user {settings.airflow_admin_user}, password {password})")
+    console.print(
+        f"Airflow UI : {airflow_url(settings)}  (user {settings.airflow_admin_user}, password {password})"
+    )
     console.print(f"MLflow UI  : {mlflow_ui_url(settings)}")
     console.print(f"API docs   : {api_url(settings)}/docs")
-    console.print("These services keep running; stop them all with `make demo-stop` (or `lambdarec demo-stop`).")
+    console.print(
+        "These services keep running; stop them all with `make demo-stop` (or `lambdarec demo-stop`)."
+    )
 
 
 def print_summary(settings: Settings, summary: DemoSummary, password: str, console) -> None:
     console.rule("[bold]summary")
     quarantined = sum(summary.rows_quarantined.values())
-    console.print(f"rows read: {summary.rows_read:,}  ingested: {summary.rows_ingested:,}  quarantined: {quarantined:,} "
-                  f"({', '.join(f'{k} {v:,}' for k, v in summary.rows_quarantined.items()) or 'none'})")
-    console.print(f"nightly run {summary.nightly_run}: {summary.nightly_state} (pipeline date {summary.pipeline_date})")
+    console.print(
+        f"rows read: {summary.rows_read:,}  ingested: {summary.rows_ingested:,}  quarantined: {quarantined:,} "
+        f"({', '.join(f'{k} {v:,}' for k, v in summary.rows_quarantined.items()) or 'none'})"
+    )
+    console.print(
+        f"nightly run {summary.nightly_run}: {summary.nightly_state} (pipeline date {summary.pipeline_date})"
+    )
     if summary.champion:
         metrics = summary.champion["metrics"]
         shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in sorted(metrics)[:10])
@@ -466,8 +531,10 @@ def print_summary(settings: Settings, summary: DemoSummary, password: str, conso
     else:
         console.print("champion: none (no model passed the promotion gate)")
     if summary.latencies_ms:
-        console.print(f"GET /v1/recommendations seen by the demo: p50 {statistics.median(summary.latencies_ms):.1f} ms "
-                      f"over {len(summary.latencies_ms)} requests (client side, loopback)")
+        console.print(
+            f"GET /v1/recommendations seen by the demo: p50 {statistics.median(summary.latencies_ms):.1f} ms "
+            f"over {len(summary.latencies_ms)} requests (client side, loopback)"
+        )
     console.print("time per stage: " + ", ".join(f"{k} {v:.0f}s" for k, v in summary.timings_s.items()))
     console.print(f"all state is under {settings.data_dir}")
     print_urls(settings, password, console)
@@ -478,8 +545,10 @@ def start_services(settings: Settings, console) -> str:
     from lambdarec.airflow_local import start_airflow, start_mlflow_ui
 
     console.print(f"MLflow UI on {start_mlflow_ui(settings, child_env(settings))}")
-    console.print("starting Airflow (standalone, parallelism "
-                  f"{settings.airflow_parallelism}); the first start migrates its database…")
+    console.print(
+        "starting Airflow (standalone, parallelism "
+        f"{settings.airflow_parallelism}); the first start migrates its database…"
+    )
     password = start_airflow(settings, child_env(settings))
     console.print(f"Airflow on port {settings.airflow_port} is healthy")
     return password
@@ -498,7 +567,7 @@ def run_demo(
     from lambdarec.airflow_local import AirflowClient, airflow_url
     from lambdarec.composition import redis_url, spark_session
 
-    today = today or datetime.now(timezone.utc).date()
+    today = today or datetime.now(UTC).date()
     summary = DemoSummary()
     check_ports(settings)
     with _Stage("services", summary, console):
@@ -518,16 +587,22 @@ def run_demo(
         spark.stop()
     with _Stage("nightly batch (Airflow)", summary, console):
         client = AirflowClient(airflow_url(settings), settings.airflow_admin_user, password)
-        summary.nightly_run, summary.nightly_state = run_nightly(settings, client, summary.pipeline_date, console)
+        summary.nightly_run, summary.nightly_state = run_nightly(
+            settings, client, summary.pipeline_date, console
+        )
         if summary.nightly_state != "success":
-            raise DemoError(f"lambdarec_nightly run {summary.nightly_run} ended {summary.nightly_state}: see its logs in the Airflow UI ({airflow_url(settings)})")
+            raise DemoError(
+                f"lambdarec_nightly run {summary.nightly_run} ended {summary.nightly_state}: see its logs in the Airflow UI ({airflow_url(settings)})"
+            )
         summary.champion = champion_summary(settings)
     with _Stage("speed layer and API", summary, console):
         start_stream(settings)
         console.print("streaming job running")
         start_api(settings)
         readiness = wait_ready(settings)
-        console.print(f"API ready: model {readiness.get('model')}, batch version {readiness.get('batch_version')}")
+        console.print(
+            f"API ready: model {readiness.get('model')}, batch version {readiness.get('batch_version')}"
+        )
         client.unpause("lambdarec_streaming_watchdog")
     with _Stage("live events", summary, console):
         live_events(settings, world, summary, console)
@@ -547,7 +622,9 @@ def stop_demo(settings: Settings) -> list[str]:
         stopped.append("airflow")
     if stop_service(API_SERVICE, settings.run_dir):
         stopped.append("api")
-    done = subprocess.run([_lambdarec(), "stream", "stop"], env=child_env(settings), capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [_lambdarec(), "stream", "stop"], env=child_env(settings), capture_output=True, text=True, check=False
+    )
     if done.returncode == 0 and "stopped" in done.stdout and "not running" not in done.stdout:
         stopped.append("streaming job")
     if stop_mlflow_ui(settings):

@@ -47,7 +47,8 @@ def broker_pom(version: str = KAFKA_VERSION) -> str:
         ("org.apache.logging.log4j", "log4j-slf4j-impl", LOG4J_SLF4J_VERSION),
     )
     body = "".join(
-        f"<dependency><groupId>{g}</groupId><artifactId>{a}</artifactId><version>{v}</version></dependency>" for g, a, v in deps
+        f"<dependency><groupId>{g}</groupId><artifactId>{a}</artifactId><version>{v}</version></dependency>"
+        for g, a, v in deps
     )
     return (
         '<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>'
@@ -75,13 +76,24 @@ def resolve_broker_jars(libs_dir: Path, version: str = KAFKA_VERSION) -> list[Pa
         pass
     mvn = shutil.which("mvn")
     if mvn is None:
-        raise KafkaJarsMissing("resolving the Kafka broker needs Maven (`mvn`; Debian: apt-get install maven)")
+        raise KafkaJarsMissing(
+            "resolving the Kafka broker needs Maven (`mvn`; Debian: apt-get install maven)"
+        )
     with tempfile.TemporaryDirectory() as project:
         pom = Path(project) / "pom.xml"
         pom.write_text(broker_pom(version))
         subprocess.run(
-            [mvn, "-B", "-q", "-f", str(pom), "dependency:copy-dependencies", "-DincludeScope=runtime",
-             f"-DoutputDirectory={libs_dir}", f"-Dmaven.repo.local={libs_dir.parent / 'm2'}"],
+            [
+                mvn,
+                "-B",
+                "-q",
+                "-f",
+                str(pom),
+                "dependency:copy-dependencies",
+                "-DincludeScope=runtime",
+                f"-DoutputDirectory={libs_dir}",
+                f"-Dmaven.repo.local={libs_dir.parent / 'm2'}",
+            ],
             check=True,
         )
     return broker_jar_paths(libs_dir, version)
@@ -133,9 +145,14 @@ def cluster_id() -> str:
 
 def java_command(libs_dir: Path, config_dir: Path, main: str, *args: str) -> list[str]:
     return [
-        shutil.which("java") or "java", HEAP, "-XX:+UseSerialGC",
+        shutil.which("java") or "java",
+        HEAP,
+        "-XX:+UseSerialGC",
         f"-Dlog4j2.configurationFile={config_dir / 'log4j2.properties'}",
-        "-cp", f"{libs_dir}/*", main, *args,
+        "-cp",
+        f"{libs_dir}/*",
+        main,
+        *args,
     ]
 
 
@@ -169,7 +186,9 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int, timeout_s: float =
     if topic in admin.list_topics(timeout=timeout_s).topics:
         return
     try:
-        admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)], request_timeout=timeout_s)[topic].result(timeout_s)
+        admin.create_topics(
+            [NewTopic(topic, num_partitions=partitions, replication_factor=1)], request_timeout=timeout_s
+        )[topic].result(timeout_s)
     except KafkaException as exc:
         if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
             raise
@@ -190,12 +209,26 @@ def start_broker(settings: Settings, timeout_s: float = 180.0) -> str:
         home.mkdir(parents=True, exist_ok=True)
         host, port, controller_port = "127.0.0.1", free_port(), free_port()
         props = home / "server.properties"
-        props.write_text(server_properties(host=host, port=port, controller_port=controller_port, log_dir=home / "logs", partitions=settings.kafka_topic_partitions))
+        props.write_text(
+            server_properties(
+                host=host,
+                port=port,
+                controller_port=controller_port,
+                log_dir=home / "logs",
+                partitions=settings.kafka_topic_partitions,
+            )
+        )
         (home / "log4j2.properties").write_text(LOG4J2_PROPERTIES)
         if not (home / "logs" / "meta.properties").exists():
-            subprocess.run(java_command(libs, home, STORAGE_TOOL, "format", "-t", cluster_id(), "-c", str(props)), check=True, capture_output=True)
+            subprocess.run(
+                java_command(libs, home, STORAGE_TOOL, "format", "-t", cluster_id(), "-c", str(props)),
+                check=True,
+                capture_output=True,
+            )
         bootstrap = f"{host}:{port}"
-        spec = ServiceSpec(name=SERVICE, command=java_command(libs, home, BROKER_MAIN, str(props)), port=port, host=host)
+        spec = ServiceSpec(
+            name=SERVICE, command=java_command(libs, home, BROKER_MAIN, str(props)), port=port, host=host
+        )
         start_service(spec, settings.run_dir, ready=lambda: answers_metadata(bootstrap), timeout_s=timeout_s)
         bootstrap_file(settings).write_text(bootstrap)
     ensure_topic(bootstrap, settings.kafka_topic, settings.kafka_topic_partitions)
@@ -226,7 +259,9 @@ def main() -> int:
     try:
         jars = resolve_broker_jars(settings.kafka_jars_dir)
     except (KafkaJarsMissing, subprocess.CalledProcessError) as exc:
-        print(f"Could not resolve the Kafka {KAFKA_VERSION} broker from Maven Central: {exc}", file=sys.stderr)
+        print(
+            f"Could not resolve the Kafka {KAFKA_VERSION} broker from Maven Central: {exc}", file=sys.stderr
+        )
         return 1
     print(f"Kafka {KAFKA_VERSION} broker ready in {settings.kafka_jars_dir} ({len(jars)} JARs)")
     return 0

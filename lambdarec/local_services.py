@@ -115,7 +115,9 @@ def start_service(
     if pid is not None:
         if wait_until(ready, timeout_s):
             return pid
-        raise ServiceError(f"{spec.name} (pid {pid}) runs but is not ready; see {log_file(run_dir, spec.name)}")
+        raise ServiceError(
+            f"{spec.name} (pid {pid}) runs but is not ready; see {log_file(run_dir, spec.name)}"
+        )
     ensure_port_free(spec)
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_file(run_dir, spec.name)
@@ -141,10 +143,14 @@ def start_service(
             return process.pid
         time.sleep(0.25)
     stop_service(spec.name, run_dir, spec.stop_signal)
-    raise ServiceError(f"{spec.name} was not ready within {timeout_s:.0f}s:\n{tail(log_path)}\n(full log: {log_path})")
+    raise ServiceError(
+        f"{spec.name} was not ready within {timeout_s:.0f}s:\n{tail(log_path)}\n(full log: {log_path})"
+    )
 
 
-def stop_service(name: str, run_dir: Path, stop_signal: int = signal.SIGTERM, timeout_s: float = 60.0) -> bool:
+def stop_service(
+    name: str, run_dir: Path, stop_signal: int = signal.SIGTERM, timeout_s: float = 60.0
+) -> bool:
     """Stop the service and whatever it left in its process group; False when it was not running."""
     pid = running_pid(run_dir, name)
     pid_file(run_dir, name).unlink(missing_ok=True)

@@ -53,8 +53,8 @@ def current_run_date(versions: list[dict]) -> date:
 
 def validate_version(spark, settings: Settings, version: str) -> PromotionCheck:
     """Evaluate `version` and the champion on the current holdout and apply the promotion gate."""
-    from spark_jobs.batch_pipeline import BatchContext, holdout
     from feature_store.registry import champion_version, load_ranker
+    from spark_jobs.batch_pipeline import BatchContext, holdout
     from spark_jobs.evaluation import evaluate_with_per_user
     from spark_jobs.model_registry import GateRule, gate, list_versions
     from spark_jobs.scoring import NativeModel
@@ -76,7 +76,9 @@ def validate_version(spark, settings: Settings, version: str) -> PromotionCheck:
     if champion == version:
         passed, reason = True, f"version {version} already is the champion"
     else:
-        baseline, label = ("champion", f"champion v{champion}") if "champion" in per_user else ("popular", "popularity")
+        baseline, label = (
+            ("champion", f"champion v{champion}") if "champion" in per_user else ("popular", "popularity")
+        )
         decision = gate(per_user["candidate"], per_user[baseline], label, GateRule.from_settings(settings))
         passed, reason = decision.promote, decision.reason
     return PromotionCheck(
@@ -102,7 +104,9 @@ def promote_version(settings: Settings, check: dict, force: bool = False, reason
     if not check["passed"] and not force:
         raise PromotionRejected(f"version {version} stays where it is: {check['reason']}")
     if force and not check["passed"] and not reason.strip():
-        raise PromotionRejected("a forced promotion needs a reason (the `reason` param); it is recorded in MLflow")
+        raise PromotionRejected(
+            "a forced promotion needs a reason (the `reason` param); it is recorded in MLflow"
+        )
     mlflow_client = client(settings)
     name = settings.ranker_model_name
     mlflow_client.set_model_version_tag(name, version, MANUAL_PROMOTION_TAG, check["reason"])

@@ -50,7 +50,7 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"redis://{self.host}:{self.port}/0"
 
-    def start(self, timeout_s: float = 10.0) -> "EmbeddedRedis":
+    def start(self, timeout_s: float = 10.0) -> EmbeddedRedis:
         binary = shutil.which(self.binary)
         if binary is None:
             raise RedisServerUnavailable(
@@ -60,23 +60,46 @@ class EmbeddedRedis:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port(self.host)
         args = [
-            binary, "--bind", self.host, "--port", str(self.port), "--dir", str(self.directory),
-            "--save", "", "--appendonly", "no", "--protected-mode", "yes", "--daemonize", "no",
-            "--logfile", str(self.directory / f"redis-{self.port}.log"), *self.extra_args,
+            binary,
+            "--bind",
+            self.host,
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.directory),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "yes",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.directory / f"redis-{self.port}.log"),
+            *self.extra_args,
         ]
         # stderr too: a caller capturing our output must not wait on a pipe the server keeps open.
         self.process = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RedisServerUnavailable(f"redis-server exited with {self.process.returncode}; see {self.directory}")
+                raise RedisServerUnavailable(
+                    f"redis-server exited with {self.process.returncode}; see {self.directory}"
+                )
             if _answers_ping(self.host, self.port):
                 return self
             time.sleep(0.02)
         self.stop()
-        raise RedisServerUnavailable(f"redis-server did not answer on {self.host}:{self.port} within {timeout_s}s")
+        raise RedisServerUnavailable(
+            f"redis-server did not answer on {self.host}:{self.port} within {timeout_s}s"
+        )
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -49,27 +49,55 @@ def spark_home() -> Path:
 
 
 def master_args(host: str, port: int, web_port: int, properties: Path) -> list[str]:
-    return [MASTER_CLASS, "--host", host, "--port", str(port), "--webui-port", str(web_port), "--properties-file", str(properties)]
-
-
-def worker_args(master_url: str, host: str, cores: int, memory: str, work_dir: Path, web_port: int, properties: Path) -> list[str]:
     return [
-        WORKER_CLASS, master_url, "--host", host, "--cores", str(cores), "--memory", memory,
-        "--work-dir", str(work_dir), "--webui-port", str(web_port), "--properties-file", str(properties),
+        MASTER_CLASS,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--webui-port",
+        str(web_port),
+        "--properties-file",
+        str(properties),
     ]
 
 
-def daemon_env(base: dict[str, str], home: Path, host: str, log_dir: Path, python: str, pythonpath: str) -> dict[str, str]:
+def worker_args(
+    master_url: str, host: str, cores: int, memory: str, work_dir: Path, web_port: int, properties: Path
+) -> list[str]:
+    return [
+        WORKER_CLASS,
+        master_url,
+        "--host",
+        host,
+        "--cores",
+        str(cores),
+        "--memory",
+        memory,
+        "--work-dir",
+        str(work_dir),
+        "--webui-port",
+        str(web_port),
+        "--properties-file",
+        str(properties),
+    ]
+
+
+def daemon_env(
+    base: dict[str, str], home: Path, host: str, log_dir: Path, python: str, pythonpath: str
+) -> dict[str, str]:
     """Environment of the master and worker JVMs; executors inherit the workers' (see module doc)."""
     env = dict(base)
-    env.update({
-        "SPARK_HOME": str(home),
-        "SPARK_LOCAL_IP": host,
-        "SPARK_LOG_DIR": str(log_dir),
-        "SPARK_DAEMON_MEMORY": DAEMON_MEMORY,
-        "PYSPARK_PYTHON": python,
-        "PYTHONPATH": os.pathsep.join(p for p in (pythonpath, base.get("PYTHONPATH", "")) if p),
-    })
+    env.update(
+        {
+            "SPARK_HOME": str(home),
+            "SPARK_LOCAL_IP": host,
+            "SPARK_LOG_DIR": str(log_dir),
+            "SPARK_DAEMON_MEMORY": DAEMON_MEMORY,
+            "PYSPARK_PYTHON": python,
+            "PYTHONPATH": os.pathsep.join(p for p in (pythonpath, base.get("PYTHONPATH", "")) if p),
+        }
+    )
     return env
 
 
@@ -108,12 +136,16 @@ class SparkStandalone:
             # starting shell does not reach it.
             return subprocess.Popen(
                 [str(spark_home() / "bin" / "spark-class"), *args],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
             )
         finally:
             log.close()
 
-    def start(self, timeout_s: float = 180.0) -> "SparkStandalone":
+    def start(self, timeout_s: float = 180.0) -> SparkStandalone:
         """Start the master, then the workers; return when all workers are registered ALIVE."""
         for sub in ("logs", "work"):
             (self.directory / sub).mkdir(parents=True, exist_ok=True)
@@ -121,15 +153,28 @@ class SparkStandalone:
         properties.write_text("".join(f"{k} {v}\n" for k, v in DAEMON_PROPERTIES.items()))
         self.port = self.port or free_port(self.host)
         self.web_port = self.web_port or free_port(self.host)
-        env = daemon_env(dict(os.environ), spark_home(), self.host, self.directory / "logs", self.python, self.pythonpath)
-        self.processes.append(self._spawn(master_args(self.host, self.port, self.web_port, properties), "master.log", env))
+        env = daemon_env(
+            dict(os.environ), spark_home(), self.host, self.directory / "logs", self.python, self.pythonpath
+        )
+        self.processes.append(
+            self._spawn(master_args(self.host, self.port, self.web_port, properties), "master.log", env)
+        )
         try:
             self._wait(lambda status: status.get("status") == "ALIVE", timeout_s, "the master")
             for index in range(self.workers):
-                args = worker_args(self.master_url, self.host, self.worker_cores, self.worker_memory,
-                                   self.directory / "work", free_port(self.host), properties)
+                args = worker_args(
+                    self.master_url,
+                    self.host,
+                    self.worker_cores,
+                    self.worker_memory,
+                    self.directory / "work",
+                    free_port(self.host),
+                    properties,
+                )
                 self.processes.append(self._spawn(args, f"worker-{index + 1}.log", env))
-            self._wait(lambda status: alive_workers(status) >= self.workers, timeout_s, f"{self.workers} workers")
+            self._wait(
+                lambda status: alive_workers(status) >= self.workers, timeout_s, f"{self.workers} workers"
+            )
         except BaseException:
             self.stop()
             raise
@@ -148,12 +193,16 @@ class SparkStandalone:
         while time.monotonic() < deadline:
             for process in self.processes:
                 if process.poll() is not None:
-                    raise SparkClusterError(f"a Spark daemon exited with {process.returncode}; see {self.directory / 'logs'}")
+                    raise SparkClusterError(
+                        f"a Spark daemon exited with {process.returncode}; see {self.directory / 'logs'}"
+                    )
             status = self.status()
             if status is not None and ready(status):
                 return
             time.sleep(0.5)
-        raise SparkClusterError(f"{what} did not come up within {timeout_s:.0f}s; see {self.directory / 'logs'}")
+        raise SparkClusterError(
+            f"{what} did not come up within {timeout_s:.0f}s; see {self.directory / 'logs'}"
+        )
 
     def stop(self) -> None:
         """Workers first (their executors go with them), then the master."""
@@ -163,7 +212,11 @@ class SparkStandalone:
         self.processes = []
 
     def record(self) -> dict:
-        return {"master_url": self.master_url, "web_url": self.web_url, "pids": [p.pid for p in self.processes]}
+        return {
+            "master_url": self.master_url,
+            "web_url": self.web_url,
+            "pids": [p.pid for p in self.processes],
+        }
 
 
 def stop_pids(pids: list[int], timeout_s: float = 30.0) -> None:

@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 
-def train_ranker_files(directory: Path, seed: int = 0, trees: int = 15, leaves: int = 7, kind: str = "lightgbm") -> Path:
+def train_ranker_files(
+    directory: Path, seed: int = 0, trees: int = 15, leaves: int = 7, kind: str = "lightgbm"
+) -> Path:
     """A small LightGBM lambdarank or XGBoost rank:ndcg on random queries of len(RANKER_FEATURES)
     vectors, exported by the batch layer's own exporter (spark_jobs.rankers.export: native model, ONNX,
     compressed ONNX, meta) into `directory`, ready for `register_ranker_files`."""
@@ -30,20 +32,36 @@ def train_ranker_files(directory: Path, seed: int = 0, trees: int = 15, leaves: 
         import lightgbm
 
         booster = lightgbm.train(
-            {"objective": "lambdarank", "num_leaves": leaves, "min_data_in_leaf": 5, "verbose": -1, "seed": seed, "num_threads": 1},
-            lightgbm.Dataset(x, y, group=groups), num_boost_round=trees,
+            {
+                "objective": "lambdarank",
+                "num_leaves": leaves,
+                "min_data_in_leaf": 5,
+                "verbose": -1,
+                "seed": seed,
+                "num_threads": 1,
+            },
+            lightgbm.Dataset(x, y, group=groups),
+            num_boost_round=trees,
         )
     else:
         import xgboost
 
         matrix = xgboost.DMatrix(x, y)
         matrix.set_group(groups)
-        booster = xgboost.train({"objective": "rank:ndcg", "max_depth": 4, "eta": 0.3, "nthread": 1, "seed": seed}, matrix, num_boost_round=trees)
-    ranker = TrainedRanker(kind=kind, booster=booster, n_trees=trees, params={"trees": trees}, train_seconds=0.0, num_workers=1)
+        booster = xgboost.train(
+            {"objective": "rank:ndcg", "max_depth": 4, "eta": 0.3, "nthread": 1, "seed": seed},
+            matrix,
+            num_boost_round=trees,
+        )
+    ranker = TrainedRanker(
+        kind=kind, booster=booster, n_trees=trees, params={"trees": trees}, train_seconds=0.0, num_workers=1
+    )
     validation_rows = per_query * 10
     validation = LocalQueries(
-        features=x[:validation_rows], relevance=y[:validation_rows].astype(np.float64),
-        query_ids=np.repeat(np.arange(10), per_query).astype(object), item_ids=np.arange(validation_rows).astype(object),
+        features=x[:validation_rows],
+        relevance=y[:validation_rows].astype(np.float64),
+        query_ids=np.repeat(np.arange(10), per_query).astype(object),
+        item_ids=np.arange(validation_rows).astype(object),
     )
     export_ranker(ranker, validation, tolerance=0.01, out_dir=directory)
     return directory
@@ -56,7 +74,9 @@ def register_ranker_files(settings, directory: Path, champion: bool = True) -> s
 
     meta = json.loads((directory / "ranker_meta.json").read_text())
     holdout = {meta["kind"]: {"ndcg@10": meta["compressed"]["validation_ndcg@10_full"]}}
-    registered = log_ranker_run(settings, directory, meta, params={"trees": meta["n_trees"]}, holdout=holdout, importance={}, tags={})
+    registered = log_ranker_run(
+        settings, directory, meta, params={"trees": meta["n_trees"]}, holdout=holdout, importance={}, tags={}
+    )
     if champion:
         set_champion(settings, registered.version)
     return registered.version
@@ -72,7 +92,9 @@ def settings_environment(settings) -> dict[str, str]:
         value = getattr(settings, name)
         if field.default_factory is None and value == field.default:
             continue
-        env[f"LAMBDAREC_{name.upper()}"] = json.dumps(value) if isinstance(value, (list, dict, tuple)) else str(value)
+        env[f"LAMBDAREC_{name.upper()}"] = (
+            json.dumps(value) if isinstance(value, (list, dict, tuple)) else str(value)
+        )
     return env
 
 
@@ -80,11 +102,18 @@ def settings_environment(settings) -> dict[str, str]:
 def start_server(env: dict[str, str], port: int, log: Path, workers: int = 1) -> subprocess.Popen:
     """`lambdarec serve --port <port> --workers <workers>` as its own process group, output into `log`."""
     binary = Path(sys.executable).parent / "lambdarec"
-    return subprocess.Popen([str(binary), "serve", "--port", str(port), "--workers", str(workers), "--log-level", "warning"], env=env,
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [str(binary), "serve", "--port", str(port), "--workers", str(workers), "--log-level", "warning"],
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
-def wait_ready(port: int, process: subprocess.Popen, deadline_s: float = 120.0, need_model: bool = True) -> dict:
+def wait_ready(
+    port: int, process: subprocess.Popen, deadline_s: float = 120.0, need_model: bool = True
+) -> dict:
     """Poll /readyz until it answers 200 (and, with `need_model`, names a loaded ranker); its JSON."""
     import httpx
 

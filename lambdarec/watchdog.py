@@ -64,10 +64,18 @@ def assess_stream(
     lag = _number(status.get("lag_ms_p99"))
     processed = _number(status.get("processed"))
     processed_count = int(processed) if processed is not None else None
-    backlog_age_s = None if oldest_uncommitted_ms is None else max(0.0, (now_ms - oldest_uncommitted_ms) / 1000.0)
+    backlog_age_s = (
+        None if oldest_uncommitted_ms is None else max(0.0, (now_ms - oldest_uncommitted_ms) / 1000.0)
+    )
     if not alive:
         last_state = status.get("state", "never started")
-        return StreamHealth("down", f"no streaming job process is alive (last reported state: {last_state})", backlog_age_s, lag, processed_count)
+        return StreamHealth(
+            "down",
+            f"no streaming job process is alive (last reported state: {last_state})",
+            backlog_age_s,
+            lag,
+            processed_count,
+        )
     if backlog_age_s is not None and backlog_age_s > max_staleness_s:
         return StreamHealth(
             "stuck",
@@ -76,7 +84,9 @@ def assess_stream(
             lag,
             processed_count,
         )
-    reason = "no unread events" if backlog_age_s is None else f"oldest unread event waited {backlog_age_s:.1f}s"
+    reason = (
+        "no unread events" if backlog_age_s is None else f"oldest unread event waited {backlog_age_s:.1f}s"
+    )
     return StreamHealth("healthy", reason, backlog_age_s, lag, processed_count)
 
 
@@ -96,8 +106,13 @@ def _run_cli(settings: Settings, *args: str, timeout_s: float = 300.0) -> subpro
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAMBDAREC_")} | settings_env(settings)
     return subprocess.run(
-        [*_lambdarec_cli(), *args], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-        timeout=timeout_s, check=False,
+        [*_lambdarec_cli(), *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
     )
 
 
@@ -137,9 +152,13 @@ def restart_stream(settings: Settings) -> str:
     production), else the local job: stop whatever is left of it, start it again in the background.
     """
     if settings.stream_restart_command:
-        done = subprocess.run(settings.stream_restart_command, capture_output=True, text=True, timeout=300, check=False)
+        done = subprocess.run(
+            settings.stream_restart_command, capture_output=True, text=True, timeout=300, check=False
+        )
         if done.returncode != 0:
-            raise WatchdogError(f"{' '.join(settings.stream_restart_command)} failed: {done.stderr.strip()[-500:]}")
+            raise WatchdogError(
+                f"{' '.join(settings.stream_restart_command)} failed: {done.stderr.strip()[-500:]}"
+            )
         return done.stdout.strip()
     stopped = _run_cli(settings, "stream", "stop")
     if stopped.returncode != 0:

@@ -10,16 +10,16 @@ Endpoints (OpenAPI at /docs):
 - `GET /healthz` (alive), `GET /readyz` (Redis, model, batch version, speed lag), `GET /metrics`.
 """
 
-
 import asyncio
 import gc
 import logging
 import math
 import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Annotated, Any, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Path, Query, Request, Security
@@ -41,7 +41,15 @@ from serving.models import ChampionWatcher, ModelHolder
 from serving.recommender import STORE_ERRORS, Recommender
 from serving.resp import PipelinedReader, RedisPyReader
 from serving.schemas import (
-    EventBatch, EventError, EventsAccepted, EventsRejected, Health, ModelStatus, Readiness, Recommendations, SimilarItems,
+    EventBatch,
+    EventError,
+    EventsAccepted,
+    EventsRejected,
+    Health,
+    ModelStatus,
+    Readiness,
+    Recommendations,
+    SimilarItems,
 )
 from serving.store import OnlineStore
 
@@ -99,19 +107,32 @@ def open_redis(url: str, settings: Settings):
 def open_reader(url: str, settings: Settings, redis_client):
     """What the online store reads through: serving's pipelined connection (it parses with hiredis),
     unless it or hiredis is switched off; else redis-py's pipeline on the app's client."""
-    if settings.serving_fast_redis and settings.serving_hiredis and url.startswith(("redis://", "rediss://", "unix://")):
+    if (
+        settings.serving_fast_redis
+        and settings.serving_hiredis
+        and url.startswith(("redis://", "rediss://", "unix://"))
+    ):
         return PipelinedReader(url)
     return RedisPyReader(redis_client)
 
 
-def build_services(settings: Settings, redis_client, *, reader=None, publisher: EventPublisher | None = None,
-                   resolve=champion_version, load=load_ranker) -> Services:
+def build_services(
+    settings: Settings,
+    redis_client,
+    *,
+    reader=None,
+    publisher: EventPublisher | None = None,
+    resolve=champion_version,
+    load=load_ranker,
+) -> Services:
     """Wire the serving objects around one Redis client (no I/O here); `reader` (serving.resp)
     defaults to redis-py's pipeline on that client, `publisher` to the bus the settings name."""
     keys = RedisKeys(settings.redis_key_prefix)
     cache = BatchCache(settings.serving_cache_enabled, settings.serving_cache_max_bytes)
     store = OnlineStore(
-        reader or RedisPyReader(redis_client), keys, cache,
+        reader or RedisPyReader(redis_client),
+        keys,
+        cache,
         recent_items=max(settings.serving_recent_items, 1),
         trending_window=settings.serving_trending_window,
         trending_candidates=settings.serving_trending_candidates,
@@ -119,14 +140,25 @@ def build_services(settings: Settings, redis_client, *, reader=None, publisher: 
     )
     holder = ModelHolder()
     metrics = ServingMetrics(cache, holder)
-    batcher = MicroBatcher(settings.serving_microbatch_wait_ms) if settings.serving_microbatch_enabled else None
+    batcher = (
+        MicroBatcher(settings.serving_microbatch_wait_ms) if settings.serving_microbatch_enabled else None
+    )
     recommender = Recommender(settings, store, holder, metrics, batcher)
 
     async def record_model(ranker: LoadedRanker) -> None:
         try:  # best effort: /readyz of other tools reads it; serving works without it
-            await asyncio.wait_for(redis_client.hset(keys.model_pointer, mapping={
-                "name": ranker.name, "version": ranker.version, "backend": ranker.backend, "loaded_at": ranker.loaded_at,
-            }), settings.serving_redis_budget_s)
+            await asyncio.wait_for(
+                redis_client.hset(
+                    keys.model_pointer,
+                    mapping={
+                        "name": ranker.name,
+                        "version": ranker.version,
+                        "backend": ranker.backend,
+                        "loaded_at": ranker.loaded_at,
+                    },
+                ),
+                settings.serving_redis_budget_s,
+            )
         except STORE_ERRORS:
             pass
 
@@ -137,8 +169,20 @@ def build_services(settings: Settings, redis_client, *, reader=None, publisher: 
         render = lambda content, status: JSONResponse(content, status_code=status)  # noqa: E731
     publisher = publisher or open_publisher(settings, redis_client=redis_client, trim=False)
     limiter = RateLimiter(settings.serving_rate_limit_per_s, settings.serving_rate_limit_burst)
-    return Services(settings, redis_client, store, recommender, holder, watcher, metrics,
-                    guard_from_settings(settings), limiter, EventTypes(), render, publisher)
+    return Services(
+        settings,
+        redis_client,
+        store,
+        recommender,
+        holder,
+        watcher,
+        metrics,
+        guard_from_settings(settings),
+        limiter,
+        EventTypes(),
+        render,
+        publisher,
+    )
 
 
 def create_app(
@@ -159,8 +203,14 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         client = open_redis(url, settings)
-        services = build_services(settings, client, reader=open_reader(url, settings, client),
-                                  publisher=open_publisher(settings, redis_client=client, trim=False), resolve=resolve, load=load)
+        services = build_services(
+            settings,
+            client,
+            reader=open_reader(url, settings, client),
+            publisher=open_publisher(settings, redis_client=client, trim=False),
+            resolve=resolve,
+            load=load,
+        )
         app.state.services = services
         try:
             async with asyncio.timeout(1.0):
@@ -195,9 +245,15 @@ def create_app(
     app.include_router(_v1_router(settings))
     app.include_router(_ops_router())
     if settings.serving_fast_route:
-        app.add_middleware(FastRecommendations, max_k=settings.max_k, max_exclude=settings.serving_max_exclude)
+        app.add_middleware(
+            FastRecommendations, max_k=settings.max_k, max_exclude=settings.serving_max_exclude
+        )
     # Added last, so it runs first: oversize bodies and overload are refused before anything else.
-    app.add_middleware(EdgeLimits, max_body_bytes=settings.serving_max_body_bytes, max_in_flight=settings.serving_max_in_flight)
+    app.add_middleware(
+        EdgeLimits,
+        max_body_bytes=settings.serving_max_body_bytes,
+        max_in_flight=settings.serving_max_in_flight,
+    )
     _offline_docs(app)
     return app
 
@@ -229,14 +285,20 @@ async def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
-_api_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="An API key; its SHA-256 is in LAMBDAREC_API_KEYS_SHA256.")
+_api_key_header = APIKeyHeader(
+    name=API_KEY_HEADER,
+    auto_error=False,
+    description="An API key; its SHA-256 is in LAMBDAREC_API_KEYS_SHA256.",
+)
 
 
 def require_api_key(scope: str):
     """The dependency of a /v1 route needing `scope`: 401 for a missing or unknown key, 403 for a key
     without the scope, 429 when the key's rate is used up."""
 
-    async def authorize(services: ServicesDep, key: Annotated[str | None, Security(_api_key_header)]) -> ApiKey:
+    async def authorize(
+        services: ServicesDep, key: Annotated[str | None, Security(_api_key_header)]
+    ) -> ApiKey:
         identity = services.guard.identify(key)
         if identity is None:
             raise HTTPException(
@@ -246,7 +308,10 @@ def require_api_key(scope: str):
             )
         if scope not in identity.scopes:
             services.metrics.refused.labels("forbidden").inc()
-            raise HTTPException(status_code=403, detail=f"this API key may not {scope}: it has the scope(s) {', '.join(sorted(identity.scopes))}")
+            raise HTTPException(
+                status_code=403,
+                detail=f"this API key may not {scope}: it has the scope(s) {', '.join(sorted(identity.scopes))}",
+            )
         wait_s = services.limiter.wait_s(identity.id)
         if wait_s:
             services.metrics.refused.labels("rate_limited").inc()
@@ -260,8 +325,12 @@ def require_api_key(scope: str):
     return authorize
 
 
-ItemId = Annotated[str, Path(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN, description="An item id.")]
-UserId = Annotated[str, Path(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN, description="A user id.")]
+ItemId = Annotated[
+    str, Path(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN, description="An item id.")
+]
+UserId = Annotated[
+    str, Path(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN, description="A user id.")
+]
 ContextId = Annotated[str | None, Query(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)]
 
 
@@ -277,19 +346,46 @@ def _v1_router(settings: Settings) -> APIRouter:
     async def recommendations(
         services: ServicesDep,
         user_id: UserId,
-        k: Annotated[int, Query(ge=1, le=max_k, description=f"How many items, 1..{max_k} (LAMBDAREC_MAX_K).")] = 10,
-        category: Annotated[str | None, Query(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN,
-                                              description="Category of the page: its items come first.")] = None,
-        item_id: Annotated[str | None, Query(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN,
-                                             description="Item the user is looking at: its neighbours join the candidates; unknown ids are ignored.")] = None,
-        page: Annotated[str | None, Query(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN,
-                                          description="Page the answer is for (home, product, cart, ...); informational.")] = None,
-        exclude: Annotated[list[Annotated[str, Query(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)]],
-                           Query(max_length=max_exclude, description="Item ids not to recommend (repeat the parameter).")] = [],  # noqa: B006
+        k: Annotated[
+            int, Query(ge=1, le=max_k, description=f"How many items, 1..{max_k} (LAMBDAREC_MAX_K).")
+        ] = 10,
+        category: Annotated[
+            str | None,
+            Query(
+                min_length=1,
+                max_length=ID_MAX_LENGTH,
+                pattern=ID_PATTERN,
+                description="Category of the page: its items come first.",
+            ),
+        ] = None,
+        item_id: Annotated[
+            str | None,
+            Query(
+                min_length=1,
+                max_length=ID_MAX_LENGTH,
+                pattern=ID_PATTERN,
+                description="Item the user is looking at: its neighbours join the candidates; unknown ids are ignored.",
+            ),
+        ] = None,
+        page: Annotated[
+            str | None,
+            Query(
+                min_length=1,
+                max_length=ID_MAX_LENGTH,
+                pattern=ID_PATTERN,
+                description="Page the answer is for (home, product, cart, ...); informational.",
+            ),
+        ] = None,
+        exclude: Annotated[
+            list[Annotated[str, Query(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)]],
+            Query(max_length=max_exclude, description="Item ids not to recommend (repeat the parameter)."),
+        ] = [],  # noqa: B006
     ) -> Response:
         started = time.perf_counter()
         del page  # accepted and validated so product teams can send it; ranking does not use it yet
-        answer = await services.recommender.recommend(user_id, k, category=category, item_id=item_id, exclude=frozenset(exclude))
+        answer = await services.recommender.recommend(
+            user_id, k, category=category, item_id=item_id, exclude=frozenset(exclude)
+        )
         response = services.render(answer, 200)
         services.metrics.latency.labels("recommendations").observe(time.perf_counter() - started)
         return response
@@ -311,17 +407,28 @@ def _v1_router(settings: Settings) -> APIRouter:
         status_code=202,
         response_model=EventsAccepted,
         dependencies=writer,
-        responses={403: {"description": "The API key has no `write` scope."},
-                   413: {"description": "The body is over LAMBDAREC_SERVING_MAX_BODY_BYTES (checked before authentication)."},
-                   422: {"model": EventsRejected, "description": "Nothing was published; `errors` lists each bad event by index."},
-                   503: {"description": "The event bus is unreachable, out of memory or over its backlog cap "
-                         "(LAMBDAREC_EVENT_STREAM_MAX_BACKLOG); nothing was published, retry."}},
+        responses={
+            403: {"description": "The API key has no `write` scope."},
+            413: {
+                "description": "The body is over LAMBDAREC_SERVING_MAX_BODY_BYTES (checked before authentication)."
+            },
+            422: {
+                "model": EventsRejected,
+                "description": "Nothing was published; `errors` lists each bad event by index.",
+            },
+            503: {
+                "description": "The event bus is unreachable, out of memory or over its backlog cap "
+                "(LAMBDAREC_EVENT_STREAM_MAX_BACKLOG); nothing was published, retry."
+            },
+        },
     )
     async def post_events(
         services: ServicesDep,
         body: Annotated[
             EventBatch | list[Any] | dict[str, Any],
-            Body(description="One event, a JSON array of events, or {\"events\": [...]}. A batch is all-or-nothing."),
+            Body(
+                description='One event, a JSON array of events, or {"events": [...]}. A batch is all-or-nothing.'
+            ),
         ],
     ) -> Response:
         started = time.perf_counter()
@@ -346,22 +453,34 @@ async def _accept_events(services: Services, raw_events: list[Any]) -> Response:
     if not raw_events:
         return _rejected(services, "no events in the request", [])
     if len(raw_events) > MAX_EVENTS_PER_REQUEST:
-        return _rejected(services, f"{len(raw_events)} events in one request; send at most {MAX_EVENTS_PER_REQUEST}", [])
-    now = datetime.now(timezone.utc)
+        return _rejected(
+            services, f"{len(raw_events)} events in one request; send at most {MAX_EVENTS_PER_REQUEST}", []
+        )
+    now = datetime.now(UTC)
     tolerance = timedelta(minutes=settings.future_tolerance_minutes)
     events, errors, seen_ids = [], [], set()
     for index, raw in enumerate(raw_events):
-        event, reason, detail = validate_event_dict(raw, now=now, future_tolerance=tolerance, event_types=services.event_types)
-        event_id = raw.get("event_id") if isinstance(raw, dict) and isinstance(raw.get("event_id"), str) else None
+        event, reason, detail = validate_event_dict(
+            raw, now=now, future_tolerance=tolerance, event_types=services.event_types
+        )
+        event_id = (
+            raw.get("event_id") if isinstance(raw, dict) and isinstance(raw.get("event_id"), str) else None
+        )
         if event is not None and event.event_id in seen_ids:
-            event, reason, detail = None, QuarantineReason.DUPLICATE_EVENT_ID, f"event_id {event_id!r} appears twice in this request"
+            event, reason, detail = (
+                None,
+                QuarantineReason.DUPLICATE_EVENT_ID,
+                f"event_id {event_id!r} appears twice in this request",
+            )
         if event is None:
             errors.append(EventError(index=index, event_id=event_id, reason=str(reason), detail=detail))
             continue
         seen_ids.add(event.event_id)
         events.append(event)
     if errors:
-        return _rejected(services, f"{len(errors)} of {len(raw_events)} events are invalid; none was accepted", errors)
+        return _rejected(
+            services, f"{len(errors)} of {len(raw_events)} events are invalid; none was accepted", errors
+        )
     try:
         async with asyncio.timeout(settings.serving_redis_budget_s * 5):
             entry_ids = await services.publisher.publish_async(events)
@@ -374,7 +493,10 @@ async def _accept_events(services: Services, raw_events: list[Any]) -> Response:
         # because every sink counts an event id once.
         services.metrics.events.labels("unavailable").inc(len(events))
         return services.render(
-            {"detail": f"event bus unavailable ({type(exc).__name__}); nothing was published, retry (each event_id counts once)"}, 503
+            {
+                "detail": f"event bus unavailable ({type(exc).__name__}); nothing was published, retry (each event_id counts once)"
+            },
+            503,
         )
     services.metrics.events.labels("accepted").inc(len(events))
     items_by_user: dict[str, list[str]] = {}
@@ -409,7 +531,13 @@ def _ops_router() -> APIRouter:
         except STORE_ERRORS:
             pass
         ranker = services.holder.current
-        model = ModelStatus(name=ranker.name, version=ranker.version, backend=ranker.backend, loaded_at=ranker.loaded_at) if ranker else None
+        model = (
+            ModelStatus(
+                name=ranker.name, version=ranker.version, backend=ranker.backend, loaded_at=ranker.loaded_at
+            )
+            if ranker
+            else None
+        )
         # Ready = Redis answers and the champion (if one is registered) is loaded.
         model_ok = ranker is not None or services.holder.champion_version is None
         readiness = Readiness(
@@ -450,6 +578,5 @@ def _age_s(raw: str | None) -> float | None:
         parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
         return None
-    parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     return round(time.time() - parsed.timestamp(), 3)
-

@@ -60,7 +60,11 @@ def parse_entry(entry: str) -> tuple[bytes, frozenset[str]]:
             "an entry of LAMBDAREC_API_KEYS_SHA256 is not a SHA-256 hex digest; store hashes, not keys: "
             "`lambdarec hash-api-key KEY` prints one"
         )
-    scopes = frozenset(s.strip() for s in scopes_text.split(",") if s.strip()) if scopes_text else frozenset(SCOPES)
+    scopes = (
+        frozenset(s.strip() for s in scopes_text.split(",") if s.strip())
+        if scopes_text
+        else frozenset(SCOPES)
+    )
     unknown = scopes - set(SCOPES)
     if unknown or not scopes:
         raise BadApiKeyDigest(f"unknown API key scope(s) {sorted(unknown)}; scopes are {', '.join(SCOPES)}")

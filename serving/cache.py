@@ -9,8 +9,9 @@ micro-batch). Runs on the event loop only, so it needs no locks.
 from __future__ import annotations
 
 import sys
+from collections.abc import Hashable
 from itertools import repeat
-from typing import Any, Generic, Hashable, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -82,7 +83,9 @@ class UserBatch(NamedTuple):
     features: np.ndarray | None  # USER_INPUTS order
     affinity: dict[str, float]
     seen: tuple[str, ...] | frozenset[str]
-    source_scores: np.ndarray | None = None  # (len(recs), len(CANDIDATE_SOURCES)): each nightly source's score, NaN: none
+    source_scores: np.ndarray | None = (
+        None  # (len(recs), len(CANDIDATE_SOURCES)): each nightly source's score, NaN: none
+    )
 
 
 EMPTY_USER = UserBatch((), None, {}, ())
@@ -144,7 +147,9 @@ class ItemTable:
             self.entries[row] = tuple(item)
             self.categories[row] = item.category
         features = item.features
-        self.features[row] = features if features is not None and features.shape[0] == _N_ITEM_INPUTS else np.nan
+        self.features[row] = (
+            features if features is not None and features.shape[0] == _N_ITEM_INPUTS else np.nan
+        )
 
     def rows(self, item_ids: list[str]) -> list[int]:
         """Row of each id (0: not in the table)."""
@@ -210,7 +215,9 @@ class BatchCache:
     def keep_user(self, user_id: str, user: UserBatch) -> None:
         self.users.put(user_id, tuple(user))  # a plain tuple: see UserBatch
 
-    def _lookup(self, table: str, lru: Bounded[str, V] | ItemTable, ids: list[str]) -> tuple[dict[str, V], list[str]]:
+    def _lookup(
+        self, table: str, lru: Bounded[str, V] | ItemTable, ids: list[str]
+    ) -> tuple[dict[str, V], list[str]]:
         """Cached values of `ids` and the ids still to read."""
         if not self.enabled:
             self.stats.count(table, 0, len(ids))
@@ -234,7 +241,11 @@ class BatchCache:
             return self._lookup("items", self.items, item_ids)
         index = self.items.index
         missing = [i for i in item_ids if i not in index]
-        hits = {i: ItemBatch._make(self.items.entries[index[i]]) for i in item_ids if i in index} if found else {}
+        hits = (
+            {i: ItemBatch._make(self.items.entries[index[i]]) for i in item_ids if i in index}
+            if found
+            else {}
+        )
         self.stats.count("items", len(item_ids) - len(missing), len(missing))
         return hits, missing
 

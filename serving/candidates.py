@@ -9,16 +9,22 @@ no champion or it failed (the answer says `ranked_by: priors`).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice, repeat
-from typing import Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
 # Why these weights: what the user did seconds ago (co-visitation of their recent items) is the
 # strongest signal, then the nightly personal recommendations, then neighbours from the batch
 # similar-items lists, then what is hot right now, then all-time popularity (the fallback).
-SOURCE_WEIGHTS: dict[str, float] = {"covisit": 1.0, "batch": 0.9, "similar": 0.7, "trending": 0.5, "popular": 0.3}
+SOURCE_WEIGHTS: dict[str, float] = {
+    "covisit": 1.0,
+    "batch": 0.9,
+    "similar": 0.7,
+    "trending": 0.5,
+    "popular": 0.3,
+}
 SOURCES: tuple[str, ...] = tuple(SOURCE_WEIGHTS)
 _CAUSED = frozenset({"covisit", "similar"})  # sources whose candidates come from one recent item
 
@@ -47,7 +53,9 @@ class CandidateColumns:
         """The sources that proposed the row's item, in SOURCES order (as `Candidate.scores`)."""
         return [SOURCES[n] for n in np.flatnonzero(self.proposed[row])]
 
-    def top_up(self, items: Iterable[tuple[str, float, str | None]], source: str, consumed: set[str] | frozenset[str]) -> "CandidateColumns":
+    def top_up(
+        self, items: Iterable[tuple[str, float, str | None]], source: str, consumed: set[str] | frozenset[str]
+    ) -> CandidateColumns:
         """Add the items not yet candidates nor consumed, `source` scoring them (the first score of an
         item listed twice), past any cap: the thin-pool top-up of `serving.recommender`."""
         known = set(self.item_ids)
@@ -62,8 +70,12 @@ class CandidateColumns:
         block[:, _SOURCE_COLUMN[source]] = [score for _, score in added]
         flags = np.zeros(block.shape, dtype=bool)
         flags[:, _SOURCE_COLUMN[source]] = True
-        return CandidateColumns(self.item_ids + [item_id for item_id, _ in added], np.vstack([self.scores, block]),
-                                np.vstack([self.proposed, flags]), self.because + [None] * len(added))
+        return CandidateColumns(
+            self.item_ids + [item_id for item_id, _ in added],
+            np.vstack([self.scores, block]),
+            np.vstack([self.proposed, flags]),
+            self.because + [None] * len(added),
+        )
 
 
 def merge_columns(
@@ -104,14 +116,17 @@ def merge_columns(
     proposed[rows_kept, columns_kept] = True
     because: list[str | None] = [None] * len(item_ids)
     for offset, values in caused_at:
-        for row, value in zip(rows[offset: offset + len(values)].tolist(), values):
+        for row, value in zip(rows[offset : offset + len(values)].tolist(), values):
             if row >= 0 and value is not None and because[row] is None:
                 because[row] = value
     return CandidateColumns(item_ids, matrix, proposed, because)
 
 
-def priors_columns(candidates: CandidateColumns, session_shares: Mapping[str, float] | None = None,
-                   categories: Sequence[str | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def priors_columns(
+    candidates: CandidateColumns,
+    session_shares: Mapping[str, float] | None = None,
+    categories: Sequence[str | None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """`priors` as columns: the prior of each row (float64) and the SOURCES index of its primary source."""
     rows = len(candidates)
     if rows == 0:

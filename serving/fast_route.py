@@ -38,7 +38,7 @@ def valid_id(value: str) -> bool:
 def parse_request(path: str, query_string: bytes, max_k: int, max_exclude: int) -> dict | None:
     """The recommend() arguments of a request that certainly passes the route's validation; None
     when the route must decide (an error to report, or anything unusual)."""
-    user_id = path[len(PREFIX):]
+    user_id = path[len(PREFIX) :]
     if not valid_id(user_id):
         return None
     single: dict[str, str] = {}
@@ -51,14 +51,23 @@ def parse_request(path: str, query_string: bytes, max_k: int, max_exclude: int) 
                     return None
                 exclude.append(value)
             elif name in _SINGLE:
-                if name in single or (name == "k" and not _K.fullmatch(value)) or (name != "k" and not valid_id(value)):
+                if (
+                    name in single
+                    or (name == "k" and not _K.fullmatch(value))
+                    or (name != "k" and not valid_id(value))
+                ):
                     return None
                 single[name] = value
     k = int(single.get("k", 10))
     if not 1 <= k <= max_k or len(exclude) > max_exclude:
         return None
-    return {"user_id": user_id, "k": k, "category": single.get("category"), "item_id": single.get("item_id"),
-            "exclude": frozenset(exclude)}
+    return {
+        "user_id": user_id,
+        "k": k,
+        "category": single.get("category"),
+        "item_id": single.get("item_id"),
+        "exclude": frozenset(exclude),
+    }
 
 
 def api_key(headers: list[tuple[bytes, bytes]]) -> tuple[bool, str | None]:
@@ -78,7 +87,12 @@ class FastRecommendations:
         self.max_exclude = max_exclude
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope["method"] != "GET" or scope.get("root_path") or not scope["path"].startswith(PREFIX):
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "GET"
+            or scope.get("root_path")
+            or not scope["path"].startswith(PREFIX)
+        ):
             return await self.app(scope, receive, send)
         started = time.perf_counter()
         request = parse_request(scope["path"], scope["query_string"], self.max_k, self.max_exclude)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import orjson
 
@@ -75,17 +75,30 @@ class EdgeLimits:
         exempt = scope["path"] in EXEMPT_PATHS
         if not exempt and self.max_in_flight and self.in_flight >= self.max_in_flight:
             self._count(scope, "overloaded")
-            return await reply(send, 503, f"more than {self.max_in_flight} requests in flight (LAMBDAREC_SERVING_MAX_IN_FLIGHT); retry", 1)
+            return await reply(
+                send,
+                503,
+                f"more than {self.max_in_flight} requests in flight (LAMBDAREC_SERVING_MAX_IN_FLIGHT); retry",
+                1,
+            )
         limit = self.max_body_bytes
         length = declared_length(scope["headers"])
         if length is not None and length > limit:
             self._count(scope, "body_too_large")
-            return await reply(send, 413, f"request body of {length} bytes is over the limit of {limit} (LAMBDAREC_SERVING_MAX_BODY_BYTES)")
+            return await reply(
+                send,
+                413,
+                f"request body of {length} bytes is over the limit of {limit} (LAMBDAREC_SERVING_MAX_BODY_BYTES)",
+            )
         if scope["method"] in _BODY_METHODS:
             body = await read_body(receive, limit)
             if body is None:
                 self._count(scope, "body_too_large")
-                return await reply(send, 413, f"request body is over the limit of {limit} bytes (LAMBDAREC_SERVING_MAX_BODY_BYTES)")
+                return await reply(
+                    send,
+                    413,
+                    f"request body is over the limit of {limit} bytes (LAMBDAREC_SERVING_MAX_BODY_BYTES)",
+                )
             receive = replay(body, receive)
         self.in_flight += 1
         try:

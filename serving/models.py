@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from feature_store.registry import LoadedRanker, champion_version, load_ranker
 from feature_store.settings import Settings
@@ -73,7 +73,11 @@ class ChampionWatcher:
             return False
         self.holder.champion_version = version
         current = self.holder.current
-        if version is None or (current is not None and current.version == version) or version == self._failed_version:
+        if (
+            version is None
+            or (current is not None and current.version == version)
+            or version == self._failed_version
+        ):
             if version is None or (current is not None and current.version == version):
                 self.holder.last_error = None
             return False

@@ -12,11 +12,17 @@ are compared with value for value.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from feature_store.ranking import CANDIDATE_SOURCES, ITEM_INPUTS, RANKER_FEATURES, REALTIME_INPUTS, USER_INPUTS
+from feature_store.ranking import (
+    CANDIDATE_SOURCES,
+    ITEM_INPUTS,
+    RANKER_FEATURES,
+    REALTIME_INPUTS,
+    USER_INPUTS,
+)
 
 _N_USER = len(USER_INPUTS)
 _N_ITEM = len(ITEM_INPUTS)
@@ -26,7 +32,9 @@ _RT_AT = _CAND_AT + len(CANDIDATE_SOURCES)
 assert _RT_AT + len(REALTIME_INPUTS) == len(RANKER_FEATURES)
 
 
-def source_scores_block(rows: int, batch_rows: np.ndarray, rec_rows: np.ndarray, source_scores: np.ndarray | None) -> np.ndarray:
+def source_scores_block(
+    rows: int, batch_rows: np.ndarray, rec_rows: np.ndarray, source_scores: np.ndarray | None
+) -> np.ndarray:
     """(rows, len(CANDIDATE_SOURCES)): each nightly source's score of the candidates the published
     recommendations hold (`batch_rows`, their rows `rec_rows` in `source_scores`); NaN elsewhere."""
     block = np.full((rows, len(CANDIDATE_SOURCES)), np.nan, dtype=np.float32)
@@ -35,8 +43,14 @@ def source_scores_block(rows: int, batch_rows: np.ndarray, rec_rows: np.ndarray,
     return block
 
 
-def realtime_block(ids: Sequence[str], categories: Sequence[str | None], session_events: float,
-                   category_shares: Mapping[str, float], covisit: Mapping[str, float], similar: Mapping[str, float]) -> np.ndarray:
+def realtime_block(
+    ids: Sequence[str],
+    categories: Sequence[str | None],
+    session_events: float,
+    category_shares: Mapping[str, float],
+    covisit: Mapping[str, float],
+    similar: Mapping[str, float],
+) -> np.ndarray:
     """(rows, len(REALTIME_INPUTS)) in REALTIME_INPUTS order: the session's event count, the share of
     the candidate's category in the session, and its summed co-visitation and similar-item scores over
     the seeds (feature_store.realtime.from_session / from_neighbour_lists give these maps); 0 where none."""
@@ -54,13 +68,20 @@ def realtime_block(ids: Sequence[str], categories: Sequence[str | None], session
     return block
 
 
-def assemble_matrix(user_features: np.ndarray | None, item_block: np.ndarray, affinities: np.ndarray,
-                    source_scores: np.ndarray, realtime: np.ndarray) -> np.ndarray:
+def assemble_matrix(
+    user_features: np.ndarray | None,
+    item_block: np.ndarray,
+    affinities: np.ndarray,
+    source_scores: np.ndarray,
+    realtime: np.ndarray,
+) -> np.ndarray:
     """One float32 row per candidate in RANKER_FEATURES order from blocks already in rows: item features
     (rows, len(ITEM_INPUTS)), the affinity column, `source_scores_block` and `realtime_block`; NaN: missing."""
     rows = item_block.shape[0]
     matrix = np.empty((rows, len(RANKER_FEATURES)), dtype=np.float32)
-    matrix[:, :_N_USER] = user_features if user_features is not None and user_features.shape[0] == _N_USER else np.nan
+    matrix[:, :_N_USER] = (
+        user_features if user_features is not None and user_features.shape[0] == _N_USER else np.nan
+    )
     matrix[:, _N_USER:_CROSS_AT] = item_block
     matrix[:, _CROSS_AT] = affinities
     matrix[:, _CAND_AT:_RT_AT] = source_scores
@@ -84,7 +105,9 @@ def select_top_k(
     if preferred_category is None:
         order = np.argsort(-scores, kind="stable")
     else:
-        preferred = np.fromiter((c == preferred_category for c in categories), dtype=bool, count=len(categories))
+        preferred = np.fromiter(
+            (c == preferred_category for c in categories), dtype=bool, count=len(categories)
+        )
         order = np.lexsort((-scores, ~preferred))
     if max_per_category <= 0:
         return order[:k].tolist()

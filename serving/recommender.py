@@ -29,7 +29,7 @@ from serving.candidates import SOURCES, CandidateColumns, merge_columns, priors_
 from serving.metrics import ServingMetrics
 from serving.models import ModelHolder
 from serving.ranking import assemble_matrix, realtime_block, select_top_k, source_scores_block
-from serving.schemas import RecommendedItem, Recommendations, SimilarItems
+from serving.schemas import Recommendations, RecommendedItem, SimilarItems
 from serving.store import OnlineStore, UserView
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ class RequestSignals(NamedTuple):
     seeds: list[str]
     covisit: dict[str, float]
     similar: dict[str, float]
+
 
 # What a failing or slow online store looks like from here.
 STORE_ERRORS = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
@@ -76,8 +77,14 @@ class RedisBreaker:
 
 
 class Recommender:
-    def __init__(self, settings: Settings, store: OnlineStore, holder: ModelHolder, metrics: ServingMetrics,
-                 batcher: MicroBatcher | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: OnlineStore,
+        holder: ModelHolder,
+        metrics: ServingMetrics,
+        batcher: MicroBatcher | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.holder = holder
@@ -87,8 +94,15 @@ class Recommender:
         self._prefetching: set[asyncio.Task] = set()
 
     # -- recommendations ---------------------------------------------------------------------
-    async def recommend(self, user_id: str, k: int, *, category: str | None = None, item_id: str | None = None,
-                        exclude: frozenset[str] = frozenset()) -> dict:
+    async def recommend(
+        self,
+        user_id: str,
+        k: int,
+        *,
+        category: str | None = None,
+        item_id: str | None = None,
+        exclude: frozenset[str] = frozenset(),
+    ) -> dict:
         """The answer as the `Recommendations` wire model's JSON object (a dict: the columnar path
         builds it directly, without a pydantic model per item)."""
         if not self.breaker.allows():
@@ -98,8 +112,15 @@ class Recommender:
                 view, candidates, items, signals = await self._gather(user_id, item_id, exclude, k)
         except STORE_ERRORS as exc:
             self.breaker.failed(timed_out=isinstance(exc, TimeoutError))
-            log.warning("online store failed for user %s (%s: %s): answering from the fallback", user_id, type(exc).__name__, exc)
-            return self._fallback(user_id, k, exclude, "redis_timeout" if isinstance(exc, TimeoutError) else "redis_error").model_dump()
+            log.warning(
+                "online store failed for user %s (%s: %s): answering from the fallback",
+                user_id,
+                type(exc).__name__,
+                exc,
+            )
+            return self._fallback(
+                user_id, k, exclude, "redis_timeout" if isinstance(exc, TimeoutError) else "redis_error"
+            ).model_dump()
         self.breaker.succeeded()
         return await self._rank(user_id, k, view, candidates, items, signals, category)
 
@@ -143,11 +164,23 @@ class Recommender:
             missing = [i for i in candidate_ids if i not in items]
             items.update(await self.store.read_items(view.version, missing, cached=False))
         neighbours = settings.serving_neighbors_per_item
-        signals = RequestSignals(seeds, from_neighbour_lists(seeds, covisit, neighbours), from_neighbour_lists(seeds, similar, neighbours))
+        signals = RequestSignals(
+            seeds,
+            from_neighbour_lists(seeds, covisit, neighbours),
+            from_neighbour_lists(seeds, similar, neighbours),
+        )
         return view, columns, items, signals
 
-    async def _rank(self, user_id: str, k: int, view: UserView, candidates: CandidateColumns, items: dict[str, ItemBatch],
-                    signals: "RequestSignals", category: str | None) -> dict:
+    async def _rank(
+        self,
+        user_id: str,
+        k: int,
+        view: UserView,
+        candidates: CandidateColumns,
+        items: dict[str, ItemBatch],
+        signals: RequestSignals,
+        category: str | None,
+    ) -> dict:
         """The answer as the wire JSON object: the champion's order over all candidates, or the
         priors' when there is none (or it failed: then `degraded`)."""
         settings = self.settings
@@ -166,8 +199,14 @@ class Recommender:
         return {
             "user_id": user_id,
             "items": [
-                {"item_id": ids[i], "score": round(float(final[i]), 6), "source": SOURCES[primary[i]], "sources": candidates.sources(i),
-                 "because": because[i], "category": categories[i]}
+                {
+                    "item_id": ids[i],
+                    "score": round(float(final[i]), 6),
+                    "source": SOURCES[primary[i]],
+                    "sources": candidates.sources(i),
+                    "because": because[i],
+                    "category": categories[i],
+                }
                 for i in chosen
             ],
             "batch_version": view.version,
@@ -177,8 +216,16 @@ class Recommender:
             "candidates": len(ids),
         }
 
-    def _matrix(self, view: UserView, candidates: CandidateColumns, block: np.ndarray, categories: list[str | None],
-                shares: dict[str, float], session_events: float, signals: "RequestSignals") -> np.ndarray:
+    def _matrix(
+        self,
+        view: UserView,
+        candidates: CandidateColumns,
+        block: np.ndarray,
+        categories: list[str | None],
+        shares: dict[str, float],
+        session_events: float,
+        signals: RequestSignals,
+    ) -> np.ndarray:
         """The ranker's input rows (RANKER_FEATURES order) of the request's candidates."""
         ids = candidates.item_ids
         affinity_source = view.user.affinity or shares
@@ -188,7 +235,9 @@ class Recommender:
         affinities = np.fromiter(map(affinity.__getitem__, categories), dtype=np.float32, count=len(ids))
         batch_rows = np.flatnonzero(candidates.proposed[:, _BATCH_AT])
         rec_row = {rec[0]: n for n, rec in enumerate(view.user.recs)}
-        rec_rows = np.fromiter((rec_row[ids[row]] for row in batch_rows.tolist()), dtype=np.intp, count=len(batch_rows))
+        rec_rows = np.fromiter(
+            (rec_row[ids[row]] for row in batch_rows.tolist()), dtype=np.intp, count=len(batch_rows)
+        )
         sources = source_scores_block(len(ids), batch_rows, rec_rows, view.user.source_scores)
         realtime = realtime_block(ids, categories, session_events, shares, signals.covisit, signals.similar)
         return assemble_matrix(view.user.features, block, affinities, sources, realtime)
@@ -203,7 +252,9 @@ class Recommender:
             log.error("ranker %s v%s failed: %s", ranker.name, ranker.version, exc)
             return None
 
-    def _item_block(self, version: str | None, ids: list[str], items: dict[str, ItemBatch]) -> tuple[np.ndarray, list[str | None]]:
+    def _item_block(
+        self, version: str | None, ids: list[str], items: dict[str, ItemBatch]
+    ) -> tuple[np.ndarray, list[str | None]]:
         """Features (rows, len(ITEM_INPUTS)) and categories of `ids`: one take from the cache's item
         table when it holds this version, the request's own reads for the rest."""
         cache = self.store.cache
@@ -244,8 +295,12 @@ class Recommender:
         popular = [rec for rec in self.store.last_popular if rec[0] not in exclude][:k]
         best = max((rec[1] for rec in popular), default=0.0)
         return [
-            RecommendedItem(item_id=rec[0], score=round(rec[1] / best, 6) if best > 0 else 0.0,
-                            source="popular", sources=["popular"])
+            RecommendedItem(
+                item_id=rec[0],
+                score=round(rec[1] / best, 6) if best > 0 else 0.0,
+                source="popular",
+                sources=["popular"],
+            )
             for rec in popular
         ]
 
@@ -268,7 +323,9 @@ class Recommender:
         except STORE_ERRORS as exc:
             self.breaker.failed(timed_out=isinstance(exc, TimeoutError))
             log.warning("online store failed for similar(%s): %s", item_id, exc)
-            return self._similar_fallback(item_id, k, "redis_timeout" if isinstance(exc, TimeoutError) else "redis_error")
+            return self._similar_fallback(
+                item_id, k, "redis_timeout" if isinstance(exc, TimeoutError) else "redis_error"
+            )
         self.breaker.succeeded()
         prior, primary = priors_columns(candidates)
         ids = candidates.item_ids
@@ -277,8 +334,13 @@ class Recommender:
         return SimilarItems(
             item_id=item_id,
             items=[
-                RecommendedItem(item_id=ids[i], score=round(float(prior[i]), 6), source=SOURCES[primary[i]],
-                                sources=candidates.sources(i), category=categories[i])
+                RecommendedItem(
+                    item_id=ids[i],
+                    score=round(float(prior[i]), 6),
+                    source=SOURCES[primary[i]],
+                    sources=candidates.sources(i),
+                    category=categories[i],
+                )
                 for i in chosen
             ],
             batch_version=version,
@@ -287,15 +349,22 @@ class Recommender:
 
     def _similar_fallback(self, item_id: str, k: int, reason: str) -> SimilarItems:
         self.metrics.degraded.labels("similar", reason).inc()
-        return SimilarItems(item_id=item_id, items=self._fallback_items(k, frozenset({item_id})),
-                            batch_version=self.store.cache.version, degraded=True)
+        return SimilarItems(
+            item_id=item_id,
+            items=self._fallback_items(k, frozenset({item_id})),
+            batch_version=self.store.cache.version,
+            degraded=True,
+        )
 
     # -- per-user prefetch ---------------------------------------------------------------------
     def schedule_prefetch(self, items_by_user: dict[str, list[str]]) -> None:
         """Warm the cache for users whose events just arrived (in the background: the event
         request does not wait). Their next recommendation finds their batch keys, the similar lists
         of the items they just touched and those neighbours' features in memory."""
-        if not (self.settings.serving_prefetch_enabled and self.store.cache.enabled) or not self.breaker.allows():
+        if (
+            not (self.settings.serving_prefetch_enabled and self.store.cache.enabled)
+            or not self.breaker.allows()
+        ):
             return
         cache = self.store.cache
         for user_id, item_ids in items_by_user.items():

@@ -26,7 +26,8 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 import hiredis
@@ -119,6 +120,7 @@ _TRUE = ("1", "true", "yes", "on")
 
 def tls_context(query: dict[str, list[str]]) -> ssl.SSLContext:
     """The TLS context of a rediss:// URL, from the query options redis-py reads too."""
+
     def option(name: str) -> str | None:
         return query.get(name, [None])[0]
 
@@ -140,7 +142,9 @@ class PipelinedReader:
     def __init__(self, url: str) -> None:
         parsed = urlparse(url)
         if parsed.scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(f"PipelinedReader speaks redis://, rediss:// or unix:// URLs, not {parsed.scheme}://; use RedisPyReader")
+            raise ValueError(
+                f"PipelinedReader speaks redis://, rediss:// or unix:// URLs, not {parsed.scheme}://; use RedisPyReader"
+            )
         query = parse_qs(parsed.query)
         self.tls = tls_context(query) if parsed.scheme == "rediss" else None
         self.path = parsed.path if parsed.scheme == "unix" else None
@@ -167,11 +171,17 @@ class PipelinedReader:
                 _, connection = await loop.create_unix_connection(_Connection, self.path)
             else:
                 _, connection = await loop.create_connection(
-                    _Connection, self.host, self.port, ssl=self.tls, server_hostname=self.host if self.tls else None,
+                    _Connection,
+                    self.host,
+                    self.port,
+                    ssl=self.tls,
+                    server_hostname=self.host if self.tls else None,
                 )
             setup: list[Command] = []
             if self.password is not None:
-                setup.append(("AUTH", self.username, self.password) if self.username else ("AUTH", self.password))
+                setup.append(
+                    ("AUTH", self.username, self.password) if self.username else ("AUTH", self.password)
+                )
             if self.db:
                 setup.append(("SELECT", self.db))
             if setup:

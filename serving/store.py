@@ -122,7 +122,9 @@ def split_recs(entries: tuple[ScoredItem, ...]) -> tuple[tuple[ScoredItem, ...],
     return tuple(recs), scores
 
 
-def decode_user_batch(recs: bytes | None, feat: bytes | None, aff: bytes | None, seen: bytes | None, user_id: str) -> UserBatch:
+def decode_user_batch(
+    recs: bytes | None, feat: bytes | None, aff: bytes | None, seen: bytes | None, user_id: str
+) -> UserBatch:
     """The user's batch keys (any may be missing) as one UserBatch."""
     if recs is None and feat is None and aff is None and seen is None:
         return EMPTY_USER
@@ -140,14 +142,29 @@ def decode_user_batch(recs: bytes | None, feat: bytes | None, aff: bytes | None,
         except CodecError as exc:
             log.warning("ignoring history of user %s: %s", user_id, exc)
     batch_recs, source_scores = split_recs(_recs(recs, f"recs of {user_id}"))
-    return UserBatch(batch_recs, _features(feat, len(USER_INPUTS), f"features of {user_id}"), affinity, seen_ids, source_scores)
+    return UserBatch(
+        batch_recs,
+        _features(feat, len(USER_INPUTS), f"features of {user_id}"),
+        affinity,
+        seen_ids,
+        source_scores,
+    )
 
 
 class OnlineStore:
     """`reader` runs command batches (`serving.resp`: PipelinedReader or RedisPyReader)."""
 
-    def __init__(self, reader, keys: RedisKeys, cache: BatchCache, *, recent_items: int, trending_window: str,
-                 trending_candidates: int, neighbors_per_item: int) -> None:
+    def __init__(
+        self,
+        reader,
+        keys: RedisKeys,
+        cache: BatchCache,
+        *,
+        recent_items: int,
+        trending_window: str,
+        trending_candidates: int,
+        neighbors_per_item: int,
+    ) -> None:
         self.reader = reader
         self.keys = keys
         self.cache = cache
@@ -175,8 +192,13 @@ class OnlineStore:
 
     def _user_batch_command(self, version: str, user_id: str) -> tuple:
         k = self.keys
-        return ("MGET", k.user_recs(version, user_id), k.user_features(version, user_id),
-                k.user_category_affinity(version, user_id), k.user_history(version, user_id))
+        return (
+            "MGET",
+            k.user_recs(version, user_id),
+            k.user_features(version, user_id),
+            k.user_category_affinity(version, user_id),
+            k.user_history(version, user_id),
+        )
 
     def _keep_user(self, version: str | None, user_id: str, reply) -> UserBatch:
         user = decode_user_batch(*reply, user_id=user_id)
@@ -219,7 +241,9 @@ class OnlineStore:
             if popular is None:
                 popular = self._keep_popular(version, replies[at])
             return UserView(version, user, _pairs(replies[1]), _hash(replies[2]), _pairs(replies[3]), popular)
-        raise RuntimeError("batch pointer moved twice during one request")  # pragma: no cover - flips are minutes apart
+        raise RuntimeError(
+            "batch pointer moved twice during one request"
+        )  # pragma: no cover - flips are minutes apart
 
     # -- round trips 2 and 3 -------------------------------------------------------------------
     async def read_neighbors_and_items(
@@ -250,7 +274,9 @@ class OnlineStore:
             items.update({i: ItemBatch(None, None) for i in item_ids})
         return covisit, similar, items
 
-    async def read_items(self, version: str | None, item_ids: list[str], found: bool = True, cached: bool = True) -> dict[str, ItemBatch]:
+    async def read_items(
+        self, version: str | None, item_ids: list[str], found: bool = True, cached: bool = True
+    ) -> dict[str, ItemBatch]:
         """Batch data of `item_ids` (found=False: only of those not cached; cached=False: read
         every one from Redis)."""
         if version is None or not item_ids:
@@ -262,8 +288,10 @@ class OnlineStore:
         return hits
 
     def _item_commands(self, version: str, item_ids: list[str]) -> list[tuple]:
-        return [("MGET", *[self.keys.item_features(version, i) for i in item_ids]),
-                ("HMGET", self.keys.item_categories(version), *item_ids)]
+        return [
+            ("MGET", *[self.keys.item_features(version, i) for i in item_ids]),
+            ("HMGET", self.keys.item_categories(version), *item_ids),
+        ]
 
     def _keep_items(self, version: str, item_ids: list[str], feats, cats) -> dict[str, ItemBatch]:
         out: dict[str, ItemBatch] = {}

@@ -10,9 +10,9 @@ Callers: spark_jobs.batch_pipeline (step `candidates`), spark_jobs.offline_eval.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from itertools import product
-from typing import Mapping, Sequence
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
@@ -33,11 +33,14 @@ class AlsGrid:
     max_iters: tuple[int, ...]
 
     @classmethod
-    def from_settings(cls, settings) -> "AlsGrid":
+    def from_settings(cls, settings) -> AlsGrid:
         return cls(settings.als_ranks, settings.als_reg_params, settings.als_alphas, settings.als_max_iters)
 
     def points(self) -> list[dict[str, float]]:
-        return [dict(zip(GRID_KEYS, values)) for values in product(self.ranks, self.reg_params, self.alphas, self.max_iters)]
+        return [
+            dict(zip(GRID_KEYS, values))
+            for values in product(self.ranks, self.reg_params, self.alphas, self.max_iters)
+        ]
 
 
 def choose_best(results: Sequence[Mapping[str, float]], metric: str) -> Mapping[str, float]:
@@ -46,7 +49,9 @@ def choose_best(results: Sequence[Mapping[str, float]], metric: str) -> Mapping[
         raise ValueError("no tuning results to choose from")
     missing = [i for i, row in enumerate(results) if metric not in row]
     if missing:
-        raise KeyError(f"tuning metric {metric!r} missing from rows {missing}; rows have {sorted(results[0])}")
+        raise KeyError(
+            f"tuning metric {metric!r} missing from rows {missing}; rows have {sorted(results[0])}"
+        )
     return max(enumerate(results), key=lambda pair: (pair[1][metric], -pair[0]))[1]
 
 
@@ -54,7 +59,9 @@ def validation_split(history: DataFrame, share: float) -> tuple[DataFrame, DataF
     """(fit, held_out): each user's latest `share` of interactions (ties by item id) are held out,
     rounded down, so a user keeps at least one interaction in `fit`."""
     order = Window.partitionBy("user_id").orderBy(F.col("ts").desc(), F.col("item_id").desc())
-    numbered = history.withColumn("_n", F.row_number().over(order)).withColumn("_total", F.count("*").over(Window.partitionBy("user_id")))
+    numbered = history.withColumn("_n", F.row_number().over(order)).withColumn(
+        "_total", F.count("*").over(Window.partitionBy("user_id"))
+    )
     held = (F.col("_n") <= F.floor(F.col("_total") * F.lit(share))) & (F.col("_n") < F.col("_total"))
     return numbered.where(~held).drop("_n", "_total"), numbered.where(held).drop("_n", "_total")
 
@@ -62,13 +69,17 @@ def validation_split(history: DataFrame, share: float) -> tuple[DataFrame, DataF
 def validation_targets(fit: DataFrame, held_out: DataFrame) -> DataFrame:
     """(user_id, item_id, relevance=1): held-out positive items the user had not touched in `fit`."""
     return (
-        held_out.where(F.col("label") == 1).select("user_id", "item_id").distinct()
+        held_out.where(F.col("label") == 1)
+        .select("user_id", "item_id")
+        .distinct()
         .join(seen_items(fit), ["user_id", "item_id"], "left_anti")
         .withColumn("relevance", F.lit(1.0))
     )
 
 
-def score_point(fit: DataFrame, targets: DataFrame, params: CandidateParams, catalog_size: int) -> dict[str, float]:
+def score_point(
+    fit: DataFrame, targets: DataFrame, params: CandidateParams, catalog_size: int
+) -> dict[str, float]:
     """NDCG@10 and recall@per_source of ALS fitted with `params` on `fit`, over the users with targets."""
     from spark_jobs.evaluation import ranking_metrics
 
@@ -78,10 +89,16 @@ def score_point(fit: DataFrame, targets: DataFrame, params: CandidateParams, cat
     ndcg = ranking_metrics(ranked, targets, NDCG_K, catalog_size)
     recall = ranking_metrics(ranked, targets, params.per_source, catalog_size)
     ranked.unpersist()
-    return {f"ndcg@{NDCG_K}": ndcg[f"ndcg@{NDCG_K}"], f"recall@{params.per_source}": recall[f"recall@{params.per_source}"], "users": ndcg["users"]}
+    return {
+        f"ndcg@{NDCG_K}": ndcg[f"ndcg@{NDCG_K}"],
+        f"recall@{params.per_source}": recall[f"recall@{params.per_source}"],
+        "users": ndcg["users"],
+    }
 
 
-def tune_als(history: DataFrame, params: CandidateParams, grid: AlsGrid, share: float, metric: str) -> tuple[CandidateParams, list[dict[str, float]]]:
+def tune_als(
+    history: DataFrame, params: CandidateParams, grid: AlsGrid, share: float, metric: str
+) -> tuple[CandidateParams, list[dict[str, float]]]:
     """`params` with the ALS knobs of the best grid point, and the table of every point's metrics.
     A one-point grid is used as is (no fits, empty table)."""
     points = grid.points()
@@ -91,7 +108,9 @@ def tune_als(history: DataFrame, params: CandidateParams, grid: AlsGrid, share: 
     fit = fit.cache()
     targets = validation_targets(fit, held_out).cache()
     catalog_size = fit.select("item_id").distinct().count()
-    table = [{**point, **score_point(fit, targets, replace(params, **point), catalog_size)} for point in points]
+    table = [
+        {**point, **score_point(fit, targets, replace(params, **point), catalog_size)} for point in points
+    ]
     fit.unpersist()
     targets.unpersist()
     best = choose_best(table, metric)

@@ -14,10 +14,11 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -56,7 +57,7 @@ class Cutoffs:
     serve: date
 
     @classmethod
-    def of(cls, run_date: date, horizon_days: int, holdout_days: int | None = None) -> "Cutoffs":
+    def of(cls, run_date: date, horizon_days: int, holdout_days: int | None = None) -> Cutoffs:
         holdout = run_date - timedelta(days=holdout_days or horizon_days)
         return cls(train=holdout - timedelta(days=horizon_days), holdout=holdout, serve=run_date)
 
@@ -113,25 +114,40 @@ def step_features(ctx: BatchContext) -> dict[str, Any]:
 
     cut = ctx.cutoffs
     report = run_features(ctx.spark, ctx.settings, cut.train, cut.serve + timedelta(days=1))
-    return {"as_of": [str(cut.train), str(cut.serve)], "user_rows": report.user_rows, "item_rows": report.item_rows}
+    return {
+        "as_of": [str(cut.train), str(cut.serve)],
+        "user_rows": report.user_rows,
+        "item_rows": report.item_rows,
+    }
 
 
 def step_candidates(ctx: BatchContext) -> dict[str, Any]:
-    from spark_jobs.als_tuning import AlsGrid, GRID_KEYS, tune_als
-    from spark_jobs.candidates import CandidateParams, active_users, build_candidates, history_before, next_items
+    from spark_jobs.als_tuning import GRID_KEYS, AlsGrid, tune_als
+    from spark_jobs.candidates import (
+        CandidateParams,
+        active_users,
+        build_candidates,
+        history_before,
+        next_items,
+    )
     from spark_jobs.evaluation import candidate_pool_recall
 
     settings, cut = ctx.settings, ctx.cutoffs
     interactions = ctx.read(INTERACTIONS).cache()
     # ALS's knobs are chosen once per run, on what the earliest cut-off sees: no later cut-off's labels leak in
     params, tuning = tune_als(
-        history_before(interactions, cut.train), CandidateParams.from_settings(settings), AlsGrid.from_settings(settings),
-        settings.als_validation_share, settings.als_tune_metric,
+        history_before(interactions, cut.train),
+        CandidateParams.from_settings(settings),
+        AlsGrid.from_settings(settings),
+        settings.als_validation_share,
+        settings.als_tune_metric,
     )
     cutoffs = (cut.train, cut.holdout, cut.serve)
     candidates, similar = [], []
     for as_of in cutoffs:
-        sources, neighbours = build_candidates(interactions, active_users(interactions, as_of, settings.active_user_days).cache(), as_of, params)
+        sources, neighbours = build_candidates(
+            interactions, active_users(interactions, as_of, settings.active_user_days).cache(), as_of, params
+        )
         candidates += sources.values()
         similar.append(neighbours)
     # One commit per table for all three cut-offs: each Delta commit costs about a second on 2 cores,
@@ -143,7 +159,9 @@ def step_candidates(ctx: BatchContext) -> dict[str, Any]:
     rows: dict[str, dict[str, int]] = {str(as_of): {s: 0 for s in CANDIDATE_SOURCES} for as_of in cutoffs}
     for row in written.groupBy("as_of", "source").count().collect():
         rows[str(row["as_of"])][row["source"]] = row["count"]
-    neighbours = dict(ctx.read(ITEM_SIMILAR).where(F.col("as_of").isin(list(cutoffs))).groupBy("as_of").count().collect())
+    neighbours = dict(
+        ctx.read(ITEM_SIMILAR).where(F.col("as_of").isin(list(cutoffs))).groupBy("as_of").count().collect()
+    )
     # the next interactions of the earlier cut-offs are known: how much of them do candidates cover?
     recall = {
         str(as_of): candidate_pool_recall(
@@ -157,7 +175,13 @@ def step_candidates(ctx: BatchContext) -> dict[str, Any]:
     metrics = {f"recall.{a}.{s}": v for a, r in recall.items() for s, v in r.items()}
     metrics.update({f"als_tuning.{i}.{m}": v for i, row in enumerate(tuning) for m, v in row.items()})
     _log_step_run(ctx, "candidates", metrics, params=chosen)
-    return {"rows": rows, "item_similar_rows": {str(a): neighbours.get(a, 0) for a in cutoffs}, "recall": recall, "als": chosen, "als_tuning": tuning}
+    return {
+        "rows": rows,
+        "item_similar_rows": {str(a): neighbours.get(a, 0) for a in cutoffs},
+        "recall": recall,
+        "als": chosen,
+        "als_tuning": tuning,
+    }
 
 
 def step_training_set(ctx: BatchContext) -> dict[str, Any]:
@@ -187,16 +211,28 @@ def realtime_at(ctx: BatchContext, as_of: date) -> DataFrame:
     from feature_store.realtime import realtime_params
     from spark_jobs.request_examples import realtime_at_cutoff
 
-    return realtime_at_cutoff(ctx.read(CANDIDATES), ctx.read(ITEM_FEATURES), ctx.read(ITEM_SIMILAR), ctx.read(INTERACTIONS),
-                              as_of, realtime_params(ctx.settings))
+    return realtime_at_cutoff(
+        ctx.read(CANDIDATES),
+        ctx.read(ITEM_FEATURES),
+        ctx.read(ITEM_SIMILAR),
+        ctx.read(INTERACTIONS),
+        as_of,
+        realtime_params(ctx.settings),
+    )
 
 
 def holdout(ctx: BatchContext):
     from spark_jobs.evaluation import holdout_data
 
     return holdout_data(
-        ctx.read(CANDIDATES), ctx.read(USER_FEATURES), ctx.read(ITEM_FEATURES), ctx.read(INTERACTIONS),
-        ctx.cutoffs.holdout, ctx.cutoffs.holdout_days, EVAL_K, realtime=realtime_at(ctx, ctx.cutoffs.holdout),
+        ctx.read(CANDIDATES),
+        ctx.read(USER_FEATURES),
+        ctx.read(ITEM_FEATURES),
+        ctx.read(INTERACTIONS),
+        ctx.cutoffs.holdout,
+        ctx.cutoffs.holdout_days,
+        EVAL_K,
+        realtime=realtime_at(ctx, ctx.cutoffs.holdout),
     )
 
 
@@ -204,7 +240,11 @@ def run_versions(ctx: BatchContext) -> dict[str, dict[str, Any]]:
     """This run date's registered versions: version -> tags."""
     from spark_jobs.model_registry import list_versions
 
-    return {v["version"]: v["tags"] for v in list_versions(ctx.settings) if v["tags"].get("run_date") == str(ctx.run_date)}
+    return {
+        v["version"]: v["tags"]
+        for v in list_versions(ctx.settings)
+        if v["tags"].get("run_date") == str(ctx.run_date)
+    }
 
 
 def step_train(ctx: BatchContext, kind: str) -> dict[str, Any]:
@@ -232,15 +272,38 @@ def step_train(ctx: BatchContext, kind: str) -> dict[str, Any]:
     else:
         from spark_jobs.rankers.lightgbm_ranker import train_lightgbm as train
     ranker = train(train_part, params)
-    results = evaluate_models(holdout(ctx), {kind: NativeModel(kind, ranker.native_bytes())}, sources=BASELINE_SOURCES[:2])
+    results = evaluate_models(
+        holdout(ctx), {kind: NativeModel(kind, ranker.native_bytes())}, sources=BASELINE_SOURCES[:2]
+    )
     tags = {"as_of": str(cut.train), "run_date": str(ctx.run_date), "holdout_as_of": str(cut.holdout)}
     with tempfile.TemporaryDirectory() as tmp:
         meta = export_ranker(
-            ranker, collect_queries(validation_part), settings.ranker_compress_tolerance, Path(tmp),
-            extra_meta={"trained_as_of": str(cut.train), "holdout_as_of": str(cut.holdout), "holdout": results[kind]},
+            ranker,
+            collect_queries(validation_part),
+            settings.ranker_compress_tolerance,
+            Path(tmp),
+            extra_meta={
+                "trained_as_of": str(cut.train),
+                "holdout_as_of": str(cut.holdout),
+                "holdout": results[kind],
+            },
         )
-        registered = log_ranker_run(settings, Path(tmp), meta, {**ranker.params, "num_workers": ranker.num_workers}, results, ranker.importance(), tags)
-    return {"kind": kind, "version": registered.version, "holdout": results[kind], "train_seconds": ranker.train_seconds, "compressed": meta["compressed"]}
+        registered = log_ranker_run(
+            settings,
+            Path(tmp),
+            meta,
+            {**ranker.params, "num_workers": ranker.num_workers},
+            results,
+            ranker.importance(),
+            tags,
+        )
+    return {
+        "kind": kind,
+        "version": registered.version,
+        "holdout": results[kind],
+        "train_seconds": ranker.train_seconds,
+        "compressed": meta["compressed"],
+    }
 
 
 def holdout_tag(as_of: date | str, metric: str) -> str:
@@ -276,15 +339,22 @@ def step_evaluate(ctx: BatchContext) -> dict[str, Any]:
     for version, label in labels.items():
         loaded = load_ranker(settings, version, preferred="native")
         models[label] = NativeModel(loaded.kind, loaded.native, version)
-    evaluation = evaluate_with_per_user(holdout(ctx), models, settings.promotion_metric, blend=[labels[v] for v in versions])
+    evaluation = evaluate_with_per_user(
+        holdout(ctx), models, settings.promotion_metric, blend=[labels[v] for v in versions]
+    )
     results = evaluation.results
     mlflow_client = client(settings)
     for version, label in labels.items():
         for metric, value in results[label].items():
-            mlflow_client.set_model_version_tag(settings.ranker_model_name, version, holdout_tag(ctx.cutoffs.holdout, metric), str(value))
+            mlflow_client.set_model_version_tag(
+                settings.ranker_model_name, version, holdout_tag(ctx.cutoffs.holdout, metric), str(value)
+            )
     per_user = evaluation.per_user.rename(columns={label: per_user_column(v) for v, label in labels.items()})
     _log_step_run(
-        ctx, "evaluate", {f"holdout.{label}.{m}": v for label, r in results.items() for m, v in r.items()}, report=results,
+        ctx,
+        "evaluate",
+        {f"holdout.{label}.{m}": v for label, r in results.items() for m, v in r.items()},
+        report=results,
         texts={PER_USER_ARTIFACT: per_user.to_csv(index=False)},
     )
     return {"holdout_as_of": str(ctx.cutoffs.holdout), "results": results}
@@ -302,23 +372,47 @@ def step_promote(ctx: BatchContext) -> dict[str, Any]:
     versions = run_versions(ctx)
     champion = champion_version(settings)
     if not versions:
-        raise BatchStepError(f"no model version registered for run date {ctx.run_date}: run train_xgboost / train_lightgbm first")
+        raise BatchStepError(
+            f"no model version registered for run date {ctx.run_date}: run train_xgboost / train_lightgbm first"
+        )
     needed = [per_user_column(v) for v in versions] + [per_user_column(champion) if champion else "popular"]
     per_user = evaluation_per_user(ctx)
-    if any(tag not in tags for tags in versions.values()) or per_user is None or any(c not in per_user for c in needed):
+    if (
+        any(tag not in tags for tags in versions.values())
+        or per_user is None
+        or any(c not in per_user for c in needed)
+    ):
         step_evaluate(ctx)
         versions, per_user = run_versions(ctx), evaluation_per_user(ctx)
     best = max(versions, key=lambda v: float(versions[v][tag]))
     if best == champion:
         return {"version": best, "promoted": True, "reason": "already champion"}
-    baseline, label = (per_user_column(champion), f"champion v{champion}") if champion else ("popular", "popularity")
-    decision = apply_gate(settings, best, gate(per_user[per_user_column(best)], per_user[baseline], label, GateRule.from_settings(settings)))
-    return {"version": best, "promoted": decision.promote, "decision": decision.decision, "reason": decision.reason, "evidence": decision.evidence.as_dict()}
+    baseline, label = (
+        (per_user_column(champion), f"champion v{champion}") if champion else ("popular", "popularity")
+    )
+    decision = apply_gate(
+        settings,
+        best,
+        gate(per_user[per_user_column(best)], per_user[baseline], label, GateRule.from_settings(settings)),
+    )
+    return {
+        "version": best,
+        "promoted": decision.promote,
+        "decision": decision.decision,
+        "reason": decision.reason,
+        "evidence": decision.evidence.as_dict(),
+    }
 
 
 def step_score(ctx: BatchContext) -> dict[str, Any]:
     from feature_store.registry import NoChampion, load_ranker
-    from spark_jobs.scoring import NO_MODEL_VERSION, NativeModel, fused_source_scores, score_inputs, top_n_scores
+    from spark_jobs.scoring import (
+        NO_MODEL_VERSION,
+        NativeModel,
+        fused_source_scores,
+        score_inputs,
+        top_n_scores,
+    )
     from spark_jobs.training_set import at, ranker_inputs
 
     settings, as_of = ctx.settings, ctx.cutoffs.serve
@@ -326,13 +420,19 @@ def step_score(ctx: BatchContext) -> dict[str, Any]:
     try:
         champion = load_ranker(settings, preferred="native")
         model = NativeModel(champion.kind, champion.native, champion.version)
-        inputs = ranker_inputs(candidates, ctx.read(USER_FEATURES), ctx.read(ITEM_FEATURES), as_of, realtime_at(ctx, as_of))
+        inputs = ranker_inputs(
+            candidates, ctx.read(USER_FEATURES), ctx.read(ITEM_FEATURES), as_of, realtime_at(ctx, as_of)
+        )
         scored = score_inputs(inputs, model)
         version = champion.version
     except NoChampion:
-        log.warning("no champion yet: batch scores fall back to reciprocal-rank fusion of the candidate sources")
+        log.warning(
+            "no champion yet: batch scores fall back to reciprocal-rank fusion of the candidate sources"
+        )
         scored, version = fused_source_scores(at(candidates, as_of)), NO_MODEL_VERSION
-    rows = replace_where(ctx, BATCH_SCORES, top_n_scores(scored, settings.batch_top_n, as_of, version), as_of_condition(as_of))
+    rows = replace_where(
+        ctx, BATCH_SCORES, top_n_scores(scored, settings.batch_top_n, as_of, version), as_of_condition(as_of)
+    )
     return {"as_of": str(as_of), "rows": rows, "model_version": version}
 
 
@@ -347,18 +447,40 @@ def step_publish(ctx: BatchContext) -> dict[str, Any]:
         raise BatchStepError(f"gold/batch_scores has nothing for as_of {as_of}: run the step `score` first")
     interactions = ctx.read(INTERACTIONS)
     popular_items = (
-        popularity(history_before(interactions, as_of), as_of, settings.popular_window_days, settings.popular_half_life_days)
+        popularity(
+            history_before(interactions, as_of),
+            as_of,
+            settings.popular_window_days,
+            settings.popular_half_life_days,
+        )
         .orderBy(F.col("score").desc(), F.col("item_id"))
         .limit(settings.batch_top_n)
         .collect()
     )
     content = batch_content(
-        scores, ctx.read(CANDIDATES), ctx.read(USER_FEATURES), ctx.read(ITEM_FEATURES), ctx.read(ITEM_SIMILAR), interactions,
-        [(r.item_id, r.score) for r in popular_items], as_of,
+        scores,
+        ctx.read(CANDIDATES),
+        ctx.read(USER_FEATURES),
+        ctx.read(ITEM_FEATURES),
+        ctx.read(ITEM_SIMILAR),
+        interactions,
+        [(r.item_id, r.score) for r in popular_items],
+        as_of,
     )
     now = ctx.clock()
-    target = PublishTarget(ctx.redis_url(), settings.redis_key_prefix, batch_version(as_of, int(now)), settings.publish_pending_ttl_s)
-    meta = {"as_of": str(as_of), "model_name": settings.ranker_model_name, "model_version": first.model_version, "published_at": int(now), "version": target.version}
+    target = PublishTarget(
+        ctx.redis_url(),
+        settings.redis_key_prefix,
+        batch_version(as_of, int(now)),
+        settings.publish_pending_ttl_s,
+    )
+    meta = {
+        "as_of": str(as_of),
+        "model_name": settings.ranker_model_name,
+        "model_version": first.model_version,
+        "published_at": int(now),
+        "version": target.version,
+    }
     return publish_batch(target, content, meta, now, settings.publish_keep_versions, settings.publish_grace_s)
 
 
@@ -370,7 +492,11 @@ def step_expire(ctx: BatchContext) -> dict[str, Any]:
     client = redis.Redis.from_url(ctx.redis_url())
     try:
         keys = RedisKeys(ctx.settings.redis_key_prefix)
-        return {"expired": expire_old_versions(client, keys, ctx.settings.publish_keep_versions, ctx.settings.publish_grace_s)}
+        return {
+            "expired": expire_old_versions(
+                client, keys, ctx.settings.publish_keep_versions, ctx.settings.publish_grace_s
+            )
+        }
     finally:
         client.close()
 
@@ -388,14 +514,20 @@ STEP_BODIES: dict[str, Callable[[BatchContext], dict[str, Any]]] = {
     "expire": step_expire,
 }
 # The declared order (feature_store.nightly), one body each.
-STEPS: dict[str, Callable[[BatchContext], dict[str, Any]]] = {name: STEP_BODIES[name] for name in step_names()}
+STEPS: dict[str, Callable[[BatchContext], dict[str, Any]]] = {
+    name: STEP_BODIES[name] for name in step_names()
+}
 
 
 # -- MLflow bookkeeping of steps ---------------------------------------------------------------------
 
 
 def _log_step_run(
-    ctx: BatchContext, step: str, metrics: dict[str, float], report: dict | None = None, params: dict | None = None,
+    ctx: BatchContext,
+    step: str,
+    metrics: dict[str, float],
+    report: dict | None = None,
+    params: dict | None = None,
     texts: dict[str, str] | None = None,
 ) -> None:
     import mlflow
@@ -404,7 +536,9 @@ def _log_step_run(
 
     configure_mlflow(ctx.settings)
     with mlflow.start_run(run_name=f"{step}-{ctx.run_date}"):
-        mlflow.set_tags({"step": step, "run_date": str(ctx.run_date), "holdout_as_of": str(ctx.cutoffs.holdout)})
+        mlflow.set_tags(
+            {"step": step, "run_date": str(ctx.run_date), "holdout_as_of": str(ctx.cutoffs.holdout)}
+        )
         mlflow.log_metrics({mlflow_key(k): float(v) for k, v in metrics.items()})
         if params:
             mlflow.log_params(params)
@@ -436,7 +570,9 @@ def evaluation_per_user(ctx: BatchContext):
     # an evaluate run logged before per-user tables existed has none: the caller evaluates again
     if PER_USER_ARTIFACT not in {a.path for a in client(ctx.settings).list_artifacts(run_id)}:
         return None
-    return pd.read_csv(io.StringIO(mlflow.artifacts.load_text(f"runs:/{run_id}/{PER_USER_ARTIFACT}")), dtype={"user_id": str})
+    return pd.read_csv(
+        io.StringIO(mlflow.artifacts.load_text(f"runs:/{run_id}/{PER_USER_ARTIFACT}")), dtype={"user_id": str}
+    )
 
 
 # -- entry points --------------------------------------------------------------------------------------

@@ -19,8 +19,9 @@ what candidates are supposed to find (their recall is spark_jobs.evaluation.cand
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 import numpy as np
 import pandas as pd
@@ -53,14 +54,18 @@ class CandidateParams:
     ease_max_items: int = 10_000
 
     @classmethod
-    def from_settings(cls, settings, **overrides) -> "CandidateParams":
+    def from_settings(cls, settings, **overrides) -> CandidateParams:
         # Every knob but per_source and ALS's has the same name in Settings; ALS's start at the first
         # value of their tuning grid (spark_jobs.als_tuning picks the best).
-        values = {f.name: getattr(settings, f.name) for f in fields(cls) if f.name in type(settings).model_fields}
+        values = {
+            f.name: getattr(settings, f.name) for f in fields(cls) if f.name in type(settings).model_fields
+        }
         values["per_source"] = settings.candidates_per_source
         values.update(
-            als_rank=settings.als_ranks[0], als_reg_param=settings.als_reg_params[0],
-            als_alpha=settings.als_alphas[0], als_max_iter=settings.als_max_iters[0],
+            als_rank=settings.als_ranks[0],
+            als_reg_param=settings.als_reg_params[0],
+            als_alpha=settings.als_alphas[0],
+            als_max_iter=settings.als_max_iters[0],
         )
         values.update(overrides)
         return cls(**values)
@@ -68,11 +73,11 @@ class CandidateParams:
 
 def cutoff_timestamp(as_of: date) -> datetime:
     """00:00 UTC of `as_of`: the instant features and candidates of that date are computed at."""
-    return datetime.combine(as_of, time(0), tzinfo=timezone.utc)
+    return datetime.combine(as_of, time(0), tzinfo=UTC)
 
 
 def _ts_literal(moment: datetime) -> Column:
-    return F.lit(moment.astimezone(timezone.utc).replace(tzinfo=None)).cast("timestamp")
+    return F.lit(moment.astimezone(UTC).replace(tzinfo=None)).cast("timestamp")
 
 
 def history_before(interactions: DataFrame, as_of: date) -> DataFrame:
@@ -83,13 +88,16 @@ def history_before(interactions: DataFrame, as_of: date) -> DataFrame:
 def interactions_between(interactions: DataFrame, start: date, end: date) -> DataFrame:
     """Interactions in [00:00 UTC of start, 00:00 UTC of end)."""
     return interactions.where(
-        (F.col("ts") >= _ts_literal(cutoff_timestamp(start))) & (F.col("ts") < _ts_literal(cutoff_timestamp(end)))
+        (F.col("ts") >= _ts_literal(cutoff_timestamp(start)))
+        & (F.col("ts") < _ts_literal(cutoff_timestamp(end)))
     )
 
 
 def active_users(interactions: DataFrame, as_of: date, days: int) -> DataFrame:
     """Users with an interaction in the `days` before `as_of` (the users batch candidates are made for)."""
-    return interactions_between(interactions, as_of - timedelta(days=days), as_of).select("user_id").distinct()
+    return (
+        interactions_between(interactions, as_of - timedelta(days=days), as_of).select("user_id").distinct()
+    )
 
 
 def seen_items(history: DataFrame) -> DataFrame:
@@ -100,9 +108,7 @@ def seen_items(history: DataFrame) -> DataFrame:
 def implicit_weights(history: DataFrame) -> DataFrame:
     """(user_id, item_id, weight): summed implicit-feedback weight, only pairs with a positive sum."""
     return (
-        history.groupBy("user_id", "item_id")
-        .agg(F.sum("weight").alias("weight"))
-        .where(F.col("weight") > 0)
+        history.groupBy("user_id", "item_id").agg(F.sum("weight").alias("weight")).where(F.col("weight") > 0)
     )
 
 
@@ -132,7 +138,9 @@ def popularity(history: DataFrame, as_of: date, window_days: int, half_life_days
     0.5 ** (age in days / half-life), so rising items beat items that were big a month ago."""
     cutoff = _ts_literal(cutoff_timestamp(as_of))
     age_days = (F.unix_timestamp(cutoff) - F.unix_timestamp("ts")) / 86400.0
-    recent = history.where((F.col("ts") >= cutoff - F.expr(f"INTERVAL {int(window_days)} DAYS")) & (F.col("weight") > 0))
+    recent = history.where(
+        (F.col("ts") >= cutoff - F.expr(f"INTERVAL {int(window_days)} DAYS")) & (F.col("weight") > 0)
+    )
     return recent.groupBy("item_id").agg(
         F.sum(F.col("weight") * F.pow(F.lit(0.5), age_days / F.lit(float(half_life_days)))).alias("score")
     )
@@ -163,18 +171,29 @@ def covisit_similar(history: DataFrame, window_minutes: int, max_span: int, neig
     right = ordered.select("session_id", F.col("item_id").alias("b"), F.col("ts").alias("ts_b"), "pos")
     pairs = (
         left.join(right, ["session_id", "pos"])
-        .where((F.col("a") != F.col("b")) & (F.unix_timestamp("ts_b") - F.unix_timestamp("ts_a") <= window_minutes * 60))
+        .where(
+            (F.col("a") != F.col("b"))
+            & (F.unix_timestamp("ts_b") - F.unix_timestamp("ts_a") <= window_minutes * 60)
+        )
         .select("session_id", "a", "b")
     )
-    both_ways = pairs.union(pairs.select("session_id", F.col("b").alias("a"), F.col("a").alias("b"))).distinct()
+    both_ways = pairs.union(
+        pairs.select("session_id", F.col("b").alias("a"), F.col("a").alias("b"))
+    ).distinct()
     together = both_ways.groupBy("a", "b").agg(F.count("*").alias("both"))
-    sessions_per_item = history.select("session_id", "item_id").distinct().groupBy("item_id").agg(F.count("*").alias("n"))
+    sessions_per_item = (
+        history.select("session_id", "item_id").distinct().groupBy("item_id").agg(F.count("*").alias("n"))
+    )
     na = sessions_per_item.select(F.col("item_id").alias("a"), F.col("n").alias("n_a"))
     nb = sessions_per_item.select(F.col("item_id").alias("b"), F.col("n").alias("n_b"))
-    scored = together.join(na, "a").join(nb, "b").select(
-        F.col("a").alias("item_id"),
-        F.col("b").alias("similar_item_id"),
-        (F.col("both") / F.sqrt(F.col("n_a") * F.col("n_b"))).alias("score"),
+    scored = (
+        together.join(na, "a")
+        .join(nb, "b")
+        .select(
+            F.col("a").alias("item_id"),
+            F.col("b").alias("similar_item_id"),
+            (F.col("both") / F.sqrt(F.col("n_a") * F.col("n_b"))).alias("score"),
+        )
     )
     return rank_top_n(scored, neighbors, group="item_id", item="similar_item_id")
 
@@ -182,7 +201,11 @@ def covisit_similar(history: DataFrame, window_minutes: int, max_span: int, neig
 def as_item_similar(similar: DataFrame, as_of: date) -> DataFrame:
     """`covisit_similar` rows in the `gold/item_similar` column order."""
     return similar.select(
-        F.lit(as_of).cast("date").alias("as_of"), "item_id", "similar_item_id", F.col("score").cast("double"), F.col("rank").cast("int")
+        F.lit(as_of).cast("date").alias("as_of"),
+        "item_id",
+        "similar_item_id",
+        F.col("score").cast("double"),
+        F.col("rank").cast("int"),
     ).select(*ITEM_SIMILAR.columns)
 
 
@@ -208,7 +231,11 @@ def covisit_candidates(recent: DataFrame, similar: DataFrame, seen: DataFrame, n
 def index_ids(ids: DataFrame, column: str) -> DataFrame:
     """(column, idx): a dense int index per distinct id, in id order (ALS needs int ids)."""
     distinct = ids.select(column).distinct().orderBy(column)
-    return distinct.rdd.zipWithIndex().map(lambda row_idx: (row_idx[0][0], int(row_idx[1]))).toDF(f"{column} string, idx int")
+    return (
+        distinct.rdd.zipWithIndex()
+        .map(lambda row_idx: (row_idx[0][0], int(row_idx[1])))
+        .toDF(f"{column} string, idx int")
+    )
 
 
 def als_factors(weights: DataFrame, params: CandidateParams) -> tuple[DataFrame, DataFrame]:
@@ -239,8 +266,12 @@ def als_factors(weights: DataFrame, params: CandidateParams) -> tuple[DataFrame,
         numItemBlocks=blocks,
     )
     model = als.fit(indexed)
-    user_factors = model.userFactors.join(users, F.col("id") == F.col("idx")).select("user_id", F.col("features").alias("factors"))
-    item_factors = model.itemFactors.join(items, F.col("id") == F.col("idx")).select("item_id", F.col("features").alias("factors"))
+    user_factors = model.userFactors.join(users, F.col("id") == F.col("idx")).select(
+        "user_id", F.col("features").alias("factors")
+    )
+    item_factors = model.itemFactors.join(items, F.col("id") == F.col("idx")).select(
+        "item_id", F.col("features").alias("factors")
+    )
     return user_factors, item_factors
 
 
@@ -279,7 +310,9 @@ def top_items_by_factors(
     return top_unseen(scores, users["user_id"], users["seen"], item_ids, position, n)
 
 
-def als_candidates(user_factors: DataFrame, item_factors: DataFrame, users: DataFrame, seen: DataFrame, n: int) -> DataFrame:
+def als_candidates(
+    user_factors: DataFrame, item_factors: DataFrame, users: DataFrame, seen: DataFrame, n: int
+) -> DataFrame:
     """Each user's n unseen items by ALS score. Item factors go to every task as one numpy matrix
     (items x rank float32: 1M items at rank 32 is 128 MB), users stream through in Arrow batches."""
     spark = user_factors.sparkSession
@@ -306,7 +339,11 @@ def ease_items(seen: DataFrame, max_items: int) -> DataFrame:
     order: the columns EASE is computed for. Items beyond the cap get no EASE scores."""
     counts = seen.groupBy("item_id").agg(F.count("*").alias("users"))
     order = Window.orderBy(F.col("users").desc(), F.col("item_id").asc())
-    return counts.withColumn("idx", F.row_number().over(order) - 1).where(F.col("idx") < max_items).select("item_id", F.col("idx").cast("int"))
+    return (
+        counts.withColumn("idx", F.row_number().over(order) - 1)
+        .where(F.col("idx") < max_items)
+        .select("item_id", F.col("idx").cast("int"))
+    )
 
 
 def gram_entries(seen: DataFrame, items: DataFrame) -> DataFrame:
@@ -315,7 +352,12 @@ def gram_entries(seen: DataFrame, items: DataFrame) -> DataFrame:
     indexed = seen.join(F.broadcast(items), "item_id").select("user_id", "idx")
     left = indexed.select("user_id", F.col("idx").alias("i"))
     right = indexed.select("user_id", F.col("idx").alias("j"))
-    return left.join(right, "user_id").where(F.col("i") <= F.col("j")).groupBy("i", "j").agg(F.count("*").alias("users"))
+    return (
+        left.join(right, "user_id")
+        .where(F.col("i") <= F.col("j"))
+        .groupBy("i", "j")
+        .agg(F.count("*").alias("users"))
+    )
 
 
 def gram_matrix(entries: pd.DataFrame, size: int) -> np.ndarray:
@@ -336,7 +378,9 @@ def ease_weights(gram: np.ndarray, lam: float) -> np.ndarray:
     return weights
 
 
-def top_items_by_ease(users: pd.DataFrame, item_ids: np.ndarray, weights: np.ndarray, n: int, chunk: int = 256) -> pd.DataFrame:
+def top_items_by_ease(
+    users: pd.DataFrame, item_ids: np.ndarray, weights: np.ndarray, n: int, chunk: int = 256
+) -> pd.DataFrame:
     """For a batch of users (user_id, seen), the n unseen items with the highest positive EASE score
     (sum of B's rows of the user's indexed items), `chunk` users per matrix product."""
     position = {item: i for i, item in enumerate(item_ids)}
@@ -361,7 +405,11 @@ def ease_candidates(seen: DataFrame, users: DataFrame, n: int, lam: float, max_i
     items = ease_items(seen, max_items).orderBy("idx").toPandas()
     indexed = spark.createDataFrame(items, "item_id string, idx int")
     item_ids = items["item_id"].to_numpy(dtype=object)
-    weights = ease_weights(gram_matrix(gram_entries(seen, indexed).toPandas(), len(item_ids)), lam) if len(items) else np.zeros((0, 0))
+    weights = (
+        ease_weights(gram_matrix(gram_entries(seen, indexed).toPandas(), len(item_ids)), lam)
+        if len(items)
+        else np.zeros((0, 0))
+    )
     shared = spark.sparkContext.broadcast((item_ids, weights.astype(np.float32)))
     known = seen.join(F.broadcast(indexed), "item_id", "left_semi").select("user_id").distinct()
     seen_lists = seen.groupBy("user_id").agg(F.collect_list("item_id").alias("seen"))
@@ -388,7 +436,9 @@ def build_candidates(
     seen = seen_items(history).cache()
     n = params.per_source
     user_factors, item_factors = als_factors(implicit_weights(history), params)
-    similar = covisit_similar(history, params.covisit_window_minutes, params.covisit_max_span, params.covisit_neighbors).cache()
+    similar = covisit_similar(
+        history, params.covisit_window_minutes, params.covisit_max_span, params.covisit_neighbors
+    ).cache()
     recent = recent_items(history, users, params.covisit_recent_items)
     popular = popularity(history, as_of, params.popular_window_days, params.popular_half_life_days)
     sources = {
@@ -406,7 +456,11 @@ def build_candidates(
 def next_items(interactions: DataFrame, as_of: date, horizon_days: int) -> DataFrame:
     """(user_id, item_id) the user positively interacted with in [as_of, as_of + horizon) and had not
     touched before as_of: what candidates are supposed to find."""
-    future = interactions_between(interactions, as_of, as_of + timedelta(days=horizon_days)).where(F.col("label") == 1)
-    return future.select("user_id", "item_id").distinct().join(
-        seen_items(history_before(interactions, as_of)), ["user_id", "item_id"], "left_anti"
+    future = interactions_between(interactions, as_of, as_of + timedelta(days=horizon_days)).where(
+        F.col("label") == 1
+    )
+    return (
+        future.select("user_id", "item_id")
+        .distinct()
+        .join(seen_items(history_before(interactions, as_of)), ["user_id", "item_id"], "left_anti")
     )

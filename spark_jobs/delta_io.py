@@ -9,8 +9,8 @@ Each returns the numbers of the commit it made, read from the Delta log (no extr
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
-from typing import Iterable, Mapping, Sequence
 
 from pyspark.sql import DataFrame, SparkSession
 
@@ -61,7 +61,9 @@ def merge_insert(
     return _merge(spark, settings, table, df, key, update=False, within=within, path=path)["inserted"]
 
 
-def merge_upsert(spark: SparkSession, settings: Settings, table: Table, df: DataFrame, key: str) -> dict[str, int]:
+def merge_upsert(
+    spark: SparkSession, settings: Settings, table: Table, df: DataFrame, key: str
+) -> dict[str, int]:
     """Insert new keys, overwrite existing ones. Returns {"inserted": n, "updated": m}."""
     return _merge(spark, settings, table, df, key, update=True)
 
@@ -91,7 +93,10 @@ def _merge(
         return merge.whenNotMatchedInsertAll().execute().first()
 
     metrics = _retry_concurrent(run)
-    return {"inserted": int(metrics["num_inserted_rows"] or 0), "updated": int(metrics["num_updated_rows"] or 0)}
+    return {
+        "inserted": int(metrics["num_inserted_rows"] or 0),
+        "updated": int(metrics["num_updated_rows"] or 0),
+    }
 
 
 def partition_filters(alias: str, within: Mapping[str, Iterable[date]]) -> list[str]:

@@ -11,9 +11,9 @@ spark_jobs.model_registry (each training run's report), spark_jobs.offline_eval.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Iterable, Iterator, Mapping, Sequence
 
 import pandas as pd
 from pyspark.sql import DataFrame
@@ -21,7 +21,15 @@ from pyspark.sql import functions as F
 
 from spark_jobs.candidates import history_before, rank_top_n, seen_items
 from spark_jobs.frames import union_all
-from spark_jobs.metrics import CANDIDATE_RECALL_CUTOFFS, METRIC_NAMES, UNION, candidate_recall, metric_key, parse_metric_key, user_metrics
+from spark_jobs.metrics import (
+    CANDIDATE_RECALL_CUTOFFS,
+    METRIC_NAMES,
+    UNION,
+    candidate_recall,
+    metric_key,
+    parse_metric_key,
+    user_metrics,
+)
 from spark_jobs.scoring import fused_scores, score_inputs
 from spark_jobs.training_set import at, graded_labels
 
@@ -34,7 +42,11 @@ def relevant_items(interactions: DataFrame, as_of: date, horizon_days: int) -> D
 
 def top_k_from_source(candidates: DataFrame, source: str, as_of: date, k: int) -> DataFrame:
     """(user_id, item_id, rank, score): one candidate source's own first k, as a stand-alone recommender."""
-    return at(candidates, as_of).where((F.col("source") == source) & (F.col("rank") <= k)).select("user_id", "item_id", "rank", "score")
+    return (
+        at(candidates, as_of)
+        .where((F.col("source") == source) & (F.col("rank") <= k))
+        .select("user_id", "item_id", "rank", "score")
+    )
 
 
 def top_k_by_score(scored: DataFrame, k: int) -> DataFrame:
@@ -44,7 +56,9 @@ def top_k_by_score(scored: DataFrame, k: int) -> DataFrame:
 
 def rank_fusion(rankings: Iterable[DataFrame], k: int) -> DataFrame:
     """(user_id, item_id, rank, score): the first k of the reciprocal-rank fusion of full rankings."""
-    return top_k_by_score(fused_scores(union_all([r.select("user_id", "item_id", "rank") for r in rankings])), k)
+    return top_k_by_score(
+        fused_scores(union_all([r.select("user_id", "item_id", "rank") for r in rankings])), k
+    )
 
 
 def _user_metric_batches(k: int):
@@ -54,7 +68,10 @@ def _user_metric_batches(k: int):
             for ranked, relevance in zip(frame["ranked"], frame["relevance"]):
                 gains = dict(relevance) if relevance is not None else {}
                 rows.append(user_metrics(list(ranked) if ranked is not None else [], gains, k))
-            yield pd.concat([frame[["user_id"]].reset_index(drop=True), pd.DataFrame(rows, columns=list(METRIC_NAMES))], axis=1)
+            yield pd.concat(
+                [frame[["user_id"]].reset_index(drop=True), pd.DataFrame(rows, columns=list(METRIC_NAMES))],
+                axis=1,
+            )
 
     return compute
 
@@ -62,21 +79,43 @@ def _user_metric_batches(k: int):
 def user_ranking_metrics(rankings: DataFrame, relevance: DataFrame, k: int) -> DataFrame:
     """(user_id, ndcg, map, precision, recall, hr, mrr): each metric@k of every user with relevant items
     (a user without a ranking scores 0). What the means and the promotion gate's paired comparison use."""
-    ranked = rankings.where(F.col("rank") <= k).groupBy("user_id").agg(
-        F.transform(F.array_sort(F.collect_list(F.struct("rank", "item_id"))), lambda s: s["item_id"]).alias("ranked")
+    ranked = (
+        rankings.where(F.col("rank") <= k)
+        .groupBy("user_id")
+        .agg(
+            F.transform(
+                F.array_sort(F.collect_list(F.struct("rank", "item_id"))), lambda s: s["item_id"]
+            ).alias("ranked")
+        )
     )
-    gains = relevance.where(F.col("relevance") > 0).groupBy("user_id").agg(
-        F.map_from_entries(F.collect_list(F.struct("item_id", F.col("relevance").cast("double")))).alias("relevance")
+    gains = (
+        relevance.where(F.col("relevance") > 0)
+        .groupBy("user_id")
+        .agg(
+            F.map_from_entries(F.collect_list(F.struct("item_id", F.col("relevance").cast("double")))).alias(
+                "relevance"
+            )
+        )
     )
     joined = gains.join(ranked, "user_id", "left").select("user_id", "ranked", "relevance")
-    return joined.mapInPandas(_user_metric_batches(k), "user_id string, " + ", ".join(f"{m} double" for m in METRIC_NAMES))
+    return joined.mapInPandas(
+        _user_metric_batches(k), "user_id string, " + ", ".join(f"{m} double" for m in METRIC_NAMES)
+    )
 
 
-def mean_ranking_metrics(per_user: DataFrame, rankings: DataFrame, k: int, catalog_size: int) -> dict[str, float]:
+def mean_ranking_metrics(
+    per_user: DataFrame, rankings: DataFrame, k: int, catalog_size: int
+) -> dict[str, float]:
     """Means of `user_ranking_metrics` rows plus catalog coverage of those users' top k. Keys like
     `ndcg@10`, plus `users`."""
     means = per_user.agg(F.count("*").alias("users"), *[F.avg(m).alias(m) for m in METRIC_NAMES]).first()
-    covered = rankings.where(F.col("rank") <= k).join(per_user.select("user_id"), "user_id").select("item_id").distinct().count()
+    covered = (
+        rankings.where(F.col("rank") <= k)
+        .join(per_user.select("user_id"), "user_id")
+        .select("item_id")
+        .distinct()
+        .count()
+    )
     result = {metric_key(m, k): float(means[m] or 0.0) for m in METRIC_NAMES}
     result[metric_key("coverage", k)] = covered / catalog_size if catalog_size else 0.0
     result["users"] = float(means["users"])
@@ -95,31 +134,57 @@ def _candidate_recall_batches(sources: Sequence[str], cutoffs: Sequence[int], ke
             rows = []
             for pools, relevance in zip(frame["pools"], frame["relevance"]):
                 given = dict(pools) if pools is not None else {}
-                rows.append(candidate_recall({s: list(given.get(s, ())) for s in sources}, dict(relevance), cutoffs))
+                rows.append(
+                    candidate_recall({s: list(given.get(s, ())) for s in sources}, dict(relevance), cutoffs)
+                )
             yield pd.DataFrame(rows, columns=list(keys))
 
     return compute
 
 
 def candidate_pool_recall(
-    candidates: DataFrame, relevance: DataFrame, sources: Sequence[str], cutoffs: Sequence[int] = CANDIDATE_RECALL_CUTOFFS
+    candidates: DataFrame,
+    relevance: DataFrame,
+    sources: Sequence[str],
+    cutoffs: Sequence[int] = CANDIDATE_RECALL_CUTOFFS,
 ) -> dict[str, float]:
     """Mean of spark_jobs.metrics.candidate_recall over the users that have relevant items and
     candidates: `<source>@N` and `union@N` for each N in `cutoffs`, plus `users`. `candidates` are
     (user_id, source, item_id, rank) rows of one cut-off, `relevance` (user_id, item_id, relevance)."""
     depth = max(cutoffs)
     keys = [metric_key(name, n) for n in cutoffs for name in (*sources, UNION)]
-    per_source = candidates.where(F.col("rank") <= depth).groupBy("user_id", "source").agg(
-        F.transform(F.array_sort(F.collect_list(F.struct("rank", "item_id"))), lambda s: s["item_id"]).alias("items")
+    per_source = (
+        candidates.where(F.col("rank") <= depth)
+        .groupBy("user_id", "source")
+        .agg(
+            F.transform(
+                F.array_sort(F.collect_list(F.struct("rank", "item_id"))), lambda s: s["item_id"]
+            ).alias("items")
+        )
     )
-    pools = per_source.groupBy("user_id").agg(F.map_from_entries(F.collect_list(F.struct("source", "items"))).alias("pools"))
-    gains = relevance.where(F.col("relevance") > 0).groupBy("user_id").agg(
-        F.map_from_entries(F.collect_list(F.struct("item_id", F.col("relevance").cast("double")))).alias("relevance")
+    pools = per_source.groupBy("user_id").agg(
+        F.map_from_entries(F.collect_list(F.struct("source", "items"))).alias("pools")
     )
-    per_user = gains.join(pools, "user_id").select("pools", "relevance").mapInPandas(
-        _candidate_recall_batches(tuple(sources), tuple(cutoffs), keys), ", ".join(f"`{k}` double" for k in keys)
+    gains = (
+        relevance.where(F.col("relevance") > 0)
+        .groupBy("user_id")
+        .agg(
+            F.map_from_entries(F.collect_list(F.struct("item_id", F.col("relevance").cast("double")))).alias(
+                "relevance"
+            )
+        )
     )
-    means = per_user.agg(F.count("*").alias("users"), *[F.avg(F.col(f"`{k}`")).alias(k) for k in keys]).first()
+    per_user = (
+        gains.join(pools, "user_id")
+        .select("pools", "relevance")
+        .mapInPandas(
+            _candidate_recall_batches(tuple(sources), tuple(cutoffs), keys),
+            ", ".join(f"`{k}` double" for k in keys),
+        )
+    )
+    means = per_user.agg(
+        F.count("*").alias("users"), *[F.avg(F.col(f"`{k}`")).alias(k) for k in keys]
+    ).first()
     return {**{k: float(means[k] or 0.0) for k in keys}, "users": float(means["users"])}
 
 
@@ -142,7 +207,13 @@ class Holdout:
 
 
 def holdout_data(
-    candidates: DataFrame, user_features: DataFrame, item_features: DataFrame, interactions: DataFrame, as_of: date, horizon_days: int, k: int,
+    candidates: DataFrame,
+    user_features: DataFrame,
+    item_features: DataFrame,
+    interactions: DataFrame,
+    as_of: date,
+    horizon_days: int,
+    k: int,
     realtime: DataFrame | None = None,
 ) -> Holdout:
     from spark_jobs.training_set import ranker_inputs
@@ -163,20 +234,34 @@ def model_ranking(holdout: Holdout, model, depth: int | None = None) -> DataFram
     return top_k_by_score(score_inputs(holdout.inputs, model), depth or holdout.k)
 
 
-def holdout_rankings(holdout: Holdout, models: Mapping[str, object], sources: Sequence[str] = BASELINE_SOURCES, blend: Sequence[str] = ()) -> dict[str, DataFrame]:
+def holdout_rankings(
+    holdout: Holdout,
+    models: Mapping[str, object],
+    sources: Sequence[str] = BASELINE_SOURCES,
+    blend: Sequence[str] = (),
+) -> dict[str, DataFrame]:
     """Each model's top k on the holdout (label -> (user_id, item_id, rank, score)): each candidate source
     alone, each model (label -> NativeModel) and, when `blend` names two or more models, their
     reciprocal-rank fusion (`blend`)."""
-    rankings = {source: top_k_from_source(holdout.candidates, source, holdout.as_of, holdout.k) for source in sources}
+    rankings = {
+        source: top_k_from_source(holdout.candidates, source, holdout.as_of, holdout.k) for source in sources
+    }
     for label, model in models.items():
         rankings[label] = model_ranking(holdout, model)
     if len(blend) >= 2:
         full_depth = 1_000_000  # fusion needs each model's whole order, not only its top k
-        rankings[BLEND] = rank_fusion([model_ranking(holdout, models[label], full_depth) for label in blend], holdout.k)
+        rankings[BLEND] = rank_fusion(
+            [model_ranking(holdout, models[label], full_depth) for label in blend], holdout.k
+        )
     return rankings
 
 
-def evaluate_models(holdout: Holdout, models: Mapping[str, object], sources: Sequence[str] = BASELINE_SOURCES, blend: Sequence[str] = ()) -> dict[str, dict[str, float]]:
+def evaluate_models(
+    holdout: Holdout,
+    models: Mapping[str, object],
+    sources: Sequence[str] = BASELINE_SOURCES,
+    blend: Sequence[str] = (),
+) -> dict[str, dict[str, float]]:
     """Metrics@k on the holdout of every ranking of `holdout_rankings`."""
     return {
         label: ranking_metrics(ranked, holdout.relevance, holdout.k, holdout.catalog_size)
@@ -194,20 +279,30 @@ class HoldoutEvaluation:
 
 
 def evaluate_with_per_user(
-    holdout: Holdout, models: Mapping[str, object], metric: str, sources: Sequence[str] = BASELINE_SOURCES, blend: Sequence[str] = ()
+    holdout: Holdout,
+    models: Mapping[str, object],
+    metric: str,
+    sources: Sequence[str] = BASELINE_SOURCES,
+    blend: Sequence[str] = (),
 ) -> HoldoutEvaluation:
     """`evaluate_models` plus every user's value of `metric` (e.g. `ndcg@10`, at the holdout's k), each
     model's per-user metrics computed once for both."""
     name, k = parse_metric_key(metric)
     if k != holdout.k or name not in METRIC_NAMES:
-        raise ValueError(f"{metric!r} is not a per-user metric at the holdout's k={holdout.k} (one of {', '.join(metric_key(m, holdout.k) for m in METRIC_NAMES)})")
+        raise ValueError(
+            f"{metric!r} is not a per-user metric at the holdout's k={holdout.k} (one of {', '.join(metric_key(m, holdout.k) for m in METRIC_NAMES)})"
+        )
     results: dict[str, dict[str, float]] = {}
     per_user = None
     for label, ranked in holdout_rankings(holdout, models, sources, blend).items():
         users = user_ranking_metrics(ranked, holdout.relevance, holdout.k).cache()
         results[label] = mean_ranking_metrics(users, ranked, holdout.k, holdout.catalog_size)
         values = users.select("user_id", F.col(name).alias(label)).toPandas()
-        per_user = values if per_user is None else per_user.merge(values, on="user_id", how="outer", validate="one_to_one")
+        per_user = (
+            values
+            if per_user is None
+            else per_user.merge(values, on="user_id", how="outer", validate="one_to_one")
+        )
         users.unpersist()
     if per_user is None or per_user.isna().any().any():
         raise RuntimeError("the models' per-user metrics are not over the same holdout users")

@@ -19,9 +19,9 @@ of both gold tables (replaceWhere), so reruns and backfills are idempotent.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Sequence
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -59,7 +59,11 @@ def explode_as_of(df: DataFrame, start: date, end: date, max_age: int | None = N
     """Each row (with `event_date`) once per as_of in [start, end) that sees it: event_date < as_of,
     and as_of - event_date <= max_age when given. Adds `as_of` and `age` (days)."""
     first = F.greatest(F.date_add("event_date", 1), F.lit(start))
-    last = F.lit(_last_as_of(end)) if max_age is None else F.least(F.date_add("event_date", max_age), F.lit(_last_as_of(end)))
+    last = (
+        F.lit(_last_as_of(end))
+        if max_age is None
+        else F.least(F.date_add("event_date", max_age), F.lit(_last_as_of(end)))
+    )
     return (
         df.where(first <= last)
         .withColumn("as_of", F.explode(F.sequence(first, last, F.expr("INTERVAL 1 DAY"))))
@@ -67,7 +71,15 @@ def explode_as_of(df: DataFrame, start: date, end: date, max_age: int | None = N
     )
 
 
-def fold_old_days(daily: DataFrame, keys: Sequence[str], start: date, lookback_days: int, sums: Sequence[str], maxes=(), mins=()) -> DataFrame:
+def fold_old_days(
+    daily: DataFrame,
+    keys: Sequence[str],
+    start: date,
+    lookback_days: int,
+    sums: Sequence[str],
+    maxes=(),
+    mins=(),
+) -> DataFrame:
     """Days older than `start - lookback_days` folded into one row per key (dated the day before that
     cut-off, so it is older than every window and only feeds lifetime sums), plus the recent days as-is."""
     cutoff = start - timedelta(days=lookback_days)
@@ -75,7 +87,11 @@ def fold_old_days(daily: DataFrame, keys: Sequence[str], start: date, lookback_d
     old = (
         daily.where(F.col("event_date") < F.lit(cutoff))
         .groupBy(*keys)
-        .agg(*[F.sum(c).alias(c) for c in sums], *[F.max(c).alias(c) for c in maxes], *[F.min(c).alias(c) for c in mins])
+        .agg(
+            *[F.sum(c).alias(c) for c in sums],
+            *[F.max(c).alias(c) for c in maxes],
+            *[F.min(c).alias(c) for c in mins],
+        )
         .withColumn("event_date", F.lit(cutoff - timedelta(days=1)))
     )
     return recent.unionByName(old)
@@ -96,7 +112,9 @@ def _seconds_to_as_of(ts: Column) -> Column:
 
 def _features_map(columns: dict[str, Column], names: Sequence[str]) -> Column:
     if set(columns) != set(names):
-        raise RuntimeError(f"computed features differ from feature_store.features: {sorted(set(columns) ^ set(names))}")
+        raise RuntimeError(
+            f"computed features differ from feature_store.features: {sorted(set(columns) ^ set(names))}"
+        )
     return F.create_map(*[x for name in names for x in (F.lit(name), columns[name].cast("double"))])
 
 
@@ -125,13 +143,23 @@ def build_user_features(
 
     type_cols = {t.name: f"n_{i}" for i, t in enumerate(types)}
     daily = history.groupBy("user_id", "event_date").agg(
-        *[F.sum(F.when(F.col("event_type") == name, 1).otherwise(0)).alias(col) for name, col in type_cols.items()],
+        *[
+            F.sum(F.when(F.col("event_type") == name, 1).otherwise(0)).alias(col)
+            for name, col in type_cols.items()
+        ],
         F.count(F.lit(1)).alias("n"),
         F.sum(F.col("rating")).alias("rating_sum"),
         F.count(F.col("rating")).alias("rating_n"),
         F.max("ts").alias("last_ts"),
     )
-    folded = fold_old_days(daily, ["user_id"], start, lookback, [*type_cols.values(), "n", "rating_sum", "rating_n"], maxes=["last_ts"])
+    folded = fold_old_days(
+        daily,
+        ["user_id"],
+        start,
+        lookback,
+        [*type_cols.values(), "n", "rating_sum", "rating_n"],
+        maxes=["last_ts"],
+    )
     per_day = explode_as_of(folded, start, end)
     columns: dict[str, Column] = {}
     for name, col in type_cols.items():
@@ -144,28 +172,42 @@ def build_user_features(
     columns["user_recency_s"] = _seconds_to_as_of(F.max("last_ts"))
     columns["user_avg_rating"] = F.when(rating_n > 0, F.sum("rating_sum") / rating_n)
     columns["user_rating_count"] = rating_n
-    aggregated = per_day.groupBy("user_id", "as_of").agg(*[c.alias(n) for n, c in columns.items() if n != "user_distinct_items_30d"])
-
-    distinct_items = _distinct_in_window(history, "user_id", "item_id", start, end, DISTINCT_WINDOW_DAYS).withColumnRenamed(
-        "distinct_30d", "user_distinct_items_30d"
+    aggregated = per_day.groupBy("user_id", "as_of").agg(
+        *[c.alias(n) for n, c in columns.items() if n != "user_distinct_items_30d"]
     )
+
+    distinct_items = _distinct_in_window(
+        history, "user_id", "item_id", start, end, DISTINCT_WINDOW_DAYS
+    ).withColumnRenamed("distinct_30d", "user_distinct_items_30d")
     affinity = category_affinity(history, items, start, end)
-    joined = aggregated.join(distinct_items, ["user_id", "as_of"], "left").join(affinity, ["user_id", "as_of"], "left")
+    joined = aggregated.join(distinct_items, ["user_id", "as_of"], "left").join(
+        affinity, ["user_id", "as_of"], "left"
+    )
     feature_cols = {n: F.col(n) for n in columns if n != "user_distinct_items_30d"}
     feature_cols["user_distinct_items_30d"] = F.coalesce(F.col("user_distinct_items_30d"), F.lit(0))
     return joined.select(
         "as_of",
         "user_id",
         _features_map(feature_cols, names).alias("features"),
-        F.coalesce(F.col("category_affinity"), F.create_map().cast("map<string,double>")).alias("category_affinity"),
+        F.coalesce(F.col("category_affinity"), F.create_map().cast("map<string,double>")).alias(
+            "category_affinity"
+        ),
     )
 
 
-def _distinct_in_window(history: DataFrame, entity: str, other: str, start: date, end: date, days: int) -> DataFrame:
+def _distinct_in_window(
+    history: DataFrame, entity: str, other: str, start: date, end: date, days: int
+) -> DataFrame:
     """(entity, as_of, distinct_<days>d): distinct `other` values in the `days` days before as_of."""
-    triples = history.where(F.col("event_date") >= F.lit(start - timedelta(days=days))).select(entity, other, "event_date").distinct()
-    return explode_as_of(triples, start, end, max_age=days).groupBy(entity, "as_of").agg(
-        F.countDistinct(other).cast("double").alias(f"distinct_{days}d")
+    triples = (
+        history.where(F.col("event_date") >= F.lit(start - timedelta(days=days)))
+        .select(entity, other, "event_date")
+        .distinct()
+    )
+    return (
+        explode_as_of(triples, start, end, max_age=days)
+        .groupBy(entity, "as_of")
+        .agg(F.countDistinct(other).cast("double").alias(f"distinct_{days}d"))
     )
 
 
@@ -175,7 +217,9 @@ def category_affinity(history: DataFrame, items: DataFrame | None, start: date, 
     so weights are scaled relative to `start` once instead of per as_of)."""
     with_category = _with_category(history, items)
     decay = F.pow(F.lit(2.0), F.datediff(F.col("event_date"), F.lit(start)) / F.lit(AFFINITY_HALF_LIFE_DAYS))
-    daily = with_category.groupBy("user_id", "category", "event_date").agg((F.sum("weight") * decay).alias("w"))
+    daily = with_category.groupBy("user_id", "category", "event_date").agg(
+        (F.sum("weight") * decay).alias("w")
+    )
     # Decay already shrinks old days; fold them anyway to bound the explode.
     folded = fold_old_days(daily, ["user_id", "category"], start, DISTINCT_WINDOW_DAYS, ["w"])
     per_category = (
@@ -188,7 +232,11 @@ def category_affinity(history: DataFrame, items: DataFrame | None, start: date, 
     return (
         per_category.join(totals, ["user_id", "as_of"])
         .groupBy("user_id", "as_of")
-        .agg(F.map_from_entries(F.collect_list(F.struct("category", (F.col("w") / F.col("total")).alias("share")))).alias("category_affinity"))
+        .agg(
+            F.map_from_entries(
+                F.collect_list(F.struct("category", (F.col("w") / F.col("total")).alias("share")))
+            ).alias("category_affinity")
+        )
     )
 
 
@@ -218,17 +266,30 @@ def build_item_features(
     history = interactions.where(F.col("event_date") < F.lit(_last_as_of(end)))
     funnel_cols = {name: f"n_{name}" for name in FUNNEL}
     daily = history.groupBy("item_id", "event_date").agg(
-        *[F.sum(F.when(F.col("event_type") == name, 1).otherwise(0)).alias(col) for name, col in funnel_cols.items()],
+        *[
+            F.sum(F.when(F.col("event_type") == name, 1).otherwise(0)).alias(col)
+            for name, col in funnel_cols.items()
+        ],
         F.count(F.lit(1)).alias("n"),
         F.sum("weight").alias("weight"),
         F.sum(F.col("rating")).alias("rating_sum"),
         F.count(F.col("rating")).alias("rating_n"),
         F.min("ts").alias("first_ts"),
     )
-    folded = fold_old_days(daily, ["item_id"], start, lookback, [*funnel_cols.values(), "n", "weight", "rating_sum", "rating_n"], mins=["first_ts"])
+    folded = fold_old_days(
+        daily,
+        ["item_id"],
+        start,
+        lookback,
+        [*funnel_cols.values(), "n", "weight", "rating_sum", "rating_n"],
+        mins=["first_ts"],
+    )
     per_day = explode_as_of(folded, start, end)
     views, clicks = _in_window(DISTINCT_WINDOW_DAYS, "n_view"), _in_window(DISTINCT_WINDOW_DAYS, "n_click")
-    carts, purchases = _in_window(DISTINCT_WINDOW_DAYS, "n_add_to_cart"), _in_window(DISTINCT_WINDOW_DAYS, "n_purchase")
+    carts, purchases = (
+        _in_window(DISTINCT_WINDOW_DAYS, "n_add_to_cart"),
+        _in_window(DISTINCT_WINDOW_DAYS, "n_purchase"),
+    )
     events_7d, events_30d = _in_window(7, "n"), _in_window(DISTINCT_WINDOW_DAYS, "n")
     rating_n = F.coalesce(F.sum("rating_n"), F.lit(0))
     columns: dict[str, Column] = {f"item_events_{w}d": _in_window(w, "n") for w in windows}
@@ -247,14 +308,35 @@ def build_item_features(
     )
     aggregated = per_day.groupBy("item_id", "as_of").agg(*[c.alias(n) for n, c in columns.items()])
 
-    triples = history.where(F.col("event_date") >= F.lit(start - timedelta(days=max(windows)))).select("item_id", "user_id", "event_date").distinct()
-    users = explode_as_of(triples, start, end, max_age=max(windows)).groupBy("item_id", "as_of").agg(
-        *[F.countDistinct(F.when(F.col("age") <= w, F.col("user_id"))).cast("double").alias(f"item_users_{w}d") for w in windows]
+    triples = (
+        history.where(F.col("event_date") >= F.lit(start - timedelta(days=max(windows))))
+        .select("item_id", "user_id", "event_date")
+        .distinct()
+    )
+    users = (
+        explode_as_of(triples, start, end, max_age=max(windows))
+        .groupBy("item_id", "as_of")
+        .agg(
+            *[
+                F.countDistinct(F.when(F.col("age") <= w, F.col("user_id")))
+                .cast("double")
+                .alias(f"item_users_{w}d")
+                for w in windows
+            ]
+        )
     )
     joined = aggregated.join(users, ["item_id", "as_of"], "left")
     feature_cols = {n: F.col(n) for n in columns}
-    feature_cols.update({f"item_users_{w}d": F.coalesce(F.col(f"item_users_{w}d"), F.lit(0.0)) for w in windows})
-    with_category = joined.join(F.broadcast(items.select("item_id", "category").dropDuplicates(["item_id"])), "item_id", "left") if items is not None else joined.withColumn("category", F.lit(None).cast("string"))
+    feature_cols.update(
+        {f"item_users_{w}d": F.coalesce(F.col(f"item_users_{w}d"), F.lit(0.0)) for w in windows}
+    )
+    with_category = (
+        joined.join(
+            F.broadcast(items.select("item_id", "category").dropDuplicates(["item_id"])), "item_id", "left"
+        )
+        if items is not None
+        else joined.withColumn("category", F.lit(None).cast("string"))
+    )
     return with_category.select(
         "as_of",
         "item_id",
@@ -266,7 +348,9 @@ def build_item_features(
 # -- the step ---------------------------------------------------------------------------------------
 
 
-def silver_window_to_refresh(bronze_first: date | None, silver_last: date | None, start: date, end: date) -> tuple[date, date] | None:
+def silver_window_to_refresh(
+    bronze_first: date | None, silver_last: date | None, start: date, end: date
+) -> tuple[date, date] | None:
     """Event dates of silver to rebuild before gold for as_of in [start, end): from the day before
     `start` (so a late day is picked up) or from the first date silver lacks, whichever is earlier, not
     before bronze's first date; up to `end`. None when bronze is empty."""
@@ -277,7 +361,9 @@ def silver_window_to_refresh(bronze_first: date | None, silver_last: date | None
     return (begin, end) if begin < end else None
 
 
-def run_features(spark: SparkSession, settings: Settings, start: date, end: date, event_types: EventTypes | None = None) -> FeaturesReport:
+def run_features(
+    spark: SparkSession, settings: Settings, start: date, end: date, event_types: EventTypes | None = None
+) -> FeaturesReport:
     """Refresh silver for the dates the window needs, then write gold user/item features for as_of in [start, end)."""
     from spark_jobs.delta_io import read_table, replace_window
     from spark_jobs.interactions import run_interactions
@@ -287,7 +373,9 @@ def run_features(spark: SparkSession, settings: Settings, start: date, end: date
     bronze_first = read_table(spark, settings, BRONZE_EVENTS).agg(F.min("event_date")).first()[0]
     silver_last = read_table(spark, settings, INTERACTIONS).agg(F.max("event_date")).first()[0]
     refresh = silver_window_to_refresh(bronze_first, silver_last, start, end)
-    silver_rows = run_interactions(spark, settings, *refresh, event_types=event_types).rows_written if refresh else 0
+    silver_rows = (
+        run_interactions(spark, settings, *refresh, event_types=event_types).rows_written if refresh else 0
+    )
 
     from pyspark import StorageLevel
 

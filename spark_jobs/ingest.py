@@ -26,13 +26,20 @@ follows the stored text).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from feature_store.events import CONTEXT_MAX_BYTES, CONTEXT_MAX_KEYS, ID_MAX_LENGTH, ID_PATTERN, EventTypes, QuarantineReason
+from feature_store.events import (
+    CONTEXT_MAX_BYTES,
+    CONTEXT_MAX_KEYS,
+    ID_MAX_LENGTH,
+    ID_PATTERN,
+    EventTypes,
+    QuarantineReason,
+)
 from feature_store.settings import Settings
 from feature_store.tables import BRONZE_EVENTS, ITEMS, QUARANTINE
 from spark_jobs.event_time import py_strip, with_event_time_micros
@@ -124,8 +131,14 @@ def apply_event_rules(
         "raw",
         "source",
         "_v",
-        *[vtype(n).alias(f"_t_{n}") for n in ("event_id", "user_id", "item_id", "event_type", "ts", "value", "context")],
-        *[vstring(n).alias(f"_s_{n}") for n in ("event_id", "user_id", "item_id", "event_type", "ts", "value")],
+        *[
+            vtype(n).alias(f"_t_{n}")
+            for n in ("event_id", "user_id", "item_id", "event_type", "ts", "value", "context")
+        ],
+        *[
+            vstring(n).alias(f"_s_{n}")
+            for n in ("event_id", "user_id", "item_id", "event_type", "ts", "value")
+        ],
     )
     c = F.col
 
@@ -141,7 +154,11 @@ def apply_event_rules(
 
     ts_type, value_type, context_type = c("_t_ts"), c("_t_value"), c("_t_context")
     typed = with_event_time_micros(
-        typed, F.when(ts_type == "STRING", c("_s_ts")), _is_numeric(ts_type), F.try_variant_get(c("_v"), "$.ts", "double"), "_ts_us"
+        typed,
+        F.when(ts_type == "STRING", c("_s_ts")),
+        _is_numeric(ts_type),
+        F.try_variant_get(c("_v"), "$.ts", "double"),
+        "_ts_us",
     )
     value_expr = (
         F.when(_is_numeric(value_type), F.try_variant_get(c("_v"), "$.value", "double"))
@@ -161,22 +178,37 @@ def apply_event_rules(
     ts_text = F.coalesce(F.to_json(F.variant_get(c("_v"), "$.ts", "variant")), F.lit("missing"))
     context = F.when(
         context_type.startswith("OBJECT"),
-        F.map_filter(F.try_variant_get(c("_v"), "$.context", "map<string,string>"), lambda k, v: v.isNotNull()),
+        F.map_filter(
+            F.try_variant_get(c("_v"), "$.context", "map<string,string>"), lambda k, v: v.isNotNull()
+        ),
     )
     context_keys = F.size(context)
-    context_bytes = F.aggregate(F.map_entries(context), F.lit(0), lambda total, e: total + F.octet_length(e["key"]) + F.octet_length(e["value"]))
-    which_invalid = F.concat_ws(", ", *[F.when(invalid(n), F.lit(n)) for n in ("event_id", "user_id", "item_id")])
+    context_bytes = F.aggregate(
+        F.map_entries(context),
+        F.lit(0),
+        lambda total, e: total + F.octet_length(e["key"]) + F.octet_length(e["value"]),
+    )
+    which_invalid = F.concat_ws(
+        ", ", *[F.when(invalid(n), F.lit(n)) for n in ("event_id", "user_id", "item_id")]
+    )
 
     rules: list[tuple[Column, R, Column]] = [
         (c("_v").isNull(), R.MALFORMED, F.lit("not a JSON object")),
-        (context_given & ~context_type.startswith("OBJECT"), R.MALFORMED, F.lit("context is not a JSON object")),
+        (
+            context_given & ~context_type.startswith("OBJECT"),
+            R.MALFORMED,
+            F.lit("context is not a JSON object"),
+        ),
         (absent("event_id"), R.MISSING_EVENT_ID, F.lit("event_id is missing or empty")),
         (absent("user_id"), R.MISSING_USER_ID, F.lit("user_id is missing or empty")),
         (absent("item_id"), R.MISSING_ITEM_ID, F.lit("item_id is missing or empty")),
         (
             invalid("event_id") | invalid("user_id") | invalid("item_id"),
             R.INVALID_ID,
-            F.concat(which_invalid, F.lit(f": ids are strings of 1-{ID_MAX_LENGTH} characters from [A-Za-z0-9_-:.@/]")),
+            F.concat(
+                which_invalid,
+                F.lit(f": ids are strings of 1-{ID_MAX_LENGTH} characters from [A-Za-z0-9_-:.@/]"),
+            ),
         ),
         (
             ~known_type,
@@ -187,14 +219,54 @@ def apply_event_rules(
                 F.lit(f" is not one of {', '.join(names)}"),
             ),
         ),
-        (~F.coalesce(ts_ok, F.lit(False)), R.BAD_TIMESTAMP, F.concat(F.lit("ts "), ts_text, F.lit(" is neither ISO-8601 nor epoch milliseconds in years 1-9999"))),
-        (value_given & value.isNull(), R.BAD_VALUE, F.concat(F.lit("value "), F.to_json(F.variant_get(c("_v"), "$.value", "variant")), F.lit(" is not a number"))),
-        (context_keys > CONTEXT_MAX_KEYS, R.CONTEXT_TOO_LARGE,
-         F.concat(F.lit("context has "), context_keys.cast("string"), F.lit(f" keys; at most {CONTEXT_MAX_KEYS}"))),
-        (context_bytes > CONTEXT_MAX_BYTES, R.CONTEXT_TOO_LARGE,
-         F.concat(F.lit("context holds "), context_bytes.cast("string"), F.lit(f" bytes of keys and values; at most {CONTEXT_MAX_BYTES}"))),
-        (future, R.FUTURE_TIMESTAMP, F.concat(F.lit("ts "), ts_text, F.lit(f" is after ingest time {ingest_time.isoformat()} + {future_tolerance}"))),
-        (event_type.isin(*explicit) & value.isNull(), R.BAD_VALUE, F.concat(event_type, F.lit(" needs a value"))),
+        (
+            ~F.coalesce(ts_ok, F.lit(False)),
+            R.BAD_TIMESTAMP,
+            F.concat(
+                F.lit("ts "), ts_text, F.lit(" is neither ISO-8601 nor epoch milliseconds in years 1-9999")
+            ),
+        ),
+        (
+            value_given & value.isNull(),
+            R.BAD_VALUE,
+            F.concat(
+                F.lit("value "),
+                F.to_json(F.variant_get(c("_v"), "$.value", "variant")),
+                F.lit(" is not a number"),
+            ),
+        ),
+        (
+            context_keys > CONTEXT_MAX_KEYS,
+            R.CONTEXT_TOO_LARGE,
+            F.concat(
+                F.lit("context has "),
+                context_keys.cast("string"),
+                F.lit(f" keys; at most {CONTEXT_MAX_KEYS}"),
+            ),
+        ),
+        (
+            context_bytes > CONTEXT_MAX_BYTES,
+            R.CONTEXT_TOO_LARGE,
+            F.concat(
+                F.lit("context holds "),
+                context_bytes.cast("string"),
+                F.lit(f" bytes of keys and values; at most {CONTEXT_MAX_BYTES}"),
+            ),
+        ),
+        (
+            future,
+            R.FUTURE_TIMESTAMP,
+            F.concat(
+                F.lit("ts "),
+                ts_text,
+                F.lit(f" is after ingest time {ingest_time.isoformat()} + {future_tolerance}"),
+            ),
+        ),
+        (
+            event_type.isin(*explicit) & value.isNull(),
+            R.BAD_VALUE,
+            F.concat(event_type, F.lit(" needs a value")),
+        ),
     ]
     # Each rule's condition once per row (a projection of flags), then the first that holds names the reason.
     typed = typed.select("*", *[condition.alias(f"_rule{i}") for i, (condition, _, _) in enumerate(rules)])
@@ -225,12 +297,29 @@ def mark_duplicates(checked: DataFrame) -> DataFrame:
     """Later copies of a good event's id become duplicate_event_id: the first by event time, then raw text, wins."""
     c = F.col
     first_wins = Window.partitionBy("event_id").orderBy(F.col("reason").isNotNull(), "ts", "raw")
-    occurrence = F.when(F.col("reason").isNull() & F.col("event_id").isNotNull(), F.row_number().over(first_wins))
+    occurrence = F.when(
+        F.col("reason").isNull() & F.col("event_id").isNotNull(), F.row_number().over(first_wins)
+    )
     dup = occurrence > 1
     return checked.withColumn("_occurrence", occurrence).select(
-        *[c(n) for n in ("raw", "source", "event_id", "user_id", "item_id", "event_type", "ts", "value", "context")],
+        *[
+            c(n)
+            for n in (
+                "raw",
+                "source",
+                "event_id",
+                "user_id",
+                "item_id",
+                "event_type",
+                "ts",
+                "value",
+                "context",
+            )
+        ],
         F.when(dup, F.lit(R.DUPLICATE_EVENT_ID.value)).otherwise(c("reason")).alias("reason"),
-        F.when(dup, F.concat(F.lit("event_id "), c("event_id"), F.lit(" came earlier in this input"))).otherwise(c("detail")).alias("detail"),
+        F.when(dup, F.concat(F.lit("event_id "), c("event_id"), F.lit(" came earlier in this input")))
+        .otherwise(c("detail"))
+        .alias("detail"),
     )
 
 
@@ -266,7 +355,12 @@ def quarantined_rows(checked: DataFrame, ingest_time: datetime) -> DataFrame:
         when.alias("ingest_time"),
         F.to_date(when).alias("ingest_date"),
         F.sha2(
-            F.concat_ws("\u0000", F.coalesce(F.col("source"), F.lit("")), F.col("raw"), F.row_number().over(same_line).cast("string")),
+            F.concat_ws(
+                "\u0000",
+                F.coalesce(F.col("source"), F.lit("")),
+                F.col("raw"),
+                F.row_number().over(same_line).cast("string"),
+            ),
             256,
         ).alias("row_key"),
     )
@@ -307,7 +401,9 @@ def upsert_items(spark: SparkSession, settings: Settings, items_df: DataFrame) -
     """MERGE upsert on item_id into bronze/items; one row per item (the latest created_at, then title)."""
     from spark_jobs.delta_io import merge_upsert
 
-    latest = Window.partitionBy("item_id").orderBy(F.col("created_at").desc_nulls_last(), F.col("title").desc_nulls_last())
+    latest = Window.partitionBy("item_id").orderBy(
+        F.col("created_at").desc_nulls_last(), F.col("title").desc_nulls_last()
+    )
     unique = items_df.withColumn("_n", F.row_number().over(latest)).where(F.col("_n") == 1).drop("_n")
     return merge_upsert(spark, settings, ITEMS, unique, "item_id")
 
@@ -340,7 +436,9 @@ def ingest(
         quarantine_added = write_quarantine(spark, settings, quarantined_rows(checked, ingest_time))
     finally:
         checked.unpersist()
-    items = upsert_items(spark, settings, raw.items) if raw.items is not None else {"inserted": 0, "updated": 0}
+    items = (
+        upsert_items(spark, settings, raw.items) if raw.items is not None else {"inserted": 0, "updated": 0}
+    )
     return IngestReport(
         source=str(source),
         format=fmt,
@@ -359,6 +457,6 @@ def ingest(
 
 
 def _micros(moment: datetime) -> int:
-    aware = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-    delta = aware - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    delta = aware - datetime(1970, 1, 1, tzinfo=UTC)
     return delta // timedelta(microseconds=1)

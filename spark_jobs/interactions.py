@@ -38,13 +38,17 @@ class InteractionsReport:
     table: str
 
 
-def event_weight(event_type: Column, value: Column, event_types: EventTypes, positive_rating_threshold: float) -> Column:
+def event_weight(
+    event_type: Column, value: Column, event_types: EventTypes, positive_rating_threshold: float
+) -> Column:
     """Implicit-feedback weight of an event (explicit ones: rating - threshold + 1, at least 0)."""
     weights = F.create_map(*[x for t in event_types for x in (F.lit(t.name), F.lit(float(t.weight)))])
-    explicit = event_type.isin(*event_types.explicit_names()) if event_types.explicit_names() else F.lit(False)
-    return F.when(explicit, F.greatest(value - F.lit(positive_rating_threshold) + F.lit(1.0), F.lit(0.0))).otherwise(
-        F.coalesce(weights[event_type], F.lit(0.0))
+    explicit = (
+        event_type.isin(*event_types.explicit_names()) if event_types.explicit_names() else F.lit(False)
     )
+    return F.when(
+        explicit, F.greatest(value - F.lit(positive_rating_threshold) + F.lit(1.0), F.lit(0.0))
+    ).otherwise(F.coalesce(weights[event_type], F.lit(0.0)))
 
 
 def build_interactions(
@@ -60,16 +64,23 @@ def build_interactions(
     types = event_types or EventTypes()
     explicit_names = types.explicit_names()
     is_explicit = F.col("event_type").isin(*explicit_names) if explicit_names else F.lit(False)
-    window = bronze.where((F.col("event_date") >= F.lit(start - SESSION_LOOKBACK)) & (F.col("event_date") < F.lit(end)))
+    window = bronze.where(
+        (F.col("event_date") >= F.lit(start - SESSION_LOOKBACK)) & (F.col("event_date") < F.lit(end))
+    )
 
     first_copy = Window.partitionBy("event_id").orderBy("ts", "ingest_time", "source")
     deduped = (
         window.withColumn("_copy", F.row_number().over(first_copy))
         .where(F.col("_copy") == 1)
         .withColumn("is_explicit", is_explicit)
-        .where(~F.col("is_explicit") | (F.col("value").isNotNull() & ~F.isnan("value") & (F.abs("value") < F.lit(float("inf")))))
+        .where(
+            ~F.col("is_explicit")
+            | (F.col("value").isNotNull() & ~F.isnan("value") & (F.abs("value") < F.lit(float("inf"))))
+        )
     )
-    weighted = deduped.withColumn("weight", event_weight(F.col("event_type"), F.col("value"), types, positive_rating_threshold))
+    weighted = deduped.withColumn(
+        "weight", event_weight(F.col("event_type"), F.col("value"), types, positive_rating_threshold)
+    )
     labeled = weighted.select(
         "event_id",
         "user_id",
@@ -86,7 +97,11 @@ def build_interactions(
         .alias("label"),
         "event_date",
     )
-    return sessionize(labeled, session_gap).where(F.col("event_date") >= F.lit(start)).select(*INTERACTIONS.columns)
+    return (
+        sessionize(labeled, session_gap)
+        .where(F.col("event_date") >= F.lit(start))
+        .select(*INTERACTIONS.columns)
+    )
 
 
 def sessionize(df: DataFrame, session_gap: timedelta) -> DataFrame:
@@ -103,7 +118,9 @@ def sessionize(df: DataFrame, session_gap: timedelta) -> DataFrame:
     ).drop("_session_start")
 
 
-def run_interactions(spark: SparkSession, settings: Settings, start: date, end: date, event_types: EventTypes | None = None) -> InteractionsReport:
+def run_interactions(
+    spark: SparkSession, settings: Settings, start: date, end: date, event_types: EventTypes | None = None
+) -> InteractionsReport:
     """Rebuild silver interactions for event dates `[start, end)` from bronze events."""
     from spark_jobs.delta_io import read_table, replace_window
 
@@ -118,4 +135,6 @@ def run_interactions(spark: SparkSession, settings: Settings, start: date, end: 
         session_gap=settings.session_gap,
     )
     rows = replace_window(spark, settings, INTERACTIONS, silver, "event_date", start, end)
-    return InteractionsReport(start.isoformat(), end.isoformat(), rows, settings.table_path(INTERACTIONS.name))
+    return InteractionsReport(
+        start.isoformat(), end.isoformat(), rows, settings.table_path(INTERACTIONS.name)
+    )

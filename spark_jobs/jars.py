@@ -102,7 +102,9 @@ def main() -> int:
             file=sys.stderr,
         )
         return 1
-    print(f"Spark JARs (Delta Lake, Kafka source) ready in {settings.jars_dir}: {', '.join(j.name for j in jars)}")
+    print(
+        f"Spark JARs (Delta Lake, Kafka source) ready in {settings.jars_dir}: {', '.join(j.name for j in jars)}"
+    )
     return 0
 
 

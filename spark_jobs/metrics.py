@@ -15,7 +15,7 @@ Conventions (each function documents its range):
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 METRIC_NAMES: tuple[str, ...] = ("ndcg", "map", "precision", "recall", "hr", "mrr")
 
@@ -97,7 +97,9 @@ CANDIDATE_RECALL_CUTOFFS: tuple[int, ...] = (50, 100, 200)
 UNION = "union"
 
 
-def candidate_recall(pools: Mapping[str, Sequence[str]], relevance: Mapping[str, float], cutoffs: Sequence[int]) -> dict[str, float]:
+def candidate_recall(
+    pools: Mapping[str, Sequence[str]], relevance: Mapping[str, float], cutoffs: Sequence[int]
+) -> dict[str, float]:
     """One user's candidate recall: for each N in `cutoffs`, the share of the relevant items found in
     each source's first N candidates (`<source>@N`) and in the union of every source's first N
     (`union@N`: the pool a ranker re-ranks, the ceiling of its recall). A source with fewer than N
@@ -141,6 +143,8 @@ def mean_metrics(
         for name, value in user_metrics(rankings.get(user, ()), relevance[user], k).items():
             totals[name] += value
     result = {metric_key(name, k): (total / len(users) if users else 0.0) for name, total in totals.items()}
-    result[metric_key("coverage", k)] = catalog_coverage((rankings.get(u, ()) for u in users), catalog_size, k)
+    result[metric_key("coverage", k)] = catalog_coverage(
+        (rankings.get(u, ()) for u in users), catalog_size, k
+    )
     result["users"] = float(len(users))
     return result

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from feature_store.ranking import CHALLENGER_ALIAS, CHAMPION_ALIAS, MODEL_FILES, RANKER_FEATURES
 from feature_store.registry import NoChampion, champion_version, configure_mlflow, registry_client
@@ -35,7 +36,12 @@ from spark_jobs.significance import PairedDifference, paired_bootstrap
 
 CHAMPION_HISTORY_TAG = "champion_history"
 PYFUNC_CODE = Path(__file__).with_name("ranker_pyfunc.py")
-MODEL_ARTIFACT_KEYS = {"ranker_meta": "meta", "model": "onnx", "model_compressed": "onnx_compressed", "native_model": "native"}
+MODEL_ARTIFACT_KEYS = {
+    "ranker_meta": "meta",
+    "model": "onnx",
+    "model_compressed": "onnx_compressed",
+    "native_model": "native",
+}
 SERVING_PACKAGES = ("mlflow", "onnxruntime", "numpy", "pandas")
 
 
@@ -58,7 +64,9 @@ def report_markdown(results: Mapping[str, Mapping[str, float]]) -> str:
     metrics = sorted({m for r in results.values() for m in r if m != "users"})
     lines = ["| model | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
     for model, values in results.items():
-        lines.append(f"| {model} | " + " | ".join(f"{values.get(m, float('nan')):.4f}" for m in metrics) + " |")
+        lines.append(
+            f"| {model} | " + " | ".join(f"{values.get(m, float('nan')):.4f}" for m in metrics) + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -85,7 +93,9 @@ def report_plot(results: Mapping[str, Mapping[str, float]], path: Path, metrics:
     return path
 
 
-def log_evaluation_report(results: Mapping[str, Mapping[str, float]], k: int, artifact_dir: str = "evaluation") -> None:
+def log_evaluation_report(
+    results: Mapping[str, Mapping[str, float]], k: int, artifact_dir: str = "evaluation"
+) -> None:
     """Log the report of the active run: evaluation.json (table), evaluation.md, evaluation.png."""
     import mlflow
 
@@ -136,12 +146,19 @@ def log_ranker_run(
     kind = meta["kind"]
     example = pd.DataFrame(np.zeros((2, len(RANKER_FEATURES))), columns=list(RANKER_FEATURES))
     example.iloc[1, :] = np.nan
-    artifacts = {key: str(model_dir / Path(getattr(MODEL_FILES, attr)).name) for key, attr in MODEL_ARTIFACT_KEYS.items()}
+    artifacts = {
+        key: str(model_dir / Path(getattr(MODEL_FILES, attr)).name)
+        for key, attr in MODEL_ARTIFACT_KEYS.items()
+    }
     with mlflow.start_run(run_name=f"{kind}-{tags.get('as_of', '')}") as run:
         mlflow.set_tags({"kind": kind, **tags})
-        mlflow.log_params({k_: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k_, v in params.items()})
+        mlflow.log_params(
+            {k_: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k_, v in params.items()}
+        )
         for model_label, metrics in holdout.items():
-            mlflow.log_metrics({f"holdout.{model_label}.{mlflow_key(m)}": float(v) for m, v in metrics.items()})
+            mlflow.log_metrics(
+                {f"holdout.{model_label}.{mlflow_key(m)}": float(v) for m, v in metrics.items()}
+            )
         compressed = meta["compressed"]
         mlflow.log_metrics(
             {
@@ -152,7 +169,9 @@ def log_ranker_run(
                 "train_seconds": meta["train_seconds"],
             }
         )
-        mlflow.log_dict({"features": list(RANKER_FEATURES), "importance_gain": dict(importance)}, "features.json")
+        mlflow.log_dict(
+            {"features": list(RANKER_FEATURES), "importance_gain": dict(importance)}, "features.json"
+        )
         log_evaluation_report(holdout, k)
         info = mlflow.pyfunc.log_model(
             name="ranker",
@@ -162,12 +181,18 @@ def log_ranker_run(
             input_example=example,
             pip_requirements=pip_requirements(),
         )
-        registered = mlflow.register_model(info.model_uri, settings.ranker_model_name, tags={"kind": kind, **tags})
+        registered = mlflow.register_model(
+            info.model_uri, settings.ranker_model_name, tags={"kind": kind, **tags}
+        )
     own = holdout.get(kind, {})
     mlflow_client = client(settings)
     for metric, value in own.items():
-        mlflow_client.set_model_version_tag(settings.ranker_model_name, registered.version, f"holdout.{mlflow_key(metric)}", str(value))
-    return RegisteredRanker(settings.ranker_model_name, str(registered.version), run.info.run_id, info.model_uri)
+        mlflow_client.set_model_version_tag(
+            settings.ranker_model_name, registered.version, f"holdout.{mlflow_key(metric)}", str(value)
+        )
+    return RegisteredRanker(
+        settings.ranker_model_name, str(registered.version), run.info.run_id, info.model_uri
+    )
 
 
 # -- aliases: the promotion gate, manual promotion, rollback ----------------------------------------
@@ -191,10 +216,13 @@ class GateRule:
     resamples: int = 1000
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "GateRule":
+    def from_settings(cls, settings: Settings) -> GateRule:
         return cls(
-            settings.promotion_metric, settings.promotion_min_gain, settings.promotion_min_users,
-            settings.promotion_confidence, settings.promotion_resamples,
+            settings.promotion_metric,
+            settings.promotion_min_gain,
+            settings.promotion_min_users,
+            settings.promotion_confidence,
+            settings.promotion_resamples,
         )
 
 
@@ -213,11 +241,20 @@ class GateDecision:
         tags = {"gate": self.reason, "gate.decision": self.decision}
         if self.evidence is not None:
             e = self.evidence
-            tags.update({"gate.users": str(e.users), "gate.gain": repr(e.mean), "gate.ci_low": repr(e.low), "gate.ci_high": repr(e.high)})
+            tags.update(
+                {
+                    "gate.users": str(e.users),
+                    "gate.gain": repr(e.mean),
+                    "gate.ci_low": repr(e.low),
+                    "gate.ci_high": repr(e.high),
+                }
+            )
         return tags
 
 
-def gate(challenger: Sequence[float], baseline: Sequence[float], baseline_label: str, rule: GateRule) -> GateDecision:
+def gate(
+    challenger: Sequence[float], baseline: Sequence[float], baseline_label: str, rule: GateRule
+) -> GateDecision:
     """Pure rule on one holdout: `challenger` and `baseline` are the per-user values of `rule.metric`
     (aligned by user). Promote only when there are at least `min_users` users and the lower bound of
     the seeded paired bootstrap interval of the mean gain is above `min_gain`; otherwise the decision
@@ -228,10 +265,16 @@ def gate(challenger: Sequence[float], baseline: Sequence[float], baseline_label:
         f"[{evidence.low:+.4f}, {evidence.high:+.4f}] on {evidence.users} users"
     )
     if evidence.users < rule.min_users:
-        return GateDecision(False, f"{NOT_ENOUGH_EVIDENCE}: {evidence.users} holdout users, the gate needs {rule.min_users} ({measured})", evidence)
+        return GateDecision(
+            False,
+            f"{NOT_ENOUGH_EVIDENCE}: {evidence.users} holdout users, the gate needs {rule.min_users} ({measured})",
+            evidence,
+        )
     if evidence.low > rule.min_gain:
         return GateDecision(True, f"{PROMOTED}: {measured}, lower bound above {rule.min_gain}", evidence)
-    return GateDecision(False, f"{NOT_ENOUGH_EVIDENCE}: {measured}, lower bound not above {rule.min_gain}", evidence)
+    return GateDecision(
+        False, f"{NOT_ENOUGH_EVIDENCE}: {measured}, lower bound not above {rule.min_gain}", evidence
+    )
 
 
 def champion_history(settings: Settings) -> list[str]:
@@ -272,7 +315,9 @@ def rollback(settings: Settings) -> str:
         raise NoChampion(f"{settings.ranker_model_name} has no earlier champion to roll back to")
     target = earlier[-1]
     client(settings).set_registered_model_alias(settings.ranker_model_name, CHAMPION_ALIAS, target)
-    client(settings).set_registered_model_tag(settings.ranker_model_name, CHAMPION_HISTORY_TAG, json.dumps(history[: history.index(target)]))
+    client(settings).set_registered_model_tag(
+        settings.ranker_model_name, CHAMPION_HISTORY_TAG, json.dumps(history[: history.index(target)])
+    )
     return target
 
 

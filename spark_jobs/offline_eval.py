@@ -31,9 +31,10 @@ of the test part the rankers could find at all.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
-from typing import Callable, Literal, Mapping
+from typing import Literal
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -57,11 +58,18 @@ def read_ratings(spark: SparkSession, path: str) -> DataFrame:
     expected = ["user_id", "item_id", "rating", "timestamp"]
     missing = [c for c in expected if c not in raw.columns]
     if missing:
-        raise RatingsFileError(f"{path}: header must contain {','.join(expected)}; missing {missing} (found {raw.columns})")
+        raise RatingsFileError(
+            f"{path}: header must contain {','.join(expected)}; missing {missing} (found {raw.columns})"
+        )
     numeric = F.col("timestamp").rlike(r"^\d+(\.\d+)?$")
-    ts = F.when(numeric, F.timestamp_seconds(F.col("timestamp").cast("double"))).otherwise(F.to_timestamp("timestamp"))
+    ts = F.when(numeric, F.timestamp_seconds(F.col("timestamp").cast("double"))).otherwise(
+        F.to_timestamp("timestamp")
+    )
     return raw.select(
-        F.col("user_id").cast("string"), F.col("item_id").cast("string"), F.col("rating").cast("double"), ts.alias("ts")
+        F.col("user_id").cast("string"),
+        F.col("item_id").cast("string"),
+        F.col("rating").cast("double"),
+        ts.alias("ts"),
     ).where(F.col("user_id").isNotNull() & F.col("item_id").isNotNull() & F.col("ts").isNotNull())
 
 
@@ -86,14 +94,18 @@ def split_ratings(ratings: DataFrame, method: Split, ratio: float, seed: int) ->
     if not 0 < ratio < 1:
         raise ValueError(f"ratio {ratio} must be strictly between 0 and 1")
     if method == "time":
-        cutoff = ratings.select(F.percentile_approx(F.unix_micros("ts"), ratio, 100_000).alias("c")).first()["c"]
+        cutoff = ratings.select(F.percentile_approx(F.unix_micros("ts"), ratio, 100_000).alias("c")).first()[
+            "c"
+        ]
         is_train = F.unix_micros("ts") <= F.lit(cutoff)
         return ratings.where(is_train), ratings.where(~is_train)
     if method not in ("stratified-user", "stratified-item"):
         raise ValueError(f"unknown split {method!r}; one of {', '.join(SPLITS)}")
     key = "user_id" if method == "stratified-user" else "item_id"
     shuffled = Window.partitionBy(key).orderBy(F.xxhash64(F.lit(seed), "user_id", "item_id", "ts"))
-    numbered = ratings.withColumn("_n", F.row_number().over(shuffled)).withColumn("_total", F.count("*").over(Window.partitionBy(key)))
+    numbered = ratings.withColumn("_n", F.row_number().over(shuffled)).withColumn(
+        "_total", F.count("*").over(Window.partitionBy(key))
+    )
     # at least one rating of each user (item) in train; round half up like recommenders' splitters
     in_train = F.col("_n") <= F.greatest(F.lit(1), F.floor(F.col("_total") * F.lit(ratio) + F.lit(0.5)))
     return numbered.where(in_train).drop("_n", "_total"), numbered.where(~in_train).drop("_n", "_total")
@@ -129,15 +141,20 @@ def silver(ratings: DataFrame, settings: Settings) -> DataFrame:
     events = as_bronze_events(ratings, "offline-eval")
     first, end = events.agg(F.min("event_date"), F.max("event_date")).first()
     return build_interactions(
-        events, first, end + timedelta(days=1),
-        positive_rating_threshold=settings.positive_rating_threshold, session_gap=settings.session_gap,
+        events,
+        first,
+        end + timedelta(days=1),
+        positive_rating_threshold=settings.positive_rating_threshold,
+        session_gap=settings.session_gap,
     )
 
 
 def any_rating_labels(ratings_silver: DataFrame) -> DataFrame:
     """(user_id, item_id, relevance): 1 for any rating, plus the contract weight rounded up (liked > rated)."""
     return ratings_silver.groupBy("user_id", "item_id").agg(
-        F.least(F.lit(1.0) + F.ceil(F.max("weight")), F.lit(float(MAX_RELEVANCE))).cast("double").alias("relevance")
+        F.least(F.lit(1.0) + F.ceil(F.max("weight")), F.lit(float(MAX_RELEVANCE)))
+        .cast("double")
+        .alias("relevance")
     )
 
 
@@ -151,7 +168,9 @@ class BuiltModels:
     items: int
 
 
-def build_for_history(history: DataFrame, users: DataFrame, items: DataFrame | None, settings: Settings, params: CandidateParams) -> BuiltModels:
+def build_for_history(
+    history: DataFrame, users: DataFrame, items: DataFrame | None, settings: Settings, params: CandidateParams
+) -> BuiltModels:
     """Candidates (with the sources' knobs `params`, a CandidateParams) and ranker inputs for `users`."""
     from spark_jobs.candidates import build_candidates
     from spark_jobs.features import build_item_features, build_user_features
@@ -174,14 +193,29 @@ def build_for_history(history: DataFrame, users: DataFrame, items: DataFrame | N
 
 
 def evaluate_split(
-    spark: SparkSession, settings: Settings, train: DataFrame, test: DataFrame, split: Split | None, ratio: float, seed: int, k: int,
-    items: DataFrame | None = None, progress=lambda message: None, write_predictions: Callable[[DataFrame], None] | None = None,
+    spark: SparkSession,
+    settings: Settings,
+    train: DataFrame,
+    test: DataFrame,
+    split: Split | None,
+    ratio: float,
+    seed: int,
+    k: int,
+    items: DataFrame | None = None,
+    progress=lambda message: None,
+    write_predictions: Callable[[DataFrame], None] | None = None,
 ) -> dict:
     """Every model's metrics@k for one train/test split (see the module docstring), and the candidate
     recall of each source and their union. `write_predictions`, when given, receives every model's top
     k per test user (`predictions`)."""
     from spark_jobs.als_tuning import AlsGrid, tune_als
-    from spark_jobs.evaluation import candidate_pool_recall, rank_fusion, ranking_metrics, top_k_by_score, top_k_from_source
+    from spark_jobs.evaluation import (
+        candidate_pool_recall,
+        rank_fusion,
+        ranking_metrics,
+        top_k_by_score,
+        top_k_from_source,
+    )
     from spark_jobs.rankers.common import RankerParams
     from spark_jobs.rankers.lightgbm_ranker import train_lightgbm
     from spark_jobs.rankers.xgboost_ranker import train_xgboost
@@ -191,7 +225,8 @@ def evaluate_split(
     train_silver = silver(train, settings).cache()
     test_users = test.select("user_id").distinct()
     relevance = (
-        test.select("user_id", "item_id").distinct()
+        test.select("user_id", "item_id")
+        .distinct()
         .join(train.select("user_id", "item_id").distinct(), ["user_id", "item_id"], "left_anti")
         .withColumn("relevance", F.lit(1.0))
         .cache()
@@ -200,7 +235,11 @@ def evaluate_split(
     # ALS's knobs are tuned once, on the train part, and used for the inner split too
     progress("tuning ALS on the train part")
     sources_params, als_tuning = tune_als(
-        train_silver, CandidateParams.from_settings(settings), AlsGrid.from_settings(settings), settings.als_validation_share, settings.als_tune_metric
+        train_silver,
+        CandidateParams.from_settings(settings),
+        AlsGrid.from_settings(settings),
+        settings.als_validation_share,
+        settings.als_tune_metric,
     )
     progress("inner split for ranker labels")
     inner_train, inner_test = split_ratings(train, split or "time", ratio, seed + 1)
@@ -208,7 +247,9 @@ def evaluate_split(
     inner_labels = any_rating_labels(silver(inner_test, settings)).join(
         inner_train.select("user_id", "item_id").distinct(), ["user_id", "item_id"], "left_anti"
     )
-    inner = build_for_history(inner_history, inner_test.select("user_id").distinct(), items, settings, sources_params)
+    inner = build_for_history(
+        inner_history, inner_test.select("user_id").distinct(), items, settings, sources_params
+    )
     examples = training_examples(inner.inputs, inner_labels, settings.max_negatives_per_query, seed).cache()
     params = RankerParams.from_settings(settings, seed=seed)
     progress("training xgboost")
@@ -220,7 +261,12 @@ def evaluate_split(
     outer = build_for_history(train_silver, test_users, items, settings, sources_params)
     catalog = outer.items
     rankings: dict[str, DataFrame] = {}
-    for label, source in (("popularity", "popular"), ("als", "als"), ("covisit", "covisit"), ("ease", "ease")):
+    for label, source in (
+        ("popularity", "popular"),
+        ("als", "als"),
+        ("covisit", "covisit"),
+        ("ease", "ease"),
+    ):
         rankings[label] = top_k_from_source(outer.candidates, source, outer.cutoff, k)
     full = {}
     for label, ranker in rankers.items():
@@ -239,7 +285,10 @@ def evaluate_split(
     # users are new): the warm-user view compares the sources where each of them can answer
     warm = train.select("user_id").distinct()
     warm_relevance = warm_only(relevance, warm).cache()
-    warm_results = {label: ranking_metrics(warm_only(ranked, warm), warm_relevance, k, catalog) for label, ranked in rankings.items()}
+    warm_results = {
+        label: ranking_metrics(warm_only(ranked, warm), warm_relevance, k, catalog)
+        for label, ranked in rankings.items()
+    }
     counts = {
         "train_ratings": train.count(),
         "test_ratings": test.count(),
@@ -249,8 +298,16 @@ def evaluate_split(
         "train_items": catalog,
     }
     return {
-        "k": k, "split": split or "given", "ratio": ratio if split else None, "seed": seed, "cutoff": str(outer.cutoff),
-        "counts": counts, "models": results, "warm_models": warm_results, "als_tuning": als_tuning, "candidate_recall": recall,
+        "k": k,
+        "split": split or "given",
+        "ratio": ratio if split else None,
+        "seed": seed,
+        "cutoff": str(outer.cutoff),
+        "counts": counts,
+        "models": results,
+        "warm_models": warm_results,
+        "als_tuning": als_tuning,
+        "candidate_recall": recall,
     }
 
 
@@ -263,7 +320,13 @@ def predictions(rankings: Mapping[str, DataFrame]) -> DataFrame:
     from spark_jobs.frames import union_all
 
     return union_all(
-        ranked.select(F.lit(label).alias("model"), "user_id", "item_id", F.col("rank").cast("int"), F.col("score").cast("double"))
+        ranked.select(
+            F.lit(label).alias("model"),
+            "user_id",
+            "item_id",
+            F.col("rank").cast("int"),
+            F.col("score").cast("double"),
+        )
         for label, ranked in rankings.items()
     )
 
@@ -271,4 +334,3 @@ def predictions(rankings: Mapping[str, DataFrame]) -> DataFrame:
 def warm_only(per_user: DataFrame, warm_users: DataFrame) -> DataFrame:
     """Rows of `per_user` whose user is in `warm_users` (users with train history)."""
     return per_user.join(warm_users.select("user_id"), "user_id", "left_semi")
-

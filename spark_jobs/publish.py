@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import msgpack
 from pyspark.sql import DataFrame, Window
@@ -72,7 +73,12 @@ def batch_version(as_of: date, published_at_s: int) -> str:
 def feature_values(features: Mapping[str, float] | None, names: Sequence[str]) -> list[float | None]:
     """A gold features map in the contract's order; missing names (and nulls) become None -> NaN."""
     features = features or {}
-    return [None if features.get(n) is None or (isinstance(features.get(n), float) and math.isnan(features[n])) else features[n] for n in names]
+    return [
+        None
+        if features.get(n) is None or (isinstance(features.get(n), float) and math.isnan(features[n]))
+        else features[n]
+        for n in names
+    ]
 
 
 # -- what one row of each kind becomes (pure: row in, (key, value) out) -----------------------------
@@ -83,7 +89,12 @@ def rec_entries(items) -> list[tuple[str, float, str]]:
     source's own score of it as `(item_id, score, source)`, so serving gives the ranker the same
     per-source inputs (`cand_<source>`) as training did."""
     batch = [(r["item_id"], r["score"], BATCH_SOURCE) for r in items]
-    per_source = [(r["item_id"], r[f"cand_{s}"], s) for s in CANDIDATE_SOURCES for r in items if r[f"cand_{s}"] is not None]
+    per_source = [
+        (r["item_id"], r[f"cand_{s}"], s)
+        for s in CANDIDATE_SOURCES
+        for r in items
+        if r[f"cand_{s}"] is not None
+    ]
     return batch + per_source
 
 
@@ -92,7 +103,9 @@ def encode_user_recs(keys: RedisKeys, version: str, row) -> tuple[str, bytes]:
 
 
 def encode_user_features(keys: RedisKeys, version: str, row) -> tuple[str, bytes]:
-    return keys.user_features(version, row["user_id"]), encode_features(feature_values(row["features"], USER_INPUTS))
+    return keys.user_features(version, row["user_id"]), encode_features(
+        feature_values(row["features"], USER_INPUTS)
+    )
 
 
 def encode_user_affinity(keys: RedisKeys, version: str, row) -> tuple[str, bytes]:
@@ -105,11 +118,15 @@ def encode_user_seen(keys: RedisKeys, version: str, row) -> tuple[str, bytes]:
 
 
 def encode_item_features(keys: RedisKeys, version: str, row) -> tuple[str, bytes]:
-    return keys.item_features(version, row["item_id"]), encode_features(feature_values(row["features"], ITEM_INPUTS))
+    return keys.item_features(version, row["item_id"]), encode_features(
+        feature_values(row["features"], ITEM_INPUTS)
+    )
 
 
 def encode_item_similar(keys: RedisKeys, version: str, row) -> tuple[str, bytes]:
-    return keys.item_similar(version, row["item_id"]), encode_recs((r["item_id"], r["score"], "covisit") for r in row["items"])
+    return keys.item_similar(version, row["item_id"]), encode_recs(
+        (r["item_id"], r["score"], "covisit") for r in row["items"]
+    )
 
 
 Encoder = Callable[[RedisKeys, str, Any], tuple[str, bytes]]
@@ -177,7 +194,9 @@ def user_seen(interactions: DataFrame, as_of: date, limit: int = MAX_SEEN_ITEMS)
     order = Window.partitionBy("user_id").orderBy(F.col("last_ts").desc(), F.col("item_id"))
     latest = last.withColumn("rank", F.row_number().over(order)).where(F.col("rank") <= limit)
     return latest.groupBy("user_id").agg(
-        F.transform(F.array_sort(F.collect_list(F.struct("rank", "item_id"))), lambda s: s["item_id"]).alias("items")
+        F.transform(F.array_sort(F.collect_list(F.struct("rank", "item_id"))), lambda s: s["item_id"]).alias(
+            "items"
+        )
     )
 
 
@@ -238,15 +257,26 @@ def write_version(target: PublishTarget, content: BatchContent, meta: Mapping[st
     try:
         pipe = client.pipeline(transaction=False)
         pending = 0
-        for row in content.item_features.select("item_id", "category").where(F.col("category").isNotNull()).toLocalIterator():
+        for row in (
+            content.item_features.select("item_id", "category")
+            .where(F.col("category").isNotNull())
+            .toLocalIterator()
+        ):
             pipe.hset(keys.item_categories(version), row.item_id, row.category)
             pending += 1
             if pending % PIPELINE_CHUNK == 0:
                 pipe.expire(keys.item_categories(version), ttl)
                 pipe.execute()
         pipe.expire(keys.item_categories(version), ttl)
-        pipe.set(keys.popular(version), encode_recs((item, score, POPULAR_SOURCE) for item, score in content.popular), ex=ttl)
-        pipe.hset(keys.batch_meta(version), mapping={**{k: str(v) for k, v in meta.items()}, **{f"count_{k}": v for k, v in counts.items()}})
+        pipe.set(
+            keys.popular(version),
+            encode_recs((item, score, POPULAR_SOURCE) for item, score in content.popular),
+            ex=ttl,
+        )
+        pipe.hset(
+            keys.batch_meta(version),
+            mapping={**{k: str(v) for k, v in meta.items()}, **{f"count_{k}": v for k, v in counts.items()}},
+        )
         pipe.expire(keys.batch_meta(version), ttl)
         pipe.execute()
     finally:
@@ -321,7 +351,12 @@ def rollback_pointer(client, keys: RedisKeys) -> str:
 
 
 def publish_batch(
-    target: PublishTarget, content: BatchContent, meta: Mapping[str, Any], published_at_s: float, keep: int, grace_s: int
+    target: PublishTarget,
+    content: BatchContent,
+    meta: Mapping[str, Any],
+    published_at_s: float,
+    keep: int,
+    grace_s: int,
 ) -> dict[str, Any]:
     """Write the version, flip the pointer, expire old versions (see the module docstring). `meta`
     holds the batch's `as_of` (ISO date). `current` in the answer is False when a later as_of is
@@ -335,7 +370,10 @@ def publish_batch(
         if current:
             persist_version(client, target.keys, target.version)
         else:
-            log.warning("batch %s not made current: a later as_of is being served (backfill); its keys expire", target.version)
+            log.warning(
+                "batch %s not made current: a later as_of is being served (backfill); its keys expire",
+                target.version,
+            )
         expired = expire_old_versions(client, target.keys, keep, grace_s)
     finally:
         client.close()

@@ -27,7 +27,9 @@ def event_time_ms(ts: Column) -> Column:
 
 def timed_events(interactions: DataFrame) -> DataFrame:
     """(event_id, user_id, item_id, event_type, ts_ms) of interaction rows."""
-    return interactions.select("event_id", "user_id", "item_id", "event_type", event_time_ms(F.col("ts")).alias("ts_ms"))
+    return interactions.select(
+        "event_id", "user_id", "item_id", "event_type", event_time_ms(F.col("ts")).alias("ts_ms")
+    )
 
 
 def with_sessions(events: DataFrame, params: RealtimeParams) -> DataFrame:
@@ -39,26 +41,40 @@ def with_sessions(events: DataFrame, params: RealtimeParams) -> DataFrame:
     return (
         events.withColumn("seq", F.row_number().over(order))
         .withColumn("_started", started)
-        .withColumn("session_no", F.sum("_started").over(order.rowsBetween(Window.unboundedPreceding, Window.currentRow)))
+        .withColumn(
+            "session_no",
+            F.sum("_started").over(order.rowsBetween(Window.unboundedPreceding, Window.currentRow)),
+        )
         .drop("_started")
     )
 
 
-def sessions_at(events: DataFrame, moments: DataFrame, categories: DataFrame, params: RealtimeParams) -> tuple[DataFrame, DataFrame]:
+def sessions_at(
+    events: DataFrame, moments: DataFrame, categories: DataFrame, params: RealtimeParams
+) -> tuple[DataFrame, DataFrame]:
     """(user_id, t_ms, rt_session_events) and (user_id, t_ms, category, share) of the user's session at t
     (`events` from `with_sessions`; `categories`: item_id, category)."""
-    upto = moments.join(events.select("user_id", "ts_ms", "seq", "session_no"), "user_id").where(F.col("ts_ms") <= F.col("t_ms"))
+    upto = moments.join(events.select("user_id", "ts_ms", "seq", "session_no"), "user_id").where(
+        F.col("ts_ms") <= F.col("t_ms")
+    )
     last = upto.groupBy("user_id", "t_ms").agg(F.max(F.struct("seq", "ts_ms", "session_no")).alias("last"))
     alive = last.where(F.col("last.ts_ms") > F.col("t_ms") - F.lit(params.ttl_ms)).select(
         "user_id", "t_ms", F.col("last.seq").alias("last_seq"), F.col("last.session_no").alias("session_no")
     )
     members = (
-        alive.join(events.select("user_id", "session_no", F.col("seq").alias("m_seq"), "item_id"), ["user_id", "session_no"])
+        alive.join(
+            events.select("user_id", "session_no", F.col("seq").alias("m_seq"), "item_id"),
+            ["user_id", "session_no"],
+        )
         .where(F.col("m_seq") <= F.col("last_seq"))
         .join(categories, "item_id", "left")
     )
     counts = members.groupBy("user_id", "t_ms").agg(F.count("*").cast("double").alias(RT_SESSION_EVENTS))
-    per_category = members.where(F.col("category").isNotNull()).groupBy("user_id", "t_ms", "category").agg(F.count("*").alias("n"))
+    per_category = (
+        members.where(F.col("category").isNotNull())
+        .groupBy("user_id", "t_ms", "category")
+        .agg(F.count("*").alias("n"))
+    )
     shares = per_category.withColumn(
         "share", F.col("n") / F.sum("n").over(Window.partitionBy("user_id", "t_ms"))
     ).select("user_id", "t_ms", "category", "share")
@@ -72,36 +88,58 @@ def seeds_at(events: DataFrame, moments: DataFrame, params: RealtimeParams) -> D
     )
     latest = window.groupBy("user_id", "t_ms", "item_id").agg(F.max("ts_ms").alias("last_ts"))
     order = Window.partitionBy("user_id", "t_ms").orderBy(F.col("last_ts").desc(), F.col("item_id").desc())
-    return latest.withColumn("_r", F.row_number().over(order)).where(F.col("_r") <= params.seeds).select(
-        "user_id", "t_ms", F.col("item_id").alias("seed")
+    return (
+        latest.withColumn("_r", F.row_number().over(order))
+        .where(F.col("_r") <= params.seeds)
+        .select("user_id", "t_ms", F.col("item_id").alias("seed"))
     )
 
 
 def covisit_pairs(events: DataFrame, params: RealtimeParams) -> DataFrame:
     """(item_id, partner_id, ts_ms): the speed layer's co-visitation increments, both directions
     (`events` from `with_sessions`)."""
-    positive = F.col("event_type").isin(*sorted(params.positive_types)) if params.positive_types else F.lit(False)
+    positive = (
+        F.col("event_type").isin(*sorted(params.positive_types)) if params.positive_types else F.lit(False)
+    )
     new = events.where(positive).select("user_id", "event_id", "item_id", "ts_ms", "seq")
     before = events.select(
-        "user_id", F.col("item_id").alias("o_item"), F.col("ts_ms").alias("o_ts"), F.col("seq").alias("o_seq"),
+        "user_id",
+        F.col("item_id").alias("o_item"),
+        F.col("ts_ms").alias("o_ts"),
+        F.col("seq").alias("o_seq"),
         F.col("event_type").alias("o_type"),
     )
     near = new.join(before, "user_id").where(
         (F.col("o_seq") < F.col("seq")) & (F.col("o_ts") >= F.col("ts_ms") - F.lit(params.session_gap_ms))
     )
-    latest = near.groupBy("user_id", "event_id", "item_id", "ts_ms", "o_item").agg(
-        F.max(F.struct("o_seq", "o_ts", "o_type")).alias("o")
-    ).select("event_id", "item_id", "ts_ms", "o_item", F.col("o.o_ts").alias("o_ts"), F.col("o.o_type").alias("o_type"))
-    o_positive = F.col("o_type").isin(*sorted(params.positive_types)) if params.positive_types else F.lit(False)
+    latest = (
+        near.groupBy("user_id", "event_id", "item_id", "ts_ms", "o_item")
+        .agg(F.max(F.struct("o_seq", "o_ts", "o_type")).alias("o"))
+        .select(
+            "event_id",
+            "item_id",
+            "ts_ms",
+            "o_item",
+            F.col("o.o_ts").alias("o_ts"),
+            F.col("o.o_type").alias("o_type"),
+        )
+    )
+    o_positive = (
+        F.col("o_type").isin(*sorted(params.positive_types)) if params.positive_types else F.lit(False)
+    )
     seen = latest.where((F.col("o_item") == F.col("item_id")) & o_positive).select("event_id").distinct()
     order = Window.partitionBy("event_id").orderBy(F.col("o_ts").desc(), F.col("o_item").desc())
     partners = (
         latest.join(seen, "event_id", "left_anti")
         .withColumn("_r", F.row_number().over(order))
-        .where((F.col("_r") <= params.covisit_session_items) & (F.col("o_item") != F.col("item_id")) & o_positive)
+        .where(
+            (F.col("_r") <= params.covisit_session_items) & (F.col("o_item") != F.col("item_id")) & o_positive
+        )
     )
     forward = partners.select("item_id", F.col("o_item").alias("partner_id"), "ts_ms")
-    backward = partners.select(F.col("o_item").alias("item_id"), F.col("item_id").alias("partner_id"), "ts_ms")
+    backward = partners.select(
+        F.col("o_item").alias("item_id"), F.col("item_id").alias("partner_id"), "ts_ms"
+    )
     return forward.unionByName(backward)
 
 
@@ -114,9 +152,13 @@ def covisit_at(pairs: DataFrame, seeds: DataFrame, params: RealtimeParams) -> Da
         .groupBy("user_id", "t_ms", "seed", "partner_id")
         .agg(F.count("*").cast("double").alias("w"))
     )
-    order = Window.partitionBy("user_id", "t_ms", "seed").orderBy(F.col("w").desc(), F.col("partner_id").desc())
+    order = Window.partitionBy("user_id", "t_ms", "seed").orderBy(
+        F.col("w").desc(), F.col("partner_id").desc()
+    )
     top = counted.withColumn("_r", F.row_number().over(order)).where(F.col("_r") <= params.neighbours)
-    return top.groupBy("user_id", "t_ms", F.col("partner_id").alias("item_id")).agg(F.sum("w").alias(RT_COVISIT))
+    return top.groupBy("user_id", "t_ms", F.col("partner_id").alias("item_id")).agg(
+        F.sum("w").alias(RT_COVISIT)
+    )
 
 
 def similar_at(similar: DataFrame, seeds: DataFrame, params: RealtimeParams) -> DataFrame:
@@ -124,7 +166,9 @@ def similar_at(similar: DataFrame, seeds: DataFrame, params: RealtimeParams) -> 
     firsts = similar.where(F.col("rank") <= params.neighbours).select(
         F.col("item_id").alias("seed"), F.col("similar_item_id").alias("item_id"), "score"
     )
-    return seeds.join(firsts, "seed").groupBy("user_id", "t_ms", "item_id").agg(F.sum("score").alias(RT_SIMILAR))
+    return (
+        seeds.join(firsts, "seed").groupBy("user_id", "t_ms", "item_id").agg(F.sum("score").alias(RT_SIMILAR))
+    )
 
 
 @dataclass(frozen=True)
@@ -138,14 +182,25 @@ class RealtimeState:
     similar: DataFrame
 
 
-def realtime_state(interactions: DataFrame, moments: DataFrame, categories: DataFrame, similar: DataFrame,
-                   params: RealtimeParams) -> RealtimeState:
+def realtime_state(
+    interactions: DataFrame,
+    moments: DataFrame,
+    categories: DataFrame,
+    similar: DataFrame,
+    params: RealtimeParams,
+) -> RealtimeState:
     """The speed layer's view at each moment (user_id, t_ms), from `interactions` (silver rows; only
     those up to each t are used), `categories` (item_id, category) and one cut-off's item_similar rows."""
     events = with_sessions(timed_events(interactions), params)
     sessions, shares = sessions_at(events, moments, categories, params)
     seeds = seeds_at(events, moments, params)
-    return RealtimeState(sessions, shares, seeds, covisit_at(covisit_pairs(events, params), seeds, params), similar_at(similar, seeds, params))
+    return RealtimeState(
+        sessions,
+        shares,
+        seeds,
+        covisit_at(covisit_pairs(events, params), seeds, params),
+        similar_at(similar, seeds, params),
+    )
 
 
 def realtime_inputs(candidates: DataFrame, state: RealtimeState, categories: DataFrame) -> DataFrame:

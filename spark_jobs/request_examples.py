@@ -28,8 +28,21 @@ from pyspark.sql import functions as F
 from feature_store.realtime import RealtimeParams
 from feature_store.tables import TRAINING_SET
 from spark_jobs.candidates import cutoff_timestamp, history_before, interactions_between, seen_items
-from spark_jobs.realtime_features import RealtimeState, event_time_ms, realtime_inputs, realtime_state, timed_events
-from spark_jobs.training_set import at, candidate_scores, feature_vector, gold_at, relevance_of_weight, training_examples
+from spark_jobs.realtime_features import (
+    RealtimeState,
+    event_time_ms,
+    realtime_inputs,
+    realtime_state,
+    timed_events,
+)
+from spark_jobs.training_set import (
+    at,
+    candidate_scores,
+    feature_vector,
+    gold_at,
+    relevance_of_weight,
+    training_examples,
+)
 
 QUERY_SEPARATOR = "@"
 
@@ -47,13 +60,21 @@ def reach(interactions: DataFrame, as_of: date, params: RealtimeParams) -> DataF
     return interactions.where(event_time_ms(F.col("ts")) >= since)
 
 
-def sample_moments(interactions: DataFrame, start: date, end: date, horizon_ms: int, per_user: int, seed: int = 0) -> DataFrame:
+def sample_moments(
+    interactions: DataFrame, start: date, end: date, horizon_ms: int, per_user: int, seed: int = 0
+) -> DataFrame:
     """(user_id, t_ms): at most `per_user` of each user's event times in [start, end) whose label
     window (t, t + horizon] ends before `end`, chosen by a seeded hash (reruns pick the same)."""
-    events = timed_events(interactions_between(interactions, start, end)).where(F.col("ts_ms") + F.lit(horizon_ms) < F.lit(epoch_ms(end)))
+    events = timed_events(interactions_between(interactions, start, end)).where(
+        F.col("ts_ms") + F.lit(horizon_ms) < F.lit(epoch_ms(end))
+    )
     moments = events.select("user_id", F.col("ts_ms").alias("t_ms")).distinct()
     order = Window.partitionBy("user_id").orderBy(F.xxhash64(F.lit(seed), "user_id", "t_ms"), "t_ms")
-    return moments.withColumn("_r", F.row_number().over(order)).where(F.col("_r") <= per_user).select("user_id", "t_ms")
+    return (
+        moments.withColumn("_r", F.row_number().over(order))
+        .where(F.col("_r") <= per_user)
+        .select("user_id", "t_ms")
+    )
 
 
 def moment_labels(interactions: DataFrame, moments: DataFrame, horizon_ms: int) -> DataFrame:
@@ -64,10 +85,14 @@ def moment_labels(interactions: DataFrame, moments: DataFrame, horizon_ms: int) 
     after = moments.join(positive, "user_id").where(
         (F.col("ts_ms") > F.col("t_ms")) & (F.col("ts_ms") <= F.col("t_ms") + F.lit(horizon_ms))
     )
-    return after.groupBy("user_id", "t_ms", "item_id").agg(relevance_of_weight(F.max("weight")).alias("relevance"))
+    return after.groupBy("user_id", "t_ms", "item_id").agg(
+        relevance_of_weight(F.max("weight")).alias("relevance")
+    )
 
 
-def moment_candidates(candidates: DataFrame, state: RealtimeState, moments: DataFrame, interactions: DataFrame, as_of: date) -> DataFrame:
+def moment_candidates(
+    candidates: DataFrame, state: RealtimeState, moments: DataFrame, interactions: DataFrame, as_of: date
+) -> DataFrame:
     """(user_id, t_ms, item_id, cand_<source>..., sources): the nightly candidates of `as_of` and the
     real-time neighbours at t, minus the history before `as_of` and the recent items at t."""
     nightly = candidate_scores(at(candidates, as_of))
@@ -78,55 +103,91 @@ def moment_candidates(candidates: DataFrame, state: RealtimeState, moments: Data
         .distinct()
     )
     recent = state.seeds.select("user_id", "t_ms", F.col("seed").alias("item_id"))
-    fresh = (
-        proposed.join(seen_items(history_before(interactions, as_of)), ["user_id", "item_id"], "left_anti")
-        .join(recent, ["user_id", "t_ms", "item_id"], "left_anti")
-    )
+    fresh = proposed.join(
+        seen_items(history_before(interactions, as_of)), ["user_id", "item_id"], "left_anti"
+    ).join(recent, ["user_id", "t_ms", "item_id"], "left_anti")
     return fresh.join(nightly, ["user_id", "item_id"], "left").withColumn(
         "sources", F.coalesce(F.col("sources"), F.array().cast("array<string>"))
     )
 
 
 def request_time_inputs(
-    candidates: DataFrame, user_features: DataFrame, item_features: DataFrame, item_similar: DataFrame,
-    interactions: DataFrame, moments: DataFrame, as_of: date, params: RealtimeParams,
+    candidates: DataFrame,
+    user_features: DataFrame,
+    item_features: DataFrame,
+    item_similar: DataFrame,
+    interactions: DataFrame,
+    moments: DataFrame,
+    as_of: date,
+    params: RealtimeParams,
 ) -> DataFrame:
     """(user_id, t_ms, item_id, features, sources) for every candidate of every moment (RANKER_FEATURES
     order; the batch parts as of `as_of`, the real-time parts at t)."""
     users, items = gold_at(user_features, item_features, as_of)
     categories = items.select("item_id", "category")
-    state = realtime_state(reach(interactions, as_of, params), moments, categories, at(item_similar, as_of), params)
+    state = realtime_state(
+        reach(interactions, as_of, params), moments, categories, at(item_similar, as_of), params
+    )
     pool = moment_candidates(candidates, state, moments, interactions, as_of)
-    joined = realtime_inputs(pool, state, categories).join(users, "user_id", "left").join(items, "item_id", "left")
-    return joined.select("user_id", "t_ms", "item_id", feature_vector(joined, True).alias("features"), "sources")
+    joined = (
+        realtime_inputs(pool, state, categories).join(users, "user_id", "left").join(items, "item_id", "left")
+    )
+    return joined.select(
+        "user_id", "t_ms", "item_id", feature_vector(joined, True).alias("features"), "sources"
+    )
 
 
 def build_request_time_set(
-    candidates: DataFrame, user_features: DataFrame, item_features: DataFrame, item_similar: DataFrame,
-    interactions: DataFrame, as_of: date, end: date, params: RealtimeParams, *, horizon_ms: int,
-    moments_per_user: int, max_negatives: int, seed: int = 0,
+    candidates: DataFrame,
+    user_features: DataFrame,
+    item_features: DataFrame,
+    item_similar: DataFrame,
+    interactions: DataFrame,
+    as_of: date,
+    end: date,
+    params: RealtimeParams,
+    *,
+    horizon_ms: int,
+    moments_per_user: int,
+    max_negatives: int,
+    seed: int = 0,
 ) -> DataFrame:
     """The `gold/training_set` partition of cut-off `as_of`: request-time examples at moments in
     [as_of, end), one query per moment (see the module docstring)."""
     moments = sample_moments(interactions, as_of, end, horizon_ms, moments_per_user, seed).cache()
-    inputs = request_time_inputs(candidates, user_features, item_features, item_similar, interactions, moments, as_of, params)
+    inputs = request_time_inputs(
+        candidates, user_features, item_features, item_similar, interactions, moments, as_of, params
+    )
     labels = moment_labels(interactions, moments, horizon_ms)
     query = F.concat_ws(QUERY_SEPARATOR, F.col("user_id"), F.col("t_ms").cast("string"))
     examples = training_examples(
         inputs.select(query.alias("user_id"), "item_id", "features", "sources"),
         labels.select(query.alias("user_id"), "item_id", "relevance"),
-        max_negatives, seed,
+        max_negatives,
+        seed,
     )
     return examples.select(F.lit(as_of).cast("date").alias("as_of"), "*").select(*TRAINING_SET.columns)
 
 
-def realtime_at_cutoff(candidates: DataFrame, item_features: DataFrame, item_similar: DataFrame, interactions: DataFrame,
-                       as_of: date, params: RealtimeParams) -> DataFrame:
+def realtime_at_cutoff(
+    candidates: DataFrame,
+    item_features: DataFrame,
+    item_similar: DataFrame,
+    interactions: DataFrame,
+    as_of: date,
+    params: RealtimeParams,
+) -> DataFrame:
     """(user_id, item_id, REALTIME_INPUTS...) of cut-off `as_of`'s candidates at the cut-off itself
     (events strictly before 00:00 UTC of `as_of`): what a request at midnight would have seen."""
     t_ms = epoch_ms(as_of) - 1
     pool = at(candidates, as_of).select("user_id", "item_id").distinct().withColumn("t_ms", F.lit(t_ms))
     moments = pool.select("user_id", "t_ms").distinct()
     categories = at(item_features, as_of).select("item_id", "category")
-    state = realtime_state(reach(history_before(interactions, as_of), as_of, params), moments, categories, at(item_similar, as_of), params)
+    state = realtime_state(
+        reach(history_before(interactions, as_of), as_of, params),
+        moments,
+        categories,
+        at(item_similar, as_of),
+        params,
+    )
     return realtime_inputs(pool, state, categories).drop("t_ms")

@@ -9,9 +9,9 @@ falls back to reciprocal-rank fusion of the candidate sources, recorded as model
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -94,11 +94,15 @@ def top_n_scores(scored: DataFrame, n: int, as_of: date, model_version: str) -> 
 
 def fused_scores(ranked: DataFrame) -> DataFrame:
     """(user_id, item_id, score): reciprocal-rank fusion of rows (user_id, item_id, rank) from several rankings."""
-    return ranked.groupBy("user_id", "item_id").agg(F.sum(1.0 / (F.lit(RRF_K) + F.col("rank"))).alias("score"))
+    return ranked.groupBy("user_id", "item_id").agg(
+        F.sum(1.0 / (F.lit(RRF_K) + F.col("rank"))).alias("score")
+    )
 
 
 def fused_source_scores(candidates: DataFrame) -> DataFrame:
     """(user_id, item_id, score, sources) by reciprocal-rank fusion of the sources: the no-model fallback."""
     from spark_jobs.training_set import candidate_scores
 
-    return fused_scores(candidates).join(candidate_scores(candidates).select("user_id", "item_id", "sources"), ["user_id", "item_id"])
+    return fused_scores(candidates).join(
+        candidate_scores(candidates).select("user_id", "item_id", "sources"), ["user_id", "item_id"]
+    )

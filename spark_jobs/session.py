@@ -10,11 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from feature_store.settings import Settings
-
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ the same seed, values and settings always give the same interval.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -34,12 +34,18 @@ class PairedDifference:
 
 
 def paired_bootstrap(
-    challenger: Sequence[float], baseline: Sequence[float], resamples: int = 1000, confidence: float = 0.95, seed: int = 0
+    challenger: Sequence[float],
+    baseline: Sequence[float],
+    resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
 ) -> PairedDifference:
     """Bootstrap CI of mean(challenger - baseline) over users (the two sequences are aligned by user).
     No users gives an interval of NaNs."""
     if len(challenger) != len(baseline):
-        raise ValueError(f"paired values need one value per user on both sides ({len(challenger)} vs {len(baseline)})")
+        raise ValueError(
+            f"paired values need one value per user on both sides ({len(challenger)} vs {len(baseline)})"
+        )
     if not 0 < confidence < 1:
         raise ValueError(f"confidence {confidence} must be strictly between 0 and 1")
     diff = np.asarray(challenger, dtype=float) - np.asarray(baseline, dtype=float)
@@ -48,7 +54,10 @@ def paired_bootstrap(
         return PairedDifference(0, float("nan"), float("nan"), float("nan"), confidence, resamples)
     rng = np.random.default_rng(seed)
     means = np.concatenate(
-        [diff[rng.integers(0, n, size=(min(BLOCK, resamples - start), n))].mean(axis=1) for start in range(0, resamples, BLOCK)]
+        [
+            diff[rng.integers(0, n, size=(min(BLOCK, resamples - start), n))].mean(axis=1)
+            for start in range(0, resamples, BLOCK)
+        ]
     )
     tail = (1 - confidence) / 2
     low, high = np.quantile(means, [tail, 1 - tail])

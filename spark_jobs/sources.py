@@ -47,21 +47,32 @@ class RawInput:
     catalog_file: str | None
 
 
-def read_source(spark: SparkSession, path: Path | str, fmt: str, catalog: Path | str | None = None) -> RawInput:
+def read_source(
+    spark: SparkSession, path: Path | str, fmt: str, catalog: Path | str | None = None
+) -> RawInput:
     """Read a source folder or file in one of `FORMATS`."""
     path = Path(path)
     if fmt == "jsonl":
         files, found_catalog = jsonl_files(path)
         catalog_path = Path(catalog) if catalog else found_catalog
         items = read_catalog_jsonl(spark, catalog_path) if catalog_path else None
-        return RawInput(read_jsonl_events(spark, files), items, tuple(map(str, files)), str(catalog_path) if catalog_path else None)
+        return RawInput(
+            read_jsonl_events(spark, files),
+            items,
+            tuple(map(str, files)),
+            str(catalog_path) if catalog_path else None,
+        )
     if fmt == "movielens":
         ratings, movies = path / "ratings.csv", path / "movies.csv"
         if not ratings.is_file():
             raise SourceError(f"{path} has no ratings.csv: point --source at an ml-latest-small folder")
-        lines = spark.read.text(str(ratings)).select(F.col("value").alias("line"), F.col("_metadata.file_path").alias("source"))
+        lines = spark.read.text(str(ratings)).select(
+            F.col("value").alias("line"), F.col("_metadata.file_path").alias("source")
+        )
         items = movielens_movies_to_items(read_movielens_movies(spark, movies)) if movies.is_file() else None
-        return RawInput(movielens_ratings_to_raw(lines), items, (str(ratings),), str(movies) if movies.is_file() else None)
+        return RawInput(
+            movielens_ratings_to_raw(lines), items, (str(ratings),), str(movies) if movies.is_file() else None
+        )
     raise SourceError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
 
 
@@ -94,13 +105,19 @@ def read_catalog_jsonl(spark: SparkSession, path: Path | str) -> DataFrame:
     """The catalog file (item_id, category, categories, title, attributes, created_at) as ITEMS rows."""
     schema = "item_id STRING, category STRING, categories ARRAY<STRING>, title STRING, attributes MAP<STRING, STRING>, created_at STRING"
     raw = spark.read.schema(schema).json(str(path))
-    parsed = with_event_time_micros(raw, F.col("created_at"), F.lit(False), F.lit(None).cast("double"), "_created_us")
-    return catalog_rows(parsed.withColumn("created_at", F.timestamp_micros("_created_us")).drop("_created_us"))
+    parsed = with_event_time_micros(
+        raw, F.col("created_at"), F.lit(False), F.lit(None).cast("double"), "_created_us"
+    )
+    return catalog_rows(
+        parsed.withColumn("created_at", F.timestamp_micros("_created_us")).drop("_created_us")
+    )
 
 
 def catalog_rows(df: DataFrame) -> DataFrame:
     """Normalise catalog rows: a category always ("unknown" if missing), categories containing it."""
-    category = F.coalesce(F.nullif(F.trim(F.col("category")), F.lit("")), F.get(F.col("categories"), 0), F.lit(UNKNOWN_CATEGORY))
+    category = F.coalesce(
+        F.nullif(F.trim(F.col("category")), F.lit("")), F.get(F.col("categories"), 0), F.lit(UNKNOWN_CATEGORY)
+    )
     categories = F.coalesce(F.col("categories"), F.array(category))
     return df.where(F.col("item_id").isNotNull() & (F.length(F.col("item_id")) > 0)).select(
         "item_id",
@@ -133,13 +150,21 @@ def movielens_ratings_to_raw(lines: DataFrame) -> DataFrame:
     user, movie = blank(user), blank(movie)
     ts_ms = F.when(seconds.rlike(SECONDS_PATTERN), (seconds.try_cast("bigint") * 1000).cast("string"))
     rating_num = F.when(rating.rlike(RATING_PATTERN), rating)
-    event_id = F.when(user.isNotNull() & movie.isNotNull() & (F.length(seconds) > 0), F.concat_ws("-", F.lit(EVENT_ID_PREFIX), user, movie, seconds))
+    event_id = F.when(
+        user.isNotNull() & movie.isNotNull() & (F.length(seconds) > 0),
+        F.concat_ws("-", F.lit(EVENT_ID_PREFIX), user, movie, seconds),
+    )
     json = F.concat(
-        F.lit('{"event_id":'), _json_string(event_id),
-        F.lit(',"user_id":'), _json_string(user),
-        F.lit(',"item_id":'), _json_string(movie),
-        F.lit(',"event_type":"rating","ts":'), F.coalesce(ts_ms, _json_string(blank(seconds))),
-        F.lit(',"value":'), F.coalesce(rating_num, _json_string(blank(rating))),
+        F.lit('{"event_id":'),
+        _json_string(event_id),
+        F.lit(',"user_id":'),
+        _json_string(user),
+        F.lit(',"item_id":'),
+        _json_string(movie),
+        F.lit(',"event_type":"rating","ts":'),
+        F.coalesce(ts_ms, _json_string(blank(seconds))),
+        F.lit(',"value":'),
+        F.coalesce(rating_num, _json_string(blank(rating))),
         F.lit("}"),
     )
     return lines.where((F.trim(line) != RATINGS_HEADER) & (F.length(F.trim(line)) > 0)).select(
@@ -148,14 +173,20 @@ def movielens_ratings_to_raw(lines: DataFrame) -> DataFrame:
 
 
 def read_movielens_movies(spark: SparkSession, path: Path | str) -> DataFrame:
-    return spark.read.csv(str(path), header=True, schema="movieId STRING, title STRING, genres STRING", quote='"', escape='"')
+    return spark.read.csv(
+        str(path), header=True, schema="movieId STRING, title STRING, genres STRING", quote='"', escape='"'
+    )
 
 
 def movielens_movies_to_items(movies: DataFrame) -> DataFrame:
     """movies.csv rows -> catalog rows: genres as categories (first = category), title, year attribute."""
-    genres = F.filter(F.split(F.coalesce(F.col("genres"), F.lit("")), r"\|"), lambda g: (F.length(g) > 0) & (g != NO_GENRE))
+    genres = F.filter(
+        F.split(F.coalesce(F.col("genres"), F.lit("")), r"\|"), lambda g: (F.length(g) > 0) & (g != NO_GENRE)
+    )
     year = F.regexp_extract(F.col("title"), r"\((\d{4})\)\s*$", 1)
-    attributes = F.when(F.length(year) > 0, F.create_map(F.lit("year"), year)).otherwise(F.create_map().cast("map<string,string>"))
+    attributes = F.when(F.length(year) > 0, F.create_map(F.lit("year"), year)).otherwise(
+        F.create_map().cast("map<string,string>")
+    )
     return catalog_rows(
         movies.select(
             F.trim(F.col("movieId")).alias("item_id"),

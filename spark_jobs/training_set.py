@@ -23,7 +23,13 @@ from datetime import date, timedelta
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from feature_store.ranking import CANDIDATE_SOURCES, ITEM_INPUTS, RANKER_FEATURES, REALTIME_INPUTS, USER_INPUTS
+from feature_store.ranking import (
+    CANDIDATE_SOURCES,
+    ITEM_INPUTS,
+    RANKER_FEATURES,
+    REALTIME_INPUTS,
+    USER_INPUTS,
+)
 from feature_store.tables import TRAINING_SET
 from spark_jobs.candidates import interactions_between
 
@@ -66,13 +72,20 @@ def feature_vector(joined: DataFrame, realtime: bool) -> Column:
 
 def gold_at(user_features: DataFrame, item_features: DataFrame, as_of: date) -> tuple[DataFrame, DataFrame]:
     """(user_id, uf, aff) and (item_id, category, itf) of cut-off `as_of`."""
-    users = at(user_features, as_of).select("user_id", F.col("features").alias("uf"), F.col("category_affinity").alias("aff"))
+    users = at(user_features, as_of).select(
+        "user_id", F.col("features").alias("uf"), F.col("category_affinity").alias("aff")
+    )
     items = at(item_features, as_of).select("item_id", "category", F.col("features").alias("itf"))
     return users, items
 
 
-def ranker_inputs(candidates: DataFrame, user_features: DataFrame, item_features: DataFrame, as_of: date,
-                  realtime: DataFrame | None = None) -> DataFrame:
+def ranker_inputs(
+    candidates: DataFrame,
+    user_features: DataFrame,
+    item_features: DataFrame,
+    as_of: date,
+    realtime: DataFrame | None = None,
+) -> DataFrame:
     """(user_id, item_id, features, sources) for every candidate of cut-off `as_of`.
 
     `features` follows RANKER_FEATURES: the user's gold features (USER_INPUTS), the item's (ITEM_INPUTS),
@@ -80,10 +93,14 @@ def ranker_inputs(candidates: DataFrame, user_features: DataFrame, item_features
     cut-off from `realtime` (user_id, item_id, REALTIME_INPUTS...: `request_examples.realtime_at_cutoff`);
     NaN where missing."""
     users, items = gold_at(user_features, item_features, as_of)
-    joined = candidate_scores(at(candidates, as_of)).join(users, "user_id", "left").join(items, "item_id", "left")
+    joined = (
+        candidate_scores(at(candidates, as_of)).join(users, "user_id", "left").join(items, "item_id", "left")
+    )
     if realtime is not None:
         joined = joined.join(realtime, ["user_id", "item_id"], "left")
-    return joined.select("user_id", "item_id", feature_vector(joined, realtime is not None).alias("features"), "sources")
+    return joined.select(
+        "user_id", "item_id", feature_vector(joined, realtime is not None).alias("features"), "sources"
+    )
 
 
 def graded_labels(interactions: DataFrame, as_of: date, horizon_days: int) -> DataFrame:
@@ -108,7 +125,9 @@ def training_examples(inputs: DataFrame, labels: DataFrame, max_negatives: int, 
     labelled = inputs.join(labels, ["user_id", "item_id"], "left").withColumn(
         "relevance", F.coalesce(F.col("relevance"), F.lit(0.0))
     )
-    pick = Window.partitionBy("user_id", F.col("relevance") > 0).orderBy(F.xxhash64(F.lit(seed), "user_id", "item_id"), "item_id")
+    pick = Window.partitionBy("user_id", F.col("relevance") > 0).orderBy(
+        F.xxhash64(F.lit(seed), "user_id", "item_id"), "item_id"
+    )
     per_user = Window.partitionBy("user_id")
     return (
         labelled.withColumn("_pick", F.row_number().over(pick))
@@ -132,5 +151,7 @@ def build_training_set(
 ) -> DataFrame:
     """The `gold/training_set` partition of cut-off `as_of` (see the module docstring)."""
     inputs = ranker_inputs(candidates, user_features, item_features, as_of)
-    examples = training_examples(inputs, graded_labels(interactions, as_of, horizon_days), max_negatives, seed)
+    examples = training_examples(
+        inputs, graded_labels(interactions, as_of, horizon_days), max_negatives, seed
+    )
     return examples.select(F.lit(as_of).cast("date").alias("as_of"), "*").select(*TRAINING_SET.columns)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 from feature_store.events import EventTypes
 from feature_store.tables import INTERACTIONS, ITEM_FEATURES, USER_FEATURES
@@ -13,10 +13,12 @@ WEIGHTS = EventTypes().weights()
 
 def ts(text: str) -> datetime:
     """'2024-01-02 10:00' -> naive UTC datetime (Spark session time zone is UTC)."""
-    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc).replace(tzinfo=None)
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).replace(tzinfo=None)
 
 
-def interaction(user: str, item: str, when: str, event_type: str = "view", session: str | None = None, n: int = 0):
+def interaction(
+    user: str, item: str, when: str, event_type: str = "view", session: str | None = None, n: int = 0
+):
     """One silver `interactions` row; weight and label from the event contract."""
     moment = ts(when)
     weight = WEIGHTS[event_type]
@@ -56,8 +58,14 @@ def item_features_df(spark, rows):
 FUNNEL = (("view", 0.6), ("click", 0.25), ("add_to_cart", 0.1), ("purchase", 0.05))
 
 
-def synthetic_world(seed: int = 7, users: int = 100, categories: int = 5, items_per_category: int = 40, days: int = 28,
-                    start: date = date(2024, 3, 1)):
+def synthetic_world(
+    seed: int = 7,
+    users: int = 100,
+    categories: int = 5,
+    items_per_category: int = 40,
+    days: int = 28,
+    start: date = date(2024, 3, 1),
+):
     """(interaction rows, {item: category}): users keep to a favourite category 75% of the time and pick
     items by power-law popularity inside a category; one session a day with probability 0.6."""
     import random
@@ -74,13 +82,24 @@ def synthetic_world(seed: int = 7, users: int = 100, categories: int = 5, items_
         for day in range(days):
             if rng.random() > 0.6:
                 continue
-            moment = datetime.combine(start + timedelta(days=day), datetime.min.time()) + timedelta(minutes=rng.randrange(60, 1380))
+            moment = datetime.combine(start + timedelta(days=day), datetime.min.time()) + timedelta(
+                minutes=rng.randrange(60, 1380)
+            )
             session = f"{user}:{day}"
             for n in range(rng.randint(2, 5)):
                 category = favourite if rng.random() < 0.75 else f"cat{rng.randrange(categories)}"
                 item = rng.choices(by_category[category], weights=appeal)[0]
                 event_type = rng.choices([t for t, _ in FUNNEL], weights=[w for _, w in FUNNEL])[0]
-                rows.append(interaction(user, item, (moment + timedelta(minutes=2 * n)).strftime("%Y-%m-%d %H:%M"), event_type, session, n))
+                rows.append(
+                    interaction(
+                        user,
+                        item,
+                        (moment + timedelta(minutes=2 * n)).strftime("%Y-%m-%d %H:%M"),
+                        event_type,
+                        session,
+                        n,
+                    )
+                )
     return rows, catalog
 
 
@@ -99,29 +118,48 @@ def minimal_gold_features(spark, interactions, catalog: dict[str, str], as_of_da
         history = interactions.where(F.col("ts") < cutoff).join(items_df, "item_id")
         days_ago = (F.unix_timestamp(cutoff) - F.unix_timestamp("ts")) / 86400
 
-        def count_within(days):
-            return F.sum((days_ago <= days).cast("double"))
+        def count_within(days):  # used only inside this iteration
+            return F.sum((days_ago <= days).cast("double"))  # noqa: B023
 
         users = history.groupBy("user_id").agg(
             F.create_map(
-                F.lit("user_events_7d"), count_within(7),
-                F.lit("user_events_30d"), count_within(30),
-                F.lit("user_lifetime_events"), F.count("*").cast("double"),
-                F.lit("user_recency_s"), (F.unix_timestamp(cutoff) - F.max(F.unix_timestamp("ts"))).cast("double"),
+                F.lit("user_events_7d"),
+                count_within(7),
+                F.lit("user_events_30d"),
+                count_within(30),
+                F.lit("user_lifetime_events"),
+                F.count("*").cast("double"),
+                F.lit("user_recency_s"),
+                (F.unix_timestamp(cutoff) - F.max(F.unix_timestamp("ts"))).cast("double"),
             ).alias("features")
         )
         positive = history.where(F.col("weight") > 0)
         per_category = positive.groupBy("user_id", "category").agg(F.sum("weight").alias("w"))
-        affinity = per_category.withColumn("share", F.col("w") / F.sum("w").over(Window.partitionBy("user_id"))).groupBy("user_id").agg(F.map_from_entries(F.collect_list(F.struct("category", "share"))).alias("category_affinity"))
-        user_frames.append(users.join(affinity, "user_id", "left").select(F.lit(as_of).alias("as_of"), "user_id", "features", "category_affinity"))
+        affinity = (
+            per_category.withColumn("share", F.col("w") / F.sum("w").over(Window.partitionBy("user_id")))
+            .groupBy("user_id")
+            .agg(F.map_from_entries(F.collect_list(F.struct("category", "share"))).alias("category_affinity"))
+        )
+        user_frames.append(
+            users.join(affinity, "user_id", "left").select(
+                F.lit(as_of).alias("as_of"), "user_id", "features", "category_affinity"
+            )
+        )
         items = history.groupBy("item_id", "category").agg(
             F.create_map(
-                F.lit("item_events_7d"), count_within(7),
-                F.lit("item_events_30d"), count_within(30),
-                F.lit("item_users_30d"), F.countDistinct("user_id").cast("double"),
-                F.lit("item_weight_30d"), F.sum(F.when(days_ago <= 30, F.col("weight")).otherwise(0.0)),
-                F.lit("item_lifetime_events"), F.count("*").cast("double"),
+                F.lit("item_events_7d"),
+                count_within(7),
+                F.lit("item_events_30d"),
+                count_within(30),
+                F.lit("item_users_30d"),
+                F.countDistinct("user_id").cast("double"),
+                F.lit("item_weight_30d"),
+                F.sum(F.when(days_ago <= 30, F.col("weight")).otherwise(0.0)),
+                F.lit("item_lifetime_events"),
+                F.count("*").cast("double"),
             ).alias("features")
         )
         item_frames.append(items.select(F.lit(as_of).alias("as_of"), "item_id", "category", "features"))
-    return reduce(lambda a, b: a.unionByName(b), user_frames), reduce(lambda a, b: a.unionByName(b), item_frames)
+    return reduce(lambda a, b: a.unionByName(b), user_frames), reduce(
+        lambda a, b: a.unionByName(b), item_frames
+    )

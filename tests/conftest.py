@@ -81,9 +81,13 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory):
     data_dir = tmp_path_factory.mktemp("kafka")
     env = {**os.environ, "LAMBDAREC_DATA_DIR": str(data_dir)}
     scripts = project_root() / "infra" / "local"
-    started = subprocess.run([str(scripts / "start-kafka.sh")], env=env, capture_output=True, text=True, timeout=300)
+    started = subprocess.run(
+        [str(scripts / "start-kafka.sh")], env=env, capture_output=True, text=True, timeout=300
+    )
     assert started.returncode == 0, started.stdout + started.stderr
     bootstrap = started.stdout.strip().splitlines()[-1]
     yield Settings(data_dir=data_dir, kafka_bootstrap_servers=bootstrap)
-    stopped = subprocess.run([str(scripts / "stop-kafka.sh")], env=env, capture_output=True, text=True, timeout=120)
+    stopped = subprocess.run(
+        [str(scripts / "stop-kafka.sh")], env=env, capture_output=True, text=True, timeout=120
+    )
     assert stopped.returncode == 0 and "stopped kafka" in stopped.stdout, stopped.stdout + stopped.stderr

@@ -7,8 +7,9 @@ unit tests assert that both give identical results.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -50,7 +51,9 @@ def merge_candidates(
             if candidate is None:
                 if len(merged) >= max_candidates:
                     continue
-                candidate = merged[item_id] = Candidate(item_id, {source: score}, because if source in _CAUSED else None)
+                candidate = merged[item_id] = Candidate(
+                    item_id, {source: score}, because if source in _CAUSED else None
+                )
                 continue
             scores = candidate.scores
             if score > scores.get(source, float("-inf")):
@@ -60,8 +63,11 @@ def merge_candidates(
     return merged
 
 
-def priors(candidates: list[Candidate], session_shares: Mapping[str, float] | None = None,
-           categories: list[str | None] | None = None) -> tuple[list[float], list[str]]:
+def priors(
+    candidates: list[Candidate],
+    session_shares: Mapping[str, float] | None = None,
+    categories: list[str | None] | None = None,
+) -> tuple[list[float], list[str]]:
     """Prior score in [0, 1] and primary source of each candidate.
 
     With `session_shares` (category -> share of this session's events) and the candidates'
@@ -82,7 +88,9 @@ def priors(candidates: list[Candidate], session_shares: Mapping[str, float] | No
         for source, score in candidate.scores.items():
             scale = best.get(source, 0.0)
             normalized = score / scale if scale > 0 else 1.0
-            weighted = SOURCE_WEIGHTS[source] * (1.0 if normalized > 1.0 else 0.0 if normalized < 0.0 else normalized)
+            weighted = SOURCE_WEIGHTS[source] * (
+                1.0 if normalized > 1.0 else 0.0 if normalized < 0.0 else normalized
+            )
             if weighted > top_value:
                 top_value, top_source = weighted, source
         if boost:
@@ -118,17 +126,32 @@ def feature_rows(
     return np.array(rows, dtype=np.float32).reshape(len(rows), len(RANKER_FEATURES))
 
 
-def select_top_k(scores: Sequence[float], categories: Sequence[str | None], k: int, max_per_category: int = 0,
-                 preferred_category: str | None = None) -> list[int]:
+def select_top_k(
+    scores: Sequence[float],
+    categories: Sequence[str | None],
+    k: int,
+    max_per_category: int = 0,
+    preferred_category: str | None = None,
+) -> list[int]:
     """Best first (stable on ties), the page's category first, at most `max_per_category` per
     category while others remain (the capped ones fill what is left)."""
-    order = sorted(range(len(scores)), key=lambda i: (not (preferred_category is not None and categories[i] == preferred_category), -scores[i]))
+    order = sorted(
+        range(len(scores)),
+        key=lambda i: (
+            not (preferred_category is not None and categories[i] == preferred_category),
+            -scores[i],
+        ),
+    )
     chosen: list[int] = []
     overflow: list[int] = []
     per_category: dict[str, int] = {}
     for index in order:
         category = categories[index]
-        if max_per_category > 0 and category is not None and per_category.get(category, 0) >= max_per_category:
+        if (
+            max_per_category > 0
+            and category is not None
+            and per_category.get(category, 0) >= max_per_category
+        ):
             overflow.append(index)
             continue
         if category is not None:

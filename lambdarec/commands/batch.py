@@ -8,9 +8,9 @@ the composition root, then one spark_jobs step, then a printed report.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Callable
 
 import typer
 
@@ -28,7 +28,9 @@ def parse_day(text: str, option: str) -> date:
 def parse_window(start: str, end: str) -> tuple[date, date]:
     first, last = parse_day(start, "--start"), parse_day(end, "--end")
     if last <= first:
-        raise typer.BadParameter(f"--end {last} must be after --start {first} (the window is [start, end))", param_hint="--end")
+        raise typer.BadParameter(
+            f"--end {last} must be after --start {first} (the window is [start, end))", param_hint="--end"
+        )
     return first, last
 
 
@@ -54,7 +56,9 @@ def features_command(
         report = run_features(spark, settings, first, last)
     console.print(f"[bold]features[/bold] for as_of in [{report.start}, {report.end})")
     if report.silver_window:
-        console.print(f"  silver interactions rebuilt for [{report.silver_window[0]}, {report.silver_window[1]}): {report.silver_rows:,} rows")
+        console.print(
+            f"  silver interactions rebuilt for [{report.silver_window[0]}, {report.silver_window[1]}): {report.silver_rows:,} rows"
+        )
     else:
         console.print("  bronze has no events: nothing to compute (run `lambdarec ingest` first)")
     console.print(f"  user feature rows: {report.user_rows:,}")
@@ -82,12 +86,18 @@ def interactions_command(
 
     with console.status(f"building interactions for [{first}, {last})…"):
         report = run_interactions(spark, settings, first, last)
-    console.print(f"[bold]interactions[/bold] for event dates [{report.start}, {report.end}): {report.rows_written:,} rows -> {report.table}")
+    console.print(
+        f"[bold]interactions[/bold] for event dates [{report.start}, {report.end}): {report.rows_written:,} rows -> {report.table}"
+    )
 
 
 def run_command(
-    run_date: str = typer.Option(..., "--date", help="Run date D (YYYY-MM-DD): uses events before 00:00 UTC of D."),
-    report_path: Path | None = typer.Option(None, "--report", help="Also write every step's report as JSON to this file."),
+    run_date: str = typer.Option(
+        ..., "--date", help="Run date D (YYYY-MM-DD): uses events before 00:00 UTC of D."
+    ),
+    report_path: Path | None = typer.Option(
+        None, "--report", help="Also write every step's report as JSON to this file."
+    ),
 ) -> None:
     """The whole nightly pipeline for one date: features, candidates, training set, XGBoost and LightGBM
     (registered in MLflow), evaluation, promotion gate, batch scoring with @champion, publish to Redis,
@@ -105,13 +115,23 @@ def run_command(
         spark = spark_session(settings)
     from spark_jobs.batch_pipeline import STEPS, run_batch
 
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=console) as progress:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
         task = progress.add_task(f"batch {day}: {next(iter(STEPS))}", total=len(STEPS))
         names = list(STEPS)
 
         def advance(name: str, report: dict) -> None:
             done = names.index(name) + 1
-            progress.update(task, completed=done, description=f"batch {day}: {names[done] if done < len(names) else 'done'}")
+            progress.update(
+                task,
+                completed=done,
+                description=f"batch {day}: {names[done] if done < len(names) else 'done'}",
+            )
             console.print(f"  {name}: {_summary(report)}")
 
         reports = run_batch(spark, settings, day, redis_url=lambda: redis_url(settings), on_step=advance)
@@ -150,7 +170,9 @@ def _jsonable(value):
 
 def _summary(report: dict) -> str:
     """One line per step report: its scalar fields (nested results are in MLflow and the tables)."""
-    return ", ".join(f"{k}={v}" for k, v in report.items() if isinstance(v, (str, int, float, bool))) or "done"
+    return (
+        ", ".join(f"{k}={v}" for k, v in report.items() if isinstance(v, (str, int, float, bool))) or "done"
+    )
 
 
 # name -> command function; other batch jobs (candidates, train, score, publish, run) add themselves here.
@@ -163,7 +185,9 @@ BATCH_COMMANDS: dict[str, Callable[..., None]] = {
 
 
 def register(app: typer.Typer) -> None:
-    batch_app = typer.Typer(help="Batch layer jobs on Spark + Delta over an explicit [start, end) window.", no_args_is_help=True)
+    batch_app = typer.Typer(
+        help="Batch layer jobs on Spark + Delta over an explicit [start, end) window.", no_args_is_help=True
+    )
     for name, command in BATCH_COMMANDS.items():
         batch_app.command(name)(command)
     app.add_typer(batch_app, name="batch")

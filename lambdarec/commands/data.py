@@ -6,7 +6,7 @@ spark_jobs.ingest, print a report. Heavy imports (pyspark, numpy) happen inside 
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from enum import Enum
 from pathlib import Path
 
@@ -24,7 +24,12 @@ def register(app: typer.Typer) -> None:
 
 
 def generate_command(
-    out: Path | None = typer.Option(None, "--out", "-o", help="Folder for events/, items.jsonl and manifest.json (default: <data dir>/generated)."),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Folder for events/, items.jsonl and manifest.json (default: <data dir>/generated).",
+    ),
     events: int = typer.Option(100_000, help="Good events to write (exact)."),
     users: int = typer.Option(2_000, help="Users."),
     items: int = typer.Option(1_000, help="Items in the catalog on the first day (more arrive daily)."),
@@ -32,7 +37,9 @@ def generate_command(
     categories: int = typer.Option(12, help="Item categories."),
     days: int = typer.Option(30, help="Days of activity."),
     start: str = typer.Option("2026-10-01", help="First day (YYYY-MM-DD, UTC)."),
-    bad_fraction: float = typer.Option(0.0, help="Share of rows that are bad (0-0.5), one quarantine reason each."),
+    bad_fraction: float = typer.Option(
+        0.0, help="Share of rows that are bad (0-0.5), one quarantine reason each."
+    ),
     shards: int = typer.Option(1, help="Event files to spread the events over."),
     seed: int = typer.Option(0, help="Random seed: the same options and seed give byte-identical files."),
 ) -> None:
@@ -46,28 +53,54 @@ def generate_command(
     out = out or load_settings().data_dir / "generated"
     try:
         config = GeneratorConfig(
-            events=events, users=users, items=items, new_items_per_day=new_items_per_day, categories=categories,
-            days=days, start=_parse_date(start, "--start"), bad_fraction=bad_fraction, shards=shards, seed=seed,
+            events=events,
+            users=users,
+            items=items,
+            new_items_per_day=new_items_per_day,
+            categories=categories,
+            days=days,
+            start=_parse_date(start, "--start"),
+            bad_fraction=bad_fraction,
+            shards=shards,
+            seed=seed,
         )
         config.validate()
     except GeneratorError as exc:
         raise typer.BadParameter(str(exc)) from exc
     console = Console()
-    with Progress(TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
+    with Progress(
+        TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as bar:
         task = bar.add_task("events", total=events)
         manifest = generate(config, out, progress=lambda done, total: bar.update(task, completed=done))
-    console.print(f"[bold]wrote[/bold] {manifest.rows_total:,} rows to {out / 'events'} ({len(manifest.events_files)} file(s))")
-    console.print(f"  good events: {manifest.good_rows:,}  ({', '.join(f'{k} {v:,}' for k, v in manifest.events_by_type.items())})")
-    console.print(f"  bad rows:    {manifest.bad_total:,}" + "".join(f"\n    {k}: {v:,}" for k, v in manifest.bad_rows.items() if v))
+    console.print(
+        f"[bold]wrote[/bold] {manifest.rows_total:,} rows to {out / 'events'} ({len(manifest.events_files)} file(s))"
+    )
+    console.print(
+        f"  good events: {manifest.good_rows:,}  ({', '.join(f'{k} {v:,}' for k, v in manifest.events_by_type.items())})"
+    )
+    console.print(
+        f"  bad rows:    {manifest.bad_total:,}"
+        + "".join(f"\n    {k}: {v:,}" for k, v in manifest.bad_rows.items() if v)
+    )
     console.print(f"  catalog:     {manifest.items:,} items -> {out / manifest.catalog_file}")
-    console.print(f"  users: {manifest.users:,}  sessions: {manifest.sessions:,}  time: {manifest.first_ts} .. {manifest.last_ts}")
+    console.print(
+        f"  users: {manifest.users:,}  sessions: {manifest.sessions:,}  time: {manifest.first_ts} .. {manifest.last_ts}"
+    )
     console.print(f"  manifest:    {out / 'manifest.json'}")
 
 
 def ingest_command(
-    source: Path = typer.Option(..., "--source", "-s", help="A .jsonl file, a folder of them (as `generate` writes), or an ml-latest-small folder."),
+    source: Path = typer.Option(
+        ...,
+        "--source",
+        "-s",
+        help="A .jsonl file, a folder of them (as `generate` writes), or an ml-latest-small folder.",
+    ),
     fmt: SourceFormat = typer.Option(SourceFormat.jsonl, "--format", "-f", help="jsonl or movielens."),
-    catalog: Path | None = typer.Option(None, help="Item catalog (JSON lines); default: items.jsonl next to the events."),
+    catalog: Path | None = typer.Option(
+        None, help="Item catalog (JSON lines); default: items.jsonl next to the events."
+    ),
 ) -> None:
     """Validate raw events and append them to bronze: good rows once to `events`, bad rows with their
     reason to `quarantine`, the catalog to `items`. Re-ingesting the same files adds nothing."""
@@ -87,7 +120,7 @@ def ingest_command(
 
     with console.status(f"ingesting {source} ({fmt.value})…"):
         try:
-            report = ingest(spark, settings, source, fmt.value, datetime.now(timezone.utc), catalog=catalog)
+            report = ingest(spark, settings, source, fmt.value, datetime.now(UTC), catalog=catalog)
         except SourceError as exc:
             raise typer.BadParameter(str(exc), param_hint="--source") from exc
     from lambdarec.reports import print_ingest_report

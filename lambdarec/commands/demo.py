@@ -19,12 +19,23 @@ def register(app: typer.Typer) -> None:
 
 
 def demo_command(
-    dataset: DemoDataset = typer.Option(DemoDataset.synthetic, "--dataset", "-d", help="synthetic (generated) or movielens."),
-    path: Path | None = typer.Option(
-        None, "--path", help="MovieLens: an ml-latest-small folder (default ../shared/data/ml-latest-small); synthetic: where to generate."
+    dataset: DemoDataset = typer.Option(
+        DemoDataset.synthetic, "--dataset", "-d", help="synthetic (generated) or movielens."
     ),
-    events: int = typer.Option(40_000, "--events", min=1000, help="Synthetic: good events to generate (users and items scale with it)."),
-    services_only: bool = typer.Option(False, "--services-only", help="Only start the services (no data, no pipeline run)."),
+    path: Path | None = typer.Option(
+        None,
+        "--path",
+        help="MovieLens: an ml-latest-small folder (default ../shared/data/ml-latest-small); synthetic: where to generate.",
+    ),
+    events: int = typer.Option(
+        40_000,
+        "--events",
+        min=1000,
+        help="Synthetic: good events to generate (users and items scale with it).",
+    ),
+    services_only: bool = typer.Option(
+        False, "--services-only", help="Only start the services (no data, no pipeline run)."
+    ),
 ) -> None:
     """Run the whole loop on embedded services and print what happened; services stay up for `demo-stop`."""
     from rich.console import Console
@@ -40,7 +51,7 @@ def demo_command(
     except (DemoError, ServiceError, AirflowError) as error:
         console.print(f"[red]demo stopped: {error}[/red]")
         console.print("Services it started may still run: `make demo-stop` stops them.")
-        raise typer.Exit(1)
+        raise typer.Exit(1) from error
 
 
 def demo_stop_command() -> None:

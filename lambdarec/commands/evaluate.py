@@ -5,22 +5,25 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 
 def evaluate_command(
-    ratings: Optional[Path] = typer.Option(None, help="CSV with header user_id,item_id,rating,timestamp (split here)."),
+    ratings: Path | None = typer.Option(
+        None, help="CSV with header user_id,item_id,rating,timestamp (split here)."
+    ),
     split: str = typer.Option("time", help="time | stratified-user | stratified-item (with --ratings)."),
     ratio: float = typer.Option(0.75, help="Share of ratings in the train part."),
     seed: int = typer.Option(42, help="Seed of the stratified splits, negative sampling and the rankers."),
     k: int = typer.Option(10, help="Cut-off of every metric (NDCG@k, MAP@k, ...)."),
     output: Path = typer.Option(..., help="Where to write the metrics (JSON)."),
-    items: Optional[Path] = typer.Option(None, help="Optional CSV item_id,title,genres (first genre = category)."),
-    train: Optional[Path] = typer.Option(None, help="Train part split elsewhere (same header as --ratings)."),
-    test: Optional[Path] = typer.Option(None, help="Test part split elsewhere (with --train)."),
-    predictions: Optional[Path] = typer.Option(
+    items: Path | None = typer.Option(
+        None, help="Optional CSV item_id,title,genres (first genre = category)."
+    ),
+    train: Path | None = typer.Option(None, help="Train part split elsewhere (same header as --ratings)."),
+    test: Path | None = typer.Option(None, help="Test part split elsewhere (with --train)."),
+    predictions: Path | None = typer.Option(
         None, help="Also write every model's top k per test user here (CSV model,user_id,item_id,rank,score)."
     ),
 ) -> None:
@@ -34,7 +37,9 @@ def evaluate_command(
 
     given = train is not None or test is not None
     if given == (ratings is not None):
-        raise typer.BadParameter("give either --ratings (and --split) or both --train and --test", param_hint="--ratings")
+        raise typer.BadParameter(
+            "give either --ratings (and --split) or both --train and --test", param_hint="--ratings"
+        )
     if given and (train is None or test is None):
         raise typer.BadParameter("--train and --test go together", param_hint="--train")
     from spark_jobs.offline_eval import SPLITS
@@ -49,7 +54,13 @@ def evaluate_command(
     console = Console()
     with console.status("starting Spark…"):
         spark = spark_session(settings)
-    from spark_jobs.offline_eval import RatingsFileError, evaluate_split, read_items, read_ratings, split_ratings
+    from spark_jobs.offline_eval import (
+        RatingsFileError,
+        evaluate_split,
+        read_items,
+        read_ratings,
+        split_ratings,
+    )
 
     try:
         catalog = read_items(spark, str(items)) if items else None
@@ -60,18 +71,45 @@ def evaluate_command(
             method = split
         with console.status("evaluating…") as status:
             result = evaluate_split(
-                spark, settings, train_df.cache(), test_df.cache(), method, ratio, seed, k, catalog,
+                spark,
+                settings,
+                train_df.cache(),
+                test_df.cache(),
+                method,
+                ratio,
+                seed,
+                k,
+                catalog,
                 progress=lambda message: status.update(f"evaluating: {message}…"),
-                write_predictions=(lambda frame: write_predictions_csv(frame, predictions)) if predictions else None,
+                write_predictions=(lambda frame: write_predictions_csv(frame, predictions))
+                if predictions
+                else None,
             )
     except RatingsFileError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    result["inputs"] = {"ratings": str(ratings) if ratings else None, "train": str(train) if train else None, "test": str(test) if test else None, "items": str(items) if items else None}
+    result["inputs"] = {
+        "ratings": str(ratings) if ratings else None,
+        "train": str(train) if train else None,
+        "test": str(test) if test else None,
+        "items": str(items) if items else None,
+    }
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result, indent=2, sort_keys=True))
     counts = result["counts"]
-    console.print(metrics_table(f"metrics@{k} ({result['split']}), {counts['test_users_with_relevant_items']} test users", result["models"], k))
-    console.print(metrics_table(f"warm test users only ({counts['warm_test_users_with_relevant_items']} with train history)", result["warm_models"], k))
+    console.print(
+        metrics_table(
+            f"metrics@{k} ({result['split']}), {counts['test_users_with_relevant_items']} test users",
+            result["models"],
+            k,
+        )
+    )
+    console.print(
+        metrics_table(
+            f"warm test users only ({counts['warm_test_users_with_relevant_items']} with train history)",
+            result["warm_models"],
+            k,
+        )
+    )
     console.print(recall_table(result["candidate_recall"]))
     console.print(f"written {output}")
     if predictions:
@@ -106,7 +144,15 @@ def metrics_table(title: str, models: dict[str, dict[str, float]], k: int):
     from rich.table import Table
 
     table = Table(title=title)
-    metrics = [f"ndcg@{k}", f"map@{k}", f"recall@{k}", f"precision@{k}", f"hr@{k}", f"mrr@{k}", f"coverage@{k}"]
+    metrics = [
+        f"ndcg@{k}",
+        f"map@{k}",
+        f"recall@{k}",
+        f"precision@{k}",
+        f"hr@{k}",
+        f"mrr@{k}",
+        f"coverage@{k}",
+    ]
     table.add_column("model")
     for metric in metrics:
         table.add_column(metric, justify="right")

@@ -8,9 +8,9 @@ settings name (feature_store.event_bus: the Redis Stream, or Kafka).
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import typer
 
@@ -22,7 +22,9 @@ def read_lines(path: Path) -> Iterator[str]:
                 yield line.rstrip("\n")
 
 
-def checked_payloads(lines: Iterable[str], *, now: datetime, future_tolerance: timedelta, raw: bool) -> tuple[list, Counter]:
+def checked_payloads(
+    lines: Iterable[str], *, now: datetime, future_tolerance: timedelta, raw: bool
+) -> tuple[list, Counter]:
     """Lines -> what to publish (Events, or the lines themselves with `raw`) and rejected lines by reason."""
     from feature_store.event_bus import decode_payload
     from feature_store.events import QuarantineReason, validate_event_dict
@@ -60,8 +62,14 @@ def register(app: typer.Typer) -> None:
 
     @events.command("publish")
     def publish_command(
-        file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="JSON lines, one event per line."),
-        raw: bool = typer.Option(False, "--raw", help="Send lines verbatim, bad ones included (the streaming job quarantines them)."),
+        file: Path = typer.Argument(
+            ..., exists=True, dir_okay=False, readable=True, help="JSON lines, one event per line."
+        ),
+        raw: bool = typer.Option(
+            False,
+            "--raw",
+            help="Send lines verbatim, bad ones included (the streaming job quarantines them).",
+        ),
         chunk_size: int = typer.Option(1_000, min=1, help="Events per pipelined round trip."),
     ) -> None:
         """Publish the events of FILE to the bus (LAMBDAREC_EVENT_STREAM, or LAMBDAREC_KAFKA_TOPIC when
@@ -82,17 +90,27 @@ def register(app: typer.Typer) -> None:
         published, rejected = 0, Counter()
         with file.open("rb") as sizer:
             total_bytes = sizer.seek(0, 2)
-        with Progress(TextColumn("publishing"), BarColumn(), DownloadColumn(), TextColumn("{task.fields[events]} events"), transient=True) as bar:
+        with Progress(
+            TextColumn("publishing"),
+            BarColumn(),
+            DownloadColumn(),
+            TextColumn("{task.fields[events]} events"),
+            transient=True,
+        ) as bar:
             task = bar.add_task("publish", total=total_bytes, events=0)
             for chunk in _chunks(read_lines(file), chunk_size):
-                payloads, bad = checked_payloads(chunk, now=datetime.now(timezone.utc), future_tolerance=tolerance, raw=raw)
+                payloads, bad = checked_payloads(
+                    chunk, now=datetime.now(UTC), future_tolerance=tolerance, raw=raw
+                )
                 try:
                     published += len(publisher.publish(payloads))
                 except BusBacklogFull as exc:
                     publisher.close()
                     typer.secho(
                         f"{exc}; published {published} events, then stopped. Publish the file again once the job caught up: "
-                        "each event_id counts once.", fg=typer.colors.RED, err=True,
+                        "each event_id counts once.",
+                        fg=typer.colors.RED,
+                        err=True,
                     )
                     raise typer.Exit(1) from exc
                 rejected.update(bad)
@@ -101,6 +119,9 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"published {published} events to {publisher.destination}")
         if rejected:
             detail = ", ".join(f"{reason} {count}" for reason, count in sorted(rejected.items()))
-            typer.secho(f"skipped {sum(rejected.values())} lines that break the event contract: {detail}", fg=typer.colors.YELLOW)
+            typer.secho(
+                f"skipped {sum(rejected.values())} lines that break the event contract: {detail}",
+                fg=typer.colors.YELLOW,
+            )
 
     app.add_typer(events, name="events")

@@ -8,10 +8,15 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    kafka = typer.Typer(help="The local Kafka broker (one KRaft node on loopback) for LAMBDAREC_EVENT_BUS=kafka.", no_args_is_help=True)
+    kafka = typer.Typer(
+        help="The local Kafka broker (one KRaft node on loopback) for LAMBDAREC_EVENT_BUS=kafka.",
+        no_args_is_help=True,
+    )
 
     @kafka.command("start")
-    def start_command(timeout_s: float = typer.Option(180.0, help="How long to wait for the broker to serve metadata.")) -> None:
+    def start_command(
+        timeout_s: float = typer.Option(180.0, help="How long to wait for the broker to serve metadata."),
+    ) -> None:
         """Start the broker (or find it running) with the event topic; prints its bootstrap address."""
         from feature_store.settings import load_settings
         from lambdarec.kafka_broker import KafkaJarsMissing, start_broker

@@ -7,6 +7,8 @@ scoring and serving load) and `challenger`. Setting `champion` in the MLflow UI 
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import typer
 
 
@@ -19,13 +21,15 @@ def gate_evidence(tags: dict[str, str]) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    models = typer.Typer(help="Registered ranker versions and the champion/challenger aliases (MLflow).", no_args_is_help=True)
+    models = typer.Typer(
+        help="Registered ranker versions and the champion/challenger aliases (MLflow).", no_args_is_help=True
+    )
 
     @models.command("list")
     def list_command() -> None:
         """Every registered version, newest first: aliases, kind, training date, holdout NDCG@10, and the
         gate's decision (promoted / not enough evidence) with the measured gain, its interval and users."""
-        from datetime import datetime, timezone
+        from datetime import datetime
 
         from rich.console import Console
         from rich.table import Table
@@ -36,30 +40,52 @@ def register(app: typer.Typer) -> None:
         settings = load_settings()
         versions = list_versions(settings)
         if not versions:
-            typer.echo(f"no versions of {settings.ranker_model_name} yet: run `lambdarec batch run --date YYYY-MM-DD`")
+            typer.echo(
+                f"no versions of {settings.ranker_model_name} yet: run `lambdarec batch run --date YYYY-MM-DD`"
+            )
             return
         table = Table(title=f"{settings.ranker_model_name} ({settings.registry_uri})")
-        for column in ("version", "aliases", "kind", "trained as_of", "holdout ndcg@10", "created", "gate", "gain [CI] (users)"):
+        for column in (
+            "version",
+            "aliases",
+            "kind",
+            "trained as_of",
+            "holdout ndcg@10",
+            "created",
+            "gate",
+            "gain [CI] (users)",
+        ):
             table.add_column(column)
         for v in versions:
             tags = v["tags"]
-            created = datetime.fromtimestamp(v["created"] / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+            created = datetime.fromtimestamp(v["created"] / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
             ndcg = tags.get("holdout.ndcg_at_10")
             table.add_row(
-                v["version"], ", ".join(v["aliases"]), tags.get("kind", ""), tags.get("as_of", ""),
-                f"{float(ndcg):.4f}" if ndcg else "", created, tags.get("gate.decision", ""), gate_evidence(tags),
+                v["version"],
+                ", ".join(v["aliases"]),
+                tags.get("kind", ""),
+                tags.get("as_of", ""),
+                f"{float(ndcg):.4f}" if ndcg else "",
+                created,
+                tags.get("gate.decision", ""),
+                gate_evidence(tags),
             )
         Console().print(table)
 
     @models.command("promote")
-    def promote_command(version: str = typer.Argument(..., help="Registered version to make champion.")) -> None:
+    def promote_command(
+        version: str = typer.Argument(..., help="Registered version to make champion."),
+    ) -> None:
         """Make VERSION the champion by hand (no gate); the previous champion is kept for rollback."""
         from feature_store.settings import load_settings
         from spark_jobs.model_registry import list_versions, set_champion
 
         settings = load_settings()
         if version not in {v["version"] for v in list_versions(settings)}:
-            raise typer.BadParameter(f"{settings.ranker_model_name} has no version {version}; see `lambdarec models list`", param_hint="VERSION")
+            raise typer.BadParameter(
+                f"{settings.ranker_model_name} has no version {version}; see `lambdarec models list`",
+                param_hint="VERSION",
+            )
         set_champion(settings, version)
         typer.echo(f"{settings.ranker_model_name}@champion -> version {version}")
 

@@ -22,7 +22,9 @@ def _fail(error: Exception) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    airflow = typer.Typer(help="The local Airflow (`airflow standalone`) running lambdarec's DAGs.", no_args_is_help=True)
+    airflow = typer.Typer(
+        help="The local Airflow (`airflow standalone`) running lambdarec's DAGs.", no_args_is_help=True
+    )
 
     @airflow.command("start")
     def start_command() -> None:
@@ -37,7 +39,9 @@ def register(app: typer.Typer) -> None:
             password = start_airflow(settings, os.environ)
         except ServiceError as error:
             _fail(error)
-        typer.echo(f"Airflow: {airflow_url(settings)}  (user {settings.airflow_admin_user}, password {password})")
+        typer.echo(
+            f"Airflow: {airflow_url(settings)}  (user {settings.airflow_admin_user}, password {password})"
+        )
 
     @airflow.command("stop")
     def stop_command() -> None:
@@ -64,20 +68,30 @@ def register(app: typer.Typer) -> None:
     @airflow.command("trigger")
     def trigger_command(
         dag_id: str = typer.Argument("lambdarec_nightly", help="DAG to run."),
-        day: str = typer.Option(None, "--date", help="Pipeline date YYYY-MM-DD (the run's data interval ends then)."),
+        day: str = typer.Option(
+            None, "--date", help="Pipeline date YYYY-MM-DD (the run's data interval ends then)."
+        ),
         wait: bool = typer.Option(True, help="Wait until the run finishes."),
         timeout_s: float = typer.Option(3600, "--timeout", help="Seconds to wait."),
     ) -> None:
         """Trigger a DAG through Airflow's REST API (unpausing it first) and wait for the run."""
-        from lambdarec.airflow_local import AirflowClient, AirflowError, airflow_url, ensure_admin_password
-        from lambdarec.airflow_local import manual_run_id, midnight_utc
+        from lambdarec.airflow_local import (
+            AirflowClient,
+            AirflowError,
+            airflow_url,
+            ensure_admin_password,
+            manual_run_id,
+            midnight_utc,
+        )
 
         settings = _settings()
         try:
             when = midnight_utc(date.fromisoformat(day) if day else date.today())
         except ValueError:
             _fail(ValueError(f"--date must be YYYY-MM-DD, got {day!r}"))
-        client = AirflowClient(airflow_url(settings), settings.airflow_admin_user, ensure_admin_password(settings))
+        client = AirflowClient(
+            airflow_url(settings), settings.airflow_admin_user, ensure_admin_password(settings)
+        )
         try:
             client.wait_for_dags((dag_id,), timeout_s=120)
             client.unpause(dag_id)
@@ -113,6 +127,8 @@ def register(app: typer.Typer) -> None:
         """Stop the local MLflow UI."""
         from lambdarec.airflow_local import stop_mlflow_ui
 
-        typer.echo("stopped the MLflow UI" if stop_mlflow_ui(_settings()) else "the MLflow UI was not running")
+        typer.echo(
+            "stopped the MLflow UI" if stop_mlflow_ui(_settings()) else "the MLflow UI was not running"
+        )
 
     app.add_typer(mlflow_ui, name="mlflow-ui")

@@ -7,7 +7,7 @@ Never imports pyspark or spark_jobs, so the API process starts in about a second
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -15,10 +15,17 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("serve")
     def serve_command(
-        host: Annotated[Optional[str], typer.Option(help="Interface to bind (default LAMBDAREC_API_HOST, 127.0.0.1).")] = None,
-        port: Annotated[Optional[int], typer.Option(help="Port (default LAMBDAREC_API_PORT, 8000).")] = None,
+        host: Annotated[
+            str | None, typer.Option(help="Interface to bind (default LAMBDAREC_API_HOST, 127.0.0.1).")
+        ] = None,
+        port: Annotated[int | None, typer.Option(help="Port (default LAMBDAREC_API_PORT, 8000).")] = None,
         log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
-        workers: Annotated[int, typer.Option(min=1, help="Worker processes sharing the port; each has its own cache and model watcher.")] = 1,
+        workers: Annotated[
+            int,
+            typer.Option(
+                min=1, help="Worker processes sharing the port; each has its own cache and model watcher."
+            ),
+        ] = 1,
     ) -> None:
         """Serve GET /v1/recommendations, POST /v1/events, /v1/items/{id}/similar, /healthz, /readyz,
         /metrics (OpenAPI docs at /docs). Starts the private redis-server when LAMBDAREC_REDIS_URL is empty."""
@@ -60,7 +67,12 @@ def register(app: typer.Typer) -> None:
     @app.command("hash-api-key")
     def hash_api_key_command(
         key: Annotated[str, typer.Argument(help="The API key clients will send in X-API-Key.")],
-        scope: Annotated[list[str], typer.Option(help="What the key may do: read (recommendations), write (events); repeat for both. Default: both.")] = [],  # noqa: B006
+        scope: Annotated[
+            list[str],
+            typer.Option(
+                help="What the key may do: read (recommendations), write (events); repeat for both. Default: both."
+            ),
+        ] = [],  # noqa: B006
     ) -> None:
         """Print the entry of an API key for LAMBDAREC_API_KEYS_SHA256 (a JSON list): its SHA-256 digest,
         followed by `:scopes` when it may do less than everything."""
@@ -68,6 +80,9 @@ def register(app: typer.Typer) -> None:
 
         unknown = sorted(set(scope) - set(SCOPES))
         if unknown:
-            typer.echo(f"lambdarec hash-api-key: unknown scope(s) {unknown}; scopes are {', '.join(SCOPES)}", err=True)
+            typer.echo(
+                f"lambdarec hash-api-key: unknown scope(s) {unknown}; scopes are {', '.join(SCOPES)}",
+                err=True,
+            )
             raise typer.Exit(2)
         typer.echo(hash_api_key(key, tuple(s for s in SCOPES if s in scope)))

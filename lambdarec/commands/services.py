@@ -6,7 +6,9 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    services = typer.Typer(help="Embedded local services (private redis-server of the data directory).", no_args_is_help=True)
+    services = typer.Typer(
+        help="Embedded local services (private redis-server of the data directory).", no_args_is_help=True
+    )
 
     @services.command("redis-url")
     def redis_url_command() -> None:

@@ -8,7 +8,10 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    cluster = typer.Typer(help="A Spark standalone master and workers on 127.0.0.1 (LAMBDAREC_SPARK_CLUSTER_*).", no_args_is_help=True)
+    cluster = typer.Typer(
+        help="A Spark standalone master and workers on 127.0.0.1 (LAMBDAREC_SPARK_CLUSTER_*).",
+        no_args_is_help=True,
+    )
 
     @cluster.command("start")
     def start_command() -> None:
@@ -42,6 +45,8 @@ def register(app: typer.Typer) -> None:
         from feature_store.settings import load_settings
         from lambdarec.spark_cluster import stop_cluster
 
-        typer.echo("stopped the Spark cluster" if stop_cluster(load_settings()) else "no Spark cluster was running")
+        typer.echo(
+            "stopped the Spark cluster" if stop_cluster(load_settings()) else "no Spark cluster was running"
+        )
 
     app.add_typer(cluster, name="spark-cluster")

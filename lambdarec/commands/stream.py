@@ -50,12 +50,19 @@ def job_env(settings, redis_url: str) -> dict[str, str]:
 
 
 def register(app: typer.Typer) -> None:
-    stream = typer.Typer(help="The speed layer: Spark Structured Streaming from the event bus to Redis and Delta.", no_args_is_help=True)
+    stream = typer.Typer(
+        help="The speed layer: Spark Structured Streaming from the event bus to Redis and Delta.",
+        no_args_is_help=True,
+    )
 
     @stream.command("start")
     def start_command(
-        background: bool = typer.Option(False, "--background", help="Run as a background service (pid file and log in <data_dir>/run)."),
-        timeout_s: float = typer.Option(180.0, help="With --background: how long to wait for the job to report running."),
+        background: bool = typer.Option(
+            False, "--background", help="Run as a background service (pid file and log in <data_dir>/run)."
+        ),
+        timeout_s: float = typer.Option(
+            180.0, help="With --background: how long to wait for the job to report running."
+        ),
     ) -> None:
         """Start the streaming job (foreground unless --background)."""
         import os
@@ -87,16 +94,22 @@ def register(app: typer.Typer) -> None:
             status = read_status(settings)
             return status.get("state") == "running" and int(status.get("started_at", 0)) >= started
 
-        spec = ServiceSpec(SERVICE, [sys.executable, "-m", "spark_jobs.streaming.speed_job"], env={**os.environ, **job_env(settings, url)})
+        spec = ServiceSpec(
+            SERVICE,
+            [sys.executable, "-m", "spark_jobs.streaming.speed_job"],
+            env={**os.environ, **job_env(settings, url)},
+        )
         try:
             pid = start_service(spec, settings.run_dir, ready, timeout_s=timeout_s)
         except ServiceError as error:
             typer.secho(str(error), fg=typer.colors.RED, err=True)
-            raise typer.Exit(1)
+            raise typer.Exit(1) from error
         typer.echo(f"streaming job running (pid {pid}); log: {log_file(settings.run_dir, SERVICE)}")
 
     @stream.command("stop")
-    def stop_command(timeout_s: float = typer.Option(60.0, help="How long to wait for the clean stop before killing.")) -> None:
+    def stop_command(
+        timeout_s: float = typer.Option(60.0, help="How long to wait for the clean stop before killing."),
+    ) -> None:
         """Stop the streaming job: SIGTERM, then wait until the running micro-batch finished and it exited."""
         import os
         import signal
@@ -122,7 +135,9 @@ def register(app: typer.Typer) -> None:
         typer.echo("stopped the streaming job")
 
     @stream.command("status")
-    def status_command(as_json: bool = typer.Option(False, "--json", help="Print the status hash as JSON.")) -> None:
+    def status_command(
+        as_json: bool = typer.Option(False, "--json", help="Print the status hash as JSON."),
+    ) -> None:
         """Print the streaming job's status: state, freshness (lag p50/p99), processed/quarantined counts."""
         import json
 

@@ -21,10 +21,11 @@ import csv
 import gzip
 import io
 import shutil
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Sequence
+from typing import Any, Literal
 
 import orjson
 
@@ -32,7 +33,7 @@ from feature_store.events import EventTypes, validate_event_dict
 from feature_store.movielens import RATINGS_HEADER, is_skipped, rating_event
 
 SourceFormat = Literal["jsonl", "movielens"]
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DAY_MS = 86_400_000
 
 
@@ -98,8 +99,17 @@ def _event_of(decoded: Any, raw: bytes, order: int, now: datetime, types: EventT
     if event is None:
         return None
     wire = event.to_json_dict()
-    return ReplayEvent(order, event.event_id, event.user_id, event.item_id, event.event_type, wire["ts"], event.value,
-                       dict(event.context) if event.context else None, raw)
+    return ReplayEvent(
+        order,
+        event.event_id,
+        event.user_id,
+        event.item_id,
+        event.event_type,
+        wire["ts"],
+        event.value,
+        dict(event.context) if event.context else None,
+        raw,
+    )
 
 
 def dedupe_and_order(events: Iterable[ReplayEvent]) -> tuple[list[ReplayEvent], int]:
@@ -118,8 +128,13 @@ def dedupe_and_order(events: Iterable[ReplayEvent]) -> tuple[list[ReplayEvent], 
     return sorted(best.values(), key=lambda e: (e.ts_ms, e.order)), dropped
 
 
-def load_source(path: Path, fmt: SourceFormat, now: datetime, items: Path | None = None,
-                event_types: EventTypes | None = None) -> ReplaySource:
+def load_source(
+    path: Path,
+    fmt: SourceFormat,
+    now: datetime,
+    items: Path | None = None,
+    event_types: EventTypes | None = None,
+) -> ReplaySource:
     """Read a JSON lines source (a file or a folder as `lambdarec generate` writes it) or a ratings CSV
     (`user,item,rating,timestamp-seconds`, MovieLens layout, header optional)."""
     types = event_types or EventTypes()
@@ -146,8 +161,14 @@ def load_source(path: Path, fmt: SourceFormat, now: datetime, items: Path | None
     elif fmt == "movielens":
         ratings = path / "ratings.csv" if path.is_dir() else path
         if not ratings.is_file():
-            raise ReplayInputError(f"{path} is not a ratings CSV (user,item,rating,timestamp) nor a folder with ratings.csv")
-        catalog = Path(items) if items else (ratings.parent / "movies.csv" if (ratings.parent / "movies.csv").is_file() else None)
+            raise ReplayInputError(
+                f"{path} is not a ratings CSV (user,item,rating,timestamp) nor a folder with ratings.csv"
+            )
+        catalog = (
+            Path(items)
+            if items
+            else (ratings.parent / "movies.csv" if (ratings.parent / "movies.csv").is_file() else None)
+        )
         for order, line in enumerate(_open_lines(ratings)):
             text = line.decode("utf-8", errors="replace")
             if is_skipped(text):
@@ -162,7 +183,9 @@ def load_source(path: Path, fmt: SourceFormat, now: datetime, items: Path | None
     events, duplicates = dedupe_and_order(good)
     if not events:
         raise ReplayInputError(f"{path} holds no valid event ({len(bad)} rejected lines)")
-    return ReplaySource(fmt, events, bad, duplicates, catalog, catalog_item_ids(catalog, fmt) if catalog else frozenset())
+    return ReplaySource(
+        fmt, events, bad, duplicates, catalog, catalog_item_ids(catalog, fmt) if catalog else frozenset()
+    )
 
 
 def catalog_item_ids(path: Path, fmt: SourceFormat) -> frozenset[str]:
@@ -185,7 +208,7 @@ def catalog_item_ids(path: Path, fmt: SourceFormat) -> frozenset[str]:
 
 # -- the cut-off -------------------------------------------------------------------------------
 def midnight_ms(day: date) -> int:
-    return int((datetime(day.year, day.month, day.day, tzinfo=timezone.utc) - _EPOCH).total_seconds() * 1000)
+    return int((datetime(day.year, day.month, day.day, tzinfo=UTC) - _EPOCH).total_seconds() * 1000)
 
 
 def day_of(ms: int) -> date:
@@ -197,7 +220,9 @@ def parse_cutoff(text: str) -> date:
     try:
         return date.fromisoformat(text.strip())
     except ValueError:
-        raise ReplayInputError(f"--cutoff {text!r} is not a date like 2017-06-21 (the nightly batch runs per day)") from None
+        raise ReplayInputError(
+            f"--cutoff {text!r} is not a date like 2017-06-21 (the nightly batch runs per day)"
+        ) from None
 
 
 def cutoff_for_fraction(times: Sequence[int], fraction: float) -> date:
@@ -217,7 +242,9 @@ def cutoff_for_fraction(times: Sequence[int], fraction: float) -> date:
                 best = (gap, day)
         day += timedelta(days=1)
     if best is None:
-        raise ReplayInputError("all events fall on one day: there is no midnight to cut at; give more days of events")
+        raise ReplayInputError(
+            "all events fall on one day: there is no midnight to cut at; give more days of events"
+        )
     return best[1]
 
 

@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
 
 from feature_store.event_bus import EntryId, parse_entry_id
 from feature_store.events import EventTypes
@@ -48,8 +48,12 @@ def positive_types(event_types: EventTypes | None = None) -> frozenset[str]:
 
 
 def first_time_targets(
-    users: Sequence[str], items: Sequence[str], types: Sequence[str], start: int,
-    history: Mapping[str, Iterable[str]], target_types: frozenset[str],
+    users: Sequence[str],
+    items: Sequence[str],
+    types: Sequence[str],
+    start: int,
+    history: Mapping[str, Iterable[str]],
+    target_types: frozenset[str],
 ) -> list[int]:
     """Indices >= `start` of events of a target type on an item new to their user. `history` is each
     user's items before T; events before `start` (the warm-up) are in it already."""
@@ -86,7 +90,9 @@ class Round:
     asks: tuple[int, ...]
 
 
-def plan_rounds(users: Sequence[str], times_ms: Sequence[int], targets: Sequence[int], max_slice_ms: int) -> list[Round]:
+def plan_rounds(
+    users: Sequence[str], times_ms: Sequence[int], targets: Sequence[int], max_slice_ms: int
+) -> list[Round]:
     """Cut the event sequence into slices (see the module docstring, step 3); one round per slice
     that holds targets. Events after the last target are never published (nothing asks about them)."""
     if max_slice_ms < 0:
@@ -125,13 +131,15 @@ class ReplaySpeed:
     factor: float | None = None
 
     @classmethod
-    def parse(cls, text: str) -> "ReplaySpeed":
+    def parse(cls, text: str) -> ReplaySpeed:
         text = text.strip().lower()
         if text == "max":
             return cls(None)
         match = _SPEED.match(text)
         if not match or float(match.group(1)) <= 0:
-            raise ReplayProtocolError(f"--speed {text!r}: use `max` or `realtime-xN` with N > 0 (e.g. realtime-x3600)")
+            raise ReplayProtocolError(
+                f"--speed {text!r}: use `max` or `realtime-xN` with N > 0 (e.g. realtime-x3600)"
+            )
         return cls(float(match.group(1)))
 
     def __str__(self) -> str:

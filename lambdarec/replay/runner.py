@@ -35,10 +35,11 @@ import logging
 import shutil
 import time
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from feature_store.event_bus import entry_fields
 from feature_store.redis_keys import RedisKeys
@@ -64,7 +65,14 @@ from lambdarec.replay.protocol import (
     sample_targets,
     stream_ids,
 )
-from lambdarec.replay.scoring import MODELS, ModelTally, neighbour_ranking, paired_difference, popularity_ranking, top_unseen
+from lambdarec.replay.scoring import (
+    MODELS,
+    ModelTally,
+    neighbour_ranking,
+    paired_difference,
+    popularity_ranking,
+    top_unseen,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +95,13 @@ class ServingVariant:
     overrides: tuple[tuple[str, str], ...] = ()
 
     @classmethod
-    def parse(cls, text: str) -> "ServingVariant":
+    def parse(cls, text: str) -> ServingVariant:
         """`NAME:speed|batch:SETTING=VALUE[,SETTING=VALUE...]`, e.g. `priors_only:speed:serving_use_ranker=false`."""
         parts = text.split(":", 2)
         if len(parts) != 3 or not parts[0] or parts[1] not in ("speed", "batch") or parts[0] in MODELS:
-            raise ValueError(f"variant {text!r}: use NAME:speed|batch:SETTING=VALUE[,...] with a NAME other than {', '.join(MODELS)}")
+            raise ValueError(
+                f"variant {text!r}: use NAME:speed|batch:SETTING=VALUE[,...] with a NAME other than {', '.join(MODELS)}"
+            )
         pairs = []
         for item in filter(None, parts[2].split(",")):
             key, sep, value = item.partition("=")
@@ -154,31 +164,47 @@ def prepare(options: ReplayOptions, now: datetime) -> Prepared:
     for e in before:
         history[e.user_id].add(e.item_id)
     eligible = first_time_targets(
-        [e.user_id for e in replayed], [e.item_id for e in replayed], [e.event_type for e in replayed],
-        len(warmup), history, positive_types(),
+        [e.user_id for e in replayed],
+        [e.item_id for e in replayed],
+        [e.event_type for e in replayed],
+        len(warmup),
+        history,
+        positive_types(),
     )
     targets = sample_targets(eligible, options.max_targets, options.seed)
     catalog = set(source.catalog_items) | {e.item_id for e in before}
-    return Prepared(source, cutoff, before, replayed, len(warmup), targets, len(eligible), dict(history),
-                    popularity_ranking((e.user_id for e in before), (e.item_id for e in before)), len(catalog))
+    return Prepared(
+        source,
+        cutoff,
+        before,
+        replayed,
+        len(warmup),
+        targets,
+        len(eligible),
+        dict(history),
+        popularity_ranking((e.user_id for e in before), (e.item_id for e in before)),
+        len(catalog),
+    )
 
 
 def replay_settings(settings: Settings, work_dir: Path, redis_url: str, trigger_ms: int) -> Settings:
     """The scratch environment's settings: everything under `work_dir`, the private Redis, a fast
     trigger, and a generous serving budget (a timeout would measure the 2-core machine, not the model)."""
-    return settings.model_copy(update={
-        "data_dir": work_dir,
-        "tables_uri": str(work_dir / "delta"),
-        "redis_url": redis_url,
-        "mlflow_tracking_uri": f"sqlite:///{work_dir / 'mlflow.db'}",
-        "mlflow_registry_uri": None,
-        "mlflow_artifact_root": str(work_dir / "mlartifacts"),
-        "stream_trigger_ms": trigger_ms,
-        "serving_redis_budget_s": 10.0,
-        "serving_gc_freeze": False,
-        "model_poll_interval_s": 3600.0,
-        "profile": "local",
-    })
+    return settings.model_copy(
+        update={
+            "data_dir": work_dir,
+            "tables_uri": str(work_dir / "delta"),
+            "redis_url": redis_url,
+            "mlflow_tracking_uri": f"sqlite:///{work_dir / 'mlflow.db'}",
+            "mlflow_registry_uri": None,
+            "mlflow_artifact_root": str(work_dir / "mlartifacts"),
+            "stream_trigger_ms": trigger_ms,
+            "serving_redis_budget_s": 10.0,
+            "serving_gc_freeze": False,
+            "model_poll_interval_s": 3600.0,
+            "profile": "local",
+        }
+    )
 
 
 def db_url(url: str, db: int) -> str:
@@ -195,7 +221,7 @@ def train_batch(spark, settings: Settings, prepared: Prepared, work_dir: Path) -
 
     started = time.monotonic()
     batch_input = write_batch_input(prepared.source, prepared.cutoff, work_dir / "batch-input")
-    T = datetime.combine(prepared.cutoff, datetime.min.time(), tzinfo=timezone.utc)
+    T = datetime.combine(prepared.cutoff, datetime.min.time(), tzinfo=UTC)
     ingested = ingest(spark, settings, batch_input, prepared.source.format, ingest_time=T)
     ingest_s = time.monotonic() - started
     ensure_registered_model(settings)
@@ -266,7 +292,9 @@ class SpeedLayer:
         from spark_jobs.streaming.speed_job import quiet_trigger_warnings, start_queries
 
         quiet_trigger_warnings(self.spark)
-        self.queries = start_queries(self.spark, self.settings, self.settings.redis_url, self.client, bronze=False)
+        self.queries = start_queries(
+            self.spark, self.settings, self.settings.redis_url, self.client, bronze=False
+        )
 
     def stop(self) -> None:
         from spark_jobs.streaming.speed_job import stop_gracefully
@@ -283,7 +311,9 @@ class SpeedLayer:
         stream = self.settings.event_stream
         for start in range(0, len(events), PUBLISH_CHUNK):
             pipe = self.client.pipeline(transaction=False)
-            for event, entry_id in zip(events[start:start + PUBLISH_CHUNK], ids[start:start + PUBLISH_CHUNK]):
+            for event, entry_id in zip(
+                events[start : start + PUBLISH_CHUNK], ids[start : start + PUBLISH_CHUNK]
+            ):
                 pipe.xadd(stream, entry_fields(event.wire()), id=entry_id)
             pipe.execute()
         self.last_id = ids[-1]
@@ -321,7 +351,7 @@ class ServingAsker:
         self._lifespan = None
         self.http = None
 
-    async def __aenter__(self) -> "ServingAsker":
+    async def __aenter__(self) -> ServingAsker:
         import httpx
 
         self._lifespan = self.app.router.lifespan_context(self.app)
@@ -334,7 +364,9 @@ class ServingAsker:
         await self._lifespan.__aexit__(*exc)
 
     async def top_k(self, user_id: str, k: int, exclude: Sequence[str] = ()) -> tuple[list[str], bool, dict]:
-        response = await self.http.get(f"/v1/recommendations/{user_id}", params={"k": k, "exclude": list(exclude)})
+        response = await self.http.get(
+            f"/v1/recommendations/{user_id}", params={"k": k, "exclude": list(exclude)}
+        )
         response.raise_for_status()
         body = response.json()
         return [item["item_id"] for item in body["items"]], bool(body["degraded"]), body
@@ -364,8 +396,15 @@ class PassResult:
 class ReplayPass:
     """One pass of the held-out events for one slice size."""
 
-    def __init__(self, prepared: Prepared, options: ReplayOptions, settings: Settings, speed: SpeedLayer,
-                 askers: dict[str, ServingAsker], progress: Progress | None) -> None:
+    def __init__(
+        self,
+        prepared: Prepared,
+        options: ReplayOptions,
+        settings: Settings,
+        speed: SpeedLayer,
+        askers: dict[str, ServingAsker],
+        progress: Progress | None,
+    ) -> None:
         self.p = prepared
         self.options = options
         self.settings = settings
@@ -380,7 +419,9 @@ class ReplayPass:
 
     async def run(self, slice_s: float) -> PassResult:
         replayed = self.p.replayed
-        rounds = plan_rounds([e.user_id for e in replayed], [e.ts_ms for e in replayed], self.p.targets, int(slice_s * 1000))
+        rounds = plan_rounds(
+            [e.user_id for e in replayed], [e.ts_ms for e in replayed], self.p.targets, int(slice_s * 1000)
+        )
         names = [*MODELS, *(v.name for v in self.options.variants)]
         result = PassResult(slice_s, len(rounds), {m: ModelTally(m, self.options.k) for m in names})
         started = time.monotonic()
@@ -401,10 +442,12 @@ class ReplayPass:
             return 0.0
         if self.options.speed.factor is None:
             return 0.0
-        return max(0.0, time.monotonic() - (started + (event_ms - origin_ms) / 1000.0 / self.options.speed.factor))
+        return max(
+            0.0, time.monotonic() - (started + (event_ms - origin_ms) / 1000.0 / self.options.speed.factor)
+        )
 
     async def _play(self, rnd: Round, result: PassResult) -> None:
-        batch = self.p.replayed[rnd.publish_from:rnd.publish_to]
+        batch = self.p.replayed[rnd.publish_from : rnd.publish_to]
         if batch:
             last_id = self.speed.publish(batch)
             published_ms = int(time.time() * 1000)
@@ -438,26 +481,47 @@ class ReplayPass:
         tallies["speed_neighbours"].add(neighbour_ranking(recent, neighbours, consumed, k), item)
         tallies["speed_trending"].add(top_unseen(trending, consumed, k), item)
         if self.options.keep_answers:
-            ranks = {name: (tally.answers[-1].index(item) + 1 if item in tally.answers[-1] else None) for name, tally in tallies.items()}
-            result.answers.append({"event_id": target.event_id, "user_id": user, "item_id": item, "ts_ms": target.ts_ms,
-                                   "recent": recent, "ranks": ranks})
+            ranks = {
+                name: (tally.answers[-1].index(item) + 1 if item in tally.answers[-1] else None)
+                for name, tally in tallies.items()
+            }
+            result.answers.append(
+                {
+                    "event_id": target.event_id,
+                    "user_id": user,
+                    "item_id": item,
+                    "ts_ms": target.ts_ms,
+                    "recent": recent,
+                    "ranks": ranks,
+                }
+            )
 
     def _speed_keys(self, user: str) -> tuple[list[str], dict[str, list[tuple[str, float]]], list[str]]:
         """The speed layer's keys the heuristics read: recent items, their co-visitation neighbours, trending."""
         s, client = self.settings, self.speed.client
-        recent = [m.decode() for m in client.zrevrange(self.keys.recent_items(user), 0, s.serving_recent_items - 1)]
+        recent = [
+            m.decode() for m in client.zrevrange(self.keys.recent_items(user), 0, s.serving_recent_items - 1)
+        ]
         pipe = client.pipeline(transaction=False)
         for item in recent:
             pipe.zrevrange(self.keys.covisit(item), 0, s.serving_neighbors_per_item - 1, withscores=True)
         pipe.zrevrange(self.keys.trending(s.serving_trending_window), 0, 499)
         replies = pipe.execute()
-        neighbours = {item: [(m.decode(), float(w)) for m, w in reply] for item, reply in zip(recent, replies)}
+        neighbours = {
+            item: [(m.decode(), float(w)) for m, w in reply] for item, reply in zip(recent, replies)
+        }
         return recent, neighbours, [m.decode() for m in replies[-1]]
 
 
 # -- the whole replay ------------------------------------------------------------------------
-def run_replay(spark, settings: Settings, options: ReplayOptions, work_dir: Path, progress: Progress | None = None,
-               now: datetime | None = None) -> dict[str, Any]:
+def run_replay(
+    spark,
+    settings: Settings,
+    options: ReplayOptions,
+    work_dir: Path,
+    progress: Progress | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
     """Prepare, train the batch at T, then one replay pass per slice size; returns the result dict."""
     import redis
 
@@ -468,7 +532,7 @@ def run_replay(spark, settings: Settings, options: ReplayOptions, work_dir: Path
         shutil.rmtree(work_dir)
     work_dir.mkdir(parents=True)
     started = time.monotonic()
-    prepared = prepare(options, now or datetime.now(timezone.utc))
+    prepared = prepare(options, now or datetime.now(UTC))
     server = EmbeddedRedis(directory=work_dir / "redis", binary=settings.redis_server_bin).start()
     try:
         url = server.url
@@ -485,15 +549,25 @@ def run_replay(spark, settings: Settings, options: ReplayOptions, work_dir: Path
             progress("batch", 1, 1)
         passes = []
         for slice_s in options.slice_s:
-            passes.append(asyncio.run(_one_pass(spark, prepared, options, scratch, url, client, slice_s, progress)))
+            passes.append(
+                asyncio.run(_one_pass(spark, prepared, options, scratch, url, client, slice_s, progress))
+            )
         client.close()
     finally:
         server.stop()
     return summarize(prepared, options, batch, passes, round(time.monotonic() - started, 1))
 
 
-async def _one_pass(spark, prepared: Prepared, options: ReplayOptions, settings: Settings, url: str, client,
-                    slice_s: float, progress: Progress | None) -> PassResult:
+async def _one_pass(
+    spark,
+    prepared: Prepared,
+    options: ReplayOptions,
+    settings: Settings,
+    url: str,
+    client,
+    slice_s: float,
+    progress: Progress | None,
+) -> PassResult:
     """A fresh speed layer (empty speed keys, new checkpoint) over the same batch, then the rounds."""
     reset_speed_state(client, settings, url)
     speed = SpeedLayer(spark, settings, client)
@@ -502,11 +576,15 @@ async def _one_pass(spark, prepared: Prepared, options: ReplayOptions, settings:
         async with contextlib.AsyncExitStack() as stack:
             askers = {
                 "batch_speed": await stack.enter_async_context(ServingAsker(settings, db_url(url, SPEED_DB))),
-                "batch_only": await stack.enter_async_context(ServingAsker(settings, db_url(url, BATCH_ONLY_DB))),
+                "batch_only": await stack.enter_async_context(
+                    ServingAsker(settings, db_url(url, BATCH_ONLY_DB))
+                ),
             }
             for variant in options.variants:
                 store = db_url(url, SPEED_DB if variant.store == "speed" else BATCH_ONLY_DB)
-                askers[variant.name] = await stack.enter_async_context(ServingAsker(variant.settings(settings), store))
+                askers[variant.name] = await stack.enter_async_context(
+                    ServingAsker(variant.settings(settings), store)
+                )
             return await ReplayPass(prepared, options, settings, speed, askers, progress).run(slice_s)
     finally:
         speed.stop()
@@ -515,9 +593,9 @@ async def _one_pass(spark, prepared: Prepared, options: ReplayOptions, settings:
 def reset_speed_state(client, settings: Settings, url: str) -> None:
     """Back to "just after the batch": database 0 = the batch keys (copied back from the batch-only
     database), no bus, no streaming checkpoint."""
-    from spark_jobs.streaming.speed_job import SPEED_QUERY, checkpoint_dir
-
     import redis
+
+    from spark_jobs.streaming.speed_job import SPEED_QUERY, checkpoint_dir
 
     keys = RedisKeys(settings.redis_key_prefix)
     client.flushdb()
@@ -534,11 +612,15 @@ def _percentiles(values: Sequence[float]) -> dict[str, float]:
     from spark_jobs.streaming.speed_features import percentile
 
     ordered = sorted(values)
-    return {f"p{q}": percentile(ordered, q) for q in (50, 95, 99)} | {"max": float(ordered[-1]) if ordered else float("nan"),
-                                                                       "samples": len(ordered)}
+    return {f"p{q}": percentile(ordered, q) for q in (50, 95, 99)} | {
+        "max": float(ordered[-1]) if ordered else float("nan"),
+        "samples": len(ordered),
+    }
 
 
-def summarize(prepared: Prepared, options: ReplayOptions, batch: dict, passes: list[PassResult], wall_s: float) -> dict[str, Any]:
+def summarize(
+    prepared: Prepared, options: ReplayOptions, batch: dict, passes: list[PassResult], wall_s: float
+) -> dict[str, Any]:
     targets = [prepared.replayed[i] for i in prepared.targets]
     out: dict[str, Any] = {
         "source": str(options.source),
@@ -564,26 +646,29 @@ def summarize(prepared: Prepared, options: ReplayOptions, batch: dict, passes: l
     for result in passes:
         models = {name: tally.summary(prepared.catalog_size) for name, tally in result.tallies.items()}
         full, only = result.tallies["batch_speed"], result.tallies["batch_only"]
-        out["passes"].append({
-            "slice_s": result.slice_s,
-            "rounds": result.rounds,
-            "published": result.published,
-            "wall_s": result.wall_s,
-            "behind_schedule_s": round(result.behind_s, 1),
-            "models": models,
-            "batch_speed_minus_batch_only": {
-                f"hr@{options.k}": paired_difference(full.hits, only.hits),
-                f"ndcg@{options.k}": paired_difference(full.ndcg, only.ndcg),
-                f"mrr@{options.k}": paired_difference(full.rr, only.rr),
-            },
-            "freshness_ms": _percentiles(result.freshness_ms),
-            "catchup_wait_ms": _percentiles(result.wait_ms),
-            "batch_speed_sources": dict(sorted(result.sources.items())),
-            **({"answers": result.answers} if options.keep_answers else {}),
-        })
+        out["passes"].append(
+            {
+                "slice_s": result.slice_s,
+                "rounds": result.rounds,
+                "published": result.published,
+                "wall_s": result.wall_s,
+                "behind_schedule_s": round(result.behind_s, 1),
+                "models": models,
+                "batch_speed_minus_batch_only": {
+                    f"hr@{options.k}": paired_difference(full.hits, only.hits),
+                    f"ndcg@{options.k}": paired_difference(full.ndcg, only.ndcg),
+                    f"mrr@{options.k}": paired_difference(full.rr, only.rr),
+                },
+                "freshness_ms": _percentiles(result.freshness_ms),
+                "catchup_wait_ms": _percentiles(result.wait_ms),
+                "batch_speed_sources": dict(sorted(result.sources.items())),
+                **({"answers": result.answers} if options.keep_answers else {}),
+            }
+        )
     if len(passes) == 2:
         a, b = passes
         out["slice_size_effect"] = {
-            name: paired_difference(a.tallies[name].hits, b.tallies[name].hits) for name in ("batch_speed", "speed_neighbours")
+            name: paired_difference(a.tallies[name].hits, b.tallies[name].hits)
+            for name in ("batch_speed", "speed_neighbours")
         }
     return out

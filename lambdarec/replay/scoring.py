@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
 
 from spark_jobs.metrics import catalog_coverage, hit_rate_at_k, metric_key, ndcg_at_k, reciprocal_rank
 
@@ -109,7 +109,10 @@ def top_unseen(ranked: Iterable[str], consumed: set[str] | frozenset[str], k: in
 
 
 def neighbour_ranking(
-    recent: Sequence[str], neighbours: Mapping[str, Sequence[tuple[str, float]]], consumed: set[str] | frozenset[str], k: int
+    recent: Sequence[str],
+    neighbours: Mapping[str, Sequence[tuple[str, float]]],
+    consumed: set[str] | frozenset[str],
+    k: int,
 ) -> list[str]:
     """Speed-only "recent-item neighbours": each recent item's co-visitation neighbours, weights
     normalised by that item's strongest neighbour, times the recent item's recency weight (1 for the
@@ -121,7 +124,7 @@ def neighbour_ranking(
         best = max((w for _, w in pairs), default=0.0)
         if best <= 0:
             continue
-        recency = 0.5 ** position
+        recency = 0.5**position
         for item, weight in pairs:
             if item not in consumed and weight > 0:
                 scores[item] = scores.get(item, 0.0) + recency * weight / best

@@ -3,8 +3,9 @@ per-query NDCG, feature importance and the choice of how many trees the compress
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 from pyspark.sql import DataFrame
@@ -28,7 +29,7 @@ class RankerParams:
     min_child_weight: float = 1.0
 
     @classmethod
-    def from_settings(cls, settings, **overrides) -> "RankerParams":
+    def from_settings(cls, settings, **overrides) -> RankerParams:
         values = dict(
             trees=settings.ranker_trees,
             max_depth=settings.ranker_max_depth,
@@ -66,7 +67,9 @@ class TrainedRanker:
         return feature_importance(self.kind, self.booster)
 
 
-def predict_native(kind: RankerKind, booster: Any, features: np.ndarray, trees: int | None = None) -> np.ndarray:
+def predict_native(
+    kind: RankerKind, booster: Any, features: np.ndarray, trees: int | None = None
+) -> np.ndarray:
     matrix = np.asarray(features, dtype=np.float32).reshape(-1, len(RANKER_FEATURES))
     if kind == "xgboost":
         import xgboost
@@ -80,8 +83,12 @@ def feature_importance(kind: RankerKind, booster: Any) -> dict[str, float]:
     if kind == "xgboost":
         gains = booster.get_score(importance_type="total_gain")
         # Boosters trained from an array column name their features f0, f1, ...
-        return {name: float(gains.get(f"f{i}", gains.get(name, 0.0))) for i, name in enumerate(RANKER_FEATURES)}
-    return {name: float(g) for name, g in zip(RANKER_FEATURES, booster.feature_importance(importance_type="gain"))}
+        return {
+            name: float(gains.get(f"f{i}", gains.get(name, 0.0))) for i, name in enumerate(RANKER_FEATURES)
+        }
+    return {
+        name: float(g) for name, g in zip(RANKER_FEATURES, booster.feature_importance(importance_type="gain"))
+    }
 
 
 def with_query_ids(examples: DataFrame) -> DataFrame:
@@ -91,7 +98,9 @@ def with_query_ids(examples: DataFrame) -> DataFrame:
     return examples.join(index_ids(examples, "user_id").withColumnRenamed("idx", "qid"), "user_id")
 
 
-def split_validation(examples: DataFrame, seed: int, share: float = VALIDATION_SHARE) -> tuple[DataFrame, DataFrame]:
+def split_validation(
+    examples: DataFrame, seed: int, share: float = VALIDATION_SHARE
+) -> tuple[DataFrame, DataFrame]:
     """(train, validation) by a seeded hash of the user: whole queries on one side, the same every run."""
     bucket = F.abs(F.xxhash64(F.lit(seed), F.col("user_id"))) % 1000
     is_validation = bucket < int(share * 1000)
@@ -120,7 +129,9 @@ def collect_queries(examples: DataFrame, max_queries: int = MAX_VALIDATION_QUERI
     users = examples.select("user_id").distinct().orderBy("user_id").limit(max_queries)
     rows = examples.join(users, "user_id").orderBy("user_id", "item_id").collect()
     return LocalQueries(
-        features=np.array([r.features for r in rows], dtype=np.float32).reshape(len(rows), len(RANKER_FEATURES)),
+        features=np.array([r.features for r in rows], dtype=np.float32).reshape(
+            len(rows), len(RANKER_FEATURES)
+        ),
         relevance=np.array([r.relevance for r in rows], dtype=np.float64),
         query_ids=np.array([r.user_id for r in rows], dtype=object),
         item_ids=np.array([r.item_id for r in rows], dtype=object),
@@ -139,7 +150,9 @@ def mean_ndcg(queries: LocalQueries, scores: np.ndarray, k: int = 10) -> float:
     return float(np.mean(values)) if values else 0.0
 
 
-def ndcg_by_tree_count(ranker: TrainedRanker, queries: LocalQueries, counts: Sequence[int], k: int = 10) -> dict[int, float]:
+def ndcg_by_tree_count(
+    ranker: TrainedRanker, queries: LocalQueries, counts: Sequence[int], k: int = 10
+) -> dict[int, float]:
     """Validation NDCG@k of the model cut to its first n trees, for each n in `counts`."""
     return {n: mean_ndcg(queries, ranker.predict(queries.features, trees=n), k) for n in counts}
 

@@ -31,7 +31,12 @@ from spark_jobs.rankers.common import (
 )
 
 ONNX_INPUT = "features"
-FILE_NAMES = {"meta": "ranker_meta.json", "onnx": "model.onnx", "onnx_compressed": "model_compressed.onnx", "native": "native_model"}
+FILE_NAMES = {
+    "meta": "ranker_meta.json",
+    "onnx": "model.onnx",
+    "onnx_compressed": "model_compressed.onnx",
+    "native": "native_model",
+}
 
 
 def first_trees(ranker: TrainedRanker, trees: int):
@@ -76,7 +81,13 @@ def onnx_scores(onnx_bytes: bytes, features: np.ndarray) -> tuple[str, np.ndarra
     return output, session.run([output], {ONNX_INPUT: np.asarray(features, dtype=np.float32)})[0].ravel()
 
 
-def export_ranker(ranker: TrainedRanker, validation: LocalQueries, tolerance: float, out_dir: Path, extra_meta: dict[str, Any] | None = None) -> dict[str, Any]:
+def export_ranker(
+    ranker: TrainedRanker,
+    validation: LocalQueries,
+    tolerance: float,
+    out_dir: Path,
+    extra_meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Write the four model files into `out_dir` and return the meta dict (also written)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     by_trees = ndcg_by_tree_count(ranker, validation, tree_count_grid(ranker.n_trees))
@@ -98,7 +109,9 @@ def export_ranker(ranker: TrainedRanker, validation: LocalQueries, tolerance: fl
         "n_trees": ranker.n_trees,
         "num_workers": ranker.num_workers,
         "train_seconds": round(ranker.train_seconds, 3),
-        "onnx_max_abs_diff_vs_native": float(np.max(np.abs(full_scores - native_scores))) if len(native_scores) else 0.0,
+        "onnx_max_abs_diff_vs_native": float(np.max(np.abs(full_scores - native_scores)))
+        if len(native_scores)
+        else 0.0,
         "compressed": {
             "method": f"first {kept} of {ranker.n_trees} trees: the fewest whose validation NDCG@10 is within "
             f"{tolerance} of the full model",

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 from pyspark.sql import DataFrame
@@ -79,7 +79,9 @@ def sample_features(with_qid: DataFrame, rows: int) -> np.ndarray:
     total = with_qid.count()
     fraction = min(1.0, rows / total) if total else 1.0
     sample = with_qid.sample(fraction=fraction, seed=7).limit(rows) if fraction < 1.0 else with_qid
-    return np.array([r.features for r in sample.select("features").collect()], dtype=np.float32).reshape(-1, len(RANKER_FEATURES))
+    return np.array([r.features for r in sample.select("features").collect()], dtype=np.float32).reshape(
+        -1, len(RANKER_FEATURES)
+    )
 
 
 def free_port(host: str) -> int:
@@ -106,7 +108,9 @@ def _train_worker(booster_params: dict, threads: int, bin_sample):
 
         # Bins from the same sample on every worker (built before the network starts), so each rank
         # buckets features exactly like the others and like a single process would.
-        reference = lightgbm.Dataset(bin_sample.value, params={"verbosity": -1}, free_raw_data=False).construct()
+        reference = lightgbm.Dataset(
+            bin_sample.value, params={"verbosity": -1}, free_raw_data=False
+        ).construct()
 
         context = BarrierTaskContext.get()
         # LightGBM finds itself in `machines` by IP address, so name hosts by IP, not by name.
@@ -114,7 +118,9 @@ def _train_worker(booster_params: dict, threads: int, bin_sample):
         peers = context.allGather(f"{host}:{free_port(host)}")
         rank = context.partitionId()
         features, labels, sizes = group_rows(row for _, row in rows)
-        dataset = lightgbm.Dataset(features, label=labels, group=sizes, reference=reference, params={"verbosity": -1})
+        dataset = lightgbm.Dataset(
+            features, label=labels, group=sizes, reference=reference, params={"verbosity": -1}
+        )
         booster = lightgbm.train({**booster_params, **network_params(peers, rank, threads)}, dataset)
         if len(peers) > 1:
             booster.free_network()  # release the ports before the task ends
@@ -134,9 +140,9 @@ def train_lightgbm(examples: DataFrame, params: RankerParams) -> TrainedRanker:
     workers = max(1, min(params.num_workers, queries))
     threads = int(examples.sparkSession.conf.get("spark.task.cpus", "1"))
     booster_params = lightgbm_params(params)
-    by_worker = with_qid.rdd.map(lambda r: (r.qid % workers, (r.qid, list(r.features), float(r.relevance)))).partitionBy(
-        workers, lambda key: key
-    )
+    by_worker = with_qid.rdd.map(
+        lambda r: (r.qid % workers, (r.qid, list(r.features), float(r.relevance)))
+    ).partitionBy(workers, lambda key: key)
     bin_sample = examples.sparkSession.sparkContext.broadcast(sample_features(with_qid, BIN_SAMPLE_ROWS))
     started = time.perf_counter()
     models = by_worker.barrier().mapPartitions(_train_worker(booster_params, threads, bin_sample)).collect()

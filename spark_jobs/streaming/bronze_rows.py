@@ -10,13 +10,13 @@ batch would produce the very same rows.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timedelta, timezone
-from typing import Sequence
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 from feature_store.events import Event
 from spark_jobs.streaming.speed_features import Rejected, SpeedEvent
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def bus_time(ms: int) -> datetime:
@@ -38,8 +38,16 @@ def bronze_event_rows(good: Sequence[tuple[SpeedEvent, Event]], source: str) -> 
     """Rows in the column order of feature_store.tables.BRONZE_EVENTS."""
     return [
         (
-            event.event_id, event.user_id, event.item_id, event.event_type, event.ts, event.value,
-            dict(event.context) if event.context is not None else None, source, bus_time(speed.bus_time_ms), event.ts.date(),
+            event.event_id,
+            event.user_id,
+            event.item_id,
+            event.event_type,
+            event.ts,
+            event.value,
+            dict(event.context) if event.context is not None else None,
+            source,
+            bus_time(speed.bus_time_ms),
+            event.ts.date(),
         )
         for speed, event in good
     ]
@@ -55,7 +63,17 @@ def quarantine_rows(rejected: Sequence[Rejected], bus_times_ms: dict[str, int], 
     rows = []
     for r in rejected:
         arrived = bus_time(bus_times_ms[r.entry_id])
-        rows.append((r.raw, r.reason.value, r.detail, source, arrived, arrived.date(), quarantine_row_key(source, r.raw, r.entry_id)))
+        rows.append(
+            (
+                r.raw,
+                r.reason.value,
+                r.detail,
+                source,
+                arrived,
+                arrived.date(),
+                quarantine_row_key(source, r.raw, r.entry_id),
+            )
+        )
     return rows
 
 
@@ -68,4 +86,6 @@ def arrow_batch(rows: Sequence[tuple], schema):
 
     arrow_schema = to_arrow_schema(schema, timezone="UTC")
     columns = list(zip(*rows)) if rows else [()] * len(arrow_schema)
-    return pa.Table.from_arrays([pa.array(list(c), type=f.type) for c, f in zip(columns, arrow_schema)], schema=arrow_schema)
+    return pa.Table.from_arrays(
+        [pa.array(list(c), type=f.type) for c, f in zip(columns, arrow_schema)], schema=arrow_schema
+    )

@@ -12,8 +12,9 @@ user's recent items), so it needs a single Redis (or one shard per hash slot on 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import orjson
 
@@ -194,4 +195,7 @@ def catalog_categories(client, keys: RedisKeys, items: list[str]) -> dict[str, s
 
 
 def write_status(client, keys: RedisKeys, fields: Mapping[str, Any]) -> None:
-    retry_forever(lambda: client.hset(keys.speed_status, mapping={k: str(v) for k, v in fields.items()}), "writing the status")
+    retry_forever(
+        lambda: client.hset(keys.speed_status, mapping={k: str(v) for k, v in fields.items()}),
+        "writing the status",
+    )

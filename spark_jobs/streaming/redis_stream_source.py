@@ -26,15 +26,27 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator, TypeVar
+from typing import TypeVar
 
 from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
-from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadLimit, ReadMaxRows, SupportsTriggerAvailableNow
+from pyspark.sql.streaming.datasource import (
+    ReadAllAvailable,
+    ReadLimit,
+    ReadMaxRows,
+    SupportsTriggerAvailableNow,
+)
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
-from feature_store.event_bus import EVENT_FIELD, STREAM_START, committed_offset, entry_time_ms, parse_entry_id, record_committed
+from feature_store.event_bus import (
+    EVENT_FIELD,
+    STREAM_START,
+    committed_offset,
+    entry_time_ms,
+    parse_entry_id,
+    record_committed,
+)
 
 SOURCE_NAME = "redis_stream"
 SOURCE_SCHEMA = StructType(
@@ -143,7 +155,9 @@ class JobStopping(RuntimeError):
     """The job is stopping while Redis is unavailable: the micro-batch is abandoned, not lost."""
 
 
-def retry_forever(call: Callable[[], T], what: str, *, first_delay_s: float = 0.1, max_delay_s: float = 2.0) -> T:
+def retry_forever(
+    call: Callable[[], T], what: str, *, first_delay_s: float = 0.1, max_delay_s: float = 2.0
+) -> T:
     """Run `call` until Redis answers, with capped exponential backoff (Redis restarting under the job);
     raises JobStopping instead when the job is stopping."""
     import redis
@@ -178,7 +192,9 @@ class RedisStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         if self._client is None:
             import redis
 
-            self._client = redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=10)
+            self._client = redis.Redis.from_url(
+                self.url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=10
+            )
         return self._client
 
     def _newest_id(self) -> str | None:
@@ -192,7 +208,13 @@ class RedisStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         if self.starting == "latest":
             return {"id": retry_forever(self._newest_id, "finding the newest entry") or STREAM_START}
         if self.starting == "committed":
-            return {"id": retry_forever(lambda: committed_offset(self.client, self.stream, self.consumer), "reading the committed offset") or STREAM_START}
+            return {
+                "id": retry_forever(
+                    lambda: committed_offset(self.client, self.stream, self.consumer),
+                    "reading the committed offset",
+                )
+                or STREAM_START
+            }
         return {"id": STREAM_START}
 
     def getDefaultReadLimit(self) -> ReadLimit:
@@ -206,8 +228,16 @@ class RedisStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         try:
             if max_rows or self.max_bytes:
                 last = self.client.eval(
-                    _BATCH_END, 1, self.stream, after, max_rows, self.max_bytes or NO_LIMIT, EVENT_FIELD,
-                    self.max_event_bytes or NO_LIMIT, OVERSIZE_PREFIX_BYTES, PLAN_PAGE,
+                    _BATCH_END,
+                    1,
+                    self.stream,
+                    after,
+                    max_rows,
+                    self.max_bytes or NO_LIMIT,
+                    EVENT_FIELD,
+                    self.max_event_bytes or NO_LIMIT,
+                    OVERSIZE_PREFIX_BYTES,
+                    PLAN_PAGE,
                 )
                 end = latest_allowed(after, None, last.decode() if last else None, self.target)
             else:
@@ -248,9 +278,16 @@ class RedisStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         try:
             while id_after(partition.until, after):
                 page = retry_forever(
-                    lambda: client.eval(
-                        _READ_PAGE, 1, self.stream, after, partition.until, READ_PAGE, EVENT_FIELD,
-                        self.max_event_bytes or NO_LIMIT, OVERSIZE_PREFIX_BYTES,
+                    lambda: client.eval(  # called at once by retry_forever, inside this iteration
+                        _READ_PAGE,
+                        1,
+                        self.stream,
+                        after,  # noqa: B023
+                        partition.until,
+                        READ_PAGE,
+                        EVENT_FIELD,
+                        self.max_event_bytes or NO_LIMIT,
+                        OVERSIZE_PREFIX_BYTES,
                     ),
                     "reading a micro-batch",
                 )
@@ -295,7 +332,9 @@ class RedisStreamDataSource(DataSource):
     def streamReader(self, schema: StructType) -> RedisStreamReader:
         missing = [key for key in ("url", "stream") if not self.options.get(key)]
         if missing:
-            raise ValueError(f"the redis_stream source needs the options {missing} (Redis URL and stream key)")
+            raise ValueError(
+                f"the redis_stream source needs the options {missing} (Redis URL and stream key)"
+            )
         return RedisStreamReader(dict(self.options))
 
 

@@ -22,9 +22,10 @@ from __future__ import annotations
 import math
 import zlib
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from feature_store.event_bus import decode_payload
 from feature_store.events import Event, EventTypes, QuarantineReason, validate_event_dict
@@ -32,7 +33,7 @@ from feature_store.realtime import event_strengths
 from feature_store.redis_keys import RedisKeys
 
 CATEGORY_CONTEXT_KEY = "category"
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -130,13 +131,27 @@ def validate_entries(
             bad.append(Rejected(entry_id, raw, QuarantineReason.MALFORMED, str(exc)))
             continue
         now = _EPOCH + timedelta(milliseconds=bus_time_ms)
-        event, reason, detail = validate_event_dict(decoded, now=now, future_tolerance=future_tolerance, event_types=event_types)
+        event, reason, detail = validate_event_dict(
+            decoded, now=now, future_tolerance=future_tolerance, event_types=event_types
+        )
         if event is None:
             bad.append(Rejected(entry_id, raw, reason, detail))
             continue
         category = (event.context or {}).get(CATEGORY_CONTEXT_KEY)
         good.append(
-            (SpeedEvent(entry_id, event.event_id, event.user_id, event.item_id, event.event_type, epoch_ms(event.ts), bus_time_ms, category), event)
+            (
+                SpeedEvent(
+                    entry_id,
+                    event.event_id,
+                    event.user_id,
+                    event.item_id,
+                    event.event_type,
+                    epoch_ms(event.ts),
+                    bus_time_ms,
+                    category,
+                ),
+                event,
+            )
         )
     return good, bad
 
@@ -151,7 +166,14 @@ def reject_oversize(
     oversize: list[Rejected] = []
     for entry_id, bus_time_ms, raw, size in entries:
         if size > max_bytes:
-            oversize.append(Rejected(entry_id, raw, QuarantineReason.OVERSIZE, f"bus entry of {size} bytes, above the limit of {max_bytes}"))
+            oversize.append(
+                Rejected(
+                    entry_id,
+                    raw,
+                    QuarantineReason.OVERSIZE,
+                    f"bus entry of {size} bytes, above the limit of {max_bytes}",
+                )
+            )
         else:
             kept.append((entry_id, bus_time_ms, raw))
     return kept, oversize
@@ -183,7 +205,9 @@ def _event_order(e: SpeedEvent) -> tuple:
     return (e.user_id, e.ts_ms, e.entry_id)
 
 
-def user_ops(keys: RedisKeys, params: SpeedParams, events: Sequence[SpeedEvent], end_ms: int | None = None) -> list[list[Any]]:
+def user_ops(
+    keys: RedisKeys, params: SpeedParams, events: Sequence[SpeedEvent], end_ms: int | None = None
+) -> list[list[Any]]:
     """Operations for one user's events of a batch (in event-time order), then the trim/TTL step.
 
     Each event starts with a `d` (dedupe) operation: the Lua apply remembers the user's latest event
@@ -194,18 +218,27 @@ def user_ops(keys: RedisKeys, params: SpeedParams, events: Sequence[SpeedEvent],
         return []
     user = events[0].user_id
     end_ms = end_ms if end_ms is not None else max(e.bus_time_ms for e in events)
-    recent, meta, session, seen = keys.recent_items(user), keys.recent_meta(user), keys.session_counters(user), keys.recent_event_ids(user)
+    recent, meta, session, seen = (
+        keys.recent_items(user),
+        keys.recent_meta(user),
+        keys.session_counters(user),
+        keys.recent_event_ids(user),
+    )
     ops: list[list[Any]] = []
     for e in sorted(events, key=_event_order):
         covisits = 1 if params.trend_weights.get(e.event_type, 0.0) > 0 else 0
         ops.append(["d", seen, e.event_id, e.bus_time_ms])
-        ops.append(["e", user, e.item_id, e.event_type, e.ts_ms, e.category or "", recent, meta, session, covisits])
+        ops.append(
+            ["e", user, e.item_id, e.event_type, e.ts_ms, e.category or "", recent, meta, session, covisits]
+        )
         ops.extend(trend_increments(keys, params, e, end_ms))
     ops.append(["u", recent, meta, session])
     return ops
 
 
-def shard_ops(keys: RedisKeys, params: SpeedParams, events: Sequence[SpeedEvent]) -> dict[int, list[list[Any]]]:
+def shard_ops(
+    keys: RedisKeys, params: SpeedParams, events: Sequence[SpeedEvent]
+) -> dict[int, list[list[Any]]]:
     """Per-user operations grouped into shards of users; deterministic for a given set of events
     (whatever order they come in), which is what makes a replayed batch id land on the same markers."""
     shards = shard_count(len(events), params.events_per_shard)
@@ -241,7 +274,9 @@ def trend_increments(keys: RedisKeys, params: SpeedParams, event: SpeedEvent, en
     for window in params.trend_windows:
         bucket = min(event.ts_ms, event.bus_time_ms) // window.bucket_ms
         if bucket >= window_buckets(window, end_ms)[0]:
-            ops.append(["z", keys.trending_bucket(window.name, bucket), event.item_id, weight, bucket_ttl_s(window)])
+            ops.append(
+                ["z", keys.trending_bucket(window.name, bucket), event.item_id, weight, bucket_ttl_s(window)]
+            )
     return ops
 
 
@@ -252,14 +287,22 @@ def trending_ops(keys: RedisKeys, params: SpeedParams, events: Sequence[SpeedEve
         return []
     end_ms = max(e.bus_time_ms for e in events)
     return [
-        ["U", keys.trending(window.name), window.length_ms // 1000, *[keys.trending_bucket(window.name, b) for b in window_buckets(window, end_ms)]]
+        [
+            "U",
+            keys.trending(window.name),
+            window.length_ms // 1000,
+            *[keys.trending_bucket(window.name, b) for b in window_buckets(window, end_ms)],
+        ]
         for window in params.trend_windows
     ]
 
 
 def counter_ops(keys: RedisKeys, processed: int, rejected: Sequence[Rejected]) -> list[list[Any]]:
     """Status counters of the batch: processed and quarantined events, quarantined by reason."""
-    ops: list[list[Any]] = [["h", keys.speed_status, "processed", processed], ["h", keys.speed_status, "quarantined", len(rejected)]]
+    ops: list[list[Any]] = [
+        ["h", keys.speed_status, "processed", processed],
+        ["h", keys.speed_status, "quarantined", len(rejected)],
+    ]
     for reason, count in sorted(Counter(r.reason.value for r in rejected).items()):
         ops.append(["h", keys.speed_status, f"quarantined:{reason}", count])
     return ops

@@ -69,7 +69,9 @@ def max_rows_per_batch(settings: Settings, consumer: str) -> int:
     """Admission cap of a query: the bronze query triggers less often, so it may take proportionally
     more rows per batch (else it could never keep up with what the speed query admits)."""
     if consumer == BRONZE_QUERY:
-        return settings.stream_max_rows_per_batch * max(1, settings.stream_bronze_trigger_ms // max(1, settings.stream_trigger_ms))
+        return settings.stream_max_rows_per_batch * max(
+            1, settings.stream_bronze_trigger_ms // max(1, settings.stream_trigger_ms)
+        )
     return settings.stream_max_rows_per_batch
 
 
@@ -114,8 +116,13 @@ def read_kafka_bus(spark, settings: Settings, max_rows: int):
 
     if not settings.kafka_bootstrap_servers:
         raise ValueError("LAMBDAREC_EVENT_BUS=kafka needs LAMBDAREC_KAFKA_BOOTSTRAP_SERVERS (host:port,...)")
-    if missing_packages([p.name for p in settings.jars_dir.glob("*.jar")], {"spark-sql-kafka-0-10_": kafka_source_coordinates()}):
-        raise ValueError(f"Spark's Kafka source is not in {settings.jars_dir}: run `make setup` (python -m spark_jobs.jars) once")
+    if missing_packages(
+        [p.name for p in settings.jars_dir.glob("*.jar")],
+        {"spark-sql-kafka-0-10_": kafka_source_coordinates()},
+    ):
+        raise ValueError(
+            f"Spark's Kafka source is not in {settings.jars_dir}: run `make setup` (python -m spark_jobs.jars) once"
+        )
     frame = (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
@@ -146,7 +153,9 @@ def check_entries(entries, settings: Settings, event_types: EventTypes) -> tuple
     """(good events, rejected entries) of a micro-batch, the same for both queries: oversize entries
     are rejected undecoded, the rest by the event contract's own validation."""
     kept, oversize = reject_oversize(entries, settings.stream_max_event_bytes)
-    good, rejected = validate_entries(kept, future_tolerance=timedelta(minutes=settings.future_tolerance_minutes), event_types=event_types)
+    good, rejected = validate_entries(
+        kept, future_tolerance=timedelta(minutes=settings.future_tolerance_minutes), event_types=event_types
+    )
     return good, oversize + rejected
 
 
@@ -182,14 +191,20 @@ class SpeedWriter:
     def process(self, entries: list[tuple[str, int, str | None, int]], batch_id: int) -> SpeedBatchReport:
         good, rejected = check_entries(entries, self.settings, self.event_types)
         events = [speed for speed, _ in good]
-        events = with_catalog_categories(events, catalog_categories(self.client, self.keys, items_without_category(events)))
+        events = with_catalog_categories(
+            events, catalog_categories(self.client, self.keys, items_without_category(events))
+        )
         shards = shard_ops(self.keys, self.params, events)
-        batch_ops = trending_ops(self.keys, self.params, events) + counter_ops(self.keys, len(events), rejected)
+        batch_ops = trending_ops(self.keys, self.params, events) + counter_ops(
+            self.keys, len(events), rejected
+        )
         result = apply_batch(self.client, self.keys, self.params, SPEED_QUERY, batch_id, shards, batch_ops)
         if events:
             self.bus_lags.append([max(0, result.visible_ms - e.bus_time_ms) for e in events])
             self.event_lags.append([max(0, result.visible_ms - e.ts_ms) for e in events])
-        return SpeedBatchReport(batch_id, len(events), len(rejected), result.applied, result.skipped, result.visible_ms)
+        return SpeedBatchReport(
+            batch_id, len(events), len(rejected), result.applied, result.skipped, result.visible_ms
+        )
 
     def publish_status(self, report: SpeedBatchReport, entries: list, batch_ms: int) -> None:
         fields = {
@@ -202,7 +217,8 @@ class SpeedWriter:
             "last_visible_at_ms": report.visible_ms,
             "updated_at": int(time.time() * 1000),
             **freshness_fields(
-                [lag for batch in self.bus_lags for lag in batch], [lag for batch in self.event_lags for lag in batch]
+                [lag for batch in self.bus_lags for lag in batch],
+                [lag for batch in self.event_lags for lag in batch],
             ),
         }
         if entries:
@@ -261,7 +277,7 @@ class BronzeWriter:
 MERGE_KEYS = {"bronze/events": "event_id", "bronze/quarantine": "row_key"}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def table_schema(ddl: str):
     """The StructType of a table's DDL, parsed once per run (not every micro-batch)."""
     from pyspark.sql.types import StructType
@@ -269,7 +285,9 @@ def table_schema(ddl: str):
     return StructType.fromDDL(ddl)
 
 
-def write_bronze_batch(spark, settings: Settings, rows_by_table: dict, table_paths: dict | None = None) -> dict:
+def write_bronze_batch(
+    spark, settings: Settings, rows_by_table: dict, table_paths: dict | None = None
+) -> dict:
     """MERGE each table's rows of the batch insert-only on its key (events: event_id, quarantine:
     row_key), the lookup pruned to the partitions the batch touches: an event's date partition holds
     every earlier copy of it (streamed or batch-ingested), so a re-sent event, a replayed batch id or a
@@ -288,7 +306,9 @@ def write_bronze_batch(spark, settings: Settings, rows_by_table: dict, table_pat
         schema = table_schema(table.ddl)
         frame = spark.createDataFrame(arrow_batch(rows, schema))
         within = {column: [row[schema.names.index(column)] for row in rows] for column in table.partition_by}
-        inserted[table.name] = merge_insert(spark, settings, table, frame, MERGE_KEYS[table.name], within=within, path=paths[table])
+        inserted[table.name] = merge_insert(
+            spark, settings, table, frame, MERGE_KEYS[table.name], within=within, path=paths[table]
+        )
     return inserted
 
 
@@ -322,7 +342,9 @@ def start_query(spark, settings: Settings, redis_url: str, client, name: str):
     elif name == BRONZE_QUERY:
         writer, trigger_ms = BronzeWriter(spark, client, settings), settings.stream_bronze_trigger_ms
     else:
-        raise ValueError(f"unknown streaming query {name!r}; the job runs {SPEED_QUERY!r} and {BRONZE_QUERY!r}")
+        raise ValueError(
+            f"unknown streaming query {name!r}; the job runs {SPEED_QUERY!r} and {BRONZE_QUERY!r}"
+        )
     if settings.event_bus == "redis":
         register_consumer(client, settings.event_stream, name)
     use_pool(spark, name)
@@ -366,7 +388,7 @@ def scheduler_pools_xml(pools: dict[str, dict[str, int]] = SCHEDULER_POOLS) -> s
     """The fair scheduler allocation file for `pools` (name -> weight, minShare)."""
     body = "".join(
         f'  <pool name="{name}"><schedulingMode>FAIR</schedulingMode><weight>{p["weight"]}</weight>'
-        f'<minShare>{p["minShare"]}</minShare></pool>\n'
+        f"<minShare>{p['minShare']}</minShare></pool>\n"
         for name, p in pools.items()
     )
     return f'<?xml version="1.0"?>\n<allocations>\n{body}</allocations>\n'
@@ -385,7 +407,10 @@ def streaming_spark_conf(settings: Settings) -> dict[str, str]:
 
 def scheduler_conf(settings: Settings) -> dict[str, str]:
     """Fair scheduling with the job's pools (`SCHEDULER_POOLS`); fixed when the SparkContext starts."""
-    return {"spark.scheduler.mode": "FAIR", "spark.scheduler.allocation.file": str(scheduler_pools_file(settings))}
+    return {
+        "spark.scheduler.mode": "FAIR",
+        "spark.scheduler.allocation.file": str(scheduler_pools_file(settings)),
+    }
 
 
 def write_scheduler_pools(settings: Settings) -> Path:
@@ -408,7 +433,9 @@ def run(settings: Settings, redis_url: str, stop: threading.Event | None = None)
     from spark_jobs.session import build_spark
 
     stop = stop or threading.Event()
-    client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=10)
+    client = redis.Redis.from_url(
+        redis_url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=10
+    )
     keys = RedisKeys(settings.redis_key_prefix)
     write_scheduler_pools(settings)
     spark = build_spark(settings, {**streaming_spark_conf(settings), **scheduler_conf(settings)})
@@ -435,7 +462,10 @@ def _run_queries(spark, settings: Settings, url: str, client, keys: RedisKeys, s
     from spark_jobs.streaming.redis_stream_source import STOPPING, retry_forever
 
     names = (SPEED_QUERY, BRONZE_QUERY)
-    queries = {n: retry_forever(lambda n=n: start_query(spark, settings, url, client, n), f"starting the {n} query") for n in names}
+    queries = {
+        n: retry_forever(lambda n=n: start_query(spark, settings, url, client, n), f"starting the {n} query")
+        for n in names
+    }
     failures: dict[str, int] = {n: 0 for n in names}
     restart_at: dict[str, float] = {}
     heartbeat(
@@ -451,7 +481,10 @@ def _run_queries(spark, settings: Settings, url: str, client, keys: RedisKeys, s
             "max_rows_per_batch": settings.stream_max_rows_per_batch,
         },
     )
-    retry_forever(lambda: client.hdel(keys.speed_status, "error", "last_error", "stopped_at"), "clearing the last run's status")
+    retry_forever(
+        lambda: client.hdel(keys.speed_status, "error", "last_error", "stopped_at"),
+        "clearing the last run's status",
+    )
     log.info("streaming from %s (trigger %d ms)", bus_source_label(settings), settings.stream_trigger_ms)
     while not stop.is_set():
         for name in names:
@@ -459,8 +492,17 @@ def _run_queries(spark, settings: Settings, url: str, client, keys: RedisKeys, s
             if query is not None and not query.isActive:
                 failures[name] += 1
                 restart_at[name] = time.monotonic() + restart_delay_s(failures[name])
-                log.error("streaming query %s stopped (%s); restarting from its checkpoint", name, query.exception())
-                heartbeat(client, keys, {"last_error": f"{name}: {str(query.exception())[:500]}", f"{name}_restarts": failures[name]})
+                log.error(
+                    "streaming query %s stopped (%s); restarting from its checkpoint", name, query.exception()
+                )
+                heartbeat(
+                    client,
+                    keys,
+                    {
+                        "last_error": f"{name}: {str(query.exception())[:500]}",
+                        f"{name}_restarts": failures[name],
+                    },
+                )
                 queries[name] = None
             if queries[name] is None and time.monotonic() >= restart_at[name]:
                 try:
@@ -506,7 +548,9 @@ def main() -> None:
 
     settings = load_settings()
     if not settings.redis_url:
-        raise SystemExit("set LAMBDAREC_REDIS_URL to the online store, or start the job with `lambdarec stream start`")
+        raise SystemExit(
+            "set LAMBDAREC_REDIS_URL to the online store, or start the job with `lambdarec stream start`"
+        )
     raise SystemExit(run_until_signalled(settings, settings.redis_url))
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -51,11 +51,18 @@ def ingested(spark, nightly_settings: Settings) -> Settings:
     from spark_jobs.ingest import ingest
 
     days = 14
-    config = GeneratorConfig(events=6000, users=150, items=80, categories=5, days=days,
-                             start=PIPELINE_DATE - timedelta(days=days), seed=11)
+    config = GeneratorConfig(
+        events=6000,
+        users=150,
+        items=80,
+        categories=5,
+        days=days,
+        start=PIPELINE_DATE - timedelta(days=days),
+        seed=11,
+    )
     out = nightly_settings.data_dir / "generated"
     generate(config, out)
-    report = ingest(spark, nightly_settings, out, "jsonl", datetime(2026, 3, 15, 6, tzinfo=timezone.utc))
+    report = ingest(spark, nightly_settings, out, "jsonl", datetime(2026, 3, 15, 6, tzinfo=UTC))
     assert report.ingested == 6000
     return nightly_settings
 
@@ -63,7 +70,9 @@ def ingested(spark, nightly_settings: Settings) -> Settings:
 def _airflow(settings: Settings, *args: str, timeout_s: float = 1500) -> subprocess.CompletedProcess:
     env = airflow_env(settings, os.environ)
     airflow = str(Path(env["PYSPARK_PYTHON"]).parent / "airflow")
-    return subprocess.run([airflow, *args], env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
+    return subprocess.run(
+        [airflow, *args], env=env, capture_output=True, text=True, timeout=timeout_s, check=False
+    )
 
 
 def json_output(stdout: str) -> str:
@@ -103,7 +112,9 @@ def test_nightly_run_leaves_a_champion_in_mlflow(nightly_run, ingested: Settings
     assert int(champion.version) >= 1
 
 
-def test_nightly_run_publishes_recommendations_to_redis(nightly_run, ingested: Settings, redis_server) -> None:
+def test_nightly_run_publishes_recommendations_to_redis(
+    nightly_run, ingested: Settings, redis_server
+) -> None:
     import redis
 
     client = redis.Redis.from_url(redis_server.url)
@@ -117,7 +128,9 @@ def test_nightly_run_publishes_recommendations_to_redis(nightly_run, ingested: S
     assert len(recs) > 0
 
 
-def test_promote_dag_logic_validates_on_the_current_holdout_and_forces_with_a_reason(nightly_run, ingested: Settings, spark) -> None:
+def test_promote_dag_logic_validates_on_the_current_holdout_and_forces_with_a_reason(
+    nightly_run, ingested: Settings, spark
+) -> None:
     """What lambdarec_promote's tasks do, on the registry the nightly left: the other ranker is judged
     on the run's holdout; forcing it moves `champion` and records the reason in MLflow."""
     from mlflow.tracking import MlflowClient
@@ -131,7 +144,11 @@ def test_promote_dag_logic_validates_on_the_current_holdout_and_forces_with_a_re
     assert len(versions) == 2  # xgboost and lightgbm of the one run date
     other = next(v for v in versions if v != champion)
     check = validate_version(spark, ingested, other).as_dict()
-    assert (check["version"], check["champion"], check["metric"]) == (other, champion, ingested.promotion_metric)
+    assert (check["version"], check["champion"], check["metric"]) == (
+        other,
+        champion,
+        ingested.promotion_metric,
+    )
     assert check["holdout_as_of"] == (PIPELINE_DATE - timedelta(days=3)).isoformat()
     assert 0.0 <= check["candidate_score"] <= 1.0 and 0.0 <= check["champion_score"] <= 1.0
     if not check["passed"]:

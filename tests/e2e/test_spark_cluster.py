@@ -15,7 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -44,14 +44,21 @@ TOLERANCE = 0.01
 
 def run_cli(args: list[str], env: dict[str, str], timeout_s: float) -> str:
     code = "import sys; from lambdarec.cli import main; sys.argv = ['lambdarec', *sys.argv[1:]]; main()"
-    done = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=timeout_s)
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=timeout_s
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
 
 def script(name: str, args: list[str], env: dict[str, str]) -> str:
-    done = subprocess.run(["bash", str(project_root() / "infra" / "local" / name), *args], env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        ["bash", str(project_root() / "infra" / "local" / name), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
@@ -59,29 +66,41 @@ def script(name: str, args: list[str], env: dict[str, str]) -> str:
 def champion_results(reports: dict) -> tuple[str, dict[str, dict[str, float]]]:
     """The promoted version and every ranker's holdout metrics of one run's reports."""
     results = reports["evaluate"]["results"]
-    return reports["promote"]["version"], {label: {m: results[label][m] for m in METRICS} for label in ("xgboost v1", "lightgbm v2")}
+    return reports["promote"]["version"], {
+        label: {m: results[label][m] for m in METRICS} for label in ("xgboost v1", "lightgbm v2")
+    }
 
 
-def test_nightly_on_a_standalone_cluster_matches_local(spark, batch_settings, redis_client, tmp_path):
+def test_nightly_on_a_standalone_cluster_matches_local(spark, batch_settings, redis_client, tmp_path):  # noqa: F811
     config = GeneratorConfig(events=8_000, users=200, items=250, categories=6, days=DAYS, start=START, seed=3)
     generate(config, tmp_path / "gen")
-    ingest(spark, batch_settings, tmp_path / "gen", "jsonl", datetime(2026, 11, 1, tzinfo=timezone.utc))
+    ingest(spark, batch_settings, tmp_path / "gen", "jsonl", datetime(2026, 11, 1, tzinfo=UTC))
     cluster_dir = tmp_path / "cluster"
     # The cluster run starts from the same bronze tables (copied before the local run adds silver/gold).
     shutil.copytree(Path(batch_settings.tables_root), cluster_dir / "delta")
 
-    local = champion_results(run_batch(spark, batch_settings, RUN_DATE, redis_url=lambda: batch_settings.redis_url))
+    local = champion_results(
+        run_batch(spark, batch_settings, RUN_DATE, redis_url=lambda: batch_settings.redis_url)
+    )
 
-    cluster_settings = batch_settings.model_copy(update={
-        "data_dir": cluster_dir, "tables_uri": str(cluster_dir / "delta"), "redis_key_prefix": "cluster",
-        "spark_cluster_port": 0,  # a free port: a developer's cluster on 7077 may be running
-    })
+    cluster_settings = batch_settings.model_copy(
+        update={
+            "data_dir": cluster_dir,
+            "tables_uri": str(cluster_dir / "delta"),
+            "redis_key_prefix": "cluster",
+            "spark_cluster_port": 0,  # a free port: a developer's cluster on 7077 may be running
+        }
+    )
     env = {**os.environ, **settings_environment(cluster_settings), "PYTHONPATH": str(project_root())}
     master_url = script("spark-cluster.sh", ["start"], env).strip().splitlines()[-1]
     try:
         assert master_url.startswith("spark://127.0.0.1:")
         env["LAMBDAREC_SPARK_MASTER"] = master_url
-        output = run_cli(["batch", "run", "--date", str(RUN_DATE), "--report", str(tmp_path / "cluster-report.json")], env, timeout_s=3000)
+        output = run_cli(
+            ["batch", "run", "--date", str(RUN_DATE), "--report", str(tmp_path / "cluster-report.json")],
+            env,
+            timeout_s=3000,
+        )
     finally:
         script("spark-cluster.sh", ["stop"], env)
 
@@ -89,17 +108,27 @@ def test_nightly_on_a_standalone_cluster_matches_local(spark, batch_settings, re
     executors = {p.parent.name for p in (cluster_dir / "spark-cluster" / "work").glob("app-*/*/stderr")}
     assert len(executors) == 2, (executors, output)
 
-    cluster_champion, cluster_metrics = champion_results(json.loads((tmp_path / "cluster-report.json").read_text()))
+    cluster_champion, cluster_metrics = champion_results(
+        json.loads((tmp_path / "cluster-report.json").read_text())
+    )
     assert cluster_champion == local[0]
     for label, metrics in local[1].items():
-        assert cluster_metrics[label] == pytest.approx(metrics, abs=TOLERANCE), (label, cluster_metrics, local[1])
+        assert cluster_metrics[label] == pytest.approx(metrics, abs=TOLERANCE), (
+            label,
+            cluster_metrics,
+            local[1],
+        )
 
     keys = RedisKeys(cluster_settings.redis_key_prefix)
     version = redis_client.get(keys.batch_pointer).decode()
     meta = redis_client.hgetall(keys.batch_meta(version))
     assert meta[b"as_of"].decode() == str(RUN_DATE)
     scores = read_table(spark, cluster_settings, BATCH_SCORES).collect()
-    assert {r.as_of for r in scores} == {RUN_DATE} and int(meta[b"count_recs"]) == len({r.user_id for r in scores})
+    assert {r.as_of for r in scores} == {RUN_DATE} and int(meta[b"count_recs"]) == len(
+        {r.user_id for r in scores}
+    )
     user = scores[0].user_id
     expected = sorted((r for r in scores if r.user_id == user), key=lambda r: r["rank"])
-    assert [(i.item_id, i.score) for i in decode_recs(redis_client.get(keys.user_recs(version, user)))] == [(r.item_id, r.score) for r in expected]
+    assert [(i.item_id, i.score) for i in decode_recs(redis_client.get(keys.user_recs(version, user)))] == [
+        (r.item_id, r.score) for r in expected
+    ]

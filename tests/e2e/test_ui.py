@@ -65,18 +65,33 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
         # Into a file, not a pipe: the services the demo leaves running must not hold our read end open.
         with output.open("w") as sink:
             done = subprocess.run(
-                [LAMBDAREC, "demo", "--events", "6000"], env=env, stdin=subprocess.DEVNULL, stdout=sink,
-                stderr=subprocess.STDOUT, text=True, timeout=3300, check=False,
+                [LAMBDAREC, "demo", "--events", "6000"],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                text=True,
+                timeout=3300,
+                check=False,
             )
         stdout = output.read_text()
         assert done.returncode == 0, stdout[-5000:]
-        settings = Settings(**{k.removeprefix("LAMBDAREC_").lower(): v for k, v in env.items() if k.startswith("LAMBDAREC_")})
+        settings = Settings(
+            **{k.removeprefix("LAMBDAREC_").lower(): v for k, v in env.items() if k.startswith("LAMBDAREC_")}
+        )
         password_line = re.search(r"Airflow UI : \S+\s+\(user (\S+), password (\S+)\)", stdout)
         assert password_line, stdout[-2000:]
         yield {"stdout": stdout, "settings": settings, "user": password_line[1], "password": password_line[2]}
     finally:
-        subprocess.run([LAMBDAREC, "demo-stop"], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, timeout=300, check=False)
+        subprocess.run(
+            [LAMBDAREC, "demo-stop"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=300,
+            check=False,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -85,14 +100,23 @@ def browser():
     from selenium.webdriver.chrome.service import Service
 
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    assert chromium and driver, "Chromium and chromedriver are installed by `make test` (infra/local/install-chromium.sh)"
+    assert chromium and driver, (
+        "Chromium and chromedriver are installed by `make test` (infra/local/install-chromium.sh)"
+    )
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     profile = tempfile.mkdtemp(prefix="lambdarec-chromium-")
     for flag in (
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={profile}", "--window-size=1440,1000",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--window-size=1440,1000",
     ):
         options.add_argument(flag)
     session = webdriver.Chrome(service=Service(driver), options=options)
@@ -145,7 +169,9 @@ def test_airflow_ui_lists_the_dags_and_a_successful_nightly_run(demo: dict, brow
     run_id = re.search(r"nightly run (demo__\S+):", demo["stdout"])[1]
     browser.get(f"{base}/dags/lambdarec_nightly/runs/{run_id}")
     # The run's header shows its id, then its state ("Running", "Failed", "Success").
-    page = _wait_for_text(browser, (f"{run_id}\nSuccess", "train_xgboost", "publish"), "airflow-nightly-run.png")
+    page = _wait_for_text(
+        browser, (f"{run_id}\nSuccess", "train_xgboost", "publish"), "airflow-nightly-run.png"
+    )
     assert "Failed" not in page
 
 

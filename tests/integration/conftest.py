@@ -68,10 +68,12 @@ def serving_settings(tmp_path: Path, redis_server, empty_registry: Path) -> Sett
 @pytest.fixture
 def model_settings(serving_settings: Settings, tmp_path: Path) -> Settings:
     """`serving_settings` with an MLflow registry of its own, for tests that register rankers."""
-    return serving_settings.model_copy(update={
-        "mlflow_tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "mlflow_artifact_root": str(tmp_path / "mlartifacts"),
-    })
+    return serving_settings.model_copy(
+        update={
+            "mlflow_tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "mlflow_artifact_root": str(tmp_path / "mlartifacts"),
+        }
+    )
 
 
 @dataclass
@@ -81,8 +83,15 @@ class OnlineStoreWriter:
     client: object
     keys: RedisKeys
 
-    def publish_batch(self, version: str, *, users: dict, items: dict, similar: dict | None = None,
-                      popular: list | None = None) -> None:
+    def publish_batch(
+        self,
+        version: str,
+        *,
+        users: dict,
+        items: dict,
+        similar: dict | None = None,
+        popular: list | None = None,
+    ) -> None:
         """users: user_id -> {"recs": [(item, score, source)], "features": [..], "affinity": {..}, "seen": [..]};
         items: item_id -> {"features": [..], "category": str}."""
         k, pipe = self.keys, self.client.pipeline(transaction=False)
@@ -103,7 +112,9 @@ class OnlineStoreWriter:
         pipe.set(k.batch_pointer, version)  # the flip, last
         pipe.execute()
 
-    def user_event(self, user_id: str, item_id: str, event_type: str, ts_ms: int, category: str | None = None) -> None:
+    def user_event(
+        self, user_id: str, item_id: str, event_type: str, ts_ms: int, category: str | None = None
+    ) -> None:
         """What the speed layer writes for one event: recent items (+ meta) and session counters."""
         k, pipe = self.keys, self.client.pipeline(transaction=False)
         pipe.zadd(k.recent_items(user_id), {item_id: ts_ms})
@@ -141,10 +152,22 @@ def _run_speed_layer(client, settings: Settings, batch_id: int) -> int:
         (eid.decode(), entry_time_ms(eid), entry_payload(fields))
         for eid, fields in client.xrange(settings.event_stream)
     ]
-    good, _ = validate_entries(entries, future_tolerance=timedelta(minutes=settings.future_tolerance_minutes), event_types=EventTypes())
+    good, _ = validate_entries(
+        entries,
+        future_tolerance=timedelta(minutes=settings.future_tolerance_minutes),
+        event_types=EventTypes(),
+    )
     events = [speed for speed, _ in good]
     params = speed_params(settings)
-    apply_batch(client, keys, params, "test", batch_id, shard_ops(keys, params, events), trending_ops(keys, params, events))
+    apply_batch(
+        client,
+        keys,
+        params,
+        "test",
+        batch_id,
+        shard_ops(keys, params, events),
+        trending_ops(keys, params, events),
+    )
     return len(events)
 
 
@@ -164,7 +187,6 @@ def set_champion():
 def run_speed_layer():
     """run_speed_layer(client, settings, batch_id) -> events applied (the streaming job's micro-batch, no Spark)."""
     return _run_speed_layer
-
 
 
 @asynccontextmanager

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 
-import httpx
 import orjson
 import pytest
 from typer.testing import CliRunner
@@ -22,17 +21,29 @@ NOW_MS = int(time.time() * 1000)
 
 
 def event(event_id: str, **changes) -> dict:
-    return {"event_id": event_id, "user_id": "u1", "item_id": "i1", "event_type": "view", "ts": NOW_MS, **changes}
+    return {
+        "event_id": event_id,
+        "user_id": "u1",
+        "item_id": "i1",
+        "event_type": "view",
+        "ts": NOW_MS,
+        **changes,
+    }
 
 
 def bus_payloads(redis_client, settings) -> list[dict]:
-    return [orjson.loads(fields[EVENT_FIELD.encode()]) for _, fields in redis_client.xrange(settings.event_stream)]
+    return [
+        orjson.loads(fields[EVENT_FIELD.encode()]) for _, fields in redis_client.xrange(settings.event_stream)
+    ]
 
 
 async def test_one_event_and_a_batch_are_published_to_the_bus(serving_settings, redis_client, running):
     async with running(create_app(serving_settings)) as api:
         single = await api.post("/v1/events", json=event("e1", context={"page": "home", "position": 3}))
-        batch = await api.post("/v1/events", json=[event("e2", event_type="purchase", value=9.5), event("e3", ts="2026-01-01T00:00:00Z")])
+        batch = await api.post(
+            "/v1/events",
+            json=[event("e2", event_type="purchase", value=9.5), event("e3", ts="2026-01-01T00:00:00Z")],
+        )
 
     assert single.status_code == 202 and single.json()["accepted"] == 1
     assert batch.status_code == 202 and batch.json()["accepted"] == 2
@@ -45,7 +56,9 @@ async def test_one_event_and_a_batch_are_published_to_the_bus(serving_settings, 
     assert bus_payloads(redis_client, serving_settings) == expected
 
 
-async def test_a_batch_with_bad_events_is_rejected_whole_with_each_error(serving_settings, redis_client, running):
+async def test_a_batch_with_bad_events_is_rejected_whole_with_each_error(
+    serving_settings, redis_client, running
+):
     events = [
         event("ok1"),
         event("bad-type", event_type="teleport"),
@@ -114,7 +127,9 @@ async def test_the_api_sheds_events_with_503_above_the_backlog_cap(serving_setti
 
 
 async def test_api_keys_guard_every_v1_endpoint(serving_settings, running):
-    keyed = serving_settings.model_copy(update={"api_keys_sha256": [hash_api_key("other"), hash_api_key("s3cret")]})
+    keyed = serving_settings.model_copy(
+        update={"api_keys_sha256": [hash_api_key("other"), hash_api_key("s3cret")]}
+    )
     async with running(create_app(keyed)) as api:
         calls = [
             ("GET", "/v1/recommendations/u1", None),
@@ -125,9 +140,15 @@ async def test_api_keys_guard_every_v1_endpoint(serving_settings, running):
             missing = await api.request(method, path, json=body)
             wrong = await api.request(method, path, json=body, headers={"X-API-Key": "guess"})
             right = await api.request(method, path, json=body, headers={"X-API-Key": "s3cret"})
-            assert (missing.status_code, wrong.status_code, right.status_code) == (401, 401, 202 if method == "POST" else 200), path
+            assert (missing.status_code, wrong.status_code, right.status_code) == (
+                401,
+                401,
+                202 if method == "POST" else 200,
+            ), path
             assert missing.json()["detail"] == "missing or unknown API key: send it in the X-API-Key header"
-        open_paths = [(await api.get(p)).status_code for p in ("/healthz", "/metrics", "/docs", "/openapi.json")]
+        open_paths = [
+            (await api.get(p)).status_code for p in ("/healthz", "/metrics", "/docs", "/openapi.json")
+        ]
     assert open_paths == [200, 200, 200, 200]
 
 
@@ -172,10 +193,15 @@ async def test_bad_parameters_are_rejected(serving_settings, running):
     assert still_fine.status_code == 200
 
 
-async def test_readyz_reports_batch_version_and_speed_lag(serving_settings, redis_client, store_writer, running):
+async def test_readyz_reports_batch_version_and_speed_lag(
+    serving_settings, redis_client, store_writer, running
+):
     keys = RedisKeys()
     store_writer.publish_batch("v7", users={}, items={}, popular=[("i1", 1.0, "popular")])
-    redis_client.hset(keys.speed_status, mapping={"lag_ms_p50": "120", "lag_ms_p99": "450", "updated_at": str(int(time.time() * 1000))})
+    redis_client.hset(
+        keys.speed_status,
+        mapping={"lag_ms_p50": "120", "lag_ms_p99": "450", "updated_at": str(int(time.time() * 1000))},
+    )
     async with running(create_app(serving_settings)) as api:
         ready = await api.get("/readyz")
         health = await api.get("/healthz")
@@ -187,8 +213,12 @@ async def test_readyz_reports_batch_version_and_speed_lag(serving_settings, redi
 
 
 async def test_metrics_expose_latency_cache_model_and_degraded(serving_settings, store_writer, running):
-    store_writer.publish_batch("v1", users={"u1": {"recs": [("i1", 1.0, "als")]}},
-                               items={"i1": {"features": [1.0] * 11, "category": "c"}}, popular=[("i1", 1.0, "popular")])
+    store_writer.publish_batch(
+        "v1",
+        users={"u1": {"recs": [("i1", 1.0, "als")]}},
+        items={"i1": {"features": [1.0] * 11, "category": "c"}},
+        popular=[("i1", 1.0, "popular")],
+    )
     async with running(create_app(serving_settings)) as api:
         for _ in range(3):
             assert (await api.get("/v1/recommendations/u1")).status_code == 200
@@ -205,35 +235,54 @@ async def test_metrics_expose_latency_cache_model_and_degraded(serving_settings,
 
 # -- edge limits and scopes --------------------------------------------------------------------------
 async def test_oversize_body_gets_413_before_authentication(serving_settings, redis_client, running):
-    keyed = serving_settings.model_copy(update={"api_keys_sha256": [hash_api_key("s3cret")], "serving_max_body_bytes": 2_000})
+    keyed = serving_settings.model_copy(
+        update={"api_keys_sha256": [hash_api_key("s3cret")], "serving_max_body_bytes": 2_000}
+    )
     big = orjson.dumps([event(f"e{n}") for n in range(40)])
     assert len(big) > 2_000
 
     async def chunked():  # no Content-Length: the limit counts the bytes as they arrive
         for start in range(0, len(big), 500):
-            yield big[start:start + 500]
+            yield big[start : start + 500]
 
     async with running(create_app(keyed)) as api:
         no_key = await api.post("/v1/events", content=big, headers={"Content-Type": "application/json"})
-        wrong_key = await api.post("/v1/events", content=chunked(), headers={"Content-Type": "application/json", "X-API-Key": "guess"})
-        right_key = await api.post("/v1/events", content=chunked(), headers={"Content-Type": "application/json", "X-API-Key": "s3cret"})
+        wrong_key = await api.post(
+            "/v1/events",
+            content=chunked(),
+            headers={"Content-Type": "application/json", "X-API-Key": "guess"},
+        )
+        right_key = await api.post(
+            "/v1/events",
+            content=chunked(),
+            headers={"Content-Type": "application/json", "X-API-Key": "s3cret"},
+        )
         fits = await api.post("/v1/events", json=[event("small")], headers={"X-API-Key": "s3cret"})
         metrics = (await api.get("/metrics")).text
 
     assert [r.status_code for r in (no_key, wrong_key, right_key, fits)] == [413, 413, 413, 202]
-    assert no_key.json() == {"detail": f"request body of {len(big)} bytes is over the limit of 2000 (LAMBDAREC_SERVING_MAX_BODY_BYTES)"}
-    assert wrong_key.json() == {"detail": "request body is over the limit of 2000 bytes (LAMBDAREC_SERVING_MAX_BODY_BYTES)"}
+    assert no_key.json() == {
+        "detail": f"request body of {len(big)} bytes is over the limit of 2000 (LAMBDAREC_SERVING_MAX_BODY_BYTES)"
+    }
+    assert wrong_key.json() == {
+        "detail": "request body is over the limit of 2000 bytes (LAMBDAREC_SERVING_MAX_BODY_BYTES)"
+    }
     assert [p["event_id"] for p in bus_payloads(redis_client, keyed)] == ["small"]
     assert 'lambdarec_refused_requests_total{reason="body_too_large"} 3.0' in metrics.splitlines()
 
 
-async def test_an_event_with_an_oversize_context_is_rejected_with_its_reason(serving_settings, redis_client, running):
+async def test_an_event_with_an_oversize_context_is_rejected_with_its_reason(
+    serving_settings, redis_client, running
+):
     async with running(create_app(serving_settings)) as api:
-        response = await api.post("/v1/events", json=[
-            event("fine", context={"page": "home"}),
-            event("wide", context={f"k{n}": n for n in range(33)}),
-            event("heavy", context={"blob": "x" * 5_000}),
-        ])
+        response = await api.post(
+            "/v1/events",
+            json=[
+                event("fine", context={"page": "home"}),
+                event("wide", context={f"k{n}": n for n in range(33)}),
+                event("heavy", context={"blob": "x" * 5_000}),
+            ],
+        )
     assert response.status_code == 422
     assert [(e["index"], e["event_id"], e["reason"], e["detail"]) for e in response.json()["errors"]] == [
         (1, "wide", "context_too_large", "context has 33 keys; at most 32"),
@@ -242,13 +291,26 @@ async def test_an_event_with_an_oversize_context_is_rejected_with_its_reason(ser
     assert redis_client.exists(serving_settings.event_stream) == 0
 
 
-async def test_a_read_only_key_cannot_publish_events_and_a_write_only_key_cannot_read(serving_settings, store_writer, running):
-    store_writer.publish_batch("v1", users={"u1": {"recs": [("i1", 1.0, "als")]}},
-                               items={"i1": {"features": [1.0] * 11, "category": "c"}}, popular=[("i1", 1.0, "popular")])
-    keyed = serving_settings.model_copy(update={"api_keys_sha256": [
-        hash_api_key("reader", ("read",)), hash_api_key("writer", ("write",)), hash_api_key("both"),
-    ]})
+async def test_a_read_only_key_cannot_publish_events_and_a_write_only_key_cannot_read(
+    serving_settings, store_writer, running
+):
+    store_writer.publish_batch(
+        "v1",
+        users={"u1": {"recs": [("i1", 1.0, "als")]}},
+        items={"i1": {"features": [1.0] * 11, "category": "c"}},
+        popular=[("i1", 1.0, "popular")],
+    )
+    keyed = serving_settings.model_copy(
+        update={
+            "api_keys_sha256": [
+                hash_api_key("reader", ("read",)),
+                hash_api_key("writer", ("write",)),
+                hash_api_key("both"),
+            ]
+        }
+    )
     async with running(create_app(keyed)) as api:
+
         def as_(key):
             return {"X-API-Key": key}
 
@@ -270,11 +332,13 @@ async def test_a_read_only_key_cannot_publish_events_and_a_write_only_key_cannot
 
 async def test_each_api_key_has_its_own_rate_limit(serving_settings, store_writer, running):
     store_writer.publish_batch("v1", users={}, items={}, popular=[("i1", 1.0, "popular")])
-    limited = serving_settings.model_copy(update={
-        "api_keys_sha256": [hash_api_key("a"), hash_api_key("b")],
-        "serving_rate_limit_per_s": 0.001,  # no token comes back during the test
-        "serving_rate_limit_burst": 3,
-    })
+    limited = serving_settings.model_copy(
+        update={
+            "api_keys_sha256": [hash_api_key("a"), hash_api_key("b")],
+            "serving_rate_limit_per_s": 0.001,  # no token comes back during the test
+            "serving_rate_limit_burst": 3,
+        }
+    )
     async with running(create_app(limited)) as api:
         a = [await api.get("/v1/recommendations/u1", headers={"X-API-Key": "a"}) for _ in range(4)]
         a_events = await api.post("/v1/events", json=event("e1"), headers={"X-API-Key": "a"})
@@ -283,7 +347,11 @@ async def test_each_api_key_has_its_own_rate_limit(serving_settings, store_write
 
     assert [r.status_code for r in a] == [200, 200, 200, 429] and a_events.status_code == 429
     assert a[3].headers["Retry-After"] == "1000"
-    assert a[3].json()["detail"].startswith("rate limit of this API key reached (LAMBDAREC_SERVING_RATE_LIMIT_PER_S)")
+    assert (
+        a[3]
+        .json()["detail"]
+        .startswith("rate limit of this API key reached (LAMBDAREC_SERVING_RATE_LIMIT_PER_S)")
+    )
     assert b.status_code == 200
     assert 'lambdarec_refused_requests_total{reason="rate_limited"} 2.0' in metrics.splitlines()
 

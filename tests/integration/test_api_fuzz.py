@@ -25,11 +25,21 @@ JSON = st.recursive(
     max_leaves=20,
 )
 EVENT = st.fixed_dictionaries(
-    {"event_id": st.from_regex(r"[a-z0-9]{1,12}", fullmatch=True), "user_id": st.sampled_from(["u1", "u2"]), "item_id": st.just("i1"),
-     "event_type": st.sampled_from(["view", "rating", "teleport"]), "ts": st.just(NOW_MS) | JSON},
+    {
+        "event_id": st.from_regex(r"[a-z0-9]{1,12}", fullmatch=True),
+        "user_id": st.sampled_from(["u1", "u2"]),
+        "item_id": st.just("i1"),
+        "event_type": st.sampled_from(["view", "rating", "teleport"]),
+        "ts": st.just(NOW_MS) | JSON,
+    },
     optional={"value": JSON, "context": JSON},
 )
-BODIES = st.one_of(JSON, EVENT, st.lists(EVENT | JSON, max_size=5), st.builds(lambda events: {"events": events}, st.lists(EVENT, max_size=5)))
+BODIES = st.one_of(
+    JSON,
+    EVENT,
+    st.lists(EVENT | JSON, max_size=5),
+    st.builds(lambda events: {"events": events}, st.lists(EVENT, max_size=5)),
+)
 
 
 def value_for(schema: dict) -> st.SearchStrategy:
@@ -39,7 +49,9 @@ def value_for(schema: dict) -> st.SearchStrategy:
         valid = st.integers(schema.get("minimum", -(10**6)), schema.get("maximum", 10**6))
         return st.one_of(valid, st.integers().map(str), any_text)
     if "pattern" in schema:
-        valid = st.from_regex(schema["pattern"], fullmatch=True).filter(lambda v: len(v) <= schema.get("maxLength", 10**6))
+        valid = st.from_regex(schema["pattern"], fullmatch=True).filter(
+            lambda v: len(v) <= schema.get("maxLength", 10**6)
+        )
         return st.one_of(valid, any_text)
     if "anyOf" in schema:
         return st.one_of(*[value_for(option) for option in schema["anyOf"] if option.get("type") != "null"])
@@ -74,10 +86,16 @@ def api(redis_server, empty_registry):
     from fastapi.testclient import TestClient
 
     settings_ = Settings(
-        data_dir=empty_registry, redis_url=redis_server.url, model_poll_interval_s=3600, serving_redis_budget_s=2.0,
-        mlflow_tracking_uri=f"sqlite:///{empty_registry / 'mlflow.db'}", mlflow_artifact_root=str(empty_registry / "mlartifacts"),
+        data_dir=empty_registry,
+        redis_url=redis_server.url,
+        model_poll_interval_s=3600,
+        serving_redis_budget_s=2.0,
+        mlflow_tracking_uri=f"sqlite:///{empty_registry / 'mlflow.db'}",
+        mlflow_artifact_root=str(empty_registry / "mlartifacts"),
     )
-    with TestClient(create_app(settings_), raise_server_exceptions=True) as client:  # a crash fails the example
+    with TestClient(
+        create_app(settings_), raise_server_exceptions=True
+    ) as client:  # a crash fails the example
         yield client
 
 
@@ -89,7 +107,11 @@ def test_no_input_makes_the_api_fail_and_every_rejection_says_why(api):
     @given(requests(spec))
     def check(request):
         method, path, query, body = request
-        response = api.request(method, path, params=query, json=body) if body is not None else api.request(method, path, params=query)
+        response = (
+            api.request(method, path, params=query, json=body)
+            if body is not None
+            else api.request(method, path, params=query)
+        )
         seen.add(response.status_code)
         overloaded = response.status_code == 503 and "retry" in response.json()["detail"]
         assert response.status_code < 500 or overloaded, (method, path, query, body, response.text)

@@ -53,10 +53,14 @@ def own_redis(tmp_path):
 
 
 def settings_for(serving_settings, server):
-    return serving_settings.model_copy(update={"redis_url": server.url, "serving_redis_budget_s": 0.2, "serving_redis_retry_s": 0.05})
+    return serving_settings.model_copy(
+        update={"redis_url": server.url, "serving_redis_budget_s": 0.2, "serving_redis_retry_s": 0.05}
+    )
 
 
-async def test_redis_stopped_degrades_to_popular_then_recovers(serving_settings, own_redis, tmp_path, running):
+async def test_redis_stopped_degrades_to_popular_then_recovers(
+    serving_settings, own_redis, tmp_path, running
+):
     seed(own_redis.url)
     app = create_app(settings_for(serving_settings, own_redis))
     async with running(app) as api:
@@ -82,13 +86,18 @@ async def test_redis_stopped_degrades_to_popular_then_recovers(serving_settings,
     assert (healthy["degraded"], [i["item_id"] for i in healthy["items"]]) == (False, ["i1", "i2"])
     assert down.status_code == 200
     assert down.json()["degraded"] is True
-    assert [(i["item_id"], i["source"], i["score"]) for i in down.json()["items"]] == [("i8", "popular", 1.0), ("i9", "popular", 0.5)]
+    assert [(i["item_id"], i["source"], i["score"]) for i in down.json()["items"]] == [
+        ("i8", "popular", 1.0),
+        ("i9", "popular", 0.5),
+    ]
     assert similar_down.status_code == 200 and similar_down.json()["degraded"] is True
     assert [i["item_id"] for i in similar_down.json()["items"]] == ["i7"]
     assert ready_down.status_code == 503 and ready_down.json()["redis"] is False
     assert (back["batch_version"], [i["item_id"] for i in back["items"]]) == ("v2", ["i1", "i2"])
     assert ready_back.status_code == 200
-    assert 'lambdarec_degraded_responses_total{endpoint="recommendations",reason="redis_error"} 1.0' in metrics
+    assert (
+        'lambdarec_degraded_responses_total{endpoint="recommendations",reason="redis_error"} 1.0' in metrics
+    )
 
 
 async def test_frozen_redis_answers_within_the_budget_and_recovers(serving_settings, own_redis, running):
@@ -114,12 +123,21 @@ async def test_frozen_redis_answers_within_the_budget_and_recovers(serving_setti
 
 async def test_starts_without_redis_and_serves_once_it_appears(serving_settings, tmp_path, running):
     port = free_port()
-    settings = serving_settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{port}/0", "serving_redis_budget_s": 0.2, "serving_redis_retry_s": 0.05})
+    settings = serving_settings.model_copy(
+        update={
+            "redis_url": f"redis://127.0.0.1:{port}/0",
+            "serving_redis_budget_s": 0.2,
+            "serving_redis_retry_s": 0.05,
+        }
+    )
     async with running(create_app(settings)) as api:
         health = await api.get("/healthz")
         ready = await api.get("/readyz")
         empty = (await api.get("/v1/recommendations/u1")).json()
-        posted = await api.post("/v1/events", json={"event_id": "e1", "user_id": "u1", "item_id": "i1", "event_type": "view", "ts": 1})
+        posted = await api.post(
+            "/v1/events",
+            json={"event_id": "e1", "user_id": "u1", "item_id": "i1", "event_type": "view", "ts": 1},
+        )
         server = EmbeddedRedis(directory=tmp_path / "late-redis", port=port).start()
         try:
             seed(server.url)
@@ -155,7 +173,13 @@ def test_lambdarec_serve_runs_under_uvicorn_without_spark(serving_settings, own_
         "from lambdarec.cli import main\n"
         "main()\n"
     )
-    process = subprocess.Popen([sys.executable, "-c", code, str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:

@@ -28,13 +28,26 @@ def test_pack_commands_is_resp2():
 
 def test_url_parsing():
     reader = PipelinedReader("redis://:s%40cret@example:6400/3")
-    assert (reader.host, reader.port, reader.username, reader.password, reader.db, reader.path) == ("example", 6400, None, "s@cret", 3, None)
+    assert (reader.host, reader.port, reader.username, reader.password, reader.db, reader.path) == (
+        "example",
+        6400,
+        None,
+        "s@cret",
+        3,
+        None,
+    )
     unix = PipelinedReader("unix:///run/redis.sock?db=2")
     assert (unix.path, unix.db) == ("/run/redis.sock", 2)
     with pytest.raises(ValueError, match="RedisPyReader"):
         PipelinedReader("http://example:6380/0")
     tls = PipelinedReader("rediss://api:pw@example:6380/1?ssl_ca_certs=&ssl_cert_reqs=none")
-    assert (tls.username, tls.password, tls.db, tls.tls.verify_mode, tls.tls.check_hostname) == ("api", "pw", 1, ssl.CERT_NONE, False)
+    assert (tls.username, tls.password, tls.db, tls.tls.verify_mode, tls.tls.check_hostname) == (
+        "api",
+        "pw",
+        1,
+        ssl.CERT_NONE,
+        False,
+    )
     assert PipelinedReader("redis://example:6379/0").tls is None
 
 
@@ -43,8 +56,14 @@ def seed(client) -> list[tuple]:
     client.set("b", "text")
     client.hset("h", mapping={"f1": "1", "f2": "two"})
     client.zadd("z", {"x": 3.5, "y": 1.0, "w": 2.0})
-    return [("GET", "a"), ("MGET", "a", "missing", "b"), ("HGETALL", "h"), ("ZREVRANGE", "z", 0, 1, "WITHSCORES"),
-            ("HMGET", "h", "f2", "nope"), ("GET", "missing")]
+    return [
+        ("GET", "a"),
+        ("MGET", "a", "missing", "b"),
+        ("HGETALL", "h"),
+        ("ZREVRANGE", "z", 0, 1, "WITHSCORES"),
+        ("HMGET", "h", "f2", "nope"),
+        ("GET", "missing"),
+    ]
 
 
 async def test_pipelined_reader_returns_what_redis_py_returns(redis_server, redis_client):
@@ -59,7 +78,9 @@ async def test_pipelined_reader_returns_what_redis_py_returns(redis_server, redi
         await fast.aclose()
         await client.aclose()
     assert got[:2] == reference[:2] == [b"\x01\x02", [b"\x01\x02", None, b"text"]]
-    assert _hash(got[2]) == _hash(reference[2]) == {"f1": "1", "f2": "two"}  # flat list here, a dict from redis-py
+    assert (
+        _hash(got[2]) == _hash(reference[2]) == {"f1": "1", "f2": "two"}
+    )  # flat list here, a dict from redis-py
     assert _pairs(got[3]) == _pairs(reference[3]) == [("x", 3.5), ("w", 2.0)]
     assert got[4:] == reference[4:] == [[b"two", None], None]
     assert await PipelinedReader(redis_server.url).execute([]) == []
@@ -70,7 +91,9 @@ async def test_concurrent_and_abandoned_batches_stay_in_step(redis_server, redis
         redis_client.set(f"k{n}", n)
     reader = PipelinedReader(redis_server.url)
     try:
-        got = await asyncio.gather(*[reader.execute([("GET", f"k{n}"), ("GET", f"k{n + 1}")]) for n in range(49)])
+        got = await asyncio.gather(
+            *[reader.execute([("GET", f"k{n}"), ("GET", f"k{n + 1}")]) for n in range(49)]
+        )
         assert got == [[str(n).encode(), str(n + 1).encode()] for n in range(49)]
         abandoned = asyncio.create_task(reader.execute([("GET", "k1"), ("GET", "k2")]))
         await asyncio.sleep(0)  # the batch is written; its replies are on their way
@@ -112,15 +135,59 @@ async def test_unreachable_server_is_an_os_error():
 
 def _tls_files(folder: Path) -> dict[str, Path]:
     """A CA and a server certificate for 127.0.0.1, made with the openssl CLI."""
+
     def openssl(*args: str) -> None:
         subprocess.run(["openssl", *args], check=True, capture_output=True)
 
-    f = {name: folder / name for name in ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem", "san.cnf")}
+    f = {
+        name: folder / name
+        for name in ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem", "san.cnf")
+    }
     f["san.cnf"].write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca", "-keyout", str(f["ca.key"]), "-out", str(f["ca.pem"]))
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", str(f["server.key"]), "-out", str(f["server.csr"]))
-    openssl("x509", "-req", "-in", str(f["server.csr"]), "-CA", str(f["ca.pem"]), "-CAkey", str(f["ca.key"]), "-CAcreateserial",
-            "-days", "2", "-extfile", str(f["san.cnf"]), "-out", str(f["server.pem"]))
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        str(f["ca.key"]),
+        "-out",
+        str(f["ca.pem"]),
+    )
+    openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        str(f["server.key"]),
+        "-out",
+        str(f["server.csr"]),
+    )
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(f["server.csr"]),
+        "-CA",
+        str(f["ca.pem"]),
+        "-CAkey",
+        str(f["ca.key"]),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        str(f["san.cnf"]),
+        "-out",
+        str(f["server.pem"]),
+    )
     return f
 
 
@@ -134,11 +201,28 @@ async def test_an_acl_user_over_tls_reads_through_both_readers(tmp_path):
 
     files = _tls_files(tmp_path)
     tls_port = free_port()
-    server = EmbeddedRedis(directory=tmp_path / "redis", extra_args=(
-        "--tls-port", str(tls_port), "--tls-cert-file", str(files["server.pem"]), "--tls-key-file", str(files["server.key"]),
-        "--tls-ca-cert-file", str(files["ca.pem"]), "--tls-auth-clients", "no",
-        "--user", "api", "on", ">api-pw", "~lr:*", "+@read", "+@connection",
-    )).start()
+    server = EmbeddedRedis(
+        directory=tmp_path / "redis",
+        extra_args=(
+            "--tls-port",
+            str(tls_port),
+            "--tls-cert-file",
+            str(files["server.pem"]),
+            "--tls-key-file",
+            str(files["server.key"]),
+            "--tls-ca-cert-file",
+            str(files["ca.pem"]),
+            "--tls-auth-clients",
+            "no",
+            "--user",
+            "api",
+            "on",
+            ">api-pw",
+            "~lr:*",
+            "+@read",
+            "+@connection",
+        ),
+    ).start()
     url = f"rediss://api:api-pw@127.0.0.1:{tls_port}/0?ssl_ca_certs={files['ca.pem']}"
     try:
         admin = redis.Redis.from_url(server.url)
@@ -161,7 +245,9 @@ async def test_an_acl_user_over_tls_reads_through_both_readers(tmp_path):
             await PipelinedReader(url.replace("api-pw", "guess")).execute([("GET", "lr:a")])
         with pytest.raises(AuthenticationError):
             redis.Redis.from_url(url.replace("api-pw", "guess")).get("lr:a")
-        untrusted = PipelinedReader(f"rediss://api:api-pw@127.0.0.1:{tls_port}/0")  # the system CAs do not know the test CA
+        untrusted = PipelinedReader(
+            f"rediss://api:api-pw@127.0.0.1:{tls_port}/0"
+        )  # the system CAs do not know the test CA
         with pytest.raises(ssl.SSLCertVerificationError):
             await untrusted.execute([("GET", "lr:a")])
         admin.close()

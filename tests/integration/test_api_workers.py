@@ -39,8 +39,23 @@ def test_two_workers_share_the_port_and_both_serve(serving_settings, redis_serve
     }
     code = "import sys; from lambdarec.cli import main; sys.argv = ['lambdarec', *sys.argv[1:]]; main()"
     process = subprocess.Popen(
-        [sys.executable, "-c", code, "serve", "--port", str(port), "--workers", "2", "--log-level", "warning"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        [
+            sys.executable,
+            "-c",
+            code,
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     base_url = f"http://127.0.0.1:{port}"
     try:
@@ -64,8 +79,12 @@ def test_two_workers_share_the_port_and_both_serve(serving_settings, redis_serve
                 pids |= set(pool.map(scraped_pid, [base_url] * 16))
                 if len(pids) == 2:
                     break
-        workers = {int(line) for line in subprocess.run(
-            ["pgrep", "-P", str(process.pid)], capture_output=True, text=True, check=False).stdout.split()}
+        workers = {
+            int(line)
+            for line in subprocess.run(
+                ["pgrep", "-P", str(process.pid)], capture_output=True, text=True, check=False
+            ).stdout.split()
+        }
     finally:
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=60)

@@ -5,7 +5,7 @@ The commands run in-process, so they share the test run's Spark session."""
 
 import json
 import re
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from pyspark.sql import functions as F
@@ -61,15 +61,21 @@ def batch_settings(table_settings, redis_server):
     )
 
 
-def test_batch_run_ends_with_a_champion_and_recommendations_in_redis(spark, batch_settings, redis_client, tmp_path, monkeypatch, capsys):
+def test_batch_run_ends_with_a_champion_and_recommendations_in_redis(
+    spark, batch_settings, redis_client, tmp_path, monkeypatch, capsys
+):
     config = GeneratorConfig(events=8_000, users=200, items=250, categories=6, days=DAYS, start=START, seed=3)
     generate(config, tmp_path / "gen")
-    ingest(spark, batch_settings, tmp_path / "gen", "jsonl", datetime(2026, 11, 1, tzinfo=timezone.utc))
+    ingest(spark, batch_settings, tmp_path / "gen", "jsonl", datetime(2026, 11, 1, tzinfo=UTC))
     for name, value in settings_environment(batch_settings).items():
         monkeypatch.setenv(name, value)
     assert load_settings() == batch_settings
     runner, app = CliRunner(), build_app()
-    batch = runner.invoke(app, ["batch", "run", "--date", str(RUN_DATE), "--report", str(tmp_path / "report.json")], env={"COLUMNS": "250"})
+    batch = runner.invoke(
+        app,
+        ["batch", "run", "--date", str(RUN_DATE), "--report", str(tmp_path / "report.json")],
+        env={"COLUMNS": "250"},
+    )
     assert batch.exit_code == 0, batch.output
     reports = json.loads((tmp_path / "report.json").read_text())
     assert list(reports) == list(STEPS) == list(step_names())
@@ -93,7 +99,12 @@ def test_batch_run_ends_with_a_champion_and_recommendations_in_redis(spark, batc
     assert promote["decision"] == "promoted", promote
     per_user = evaluation_per_user(BatchContext(spark, batch_settings, RUN_DATE))
     labels = {"popular": "popular", "v1": "xgboost v1", "v2": "lightgbm v2"}
-    assert len(per_user) == results["popular"]["users"] == promote["evidence"]["users"] >= batch_settings.promotion_min_users
+    assert (
+        len(per_user)
+        == results["popular"]["users"]
+        == promote["evidence"]["users"]
+        >= batch_settings.promotion_min_users
+    )
     for column, label in labels.items():
         assert per_user[column].mean() == pytest.approx(results[label]["ndcg@10"], abs=1e-12)
     gains = per_user[f"v{champion}"] - per_user["popular"]
@@ -104,10 +115,15 @@ def test_batch_run_ends_with_a_champion_and_recommendations_in_redis(spark, batc
 
     # Delta: every cut-off's candidates, the training set, and batch scores by the champion.
     cut = BatchContext(spark, batch_settings, RUN_DATE).cutoffs
-    as_ofs = {(r.as_of, r.source) for r in read_table(spark, batch_settings, CANDIDATES).select("as_of", "source").distinct().collect()}
+    as_ofs = {
+        (r.as_of, r.source)
+        for r in read_table(spark, batch_settings, CANDIDATES).select("as_of", "source").distinct().collect()
+    }
     assert as_ofs == {(d, s) for d in (cut.train, cut.holdout, cut.serve) for s in CANDIDATE_SOURCES}
     tuning = reports["candidates"]["als_tuning"]
-    assert [(row["als_rank"], row["als_reg_param"], row["als_alpha"], row["als_max_iter"]) for row in tuning] == [(8, 0.05, 10.0, 5), (8, 0.05, 40.0, 5)]
+    assert [
+        (row["als_rank"], row["als_reg_param"], row["als_alpha"], row["als_max_iter"]) for row in tuning
+    ] == [(8, 0.05, 10.0, 5), (8, 0.05, 40.0, 5)]
     best = choose_best(tuning, batch_settings.als_tune_metric)
     assert reports["candidates"]["als"] == {key: best[key] for key in GRID_KEYS}
     written = read_table(spark, batch_settings, CANDIDATES).groupBy("as_of", "source").count().collect()
@@ -115,8 +131,12 @@ def test_batch_run_ends_with_a_champion_and_recommendations_in_redis(spark, batc
         (d, s): n for d, per_source in reports["candidates"]["rows"].items() for s, n in per_source.items()
     }
     assert set(reports["candidates"]["recall"]) == {str(cut.train), str(cut.holdout)}
-    assert set(reports["candidates"]["recall"][str(cut.holdout)]) == {f"{s}@{n}" for s in (*CANDIDATE_SOURCES, "union") for n in (50, 100, 200)} | {"users"}
-    assert {r.as_of for r in read_table(spark, batch_settings, TRAINING_SET).select("as_of").distinct().collect()} == {cut.train}
+    assert set(reports["candidates"]["recall"][str(cut.holdout)]) == {
+        f"{s}@{n}" for s in (*CANDIDATE_SOURCES, "union") for n in (50, 100, 200)
+    } | {"users"}
+    assert {
+        r.as_of for r in read_table(spark, batch_settings, TRAINING_SET).select("as_of").distinct().collect()
+    } == {cut.train}
     scores = read_table(spark, batch_settings, BATCH_SCORES).collect()
     assert {(r.as_of, r.model_version) for r in scores} == {(RUN_DATE, champion)}
     assert max(r["rank"] for r in scores) == batch_settings.batch_top_n
@@ -130,16 +150,25 @@ def test_batch_run_ends_with_a_champion_and_recommendations_in_redis(spark, batc
     user = scores[0].user_id
     expected = sorted((r for r in scores if r.user_id == user), key=lambda r: r["rank"])
     published = decode_recs(redis_client.get(keys.user_recs(version, user)))
-    assert [(i.item_id, i.score) for i in published if i.source == "batch"] == [(r.item_id, r.score) for r in expected]
+    assert [(i.item_id, i.score) for i in published if i.source == "batch"] == [
+        (r.item_id, r.score) for r in expected
+    ]
     # then each nightly source's own score of those items (the ranker's cand_<source> inputs)
-    nightly = {(r.item_id, r.source): r.score for r in read_table(spark, batch_settings, CANDIDATES)
-               .where((F.col("as_of") == F.lit(RUN_DATE)) & (F.col("user_id") == user)).collect()}
+    nightly = {
+        (r.item_id, r.source): r.score
+        for r in read_table(spark, batch_settings, CANDIDATES)
+        .where((F.col("as_of") == F.lit(RUN_DATE)) & (F.col("user_id") == user))
+        .collect()
+    }
     assert {(i.item_id, i.source): i.score for i in published if i.source != "batch"} == {
-        key: score for key, score in nightly.items() if key[0] in {r.item_id for r in expected}}
+        key: score for key, score in nightly.items() if key[0] in {r.item_id for r in expected}
+    }
     assert int(meta[b"count_recs"]) == len({r.user_id for r in scores})
 
     # Restartable: rerunning a training step for the same date registers nothing new.
-    rerun = runner.invoke(app, ["batch", "step", "train_xgboost", "--date", str(RUN_DATE)], env={"COLUMNS": "250"})
+    rerun = runner.invoke(
+        app, ["batch", "step", "train_xgboost", "--date", str(RUN_DATE)], env={"COLUMNS": "250"}
+    )
     assert rerun.exit_code == 0, rerun.output
     summary = [line for line in rerun.output.splitlines() if line.startswith("train_xgboost ")]
     assert len(summary) == 1 and summary[0].startswith(

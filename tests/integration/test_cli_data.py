@@ -23,8 +23,27 @@ def test_generate_ingest_features_on_real_delta_tables(spark, tmp_path, monkeypa
 
     generated = runner.invoke(
         app,
-        ["generate", "--out", str(out), "--events", "1200", "--users", "40", "--items", "50", "--days", "3",
-         "--start", "2026-10-01", "--bad-fraction", "0.05", "--shards", "2", "--seed", "21"],
+        [
+            "generate",
+            "--out",
+            str(out),
+            "--events",
+            "1200",
+            "--users",
+            "40",
+            "--items",
+            "50",
+            "--days",
+            "3",
+            "--start",
+            "2026-10-01",
+            "--bad-fraction",
+            "0.05",
+            "--shards",
+            "2",
+            "--seed",
+            "21",
+        ],
     )
     assert generated.exit_code == 0, generated.output
     manifest = Manifest.read(out)
@@ -45,7 +64,9 @@ def test_generate_ingest_features_on_real_delta_tables(spark, tmp_path, monkeypa
         return spark.read.format("delta").load(str(data_dir / "delta" / t.name))
 
     assert table(BRONZE_EVENTS).count() == manifest.good_rows
-    assert dict(Counter(r["reason"] for r in table(QUARANTINE).collect())) == {k: v for k, v in manifest.bad_rows.items() if v}
+    assert dict(Counter(r["reason"] for r in table(QUARANTINE).collect())) == {
+        k: v for k, v in manifest.bad_rows.items() if v
+    }
     assert table(ITEMS).count() == manifest.items
 
     # Oracle from the files: who and what had an event before each as_of.
@@ -58,8 +79,14 @@ def test_generate_ingest_features_on_real_delta_tables(spark, tmp_path, monkeypa
             except (ValueError, KeyError, TypeError):
                 continue
             if isinstance(row, dict) and str(row.get("event_id", "")).startswith("ev21-"):
-                copy = (row["user_id"], row["item_id"], ts)  # a retried copy may come first: keep the earliest
-                good_events[row["event_id"]] = min(good_events.get(row["event_id"], copy), copy, key=lambda c: c[2])
+                copy = (
+                    row["user_id"],
+                    row["item_id"],
+                    ts,
+                )  # a retried copy may come first: keep the earliest
+                good_events[row["event_id"]] = min(
+                    good_events.get(row["event_id"], copy), copy, key=lambda c: c[2]
+                )
     expected_users, expected_items = set(), set()
     for day in range(3):
         as_of = date(2026, 10, 2) + timedelta(days=day)

@@ -14,12 +14,23 @@ from feature_store.ranking import CANDIDATE_SOURCES
 from lambdarec.cli import build_app
 from spark_jobs.metrics import mean_metrics
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]  # both rankers on real Spark: slow on a shared machine
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.timeout(2400),
+]  # both rankers on real Spark: slow on a shared machine
 
 K = 5
 
 
-def write_split(folder, users: int = 30, items_per_genre: int = 12, genres: int = 3, per_user: int = 10, test_per_user: int = 3, seed: int = 5):
+def write_split(
+    folder,
+    users: int = 30,
+    items_per_genre: int = 12,
+    genres: int = 3,
+    per_user: int = 10,
+    test_per_user: int = 3,
+    seed: int = 5,
+):
     """train.csv and test.csv of ratings with taste: each user rates mostly items of a favourite genre,
     liked ones higher, one rating a day; a user's last `test_per_user` ratings are the test part.
     Returns {user: set of test items} (every test item is new to its user)."""
@@ -36,8 +47,10 @@ def write_split(folder, users: int = 30, items_per_genre: int = 12, genres: int 
                 chosen.append(item)
         for day, item in enumerate(chosen):
             rating = 4.5 if item.startswith(f"g{favourite}") else 2.0
-            (train if day < per_user - test_per_user else test).append(f"u{u},{item},{rating},{1704067200 + day * 86400 + u * 60}\n")
-        relevant[f"u{u}"] = set(chosen[per_user - test_per_user:])
+            (train if day < per_user - test_per_user else test).append(
+                f"u{u},{item},{rating},{1704067200 + day * 86400 + u * 60}\n"
+            )
+        relevant[f"u{u}"] = set(chosen[per_user - test_per_user :])
     (folder / "train.csv").write_text(header + "".join(train))
     (folder / "test.csv").write_text(header + "".join(test))
     return relevant
@@ -62,13 +75,28 @@ def small_settings_env(monkeypatch, tmp_path):
     monkeypatch.setenv("COLUMNS", "220")  # rich wraps tables to the terminal width
 
 
-def test_evaluate_writes_json_tables_and_predictions_an_outside_scorer_can_check(spark, tmp_path, small_settings_env):
+def test_evaluate_writes_json_tables_and_predictions_an_outside_scorer_can_check(
+    spark, tmp_path, small_settings_env
+):
     relevant = write_split(tmp_path)
     output, predictions = tmp_path / "out" / "metrics.json", tmp_path / "out" / "top_k.csv"
     result = CliRunner().invoke(
         build_app(),
-        ["evaluate", "--train", str(tmp_path / "train.csv"), "--test", str(tmp_path / "test.csv"), "--seed", "3", "--k", str(K),
-         "--output", str(output), "--predictions", str(predictions)],
+        [
+            "evaluate",
+            "--train",
+            str(tmp_path / "train.csv"),
+            "--test",
+            str(tmp_path / "test.csv"),
+            "--seed",
+            "3",
+            "--k",
+            str(K),
+            "--output",
+            str(output),
+            "--predictions",
+            str(predictions),
+        ],
     )
     assert result.exit_code == 0, result.output + repr(result.exception)
     written = json.loads(output.read_text())
@@ -107,7 +135,9 @@ def test_evaluate_writes_json_tables_and_predictions_an_outside_scorer_can_check
         gains = {user: dict.fromkeys(items, 1.0) for user, items in relevant.items()}
         recomputed = mean_metrics(lists, gains, K, counts["train_items"])
         for metric in (f"ndcg@{K}", f"recall@{K}", f"map@{K}", f"hr@{K}", f"coverage@{K}"):
-            assert recomputed[metric] == pytest.approx(written["models"][label][metric], rel=1e-9, abs=1e-12), (label, metric)
+            assert recomputed[metric] == pytest.approx(
+                written["models"][label][metric], rel=1e-9, abs=1e-12
+            ), (label, metric)
 
     lines = result.output.splitlines()
     assert any(f"metrics@{K} (given), 30 test users" in line for line in lines), result.output

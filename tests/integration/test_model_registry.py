@@ -48,7 +48,9 @@ def train_local(kind: str, data: LocalQueries, trees: int = 30) -> TrainedRanker
         return TrainedRanker("lightgbm", booster, booster.num_trees(), {"num_iterations": trees}, 0.1, 1)
     import xgboost
 
-    dmatrix = xgboost.DMatrix(data.features, label=data.relevance, qid=np.repeat(np.arange(len(sizes)), sizes))
+    dmatrix = xgboost.DMatrix(
+        data.features, label=data.relevance, qid=np.repeat(np.arange(len(sizes)), sizes)
+    )
     booster = xgboost.train({"objective": "rank:ndcg", "max_depth": 3}, dmatrix, trees)
     return TrainedRanker("xgboost", booster, trees, {"max_depth": 3}, 0.1, 1)
 
@@ -58,13 +60,27 @@ def register(settings, tmp_path: Path, kind: str, ndcg: float, as_of: str = "202
     model_dir = tmp_path / f"export-{kind}-{ndcg}"
     meta = export_ranker(ranker, queries(2), tolerance=0.01, out_dir=model_dir)
     holdout = {kind: {"ndcg@10": ndcg, "recall@10": 0.5}, "popular": {"ndcg@10": 0.2, "recall@10": 0.3}}
-    return ranker, meta, log_ranker_run(settings, model_dir, meta, ranker.params, holdout, ranker.importance(), {"as_of": as_of, "run_date": as_of})
+    return (
+        ranker,
+        meta,
+        log_ranker_run(
+            settings,
+            model_dir,
+            meta,
+            ranker.params,
+            holdout,
+            ranker.importance(),
+            {"as_of": as_of, "run_date": as_of},
+        ),
+    )
 
 
 def decided(gain: float, label: str = "popularity"):
     """The gate's decision on 200 holdout users whose per-user metric moves by `gain` each."""
     baseline = [0.2] * 200
-    return gate([v + gain for v in baseline], baseline, label, GateRule("ndcg@10", min_gain=0.002, min_users=100))
+    return gate(
+        [v + gain for v in baseline], baseline, label, GateRule("ndcg@10", min_gain=0.002, min_users=100)
+    )
 
 
 @pytest.mark.parametrize("kind", ["xgboost", "lightgbm"])
@@ -73,7 +89,11 @@ def test_registered_version_holds_the_model_files_and_serves_as_pyfunc(table_set
 
     ranker, meta, registered = register(table_settings, tmp_path, kind, ndcg=0.4)
     assert (registered.name, registered.version) == (table_settings.ranker_model_name, "1")
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{registered.name}/1", dst_path=str(tmp_path / "dl")))
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{registered.name}/1", dst_path=str(tmp_path / "dl")
+        )
+    )
     for relative in (MODEL_FILES.meta, MODEL_FILES.onnx, MODEL_FILES.onnx_compressed, MODEL_FILES.native):
         assert (local / relative).is_file(), relative
     stored = json.loads((local / MODEL_FILES.meta).read_text())
@@ -93,9 +113,15 @@ def test_registered_version_holds_the_model_files_and_serves_as_pyfunc(table_set
     assert np.abs(compressed_scores - ranker.predict(data.features, trees=compressed["trees"])).max() < 1e-4
     # The run carries the report and the feature list with importance.
     run_files = {f.path for f in client(table_settings).list_artifacts(registered.run_id, "evaluation")}
-    assert run_files == {"evaluation/evaluation.json", "evaluation/evaluation.md", "evaluation/evaluation.png"}
+    assert run_files == {
+        "evaluation/evaluation.json",
+        "evaluation/evaluation.md",
+        "evaluation/evaluation.png",
+    }
     features = mlflow.artifacts.load_dict(f"runs:/{registered.run_id}/features.json")
-    assert features["features"] == list(RANKER_FEATURES) and set(features["importance_gain"]) == set(RANKER_FEATURES)
+    assert features["features"] == list(RANKER_FEATURES) and set(features["importance_gain"]) == set(
+        RANKER_FEATURES
+    )
     set_champion(table_settings, registered.version)
     import pandas as pd
 
@@ -124,7 +150,10 @@ def test_promotion_gate_with_aliases_and_rollback(table_settings, tmp_path):
     decision = apply_gate(settings, v3.version, decided(-0.05, "champion v2"))
     assert not decision.promote
     assert mlflow_client.get_model_version(name, v3.version).tags["gate.decision"] == "not enough evidence"
-    assert (champion_version(settings), str(mlflow_client.get_model_version_by_alias(name, CHALLENGER_ALIAS).version)) == (v2.version, v3.version)
+    assert (
+        champion_version(settings),
+        str(mlflow_client.get_model_version_by_alias(name, CHALLENGER_ALIAS).version),
+    ) == (v2.version, v3.version)
     # A better one is promoted; rollback returns to the previous champion.
     _, _, v4 = register(settings, tmp_path, "xgboost", ndcg=0.35)
     apply_gate(settings, v4.version, decided(0.05, "champion v2"))
@@ -137,7 +166,12 @@ def test_promotion_gate_with_aliases_and_rollback(table_settings, tmp_path):
     mlflow_client.set_registered_model_alias(name, CHAMPION_ALIAS, v3.version)
     assert load_ranker(settings).version == v3.version
     listed = {v["version"]: v for v in list_versions(settings)}
-    assert [listed[v.version]["aliases"] for v in (v1, v2, v3, v4)] == [[], [], [CHAMPION_ALIAS], [CHALLENGER_ALIAS]]
+    assert [listed[v.version]["aliases"] for v in (v1, v2, v3, v4)] == [
+        [],
+        [],
+        [CHAMPION_ALIAS],
+        [CHALLENGER_ALIAS],
+    ]
     assert listed[v4.version]["tags"]["holdout.ndcg_at_10"] == "0.35"
     assert [v["version"] for v in list_versions(settings)] == ["4", "3", "2", "1"]
 
@@ -160,15 +194,27 @@ def test_models_cli_lists_promotes_and_rolls_back(table_settings, tmp_path, monk
     assert promoted.exit_code == 0 and promoted.output.strip() == "lambdarec-ranker@champion -> version 1"
     assert runner.invoke(app, ["models", "promote", "2"]).exit_code == 0
     listed = runner.invoke(app, ["models", "list"]).output
-    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in listed.splitlines() if line.startswith("│")]
+    rows = [
+        [cell.strip() for cell in line.split("│")[1:-1]]
+        for line in listed.splitlines()
+        if line.startswith("│")
+    ]
     assert {r[0]: (r[1], r[2], r[4], r[6], r[7]) for r in rows if r and r[0].isdigit()} == {
-        "2": ("challenger, champion", "lightgbm", "0.2000", "not enough evidence", "-0.1000 [-0.1000, -0.1000] (200)"),
+        "2": (
+            "challenger, champion",
+            "lightgbm",
+            "0.2000",
+            "not enough evidence",
+            "-0.1000 [-0.1000, -0.1000] (200)",
+        ),
         "1": ("", "lightgbm", "0.3000", "promoted", "+0.1000 [+0.1000, +0.1000] (200)"),
     }
     unknown = runner.invoke(app, ["models", "promote", "9"])
     assert unknown.exit_code != 0 and "no version 9" in " ".join(unknown.output.replace("│", " ").split())
     back = runner.invoke(app, ["models", "rollback"])
-    assert back.exit_code == 0 and back.output.strip() == "lambdarec-ranker@champion -> version 1 (rolled back)"
+    assert (
+        back.exit_code == 0 and back.output.strip() == "lambdarec-ranker@champion -> version 1 (rolled back)"
+    )
     assert champion_version(settings) == "1"
     again = runner.invoke(app, ["models", "rollback"])
     assert again.exit_code == 1 and "no earlier champion" in again.output
@@ -183,8 +229,12 @@ def test_unreachable_registry_is_not_no_champion(table_settings, monkeypatch):
         probe.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    unreachable = table_settings.model_copy(update={"mlflow_tracking_uri": closed, "mlflow_registry_uri": closed})
-    with pytest.raises(RegistryUnavailable, match=f"model registry {closed} could not be asked for lambdarec-ranker@champion"):
+    unreachable = table_settings.model_copy(
+        update={"mlflow_tracking_uri": closed, "mlflow_registry_uri": closed}
+    )
+    with pytest.raises(
+        RegistryUnavailable, match=f"model registry {closed} could not be asked for lambdarec-ranker@champion"
+    ):
         champion_version(unreachable)
     with pytest.raises(RegistryUnavailable):
         load_ranker(unreachable)

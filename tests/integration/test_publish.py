@@ -31,16 +31,34 @@ PENDING_TTL = 3600
 
 def scores_df(spark, as_of: date, users: int, label: float):
     """Every user gets items i0..i2 with scores label + 0.1 * (3 - rank): a batch identifiable by its scores."""
-    rows = [(as_of, f"u{u}", f"i{r}", label + 0.1 * (3 - r), r + 1, ["als"], "7") for u in range(users) for r in range(3)]
-    return spark.createDataFrame(rows, "as_of date, user_id string, item_id string, score double, rank int, sources array<string>, model_version string")
+    rows = [
+        (as_of, f"u{u}", f"i{r}", label + 0.1 * (3 - r), r + 1, ["als"], "7")
+        for u in range(users)
+        for r in range(3)
+    ]
+    return spark.createDataFrame(
+        rows,
+        "as_of date, user_id string, item_id string, score double, rank int, sources array<string>, model_version string",
+    )
 
 
 def content(spark, as_of: date, users: int, label: float):
     day = as_of.isoformat()
     user_features = user_features_df(
-        spark, [(day, f"u{u}", {"user_events_7d": float(u), "user_lifetime_events": label}, {"cat1": 0.75, "cat2": 0.25}) for u in range(users)]
+        spark,
+        [
+            (
+                day,
+                f"u{u}",
+                {"user_events_7d": float(u), "user_lifetime_events": label},
+                {"cat1": 0.75, "cat2": 0.25},
+            )
+            for u in range(users)
+        ],
     )
-    item_features = item_features_df(spark, [(day, f"i{i}", f"cat{i % 2 + 1}", {"item_events_7d": label + i}) for i in range(3)])
+    item_features = item_features_df(
+        spark, [(day, f"i{i}", f"cat{i % 2 + 1}", {"item_events_7d": label + i}) for i in range(3)]
+    )
     similar = spark.createDataFrame(
         [(as_of, "i0", "i1", 0.5, 1), (as_of, "i0", "i2", 0.25, 2), (as_of, "i1", "i0", 0.5, 1)],
         "as_of date, item_id string, similar_item_id string, score double, rank int",
@@ -56,18 +74,36 @@ def content(spark, as_of: date, users: int, label: float):
     )
     # the nightly sources' own scores: u1's i0 came from als and popular, i1 from als only, i2 from no source
     candidates = spark.createDataFrame(
-        [(as_of, "als", f"u{u}", "i0", 0.75, 1) for u in range(users)] + [(as_of, "popular", f"u{u}", "i0", 12.0, 1) for u in range(users)]
+        [(as_of, "als", f"u{u}", "i0", 0.75, 1) for u in range(users)]
+        + [(as_of, "popular", f"u{u}", "i0", 12.0, 1) for u in range(users)]
         + [(as_of, "als", f"u{u}", "i1", 0.5, 2) for u in range(users)],
         "as_of date, source string, user_id string, item_id string, score double, rank int",
     )
-    return batch_content(scores_df(spark, as_of, users, label), candidates, user_features, item_features, similar, history,
-                         [("i1", 9.0), ("i0", 4.0)], as_of)
+    return batch_content(
+        scores_df(spark, as_of, users, label),
+        candidates,
+        user_features,
+        item_features,
+        similar,
+        history,
+        [("i1", 9.0), ("i0", 4.0)],
+        as_of,
+    )
 
 
 def publish(redis_server, spark, as_of, users, label, published_at, keep=3, grace=600, batch=None):
-    target = PublishTarget(redis_server.url, "lr", batch_version(as_of, published_at), pending_ttl_s=PENDING_TTL)
-    meta = {"as_of": as_of.isoformat(), "model_name": "lambdarec-ranker", "model_version": "7", "label": label}
-    return publish_batch(target, batch or content(spark, as_of, users, label), meta, published_at, keep=keep, grace_s=grace)
+    target = PublishTarget(
+        redis_server.url, "lr", batch_version(as_of, published_at), pending_ttl_s=PENDING_TTL
+    )
+    meta = {
+        "as_of": as_of.isoformat(),
+        "model_name": "lambdarec-ranker",
+        "model_version": "7",
+        "label": label,
+    }
+    return publish_batch(
+        target, batch or content(spark, as_of, users, label), meta, published_at, keep=keep, grace_s=grace
+    )
 
 
 def version_ttls(redis_client, version: str) -> set[int]:
@@ -80,7 +116,15 @@ def test_published_keys_hold_exactly_the_batch(spark, redis_server, redis_client
     assert result == {
         "version": version,
         "current": True,
-        "counts": {"recs": 2, "user_features": 2, "user_affinity": 2, "seen": 2, "item_features": 3, "similar": 2, "categories": 3},
+        "counts": {
+            "recs": 2,
+            "user_features": 2,
+            "user_affinity": 2,
+            "seen": 2,
+            "item_features": 3,
+            "similar": 2,
+            "categories": 3,
+        },
         "expired": [],
     }
     assert redis_client.get(KEYS.batch_pointer) == version.encode()
@@ -95,20 +139,40 @@ def test_published_keys_hold_exactly_the_batch(spark, redis_server, redis_client
     features = decode_features(redis_client.get(KEYS.user_features(version, "u1")), len(USER_INPUTS))
     expected = {"user_events_7d": 1.0, "user_lifetime_events": 1.0}
     assert [None if math.isnan(v) else v for v in features.tolist()] == [expected.get(n) for n in USER_INPUTS]
-    assert msgpack.unpackb(redis_client.get(KEYS.user_category_affinity(version, "u0"))) == {"cat1": 0.75, "cat2": 0.25}
-    assert decode_ids(redis_client.get(KEYS.user_history(version, "u0"))) == ["i8", "i9"]  # latest first, none after as_of
+    assert msgpack.unpackb(redis_client.get(KEYS.user_category_affinity(version, "u0"))) == {
+        "cat1": 0.75,
+        "cat2": 0.25,
+    }
+    assert decode_ids(redis_client.get(KEYS.user_history(version, "u0"))) == [
+        "i8",
+        "i9",
+    ]  # latest first, none after as_of
     assert redis_client.get(KEYS.user_history(version, "u5")) is None
     item = decode_features(redis_client.get(KEYS.item_features(version, "i2")), len(ITEM_INPUTS))
-    assert [None if math.isnan(v) else v for v in item.tolist()] == [3.0 if n == "item_events_7d" else None for n in ITEM_INPUTS]
-    assert [tuple(r) for r in decode_recs(redis_client.get(KEYS.item_similar(version, "i0")))] == [("i1", 0.5, "covisit"), ("i2", 0.25, "covisit")]
-    assert redis_client.hgetall(KEYS.item_categories(version)) == {b"i0": b"cat1", b"i1": b"cat2", b"i2": b"cat1"}
-    assert [tuple(r) for r in decode_recs(redis_client.get(KEYS.popular(version)))] == [("i1", 9.0, "popular"), ("i0", 4.0, "popular")]
+    assert [None if math.isnan(v) else v for v in item.tolist()] == [
+        3.0 if n == "item_events_7d" else None for n in ITEM_INPUTS
+    ]
+    assert [tuple(r) for r in decode_recs(redis_client.get(KEYS.item_similar(version, "i0")))] == [
+        ("i1", 0.5, "covisit"),
+        ("i2", 0.25, "covisit"),
+    ]
+    assert redis_client.hgetall(KEYS.item_categories(version)) == {
+        b"i0": b"cat1",
+        b"i1": b"cat2",
+        b"i2": b"cat1",
+    }
+    assert [tuple(r) for r in decode_recs(redis_client.get(KEYS.popular(version)))] == [
+        ("i1", 9.0, "popular"),
+        ("i0", 4.0, "popular"),
+    ]
     meta = redis_client.hgetall(KEYS.batch_meta(version))
     assert (meta[b"as_of"], meta[b"model_version"], meta[b"count_recs"]) == (b"2024-05-01", b"7", b"2")
     assert redis_client.ttl(KEYS.user_recs(version, "u1")) == -1
 
 
-def test_a_reader_polling_during_publish_sees_the_old_or_the_new_batch_never_a_mix(spark, redis_server, redis_client):
+def test_a_reader_polling_during_publish_sees_the_old_or_the_new_batch_never_a_mix(
+    spark, redis_server, redis_client
+):
     users = 3000
     publish(redis_server, spark, A, users=users, label=1.0, published_at=1000)
     probe = [f"u{u}" for u in range(0, users, 300)]
@@ -165,10 +229,18 @@ def test_old_versions_expire_after_the_newest_kept_and_rollback_flips_back(spark
         ttls = {redis_client.ttl(k) for k in redis_client.scan_iter(match=KEYS.batch_namespace_pattern(old))}
         assert ttls and all(0 < t <= 300 for t in ttls)
     for kept in versions[2:]:
-        assert {redis_client.ttl(k) for k in redis_client.scan_iter(match=KEYS.batch_namespace_pattern(kept))} == {-1}
+        assert {
+            redis_client.ttl(k) for k in redis_client.scan_iter(match=KEYS.batch_namespace_pattern(kept))
+        } == {-1}
     # a rerun of expiry changes nothing (NX keeps the first TTL; nothing more to expire)
     assert expire_old_versions(redis_client, KEYS, keep=2, grace_s=9999) == []
-    assert max(redis_client.ttl(k) for k in redis_client.scan_iter(match=KEYS.batch_namespace_pattern(versions[0]))) <= 300
+    assert (
+        max(
+            redis_client.ttl(k)
+            for k in redis_client.scan_iter(match=KEYS.batch_namespace_pattern(versions[0]))
+        )
+        <= 300
+    )
     assert rollback_pointer(redis_client, KEYS) == versions[2]
     assert redis_client.get(KEYS.batch_pointer) == versions[2].encode()
     with pytest.raises(LookupError):
@@ -184,7 +256,9 @@ def test_a_backfill_of_earlier_days_leaves_serving_on_the_latest_batch(spark, re
     ]
     assert latest["current"] is True
     assert [(b["version"], b["current"], b["expired"]) for b in backfills] == [
-        ("20240507-6007", False, []), ("20240508-6008", False, []), ("20240509-6009", False, []),
+        ("20240507-6007", False, []),
+        ("20240508-6008", False, []),
+        ("20240509-6009", False, []),
     ]
     assert redis_client.get(KEYS.batch_pointer) == b"20240510-5000"
     assert [v.decode() for v in redis_client.zrange(KEYS.batch_versions, 0, -1)] == ["20240510-5000"]
@@ -204,7 +278,9 @@ def test_a_publish_that_fails_half_way_leaves_no_key_without_a_ttl(spark, redis_
 
     publish(redis_server, spark, A, users=2, label=1.0, published_at=1000)
     good = content(spark, B, users=2, label=2.0)
-    broken = replace(good, similar=good.similar.withColumn("items", F.when(F.lit(True), F.raise_error(F.lit("disk gone")))))
+    broken = replace(
+        good, similar=good.similar.withColumn("items", F.when(F.lit(True), F.raise_error(F.lit("disk gone"))))
+    )
     with pytest.raises(Exception, match="disk gone"):
         publish(redis_server, spark, B, users=2, label=2.0, published_at=2000, batch=broken)
 

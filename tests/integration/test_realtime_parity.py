@@ -11,13 +11,19 @@ to Spark's point-in-time rebuild used for training), and every batch column equa
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 
 from feature_store.event_bus import EVENT_FIELD
-from feature_store.ranking import CANDIDATE_SOURCES, ITEM_INPUTS, RANKER_FEATURES, REALTIME_INPUTS, USER_INPUTS
+from feature_store.ranking import (
+    CANDIDATE_SOURCES,
+    ITEM_INPUTS,
+    RANKER_FEATURES,
+    REALTIME_INPUTS,
+    USER_INPUTS,
+)
 from feature_store.realtime import from_session, realtime_params, reference_features
 from serving.app import create_app
 from tests.realtime_data import random_events
@@ -26,31 +32,61 @@ pytestmark = pytest.mark.integration
 
 
 def iso(ts_ms: int) -> str:
-    return datetime.fromtimestamp(ts_ms / 1000, timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts_ms / 1000, UTC).isoformat().replace("+00:00", "Z")
 
 
-async def test_serving_matrix_equals_the_definition_and_the_published_batch(serving_settings, store_writer, redis_client, running):
+async def test_serving_matrix_equals_the_definition_and_the_published_batch(
+    serving_settings, store_writer, redis_client, running
+):
     from spark_jobs.streaming.speed_job import SpeedWriter
 
     serving_settings = serving_settings.model_copy(update={"serving_recent_items": 3})
     events = random_events(seed=5, users=3, items=16, n=90)
     items = sorted({e.item_id for e in events})
-    categories = {item: f"c{n % 3}" for n, item in enumerate(items[:-1])}  # the last one is not in the catalog
-    similar = {item: [(items[(n + 1) % len(items)], 0.5), (items[(n + 5) % len(items)], 0.25)] for n, item in enumerate(items)}
-    recs = {"u0": [(items[1], 0.9, "batch"), (items[6], 0.8, "batch"), (items[1], 0.4, "als"), (items[6], 3.0, "popular")]}
+    categories = {
+        item: f"c{n % 3}" for n, item in enumerate(items[:-1])
+    }  # the last one is not in the catalog
+    similar = {
+        item: [(items[(n + 1) % len(items)], 0.5), (items[(n + 5) % len(items)], 0.25)]
+        for n, item in enumerate(items)
+    }
+    recs = {
+        "u0": [
+            (items[1], 0.9, "batch"),
+            (items[6], 0.8, "batch"),
+            (items[1], 0.4, "als"),
+            (items[6], 3.0, "popular"),
+        ]
+    }
     store_writer.publish_batch(
         "v1",
-        users={u: {"recs": recs.get(u, []), "features": [float(n)] * len(USER_INPUTS), "affinity": {"c0": 0.5}} for n, u in enumerate(("u0", "u1", "u2"))},
-        items={i: {"features": [float(n)] * len(ITEM_INPUTS), "category": categories.get(i, "")} for n, i in enumerate(items)},
-        similar={seed: [(item, score, "covisit") for item, score in neighbours] for seed, neighbours in similar.items()},
+        users={
+            u: {"recs": recs.get(u, []), "features": [float(n)] * len(USER_INPUTS), "affinity": {"c0": 0.5}}
+            for n, u in enumerate(("u0", "u1", "u2"))
+        },
+        items={
+            i: {"features": [float(n)] * len(ITEM_INPUTS), "category": categories.get(i, "")}
+            for n, i in enumerate(items)
+        },
+        similar={
+            seed: [(item, score, "covisit") for item, score in neighbours]
+            for seed, neighbours in similar.items()
+        },
         popular=[(items[3], 10.0, "popular")],
     )
     redis_client.hdel("lr:b:v1:categories", items[-1])
     writer = SpeedWriter(redis_client, serving_settings)
-    entries = [(f"{e.ts_ms}-0", e.ts_ms, f'{{"event_id":"{e.event_id}","user_id":"{e.user_id}","item_id":"{e.item_id}",'
-                f'"event_type":"{e.event_type}","ts":"{iso(e.ts_ms)}"}}') for e in events]
+    entries = [
+        (
+            f"{e.ts_ms}-0",
+            e.ts_ms,
+            f'{{"event_id":"{e.event_id}","user_id":"{e.user_id}","item_id":"{e.item_id}",'
+            f'"event_type":"{e.event_type}","ts":"{iso(e.ts_ms)}"}}',
+        )
+        for e in events
+    ]
     for batch_id, start in enumerate(range(0, len(entries), 13)):  # several micro-batches, in bus order
-        writer.process(entries[start: start + 13], batch_id)
+        writer.process(entries[start : start + 13], batch_id)
     assert EVENT_FIELD == "event"
 
     t_ms = events[-1].ts_ms
@@ -64,21 +100,37 @@ async def test_serving_matrix_equals_the_definition_and_the_published_batch(serv
             block, cats = recommender._item_block(view.version, columns.item_ids, found)
             session_events, shares = from_session(view.session)
             matrix = recommender._matrix(view, columns, block, cats, shares, session_events, signals)
-            expected_rt = reference_features(events, user, t_ms, columns.item_ids, categories, similar, params)
+            expected_rt = reference_features(
+                events, user, t_ms, columns.item_ids, categories, similar, params
+            )
             published = {item: {} for item, _, _ in recs.get(user, [])}
             for item, score, source in recs.get(user, []):
                 if source in CANDIDATE_SOURCES:
                     published[item][source] = score
             for row, item in enumerate(columns.item_ids):
                 got = dict(zip(RANKER_FEATURES, matrix[row].tolist()))
-                assert tuple(got[name] for name in REALTIME_INPUTS) == pytest.approx(expected_rt[item], rel=1e-6), (user, item)
+                assert tuple(got[name] for name in REALTIME_INPUTS) == pytest.approx(
+                    expected_rt[item], rel=1e-6
+                ), (user, item)
                 for source in CANDIDATE_SOURCES:
                     value = published.get(item, {}).get(source)
-                    assert (math.isnan(got[f"cand_{source}"]) if value is None else got[f"cand_{source}"] == pytest.approx(value)), (user, item, source)
+                    assert (
+                        math.isnan(got[f"cand_{source}"])
+                        if value is None
+                        else got[f"cand_{source}"] == pytest.approx(value)
+                    ), (user, item, source)
                 assert got[USER_INPUTS[0]] == float(("u0", "u1", "u2").index(user))
-                assert got[ITEM_INPUTS[0]] == float(items.index(item)) if item in items else np.isnan(got[ITEM_INPUTS[0]])
+                assert (
+                    got[ITEM_INPUTS[0]] == float(items.index(item))
+                    if item in items
+                    else np.isnan(got[ITEM_INPUTS[0]])
+                )
                 checked += 1
     # the history carries signal of every kind, so the equalities above compared real values
-    all_rt = [reference_features(events, u, t_ms, items, categories, similar, params) for u in ("u0", "u1", "u2")]
-    assert all(any(values[n] > 0 for rt in all_rt for values in rt.values()) for n in range(len(REALTIME_INPUTS)))
+    all_rt = [
+        reference_features(events, u, t_ms, items, categories, similar, params) for u in ("u0", "u1", "u2")
+    ]
+    assert all(
+        any(values[n] > 0 for rt in all_rt for values in rt.values()) for n in range(len(REALTIME_INPUTS))
+    )
     assert checked >= 15

@@ -18,7 +18,11 @@ from lambdarec.redis_server import free_port
 
 pytestmark = pytest.mark.integration
 
-PASSWORDS = {"REDIS_API_PASSWORD": "api-pw", "REDIS_STREAM_PASSWORD": "stream-pw", "REDIS_BATCH_PASSWORD": "batch-pw"}
+PASSWORDS = {
+    "REDIS_API_PASSWORD": "api-pw",
+    "REDIS_STREAM_PASSWORD": "stream-pw",
+    "REDIS_BATCH_PASSWORD": "batch-pw",
+}
 
 
 def production_redis_args() -> list[str]:
@@ -41,8 +45,20 @@ def test_each_component_user_runs_its_commands_on_the_store_keys_only(tmp_path):
     # Started by hand: EmbeddedRedis waits for an unauthenticated PING, which `default off` refuses.
     port = free_port()
     process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path), *production_redis_args()],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            str(tmp_path),
+            *production_redis_args(),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         api = connect(port, "api", "api-pw")
@@ -52,13 +68,17 @@ def test_each_component_user_runs_its_commands_on_the_store_keys_only(tmp_path):
                 api.ping()
                 break
             except redis.ConnectionError:
-                assert time.monotonic() < deadline and process.poll() is None, "redis-server did not start with the production ACL"
+                assert time.monotonic() < deadline and process.poll() is None, (
+                    "redis-server did not start with the production ACL"
+                )
                 time.sleep(0.05)
         stream, batch = connect(port, "stream", "stream-pw"), connect(port, "batch", "batch-pw")
 
         # batch: writes a version with TTLs, flips under WATCH, persists, scans, expires
         pipe = batch.pipeline(transaction=False)
-        pipe.set("lr:b:v1:u:{u:1}:recs", b"x", ex=60).hset("lr:b:v1:meta", mapping={"as_of": "2026-01-01"}).expire("lr:b:v1:meta", 60)
+        pipe.set("lr:b:v1:u:{u:1}:recs", b"x", ex=60).hset(
+            "lr:b:v1:meta", mapping={"as_of": "2026-01-01"}
+        ).expire("lr:b:v1:meta", 60)
         pipe.execute()
         with batch.pipeline(transaction=True) as tx:
             tx.watch("lr:batch:current")
@@ -72,7 +92,9 @@ def test_each_component_user_runs_its_commands_on_the_store_keys_only(tmp_path):
 
         # the API: pipelined reads, the event bus, the model pointer
         pipe = api.pipeline(transaction=False)
-        pipe.get("lr:batch:current").mget("lr:b:v1:u:{u:1}:recs", "lr:missing").hgetall("lr:b:v1:meta").zrevrange("lr:batch:versions", 0, -1)
+        pipe.get("lr:batch:current").mget("lr:b:v1:u:{u:1}:recs", "lr:missing").hgetall(
+            "lr:b:v1:meta"
+        ).zrevrange("lr:batch:versions", 0, -1)
         assert pipe.execute()[0] == b"v1"
         api.xadd("lr:events", {"event": "{}"})
         api.hset("lr:model", mapping={"version": "1"})

@@ -12,7 +12,7 @@ store must answer the same whatever the slice size (the speed layer never writes
 from __future__ import annotations
 
 import random
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -38,16 +38,27 @@ def write_events(path: Path) -> tuple[dict[str, list[str]], set[tuple[str, str]]
     """Events before and after T as JSON lines; returns each test user's (a_j, b_j) and the expected
     targets: (user, item) of held-out views of items new to their user."""
     rng = random.Random(5)
-    t_cut = datetime.combine(CUTOFF, datetime.min.time(), tzinfo=timezone.utc)
+    t_cut = datetime.combine(CUTOFF, datetime.min.time(), tzinfo=UTC)
     rows: list[dict] = []
 
     def view(user: int, item: str, at: datetime, kind: str = "view") -> None:
-        rows.append({"event_id": f"e{len(rows)}", "user_id": f"u{user}", "item_id": item, "event_type": kind,
-                     "ts": int(at.timestamp() * 1000)})
+        rows.append(
+            {
+                "event_id": f"e{len(rows)}",
+                "user_id": f"u{user}",
+                "item_id": item,
+                "event_type": kind,
+                "ts": int(at.timestamp() * 1000),
+            }
+        )
 
     for day in range(DAYS_BEFORE):
         for user in range(USERS):
-            at = t_cut - timedelta(days=DAYS_BEFORE - day) + timedelta(hours=8, minutes=user * 7 + rng.randrange(5))
+            at = (
+                t_cut
+                - timedelta(days=DAYS_BEFORE - day)
+                + timedelta(hours=8, minutes=user * 7 + rng.randrange(5))
+            )
             pair = rng.choice(own_pairs(user))
             view(user, f"f{rng.randrange(FILLERS)}", at)
             view(user, f"a{pair}", at + timedelta(seconds=40))
@@ -60,14 +71,16 @@ def write_events(path: Path) -> tuple[dict[str, list[str]], set[tuple[str, str]]
         pair = unseen_pair(user)
         view(user, f"a{pair}", at)
         view(user, f"b{pair}", at + timedelta(seconds=30))
-        view(USERS - 1 - user, f"f{rng.randrange(FILLERS)}", at + timedelta(seconds=45))  # someone else, meanwhile
+        view(
+            USERS - 1 - user, f"f{rng.randrange(FILLERS)}", at + timedelta(seconds=45)
+        )  # someone else, meanwhile
         expected[f"u{user}"] = [f"a{pair}", f"b{pair}"]
     path.mkdir(parents=True, exist_ok=True)
     (path / "events.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
     categories = [{"item_id": f"{kind}{i}", "category": f"c{i % 5}"} for kind in "ab" for i in range(PAIRS)]
     categories += [{"item_id": f"f{i}", "category": "filler"} for i in range(FILLERS)]
     (path / "items.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in categories))
-    held_out = {(r["user_id"], r["item_id"]) for r in rows[-3 * TEST_USERS:]}
+    held_out = {(r["user_id"], r["item_id"]) for r in rows[-3 * TEST_USERS :]}
     return expected, held_out - before
 
 
@@ -75,13 +88,30 @@ def test_replay_through_the_real_layers(spark, settings, tmp_path: Path):
     from lambdarec.replay.runner import ReplayOptions, run_replay
 
     pairs, targets = write_events(tmp_path / "input")
-    options = ReplayOptions(source=tmp_path / "input" / "events.jsonl", format="jsonl", cutoff=CUTOFF, k=10,
-                            slice_s=(0.0, 3600.0), max_targets=None, warmup_days=7.0, keep_answers=True)
-    small = settings.model_copy(update={
-        "label_horizon_days": HORIZON_DAYS, "active_user_days": 14, "candidates_per_source": 30, "als_ranks": (8,),
-        "als_max_iters": (5,), "ranker_trees": 30, "ranker_max_depth": 4, "max_negatives_per_query": 20, "batch_top_n": 20,
-    })
-    result = run_replay(spark, small, options, tmp_path / "work", now=datetime(2026, 11, 1, tzinfo=timezone.utc))
+    options = ReplayOptions(
+        source=tmp_path / "input" / "events.jsonl",
+        format="jsonl",
+        cutoff=CUTOFF,
+        k=10,
+        slice_s=(0.0, 3600.0),
+        max_targets=None,
+        warmup_days=7.0,
+        keep_answers=True,
+    )
+    small = settings.model_copy(
+        update={
+            "label_horizon_days": HORIZON_DAYS,
+            "active_user_days": 14,
+            "candidates_per_source": 30,
+            "als_ranks": (8,),
+            "als_max_iters": (5,),
+            "ranker_trees": 30,
+            "ranker_max_depth": 4,
+            "max_negatives_per_query": 20,
+            "batch_top_n": 20,
+        }
+    )
+    result = run_replay(spark, small, options, tmp_path / "work", now=datetime(2026, 11, 1, tzinfo=UTC))
 
     assert result["cutoff"] == "2026-10-11"
     assert (result["events_held_out"], result["warmup_events"]) == (3 * TEST_USERS, 7 * USERS * 4)

@@ -12,13 +12,12 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 import redis
-
-import orjson
 
 from feature_store.event_bus import (
     EVENT_FIELD,
@@ -81,7 +80,11 @@ def snapshot(client) -> dict:
         elif kind == "hash":
             value = text_hash(client, key)
             if key == KEYS.speed_status:
-                value = {k: v for k, v in value.items() if k in ("processed", "quarantined") or k.startswith("quarantined:")}
+                value = {
+                    k: v
+                    for k, v in value.items()
+                    if k in ("processed", "quarantined") or k.startswith("quarantined:")
+                }
             out[key] = value
         elif kind == "stream":
             out[key] = [e[0] for e in client.xrange(key)]
@@ -134,7 +137,9 @@ class RunningJob:
         from spark_jobs.streaming.speed_job import BRONZE_QUERY, SPEED_QUERY, start_query
 
         self.start = lambda name: start_query(spark, settings, settings.redis_url, client, name)
-        self.queries = {name: self.start(name) for name in ((SPEED_QUERY, BRONZE_QUERY) if bronze else (SPEED_QUERY,))}
+        self.queries = {
+            name: self.start(name) for name in ((SPEED_QUERY, BRONZE_QUERY) if bronze else (SPEED_QUERY,))
+        }
 
     def wait_for(self, condition, what: str) -> None:
         def revived_then(condition=condition):
@@ -174,14 +179,18 @@ def test_trim_keeps_everything_a_query_has_not_committed(redis_client):
     record_committed(redis_client, "bus", "speed", ids[4])
     record_committed(redis_client, "bus", "bronze", ids[2])
     assert read_committed(redis_client, "bus") == {"speed": ids[4], "bronze": ids[2]}
-    assert publish_events(redis_client, "bus", [], maxlen=10) == [] and redis_client.xlen("bus") == 6  # short enough
+    assert (
+        publish_events(redis_client, "bus", [], maxlen=10) == [] and redis_client.xlen("bus") == 6
+    )  # short enough
     assert trim_consumed(redis_client, "bus") == 2  # below the lowest commit (bronze's) only
     assert [e[0].decode() for e in redis_client.xrange("bus")] == ids[2:]
     new = publish_events(redis_client, "bus", [{"n": 9}], maxlen=1)  # too long, but trims only committed
     assert [e[0].decode() for e in redis_client.xrange("bus")] == ids[2:] + new
 
 
-def test_the_source_admits_batches_by_rows_and_bytes_and_ships_oversize_entries_as_a_prefix(redis_server, redis_client):
+def test_the_source_admits_batches_by_rows_and_bytes_and_ships_oversize_entries_as_a_prefix(
+    redis_server, redis_client
+):
     from pyspark.sql.streaming.datasource import ReadMaxRows
 
     from spark_jobs.streaming.redis_stream_source import OVERSIZE_PREFIX_BYTES, RedisStreamReader, StreamRange
@@ -189,7 +198,9 @@ def test_the_source_admits_batches_by_rows_and_bytes_and_ships_oversize_entries_
     sizes = {"a": 1_000, "b": 1_000, "c": 3_000, "d": 5_000, "e": 10, "f": 1_000}  # d: above the event limit
     ids = publish_events(redis_client, "bus", [letter * size for letter, size in sizes.items()])
     ids.append(redis_client.xadd("bus", {"other": "x"}).decode())  # no `event` field: no payload bytes
-    reader = RedisStreamReader({"url": redis_server.url, "stream": "bus", "max_bytes_per_batch": "2500", "max_event_bytes": "4000"})
+    reader = RedisStreamReader(
+        {"url": redis_server.url, "stream": "bus", "max_bytes_per_batch": "2500", "max_event_bytes": "4000"}
+    )
 
     def batch_ends(limit) -> list[str]:
         ends, start = [], {"id": "0-0"}
@@ -202,9 +213,16 @@ def test_the_source_admits_batches_by_rows_and_bytes_and_ships_oversize_entries_
     assert batch_ends(ReadMaxRows(10)) == [ids[1], ids[2], ids[6]]
     assert batch_ends(ReadMaxRows(2)) == [ids[1], ids[2], ids[4], ids[6]]
     rows = list(reader.read(StreamRange("0-0", ids[6])))
-    assert [(entry_id, raw[:1] if raw else raw, len(raw) if raw else 0, size) for entry_id, _, raw, size in rows] == [
-        (ids[0], "a", 1_000, 1_000), (ids[1], "b", 1_000, 1_000), (ids[2], "c", 3_000, 3_000),
-        (ids[3], "d", OVERSIZE_PREFIX_BYTES, 5_000), (ids[4], "e", 10, 10), (ids[5], "f", 1_000, 1_000), (ids[6], None, 0, 0),
+    assert [
+        (entry_id, raw[:1] if raw else raw, len(raw) if raw else 0, size) for entry_id, _, raw, size in rows
+    ] == [
+        (ids[0], "a", 1_000, 1_000),
+        (ids[1], "b", 1_000, 1_000),
+        (ids[2], "c", 3_000, 3_000),
+        (ids[3], "d", OVERSIZE_PREFIX_BYTES, 5_000),
+        (ids[4], "e", 10, 10),
+        (ids[5], "f", 1_000, 1_000),
+        (ids[6], None, 0, 0),
     ]
     reader.stop()
 
@@ -216,7 +234,9 @@ def test_publish_async_twin_writes_the_same_wire_format(redis_server):
 
     from feature_store.events import Event
 
-    event = Event.model_validate({"event_id": "e1", "user_id": "u1", "item_id": "i1", "event_type": "view", "ts": 5})
+    event = Event.model_validate(
+        {"event_id": "e1", "user_id": "u1", "item_id": "i1", "event_type": "view", "ts": 5}
+    )
 
     async def publish() -> list[str]:
         client = aredis.Redis.from_url(redis_server.url)
@@ -227,42 +247,89 @@ def test_publish_async_twin_writes_the_same_wire_format(redis_server):
 
     ids = asyncio.run(publish())
     sync = redis.Redis.from_url(redis_server.url)
-    assert sync.xrange("abus") == [(ids[0].encode(), {EVENT_FIELD.encode(): b'{"event_id":"e1","user_id":"u1","item_id":"i1","event_type":"view","ts":5,"value":null,"context":null}'})]
+    assert sync.xrange("abus") == [
+        (
+            ids[0].encode(),
+            {
+                EVENT_FIELD.encode(): b'{"event_id":"e1","user_id":"u1","item_id":"i1","event_type":"view","ts":5,"value":null,"context":null}'
+            },
+        )
+    ]
 
 
 def test_the_redis_apply_counts_a_re_sent_event_once_within_the_users_latest_ids(redis_client):
     from spark_jobs.streaming.redis_apply import apply_batch
-    from spark_jobs.streaming.speed_features import SpeedEvent, SpeedParams, shard_ops, trend_weights, trending_ops
+    from spark_jobs.streaming.speed_features import (
+        SpeedEvent,
+        SpeedParams,
+        shard_ops,
+        trend_weights,
+        trending_ops,
+    )
 
     params = SpeedParams(dedupe_events_per_user=2, trend_weights=trend_weights(EventTypes()))
     t0 = int(time.time() * 1000) - 60_000
 
     def apply(batch_id: int, *events: tuple[str, str, str, str, int]) -> None:
-        planned = [SpeedEvent(f"{t0 + n}-{batch_id}", eid, "u1", item, kind, ts, t0 + 1_000) for n, (eid, item, kind, ts) in enumerate(events)]
-        apply_batch(redis_client, KEYS, params, "speed", batch_id, shard_ops(KEYS, params, planned), trending_ops(KEYS, params, planned))
+        planned = [
+            SpeedEvent(f"{t0 + n}-{batch_id}", eid, "u1", item, kind, ts, t0 + 1_000)
+            for n, (eid, item, kind, ts) in enumerate(events)
+        ]
+        apply_batch(
+            redis_client,
+            KEYS,
+            params,
+            "speed",
+            batch_id,
+            shard_ops(KEYS, params, planned),
+            trending_ops(KEYS, params, planned),
+        )
 
     apply(0, ("e1", "a", "view", t0), ("e2", "b", "click", t0 + 1))
-    apply(1, ("e2", "b", "click", t0 + 1), ("e3", "c", "purchase", t0 + 2), ("e3", "c", "purchase", t0 + 2))  # e2 again, e3 twice
-    session = {k: v for k, v in text_hash(redis_client, KEYS.session_counters("u1")).items() if k.startswith("type:")}
+    apply(
+        1, ("e2", "b", "click", t0 + 1), ("e3", "c", "purchase", t0 + 2), ("e3", "c", "purchase", t0 + 2)
+    )  # e2 again, e3 twice
+    session = {
+        k: v for k, v in text_hash(redis_client, KEYS.session_counters("u1")).items() if k.startswith("type:")
+    }
     assert session == {"type:view": "1", "type:click": "1", "type:purchase": "1"}
     assert zset(redis_client, KEYS.trending("15m")) == {"a": 1.0, "b": 2.0, "c": 8.0}
     assert text_hash(redis_client, KEYS.speed_status) == {"duplicates": "2"}
-    assert zset(redis_client, KEYS.recent_event_ids("u1")) == {"e2": t0 + 1_000, "e3": t0 + 1_000}  # the latest 2 ids
+    assert zset(redis_client, KEYS.recent_event_ids("u1")) == {
+        "e2": t0 + 1_000,
+        "e3": t0 + 1_000,
+    }  # the latest 2 ids
     apply(1, ("e9", "z", "view", t0 + 3))  # a replayed batch id changes nothing, whatever it holds
     assert zset(redis_client, KEYS.trending("15m")) == {"a": 1.0, "b": 2.0, "c": 8.0}
-    apply(2, ("e1", "a", "view", t0))  # beyond the user's latest ids: counted again (bronze still keeps it once)
+    apply(
+        2, ("e1", "a", "view", t0)
+    )  # beyond the user's latest ids: counted again (bronze still keeps it once)
     assert text_hash(redis_client, KEYS.session_counters("u1"))["type:view"] == "2"
 
 
 # -- the streaming job ---------------------------------------------------------------------------
 def _shop_events(t0: int) -> tuple[list, list]:
     good = [
-        {"event_id": "g1", "user_id": "u1", "item_id": "a", "event_type": "view", "ts": t0, "context": {"category": "books"}},
+        {
+            "event_id": "g1",
+            "user_id": "u1",
+            "item_id": "a",
+            "event_type": "view",
+            "ts": t0,
+            "context": {"category": "books"},
+        },
         {"event_id": "g2", "user_id": "u2", "item_id": "b", "event_type": "view", "ts": t0 + 500},
         {"event_id": "g3", "user_id": "u1", "item_id": "b", "event_type": "click", "ts": t0 + 1000},
         {"event_id": "g4", "user_id": "u2", "item_id": "a", "event_type": "skip", "ts": t0 + 1500},
         {"event_id": "g5", "user_id": "u1", "item_id": "a", "event_type": "view", "ts": t0 + 2000},
-        {"event_id": "g6", "user_id": "u1", "item_id": "c", "event_type": "purchase", "ts": t0 + 3000, "value": 9.5},
+        {
+            "event_id": "g6",
+            "user_id": "u1",
+            "item_id": "c",
+            "event_type": "purchase",
+            "ts": t0 + 3000,
+            "value": 9.5,
+        },
     ]
     bad = [
         "this is not json",
@@ -286,11 +353,21 @@ def test_events_become_features_bronze_rows_and_quarantine(streaming_spark, stre
     assert zset(redis_client, KEYS.recent_items("u1")) == {"b": t0 + 1000, "a": t0 + 2000, "c": t0 + 3000}
     assert text_hash(redis_client, KEYS.recent_meta("u1")) == {"a": "view", "b": "click", "c": "purchase"}
     assert text_hash(redis_client, KEYS.session_counters("u1")) == {
-        "session_id": f"u1:{t0}", "last_ts": str(t0 + 3000), "type:view": "2", "type:click": "1", "type:purchase": "1",
-        "cat:books": "1", "cat:games": "1", "cat:toys": "1",  # books from the event, games/toys from the catalog
+        "session_id": f"u1:{t0}",
+        "last_ts": str(t0 + 3000),
+        "type:view": "2",
+        "type:click": "1",
+        "type:purchase": "1",
+        "cat:books": "1",
+        "cat:games": "1",
+        "cat:toys": "1",  # books from the event, games/toys from the catalog
     }
     assert text_hash(redis_client, KEYS.session_counters("u2")) == {
-        "session_id": f"u2:{t0 + 500}", "last_ts": str(t0 + 1500), "type:view": "1", "type:skip": "1", "cat:games": "1",
+        "session_id": f"u2:{t0 + 500}",
+        "last_ts": str(t0 + 1500),
+        "type:view": "1",
+        "type:skip": "1",
+        "cat:games": "1",
     }
     for window in ("15m", "1h"):  # view 1, click 2, purchase 8; the skip adds nothing
         assert zset(redis_client, KEYS.trending(window)) == {"a": 2.0, "b": 3.0, "c": 8.0}
@@ -301,14 +378,18 @@ def test_events_become_features_bronze_rows_and_quarantine(streaming_spark, stre
     assert 0 < redis_client.ttl(KEYS.session_counters("u2")) <= stream_settings.speed_ttl_s
     status = text_hash(redis_client, KEYS.speed_status)
     assert {k: v for k, v in status.items() if k.startswith("quarantined:")} == {
-        "quarantined:malformed": "2", "quarantined:missing_user_id": "1",
-        "quarantined:unknown_event_type": "1", "quarantined:future_timestamp": "1",
+        "quarantined:malformed": "2",
+        "quarantined:missing_user_id": "1",
+        "quarantined:unknown_event_type": "1",
+        "quarantined:future_timestamp": "1",
     }
     assert int(status["last_batch_id"]) == 3  # 11 entries at most 3 per micro-batch: admission control
     assert 0 <= int(status["lag_ms_p50"]) <= int(status["lag_ms_p99"])
 
     bronze = spark.read.format("delta").load(stream_settings.table_path(BRONZE_EVENTS.name))
-    assert sorted((r.event_id, r.user_id, r.item_id, r.event_type, r.value, r.source) for r in bronze.collect()) == [
+    assert sorted(
+        (r.event_id, r.user_id, r.item_id, r.event_type, r.value, r.source) for r in bronze.collect()
+    ) == [
         ("g1", "u1", "a", "view", None, "stream:lr:events"),
         ("g2", "u2", "b", "view", None, "stream:lr:events"),
         ("g3", "u1", "b", "click", None, "stream:lr:events"),
@@ -319,13 +400,18 @@ def test_events_become_features_bronze_rows_and_quarantine(streaming_spark, stre
     quarantine = spark.read.format("delta").load(stream_settings.table_path(QUARANTINE.name))
     assert sorted((r.raw or "", r.reason) for r in quarantine.collect()) == sorted(
         [("", "malformed"), ("this is not json", "malformed")]
-        + [(orjson.dumps(b).decode(), reason) for b, reason in zip(bad[1:], ("missing_user_id", "unknown_event_type", "future_timestamp"))]
+        + [
+            (orjson.dumps(b).decode(), reason)
+            for b, reason in zip(bad[1:], ("missing_user_id", "unknown_event_type", "future_timestamp"))
+        ]
     )
 
 
 def _drop_last_commit(checkpoint: Path) -> int:
     """Forget that the last micro-batch was committed, as if the job died right before committing it."""
-    commits = sorted((p for p in (checkpoint / "commits").iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    commits = sorted(
+        (p for p in (checkpoint / "commits").iterdir() if p.name.isdigit()), key=lambda p: int(p.name)
+    )
     last = commits[-1]
     last.unlink()
     (checkpoint / "commits" / f".{last.name}.crc").unlink(missing_ok=True)
@@ -341,7 +427,9 @@ def test_replaying_a_batch_id_changes_nothing(streaming_spark, stream_settings, 
     publish_events(redis_client, stream_settings.event_stream, good + bad)
     run_until_counted(spark, stream_settings, redis_client, good=6, bad=4)
     before = snapshot(redis_client)
-    replayed = {name: _drop_last_commit(checkpoint_dir(stream_settings, name)) for name in (SPEED_QUERY, BRONZE_QUERY)}
+    replayed = {
+        name: _drop_last_commit(checkpoint_dir(stream_settings, name)) for name in (SPEED_QUERY, BRONZE_QUERY)
+    }
 
     queries = run_queries(spark, stream_settings, redis_client)
     try:
@@ -355,7 +443,9 @@ def test_replaying_a_batch_id_changes_nothing(streaming_spark, stream_settings, 
     assert int(status["last_batch_skipped_shards"]) >= 1  # the replay found its shards already applied
     after = snapshot(redis_client)
     committed = KEYS.stream_committed(stream_settings.event_stream)
-    assert {k: v for k, v in after.items() if k != committed} == {k: v for k, v in before.items() if k != committed}
+    assert {k: v for k, v in after.items() if k != committed} == {
+        k: v for k, v in before.items() if k != committed
+    }
     assert table_count(spark, stream_settings, BRONZE_EVENTS) == 6
     assert table_count(spark, stream_settings, QUARANTINE) == 4
 
@@ -368,7 +458,11 @@ def test_the_job_survives_redis_restarting_under_it(streaming_spark, stream_sett
     settings = stream_settings.model_copy(update={"redis_url": server.url})
     client = redis.Redis.from_url(server.url, socket_timeout=2)
     t0 = int(time.time() * 1000) - 60_000
-    publish_events(client, settings.event_stream, [{"event_id": "r1", "user_id": "u1", "item_id": "a", "event_type": "view", "ts": t0}])
+    publish_events(
+        client,
+        settings.event_stream,
+        [{"event_id": "r1", "user_id": "u1", "item_id": "a", "event_type": "view", "ts": t0}],
+    )
     progress_interval = spark.conf.get("spark.sql.streaming.noDataProgressEventInterval")
     spark.conf.set("spark.sql.streaming.noDataProgressEventInterval", "50ms")  # idle triggers report progress
     queries = run_queries(spark, settings, client, bronze=False)
@@ -380,13 +474,24 @@ def test_the_job_survives_redis_restarting_under_it(streaming_spark, stream_sett
 
         def tried_while_down() -> bool:  # a trigger ran (and found Redis gone) after the stop
             progress = queries[0].lastProgress
-            return progress is not None and datetime.fromisoformat(progress["timestamp"].replace("Z", "+00:00")).timestamp() > down_since
+            return (
+                progress is not None
+                and datetime.fromisoformat(progress["timestamp"].replace("Z", "+00:00")).timestamp()
+                > down_since
+            )
 
         wait_for(tried_while_down, "a trigger while Redis is down")
         assert queries[0].isActive
         server.start()  # same port, empty (no persistence): the job must catch up on new events
-        publish_events(client, settings.event_stream, [{"event_id": "r2", "user_id": "u1", "item_id": "b", "event_type": "click", "ts": t0 + 1000}])
-        wait_for(lambda: client.zscore(KEYS.recent_items("u1"), "b") == t0 + 1000, "the event published after the restart")
+        publish_events(
+            client,
+            settings.event_stream,
+            [{"event_id": "r2", "user_id": "u1", "item_id": "b", "event_type": "click", "ts": t0 + 1000}],
+        )
+        wait_for(
+            lambda: client.zscore(KEYS.recent_items("u1"), "b") == t0 + 1000,
+            "the event published after the restart",
+        )
         assert queries[0].isActive
         assert text_hash(client, KEYS.session_counters("u1"))["type:click"] == "1"
     finally:
@@ -397,39 +502,79 @@ def test_the_job_survives_redis_restarting_under_it(streaming_spark, stream_sett
 def test_bronze_batches_merge_each_event_id_once_into_its_date_partition(spark, table_settings):
     """The bronze query's write without the stream: a re-sent event (same batch or a later one), a
     replayed batch and a rejected line seen again add nothing; the first copy in a batch wins."""
-    from datetime import timezone
 
     from spark_jobs.streaming.bronze_rows import bronze_event_rows, first_copies, quarantine_rows
     from spark_jobs.streaming.speed_features import validate_entries
     from spark_jobs.streaming.speed_job import write_bronze_batch
 
-    day = int(datetime(2026, 3, 1, tzinfo=timezone.utc).timestamp() * 1000)
+    day = int(datetime(2026, 3, 1, tzinfo=UTC).timestamp() * 1000)
 
     def batch(*entries: tuple[str, str]) -> dict:
         bus = [(entry_id, day + 86_400_000 * 3, raw) for entry_id, raw in entries]
-        good, rejected = validate_entries(bus, future_tolerance=timedelta(minutes=10), event_types=EventTypes())
-        return {BRONZE_EVENTS: bronze_event_rows(first_copies(good), "test"), QUARANTINE: quarantine_rows(rejected, {e[0]: e[1] for e in bus}, "test")}
+        good, rejected = validate_entries(
+            bus, future_tolerance=timedelta(minutes=10), event_types=EventTypes()
+        )
+        return {
+            BRONZE_EVENTS: bronze_event_rows(first_copies(good), "test"),
+            QUARANTINE: quarantine_rows(rejected, {e[0]: e[1] for e in bus}, "test"),
+        }
 
     def event(event_id: str, item: str, days: int = 0) -> str:
-        return orjson.dumps({"event_id": event_id, "user_id": "u1", "item_id": item, "event_type": "view", "ts": day + days * 86_400_000}).decode()
+        return orjson.dumps(
+            {
+                "event_id": event_id,
+                "user_id": "u1",
+                "item_id": item,
+                "event_type": "view",
+                "ts": day + days * 86_400_000,
+            }
+        ).decode()
 
-    first = batch(("1-0", event("e1", "a")), ("1-1", event("e2", "b", days=1)), ("1-2", event("e1", "z")), ("1-3", "not json"))
+    first = batch(
+        ("1-0", event("e1", "a")),
+        ("1-1", event("e2", "b", days=1)),
+        ("1-2", event("e1", "z")),
+        ("1-3", "not json"),
+    )
     assert write_bronze_batch(spark, table_settings, first) == {BRONZE_EVENTS.name: 2, QUARANTINE.name: 1}
-    assert write_bronze_batch(spark, table_settings, first) == {BRONZE_EVENTS.name: 0, QUARANTINE.name: 0}  # replayed
+    assert write_bronze_batch(spark, table_settings, first) == {
+        BRONZE_EVENTS.name: 0,
+        QUARANTINE.name: 0,
+    }  # replayed
     second = batch(("2-0", event("e2", "b", days=1)), ("2-1", event("e3", "c", days=2)), ("2-2", "not json"))
-    assert write_bronze_batch(spark, table_settings, second) == {BRONZE_EVENTS.name: 1, QUARANTINE.name: 1}  # another entry
+    assert write_bronze_batch(spark, table_settings, second) == {
+        BRONZE_EVENTS.name: 1,
+        QUARANTINE.name: 1,
+    }  # another entry
     bronze = spark.read.format("delta").load(table_settings.table_path(BRONZE_EVENTS.name))
     assert sorted((r.event_id, r.item_id, str(r.event_date)) for r in bronze.collect()) == [
-        ("e1", "a", "2026-03-01"), ("e2", "b", "2026-03-02"), ("e3", "c", "2026-03-03"),
+        ("e1", "a", "2026-03-01"),
+        ("e2", "b", "2026-03-02"),
+        ("e3", "c", "2026-03-03"),
     ]
 
 
-def test_an_oversize_entry_is_quarantined_and_batches_stay_within_the_byte_budget(streaming_spark, stream_settings, redis_client):
+def test_an_oversize_entry_is_quarantined_and_batches_stay_within_the_byte_budget(
+    streaming_spark, stream_settings, redis_client
+):
     spark, stream = streaming_spark, stream_settings.event_stream
-    settings = stream_settings.model_copy(update={"stream_max_event_bytes": 2_000, "stream_max_bytes_per_batch": 300, "stream_max_rows_per_batch": 100})
+    settings = stream_settings.model_copy(
+        update={
+            "stream_max_event_bytes": 2_000,
+            "stream_max_bytes_per_batch": 300,
+            "stream_max_rows_per_batch": 100,
+        }
+    )
     t0 = int(time.time() * 1000) - 60_000
     good, _ = _shop_events(t0)
-    huge = {"event_id": "huge", "user_id": "u9", "item_id": "a", "event_type": "view", "ts": t0, "context": {"note": "x" * 50_000}}
+    huge = {
+        "event_id": "huge",
+        "user_id": "u9",
+        "item_id": "a",
+        "event_type": "view",
+        "ts": t0,
+        "context": {"note": "x" * 50_000},
+    }
     publish_events(redis_client, stream, [huge] + good)
     run_until_counted(spark, settings, redis_client, good=6, bad=1)
 
@@ -439,7 +584,11 @@ def test_an_oversize_entry_is_quarantined_and_batches_stay_within_the_byte_budge
     assert status["last_batch_id"] == "2"
     quarantine = spark.read.format("delta").load(settings.table_path(QUARANTINE.name)).collect()
     assert [(r.reason, r.raw, r.detail) for r in quarantine] == [
-        ("oversize", orjson.dumps(huge).decode()[:256], f"bus entry of {len(orjson.dumps(huge))} bytes, above the limit of 2000"),
+        (
+            "oversize",
+            orjson.dumps(huge).decode()[:256],
+            f"bus entry of {len(orjson.dumps(huge))} bytes, above the limit of 2000",
+        ),
     ]
 
 
@@ -449,16 +598,23 @@ def run_until_committed(spark, settings: Settings, client) -> None:
     newest = client.xrevrange(settings.event_stream, count=1)[0][0].decode()
     job = RunningJob(spark, settings, client)
     try:
-        job.wait_for(lambda: read_committed(client, settings.event_stream) == {"speed": newest, "bronze": newest}, "both queries to commit the newest entry")
+        job.wait_for(
+            lambda: read_committed(client, settings.event_stream) == {"speed": newest, "bronze": newest},
+            "both queries to commit the newest entry",
+        )
     finally:
         job.stop()
 
 
-def test_an_event_sent_twice_counts_once_in_bronze_and_in_features(streaming_spark, stream_settings, redis_client):
+def test_an_event_sent_twice_counts_once_in_bronze_and_in_features(
+    streaming_spark, stream_settings, redis_client
+):
     spark, stream = streaming_spark, stream_settings.event_stream
     events = _random_events(11, int(time.time() * 1000) - 60_000)
     publish_events(redis_client, stream, events)
-    publish_events(redis_client, stream, [events[-1]] + events)  # a client retrying all of it; one copy in the same batch
+    publish_events(
+        redis_client, stream, [events[-1]] + events
+    )  # a client retrying all of it; one copy in the same batch
     run_until_committed(spark, stream_settings, redis_client)
 
     assert sorted(bronze_event_ids(spark, stream_settings)) == sorted(e["event_id"] for e in events)
@@ -466,7 +622,9 @@ def test_an_event_sent_twice_counts_once_in_bronze_and_in_features(streaming_spa
     status = text_hash(redis_client, KEYS.speed_status)
     assert (status["processed"], status["duplicates"]) == ("23", "12")
     user = events[0]["user_id"]
-    assert zset(redis_client, KEYS.recent_event_ids(user)).keys() == {e["event_id"] for e in events if e["user_id"] == user}
+    assert zset(redis_client, KEYS.recent_event_ids(user)).keys() == {
+        e["event_id"] for e in events if e["user_id"] == user
+    }
     assert 0 < redis_client.ttl(KEYS.recent_event_ids(user)) <= stream_settings.speed_dedupe_ttl_s
 
 
@@ -493,12 +651,16 @@ def test_fresh_checkpoints_neither_lose_nor_recount_events(streaming_spark, stre
     assert_features_equal_ground_truth(redis_client, events)
 
 
-def test_a_stalled_bronze_keeps_its_backlog_on_the_bus_sheds_load_then_catches_up_exactly(streaming_spark, stream_settings, redis_client):
+def test_a_stalled_bronze_keeps_its_backlog_on_the_bus_sheds_load_then_catches_up_exactly(
+    streaming_spark, stream_settings, redis_client
+):
     from feature_store.event_bus import BusBacklogFull
     from spark_jobs.streaming.speed_job import BRONZE_QUERY, start_query
 
     spark, stream = streaming_spark, stream_settings.event_stream
-    settings = stream_settings.model_copy(update={"event_stream_maxlen": 2, "event_stream_max_backlog": 12, "stream_max_rows_per_batch": 8})
+    settings = stream_settings.model_copy(
+        update={"event_stream_maxlen": 2, "event_stream_max_backlog": 12, "stream_max_rows_per_batch": 8}
+    )
     blocker = Path(settings.table_path(BRONZE_EVENTS.name)).parent
     blocker.parent.mkdir(parents=True, exist_ok=True)
     blocker.write_text("a file where bronze's folder should be: its path is unwritable")
@@ -508,7 +670,13 @@ def test_a_stalled_bronze_keeps_its_backlog_on_the_bus_sheds_load_then_catches_u
 
     def publish(batch: list[dict]) -> bool:
         try:
-            publish_events(redis_client, stream, batch, maxlen=settings.event_stream_maxlen, max_backlog=settings.event_stream_max_backlog)
+            publish_events(
+                redis_client,
+                stream,
+                batch,
+                maxlen=settings.event_stream_maxlen,
+                max_backlog=settings.event_stream_max_backlog,
+            )
         except BusBacklogFull:
             return False
         return True
@@ -516,10 +684,16 @@ def test_a_stalled_bronze_keeps_its_backlog_on_the_bus_sheds_load_then_catches_u
     try:
         assert [publish(events[n : n + 4]) for n in (0, 4, 8)] == [True, True, True]
         newest = redis_client.xrevrange(stream, count=1)[0][0].decode()
-        speed.wait_for(lambda: read_committed(redis_client, stream).get("speed") == newest, "the speed query to commit everything")
+        speed.wait_for(
+            lambda: read_committed(redis_client, stream).get("speed") == newest,
+            "the speed query to commit everything",
+        )
         wait_for(lambda: not bronze.isActive, "the bronze query to fail on its unwritable path")
         assert read_committed(redis_client, stream)["bronze"] == "0-0"  # registered, never committed
-        assert trim_consumed(redis_client, stream, settings.event_stream_maxlen) == 0 and redis_client.xlen(stream) == 12
+        assert (
+            trim_consumed(redis_client, stream, settings.event_stream_maxlen) == 0
+            and redis_client.xlen(stream) == 12
+        )
         assert publish(events[12:]) is False  # 12 + 4 entries would be above the cap: refused whole
         assert redis_client.xlen(stream) == 12
     finally:
@@ -560,10 +734,17 @@ def _random_events(count: int, t0: int, seed: int = 3, first: int = 0) -> list[d
     events = []
     for n in range(first, first + count):
         kind = rng.choice(kinds)
-        events.append({
-            "event_id": f"k{n}", "user_id": f"u{rng.randrange(12)}", "item_id": f"i{rng.randrange(8)}", "event_type": kind,
-            "ts": t0 + n * 100, "value": 4.0 if kind == "rating" else None, "context": {"category": f"c{rng.randrange(3)}"},
-        })
+        events.append(
+            {
+                "event_id": f"k{n}",
+                "user_id": f"u{rng.randrange(12)}",
+                "item_id": f"i{rng.randrange(8)}",
+                "event_type": kind,
+                "ts": t0 + n * 100,
+                "value": 4.0 if kind == "rating" else None,
+                "context": {"category": f"c{rng.randrange(3)}"},
+            }
+        )
     return events
 
 
@@ -572,14 +753,22 @@ def assert_features_equal_ground_truth(client, events: list[dict]) -> None:
     truth = _ground_truth(events, EventTypes())
     for user, counters in truth["sessions"].items():
         session = text_hash(client, KEYS.session_counters(user))
-        assert {k: int(v) for k, v in session.items() if k.startswith(("type:", "cat:"))} == dict(counters), user
+        assert {k: int(v) for k, v in session.items() if k.startswith(("type:", "cat:"))} == dict(counters), (
+            user
+        )
     assert zset(client, KEYS.trending("1h")) == {item: w for item, w in truth["trending"].items() if w > 0}
     for item, neighbours in truth["covisit"].items():
         assert zset(client, KEYS.covisit(item)) == {k: float(v) for k, v in neighbours.items()}, item
 
 
 def bronze_event_ids(spark, settings: Settings) -> list[str]:
-    return [r.event_id for r in spark.read.format("delta").load(settings.table_path(BRONZE_EVENTS.name)).select("event_id").collect()]
+    return [
+        r.event_id
+        for r in spark.read.format("delta")
+        .load(settings.table_path(BRONZE_EVENTS.name))
+        .select("event_id")
+        .collect()
+    ]
 
 
 def _job_env(settings: Settings) -> dict[str, str]:
@@ -599,7 +788,9 @@ def _job_env(settings: Settings) -> dict[str, str]:
     }
 
 
-def test_sigkill_mid_run_then_restart_loses_and_doubles_nothing(spark, stream_settings, redis_client, tmp_path):
+def test_sigkill_mid_run_then_restart_loses_and_doubles_nothing(
+    spark, stream_settings, redis_client, tmp_path
+):
     events = _random_events(400, int(time.time() * 1000) - 120_000)
     bad = [f"garbage {n}" for n in range(20)]
     payloads = events[:]
@@ -609,20 +800,38 @@ def test_sigkill_mid_run_then_restart_loses_and_doubles_nothing(spark, stream_se
     env = _job_env(stream_settings)
     cli = [str(Path(sys.executable).parent / "lambdarec")]
     log = open(tmp_path / "job.log", "ab")
-    job = subprocess.Popen([sys.executable, "-m", "spark_jobs.streaming.speed_job"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    job = subprocess.Popen(
+        [sys.executable, "-m", "spark_jobs.streaming.speed_job"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
-        wait_for(lambda: status_counts(redis_client)[0] >= 80 or job.poll() is not None, "the job to be mid-run")
+        wait_for(
+            lambda: status_counts(redis_client)[0] >= 80 or job.poll() is not None, "the job to be mid-run"
+        )
         os.killpg(job.pid, signal.SIGKILL)  # the job, its JVM and Python workers, no clean-up at all
         job.wait()
         processed_at_kill = status_counts(redis_client)[0]
         assert processed_at_kill < len(events), "the kill landed after the job had finished"
 
-        started = subprocess.run([*cli, "stream", "start", "--background"], env=env, capture_output=True, text=True, timeout=300)
+        started = subprocess.run(
+            [*cli, "stream", "start", "--background"], env=env, capture_output=True, text=True, timeout=300
+        )
         assert started.returncode == 0, started.stdout + started.stderr
-        wait_for(lambda: status_counts(redis_client) == (len(events), len(bad)), "the restarted job to catch up")
-        wait_for(lambda: table_count(spark, stream_settings, BRONZE_EVENTS) == len(events), "bronze to catch up")
-        wait_for(lambda: table_count(spark, stream_settings, QUARANTINE) == len(bad), "quarantine to catch up")
-        stopped = subprocess.run([*cli, "stream", "stop"], env=env, capture_output=True, text=True, timeout=300)
+        wait_for(
+            lambda: status_counts(redis_client) == (len(events), len(bad)), "the restarted job to catch up"
+        )
+        wait_for(
+            lambda: table_count(spark, stream_settings, BRONZE_EVENTS) == len(events), "bronze to catch up"
+        )
+        wait_for(
+            lambda: table_count(spark, stream_settings, QUARANTINE) == len(bad), "quarantine to catch up"
+        )
+        stopped = subprocess.run(
+            [*cli, "stream", "stop"], env=env, capture_output=True, text=True, timeout=300
+        )
         assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stdout + stopped.stderr
         assert text_hash(redis_client, KEYS.speed_status)["state"] == "stopped"
     finally:
@@ -630,12 +839,26 @@ def test_sigkill_mid_run_then_restart_loses_and_doubles_nothing(spark, stream_se
             os.killpg(job.pid, signal.SIGKILL)
         subprocess.run([*cli, "stream", "stop"], env=env, capture_output=True, timeout=300)
         log.close()
-        for path in (tmp_path / "job.log", stream_settings.run_dir / "stream.log"):  # shown when the test fails
-            print(f"--- {path}", *path.read_text(errors="replace").splitlines()[-40:] if path.exists() else [], sep="\n")
-        print("status", text_hash(redis_client, KEYS.speed_status), "bronze", table_count(spark, stream_settings, BRONZE_EVENTS))
+        for path in (
+            tmp_path / "job.log",
+            stream_settings.run_dir / "stream.log",
+        ):  # shown when the test fails
+            print(
+                f"--- {path}",
+                *path.read_text(errors="replace").splitlines()[-40:] if path.exists() else [],
+                sep="\n",
+            )
+        print(
+            "status",
+            text_hash(redis_client, KEYS.speed_status),
+            "bronze",
+            table_count(spark, stream_settings, BRONZE_EVENTS),
+        )
 
     assert_features_equal_ground_truth(redis_client, events)
-    assert sorted(bronze_event_ids(spark, stream_settings)) == sorted(e["event_id"] for e in events)  # each exactly once
+    assert sorted(bronze_event_ids(spark, stream_settings)) == sorted(
+        e["event_id"] for e in events
+    )  # each exactly once
 
 
 def test_events_publish_command_checks_lines_unless_raw(redis_server, redis_client, tmp_path, monkeypatch):
@@ -644,11 +867,24 @@ def test_events_publish_command_checks_lines_unless_raw(redis_server, redis_clie
     from lambdarec.cli import build_app
 
     lines = [
-        orjson.dumps({"event_id": "e1", "user_id": "u1", "item_id": "a", "event_type": "view", "ts": 1_700_000_000_000}).decode(),
+        orjson.dumps(
+            {"event_id": "e1", "user_id": "u1", "item_id": "a", "event_type": "view", "ts": 1_700_000_000_000}
+        ).decode(),
         "not json",
-        orjson.dumps({"event_id": "e2", "user_id": "u1", "item_id": "a", "event_type": "teleport", "ts": 1}).decode(),
+        orjson.dumps(
+            {"event_id": "e2", "user_id": "u1", "item_id": "a", "event_type": "teleport", "ts": 1}
+        ).decode(),
         "",
-        orjson.dumps({"event_id": "e3", "user_id": "u2", "item_id": "b", "event_type": "rating", "value": 4.5, "ts": "2024-01-01T00:00:00Z"}).decode(),
+        orjson.dumps(
+            {
+                "event_id": "e3",
+                "user_id": "u2",
+                "item_id": "b",
+                "event_type": "rating",
+                "value": 4.5,
+                "ts": "2024-01-01T00:00:00Z",
+            }
+        ).decode(),
     ]
     path = tmp_path / "events.jsonl"
     path.write_text("\n".join(lines) + "\n")
@@ -659,10 +895,18 @@ def test_events_publish_command_checks_lines_unless_raw(redis_server, redis_clie
     checked = runner.invoke(build_app(), ["events", "publish", str(path), "--chunk-size", "2"])
     assert checked.exit_code == 0, checked.output
     assert "published 2 events to lr:events" in checked.output
-    assert "skipped 2 lines that break the event contract: malformed 1, unknown_event_type 1" in checked.output
-    assert [orjson.loads(f[EVENT_FIELD.encode()])["event_id"] for _, f in redis_client.xrange("lr:events")] == ["e1", "e3"]
-    assert orjson.loads(redis_client.xrange("lr:events")[1][1][EVENT_FIELD.encode()])["ts"] == 1_704_067_200_000  # wire form: epoch ms
+    assert (
+        "skipped 2 lines that break the event contract: malformed 1, unknown_event_type 1" in checked.output
+    )
+    assert [
+        orjson.loads(f[EVENT_FIELD.encode()])["event_id"] for _, f in redis_client.xrange("lr:events")
+    ] == ["e1", "e3"]
+    assert (
+        orjson.loads(redis_client.xrange("lr:events")[1][1][EVENT_FIELD.encode()])["ts"] == 1_704_067_200_000
+    )  # wire form: epoch ms
 
     raw = runner.invoke(build_app(), ["events", "publish", str(path), "--raw"])
     assert raw.exit_code == 0 and "published 4 events" in raw.output
-    assert [f[EVENT_FIELD.encode()].decode() for _, f in redis_client.xrange("lr:events")][2:] == [line for line in lines if line]
+    assert [f[EVENT_FIELD.encode()].decode() for _, f in redis_client.xrange("lr:events")][2:] == [
+        line for line in lines if line
+    ]

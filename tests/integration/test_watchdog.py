@@ -14,7 +14,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def watched(settings: Settings, redis_server, tmp_path) -> Settings:
-    return settings.model_copy(update={"data_dir": tmp_path, "redis_url": redis_server.url, "stream_max_staleness_s": 60})
+    return settings.model_copy(
+        update={"data_dir": tmp_path, "redis_url": redis_server.url, "stream_max_staleness_s": 60}
+    )
 
 
 def test_oldest_unread_event_is_the_first_after_the_lowest_commit(watched: Settings, redis_client) -> None:

@@ -14,8 +14,8 @@ from spark_jobs.candidates import (
     covisit_candidates,
     covisit_similar,
     ease_candidates,
-    gram_entries,
     ease_items,
+    gram_entries,
     history_before,
     implicit_weights,
     next_items,
@@ -56,14 +56,28 @@ def rows(df, *cols):
 
 def test_history_stops_strictly_before_the_cutoff(interactions):
     assert rows(history_before(interactions, AS_OF), "user_id", "item_id") == sorted(
-        [("u1", "a"), ("u1", "b"), ("u1", "c"), ("u1", "f"), ("u2", "a"), ("u2", "b"), ("u2", "d"), ("u3", "c"), ("u3", "e")]
+        [
+            ("u1", "a"),
+            ("u1", "b"),
+            ("u1", "c"),
+            ("u1", "f"),
+            ("u2", "a"),
+            ("u2", "b"),
+            ("u2", "d"),
+            ("u3", "c"),
+            ("u3", "e"),
+        ]
     )
     assert rows(active_users(interactions, AS_OF, days=1), "user_id") == [("u2",), ("u3",)]
 
 
 def test_covisit_similar_counts_sessions_within_the_window(interactions):
-    similar = covisit_similar(history_before(interactions, AS_OF), window_minutes=60, max_span=10, neighbors=50)
-    got = [(i, j, round(s, 6), r) for i, j, s, r in rows(similar, "item_id", "similar_item_id", "score", "rank")]
+    similar = covisit_similar(
+        history_before(interactions, AS_OF), window_minutes=60, max_span=10, neighbors=50
+    )
+    got = [
+        (i, j, round(s, 6), r) for i, j, s, r in rows(similar, "item_id", "similar_item_id", "score", "rank")
+    ]
     half, e_c = 0.5, round(1 / math.sqrt(2), 6)
     assert got == [
         ("a", "b", 1.0, 1),
@@ -78,7 +92,9 @@ def test_covisit_similar_counts_sessions_within_the_window(interactions):
 
 
 def test_covisit_span_bounds_how_far_apart_in_the_session_items_pair(interactions):
-    similar = covisit_similar(history_before(interactions, AS_OF), window_minutes=60, max_span=1, neighbors=50)
+    similar = covisit_similar(
+        history_before(interactions, AS_OF), window_minutes=60, max_span=1, neighbors=50
+    )
     # a-c are two events apart in s1, so with span 1 they only pair via... nothing: gone.
     assert ("a", "c") not in rows(similar, "item_id", "similar_item_id")
     assert ("a", "b") in rows(similar, "item_id", "similar_item_id")
@@ -117,7 +133,12 @@ def test_popularity_decays_with_age_and_popular_candidates_skip_seen(spark, inte
     got = popular_candidates(popularity(history, AS_OF, 30, 1.0), users, seen_items(history), n=2, pool=6)
     # by score: c > b > a > d > e > f (b's events are minutes later than a's)
     assert sorted(scores, key=lambda i: -scores[i]) == ["c", "b", "a", "d", "e", "f"]
-    assert rows(got, "user_id", "item_id", "rank") == [("u1", "d", 1), ("u1", "e", 2), ("u3", "a", 2), ("u3", "b", 1)]
+    assert rows(got, "user_id", "item_id", "rank") == [
+        ("u1", "d", 1),
+        ("u1", "e", 2),
+        ("u3", "a", 2),
+        ("u3", "b", 1),
+    ]
 
 
 def test_als_proposes_the_missing_item_of_the_users_taste_group(spark):
@@ -160,17 +181,37 @@ def test_build_candidates_writes_every_source_in_the_table_shape(spark, interact
 def test_ease_proposes_each_users_co_occurring_items_over_the_capped_catalog(spark):
     # {a, b} and {c, d} never meet; e is the 5th most popular item, beyond the cap of 4 (d wins the tie by id).
     seen = spark.createDataFrame(
-        [("u1", "a"), ("u1", "b"), ("u2", "a"), ("u2", "b"), ("u3", "a"), ("u4", "c"), ("u4", "d"), ("u5", "c"), ("u6", "e")],
+        [
+            ("u1", "a"),
+            ("u1", "b"),
+            ("u2", "a"),
+            ("u2", "b"),
+            ("u3", "a"),
+            ("u4", "c"),
+            ("u4", "d"),
+            ("u5", "c"),
+            ("u6", "e"),
+        ],
         "user_id string, item_id string",
     )
     users = spark.createDataFrame([(f"u{i}",) for i in range(1, 8)], "user_id string")
     items = ease_items(seen, max_items=4)
     assert rows(items, "idx", "item_id") == [(0, "a"), (1, "b"), (2, "c"), (3, "d")]
-    assert rows(gram_entries(seen, items), "i", "j", "users") == [(0, 0, 3), (0, 1, 2), (1, 1, 2), (2, 2, 2), (2, 3, 1), (3, 3, 1)]
+    assert rows(gram_entries(seen, items), "i", "j", "users") == [
+        (0, 0, 3),
+        (0, 1, 2),
+        (1, 1, 2),
+        (2, 2, 2),
+        (2, 3, 1),
+        (3, 3, 1),
+    ]
     got = ease_candidates(seen, users, n=2, lam=1.0, max_items=4)
     # B[a, b] = G[a, b] / (G[a, a] + 1) = 2/4; B[c, d] = 1/3. u1, u2, u4 saw their whole group, u6 only
     # an item beyond the cap, u7 nothing: no proposals.
-    assert rows(got, "user_id", "item_id", "score", "rank") == [("u3", "b", 0.5, 1), ("u5", "d", float(np.float32(1 / 3)), 1)]
+    assert rows(got, "user_id", "item_id", "score", "rank") == [
+        ("u3", "b", 0.5, 1),
+        ("u5", "d", float(np.float32(1 / 3)), 1),
+    ]
 
 
 def test_candidate_recall_per_source_and_union(spark, interactions):
@@ -191,9 +232,26 @@ def test_candidate_recall_per_source_and_union(spark, interactions):
     relevance = future.withColumn("relevance", F.lit(1.0))
     sources = ("als", "covisit", "popular", "ease")
     assert candidate_pool_recall(candidates, relevance, sources, cutoffs=(1, 2)) == {
-        "als@1": 0.5, "covisit@1": 0.5, "popular@1": 0.0, "ease@1": 0.0, "union@1": 1.0,
-        "als@2": 0.5, "covisit@2": 0.5, "popular@2": 0.0, "ease@2": 0.0, "union@2": 1.0,
+        "als@1": 0.5,
+        "covisit@1": 0.5,
+        "popular@1": 0.0,
+        "ease@1": 0.0,
+        "union@1": 1.0,
+        "als@2": 0.5,
+        "covisit@2": 0.5,
+        "popular@2": 0.0,
+        "ease@2": 0.0,
+        "union@2": 1.0,
         "users": 2.0,
     }
-    only_popular = candidate_pool_recall(candidates.where("source = 'popular'"), relevance, sources, cutoffs=(2,))
-    assert only_popular == {"als@2": 0.0, "covisit@2": 0.0, "popular@2": 0.0, "ease@2": 0.0, "union@2": 0.0, "users": 2.0}
+    only_popular = candidate_pool_recall(
+        candidates.where("source = 'popular'"), relevance, sources, cutoffs=(2,)
+    )
+    assert only_popular == {
+        "als@2": 0.0,
+        "covisit@2": 0.0,
+        "popular@2": 0.0,
+        "ease@2": 0.0,
+        "union@2": 0.0,
+        "users": 2.0,
+    }

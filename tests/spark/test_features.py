@@ -30,7 +30,21 @@ def interaction(event_id, user, item, when, event_type="view", rating=None):
     explicit = event_type == "rating"
     weight = max(rating - 3.5 + 1, 0.0) if explicit else WEIGHTS[event_type]
     label = int(rating >= 3.5) if explicit else int(weight > 0)
-    return (event_id, user, item, event_type, moment, rating, None, weight, rating, explicit, label, f"{user}:0", moment.date())
+    return (
+        event_id,
+        user,
+        item,
+        event_type,
+        moment,
+        rating,
+        None,
+        weight,
+        rating,
+        explicit,
+        label,
+        f"{user}:0",
+        moment.date(),
+    )
 
 
 HISTORY = [
@@ -43,7 +57,10 @@ HISTORY = [
     interaction("g", "u2", "i1", "2026-11-10 08:00:00", "rating", 2.0),
     interaction("h", "u3", "i1", "2026-11-11 09:00:00", "purchase"),  # on the last as_of: never visible
 ]
-CATALOG = [("i1", "books", ["books"], "A book", None, None), ("i2", "music", ["music"], "A record", None, None)]
+CATALOG = [
+    ("i1", "books", ["books"], "A book", None, None),
+    ("i2", "music", ["music"], "A record", None, None),
+]
 
 
 @pytest.fixture(scope="module")
@@ -71,34 +88,64 @@ def item_vector(**values):
 
 
 def test_user_features_point_in_time(history, catalog):
-    rows = {(r["as_of"], r["user_id"]): dict(r["features"]) for r in build_user_features(history, catalog, START, END).collect()}
+    rows = {
+        (r["as_of"], r["user_id"]): dict(r["features"])
+        for r in build_user_features(history, catalog, START, END).collect()
+    }
     assert rows == {
         (date(2026, 11, 10), "u1"): user_vector(
-            user_view_1d=1, user_view_7d=1, user_view_30d=3,
-            user_purchase_7d=1, user_purchase_30d=1,
-            user_events_1d=1, user_events_7d=2, user_events_30d=4,
-            user_lifetime_events=5, user_distinct_items_30d=3, user_recency_s=1,
-            user_avg_rating=4.0, user_rating_count=1,
+            user_view_1d=1,
+            user_view_7d=1,
+            user_view_30d=3,
+            user_purchase_7d=1,
+            user_purchase_30d=1,
+            user_events_1d=1,
+            user_events_7d=2,
+            user_events_30d=4,
+            user_lifetime_events=5,
+            user_distinct_items_30d=3,
+            user_recency_s=1,
+            user_avg_rating=4.0,
+            user_rating_count=1,
         ),
         (date(2026, 11, 11), "u1"): user_vector(
-            user_view_7d=1, user_view_30d=2,
-            user_click_1d=1, user_click_7d=1, user_click_30d=1,
-            user_purchase_7d=1, user_purchase_30d=1,
-            user_events_1d=1, user_events_7d=3, user_events_30d=4,
-            user_lifetime_events=6, user_distinct_items_30d=3, user_recency_s=86_400,
-            user_avg_rating=4.0, user_rating_count=1,
+            user_view_7d=1,
+            user_view_30d=2,
+            user_click_1d=1,
+            user_click_7d=1,
+            user_click_30d=1,
+            user_purchase_7d=1,
+            user_purchase_30d=1,
+            user_events_1d=1,
+            user_events_7d=3,
+            user_events_30d=4,
+            user_lifetime_events=6,
+            user_distinct_items_30d=3,
+            user_recency_s=86_400,
+            user_avg_rating=4.0,
+            user_rating_count=1,
         ),
         (date(2026, 11, 11), "u2"): user_vector(
-            user_rating_1d=1, user_rating_7d=1, user_rating_30d=1,
-            user_events_1d=1, user_events_7d=1, user_events_30d=1,
-            user_lifetime_events=1, user_distinct_items_30d=1, user_recency_s=16 * 3600,
-            user_avg_rating=2.0, user_rating_count=1,
+            user_rating_1d=1,
+            user_rating_7d=1,
+            user_rating_30d=1,
+            user_events_1d=1,
+            user_events_7d=1,
+            user_events_30d=1,
+            user_lifetime_events=1,
+            user_distinct_items_30d=1,
+            user_recency_s=16 * 3600,
+            user_avg_rating=2.0,
+            user_rating_count=1,
         ),
     }
 
 
 def test_category_affinity_is_the_decayed_share_of_positive_weight(history, catalog):
-    rows = {(r["as_of"], r["user_id"]): dict(r["category_affinity"]) for r in build_user_features(history, catalog, START, END).collect()}
+    rows = {
+        (r["as_of"], r["user_id"]): dict(r["category_affinity"])
+        for r in build_user_features(history, catalog, START, END).collect()
+    }
 
     def decayed(weight, days_before_start):
         return weight * 2 ** (-days_before_start / AFFINITY_HALF_LIFE_DAYS)
@@ -107,10 +154,14 @@ def test_category_affinity_is_the_decayed_share_of_positive_weight(history, cata
     music = decayed(8, 6) + decayed(1.5, 70)
     unknown = decayed(1, 29) + decayed(1, 30)
     total = books + music + unknown
-    assert rows[(date(2026, 11, 10), "u1")] == pytest.approx({"books": books / total, "music": music / total, "unknown": unknown / total})
+    assert rows[(date(2026, 11, 10), "u1")] == pytest.approx(
+        {"books": books / total, "music": music / total, "unknown": unknown / total}
+    )
     books_11 = books + decayed(2, 0)
     total_11 = books_11 + music + unknown
-    assert rows[(date(2026, 11, 11), "u1")] == pytest.approx({"books": books_11 / total_11, "music": music / total_11, "unknown": unknown / total_11})
+    assert rows[(date(2026, 11, 11), "u1")] == pytest.approx(
+        {"books": books_11 / total_11, "music": music / total_11, "unknown": unknown / total_11}
+    )
     assert rows[(date(2026, 11, 11), "u2")] == {}  # a 2.0 rating has no positive weight
 
 
@@ -121,29 +172,89 @@ def test_item_features_point_in_time(history, catalog):
     }
     trend_all_recent = 30 / 7
     expected = {
-        (date(2026, 11, 10), "i1"): ("books", item_vector(
-            item_events_1d=1, item_events_7d=1, item_events_30d=1, item_users_1d=1, item_users_7d=1, item_users_30d=1,
-            item_weight_30d=1, item_trend_7d=trend_all_recent, item_age_days=1 / 86_400, item_lifetime_events=1,
-        )),
-        (date(2026, 11, 10), "i2"): ("music", item_vector(
-            item_events_7d=1, item_events_30d=1, item_users_7d=1, item_users_30d=1, item_weight_30d=8,
-            item_trend_7d=trend_all_recent, item_age_days=69.5, item_lifetime_events=2, item_avg_rating=4.0, item_rating_count=1,
-        )),
-        (date(2026, 11, 10), "i3"): ("unknown", item_vector(
-            item_events_30d=2, item_users_30d=1, item_weight_30d=2, item_age_days=29.5, item_lifetime_events=2,
-        )),
-        (date(2026, 11, 11), "i1"): ("books", item_vector(
-            item_events_1d=2, item_events_7d=3, item_events_30d=3, item_users_1d=2, item_users_7d=2, item_users_30d=2,
-            item_weight_30d=3, item_ctr_30d=1.0, item_trend_7d=trend_all_recent, item_age_days=1 + 1 / 86_400,
-            item_lifetime_events=3, item_avg_rating=2.0, item_rating_count=1,
-        )),
-        (date(2026, 11, 11), "i2"): ("music", item_vector(
-            item_events_7d=1, item_events_30d=1, item_users_7d=1, item_users_30d=1, item_weight_30d=8,
-            item_trend_7d=trend_all_recent, item_age_days=70.5, item_lifetime_events=2, item_avg_rating=4.0, item_rating_count=1,
-        )),
-        (date(2026, 11, 11), "i3"): ("unknown", item_vector(
-            item_events_30d=1, item_users_30d=1, item_weight_30d=1, item_age_days=30.5, item_lifetime_events=2,
-        )),
+        (date(2026, 11, 10), "i1"): (
+            "books",
+            item_vector(
+                item_events_1d=1,
+                item_events_7d=1,
+                item_events_30d=1,
+                item_users_1d=1,
+                item_users_7d=1,
+                item_users_30d=1,
+                item_weight_30d=1,
+                item_trend_7d=trend_all_recent,
+                item_age_days=1 / 86_400,
+                item_lifetime_events=1,
+            ),
+        ),
+        (date(2026, 11, 10), "i2"): (
+            "music",
+            item_vector(
+                item_events_7d=1,
+                item_events_30d=1,
+                item_users_7d=1,
+                item_users_30d=1,
+                item_weight_30d=8,
+                item_trend_7d=trend_all_recent,
+                item_age_days=69.5,
+                item_lifetime_events=2,
+                item_avg_rating=4.0,
+                item_rating_count=1,
+            ),
+        ),
+        (date(2026, 11, 10), "i3"): (
+            "unknown",
+            item_vector(
+                item_events_30d=2,
+                item_users_30d=1,
+                item_weight_30d=2,
+                item_age_days=29.5,
+                item_lifetime_events=2,
+            ),
+        ),
+        (date(2026, 11, 11), "i1"): (
+            "books",
+            item_vector(
+                item_events_1d=2,
+                item_events_7d=3,
+                item_events_30d=3,
+                item_users_1d=2,
+                item_users_7d=2,
+                item_users_30d=2,
+                item_weight_30d=3,
+                item_ctr_30d=1.0,
+                item_trend_7d=trend_all_recent,
+                item_age_days=1 + 1 / 86_400,
+                item_lifetime_events=3,
+                item_avg_rating=2.0,
+                item_rating_count=1,
+            ),
+        ),
+        (date(2026, 11, 11), "i2"): (
+            "music",
+            item_vector(
+                item_events_7d=1,
+                item_events_30d=1,
+                item_users_7d=1,
+                item_users_30d=1,
+                item_weight_30d=8,
+                item_trend_7d=trend_all_recent,
+                item_age_days=70.5,
+                item_lifetime_events=2,
+                item_avg_rating=4.0,
+                item_rating_count=1,
+            ),
+        ),
+        (date(2026, 11, 11), "i3"): (
+            "unknown",
+            item_vector(
+                item_events_30d=1,
+                item_users_30d=1,
+                item_weight_30d=1,
+                item_age_days=30.5,
+                item_lifetime_events=2,
+            ),
+        ),
     }
     assert rows.keys() == expected.keys()
     for key, (category, vector) in expected.items():
@@ -162,11 +273,19 @@ def test_conversion_rates_divide_by_views(spark):
         interaction("k1", "u1", "i1", "2026-11-09 10:02", "add_to_cart"),
         interaction("p1", "u1", "i1", "2026-11-09 10:03", "purchase"),
     ]
-    out = build_item_features(spark.createDataFrame(rows, INTERACTIONS.ddl), None, START, date(2026, 11, 11)).collect()
+    out = build_item_features(
+        spark.createDataFrame(rows, INTERACTIONS.ddl), None, START, date(2026, 11, 11)
+    ).collect()
     assert [(r["item_id"], r["category"]) for r in out] == [("i1", "unknown")]
     features = dict(out[0]["features"])
-    assert {k: features[k] for k in ("item_ctr_30d", "item_cart_rate_30d", "item_purchase_rate_30d", "item_users_1d")} == {
-        "item_ctr_30d": 0.5, "item_cart_rate_30d": 0.25, "item_purchase_rate_30d": 0.25, "item_users_1d": 4.0
+    assert {
+        k: features[k]
+        for k in ("item_ctr_30d", "item_cart_rate_30d", "item_purchase_rate_30d", "item_users_1d")
+    } == {
+        "item_ctr_30d": 0.5,
+        "item_cart_rate_30d": 0.25,
+        "item_purchase_rate_30d": 0.25,
+        "item_users_1d": 4.0,
     }
 
 
@@ -174,18 +293,28 @@ def test_silver_refresh_window():
     d = date
     assert silver_window_to_refresh(None, None, d(2026, 11, 10), d(2026, 11, 12)) is None
     # No silver yet: everything bronze has up to the end.
-    assert silver_window_to_refresh(d(2026, 9, 1), None, d(2026, 11, 10), d(2026, 11, 12)) == (d(2026, 9, 1), d(2026, 11, 12))
+    assert silver_window_to_refresh(d(2026, 9, 1), None, d(2026, 11, 10), d(2026, 11, 12)) == (
+        d(2026, 9, 1),
+        d(2026, 11, 12),
+    )
     # Silver up to date: the day before the window (late events) and the window.
-    assert silver_window_to_refresh(d(2026, 9, 1), d(2026, 11, 11), d(2026, 11, 10), d(2026, 11, 12)) == (d(2026, 11, 9), d(2026, 11, 12))
+    assert silver_window_to_refresh(d(2026, 9, 1), d(2026, 11, 11), d(2026, 11, 10), d(2026, 11, 12)) == (
+        d(2026, 11, 9),
+        d(2026, 11, 12),
+    )
     # Silver stopped earlier: from its first missing day.
-    assert silver_window_to_refresh(d(2026, 9, 1), d(2026, 11, 2), d(2026, 11, 10), d(2026, 11, 12)) == (d(2026, 11, 3), d(2026, 11, 12))
+    assert silver_window_to_refresh(d(2026, 9, 1), d(2026, 11, 2), d(2026, 11, 10), d(2026, 11, 12)) == (
+        d(2026, 11, 3),
+        d(2026, 11, 12),
+    )
 
 
 def test_run_features_reruns_and_backfills_are_idempotent(spark, table_settings):
     from spark_jobs.ingest import upsert_items, write_bronze
 
     bronze = spark.createDataFrame(
-        [(r[0], r[1], r[2], r[3], r[4], r[5], None, "test", datetime(2026, 11, 20), r[12]) for r in HISTORY], BRONZE_EVENTS.ddl
+        [(r[0], r[1], r[2], r[3], r[4], r[5], None, "test", datetime(2026, 11, 20), r[12]) for r in HISTORY],
+        BRONZE_EVENTS.ddl,
     )
     write_bronze(spark, table_settings, bronze)
     upsert_items(spark, table_settings, spark.createDataFrame(CATALOG, ITEMS.ddl))
@@ -193,18 +322,31 @@ def test_run_features_reruns_and_backfills_are_idempotent(spark, table_settings)
     def gold(table):
         df = spark.read.format("delta").load(table_settings.table_path(table.name))
         key = "user_id" if table is USER_FEATURES else "item_id"
-        return sorted((r["as_of"], r[key], sorted(r["features"].items(), key=lambda kv: kv[0])) for r in df.collect())
+        return sorted(
+            (r["as_of"], r[key], sorted(r["features"].items(), key=lambda kv: kv[0])) for r in df.collect()
+        )
 
     first = run_features(spark, table_settings, START, END)
     users_first, items_first = gold(USER_FEATURES), gold(ITEM_FEATURES)
     again = run_features(spark, table_settings, START, END)
     backfill = run_features(spark, table_settings, date(2026, 11, 11), END)
 
-    assert (first.silver_window, first.silver_rows, first.user_rows, first.item_rows) == (("2026-09-01", "2026-11-12"), 8, 3, 6)
+    assert (first.silver_window, first.silver_rows, first.user_rows, first.item_rows) == (
+        ("2026-09-01", "2026-11-12"),
+        8,
+        3,
+        6,
+    )
     assert (again.silver_window, again.user_rows, again.item_rows) == (("2026-11-09", "2026-11-12"), 3, 6)
-    assert (backfill.silver_window, backfill.user_rows, backfill.item_rows) == (("2026-11-10", "2026-11-12"), 2, 3)
+    assert (backfill.silver_window, backfill.user_rows, backfill.item_rows) == (
+        ("2026-11-10", "2026-11-12"),
+        2,
+        3,
+    )
     assert gold(USER_FEATURES) == users_first
     assert gold(ITEM_FEATURES) == items_first
     assert [(as_of, user) for as_of, user, _ in users_first] == [
-        (date(2026, 11, 10), "u1"), (date(2026, 11, 11), "u1"), (date(2026, 11, 11), "u2")
+        (date(2026, 11, 10), "u1"),
+        (date(2026, 11, 11), "u1"),
+        (date(2026, 11, 11), "u2"),
     ]

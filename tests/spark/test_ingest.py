@@ -3,7 +3,7 @@ writes (re-ingest adds nothing), the catalog upsert, MovieLens, and a generated 
 
 import json
 from collections import Counter
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -13,7 +13,7 @@ from lambdarec.datagen import GeneratorConfig, Manifest, generate
 from spark_jobs.ingest import ingest, split_valid_events, upsert_items, validate_raw_events
 from spark_jobs.sources import movielens_ratings_to_raw
 
-NOW = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 TOLERANCE = timedelta(minutes=10)
 
 
@@ -22,7 +22,13 @@ def naive(text: str) -> datetime:
 
 
 def good(n: int, **overrides) -> dict:
-    row = {"event_id": f"e{n}", "user_id": "u1", "item_id": "i1", "event_type": "view", "ts": "2026-11-01T10:00:00Z"}
+    row = {
+        "event_id": f"e{n}",
+        "user_id": "u1",
+        "item_id": "i1",
+        "event_type": "view",
+        "ts": "2026-11-01T10:00:00Z",
+    }
     row.update(overrides)
     return row
 
@@ -94,7 +100,9 @@ AGREEMENT_CASES = [
     good(63, context={f"k{n}": "v" for n in range(33)}),
     good(64, context={"page": "\u00e9" * 2046}),  # 4,096 UTF-8 bytes: at the byte limit
     good(65, context={"page": "\u00e9" * 2047}),
-    good(66, context={"page": "p" * 5000, "gone": None}, ts="2099-01-01T00:00:00Z"),  # too large outranks a future ts
+    good(
+        66, context={"page": "p" * 5000, "gone": None}, ts="2099-01-01T00:00:00Z"
+    ),  # too large outranks a future ts
     good(67, context={"page": "p" * 5000}, event_type="teleport"),
 ]
 NOT_OBJECTS = ["not json", "[1, 2]", '"a string"', "42", '{"event_id": "e99", "user_id"']
@@ -120,8 +128,13 @@ def test_spark_rules_agree_with_validate_event_dict(spark):
     got = {row["raw"]: row for row in validate_raw_events(df, NOW, TOLERANCE).collect()}
 
     def spark_view(row):
-        ts = row["ts"].replace(tzinfo=timezone.utc) if row["reason"] is None else None
-        return (row["reason"], ts, row["value"] if row["reason"] is None else None, row["context"] if row["reason"] is None else None)
+        ts = row["ts"].replace(tzinfo=UTC) if row["reason"] is None else None
+        return (
+            row["reason"],
+            ts,
+            row["value"] if row["reason"] is None else None,
+            row["context"] if row["reason"] is None else None,
+        )
 
     def python_view(raw):
         event, reason, _ = python_verdict(raw)
@@ -131,7 +144,9 @@ def test_spark_rules_agree_with_validate_event_dict(spark):
 
     assert {raw: spark_view(got[raw]) for raw in raws} == {raw: python_view(raw) for raw in raws}
     # Every reason but the duplicate (which needs two rows) and the bus entry's own is covered above.
-    assert {got[raw]["reason"] for raw in raws} - {None} == {r.value for r in QuarantineReason if r not in BUS_ENTRY_REASONS} - {"duplicate_event_id"}
+    assert {got[raw]["reason"] for raw in raws} - {None} == {
+        r.value for r in QuarantineReason if r not in BUS_ENTRY_REASONS
+    } - {"duplicate_event_id"}
     assert all(got[raw]["detail"] for raw in raws if got[raw]["reason"])
     oversize = [raw for raw in raws if got[raw]["reason"] == "context_too_large"]
     assert [got[raw]["detail"] for raw in oversize] == [python_verdict(raw)[2] for raw in oversize]
@@ -147,8 +162,30 @@ def test_split_gives_bronze_rows_and_quarantine_rows_with_reasons(spark):
     df = spark.createDataFrame([(raw, "file:/in.jsonl") for raw in raws], "raw STRING, source STRING")
     events, quarantine = split_valid_events(df, NOW, TOLERANCE)
     assert sorted(tuple(r) for r in events.collect()) == [
-        ("e1", "u1", "i1", "view", naive("2026-11-01 10:00:00"), 2.0, {"device": "web"}, "file:/in.jsonl", naive("2026-11-01 12:00:00"), date(2026, 11, 1)),
-        ("e2", "u2", "i1", "rating", naive("2026-11-01 00:30:00"), 4.5, None, "file:/in.jsonl", naive("2026-11-01 12:00:00"), date(2026, 11, 1)),
+        (
+            "e1",
+            "u1",
+            "i1",
+            "view",
+            naive("2026-11-01 10:00:00"),
+            2.0,
+            {"device": "web"},
+            "file:/in.jsonl",
+            naive("2026-11-01 12:00:00"),
+            date(2026, 11, 1),
+        ),
+        (
+            "e2",
+            "u2",
+            "i1",
+            "rating",
+            naive("2026-11-01 00:30:00"),
+            4.5,
+            None,
+            "file:/in.jsonl",
+            naive("2026-11-01 12:00:00"),
+            date(2026, 11, 1),
+        ),
     ]
     assert list(events.columns) == list(BRONZE_EVENTS.columns)
     assert list(quarantine.columns) == list(QUARANTINE.columns)
@@ -168,10 +205,19 @@ def test_duplicate_ids_keep_the_earliest_then_smallest_raw(spark):
     raws = [later, first, tie_b, tie_a, bad_same_id, twin, twin]
     df = spark.createDataFrame([(raw, "s") for raw in raws], "raw STRING, source STRING")
     events, quarantine = split_valid_events(df, NOW, TOLERANCE)
-    assert sorted((r["event_id"], r["item_id"]) for r in events.collect()) == [("e1", "i1"), ("e2", "a"), ("e3", "i1")]
+    assert sorted((r["event_id"], r["item_id"]) for r in events.collect()) == [
+        ("e1", "i1"),
+        ("e2", "a"),
+        ("e3", "i1"),
+    ]
     q = sorted((r["raw"], r["reason"], r["row_key"]) for r in quarantine.collect())
     assert [(raw, reason) for raw, reason, _ in q] == sorted(
-        [(later, "duplicate_event_id"), (tie_b, "duplicate_event_id"), (bad_same_id, "unknown_event_type"), (twin, "duplicate_event_id")]
+        [
+            (later, "duplicate_event_id"),
+            (tie_b, "duplicate_event_id"),
+            (bad_same_id, "unknown_event_type"),
+            (twin, "duplicate_event_id"),
+        ]
     )
     assert len({key for _, _, key in q}) == 4
 
@@ -190,21 +236,40 @@ def table_rows(spark, settings, table, *cols):
 def test_reingest_adds_nothing_and_reports_it(spark, table_settings, tmp_path):
     source = write_lines(
         tmp_path / "in" / "events" / "part-0.jsonl",
-        [json.dumps(good(1)), json.dumps(good(2, ts="2026-10-30T08:00:00Z")), "", json.dumps(good(3, user_id=None)), "{broken"],
+        [
+            json.dumps(good(1)),
+            json.dumps(good(2, ts="2026-10-30T08:00:00Z")),
+            "",
+            json.dumps(good(3, user_id=None)),
+            "{broken",
+        ],
     )
-    write_lines(tmp_path / "in" / "items.jsonl", [json.dumps({"item_id": "i1", "category": "books", "title": "A book"})])
+    write_lines(
+        tmp_path / "in" / "items.jsonl",
+        [json.dumps({"item_id": "i1", "category": "books", "title": "A book"})],
+    )
     first = ingest(spark, table_settings, tmp_path / "in", "jsonl", NOW)
     again = ingest(spark, table_settings, tmp_path / "in", "jsonl", NOW + timedelta(hours=1))
 
-    assert (first.rows_read, first.ingested, first.already_present, first.quarantined, first.quarantine_added) == (
-        4, 2, 0, {"missing_user_id": 1, "malformed": 1}, 2
-    )
-    assert (again.rows_read, again.ingested, again.already_present, again.quarantined, again.quarantine_added) == (
-        4, 0, 2, {"missing_user_id": 1, "malformed": 1}, 0
-    )
+    assert (
+        first.rows_read,
+        first.ingested,
+        first.already_present,
+        first.quarantined,
+        first.quarantine_added,
+    ) == (4, 2, 0, {"missing_user_id": 1, "malformed": 1}, 2)
+    assert (
+        again.rows_read,
+        again.ingested,
+        again.already_present,
+        again.quarantined,
+        again.quarantine_added,
+    ) == (4, 0, 2, {"missing_user_id": 1, "malformed": 1}, 0)
     assert (first.items_inserted, again.items_inserted, again.items_updated) == (1, 0, 1)
     assert first.event_files == (str(source),)
-    assert table_rows(spark, table_settings, BRONZE_EVENTS, "event_id", "event_date", "ingest_time", "source") == [
+    assert table_rows(
+        spark, table_settings, BRONZE_EVENTS, "event_id", "event_date", "ingest_time", "source"
+    ) == [
         ("e1", date(2026, 11, 1), naive("2026-11-01 12:00:00"), f"file:{source}"),
         ("e2", date(2026, 10, 30), naive("2026-11-01 12:00:00"), f"file:{source}"),
     ]
@@ -212,19 +277,26 @@ def test_reingest_adds_nothing_and_reports_it(spark, table_settings, tmp_path):
         ("malformed", naive("2026-11-01 12:00:00")),
         ("missing_user_id", naive("2026-11-01 12:00:00")),
     ]
-    assert table_rows(spark, table_settings, ITEMS, "item_id", "category", "categories", "title") == [("i1", "books", ["books"], "A book")]
+    assert table_rows(spark, table_settings, ITEMS, "item_id", "category", "categories", "title") == [
+        ("i1", "books", ["books"], "A book")
+    ]
 
 
 def test_catalog_upsert_overwrites_known_items_and_fills_unknown_category(spark, table_settings):
     first = spark.createDataFrame(
-        [("i1", "books", ["books"], "Old title", {}, None), ("i2", None, None, "No category", None, None)], ITEMS.ddl
+        [("i1", "books", ["books"], "Old title", {}, None), ("i2", None, None, "No category", None, None)],
+        ITEMS.ddl,
     )
-    second = spark.createDataFrame([("i1", "music", ["music", "books"], "New title", {"year": "2001"}, None)], ITEMS.ddl)
+    second = spark.createDataFrame(
+        [("i1", "music", ["music", "books"], "New title", {"year": "2001"}, None)], ITEMS.ddl
+    )
     from spark_jobs.sources import catalog_rows
 
     assert upsert_items(spark, table_settings, catalog_rows(first)) == {"inserted": 2, "updated": 0}
     assert upsert_items(spark, table_settings, catalog_rows(second)) == {"inserted": 0, "updated": 1}
-    assert table_rows(spark, table_settings, ITEMS, "item_id", "category", "categories", "title", "attributes") == [
+    assert table_rows(
+        spark, table_settings, ITEMS, "item_id", "category", "categories", "title", "attributes"
+    ) == [
         ("i1", "music", ["music", "books"], "New title", {"year": "2001"}),
         ("i2", "unknown", ["unknown"], "No category", None),
     ]
@@ -232,22 +304,48 @@ def test_catalog_upsert_overwrites_known_items_and_fills_unknown_category(spark,
 
 def test_movielens_ratings_become_rating_events_and_movies_the_catalog(spark, table_settings, tmp_path):
     folder = tmp_path / "ml"
-    write_lines(folder / "ratings.csv", ["userId,movieId,rating,timestamp", "1,31,2.5,1260759144", "1,1029,3.0,1260759179", "2,10,oops,1260759200", "3,10"])
+    write_lines(
+        folder / "ratings.csv",
+        [
+            "userId,movieId,rating,timestamp",
+            "1,31,2.5,1260759144",
+            "1,1029,3.0,1260759179",
+            "2,10,oops,1260759200",
+            "3,10",
+        ],
+    )
     write_lines(
         folder / "movies.csv",
-        ["movieId,title,genres", '31,Dangerous Minds (1995),Drama', '1029,"Dumbo, The (1941)",Animation|Children|Drama', "10,Nothing,(no genres listed)"],
+        [
+            "movieId,title,genres",
+            "31,Dangerous Minds (1995),Drama",
+            '1029,"Dumbo, The (1941)",Animation|Children|Drama',
+            "10,Nothing,(no genres listed)",
+        ],
     )
     report = ingest(spark, table_settings, folder, "movielens", NOW)
-    assert (report.rows_read, report.ingested, report.quarantined, report.items_inserted) == (4, 2, {"malformed": 1, "bad_value": 1}, 3)
-    assert table_rows(spark, table_settings, BRONZE_EVENTS, "event_id", "user_id", "item_id", "event_type", "ts", "value") == [
+    assert (report.rows_read, report.ingested, report.quarantined, report.items_inserted) == (
+        4,
+        2,
+        {"malformed": 1, "bad_value": 1},
+        3,
+    )
+    assert table_rows(
+        spark, table_settings, BRONZE_EVENTS, "event_id", "user_id", "item_id", "event_type", "ts", "value"
+    ) == [
         ("ml-1-1029-1260759179", "1", "1029", "rating", naive("2009-12-14 02:52:59"), 3.0),
         ("ml-1-31-1260759144", "1", "31", "rating", naive("2009-12-14 02:52:24"), 2.5),
     ]
     assert table_rows(spark, table_settings, QUARANTINE, "raw", "reason") == [
         ("3,10", "malformed"),
-        ('{"event_id":"ml-2-10-1260759200","user_id":"2","item_id":"10","event_type":"rating","ts":1260759200000,"value":"oops"}', "bad_value"),
+        (
+            '{"event_id":"ml-2-10-1260759200","user_id":"2","item_id":"10","event_type":"rating","ts":1260759200000,"value":"oops"}',
+            "bad_value",
+        ),
     ]
-    assert table_rows(spark, table_settings, ITEMS, "item_id", "category", "categories", "title", "attributes") == [
+    assert table_rows(
+        spark, table_settings, ITEMS, "item_id", "category", "categories", "title", "attributes"
+    ) == [
         ("10", "unknown", [], "Nothing", {}),
         ("1029", "Animation", ["Animation", "Children", "Drama"], "Dumbo, The (1941)", {"year": "1941"}),
         ("31", "Drama", ["Drama"], "Dangerous Minds (1995)", {"year": "1995"}),
@@ -255,18 +353,25 @@ def test_movielens_ratings_become_rating_events_and_movies_the_catalog(spark, ta
 
 
 def test_movielens_csv_to_raw_keeps_the_header_out(spark):
-    lines = spark.createDataFrame([("userId,movieId,rating,timestamp", "r"), ("7,8,4.0,10", "r")], "line STRING, source STRING")
+    lines = spark.createDataFrame(
+        [("userId,movieId,rating,timestamp", "r"), ("7,8,4.0,10", "r")], "line STRING, source STRING"
+    )
     assert [tuple(r) for r in movielens_ratings_to_raw(lines).collect()] == [
-        ('{"event_id":"ml-7-8-10","user_id":"7","item_id":"8","event_type":"rating","ts":10000,"value":4.0}', "r")
+        (
+            '{"event_id":"ml-7-8-10","user_id":"7","item_id":"8","event_type":"rating","ts":10000,"value":4.0}',
+            "r",
+        )
     ]
 
 
 def test_generated_file_with_bad_rows_lands_row_for_row(spark, table_settings, tmp_path):
     """5% bad rows: every good row in bronze, every bad row in quarantine with its reason, counts add up."""
     out = tmp_path / "gen"
-    manifest = generate(GeneratorConfig(events=1_500, users=60, items=80, days=4, bad_fraction=0.05, shards=2, seed=11), out)
+    manifest = generate(
+        GeneratorConfig(events=1_500, users=60, items=80, days=4, bad_fraction=0.05, shards=2, seed=11), out
+    )
     assert manifest.bad_total > 0 and manifest.good_rows == 1_500
-    ingest_time = datetime(2026, 11, 29, tzinfo=timezone.utc)
+    ingest_time = datetime(2026, 11, 29, tzinfo=UTC)
     report = ingest(spark, table_settings, out, "jsonl", ingest_time)
 
     # Independent oracle: the Python event contract over the same lines; per id the earliest (ts, line) wins.

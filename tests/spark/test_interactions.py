@@ -36,9 +36,13 @@ def test_labels_weights_and_ratings(spark):
         bronze_row("r35", "u1", "i3", "2026-11-01 10:06", "rating", 3.5),
         bronze_row("r3", "u1", "i4", "2026-11-01 10:07", "rating", 3.0),
         bronze_row("r1", "u1", "i5", "2026-11-01 10:08", "rating", 1.0),
-        bronze_row("rnan", "u1", "i6", "2026-11-01 10:09", "rating", float("nan")),  # not a usable rating: left out
+        bronze_row(
+            "rnan", "u1", "i6", "2026-11-01 10:09", "rating", float("nan")
+        ),  # not a usable rating: left out
     ]
-    out = build_interactions(bronze_df(spark, rows), date(2026, 11, 1), date(2026, 11, 2), positive_rating_threshold=3.5)
+    out = build_interactions(
+        bronze_df(spark, rows), date(2026, 11, 1), date(2026, 11, 2), positive_rating_threshold=3.5
+    )
     assert out.columns == list(INTERACTIONS.columns)
     assert silver(out, "event_id", "weight", "rating", "is_explicit", "label") == [
         ("a", 4.0, None, False, 1),
@@ -57,7 +61,14 @@ def test_dedupe_keeps_the_earliest_copy(spark):
     rows = [
         bronze_row("e1", "u1", "i1", "2026-11-01 10:05", source="late"),
         bronze_row("e1", "u1", "i1", "2026-11-01 10:00", source="early"),
-        bronze_row("e1", "u1", "i1", "2026-11-01 10:00", source="same-time-later-ingest", ingest=INGESTED + timedelta(hours=1)),
+        bronze_row(
+            "e1",
+            "u1",
+            "i1",
+            "2026-11-01 10:00",
+            source="same-time-later-ingest",
+            ingest=INGESTED + timedelta(hours=1),
+        ),
         bronze_row("e2", "u1", "i2", "2026-11-01 10:10"),
     ]
     out = build_interactions(bronze_df(spark, rows), date(2026, 11, 1), date(2026, 11, 2))
@@ -81,7 +92,9 @@ def test_sessions_split_on_gaps_of_at_least_the_session_gap_and_keep_their_id_pa
         bronze_row("old", "u2", "i3", "2026-10-30 11:59"),
         bronze_row("next", "u1", "i1", "2026-11-02 00:00"),
     ]
-    out = build_interactions(bronze_df(spark, rows), date(2026, 11, 1), date(2026, 11, 2), session_gap=timedelta(minutes=30))
+    out = build_interactions(
+        bronze_df(spark, rows), date(2026, 11, 1), date(2026, 11, 2), session_gap=timedelta(minutes=30)
+    )
     ms = lambda text: int((at(text) - datetime(1970, 1, 1)).total_seconds() * 1000)  # noqa: E731
     assert silver(out, "event_id", "session_id", "event_date") == [
         ("c", f"u1:{ms('2026-10-31 23:50')}", date(2026, 11, 1)),
@@ -96,21 +109,37 @@ def test_sessions_split_on_gaps_of_at_least_the_session_gap_and_keep_their_id_pa
 def test_run_interactions_overwrites_exactly_its_window(spark, table_settings):
     from spark_jobs.ingest import write_bronze
 
-    write_bronze(spark, table_settings, bronze_df(spark, [
-        bronze_row("a", "u1", "i1", "2026-11-01 10:00"),
-        bronze_row("b", "u1", "i2", "2026-11-02 10:00"),
-        bronze_row("c", "u2", "i2", "2026-11-03 10:00"),
-    ]))
+    write_bronze(
+        spark,
+        table_settings,
+        bronze_df(
+            spark,
+            [
+                bronze_row("a", "u1", "i1", "2026-11-01 10:00"),
+                bronze_row("b", "u1", "i2", "2026-11-02 10:00"),
+                bronze_row("c", "u2", "i2", "2026-11-03 10:00"),
+            ],
+        ),
+    )
     path = table_settings.table_path(INTERACTIONS.name)
     first = run_interactions(spark, table_settings, date(2026, 11, 1), date(2026, 11, 4))
     again = run_interactions(spark, table_settings, date(2026, 11, 1), date(2026, 11, 4))
     assert (first.rows_written, again.rows_written) == (3, 3)
     assert silver(spark.read.format("delta").load(path), "event_id", "event_date") == [
-        ("a", date(2026, 11, 1)), ("b", date(2026, 11, 2)), ("c", date(2026, 11, 3))
+        ("a", date(2026, 11, 1)),
+        ("b", date(2026, 11, 2)),
+        ("c", date(2026, 11, 3)),
     ]
     # A late event for 11-02 arrives; rebuilding only [11-02, 11-03) touches only that date.
-    write_bronze(spark, table_settings, bronze_df(spark, [bronze_row("late", "u3", "i9", "2026-11-02 23:00", "purchase")]))
+    write_bronze(
+        spark,
+        table_settings,
+        bronze_df(spark, [bronze_row("late", "u3", "i9", "2026-11-02 23:00", "purchase")]),
+    )
     assert run_interactions(spark, table_settings, date(2026, 11, 2), date(2026, 11, 3)).rows_written == 2
     assert silver(spark.read.format("delta").load(path), "event_id", "event_date", "weight") == [
-        ("a", date(2026, 11, 1), 1.0), ("b", date(2026, 11, 2), 1.0), ("c", date(2026, 11, 3), 1.0), ("late", date(2026, 11, 2), 8.0)
+        ("a", date(2026, 11, 1), 1.0),
+        ("b", date(2026, 11, 2), 1.0),
+        ("c", date(2026, 11, 3), 1.0),
+        ("late", date(2026, 11, 2), 8.0),
     ]

@@ -7,7 +7,15 @@ import pytest
 from typer.testing import CliRunner
 
 from feature_store.settings import Settings
-from spark_jobs.offline_eval import RatingsFileError, any_rating_labels, cutoff_after, read_ratings, silver, split_ratings, warm_only
+from spark_jobs.offline_eval import (
+    RatingsFileError,
+    any_rating_labels,
+    cutoff_after,
+    read_ratings,
+    silver,
+    split_ratings,
+    warm_only,
+)
 
 
 @pytest.fixture
@@ -24,7 +32,9 @@ def ratings_csv(tmp_path):
         ("3", "a", 3.0, 1704499200),
     ]
     path = tmp_path / "ratings.csv"
-    path.write_text("user_id,item_id,rating,timestamp\n" + "".join(f"{u},{i},{r},{t}\n" for u, i, r, t in rows))
+    path.write_text(
+        "user_id,item_id,rating,timestamp\n" + "".join(f"{u},{i},{r},{t}\n" for u, i, r, t in rows)
+    )
     return path
 
 
@@ -70,7 +80,12 @@ def test_ratings_become_rating_interactions_and_any_rating_is_relevant(spark, ra
     interactions = silver(read_ratings(spark, str(ratings_csv)).where("user_id = '1'"), Settings())
     got = sorted((r.item_id, r.event_type, r.weight, r.label) for r in interactions.collect())
     # weight = rating - 3.5 + 1 (at least 0); label = rating >= 3.5
-    assert got == [("a", "rating", 1.5, 1), ("b", "rating", 0.0, 0), ("c", "rating", 2.5, 1), ("d", "rating", 1.0, 1)]
+    assert got == [
+        ("a", "rating", 1.5, 1),
+        ("b", "rating", 0.0, 0),
+        ("c", "rating", 2.5, 1),
+        ("d", "rating", 1.0, 1),
+    ]
     labels = sorted(tuple(r) for r in any_rating_labels(interactions).collect())
     assert labels == [("1", "a", 3.0), ("1", "b", 1.0), ("1", "c", 4.0), ("1", "d", 2.0)]
 
@@ -92,9 +107,35 @@ def test_evaluate_cli_refuses_ambiguous_inputs(tmp_path, ratings_csv):
     def text(result):  # the error box wraps lines: compare words only
         return " ".join(result.output.replace("│", " ").split())
 
-    both = runner.invoke(app, ["evaluate", "--ratings", str(ratings_csv), "--train", str(ratings_csv), "--test", str(ratings_csv), "--output", str(tmp_path / "m.json")])
+    both = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--ratings",
+            str(ratings_csv),
+            "--train",
+            str(ratings_csv),
+            "--test",
+            str(ratings_csv),
+            "--output",
+            str(tmp_path / "m.json"),
+        ],
+    )
     assert both.exit_code != 0 and "either --ratings" in text(both)
-    split = runner.invoke(app, ["evaluate", "--ratings", str(ratings_csv), "--split", "random", "--output", str(tmp_path / "m.json")])
+    split = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--ratings",
+            str(ratings_csv),
+            "--split",
+            "random",
+            "--output",
+            str(tmp_path / "m.json"),
+        ],
+    )
     assert split.exit_code != 0 and "stratified-user" in text(split)
-    missing = runner.invoke(app, ["evaluate", "--ratings", str(tmp_path / "nope.csv"), "--output", str(tmp_path / "m.json")])
+    missing = runner.invoke(
+        app, ["evaluate", "--ratings", str(tmp_path / "nope.csv"), "--output", str(tmp_path / "m.json")]
+    )
     assert missing.exit_code != 0 and "does not exist" in text(missing)

@@ -8,8 +8,20 @@ import pytest
 
 from feature_store.ranking import RANKER_FEATURES
 from spark_jobs.candidates import CandidateParams, active_users, build_candidates
-from spark_jobs.evaluation import rank_fusion, ranking_metrics, relevant_items, top_k_by_score, top_k_from_source
-from spark_jobs.rankers.common import RankerParams, choose_tree_count, collect_queries, mean_ndcg, tree_count_grid
+from spark_jobs.evaluation import (
+    rank_fusion,
+    ranking_metrics,
+    relevant_items,
+    top_k_by_score,
+    top_k_from_source,
+)
+from spark_jobs.rankers.common import (
+    RankerParams,
+    choose_tree_count,
+    collect_queries,
+    mean_ndcg,
+    tree_count_grid,
+)
 from spark_jobs.rankers.lightgbm_ranker import group_rows, network_params, train_lightgbm
 from spark_jobs.rankers.xgboost_ranker import train_xgboost
 from spark_jobs.scoring import NativeModel, score_inputs
@@ -33,10 +45,18 @@ def world(spark):
         for frame in sources.values():
             candidates = frame if candidates is None else candidates.unionByName(frame)
     candidates = candidates.cache()
-    training = build_training_set(candidates, users_gold.cache(), items_gold.cache(), interactions, T_TRAIN, HORIZON, 30).cache()
+    training = build_training_set(
+        candidates, users_gold.cache(), items_gold.cache(), interactions, T_TRAIN, HORIZON, 30
+    ).cache()
     holdout_inputs = ranker_inputs(candidates, users_gold, items_gold, T_EVAL).cache()
     relevance = relevant_items(interactions, T_EVAL, HORIZON).cache()
-    return dict(candidates=candidates, training=training, holdout_inputs=holdout_inputs, relevance=relevance, catalog=catalog)
+    return dict(
+        candidates=candidates,
+        training=training,
+        holdout_inputs=holdout_inputs,
+        relevance=relevance,
+        catalog=catalog,
+    )
 
 
 def holdout_ndcg(world, ranker):
@@ -57,7 +77,11 @@ def xgboost_two(world):
 def test_group_rows_sorts_rows_into_contiguous_queries():
     f = [0.0] * len(RANKER_FEATURES)
     features, labels, sizes = group_rows([(3, f, 1.0), (1, f, 2.0), (3, f, 0.0), (1, f, 0.0), (2, f, 1.0)])
-    assert labels.tolist() == [2.0, 0.0, 1.0, 1.0, 0.0] and sizes.tolist() == [2, 1, 2] and features.shape == (5, len(RANKER_FEATURES))
+    assert (
+        labels.tolist() == [2.0, 0.0, 1.0, 1.0, 0.0]
+        and sizes.tolist() == [2, 1, 2]
+        and features.shape == (5, len(RANKER_FEATURES))
+    )
 
 
 def test_network_params_name_every_peer_and_listen_on_own_port():
@@ -84,7 +108,9 @@ def test_xgboost_spark_ranker_trains_on_two_workers(world, xgboost_two):
     importance = xgboost_two.importance()
     assert list(importance) == list(RANKER_FEATURES) and sum(importance.values()) > 0
     queries = collect_queries(world["training"])
-    assert mean_ndcg(queries, xgboost_two.predict(queries.features)) > mean_ndcg(queries, np.zeros(len(queries.relevance)))
+    assert mean_ndcg(queries, xgboost_two.predict(queries.features)) > mean_ndcg(
+        queries, np.zeros(len(queries.relevance))
+    )
 
 
 def test_lightgbm_two_workers_match_one_worker(world, lightgbm_two):
@@ -92,8 +118,14 @@ def test_lightgbm_two_workers_match_one_worker(world, lightgbm_two):
     assert (one.num_workers, lightgbm_two.num_workers) == (1, 2)
     assert (one.n_trees, lightgbm_two.n_trees) == (40, 40)
     queries = collect_queries(world["training"])
-    train_one, train_two = mean_ndcg(queries, one.predict(queries.features)), mean_ndcg(queries, lightgbm_two.predict(queries.features))
-    holdout_one, holdout_two = holdout_ndcg(world, one)["ndcg@10"], holdout_ndcg(world, lightgbm_two)["ndcg@10"]
+    train_one, train_two = (
+        mean_ndcg(queries, one.predict(queries.features)),
+        mean_ndcg(queries, lightgbm_two.predict(queries.features)),
+    )
+    holdout_one, holdout_two = (
+        holdout_ndcg(world, one)["ndcg@10"],
+        holdout_ndcg(world, lightgbm_two)["ndcg@10"],
+    )
     assert abs(train_one - train_two) <= 0.02, (train_one, train_two)
     assert abs(holdout_one - holdout_two) <= 0.02, (holdout_one, holdout_two)
 
@@ -101,13 +133,16 @@ def test_lightgbm_two_workers_match_one_worker(world, lightgbm_two):
 def test_rankers_beat_popularity_and_als_on_the_holdout(world, xgboost_two, lightgbm_two):
     k, catalog = 10, len(world["catalog"])
     baseline = {
-        source: ranking_metrics(top_k_from_source(world["candidates"], source, T_EVAL, k), world["relevance"], k, catalog)["ndcg@10"]
+        source: ranking_metrics(
+            top_k_from_source(world["candidates"], source, T_EVAL, k), world["relevance"], k, catalog
+        )["ndcg@10"]
         for source in ("popular", "als")
     }
     rankers = {r.kind: holdout_ndcg(world, r)["ndcg@10"] for r in (xgboost_two, lightgbm_two)}
     assert min(rankers.values()) > max(baseline.values()), (rankers, baseline)
     scored = [
-        top_k_by_score(score_inputs(world["holdout_inputs"], NativeModel(r.kind, r.native_bytes())), 1000) for r in (xgboost_two, lightgbm_two)
+        top_k_by_score(score_inputs(world["holdout_inputs"], NativeModel(r.kind, r.native_bytes())), 1000)
+        for r in (xgboost_two, lightgbm_two)
     ]
     blend = ranking_metrics(rank_fusion(scored, k), world["relevance"], k, catalog)["ndcg@10"]
     assert blend > max(baseline.values()), (blend, baseline)

@@ -21,16 +21,28 @@ SCORED = "user_id string, item_id string, score double, sources array<string>"
 def test_union_all_matches_columns_by_name(spark):
     a = spark.createDataFrame([("u1", 1)], "user_id string, rank int")
     b = spark.createDataFrame([(2, "u2")], "rank int, user_id string")
-    assertDataFrameEqual(union_all([a, b, a]), spark.createDataFrame([("u1", 1), ("u2", 2), ("u1", 1)], "user_id string, rank int"))
+    assertDataFrameEqual(
+        union_all([a, b, a]),
+        spark.createDataFrame([("u1", 1), ("u2", 2), ("u1", 1)], "user_id string, rank int"),
+    )
 
 
 def test_top_k_keeps_the_best_scores_ties_by_item_id(spark):
     scored = spark.createDataFrame(
-        [("u1", "b", 0.5, ["als"]), ("u1", "a", 0.5, ["covisit"]), ("u1", "c", 0.9, ["als"]), ("u2", "a", 0.1, ["popular"])], SCORED
+        [
+            ("u1", "b", 0.5, ["als"]),
+            ("u1", "a", 0.5, ["covisit"]),
+            ("u1", "c", 0.9, ["als"]),
+            ("u2", "a", 0.1, ["popular"]),
+        ],
+        SCORED,
     )
     assertDataFrameEqual(
         top_k_by_score(scored, 2),
-        spark.createDataFrame([("u1", "c", 1, 0.9), ("u1", "a", 2, 0.5), ("u2", "a", 1, 0.1)], "user_id string, item_id string, rank int, score double"),
+        spark.createDataFrame(
+            [("u1", "c", 1, 0.9), ("u1", "a", 2, 0.5), ("u2", "a", 1, 0.1)],
+            "user_id string, item_id string, rank int, score double",
+        ),
     )
     # batch scoring's rows are the same ranking, with what gold/batch_scores keeps of each row
     assertDataFrameEqual(
@@ -52,9 +64,15 @@ def test_reciprocal_rank_fusion(spark):
     second = spark.createDataFrame([("u1", "b", 1), ("u1", "c", 2)], ranked)
     assertDataFrameEqual(
         fused_scores(union_all([first, second])),
-        spark.createDataFrame([("u1", "a", 1 / 61), ("u1", "b", 1 / 62 + 1 / 61), ("u1", "c", 1 / 62)], "user_id string, item_id string, score double"),
+        spark.createDataFrame(
+            [("u1", "a", 1 / 61), ("u1", "b", 1 / 62 + 1 / 61), ("u1", "c", 1 / 62)],
+            "user_id string, item_id string, score double",
+        ),
     )
     assertDataFrameEqual(
         rank_fusion([first, second], 2),
-        spark.createDataFrame([("u1", "b", 1, 1 / 62 + 1 / 61), ("u1", "a", 2, 1 / 61)], "user_id string, item_id string, rank int, score double"),
+        spark.createDataFrame(
+            [("u1", "b", 1, 1 / 62 + 1 / 61), ("u1", "a", 2, 1 / 61)],
+            "user_id string, item_id string, rank int, score double",
+        ),
     )

@@ -3,7 +3,7 @@ batch inputs as of the nightly, real-time inputs at t, labels from (t, t + horiz
 moves a feature."""
 
 from dataclasses import replace
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 from feature_store.ranking import RANKER_FEATURES
 from feature_store.realtime import REALTIME_INPUTS
@@ -18,7 +18,7 @@ P = replace(PARAMS, session_gap_ms=30 * 60_000, ttl_ms=7 * 24 * HOUR)
 
 
 def ms(text: str) -> int:
-    return int(datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp() * 1000)
+    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
 
 
 T1, T2 = ms("2024-01-10 10:00"), ms("2024-01-10 10:20")
@@ -27,19 +27,32 @@ DAY = [
     interaction("u1", "c", "2024-01-10 10:20", "purchase"),
     interaction("u1", "e", "2024-01-10 10:30", "click"),
 ]
-NIGHTLY = [(T, "als", "u1", "c", 0.9, 1), (T, "popular", "u1", "f", 2.0, 1), (date(2024, 1, 11), "als", "u1", "e", 99.0, 1)]
+NIGHTLY = [
+    (T, "als", "u1", "c", 0.9, 1),
+    (T, "popular", "u1", "f", 2.0, 1),
+    (date(2024, 1, 11), "als", "u1", "e", 99.0, 1),
+]
 
 
 def tables(spark):
-    candidates = spark.createDataFrame(NIGHTLY, "as_of date, source string, user_id string, item_id string, score double, rank int")
-    similar = spark.createDataFrame([(T, "d", "e", 0.5, 1)], "as_of date, item_id string, similar_item_id string, score double, rank int")
+    candidates = spark.createDataFrame(
+        NIGHTLY, "as_of date, source string, user_id string, item_id string, score double, rank int"
+    )
+    similar = spark.createDataFrame(
+        [(T, "d", "e", 0.5, 1)], "as_of date, item_id string, similar_item_id string, score double, rank int"
+    )
     users, items = gold(spark)
     return candidates, users, items, similar
 
 
 def vector(item=None, affinity=None, cand=None, rt=(0.0, 0.0, 0.0, 0.0)):
-    values = {"user_events_7d": 2.0, "user_lifetime_events": 2.0, **(item or {}), **{f"cand_{s}": v for s, v in (cand or {}).items()},
-              **dict(zip(REALTIME_INPUTS, rt))}
+    values = {
+        "user_events_7d": 2.0,
+        "user_lifetime_events": 2.0,
+        **(item or {}),
+        **{f"cand_{s}": v for s, v in (cand or {}).items()},
+        **dict(zip(REALTIME_INPUTS, rt)),
+    }
     if affinity is not None:
         values["ui_category_affinity"] = affinity
     return [values.get(name) for name in RANKER_FEATURES]
@@ -50,8 +63,19 @@ C, F_ = {"item_events_7d": 3.0, "item_avg_rating": 4.5}, {"item_events_7d": 7.0}
 
 def test_examples_are_asked_at_the_users_events(spark):
     candidates, users, items, similar = tables(spark)
-    got = build_request_time_set(candidates, users, items, similar, interactions_df(spark, BEFORE + DAY), T, END, P,
-                                 horizon_ms=HOUR, moments_per_user=10, max_negatives=5)
+    got = build_request_time_set(
+        candidates,
+        users,
+        items,
+        similar,
+        interactions_df(spark, BEFORE + DAY),
+        T,
+        END,
+        P,
+        horizon_ms=HOUR,
+        moments_per_user=10,
+        max_negatives=5,
+    )
     rows = {(r.user_id, r.item_id): (as_none(r.features), r.relevance) for r in got.collect()}
     # at 10:00 (after d): d and b are the recent items (excluded, as a, b seen before the nightly), e
     # is d's similar item; c and f come from the nightly sources. At 10:20 c is recent too. At 10:30
@@ -72,12 +96,21 @@ def test_no_event_after_t_moves_a_feature(spark):
     moments = spark.createDataFrame([("u1", T1)], "user_id string, t_ms long")
     later = [
         interaction("u1", "f", "2024-01-10 10:01", "purchase"),
-        *[e for n in range(3) for e in (interaction(f"n{n}", "d", "2024-01-10 10:05"), interaction(f"n{n}", "f", "2024-01-10 10:06"))],
+        *[
+            e
+            for n in range(3)
+            for e in (
+                interaction(f"n{n}", "d", "2024-01-10 10:05"),
+                interaction(f"n{n}", "f", "2024-01-10 10:06"),
+            )
+        ],
         interaction("u1", "a", "2024-01-10 12:00", "purchase"),
     ]
 
     def inputs(rows):
-        got = request_time_inputs(candidates, users, items, similar, interactions_df(spark, rows), moments, T, P).collect()
+        got = request_time_inputs(
+            candidates, users, items, similar, interactions_df(spark, rows), moments, T, P
+        ).collect()
         return {(r.item_id, r.t_ms): as_none(r.features) for r in got}
 
     assert inputs(BEFORE + DAY[:1]) == inputs(BEFORE + DAY[:1] + later) == inputs(BEFORE + DAY)

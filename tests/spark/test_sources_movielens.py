@@ -29,7 +29,9 @@ LINES = [
 
 
 def test_spark_reader_and_python_rule_agree_line_for_line(spark):
-    lines = spark.createDataFrame([(line, f"row{n:02d}") for n, line in enumerate(LINES)], "line string, source string")
+    lines = spark.createDataFrame(
+        [(line, f"row{n:02d}") for n, line in enumerate(LINES)], "line string, source string"
+    )
     raw = {r.source: r.raw for r in movielens_ratings_to_raw(lines).collect()}
     expected = {}
     for n, line in enumerate(LINES):
@@ -37,8 +39,15 @@ def test_spark_reader_and_python_rule_agree_line_for_line(spark):
             continue
         event = rating_event(line)
         expected[f"row{n:02d}"] = event if event is not None else line
-    assert {source: (json.loads(text) if text.startswith("{") else text) for source, text in raw.items()} == expected
+    assert {
+        source: (json.loads(text) if text.startswith("{") else text) for source, text in raw.items()
+    } == expected
     assert expected["row01"] == {
-        "event_id": "ml-1-31-1260759144", "user_id": "1", "item_id": "31", "event_type": "rating", "ts": 1260759144000, "value": 2.5,
+        "event_id": "ml-1-31-1260759144",
+        "user_id": "1",
+        "item_id": "31",
+        "event_type": "rating",
+        "ts": 1260759144000,
+        "value": 2.5,
     }
     assert sorted(raw) == [f"row{n:02d}" for n in range(1, 11)]

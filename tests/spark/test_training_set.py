@@ -53,7 +53,12 @@ def gold(spark):
     users = user_features_df(
         spark,
         [
-            ("2024-01-10", "u1", {"user_events_7d": 2.0, "user_lifetime_events": 2.0}, {"cat1": 0.25, "cat2": 0.75}),
+            (
+                "2024-01-10",
+                "u1",
+                {"user_events_7d": 2.0, "user_lifetime_events": 2.0},
+                {"cat1": 0.25, "cat2": 0.75},
+            ),
             ("2024-01-10", "u3", {"user_events_7d": 1.0}, {"cat1": 1.0}),
             ("2024-01-11", "u1", {"user_events_7d": 100.0, "user_lifetime_events": 100.0}, {"cat1": 1.0}),
         ],
@@ -71,33 +76,61 @@ def gold(spark):
 
 
 def candidates_df(spark):
-    return spark.createDataFrame(CANDIDATE_ROWS, "as_of date, source string, user_id string, item_id string, score double, rank int")
+    return spark.createDataFrame(
+        CANDIDATE_ROWS, "as_of date, source string, user_id string, item_id string, score double, rank int"
+    )
 
 
 def test_graded_labels_use_the_strongest_positive_event_in_the_window(spark):
     labels = graded_labels(interactions_df(spark, BEFORE + AFTER), T, horizon_days=2)
-    assert sorted(tuple(r) for r in labels.collect()) == [("u1", "c", 8.0), ("u1", "d", 2.0), ("u3", "d", 1.0)]
+    assert sorted(tuple(r) for r in labels.collect()) == [
+        ("u1", "c", 8.0),
+        ("u1", "d", 2.0),
+        ("u3", "d", 1.0),
+    ]
 
 
 def test_ranker_inputs_follow_the_contract_order_and_read_only_cutoff_partitions(spark):
     users, items = gold(spark)
-    got = {(r.user_id, r.item_id): (as_none(r.features), r.sources) for r in ranker_inputs(candidates_df(spark), users, items, T).collect()}
+    got = {
+        (r.user_id, r.item_id): (as_none(r.features), r.sources)
+        for r in ranker_inputs(candidates_df(spark), users, items, T).collect()
+    }
     u1 = {"user_events_7d": 2.0, "user_lifetime_events": 2.0}
     assert got == {
-        ("u1", "c"): (vector(u1, {"item_events_7d": 3.0, "item_avg_rating": 4.5}, 0.25, {"als": 0.9, "popular": 3.0}), ["als", "popular"]),
+        ("u1", "c"): (
+            vector(u1, {"item_events_7d": 3.0, "item_avg_rating": 4.5}, 0.25, {"als": 0.9, "popular": 3.0}),
+            ["als", "popular"],
+        ),
         ("u1", "d"): (vector(u1, {"item_events_7d": 1.0}, 0.75, {"als": 0.5}), ["als"]),
         ("u1", "e"): (vector(u1, None, None, {"covisit": 0.7}), ["covisit"]),
         ("u1", "f"): (vector(u1, {"item_events_7d": 7.0}, None, {"popular": 2.0}), ["popular"]),
-        ("u2", "c"): (vector(None, {"item_events_7d": 3.0, "item_avg_rating": 4.5}, None, {"als": 0.4}), ["als"]),
-        ("u3", "c"): (vector({"user_events_7d": 1.0}, {"item_events_7d": 3.0, "item_avg_rating": 4.5}, 1.0, {"popular": 3.0}), ["popular"]),
-        ("u3", "d"): (vector({"user_events_7d": 1.0}, {"item_events_7d": 1.0}, None, {"popular": 2.0}), ["popular"]),
+        ("u2", "c"): (
+            vector(None, {"item_events_7d": 3.0, "item_avg_rating": 4.5}, None, {"als": 0.4}),
+            ["als"],
+        ),
+        ("u3", "c"): (
+            vector(
+                {"user_events_7d": 1.0},
+                {"item_events_7d": 3.0, "item_avg_rating": 4.5},
+                1.0,
+                {"popular": 3.0},
+            ),
+            ["popular"],
+        ),
+        ("u3", "d"): (
+            vector({"user_events_7d": 1.0}, {"item_events_7d": 1.0}, None, {"popular": 2.0}),
+            ["popular"],
+        ),
     }
 
 
 def test_training_set_joins_labels_and_keeps_users_with_signal(spark):
     users, items = gold(spark)
     interactions = interactions_df(spark, BEFORE + AFTER)
-    got = build_training_set(candidates_df(spark), users, items, interactions, T, horizon_days=2, max_negatives=2)
+    got = build_training_set(
+        candidates_df(spark), users, items, interactions, T, horizon_days=2, max_negatives=2
+    )
     assert got.columns == ["as_of", "user_id", "item_id", "features", "relevance"]
     # u2 has no label (dropped); u1's e is outside the window -> a negative; u3's skip on c -> a negative.
     assert sorted((r.as_of, r.user_id, r.item_id, r.relevance) for r in got.collect()) == [
@@ -108,11 +141,17 @@ def test_training_set_joins_labels_and_keeps_users_with_signal(spark):
         (T, "u3", "c", 0.0),
         (T, "u3", "d", 1.0),
     ]
-    sampled = build_training_set(candidates_df(spark), users, items, interactions, T, horizon_days=2, max_negatives=1).collect()
+    sampled = build_training_set(
+        candidates_df(spark), users, items, interactions, T, horizon_days=2, max_negatives=1
+    ).collect()
     u1_negatives = [r.item_id for r in sampled if r.user_id == "u1" and r.relevance == 0]
     assert len(u1_negatives) == 1 and u1_negatives[0] in {"e", "f"}
-    again = build_training_set(candidates_df(spark), users, items, interactions, T, horizon_days=2, max_negatives=1).collect()
-    assert sorted(r.item_id for r in again if r.user_id == "u1") == sorted(r.item_id for r in sampled if r.user_id == "u1")
+    again = build_training_set(
+        candidates_df(spark), users, items, interactions, T, horizon_days=2, max_negatives=1
+    ).collect()
+    assert sorted(r.item_id for r in again if r.user_id == "u1") == sorted(
+        r.item_id for r in sampled if r.user_id == "u1"
+    )
 
 
 def test_no_feature_sees_events_after_the_cutoff(spark):
@@ -139,7 +178,10 @@ def test_no_feature_sees_events_after_the_cutoff(spark):
         active = spark.createDataFrame([("u1",), ("u2",), ("u3",)], "user_id string")
         sources, _ = build_candidates(interactions, active, T, params)
         candidates = sources["als"].unionByName(sources["covisit"]).unionByName(sources["popular"])
-        inputs = {(r.user_id, r.item_id): as_none(r.features) for r in ranker_inputs(candidates, users, items, T).collect()}
+        inputs = {
+            (r.user_id, r.item_id): as_none(r.features)
+            for r in ranker_inputs(candidates, users, items, T).collect()
+        }
         labels = sorted(tuple(r) for r in graded_labels(interactions, T, 2).collect())
         return inputs, labels
 

@@ -7,9 +7,30 @@ from spark_jobs.als_tuning import AlsGrid, choose_best
 from spark_jobs.candidates import CandidateParams
 
 TABLE = [
-    {"als_rank": 16, "als_reg_param": 0.05, "als_alpha": 10.0, "als_max_iter": 10, "ndcg@10": 0.21, "recall@100": 0.50},
-    {"als_rank": 32, "als_reg_param": 0.05, "als_alpha": 10.0, "als_max_iter": 10, "ndcg@10": 0.25, "recall@100": 0.48},
-    {"als_rank": 64, "als_reg_param": 0.05, "als_alpha": 10.0, "als_max_iter": 10, "ndcg@10": 0.25, "recall@100": 0.52},
+    {
+        "als_rank": 16,
+        "als_reg_param": 0.05,
+        "als_alpha": 10.0,
+        "als_max_iter": 10,
+        "ndcg@10": 0.21,
+        "recall@100": 0.50,
+    },
+    {
+        "als_rank": 32,
+        "als_reg_param": 0.05,
+        "als_alpha": 10.0,
+        "als_max_iter": 10,
+        "ndcg@10": 0.25,
+        "recall@100": 0.48,
+    },
+    {
+        "als_rank": 64,
+        "als_reg_param": 0.05,
+        "als_alpha": 10.0,
+        "als_max_iter": 10,
+        "ndcg@10": 0.25,
+        "recall@100": 0.52,
+    },
 ]
 
 

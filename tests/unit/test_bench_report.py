@@ -14,9 +14,22 @@ def test_report_has_tables_plots_and_failures(tmp_path):
             "machine": {"cores": 2, "memory_gib": 24.0, "python": "3.11.7"},
             "wall_s": 3.0,
             "tables": [{"title": "p99", "columns": ["rate", "p99_ms"], "rows": [[100, 2.5]]}],
-            "plots": [{"title": "p99 vs rate", "x_label": "req/s", "y_label": "ms", "x": [100, 300], "lines": {"on": [1, 2]}},
-                      {"title": "HR by model", "kind": "bar", "note": "2.0x batch only", "x": ["pop", "batch"],
-                       "lines": {"a": [0.1, 0.2], "b": [0.15, 0.3]}}],
+            "plots": [
+                {
+                    "title": "p99 vs rate",
+                    "x_label": "req/s",
+                    "y_label": "ms",
+                    "x": [100, 300],
+                    "lines": {"on": [1, 2]},
+                },
+                {
+                    "title": "HR by model",
+                    "kind": "bar",
+                    "note": "2.0x batch only",
+                    "x": ["pop", "batch"],
+                    "lines": {"a": [0.1, 0.2], "b": [0.15, 0.3]},
+                },
+            ],
         },
         "replay": {"error": "RuntimeError: boom", "wall_s": 1.0},
     }
@@ -40,12 +53,17 @@ def test_only_keeps_the_other_benchmarks_results(tmp_path, monkeypatch):
 
     monkeypatch.setattr(run, "discover", lambda: ["serving", "replay"])
     (tmp_path / "serving.json").write_text(json.dumps({"title": "Serving", "wall_s": 2.0, "quick": False}))
-    assert run.previous_results(tmp_path, skip={"replay"}) == {"serving": {"title": "Serving", "wall_s": 2.0, "quick": False}}
+    assert run.previous_results(tmp_path, skip={"replay"}) == {
+        "serving": {"title": "Serving", "wall_s": 2.0, "quick": False}
+    }
     assert run.previous_results(tmp_path, skip={"serving"}) == {}
 
 
 def test_a_section_run_in_another_mode_says_so(tmp_path):
-    results = {"serving": {"title": "Serving", "wall_s": 2.0, "quick": False}, "replay": {"title": "Replay", "wall_s": 1.0, "quick": True}}
+    results = {
+        "serving": {"title": "Serving", "wall_s": 2.0, "quick": False},
+        "replay": {"title": "Replay", "wall_s": 1.0, "quick": True},
+    }
     text = write_report(results, tmp_path, tmp_path / "REPORT.md", quick=True).read_text()
     assert "Wall time: 2.0 s (full mode)." in text
     assert "Wall time: 1.0 s." in text

@@ -35,7 +35,9 @@ def test_highest_rate_within_stops_at_the_first_rate_that_misses():
         return {"rate": rate, "p99": p99, "error_rate": errors}
 
     assert highest_rate_within([row(500, 3.0), row(300, 2.0), row(700, 9.9)]) == 700
-    assert highest_rate_within([row(300, 2.0), row(500, 11.0), row(700, 4.0)]) == 300  # the ladder stopped at 500
+    assert (
+        highest_rate_within([row(300, 2.0), row(500, 11.0), row(700, 4.0)]) == 300
+    )  # the ladder stopped at 500
     assert highest_rate_within([row(300, 2.0), row(500, 3.0, errors=0.001)]) == 300
     assert highest_rate_within([row(300, 10.5)]) is None
     assert highest_rate_within([row(300, 10.0)], p99_ms=10.0) == 300

@@ -1,6 +1,5 @@
 import math
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,7 +35,10 @@ def test_features_reject_wrong_codec_and_length():
 
 def test_recs_and_ids_round_trip():
     recs = [("i1", 0.9, "batch"), ("i2", 0.5, "trending")]
-    assert decode_recs(encode_recs(recs)) == [ScoredItem("i1", 0.9, "batch"), ScoredItem("i2", 0.5, "trending")]
+    assert decode_recs(encode_recs(recs)) == [
+        ScoredItem("i1", 0.9, "batch"),
+        ScoredItem("i2", 0.5, "trending"),
+    ]
     assert decode_ids(encode_ids(["a", "b"])) == ["a", "b"]
     with pytest.raises(CodecError):
         decode_ids(encode_recs(recs)[:3])
@@ -45,8 +47,12 @@ def test_recs_and_ids_round_trip():
 def test_user_keys_share_one_hash_tag():
     keys = RedisKeys("lr")
     user_keys = [
-        keys.user_recs("v1", "u7"), keys.user_features("v1", "u7"), keys.user_history("v1", "u7"),
-        keys.recent_items("u7"), keys.recent_meta("u7"), keys.session_counters("u7"),
+        keys.user_recs("v1", "u7"),
+        keys.user_features("v1", "u7"),
+        keys.user_history("v1", "u7"),
+        keys.recent_items("u7"),
+        keys.recent_meta("u7"),
+        keys.session_counters("u7"),
     ]
     assert {re.search(r"\{(.*?)\}", k).group(1) for k in user_keys} == {"u:u7"}
     assert keys.user_recs("v1", "u7") == "lr:b:v1:{u:u7}:recs"
@@ -67,7 +73,16 @@ def test_every_key_is_documented():
 
 def test_table_layout_columns():
     assert BRONZE_EVENTS.columns == (
-        "event_id", "user_id", "item_id", "event_type", "ts", "value", "context", "source", "ingest_time", "event_date",
+        "event_id",
+        "user_id",
+        "item_id",
+        "event_type",
+        "ts",
+        "value",
+        "context",
+        "source",
+        "ingest_time",
+        "event_date",
     )
     assert QUARANTINE.partition_by == ("ingest_date",)
     assert len({t.name for t in ALL_TABLES}) == len(ALL_TABLES)

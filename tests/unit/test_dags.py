@@ -22,7 +22,12 @@ sys.path.insert(0, str(DAGS))
 
 import _lambdarec  # noqa: E402  (the DAGs' shared wiring: pure helpers, no Airflow import)
 
-EXPECTED_DAG_IDS = {"lambdarec_nightly", "lambdarec_backfill", "lambdarec_promote", "lambdarec_streaming_watchdog"}
+EXPECTED_DAG_IDS = {
+    "lambdarec_nightly",
+    "lambdarec_backfill",
+    "lambdarec_promote",
+    "lambdarec_streaming_watchdog",
+}
 
 # Loads the DagBag as the dag-processor does and prints what the tests check, as JSON.
 _DESCRIBE = r"""
@@ -97,9 +102,7 @@ print("PROBE-JSON " + json.dumps(results))
 
 
 def _run_airflow_python(script: str, *args: str, tmp_path: Path) -> dict:
-    env = {
-        key: value for key, value in os.environ.items() if not key.startswith(("AIRFLOW", "LAMBDAREC_"))
-    }
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("AIRFLOW", "LAMBDAREC_"))}
     env.update(
         {
             "AIRFLOW_HOME": str(tmp_path / "airflow"),
@@ -109,7 +112,12 @@ def _run_airflow_python(script: str, *args: str, tmp_path: Path) -> dict:
         }
     )
     done = subprocess.run(
-        [sys.executable, "-c", script, *args], env=env, capture_output=True, text=True, timeout=300, check=False
+        [sys.executable, "-c", script, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-4000:]
     marker = [line for line in done.stdout.splitlines() if line.startswith(("DAGBAG-JSON ", "PROBE-JSON "))]
@@ -132,7 +140,19 @@ def test_dag_files_do_no_io_and_no_heavy_imports_at_parse_time(tmp_path: Path) -
     assert names == sorted(EXPECTED_DAG_IDS)
     probe = _run_airflow_python(_PARSE_PROBE, str(DAGS), *names, tmp_path=tmp_path)
     assert {name: probe[name] for name in names} == {name: [] for name in names}
-    heavy = ("pyspark", "mlflow", "xgboost", "lightgbm", "redis", "pandas", "sklearn", "onnx", "spark_jobs", "serving", "lambdarec")
+    heavy = (
+        "pyspark",
+        "mlflow",
+        "xgboost",
+        "lightgbm",
+        "redis",
+        "pandas",
+        "sklearn",
+        "onnx",
+        "spark_jobs",
+        "serving",
+        "lambdarec",
+    )
     assert [m for m in probe["new_modules"] if m.split(".")[0] in heavy] == []
 
 

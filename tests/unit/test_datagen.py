@@ -4,7 +4,7 @@ and the structure later layers rely on (funnel, catalog, session intent, drift, 
 import hashlib
 import json
 from collections import Counter, defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -12,16 +12,24 @@ import pytest
 from feature_store.events import BUS_ENTRY_REASONS, QuarantineReason, parse_event_time, validate_event_dict
 from lambdarec.datagen import GeneratorConfig, GeneratorError, Manifest, generate
 
-INGEST = datetime(2026, 11, 29, tzinfo=timezone.utc)
+INGEST = datetime(2026, 11, 29, tzinfo=UTC)
 SMALL = GeneratorConfig(events=4_000, users=80, items=120, days=6, new_items_per_day=3, seed=3)
 
 
 def digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def events_of(folder: Path) -> list[dict]:
-    return [json.loads(line) for p in sorted((folder / "events").glob("*.jsonl")) for line in p.read_text().splitlines()]
+    return [
+        json.loads(line)
+        for p in sorted((folder / "events").glob("*.jsonl"))
+        for line in p.read_text().splitlines()
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -36,15 +44,25 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
     generate(config, tmp_path / "b")
     generate(GeneratorConfig(**{**config.__dict__, "seed": 6}), tmp_path / "c")
     assert digest(tmp_path / "a") == digest(tmp_path / "b")
-    assert digest(tmp_path / "a")["events/part-00000.jsonl"] != digest(tmp_path / "c")["events/part-00000.jsonl"]
-    assert sorted(digest(tmp_path / "a")) == ["events/part-00000.jsonl", "events/part-00001.jsonl", "events/part-00002.jsonl", "items.jsonl", "manifest.json"]
+    assert (
+        digest(tmp_path / "a")["events/part-00000.jsonl"] != digest(tmp_path / "c")["events/part-00000.jsonl"]
+    )
+    assert sorted(digest(tmp_path / "a")) == [
+        "events/part-00000.jsonl",
+        "events/part-00001.jsonl",
+        "events/part-00002.jsonl",
+        "items.jsonl",
+        "manifest.json",
+    ]
 
 
 def test_manifest_counts_are_what_the_event_contract_finds(tmp_path):
     config = GeneratorConfig(events=3_000, users=50, items=60, days=4, bad_fraction=0.1, shards=2, seed=9)
     manifest = generate(config, tmp_path)
     found, copies = Counter(), Counter()
-    lines = [line for p in sorted((tmp_path / "events").glob("*.jsonl")) for line in p.read_text().splitlines()]
+    lines = [
+        line for p in sorted((tmp_path / "events").glob("*.jsonl")) for line in p.read_text().splitlines()
+    ]
     for line in lines:
         try:
             decoded = json.loads(line)
@@ -59,7 +77,9 @@ def test_manifest_counts_are_what_the_event_contract_finds(tmp_path):
     seen = set(copies)
     assert manifest.good_rows == len(seen) == 3_000
     assert {k: v for k, v in manifest.bad_rows.items() if v} == dict(found)
-    assert set(found) == {r.value for r in QuarantineReason if r not in BUS_ENTRY_REASONS}  # every kind of bad row occurs
+    assert set(found) == {
+        r.value for r in QuarantineReason if r not in BUS_ENTRY_REASONS
+    }  # every kind of bad row occurs
     assert manifest.rows_total == len(lines) == 3_000 + sum(found.values())
     assert 0.07 < manifest.bad_total / manifest.rows_total < 0.13
     assert Manifest.read(tmp_path).to_json() == manifest.to_json()
@@ -67,21 +87,34 @@ def test_manifest_counts_are_what_the_event_contract_finds(tmp_path):
 
 def test_events_reference_catalog_items_after_they_arrive_and_mix_ts_formats(clean):
     folder, manifest = clean
-    catalog = {row["item_id"]: row for row in map(json.loads, (folder / "items.jsonl").read_text().splitlines())}
+    catalog = {
+        row["item_id"]: row for row in map(json.loads, (folder / "items.jsonl").read_text().splitlines())
+    }
     assert len(catalog) == manifest.items > SMALL.items  # new items arrived
-    assert all(set(row) == {"item_id", "category", "categories", "title", "attributes", "created_at"} for row in catalog.values())
+    assert all(
+        set(row) == {"item_id", "category", "categories", "title", "attributes", "created_at"}
+        for row in catalog.values()
+    )
     assert all(row["category"] == row["categories"][0] for row in catalog.values())
     events = events_of(folder)
     for event in events:
         created = parse_event_time(catalog[event["item_id"]]["created_at"])
         assert created <= parse_event_time(event["ts"])
-    start = datetime(2026, 10, 1, tzinfo=timezone.utc)
-    new_items_seen = {e["item_id"] for e in events if parse_event_time(catalog[e["item_id"]]["created_at"]) >= start}
+    start = datetime(2026, 10, 1, tzinfo=UTC)
+    new_items_seen = {
+        e["item_id"] for e in events if parse_event_time(catalog[e["item_id"]]["created_at"]) >= start
+    }
     assert new_items_seen
-    kinds = Counter("millis" if isinstance(e["ts"], int) else ("Z" if e["ts"].endswith("Z") else "offset") for e in events)
+    kinds = Counter(
+        "millis" if isinstance(e["ts"], int) else ("Z" if e["ts"].endswith("Z") else "offset") for e in events
+    )
     assert set(kinds) == {"millis", "Z", "offset"}
     assert Counter(e["event_type"] for e in events) == Counter(manifest.events_by_type)
-    assert all(isinstance(e["value"], float) for e in events if e["event_type"] in ("rating", "purchase", "add_to_cart"))
+    assert all(
+        isinstance(e["value"], float)
+        for e in events
+        if e["event_type"] in ("rating", "purchase", "add_to_cart")
+    )
 
 
 def test_funnel_order_within_a_user_and_item(clean):
@@ -115,7 +148,10 @@ def sessions(events, gap=timedelta(minutes=30)):
 
 
 def cluster_of(folder):
-    return {row["item_id"]: row["attributes"]["cluster"] for row in map(json.loads, (folder / "items.jsonl").read_text().splitlines())}
+    return {
+        row["item_id"]: row["attributes"]["cluster"]
+        for row in map(json.loads, (folder / "items.jsonl").read_text().splitlines())
+    }
 
 
 def test_fresh_signals_carry_information_beyond_long_term_taste(clean):
@@ -143,14 +179,17 @@ def test_fresh_signals_carry_information_beyond_long_term_taste(clean):
 def category_shares(events, catalog_categories, lo, hi):
     shares = defaultdict(Counter)
     for e in events:
-        day = (parse_event_time(e["ts"]) - datetime(2026, 10, 1, tzinfo=timezone.utc)).days
+        day = (parse_event_time(e["ts"]) - datetime(2026, 10, 1, tzinfo=UTC)).days
         if lo <= day < hi:
             shares[e["user_id"]][catalog_categories[e["item_id"]]] += 1
     return shares
 
 
 def mean_drift(folder):
-    categories = {r["item_id"]: r["category"] for r in map(json.loads, (folder / "items.jsonl").read_text().splitlines())}
+    categories = {
+        r["item_id"]: r["category"]
+        for r in map(json.loads, (folder / "items.jsonl").read_text().splitlines())
+    }
     events = events_of(folder)
     early, late = category_shares(events, categories, 0, 7), category_shares(events, categories, 21, 28)
     distances = []
@@ -165,7 +204,9 @@ def mean_drift(folder):
 def test_tastes_drift_over_days(tmp_path):
     base = dict(events=30_000, users=40, items=150, days=28, seed=4)
     drifting = mean_drift_of(tmp_path / "drift", GeneratorConfig(**base))
-    steady = mean_drift_of(tmp_path / "steady", GeneratorConfig(**base, taste_drift=0.0, focus_change_rate=0.0))
+    steady = mean_drift_of(
+        tmp_path / "steady", GeneratorConfig(**base, taste_drift=0.0, focus_change_rate=0.0)
+    )
     assert drifting > steady + 0.15
 
 
@@ -176,7 +217,11 @@ def mean_drift_of(folder, config):
 
 def test_streaming_writes_report_progress_and_bad_configs_are_rejected(tmp_path):
     calls = []
-    generate(GeneratorConfig(events=5_000, users=30, items=30, days=2, seed=1), tmp_path, progress=lambda done, total: calls.append((done, total)))
+    generate(
+        GeneratorConfig(events=5_000, users=30, items=30, days=2, seed=1),
+        tmp_path,
+        progress=lambda done, total: calls.append((done, total)),
+    )
     assert calls[-1] == (5_000, 5_000)
     assert [done for done, _ in calls] == sorted(done for done, _ in calls)
     with pytest.raises(GeneratorError, match="bad_fraction must be in"):

@@ -22,7 +22,11 @@ def test_synthetic_world_ends_yesterday_so_todays_nightly_covers_it() -> None:
 def _world() -> DemoWorld:
     return DemoWorld(
         users=["u1", "u2"],
-        popular_by_category={"books": ["b1", "b2", "b3", "b4", "b5"], "games": ["g1", "g2"], "toys": ["t1", "t2", "t3"]},
+        popular_by_category={
+            "books": ["b1", "b2", "b3", "b4", "b5"],
+            "games": ["g1", "g2"],
+            "toys": ["t1", "t2", "t3"],
+        },
         event_type="click",
     )
 
@@ -61,7 +65,11 @@ def test_current_holdout_is_the_newest_run_date() -> None:
 def test_a_version_that_failed_the_gate_moves_only_when_forced_with_a_reason() -> None:
     from lambdarec.promotion import PromotionRejected, current_run_date, promote_version
 
-    failed = {"version": "3", "passed": False, "reason": "ndcg@10 0.1000 does not beat champion 0.2000 by 0.002"}
+    failed = {
+        "version": "3",
+        "passed": False,
+        "reason": "ndcg@10 0.1000 does not beat champion 0.2000 by 0.002",
+    }
     settings = Settings()
     with pytest.raises(PromotionRejected, match="version 3 stays where it is: ndcg@10 0.1000 does not beat"):
         promote_version(settings, failed)

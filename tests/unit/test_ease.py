@@ -29,7 +29,9 @@ def test_ease_weights_equal_a_ridge_regression_of_each_item_on_the_others():
     reference = np.zeros((4, 4))
     for j in range(4):
         others = [i for i in range(4) if i != j]
-        reference[others, j] = np.linalg.solve(gram[np.ix_(others, others)] + lam * np.eye(3), gram[others, j])
+        reference[others, j] = np.linalg.solve(
+            gram[np.ix_(others, others)] + lam * np.eye(3), gram[others, j]
+        )
     got = ease_weights(gram, lam)
     assert np.abs(got - reference).max() < 1e-12
     assert np.diag(got).tolist() == [0.0, 0.0, 0.0, 0.0]
@@ -39,4 +41,9 @@ def test_top_items_by_ease_skips_seen_unindexed_and_unsupported_items():
     weights = ease_weights(X.T @ X, 1.0).astype(np.float32)
     users = pd.DataFrame({"user_id": ["u3", "u4", "u9"], "seen": [["a"], ["c", "zz"], ["d"]]})
     got = top_items_by_ease(users, np.array(["a", "b", "c", "d"], dtype=object), weights, n=2, chunk=2)
-    assert got.to_dict("list") == {"user_id": ["u3", "u4", "u9"], "item_id": ["b", "d", "c"], "score": [0.5, 0.5, 0.5], "rank": [1, 1, 1]}
+    assert got.to_dict("list") == {
+        "user_id": ["u3", "u4", "u9"],
+        "item_id": ["b", "d", "c"],
+        "score": [0.5, 0.5, 0.5],
+        "rank": [1, 1, 1],
+    }

@@ -19,14 +19,26 @@ from feature_store.events import Event
 
 
 def _event(**over):
-    base = dict(event_id="e1", user_id="u1", item_id="i1", event_type="view", ts=1_700_000_000_123, context={"category": "books"})
+    base = dict(
+        event_id="e1",
+        user_id="u1",
+        item_id="i1",
+        event_type="view",
+        ts=1_700_000_000_123,
+        context={"category": "books"},
+    )
     return Event.model_validate({**base, **over})
 
 
 def test_event_encodes_to_its_wire_form():
     assert orjson.loads(encode_event(_event())) == {
-        "event_id": "e1", "user_id": "u1", "item_id": "i1", "event_type": "view",
-        "ts": 1_700_000_000_123, "value": None, "context": {"category": "books"},
+        "event_id": "e1",
+        "user_id": "u1",
+        "item_id": "i1",
+        "event_type": "view",
+        "ts": 1_700_000_000_123,
+        "value": None,
+        "context": {"category": "books"},
     }
     assert entry_fields(_event()) == {EVENT_FIELD: encode_event(_event())}
 

@@ -1,4 +1,4 @@
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -12,12 +12,18 @@ from feature_store.events import (
     validate_event_dict,
 )
 
-NOW = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 TOLERANCE = timedelta(minutes=10)
 
 
 def good(**overrides):
-    row = {"event_id": "e1", "user_id": "u1", "item_id": "i1", "event_type": "view", "ts": "2026-11-01T10:00:00Z"}
+    row = {
+        "event_id": "e1",
+        "user_id": "u1",
+        "item_id": "i1",
+        "event_type": "view",
+        "ts": "2026-11-01T10:00:00Z",
+    }
     row.update(overrides)
     return row
 
@@ -27,11 +33,11 @@ def check(raw, types=None):
 
 
 def test_iso_and_epoch_millis_parse_to_the_same_utc_instant():
-    assert parse_event_time("2026-11-01T10:00:00Z") == datetime(2026, 11, 1, 10, tzinfo=timezone.utc)
-    assert parse_event_time("2026-11-01T11:00:00+01:00") == datetime(2026, 11, 1, 10, tzinfo=timezone.utc)
-    assert parse_event_time("2026-11-01 10:00:00") == datetime(2026, 11, 1, 10, tzinfo=timezone.utc)
-    assert parse_event_time(1_793_527_200_000) == datetime(2026, 11, 1, 10, tzinfo=timezone.utc)
-    assert parse_event_time("1793527200000") == datetime(2026, 11, 1, 10, tzinfo=timezone.utc)
+    assert parse_event_time("2026-11-01T10:00:00Z") == datetime(2026, 11, 1, 10, tzinfo=UTC)
+    assert parse_event_time("2026-11-01T11:00:00+01:00") == datetime(2026, 11, 1, 10, tzinfo=UTC)
+    assert parse_event_time("2026-11-01 10:00:00") == datetime(2026, 11, 1, 10, tzinfo=UTC)
+    assert parse_event_time(1_793_527_200_000) == datetime(2026, 11, 1, 10, tzinfo=UTC)
+    assert parse_event_time("1793527200000") == datetime(2026, 11, 1, 10, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("raw", ["yesterday", "2026-13-45T00:00:00", "", None, True])
@@ -44,8 +50,13 @@ def test_good_event_validates():
     event, reason, detail = check(good(value=3, context={"device": "ios", "position": 2}))
     assert reason is None and detail == ""
     assert event == Event(
-        event_id="e1", user_id="u1", item_id="i1", event_type="view",
-        ts=datetime(2026, 11, 1, 10, tzinfo=timezone.utc), value=3.0, context={"device": "ios", "position": "2"},
+        event_id="e1",
+        user_id="u1",
+        item_id="i1",
+        event_type="view",
+        ts=datetime(2026, 11, 1, 10, tzinfo=UTC),
+        value=3.0,
+        context={"device": "ios", "position": "2"},
     )
     assert event.to_json_dict()["ts"] == 1_793_527_200_000
 
@@ -86,10 +97,21 @@ def test_context_is_bounded_by_key_count_and_bytes():
     too_big = check(good(context={"page": "p" * 4093}))
     too_wide = check(good(context={"page": "é" * 2047}))
     assert too_many == (None, QuarantineReason("context_too_large"), "context has 33 keys; at most 32")
-    assert too_big == (None, QuarantineReason("context_too_large"), "context holds 4097 bytes of keys and values; at most 4096")
-    assert too_wide == (None, QuarantineReason("context_too_large"), "context holds 4098 bytes of keys and values; at most 4096")
+    assert too_big == (
+        None,
+        QuarantineReason("context_too_large"),
+        "context holds 4097 bytes of keys and values; at most 4096",
+    )
+    assert too_wide == (
+        None,
+        QuarantineReason("context_too_large"),
+        "context holds 4098 bytes of keys and values; at most 4096",
+    )
     # An earlier rule still names the reason of a row with several problems.
-    assert check(good(event_type="teleport", context={"page": "p" * 5000}))[1] == QuarantineReason.UNKNOWN_EVENT_TYPE
+    assert (
+        check(good(event_type="teleport", context={"page": "p" * 5000}))[1]
+        == QuarantineReason.UNKNOWN_EVENT_TYPE
+    )
 
 
 def test_event_types_are_extensible():

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from pathlib import Path
 
 import pytest
 import yaml
@@ -67,15 +66,30 @@ def _interpolation_free(env: dict) -> dict[str, str]:
 def test_compose_has_every_service_the_system_needs() -> None:
     services = _compose()["services"]
     assert {
-        "redis", "postgres", "minio", "mlflow", "spark-master", "spark-worker", "airflow-apiserver",
-        "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-worker", "stream", "api",
+        "redis",
+        "postgres",
+        "minio",
+        "mlflow",
+        "spark-master",
+        "spark-worker",
+        "airflow-apiserver",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+        "airflow-worker",
+        "stream",
+        "api",
         "api-gateway",
     } <= set(services)
     assert services["api"]["deploy"]["replicas"] >= 2
     assert services["spark-worker"]["deploy"]["replicas"] >= 2
     assert services["api-gateway"]["depends_on"] == ["api"]
     mlflow = " ".join(services["mlflow"]["command"])
-    assert "--backend-store-uri=postgresql" in mlflow and "--serve-artifacts" in mlflow and "--app-name basic-auth" in mlflow
+    assert (
+        "--backend-store-uri=postgresql" in mlflow
+        and "--serve-artifacts" in mlflow
+        and "--app-name basic-auth" in mlflow
+    )
 
 
 def test_compose_sets_only_real_settings_with_values_that_parse(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -86,9 +100,18 @@ def test_compose_sets_only_real_settings_with_values_that_parse(monkeypatch: pyt
     settings = _settings_from(_interpolation_free(envs["api"]), monkeypatch)
     assert settings.profile == "production"
     # Each component is its own Redis ACL user; the batch user is the shared default.
-    assert envs["api"]["LAMBDAREC_REDIS_URL"] == "redis://api:${REDIS_API_PASSWORD:?set REDIS_API_PASSWORD}@redis:6379/0"
-    assert envs["stream"]["LAMBDAREC_REDIS_URL"] == "redis://stream:${REDIS_STREAM_PASSWORD:?set REDIS_STREAM_PASSWORD}@redis:6379/0"
-    assert envs["airflow-worker"]["LAMBDAREC_REDIS_URL"] == "redis://batch:${REDIS_BATCH_PASSWORD:?set REDIS_BATCH_PASSWORD}@redis:6379/0"
+    assert (
+        envs["api"]["LAMBDAREC_REDIS_URL"]
+        == "redis://api:${REDIS_API_PASSWORD:?set REDIS_API_PASSWORD}@redis:6379/0"
+    )
+    assert (
+        envs["stream"]["LAMBDAREC_REDIS_URL"]
+        == "redis://stream:${REDIS_STREAM_PASSWORD:?set REDIS_STREAM_PASSWORD}@redis:6379/0"
+    )
+    assert (
+        envs["airflow-worker"]["LAMBDAREC_REDIS_URL"]
+        == "redis://batch:${REDIS_BATCH_PASSWORD:?set REDIS_BATCH_PASSWORD}@redis:6379/0"
+    )
     assert settings.mlflow_tracking_uri == "http://mlflow:5000"
     assert settings.tables_root == "s3a://lambdarec/delta"
     assert settings.spark_conf["spark.hadoop.fs.s3a.endpoint"] == "http://minio:9000"
@@ -135,7 +158,7 @@ def test_image_runs_the_dags_and_jobs_from_one_layout() -> None:
     assert "python -m spark_jobs.jars" in dockerfile
     # spark-submit gets the Delta JARs from spark-defaults.conf (the driver JVM starts before Python).
     assert "SPARK_CONF_DIR=/opt/lambdarec/spark-conf" in dockerfile
-    assert 'spark_defaults(load_settings())' in dockerfile
+    assert "spark_defaults(load_settings())" in dockerfile
     nginx = (PRODUCTION / "nginx.conf").read_text()
     assert re.search(r"server api:8000;", nginx)
 
@@ -165,11 +188,15 @@ def test_manifests_hold_every_service_the_system_needs() -> None:
     _find(docs, "ServiceAccount", "spark")
     # Every Service selects the pods of some workload.
     workload_labels = [
-        d["spec"]["template"]["metadata"]["labels"] for d in docs if d["kind"] in ("Deployment", "StatefulSet")
+        d["spec"]["template"]["metadata"]["labels"]
+        for d in docs
+        if d["kind"] in ("Deployment", "StatefulSet")
     ]
     for service in (d for d in docs if d["kind"] == "Service"):
         selector = service["spec"]["selector"]
-        assert any(selector.items() <= labels.items() for labels in workload_labels), service["metadata"]["name"]
+        assert any(selector.items() <= labels.items() for labels in workload_labels), service["metadata"][
+            "name"
+        ]
     # Pods read the settings ConfigMap that exists and keys of the Secret made from secrets.example.env.
     names = {(d["kind"], d["metadata"]["name"]) for d in docs} | {("Secret", "lambdarec-secrets")}
     for workload in (d for d in docs if d["kind"] in ("Deployment", "StatefulSet")):
@@ -182,7 +209,10 @@ def test_manifests_hold_every_service_the_system_needs() -> None:
             for variable in container.get("env", []):
                 ref = variable.get("valueFrom", {}).get("secretKeyRef")
                 if ref:
-                    assert ref["name"] == "lambdarec-secrets" and ref["key"] in _secret_keys(), (workload["metadata"]["name"], ref)
+                    assert ref["name"] == "lambdarec-secrets" and ref["key"] in _secret_keys(), (
+                        workload["metadata"]["name"],
+                        ref,
+                    )
 
 
 def test_manifest_settings_are_real_and_target_spark_on_kubernetes(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -196,9 +226,17 @@ def test_manifest_settings_are_real_and_target_spark_on_kubernetes(monkeypatch: 
     assert settings.spark_conf["spark.kubernetes.authenticate.serviceAccountName"] == "spark"
     assert settings.tables_root.startswith("s3a://")
     # The watchdog's restart targets the streaming Deployment, which the spark role may patch.
-    assert settings.stream_restart_command[:4] == ["kubectl", "rollout", "restart", "deployment/lambdarec-stream"]
+    assert settings.stream_restart_command[:4] == [
+        "kubectl",
+        "rollout",
+        "restart",
+        "deployment/lambdarec-stream",
+    ]
     role = _find(docs, "Role", "spark-driver")
-    assert any("lambdarec-stream" in rule.get("resourceNames", []) and "patch" in rule["verbs"] for rule in role["rules"])
+    assert any(
+        "lambdarec-stream" in rule.get("resourceNames", []) and "patch" in rule["verbs"]
+        for rule in role["rules"]
+    )
 
 
 def test_airflow_helm_values_use_kubernetes_executor_and_the_same_master() -> None:
@@ -259,7 +297,7 @@ def redis_problems(args: list[str], where: str) -> list[str]:
         problems.append(f"{where}: no maxmemory")
     if "--maxmemory-policy" not in args or args[args.index("--maxmemory-policy") + 1] != "noeviction":
         problems.append(f"{where}: maxmemory-policy is not noeviction")
-    default_off = any(args[i:i + 3] == ["--user", "default", "off"] for i in range(len(args)))
+    default_off = any(args[i : i + 3] == ["--user", "default", "off"] for i in range(len(args)))
     if not default_off and "--requirepass" not in args:
         problems.append(f"{where}: no authentication (neither `--user default off` nor --requirepass)")
     return problems
@@ -309,9 +347,21 @@ def k8s_problems(docs: list[dict]) -> list[str]:
 
 BAD_COMPOSE = {
     "services": {
-        "redis": {"image": "redis:7.4", "command": ["redis-server", "--requirepass", "hunter2"], "ports": ["6379:6379"]},
-        "mlflow": {"environment": {"MLFLOW_TRACKING_PASSWORD": "${MLFLOW_PASSWORD:-mlflow}"}, "ports": ["5000:5000"]},
-        "api": {"environment": {"LAMBDAREC_REDIS_URL": "redis://api:s3cret@redis:6379/0", "AWS_SECRET_ACCESS_KEY": "abc"}},
+        "redis": {
+            "image": "redis:7.4",
+            "command": ["redis-server", "--requirepass", "hunter2"],
+            "ports": ["6379:6379"],
+        },
+        "mlflow": {
+            "environment": {"MLFLOW_TRACKING_PASSWORD": "${MLFLOW_PASSWORD:-mlflow}"},
+            "ports": ["5000:5000"],
+        },
+        "api": {
+            "environment": {
+                "LAMBDAREC_REDIS_URL": "redis://api:s3cret@redis:6379/0",
+                "AWS_SECRET_ACCESS_KEY": "abc",
+            }
+        },
     }
 }
 BAD_NGINX = "http { server { location / { proxy_pass http://api; } } }"
@@ -326,24 +376,48 @@ def test_the_posture_checks_catch_what_they_are_for():
         "api: AWS_SECRET_ACCESS_KEY is not a required variable",
     ]
     assert redis_problems(["redis-server", "--appendonly", "yes"], "redis") == [
-        "redis: no maxmemory", "redis: maxmemory-policy is not noeviction",
+        "redis: no maxmemory",
+        "redis: maxmemory-policy is not noeviction",
         "redis: no authentication (neither `--user default off` nor --requirepass)",
     ]
     assert exposure_problems(BAD_COMPOSE, BAD_NGINX) == [
-        "redis: port 6379:6379 published on every interface", "mlflow: port 5000:5000 published on every interface",
-        "mlflow: published on the host", "nginx: / is proxied to the API", "nginx: /v1/ is not proxied",
+        "redis: port 6379:6379 published on every interface",
+        "mlflow: port 5000:5000 published on every interface",
+        "mlflow: published on the host",
+        "nginx: / is proxied to the API",
+        "nginx: /v1/ is not proxied",
     ]
     bad_k8s = [
         {"kind": "Secret", "metadata": {"name": "s"}, "stringData": {"PASSWORD": "x"}},
         {"kind": "Service", "metadata": {"name": "mlflow"}, "spec": {"type": "LoadBalancer"}},
-        {"kind": "Ingress", "metadata": {"name": "i"}, "spec": {"rules": [{"http": {"paths": [{"path": "/"}]}}]}},
-        {"kind": "Deployment", "metadata": {"name": "redis"}, "spec": {"template": {"spec": {"containers": [
-            {"env": [{"name": "REDIS_PASSWORD", "value": "x"}], "args": ["--user", "api", "on", ">pw"]}]}}}},
+        {
+            "kind": "Ingress",
+            "metadata": {"name": "i"},
+            "spec": {"rules": [{"http": {"paths": [{"path": "/"}]}}]},
+        },
+        {
+            "kind": "Deployment",
+            "metadata": {"name": "redis"},
+            "spec": {
+                "template": {
+                    "spec": {
+                        "containers": [
+                            {
+                                "env": [{"name": "REDIS_PASSWORD", "value": "x"}],
+                                "args": ["--user", "api", "on", ">pw"],
+                            }
+                        ]
+                    }
+                }
+            },
+        },
     ]
     assert k8s_problems(bad_k8s) == [
         "Secret/s: credentials in a manifest (create the Secret from secrets.example.env)",
-        "Service/mlflow: exposed outside the cluster", "Ingress/i: routes /",
-        "Deployment/redis: REDIS_PASSWORD has a literal value", "Deployment/redis: a password in its arguments",
+        "Service/mlflow: exposed outside the cluster",
+        "Ingress/i: routes /",
+        "Deployment/redis: REDIS_PASSWORD has a literal value",
+        "Deployment/redis: a password in its arguments",
     ]
 
 
@@ -355,9 +429,17 @@ def test_production_compose_has_no_default_credential_and_exposes_only_the_api()
         if str(service.get("image", "")).startswith("redis"):
             assert redis_problems(service["command"], name) == []
     # Everything the file requires is listed for operators (env.example), and nothing else.
-    text = "\n".join(line for line in (PRODUCTION / "docker-compose.yml").read_text().splitlines() if not line.lstrip().startswith("#"))
+    text = "\n".join(
+        line
+        for line in (PRODUCTION / "docker-compose.yml").read_text().splitlines()
+        if not line.lstrip().startswith("#")
+    )
     required = set(re.findall(r"\$\{(\w+):\?", text))
-    listed = {line.split("=", 1)[0] for line in (PRODUCTION / "env.example").read_text().splitlines() if line and not line.startswith("#")}
+    listed = {
+        line.split("=", 1)[0]
+        for line in (PRODUCTION / "env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
     assert required == listed
     # The API refuses to start without keys; the stores need their users' passwords.
     api_env = compose["services"]["api"]["environment"]
@@ -371,7 +453,11 @@ def test_production_manifests_have_no_credential_and_lock_the_stores():
     assert redis_problems(["redis-server", *redis_args], "k8s redis") == []
     mlflow = _find(docs, "Deployment", "mlflow")["spec"]["template"]["spec"]["containers"][0]
     assert "--app-name basic-auth" in " ".join(mlflow["args"])
-    policies = {d["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for d in docs if d["kind"] == "NetworkPolicy"}
+    policies = {
+        d["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
+        for d in docs
+        if d["kind"] == "NetworkPolicy"
+    }
     assert policies == {"redis", "mlflow", "postgres", "lambdarec-api"}
 
 
@@ -382,10 +468,14 @@ def test_compose_file_matches_the_compose_specification():
 
     import jsonschema
 
-    schema = json.loads(files("check_jsonschema.builtin_schemas.vendor").joinpath("compose-spec.json").read_text())
+    schema = json.loads(
+        files("check_jsonschema.builtin_schemas.vendor").joinpath("compose-spec.json").read_text()
+    )
     validator = jsonschema.validators.validator_for(schema)(schema)
     assert [error.message for error in validator.iter_errors(_compose())] == []
-    assert list(validator.iter_errors({"services": {"api": {"ports": "8000"}}}))  # the schema does catch mistakes
+    assert list(
+        validator.iter_errors({"services": {"api": {"ports": "8000"}}})
+    )  # the schema does catch mistakes
 
 
 def test_kubernetes_manifests_match_the_api_schemas():
@@ -397,5 +487,12 @@ def test_kubernetes_manifests_match_the_api_schemas():
         kubernetes_validate.validate(doc, "1.37.0", strict=True)
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(
-            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"}, "spec": {"ports": [{"port": "http"}]}}, "1.37.0", strict=True
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "x"},
+                "spec": {"ports": [{"port": "http"}]},
+            },
+            "1.37.0",
+            strict=True,
         )

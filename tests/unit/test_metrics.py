@@ -24,11 +24,25 @@ RANKED = ["a", "b", "c", "d", "e", "f"]
 
 def test_perfect_ranking_scores_one_everywhere():
     ranked = ["a", "c", "f"]
-    assert user_metrics(ranked, BINARY, 3) == {"ndcg": 1.0, "map": 1.0, "precision": 1.0, "recall": 1.0, "hr": 1.0, "mrr": 1.0}
+    assert user_metrics(ranked, BINARY, 3) == {
+        "ndcg": 1.0,
+        "map": 1.0,
+        "precision": 1.0,
+        "recall": 1.0,
+        "hr": 1.0,
+        "mrr": 1.0,
+    }
 
 
 def test_no_hits_score_zero_everywhere():
-    assert user_metrics(["x", "y", "z"], BINARY, 3) == {"ndcg": 0.0, "map": 0.0, "precision": 0.0, "recall": 0.0, "hr": 0.0, "mrr": 0.0}
+    assert user_metrics(["x", "y", "z"], BINARY, 3) == {
+        "ndcg": 0.0,
+        "map": 0.0,
+        "precision": 0.0,
+        "recall": 0.0,
+        "hr": 0.0,
+        "mrr": 0.0,
+    }
 
 
 def test_hand_computed_values():
@@ -91,11 +105,22 @@ def test_candidate_recall_per_source_and_union_at_each_cutoff():
     pools = {"als": ["a", "x", "b"], "covisit": ["c"], "popular": ["y", "z", "a", "c"]}
     relevance = {"a": 1.0, "b": 2.0, "c": 1.0, "d": 1.0}
     assert candidate_recall(pools, relevance, (1, 3)) == {
-        "als@1": 1 / 4, "covisit@1": 1 / 4, "popular@1": 0.0, "union@1": 2 / 4,
+        "als@1": 1 / 4,
+        "covisit@1": 1 / 4,
+        "popular@1": 0.0,
+        "union@1": 2 / 4,
         # covisit has one candidate: its @3 is all it has; the union counts a and c once
-        "als@3": 2 / 4, "covisit@3": 1 / 4, "popular@3": 1 / 4, "union@3": 3 / 4,
+        "als@3": 2 / 4,
+        "covisit@3": 1 / 4,
+        "popular@3": 1 / 4,
+        "union@3": 3 / 4,
     }
-    assert candidate_recall(pools, {}, (1,)) == {"als@1": 0.0, "covisit@1": 0.0, "popular@1": 0.0, "union@1": 0.0}
+    assert candidate_recall(pools, {}, (1,)) == {
+        "als@1": 0.0,
+        "covisit@1": 0.0,
+        "popular@1": 0.0,
+        "union@1": 0.0,
+    }
     assert candidate_recall({"als": []}, {"a": 1.0}, (50,)) == {"als@50": 0.0, "union@50": 0.0}
 
 

@@ -24,8 +24,16 @@ DAGS = project_root() / "dags"
 
 def test_declared_steps_in_run_order():
     assert step_names() == (
-        "features", "candidates", "training_set", "train_xgboost", "train_lightgbm",
-        "evaluate", "promote", "score", "publish", "expire",
+        "features",
+        "candidates",
+        "training_set",
+        "train_xgboost",
+        "train_lightgbm",
+        "evaluate",
+        "promote",
+        "score",
+        "publish",
+        "expire",
     )
     assert steps_chain() == (
         "features → candidates → training_set → train_xgboost ‖ train_lightgbm → evaluate → promote → score → publish → expire"
@@ -37,8 +45,26 @@ def test_declared_steps_in_run_order():
 
 
 def test_declared_tables_are_the_delta_tables():
-    tables = {t.name for t in (BRONZE_EVENTS, ITEMS, INTERACTIONS, USER_FEATURES, ITEM_FEATURES, CANDIDATES, ITEM_SIMILAR, TRAINING_SET, BATCH_SCORES)}
-    named = {name for step in NIGHTLY_STEPS for name in step.reads + step.writes if name.split("/")[0] in ("bronze", "silver", "gold")}
+    tables = {
+        t.name
+        for t in (
+            BRONZE_EVENTS,
+            ITEMS,
+            INTERACTIONS,
+            USER_FEATURES,
+            ITEM_FEATURES,
+            CANDIDATES,
+            ITEM_SIMILAR,
+            TRAINING_SET,
+            BATCH_SCORES,
+        )
+    }
+    named = {
+        name
+        for step in NIGHTLY_STEPS
+        for name in step.reads + step.writes
+        if name.split("/")[0] in ("bronze", "silver", "gold")
+    }
     assert named == tables
 
 

@@ -18,7 +18,12 @@ from lambdarec.watchdog import StreamHealth, assess_stream
 
 @pytest.fixture
 def local_settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", spark_master="local[2]", airflow_port=18080, redis_url="redis://127.0.0.1:6399/0")
+    return Settings(
+        data_dir=tmp_path / "data",
+        spark_master="local[2]",
+        airflow_port=18080,
+        redis_url="redis://127.0.0.1:6399/0",
+    )
 
 
 def test_spark_connection_carries_the_settings_master(local_settings: Settings) -> None:
@@ -31,7 +36,9 @@ def test_spark_connection_carries_the_settings_master(local_settings: Settings) 
     assert json.loads(spark_connection(cluster))["host"] == "k8s://https://kubernetes.default.svc:443"
 
 
-def test_settings_env_round_trips_through_settings(local_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_settings_env_round_trips_through_settings(
+    local_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     original = local_settings.model_copy(update={"spark_conf": {"spark.executor.cores": "2"}})
     env = settings_env(original)
     assert env["LAMBDAREC_DATA_DIR"] == str(local_settings.data_dir)
@@ -70,14 +77,20 @@ NOW = 1_700_000_000_000
 
 
 def test_watchdog_dead_process_is_down_whatever_the_backlog() -> None:
-    health = assess_stream({"state": "stopped", "lag_ms_p99": "420", "processed": "17"}, False, None, NOW, 120)
-    assert health == StreamHealth("down", "no streaming job process is alive (last reported state: stopped)", None, 420.0, 17)
+    health = assess_stream(
+        {"state": "stopped", "lag_ms_p99": "420", "processed": "17"}, False, None, NOW, 120
+    )
+    assert health == StreamHealth(
+        "down", "no streaming job process is alive (last reported state: stopped)", None, 420.0, 17
+    )
     assert health.needs_restart
 
 
 def test_watchdog_old_unread_event_means_stuck() -> None:
     health = assess_stream({"state": "running"}, True, NOW - 121_000, NOW, 120)
-    assert health == StreamHealth("stuck", "the oldest unread event has waited 121s (limit 120s)", 121.0, None, None)
+    assert health == StreamHealth(
+        "stuck", "the oldest unread event has waited 121s (limit 120s)", 121.0, None, None
+    )
 
 
 def test_watchdog_idle_or_fresh_job_is_healthy() -> None:
@@ -95,12 +108,16 @@ def test_port_in_use_is_a_clear_error() -> None:
         port = listener.getsockname()[1]
         assert port_in_use("127.0.0.1", port)
         spec = ServiceSpec("mlflow-ui", ["true"], port=port, port_setting="LAMBDAREC_MLFLOW_UI_PORT")
-        with pytest.raises(PortInUse, match=f"mlflow-ui needs port {port} .* set LAMBDAREC_MLFLOW_UI_PORT to a free port"):
+        with pytest.raises(
+            PortInUse, match=f"mlflow-ui needs port {port} .* set LAMBDAREC_MLFLOW_UI_PORT to a free port"
+        ):
             ensure_port_free(spec)
     assert not port_in_use("127.0.0.1", port)
 
 
-def test_spark_defaults_carry_the_session_conf_for_spark_submit(local_settings: Settings, tmp_path: Path) -> None:
+def test_spark_defaults_carry_the_session_conf_for_spark_submit(
+    local_settings: Settings, tmp_path: Path
+) -> None:
     from lambdarec.airflow_local import spark_defaults
     from spark_jobs.session import spark_conf
 
@@ -108,11 +125,16 @@ def test_spark_defaults_carry_the_session_conf_for_spark_submit(local_settings: 
     jars.mkdir()
     (jars / "io.delta_delta-spark_4.2_2.13-4.4.0.jar").write_bytes(b"")
     (jars / "io.delta_delta-storage-4.4.0.jar").write_bytes(b"")
-    settings = local_settings.model_copy(update={"jars_dir": jars, "spark_conf": {"spark.executor.cores": "2"}})
+    settings = local_settings.model_copy(
+        update={"jars_dir": jars, "spark_conf": {"spark.executor.cores": "2"}}
+    )
     lines = spark_defaults(settings).splitlines()
     expected = {k: v for k, v in spark_conf(settings).items() if k not in ("spark.master", "spark.app.name")}
     assert lines == [f"{k} {v}" for k, v in sorted(expected.items())]
-    assert f"spark.jars {jars / 'io.delta_delta-spark_4.2_2.13-4.4.0.jar'},{jars / 'io.delta_delta-storage-4.4.0.jar'}" in lines
+    assert (
+        f"spark.jars {jars / 'io.delta_delta-spark_4.2_2.13-4.4.0.jar'},{jars / 'io.delta_delta-storage-4.4.0.jar'}"
+        in lines
+    )
     assert "spark.sql.extensions io.delta.sql.DeltaSparkSessionExtension" in lines
     assert "spark.executor.cores 2" in lines
     assert not any(line.startswith(("spark.master ", "spark.app.name ")) for line in lines)

@@ -22,7 +22,9 @@ def oracle(challenger, baseline, resamples, confidence, seed):
 
 
 def test_bootstrap_interval_of_a_small_paired_sample():
-    got = paired_bootstrap([0.3, 0.1, 0.0, 0.5, 0.25], [0.1, 0.2, 0.0, 0.25, 0.05], resamples=1000, confidence=0.95, seed=7)
+    got = paired_bootstrap(
+        [0.3, 0.1, 0.0, 0.5, 0.25], [0.1, 0.2, 0.0, 0.25, 0.05], resamples=1000, confidence=0.95, seed=7
+    )
     assert (got.users, got.resamples, got.confidence) == (5, 1000, 0.95)
     assert got.mean == pytest.approx(0.11)
     assert (got.low, got.high) == pytest.approx((-0.02, 0.22))
@@ -48,10 +50,17 @@ def test_a_consistent_gain_over_enough_users_is_promoted():
     assert (decision.evidence.users, decision.evidence.mean) == (200, pytest.approx(0.05))
     assert (decision.evidence.low, decision.evidence.high) == pytest.approx((0.02, 0.0775))
     assert decision.evidence == paired_bootstrap(CHALLENGER, BASELINE, 1000, 0.95, GATE_SEED)
-    assert decision.reason == "promoted: ndcg@10 gain over popularity +0.0500, 95% CI [+0.0200, +0.0775] on 200 users, lower bound above 0.002"
+    assert (
+        decision.reason
+        == "promoted: ndcg@10 gain over popularity +0.0500, 95% CI [+0.0200, +0.0775] on 200 users, lower bound above 0.002"
+    )
     assert decision.tags() == {
-        "gate": decision.reason, "gate.decision": "promoted", "gate.users": "200",
-        "gate.gain": repr(decision.evidence.mean), "gate.ci_low": repr(decision.evidence.low), "gate.ci_high": repr(decision.evidence.high),
+        "gate": decision.reason,
+        "gate.decision": "promoted",
+        "gate.users": "200",
+        "gate.gain": repr(decision.evidence.mean),
+        "gate.ci_low": repr(decision.evidence.low),
+        "gate.ci_high": repr(decision.evidence.high),
     }
 
 
@@ -69,4 +78,6 @@ def test_a_mean_gain_above_the_margin_is_not_enough_when_the_interval_crosses_it
 def test_too_few_users_is_not_enough_evidence_whatever_the_gain():
     decision = gate(CHALLENGER[:50], BASELINE[:50], "popularity", RULE)
     assert not decision.promote
-    assert decision.reason.startswith("not enough evidence: 50 holdout users, the gate needs 100 (ndcg@10 gain over popularity +0.2000")
+    assert decision.reason.startswith(
+        "not enough evidence: 50 holdout users, the gate needs 100 (ndcg@10 gain over popularity +0.2000"
+    )

@@ -2,23 +2,41 @@
 the serving-side readers of the speed layer's state."""
 
 from feature_store.realtime import (
-    REALTIME_INPUTS, covisit_pairs, from_neighbour_lists, from_session, reference_features, reference_seeds,
+    REALTIME_INPUTS,
+    covisit_pairs,
+    from_neighbour_lists,
+    from_session,
+    reference_features,
+    reference_seeds,
 )
 from tests.realtime_data import CATEGORIES, EVENTS, MIN, PARAMS, SIMILAR, START_MS
 
 
 def test_inputs_are_declared_once_in_order():
-    assert REALTIME_INPUTS == ("rt_session_events", "rt_session_category_share", "rt_recent_covisit", "rt_recent_similar")
+    assert REALTIME_INPUTS == (
+        "rt_session_events",
+        "rt_session_category_share",
+        "rt_recent_covisit",
+        "rt_recent_similar",
+    )
 
 
 def test_covisit_pairs_follow_the_speed_layer_rule():
     pairs = [(a, b, (ts - START_MS) / MIN) for a, b, ts in covisit_pairs(EVENTS, PARAMS)]
     # a skip pairs nothing and is nobody's partner; u1's "e" 27 minutes later starts a new session
     assert pairs == [
-        ("b", "a", 1.0), ("a", "b", 1.0),
-        ("b", "a", 1.5), ("a", "b", 1.5),
-        ("e", "b", 2.5), ("b", "e", 2.5), ("e", "a", 2.5), ("a", "e", 2.5),
-        ("d", "b", 3.0), ("b", "d", 3.0), ("d", "a", 3.0), ("a", "d", 3.0),
+        ("b", "a", 1.0),
+        ("a", "b", 1.0),
+        ("b", "a", 1.5),
+        ("a", "b", 1.5),
+        ("e", "b", 2.5),
+        ("b", "e", 2.5),
+        ("e", "a", 2.5),
+        ("a", "e", 2.5),
+        ("d", "b", 3.0),
+        ("b", "d", 3.0),
+        ("d", "a", 3.0),
+        ("a", "d", 3.0),
     ]
 
 
@@ -31,7 +49,10 @@ def test_an_item_seen_positively_in_the_gap_pairs_once():
 
 def test_reference_features_in_a_new_session():
     got = reference_features(EVENTS, "u1", START_MS + 31 * MIN, ["a", "b", "c"], CATEGORIES, SIMILAR, PARAMS)
-    assert reference_seeds([e for e in EVENTS if e.user_id == "u1"], START_MS + 31 * MIN, PARAMS) == ["e", "d"]
+    assert reference_seeds([e for e in EVENTS if e.user_id == "u1"], START_MS + 31 * MIN, PARAMS) == [
+        "e",
+        "d",
+    ]
     assert got == {"a": (1.0, 0.0, 2.0, 0.25), "b": (1.0, 0.0, 2.0, 0.0), "c": (1.0, 0.0, 0.0, 0.6)}
 
 
@@ -42,8 +63,12 @@ def test_reference_features_at_an_event_include_it_and_nothing_later():
 
 
 def test_serving_readers_of_the_stored_state():
-    assert from_session({"type:view": "3", "type:click": "1", "cat:x": "3", "cat:y": "1", "session_id": "u:1", "last_ts": "5"}) == (
-        4.0, {"x": 0.75, "y": 0.25})
+    assert from_session(
+        {"type:view": "3", "type:click": "1", "cat:x": "3", "cat:y": "1", "session_id": "u:1", "last_ts": "5"}
+    ) == (4.0, {"x": 0.75, "y": 0.25})
     assert from_session({}) == (0.0, {})
-    lists = {"s1": [("a", 2.0, "covisit"), ("b", 1.0, "covisit"), ("c", 9.0, "covisit")], "s2": [("a", 0.5, "covisit")]}
+    lists = {
+        "s1": [("a", 2.0, "covisit"), ("b", 1.0, "covisit"), ("c", 9.0, "covisit")],
+        "s2": [("a", 0.5, "covisit")],
+    }
     assert from_neighbour_lists(["s1", "s2", "s3"], lists, 2) == {"a": 2.5, "b": 1.0}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import orjson
@@ -20,7 +20,7 @@ from lambdarec.replay.dataset import (
     write_batch_input,
 )
 
-NOW = datetime(2026, 11, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 1, tzinfo=UTC)
 DAY = 86_400_000
 D1 = midnight_ms(date(2026, 10, 1))
 
@@ -32,21 +32,51 @@ def _jsonl(path: Path, rows: list) -> None:
 def test_jsonl_events_are_validated_deduped_and_time_ordered(tmp_path: Path):
     rows = [
         {"event_id": "e2", "user_id": "u", "item_id": "b", "event_type": "view", "ts": D1 + 5},
-        {"event_id": "e1", "user_id": "u", "item_id": "a", "event_type": "click", "ts": "2026-10-01T00:00:00.005Z"},
+        {
+            "event_id": "e1",
+            "user_id": "u",
+            "item_id": "a",
+            "event_type": "click",
+            "ts": "2026-10-01T00:00:00.005Z",
+        },
         {"event_id": "e2", "user_id": "u", "item_id": "b", "event_type": "view", "ts": D1 + 9},  # later copy
         b"{not json",
         {"event_id": "e3", "user_id": "u", "item_id": "c", "event_type": "hover", "ts": D1},  # unknown type
-        {"event_id": "e4", "user_id": "v", "item_id": "c", "event_type": "rating", "ts": D1 + DAY, "value": 4.5,
-         "context": {"device": "ios"}},
-        {"event_id": "e5", "user_id": "v", "item_id": "c", "event_type": "view", "ts": "2099-01-01T00:00:00Z"},  # future
+        {
+            "event_id": "e4",
+            "user_id": "v",
+            "item_id": "c",
+            "event_type": "rating",
+            "ts": D1 + DAY,
+            "value": 4.5,
+            "context": {"device": "ios"},
+        },
+        {
+            "event_id": "e5",
+            "user_id": "v",
+            "item_id": "c",
+            "event_type": "view",
+            "ts": "2099-01-01T00:00:00Z",
+        },  # future
     ]
     (tmp_path / "events").mkdir()
     _jsonl(tmp_path / "events" / "part-0.jsonl", rows)
     _jsonl(tmp_path / "items.jsonl", [{"item_id": "a"}, {"item_id": "b"}, {"category": "x"}])
     source = load_source(tmp_path, "jsonl", NOW)
-    assert [(e.event_id, e.ts_ms, e.order) for e in source.events] == [("e2", D1 + 5, 0), ("e1", D1 + 5, 1), ("e4", D1 + DAY, 5)]
-    assert source.events[2].wire() == {"event_id": "e4", "user_id": "v", "item_id": "c", "event_type": "rating",
-                                       "ts": D1 + DAY, "value": 4.5, "context": {"device": "ios"}}
+    assert [(e.event_id, e.ts_ms, e.order) for e in source.events] == [
+        ("e2", D1 + 5, 0),
+        ("e1", D1 + 5, 1),
+        ("e4", D1 + DAY, 5),
+    ]
+    assert source.events[2].wire() == {
+        "event_id": "e4",
+        "user_id": "v",
+        "item_id": "c",
+        "event_type": "rating",
+        "ts": D1 + DAY,
+        "value": 4.5,
+        "context": {"device": "ios"},
+    }
     assert source.duplicates == 1
     assert len(source.bad_lines) == 3
     assert source.catalog_items == frozenset({"a", "b"})
@@ -54,20 +84,40 @@ def test_jsonl_events_are_validated_deduped_and_time_ordered(tmp_path: Path):
 
 def test_movielens_rows_become_the_batch_readers_events(tmp_path: Path):
     assert rating_event("1,31,2.5,1260759144") == {
-        "event_id": "ml-1-31-1260759144", "user_id": "1", "item_id": "31", "event_type": "rating",
-        "ts": 1260759144000, "value": 2.5,
+        "event_id": "ml-1-31-1260759144",
+        "user_id": "1",
+        "item_id": "31",
+        "event_type": "rating",
+        "ts": 1260759144000,
+        "value": 2.5,
     }
     assert rating_event("1,31,2.5") is None
     # what is not a plain number stays text, for the event contract to reject; empty fields are missing
     assert rating_event(" 2 ,, 04 ,+5") == {
-        "event_id": None, "user_id": "2", "item_id": None, "event_type": "rating", "ts": "+5", "value": "04",
+        "event_id": None,
+        "user_id": "2",
+        "item_id": None,
+        "event_type": "rating",
+        "ts": "+5",
+        "value": "04",
     }
     assert rating_event("3,7,-1,1e3")["ts"] == "1e3" and rating_event("3,7,nan,1")["value"] == "nan"
-    assert [is_skipped(line) for line in ("userId,movieId,rating,timestamp", "  ", "1,31,2.5,1")] == [True, True, False]
-    (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,31,2.5,200\n2,31,x,100\n1,10,4,100\n")
-    (tmp_path / "movies.csv").write_text('movieId,title,genres\n31,"Dangerous Minds, The (1995)",Drama\n10,GoldenEye (1995),Action\n')
+    assert [is_skipped(line) for line in ("userId,movieId,rating,timestamp", "  ", "1,31,2.5,1")] == [
+        True,
+        True,
+        False,
+    ]
+    (tmp_path / "ratings.csv").write_text(
+        "userId,movieId,rating,timestamp\n1,31,2.5,200\n2,31,x,100\n1,10,4,100\n"
+    )
+    (tmp_path / "movies.csv").write_text(
+        'movieId,title,genres\n31,"Dangerous Minds, The (1995)",Drama\n10,GoldenEye (1995),Action\n'
+    )
     source = load_source(tmp_path / "ratings.csv", "movielens", NOW)
-    assert [(e.user_id, e.item_id, e.ts_ms, e.value) for e in source.events] == [("1", "10", 100_000, 4.0), ("1", "31", 200_000, 2.5)]
+    assert [(e.user_id, e.item_id, e.ts_ms, e.value) for e in source.events] == [
+        ("1", "10", 100_000, 4.0),
+        ("1", "31", 200_000, 2.5),
+    ]
     assert source.bad_lines == [b"2,31,x,100"]
     assert source.catalog_items == frozenset({"31", "10"})
 

@@ -18,7 +18,9 @@ from lambdarec.replay.protocol import (
 
 
 def test_positive_types_are_weighted_or_explicit():
-    assert positive_types() == frozenset({"view", "click", "play", "add_to_cart", "like", "purchase", "rating"})
+    assert positive_types() == frozenset(
+        {"view", "click", "play", "add_to_cart", "like", "purchase", "rating"}
+    )
 
 
 def test_targets_are_first_touches_of_positive_types_after_start():
@@ -30,7 +32,9 @@ def test_targets_are_first_touches_of_positive_types_after_start():
 
 
 def test_targets_exclude_items_consumed_before_the_cutoff():
-    assert first_time_targets(["u", "u"], ["old", "new"], ["view", "view"], 0, {"u": {"old"}}, positive_types()) == [1]
+    assert first_time_targets(
+        ["u", "u"], ["old", "new"], ["view", "view"], 0, {"u": {"old"}}, positive_types()
+    ) == [1]
 
 
 def test_sampling_is_seeded_uniform_and_ordered():

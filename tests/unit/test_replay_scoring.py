@@ -45,14 +45,21 @@ def test_empty_tally():
 def test_standard_error_and_paired_difference():
     assert standard_error([1.0]) == 0.0
     assert standard_error([0.0, 1.0]) == pytest.approx(0.5)
-    assert paired_difference([1, 1, 0, 1], [0, 1, 0, 0]) == {"mean": 0.5, "se": pytest.approx(standard_error([1, 0, 0, 1]))}
+    assert paired_difference([1, 1, 0, 1], [0, 1, 0, 0]) == {
+        "mean": 0.5,
+        "se": pytest.approx(standard_error([1, 0, 0, 1])),
+    }
     with pytest.raises(ValueError):
         paired_difference([1], [1, 0])
 
 
 def test_popularity_counts_distinct_users():
     # x: 2 users (u1 twice), y: 2 users, z: 1 -> ties by id
-    assert popularity_ranking(["u1", "u1", "u2", "u1", "u3", "u3"], ["x", "x", "x", "y", "y", "z"]) == ["x", "y", "z"]
+    assert popularity_ranking(["u1", "u1", "u2", "u1", "u3", "u3"], ["x", "x", "x", "y", "y", "z"]) == [
+        "x",
+        "y",
+        "z",
+    ]
 
 
 def test_top_unseen_skips_consumed():
@@ -61,7 +68,12 @@ def test_top_unseen_skips_consumed():
 
 
 def test_neighbour_ranking_normalises_per_recent_item_and_weights_recency():
-    neighbours = {"r1": [("x", 4.0), ("y", 2.0)], "r2": [("y", 4.0), ("z", 2.0)], "r3": [("z", 1.0)], "r4": []}
+    neighbours = {
+        "r1": [("x", 4.0), ("y", 2.0)],
+        "r2": [("y", 4.0), ("z", 2.0)],
+        "r3": [("z", 1.0)],
+        "r4": [],
+    }
     # newest first: r1 weight 1, r2 0.5, r3 0.25 -> x 1.0; y 0.5 + 0.5 = 1.0; z 0.25 + 0.25 = 0.5
     assert neighbour_ranking(["r1", "r2", "r3", "r4"], neighbours, {"r1", "r2", "r3"}, 10) == ["x", "y", "z"]
     # the newest item's best neighbour outweighs everything older together

@@ -10,13 +10,18 @@ from lambdarec.replay.runner import ServingVariant
 
 def test_variant_parses_name_store_and_settings():
     variant = ServingVariant.parse("priors_only:speed:serving_use_ranker=false,serving_recent_items=5")
-    assert variant == ServingVariant("priors_only", "speed", (("serving_use_ranker", "false"), ("serving_recent_items", "5")))
+    assert variant == ServingVariant(
+        "priors_only", "speed", (("serving_use_ranker", "false"), ("serving_recent_items", "5"))
+    )
     settings = variant.settings(Settings(serving_use_ranker=True, max_k=7))
     assert (settings.serving_use_ranker, settings.serving_recent_items, settings.max_k) == (False, 5, 7)
     assert ServingVariant.parse("plain:batch:") == ServingVariant("plain", "batch", ())
 
 
-@pytest.mark.parametrize("text", ["x:nowhere:max_k=3", "x:speed:no_such_setting=1", "x:speed:max_k", "batch_only:speed:max_k=3", "x"])
+@pytest.mark.parametrize(
+    "text",
+    ["x:nowhere:max_k=3", "x:speed:no_such_setting=1", "x:speed:max_k", "batch_only:speed:max_k=3", "x"],
+)
 def test_bad_variants_say_what_is_expected(text):
     with pytest.raises(ValueError, match="variant"):
         ServingVariant.parse(text)

@@ -15,17 +15,19 @@ import numpy as np
 import pytest
 
 from feature_store.codecs import CodecError, decode_recs, decode_recs_plain, encode_recs
-from feature_store.ranking import ITEM_INPUTS, USER_INPUTS
-from serving.cache import _ROW_BYTES, BatchCache, ItemBatch, ItemTable, approx_bytes
-from feature_store.ranking import CANDIDATE_SOURCES
+from feature_store.ranking import CANDIDATE_SOURCES, ITEM_INPUTS, USER_INPUTS
 from feature_store.realtime import from_session
+from serving.cache import _ROW_BYTES, BatchCache, ItemBatch, ItemTable, approx_bytes
 from serving.candidates import SOURCES, merge_columns, priors_columns
-from serving.ranking import assemble_matrix, realtime_block, select_top_k as select_top_k_columns, source_scores_block
+from serving.ranking import assemble_matrix, realtime_block, source_scores_block
+from serving.ranking import select_top_k as select_top_k_columns
 from serving.store import split_recs
 from tests.serving_reference import Candidate, feature_rows, merge_candidates, priors, select_top_k
 
 
-def request_proposals(seed: int, items: int = 120) -> tuple[dict[str, list[tuple[str, float, str | None]]], set[str]]:
+def request_proposals(
+    seed: int, items: int = 120
+) -> tuple[dict[str, list[tuple[str, float, str | None]]], set[str]]:
     """Proposals shaped like a request's: batch recs, co-visitation and similar neighbours of recent
     items (each with its recent item), trending and popular lists; overlaps, repeats within a source,
     ties and consumed items included."""
@@ -36,19 +38,32 @@ def request_proposals(seed: int, items: int = 120) -> tuple[dict[str, list[tuple
     def scores(count: int, scale: float) -> list[float]:
         return [round(rng.random() * scale, 2) if rng.random() > 0.1 else 1.0 for _ in range(count)]
 
-    batch = [(item, score, rng.choice(["als", "covisit", "popular", "other"])) for item, score in zip(rng.sample(pool, 60), scores(60, 1.0))]
+    batch = [
+        (item, score, rng.choice(["als", "covisit", "popular", "other"]))
+        for item, score in zip(rng.sample(pool, 60), scores(60, 1.0))
+    ]
     covisit = [(rng.choice(pool), score, seed) for seed in seeds for score in scores(15, 20.0)]
     similar = [(rng.choice(pool), score, seed) for seed in seeds for score in scores(15, 1.0)]
     trending = [(rng.choice(pool), score, None) for score in scores(30, 100.0)]
     popular = [(item, float(100 - n), "popular") for n, item in enumerate(rng.sample(pool, 40))]
     consumed = set(rng.sample(pool, 15))
-    return {"batch": batch, "covisit": covisit, "similar": similar, "trending": trending, "popular": popular}, consumed
+    return {
+        "batch": batch,
+        "covisit": covisit,
+        "similar": similar,
+        "trending": trending,
+        "popular": popular,
+    }, consumed
 
 
 def as_reference(columns) -> list[Candidate]:
     """CandidateColumns as the reference's Candidate list (scores in SOURCES order)."""
     return [
-        Candidate(item_id, {SOURCES[j]: float(columns.scores[row, j]) for j in np.flatnonzero(columns.proposed[row])}, columns.because[row])
+        Candidate(
+            item_id,
+            {SOURCES[j]: float(columns.scores[row, j]) for j in np.flatnonzero(columns.proposed[row])},
+            columns.because[row],
+        )
         for row, item_id in enumerate(columns.item_ids)
     ]
 
@@ -77,10 +92,22 @@ def test_merge_columns_of_nothing_and_of_everything_consumed():
 
 def test_top_up_adds_first_scores_of_new_items_past_the_cap():
     proposals = {"batch": [("a", 0.9, "als"), ("b", 0.5, "als")]}
-    columns = merge_columns(proposals, {"x"}, 2).top_up([("a", 5.0, "popular"), ("x", 4.0, "popular"), ("c", 3.0, "popular"),
-                                                          ("c", 9.0, "popular"), ("d", 1.0, "popular")], "popular", {"x"})
+    columns = merge_columns(proposals, {"x"}, 2).top_up(
+        [
+            ("a", 5.0, "popular"),
+            ("x", 4.0, "popular"),
+            ("c", 3.0, "popular"),
+            ("c", 9.0, "popular"),
+            ("d", 1.0, "popular"),
+        ],
+        "popular",
+        {"x"},
+    )
     assert as_reference(columns) == [
-        Candidate("a", {"batch": 0.9}), Candidate("b", {"batch": 0.5}), Candidate("c", {"popular": 3.0}), Candidate("d", {"popular": 1.0}),
+        Candidate("a", {"batch": 0.9}),
+        Candidate("b", {"batch": 0.5}),
+        Candidate("c", {"popular": 3.0}),
+        Candidate("d", {"popular": 1.0}),
     ]
 
 
@@ -102,7 +129,9 @@ def test_priors_columns_equal_the_reference_priors(seed):
 def test_priors_columns_of_a_lone_zero_score_and_of_no_candidates():
     columns = merge_columns({"popular": [("d", 0.0, "popular")], "batch": [("a", 0.8, "als")]}, set(), 10)
     values, primary = priors_columns(columns)
-    assert (values.tolist(), [SOURCES[n] for n in primary]) == priors([Candidate("a", {"batch": 0.8}), Candidate("d", {"popular": 0.0})])
+    assert (values.tolist(), [SOURCES[n] for n in primary]) == priors(
+        [Candidate("a", {"batch": 0.8}), Candidate("d", {"popular": 0.0})]
+    )
     assert [a.tolist() for a in priors_columns(merge_columns({}, set(), 10))] == [[], []]
 
 
@@ -114,7 +143,12 @@ def test_matrix_equals_the_reference(seed):
     # the published recs: each batch item once, then a per-source score of some of them
     recs = list(dict.fromkeys(item for item, _, _ in proposals["batch"]))
     entries = [(item, 1.0 - n / 100, "batch") for n, item in enumerate(recs)]
-    entries += [(item, float(np.float32(rng.random())), source) for source in CANDIDATE_SOURCES for item in recs if rng.random() < 0.6]
+    entries += [
+        (item, float(np.float32(rng.random())), source)
+        for source in CANDIDATE_SOURCES
+        for item in recs
+        if rng.random() < 0.6
+    ]
     batch_recs, per_source = split_recs(tuple(entries))
     assert [r[0] for r in batch_recs] == recs
     scores_of = {item: {} for item in recs}
@@ -131,14 +165,28 @@ def test_matrix_equals_the_reference(seed):
     user = rng.random(len(USER_INPUTS), dtype=np.float32)
     items = [rng.random(len(ITEM_INPUTS), dtype=np.float32) if n % 7 else None for n in range(len(ids))]
     affinities = [float(np.float32(rng.random())) if n % 5 else None for n in range(len(ids))]
-    block = np.array([np.full(len(ITEM_INPUTS), np.nan, dtype=np.float32) if f is None else f for f in items], dtype=np.float32)
+    block = np.array(
+        [np.full(len(ITEM_INPUTS), np.nan, dtype=np.float32) if f is None else f for f in items],
+        dtype=np.float32,
+    )
     got = assemble_matrix(
-        user, block, np.array([np.nan if a is None else a for a in affinities], dtype=np.float32),
+        user,
+        block,
+        np.array([np.nan if a is None else a for a in affinities], dtype=np.float32),
         source_scores_block(len(ids), batch_rows, rec_rows, per_source),
         realtime_block(ids, categories, 5.0, shares, covisit, similar),
     )
-    realtime = [(5.0, shares.get(c, 0.0) if c else 0.0, covisit.get(i, 0.0), similar.get(i, 0.0)) for i, c in zip(ids, categories)]
-    reference = feature_rows(user, items, affinities, [scores_of.get(i) if i in set(ids[r] for r in batch_rows) else None for i in ids], realtime)
+    realtime = [
+        (5.0, shares.get(c, 0.0) if c else 0.0, covisit.get(i, 0.0), similar.get(i, 0.0))
+        for i, c in zip(ids, categories)
+    ]
+    reference = feature_rows(
+        user,
+        items,
+        affinities,
+        [scores_of.get(i) if i in set(ids[r] for r in batch_rows) else None for i in ids],
+        realtime,
+    )
     np.testing.assert_array_equal(got, reference)
 
 
@@ -149,16 +197,22 @@ def test_select_top_k_columns_equals_the_reference():
         scores = [rng.choice([0.1, 0.5, 0.5, 0.9, rng.random()]) for _ in range(n)]
         categories = [rng.choice(["a", "b", "c", None]) for _ in range(n)]
         for k, cap, preferred in [(10, 0, None), (5, 1, None), (10, 2, "b"), (3, 0, "a"), (40, 1, "c")]:
-            assert select_top_k_columns(np.array(scores), categories, k, cap, preferred) == select_top_k(scores, categories, k, cap, preferred)
+            assert select_top_k_columns(np.array(scores), categories, k, cap, preferred) == select_top_k(
+                scores, categories, k, cap, preferred
+            )
 
 
 # -- the item table of the batch-version cache -----------------------------------------------------
 def test_item_table_rows_features_and_categories():
     table = ItemTable(max_bytes=10**7)
-    vectors = [np.full(len(ITEM_INPUTS), float(n), dtype=np.float32) for n in range(70)]  # more than the first allocation
+    vectors = [
+        np.full(len(ITEM_INPUTS), float(n), dtype=np.float32) for n in range(70)
+    ]  # more than the first allocation
     for n, vector in enumerate(vectors):
         table.put(f"i{n}", ItemBatch(vector, f"c{n % 3}"))
-    table.put("bad", ItemBatch(np.zeros(2, dtype=np.float32), None))  # wrong length: NaN row, as the reference's "missing"
+    table.put(
+        "bad", ItemBatch(np.zeros(2, dtype=np.float32), None)
+    )  # wrong length: NaN row, as the reference's "missing"
     table.put("i1", ItemBatch(None, "c9"))  # an update keeps the row
     rows = table.rows(["i5", "nope", "i69", "i1", "bad"])
     assert rows == [6, 0, 70, 2, 71]
@@ -170,7 +224,11 @@ def test_item_table_rows_features_and_categories():
 
 
 def test_item_table_starts_over_when_full():
-    row = approx_bytes("a") + approx_bytes(tuple(ItemBatch(np.zeros(len(ITEM_INPUTS), dtype=np.float32), "a"))) + _ROW_BYTES
+    row = (
+        approx_bytes("a")
+        + approx_bytes(tuple(ItemBatch(np.zeros(len(ITEM_INPUTS), dtype=np.float32), "a")))
+        + _ROW_BYTES
+    )
     table = ItemTable(max_bytes=2 * row)  # room for two items
     for item in ("a", "b", "c"):
         table.put(item, ItemBatch(np.zeros(len(ITEM_INPUTS), dtype=np.float32), item))
@@ -183,7 +241,10 @@ def test_cache_lookup_through_the_item_table_counts_hits():
     item = ItemBatch(np.zeros(len(ITEM_INPUTS), dtype=np.float32), "c")
     cache.items.put("i1", item)
     assert cache.lookup_items(["i1", "i2", "i1"]) == ({"i1": item}, ["i2"])
-    assert cache.lookup_items(["i2", "i1"], found=False) == ({}, ["i2"])  # the columnar path reads hits from the table
+    assert cache.lookup_items(["i2", "i1"], found=False) == (
+        {},
+        ["i2"],
+    )  # the columnar path reads hits from the table
     assert (cache.stats.hits["items"], cache.stats.misses["items"]) == (3, 2)  # per id looked up
     cache.reset("v2")
     assert (len(cache.items), cache.items.rows(["i1"])) == (0, [0])
@@ -214,8 +275,13 @@ def test_cached_users_and_items_leave_the_garbage_collector_alone():
 
     cache = BatchCache(enabled=True)
     cache.reset("v1")
-    user = decode_user_batch(encode_recs([("i1", 0.9, "als"), ("i2", 0.5, "covisit")]), encode_features([1.0] * len(USER_INPUTS)),
-                             msgpack.packb({"music": 0.5}), encode_ids(["i3"]), "u1")
+    user = decode_user_batch(
+        encode_recs([("i1", 0.9, "als"), ("i2", 0.5, "covisit")]),
+        encode_features([1.0] * len(USER_INPUTS)),
+        msgpack.packb({"music": 0.5}),
+        encode_ids(["i3"]),
+        "u1",
+    )
     cache.keep_user("u1", user)
     cache.items.put("i1", ItemBatch(np.zeros(len(ITEM_INPUTS), dtype=np.float32), "music"))
     gc.collect()
@@ -223,6 +289,8 @@ def test_cached_users_and_items_leave_the_garbage_collector_alone():
     stored_user, stored_item = cache.users.get("u1"), cache.items.entries[1]
     assert (type(stored_user), type(stored_item)) == (tuple, tuple)
     assert [gc.is_tracked(part) for part in stored_user] == [False] * 5
-    assert [gc.is_tracked(rec) for rec in stored_user[0]] + [gc.is_tracked(part) for part in stored_item] == [False] * 4
+    assert [gc.is_tracked(rec) for rec in stored_user[0]] + [gc.is_tracked(part) for part in stored_item] == [
+        False
+    ] * 4
     assert cache.user("u1") == user and cache.user("u1").seen == ("i3",)
     assert cache.items.get("i1").category == "music"

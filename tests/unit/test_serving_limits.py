@@ -27,7 +27,9 @@ class Recorder:
 
 async def call(app, method="POST", path="/v1/events", chunks=(b"",), headers=()) -> tuple[int, dict, bytes]:
     scope = {"type": "http", "method": method, "path": path, "headers": list(headers)}
-    pending = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+    pending = [
+        {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)
+    ]
     sent: list[dict] = []
 
     async def receive():
@@ -38,7 +40,11 @@ async def call(app, method="POST", path="/v1/events", chunks=(b"",), headers=())
 
     await app(scope, receive, send)
     start = sent[0]
-    return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, b"".join(m.get("body", b"") for m in sent[1:])
+    return (
+        start["status"],
+        {k.decode(): v.decode() for k, v in start["headers"]},
+        b"".join(m.get("body", b"") for m in sent[1:]),
+    )
 
 
 async def test_body_over_the_limit_is_refused_by_length_or_by_bytes_read():
@@ -48,13 +54,18 @@ async def test_body_over_the_limit_is_refused_by_length_or_by_bytes_read():
     declared = await call(app, chunks=(b"x" * 11,), headers=[(b"content-length", b"11")])
     streamed = await call(app, chunks=(b"x" * 6, b"x" * 5))  # chunked: no Content-Length
     understated = await call(app, chunks=(b"x" * 11,), headers=[(b"content-length", b"3")])
-    get_declared = await call(app, method="GET", path="/v1/recommendations/u1", headers=[(b"content-length", b"999")])
+    get_declared = await call(
+        app, method="GET", path="/v1/recommendations/u1", headers=[(b"content-length", b"999")]
+    )
     fits = await call(app, chunks=(b"x" * 6, b"x" * 4))
 
     for status, headers, body in (declared, streamed, understated, get_declared):
         assert status == 413 and headers["connection"] == "close"
         assert "LAMBDAREC_SERVING_MAX_BODY_BYTES" in orjson.loads(body)["detail"]
-    assert orjson.loads(declared[2])["detail"] == "request body of 11 bytes is over the limit of 10 (LAMBDAREC_SERVING_MAX_BODY_BYTES)"
+    assert (
+        orjson.loads(declared[2])["detail"]
+        == "request body of 11 bytes is over the limit of 10 (LAMBDAREC_SERVING_MAX_BODY_BYTES)"
+    )
     assert fits[0] == 200
     assert inner.bodies == [b"x" * 10]  # only the request within the limit reached the app, whole
 
@@ -74,7 +85,10 @@ async def test_requests_past_the_in_flight_cap_get_503_with_retry_after_and_prob
     results = await asyncio.gather(*held, health)
 
     assert refused[0] == 503 and refused[1]["retry-after"] == "1"
-    assert orjson.loads(refused[2])["detail"] == "more than 2 requests in flight (LAMBDAREC_SERVING_MAX_IN_FLIGHT); retry"
+    assert (
+        orjson.loads(refused[2])["detail"]
+        == "more than 2 requests in flight (LAMBDAREC_SERVING_MAX_IN_FLIGHT); retry"
+    )
     assert [r[0] for r in results] == [200, 200, 200]
     assert app.in_flight == 0
     assert (await call(app, method="GET", path="/v1/recommendations/u2"))[0] == 200  # capacity is back

@@ -13,11 +13,11 @@ import pytest
 
 from feature_store.codecs import ScoredItem
 from feature_store.ranking import ITEM_INPUTS, MODEL_FILES, RANKER_FEATURES, USER_INPUTS
+from feature_store.realtime import from_session
+from feature_store.registry import LoadedRanker, ModelLoadError, feature_columns, ranker_from_directory
 from serving.auth import ApiKeyGuard, BadApiKeyDigest, MissingApiKeys, guard_from_settings, hash_api_key
 from serving.batcher import MicroBatcher
 from serving.cache import BatchCache, Bounded, ItemBatch, UserBatch, approx_bytes
-from feature_store.realtime import from_session
-from feature_store.registry import LoadedRanker, ModelLoadError, feature_columns, ranker_from_directory
 from serving.ranking import assemble_matrix, realtime_block, select_top_k, source_scores_block
 from tests.serving_reference import Candidate, Proposal, merge_candidates, priors
 
@@ -42,7 +42,11 @@ def test_merge_unions_sources_minus_consumed_keeping_best_scores_and_cause():
 
 
 def test_merge_cap_keeps_the_strongest_sources():
-    merged = merge_candidates({"popular": [Proposal("p", 1.0)], "covisit": [Proposal("c", 1.0)], "batch": [Proposal("b", 1.0)]}, set(), 2)
+    merged = merge_candidates(
+        {"popular": [Proposal("p", 1.0)], "covisit": [Proposal("c", 1.0)], "batch": [Proposal("b", 1.0)]},
+        set(),
+        2,
+    )
     assert list(merged) == ["c", "b"]
 
 
@@ -54,7 +58,9 @@ def test_priors_normalize_per_source_and_weight_sources():
         Candidate("d", {"popular": 0.0}),
     ]
     values, primary = priors(candidates)
-    assert values == pytest.approx([0.9, 0.5, 1.0, 0.3])  # b: max(0.9*0.5, 0.5*1.0); d: lone zero score -> 1.0 * 0.3
+    assert values == pytest.approx(
+        [0.9, 0.5, 1.0, 0.3]
+    )  # b: max(0.9*0.5, 0.5*1.0); d: lone zero score -> 1.0 * 0.3
     assert primary == ["batch", "trending", "covisit", "popular"]
 
 
@@ -71,10 +77,21 @@ def test_matrix_follows_ranker_features_with_nan_for_missing():
     items = np.full((3, len(ITEM_INPUTS)), np.nan, dtype=np.float32)
     items[0] = 7.0
     # rows 0 and 2 are published recommendations (recs rows 1 and 0); row 1 came from a real-time source
-    per_source = np.array([[0.9, np.nan, 4.0, np.nan], [0.5, 2.0, np.nan, np.nan]], dtype=np.float32)  # als, covisit, popular, ease
+    per_source = np.array(
+        [[0.9, np.nan, 4.0, np.nan], [0.5, 2.0, np.nan, np.nan]], dtype=np.float32
+    )  # als, covisit, popular, ease
     sources = source_scores_block(3, np.array([0, 2]), np.array([1, 0]), per_source)
-    realtime = realtime_block(["a", "b", "c"], ["music", None, "books"], 4.0, {"music": 0.75, "books": 0.25}, {"b": 3.0}, {"a": 0.5, "c": 0.25})
-    matrix = assemble_matrix(user, items, np.array([0.25, np.nan, np.nan], dtype=np.float32), sources, realtime)
+    realtime = realtime_block(
+        ["a", "b", "c"],
+        ["music", None, "books"],
+        4.0,
+        {"music": 0.75, "books": 0.25},
+        {"b": 3.0},
+        {"a": 0.5, "c": 0.25},
+    )
+    matrix = assemble_matrix(
+        user, items, np.array([0.25, np.nan, np.nan], dtype=np.float32), sources, realtime
+    )
     names = list(RANKER_FEATURES)
     expected = np.full((3, len(RANKER_FEATURES)), np.nan, dtype=np.float32)
     expected[:, : len(USER_INPUTS)] = user
@@ -92,10 +109,14 @@ def test_matrix_follows_ranker_features_with_nan_for_missing():
 def test_matrix_without_user_features_or_published_recommendations():
     sources = source_scores_block(2, np.array([], dtype=np.intp), np.array([], dtype=np.intp), None)
     realtime = realtime_block(["a", "b"], [None, None], 0.0, {}, {}, {})
-    matrix = assemble_matrix(None, np.zeros((2, len(ITEM_INPUTS)), np.float32), np.full(2, np.nan, np.float32), sources, realtime)
+    matrix = assemble_matrix(
+        None, np.zeros((2, len(ITEM_INPUTS)), np.float32), np.full(2, np.nan, np.float32), sources, realtime
+    )
     names = list(RANKER_FEATURES)
-    assert np.isnan(matrix[:, : len(USER_INPUTS)]).all() and np.isnan(matrix[:, names.index("cand_als")]).all()
-    assert matrix[:, names.index("rt_session_events"):].tolist() == [[0.0] * 4, [0.0] * 4]
+    assert (
+        np.isnan(matrix[:, : len(USER_INPUTS)]).all() and np.isnan(matrix[:, names.index("cand_als")]).all()
+    )
+    assert matrix[:, names.index("rt_session_events") :].tolist() == [[0.0] * 4, [0.0] * 4]
 
 
 def test_top_k_with_category_cap_and_preferred_category():
@@ -104,7 +125,13 @@ def test_top_k_with_category_cap_and_preferred_category():
     scores = np.array(scores)
     assert select_top_k(scores, categories, 3) == [0, 1, 2]
     assert select_top_k(scores, categories, 3, max_per_category=1) == [0, 3, 4]
-    assert select_top_k(scores, categories, 5, max_per_category=1) == [0, 3, 4, 1, 2]  # capped items fill the rest
+    assert select_top_k(scores, categories, 5, max_per_category=1) == [
+        0,
+        3,
+        4,
+        1,
+        2,
+    ]  # capped items fill the rest
     assert select_top_k(scores, categories, 2, preferred_category="b") == [3, 0]
     assert select_top_k(np.array([0.5, 0.5, 0.5]), [None] * 3, 3) == [0, 1, 2]  # ties keep candidate order
 
@@ -119,7 +146,13 @@ def test_bounded_table_holds_a_byte_budget_and_forgets_the_oldest_entries():
     table.put("a", 10)  # an update does not evict
     assert (table.get("a"), len(table), table.bytes) == (10, 2, 2 * entry)
     table.put("c", 3)
-    assert ("a" in table, "b" in table, "c" in table, len(table), table.bytes) == (False, True, True, 2, 2 * entry)
+    assert ("a" in table, "b" in table, "c" in table, len(table), table.bytes) == (
+        False,
+        True,
+        True,
+        2,
+        2 * entry,
+    )
     big = (ScoredItem("i1", 1.0, "als"),) * 50
     table.put("d", big)  # larger than the whole budget: everything older goes, and so does it
     assert (len(table), table.bytes) == (0, 0)
@@ -139,7 +172,9 @@ def test_approx_bytes_counts_containers_strings_and_arrays():
 def test_user_cache_evicts_by_bytes_not_entries():
     user = UserBatch(tuple(ScoredItem(f"i{n}", 1.0, "als") for n in range(100)), None, {}, ())
     size = approx_bytes("u0") + approx_bytes(tuple(user))
-    cache = BatchCache(enabled=True, max_bytes=2 * (3 * size + 8))  # users get half: room for three such users
+    cache = BatchCache(
+        enabled=True, max_bytes=2 * (3 * size + 8)
+    )  # users get half: room for three such users
     cache.reset("v1")
     for n in range(5):
         cache.keep_user(f"u{n}", user)
@@ -172,8 +207,18 @@ def test_disabled_cache_misses_everything():
 # -- auth ------------------------------------------------------------------------------------------
 def test_api_key_guard_compares_digests(settings):
     guard = ApiKeyGuard([hash_api_key("one"), hash_api_key("two").upper()])
-    assert (guard.enabled, guard.accepts("one"), guard.accepts("two"), guard.accepts("three"), guard.accepts(None)) == (
-        True, True, True, False, False,
+    assert (
+        guard.enabled,
+        guard.accepts("one"),
+        guard.accepts("two"),
+        guard.accepts("three"),
+        guard.accepts(None),
+    ) == (
+        True,
+        True,
+        True,
+        False,
+        False,
     )
     assert ApiKeyGuard([]).accepts(None) is True
     assert hash_api_key("secret") == "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"
@@ -188,7 +233,9 @@ def test_api_keys_carry_scopes():
     secret_digest = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"
     assert hash_api_key("secret", ("read",)) == f"{secret_digest}:read"
     assert hash_api_key("secret", ("read", "write")) == f"{secret_digest}:read,write"
-    guard = ApiKeyGuard([hash_api_key("both"), hash_api_key("reader", ("read",)), f"{hash_api_key('writer')}:write"])
+    guard = ApiKeyGuard(
+        [hash_api_key("both"), hash_api_key("reader", ("read",)), f"{hash_api_key('writer')}:write"]
+    )
     both, reader, writer = guard.identify("both"), guard.identify("reader"), guard.identify("writer")
     assert (both.scopes, reader.scopes, writer.scopes) == ({"read", "write"}, {"read"}, {"write"})
     assert reader.id == hash_api_key("reader")[:12] and guard.identify("nobody") is None
@@ -240,8 +287,11 @@ def _tiny_lightgbm_files(directory, onnx: bool):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, len(RANKER_FEATURES))).astype(np.float32)
     y = (x[:, 0] > 0).astype(int) + (x[:, 1] > 0).astype(int)
-    booster = lightgbm.train({"objective": "lambdarank", "verbose": -1, "num_leaves": 4, "num_threads": 1},
-                             lightgbm.Dataset(x, y, group=[20] * 10), num_boost_round=5)
+    booster = lightgbm.train(
+        {"objective": "lambdarank", "verbose": -1, "num_leaves": 4, "num_threads": 1},
+        lightgbm.Dataset(x, y, group=[20] * 10),
+        num_boost_round=5,
+    )
     (directory / "artifacts").mkdir(parents=True)
     booster.save_model(str(directory / MODEL_FILES.native))
     output = "variable"
@@ -249,10 +299,14 @@ def _tiny_lightgbm_files(directory, onnx: bool):
         import onnxmltools
         from onnxmltools.convert.common.data_types import FloatTensorType
 
-        model = onnxmltools.convert_lightgbm(booster, initial_types=[("input", FloatTensorType([None, x.shape[1]]))])
+        model = onnxmltools.convert_lightgbm(
+            booster, initial_types=[("input", FloatTensorType([None, x.shape[1]]))]
+        )
         (directory / MODEL_FILES.onnx).write_bytes(model.SerializeToString())
         output = [o.name for o in model.graph.output][0]
-    (directory / MODEL_FILES.meta).write_text(json.dumps({"kind": "lightgbm", "features": list(RANKER_FEATURES), "onnx_output": output}))
+    (directory / MODEL_FILES.meta).write_text(
+        json.dumps({"kind": "lightgbm", "features": list(RANKER_FEATURES), "onnx_output": output})
+    )
     return booster, x
 
 

@@ -1,5 +1,3 @@
-from pathlib import Path
-
 from feature_store.settings import Settings
 from spark_jobs.jars import artifact_name, jars_to_keep
 
@@ -35,7 +33,11 @@ def test_artifact_names_strip_org_and_version():
 
 
 def test_jars_spark_ships_are_not_kept():
-    resolved = ["io.delta_delta-spark_4.2_2.13-4.4.0.jar", "org.slf4j_slf4j-api-2.0.13.jar", "io.delta_delta-storage-4.4.0.jar"]
+    resolved = [
+        "io.delta_delta-spark_4.2_2.13-4.4.0.jar",
+        "org.slf4j_slf4j-api-2.0.13.jar",
+        "io.delta_delta-storage-4.4.0.jar",
+    ]
     assert jars_to_keep(resolved, ["slf4j-api-2.0.17.jar", "spark-core_2.13-4.2.0.jar"]) == [
         "io.delta_delta-spark_4.2_2.13-4.4.0.jar",
         "io.delta_delta-storage-4.4.0.jar",

@@ -1,5 +1,5 @@
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import orjson
 
@@ -45,7 +45,9 @@ def _raw(**over):
 
 
 def _ev(entry, user, item, etype="view", ts=T0, bus=None, category=None, event_id=None):
-    return SpeedEvent(entry, event_id or f"e{entry}", user, item, etype, ts, bus if bus is not None else ts, category)
+    return SpeedEvent(
+        entry, event_id or f"e{entry}", user, item, etype, ts, bus if bus is not None else ts, category
+    )
 
 
 def test_validate_entries_keeps_good_events_and_gives_each_bad_one_its_reason():
@@ -77,10 +79,22 @@ def test_validate_entries_keeps_good_events_and_gives_each_bad_one_its_reason():
 
 
 def test_entries_above_the_byte_limit_are_rejected_undecoded():
-    entries = [("1-0", T0, _raw(), 80), ("1-1", T0, "{not even json", 5_000), ("1-2", T0, None, 0), ("1-3", T0, "x", 100)]
+    entries = [
+        ("1-0", T0, _raw(), 80),
+        ("1-1", T0, "{not even json", 5_000),
+        ("1-2", T0, None, 0),
+        ("1-3", T0, "x", 100),
+    ]
     kept, oversize = reject_oversize(entries, max_bytes=100)
     assert kept == [("1-0", T0, _raw()), ("1-2", T0, None), ("1-3", T0, "x")]
-    assert oversize == [Rejected("1-1", "{not even json", QuarantineReason.OVERSIZE, "bus entry of 5000 bytes, above the limit of 100")]
+    assert oversize == [
+        Rejected(
+            "1-1",
+            "{not even json",
+            QuarantineReason.OVERSIZE,
+            "bus entry of 5000 bytes, above the limit of 100",
+        )
+    ]
 
 
 def test_catalog_fills_only_missing_categories():
@@ -93,10 +107,26 @@ def test_catalog_fills_only_missing_categories():
 def test_user_ops_are_in_event_time_order_each_behind_its_dedupe_then_trim():
     b = T0 // 60_000  # bucket of T0 in the 2-minute window
     events = [_ev("1-1", "u1", "b", "click", T0 + 5), _ev("1-0", "u1", "a", "skip", T0, category="books")]
-    recent, meta, session, ids = "lr:s:{u:u1}:recent", "lr:s:{u:u1}:recent_meta", "lr:s:{u:u1}:session", "lr:s:{u:u1}:event_ids"
+    recent, meta, session, ids = (
+        "lr:s:{u:u1}:recent",
+        "lr:s:{u:u1}:recent_meta",
+        "lr:s:{u:u1}:session",
+        "lr:s:{u:u1}:event_ids",
+    )
     assert user_ops(KEYS, PARAMS, events) == [
         ["d", ids, "e1-0", T0],
-        ["e", "u1", "a", "skip", T0, "books", recent, meta, session, 0],  # skip: no co-visitation, no trending
+        [
+            "e",
+            "u1",
+            "a",
+            "skip",
+            T0,
+            "books",
+            recent,
+            meta,
+            session,
+            0,
+        ],  # skip: no co-visitation, no trending
         ["d", ids, "e1-1", T0 + 5],
         ["e", "u1", "b", "click", T0 + 5, "", recent, meta, session, 1],
         ["z", f"lr:s:trending:2m:{b}", "b", 2.0, 180],  # the click's weight in its bucket
@@ -144,9 +174,13 @@ def test_trending_adds_weights_to_buckets_then_recomputes_the_window():
         ["U", "lr:s:trending:2m", 120, f"lr:s:trending:2m:{b}", f"lr:s:trending:2m:{b + 1}"],
     ]
     assert trending_ops(KEYS, PARAMS, []) == []
-    by_shard = shard_ops(KEYS, PARAMS, events)  # the increments travel with each user, against the batch's end
+    by_shard = shard_ops(
+        KEYS, PARAMS, events
+    )  # the increments travel with each user, against the batch's end
     assert sorted(op[1:4] for ops in by_shard.values() for op in ops if op[0] == "z") == [
-        [f"lr:s:trending:2m:{b}", "a", 1.0], [f"lr:s:trending:2m:{b + 1}", "a", 8.0], [f"lr:s:trending:2m:{b + 1}", "c", 1.0],
+        [f"lr:s:trending:2m:{b}", "a", 1.0],
+        [f"lr:s:trending:2m:{b + 1}", "a", 8.0],
+        [f"lr:s:trending:2m:{b + 1}", "c", 1.0],
     ]
 
 
@@ -173,8 +207,12 @@ def test_freshness_percentiles():
     assert percentile([1, 2, 3, 4], 50) == 2.0
     assert percentile(list(range(1, 101)), 99) == 99.0
     assert freshness_fields([300, 100, 200], [1000]) == {
-        "lag_ms_p50": "200", "lag_ms_p99": "300", "lag_ms_max": "300",
-        "event_lag_ms_p50": "1000", "event_lag_ms_p99": "1000", "event_lag_ms_max": "1000",
+        "lag_ms_p50": "200",
+        "lag_ms_p99": "300",
+        "lag_ms_max": "300",
+        "event_lag_ms_p50": "1000",
+        "event_lag_ms_p99": "1000",
+        "event_lag_ms_max": "1000",
     }
     assert freshness_fields([], []) == {}
 
@@ -187,15 +225,23 @@ def test_latest_offset_respects_admission_control_and_the_available_now_target()
     assert latest_allowed("5-0", newest=None, nth="7-2", target=None) == "7-2"  # the max_rows-th entry
     assert latest_allowed("5-0", newest=None, nth=None, target=None) == "5-0"  # empty stream: no batch
     assert latest_allowed("5-0", newest="4-0", nth=None, target=None) == "5-0"  # stream recreated behind us
-    assert latest_allowed("5-0", newest="9-0", nth=None, target="7-0") == "7-0"  # AvailableNow stops at its target
+    assert (
+        latest_allowed("5-0", newest="9-0", nth=None, target="7-0") == "7-0"
+    )  # AvailableNow stops at its target
     assert latest_allowed("8-0", newest="9-0", nth=None, target="7-0") == "8-0"
 
 
 def test_partitions_cover_the_batch_range_without_gaps():
     from spark_jobs.streaming.redis_stream_source import StreamRange, split_ranges
 
-    assert split_ranges("1-0", "9-0", ["3-0", "6-1"]) == [StreamRange("1-0", "3-0"), StreamRange("3-0", "6-1"), StreamRange("6-1", "9-0")]
-    assert split_ranges("1-0", "9-0", ["0-5", "9-0", "12-0"]) == [StreamRange("1-0", "9-0")]  # cuts outside are ignored
+    assert split_ranges("1-0", "9-0", ["3-0", "6-1"]) == [
+        StreamRange("1-0", "3-0"),
+        StreamRange("3-0", "6-1"),
+        StreamRange("6-1", "9-0"),
+    ]
+    assert split_ranges("1-0", "9-0", ["0-5", "9-0", "12-0"]) == [
+        StreamRange("1-0", "9-0")
+    ]  # cuts outside are ignored
 
 
 def test_job_restart_backoff_and_bronze_admission():
@@ -209,16 +255,28 @@ def test_job_restart_backoff_and_bronze_admission():
 
 
 def test_arrow_batch_keeps_every_value_and_the_table_schema():
-    from pyspark.sql.types import DateType, DoubleType, MapType, StringType, StructField, StructType, TimestampType
+    from pyspark.sql.types import (
+        DateType,
+        DoubleType,
+        MapType,
+        StringType,
+        StructField,
+        StructType,
+        TimestampType,
+    )
 
     from spark_jobs.streaming.bronze_rows import arrow_batch
 
-    schema = StructType([
-        StructField("event_id", StringType()), StructField("value", DoubleType()),
-        StructField("context", MapType(StringType(), StringType())), StructField("ts", TimestampType()),
-        StructField("event_date", DateType()),
-    ])
-    ts = datetime(2026, 11, 1, 10, 0, 0, 123456, tzinfo=timezone.utc)
+    schema = StructType(
+        [
+            StructField("event_id", StringType()),
+            StructField("value", DoubleType()),
+            StructField("context", MapType(StringType(), StringType())),
+            StructField("ts", TimestampType()),
+            StructField("event_date", DateType()),
+        ]
+    )
+    ts = datetime(2026, 11, 1, 10, 0, 0, 123456, tzinfo=UTC)
     rows = [("e1", 4.5, {"device": "ios"}, ts, ts.date()), ("e2", None, None, ts, ts.date())]
     table = arrow_batch(rows, schema)
     assert table.column_names == ["event_id", "value", "context", "ts", "event_date"]
@@ -237,5 +295,5 @@ def test_scheduler_pools_give_the_speed_query_the_next_free_core():
         '<?xml version="1.0"?>\n<allocations>\n'
         '  <pool name="speed"><schedulingMode>FAIR</schedulingMode><weight>8</weight><minShare>1</minShare></pool>\n'
         '  <pool name="bronze"><schedulingMode>FAIR</schedulingMode><weight>1</weight><minShare>0</minShare></pool>\n'
-        '</allocations>\n'
+        "</allocations>\n"
     )
