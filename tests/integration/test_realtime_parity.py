@@ -4,7 +4,7 @@ Events go through the streaming job's micro-batch code (`SpeedWriter.process`: v
 categories, the planned operations and the Lua apply) into a real redis-server, in several batches;
 the real API's recommender then assembles its ranker matrix from what the speed layer and the batch
 publish wrote. Every real-time column equals the definition at that instant
-(`feature_store.realtime.reference_features`, which tests/spark/test_realtime_features.py holds equal
+(`feature_store.realtime.reference_features`, which tests/spark/test_realtime_features_in_spark.py holds equal
 to Spark's point-in-time rebuild used for training), and every batch column equals what was published.
 """
 
