@@ -12,6 +12,7 @@ Screenshots land in test-artifacts/ (git-ignored). `lambdarec demo-stop` stops e
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -45,7 +46,11 @@ def demo_env(data_dir: Path) -> dict[str, str]:
             "LAMBDAREC_SPARK_MASTER": "local[2]",
             "LAMBDAREC_SPARK_SHUFFLE_PARTITIONS": "2",
             "LAMBDAREC_RANKER_TREES": "30",
-            "LAMBDAREC_ALS_MAX_ITER": "5",
+            "LAMBDAREC_ALS_MAX_ITERS": "[5]",
+            "LAMBDAREC_ALS_REG_PARAMS": "[0.05]",
+            # tiny data cannot show a significant gain: these tests check the loop; the gate's decision rule is unit-tested (test_promotion_gate.py)
+            "LAMBDAREC_PROMOTION_MIN_USERS": "20",
+            "LAMBDAREC_PROMOTION_MIN_GAIN": "-1.0",
             "LAMBDAREC_LABEL_HORIZON_DAYS": "3",
             "LAMBDAREC_AIRFLOW_PARALLELISM": "3",
             "SPARK_LOCAL_IP": "127.0.0.1",
@@ -77,7 +82,11 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
         stdout = output.read_text()
         assert done.returncode == 0, stdout[-5000:]
         settings = Settings(
-            **{k.removeprefix("LAMBDAREC_").lower(): v for k, v in env.items() if k.startswith("LAMBDAREC_")}
+            **{
+                k.removeprefix("LAMBDAREC_").lower(): json.loads(v) if v.startswith("[") else v
+                for k, v in env.items()
+                if k.startswith("LAMBDAREC_")
+            }
         )
         password_line = re.search(r"Airflow UI : \S+\s+\(user (\S+), password (\S+)\)", stdout)
         assert password_line, stdout[-2000:]
