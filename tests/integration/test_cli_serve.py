@@ -58,6 +58,7 @@ def test_serve_answers_the_readme_requests(serving_settings, tmp_path):
                 "items": [],
                 "batch_version": None,
                 "model_version": None,
+                "ranked_by": "priors",
                 "degraded": False,
                 "candidates": 0,
             },
