@@ -4,7 +4,7 @@
 # The serial OpenBLAS build: Spark already runs one task per core, and a threaded BLAS inside each
 # task would oversubscribe the cores (Spark's MLlib guide recommends single-threaded BLAS).
 set -euo pipefail
-has_lib() { /sbin/ldconfig -p 2>/dev/null | grep -q "$1"; }
+has_lib() { /sbin/ldconfig -p 2>/dev/null | grep "$1" >/dev/null; }  # not grep -q: an early exit SIGPIPEs ldconfig, and pipefail reads that as missing
 if has_lib 'libblas\.so\.3 ' && has_lib 'liblapack\.so\.3 '; then
   exit 0
 fi
