@@ -30,7 +30,8 @@ def test_hash_api_key_prints_the_digest():
     assert (result.exit_code, result.output) == (0, SECRET_DIGEST + "\n")
 
 
-def test_serve_answers_the_readme_requests(serving_settings, tmp_path):
+def test_serve_answers_the_readme_requests(serving_settings, redis_client, tmp_path):
+    # redis_client flushes the run's shared Redis: no batch another test published is live
     import os
 
     env = {

@@ -76,7 +76,7 @@ async def test_serving_matrix_equals_the_definition_and_the_published_batch(
     )
     redis_client.hdel("lr:b:v1:categories", items[-1])
     writer = SpeedWriter(redis_client, serving_settings)
-    entries = [
+    payloads = [
         (
             f"{e.ts_ms}-0",
             e.ts_ms,
@@ -85,6 +85,8 @@ async def test_serving_matrix_equals_the_definition_and_the_published_batch(
         )
         for e in events
     ]
+    # bus entries as the source ships them: (entry_id, bus_time_ms, raw, size_bytes)
+    entries = [(entry_id, ms, raw, len(raw.encode())) for entry_id, ms, raw in payloads]
     for batch_id, start in enumerate(range(0, len(entries), 13)):  # several micro-batches, in bus order
         writer.process(entries[start : start + 13], batch_id)
     assert EVENT_FIELD == "event"
