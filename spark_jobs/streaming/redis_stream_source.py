@@ -13,7 +13,10 @@ source API. The speed job registers it (`register_redis_stream_source`) and read
   first `OVERSIZE_PREFIX_BYTES` and its true size, and the job quarantines it (reason `oversize`)
   without decoding it.
 - `commit(end)` records the committed offset per query in `RedisKeys.stream_committed(stream)`, so
-  trimming (feature_store.event_bus) never drops an entry a query has not committed.
+  trimming (feature_store.event_bus) never drops an entry a query has not committed. Spark commits a
+  micro-batch's offsets to its source only once the next micro-batch has run, so the record lags one
+  micro-batch: trimming keeps those entries a little longer, and a fresh speed checkpoint re-reads
+  them (the per-user event ids drop the repeats).
 - Redis going away never kills the query: planning reports "no new data" until Redis answers again,
   and reading a planned batch retries with capped backoff, then catches up.
 
