@@ -51,16 +51,19 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
-# Everything but tests/e2e (the nightly through Airflow and the whole demo: `make test-e2e`; CI runs both).
+# Unit, Spark and integration tests that take seconds each (under 15 minutes on 2 cores). The whole loop
+# and the tests that take minutes (marked `e2e` or `long`) run in `make test-e2e`; CI runs both.
 test: setup lint
-	$(BIN)/python -m pytest --ignore=tests/e2e $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --ignore=tests/e2e -m "not e2e and not long" $(PYTEST_ARGS)
 
 test-unit: setup
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
-# The whole loop: `airflow dags test lambdarec_nightly`, and `lambdarec demo` with its three UIs in headless Chromium.
+# The whole loop: `airflow dags test lambdarec_nightly`, the nightly on a Spark standalone cluster,
+# `lambdarec demo` with its three UIs in headless Chromium, and every test marked `long` (a whole
+# nightly, the offline evaluation, the replay, jobs killed and restarted).
 test-e2e: setup chromium
-	$(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "e2e or long" $(PYTEST_ARGS)
 
 demo: setup
 	$(BIN)/lambdarec demo $(if $(DATASET),--dataset $(DATASET),) $(if $(DATA_PATH),--path $(DATA_PATH),)

@@ -21,7 +21,7 @@ from feature_store.redis_keys import RedisKeys
 from feature_store.settings import Settings
 from lambdarec.airflow_local import airflow_env, prepare_airflow_home
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 PIPELINE_DATE = date(2026, 3, 15)
 

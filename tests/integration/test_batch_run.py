@@ -63,6 +63,7 @@ def batch_settings(table_settings, redis_server):
     )
 
 
+@pytest.mark.long
 def test_batch_run_ends_with_a_champion_and_recommendations_in_redis(
     spark, batch_settings, redis_client, tmp_path, monkeypatch, capsys
 ):

@@ -16,6 +16,7 @@ from spark_jobs.metrics import mean_metrics
 
 pytestmark = [
     pytest.mark.integration,
+    pytest.mark.long,
     pytest.mark.timeout(2400),
 ]  # both rankers on real Spark: slow on a shared machine
 

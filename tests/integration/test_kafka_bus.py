@@ -245,6 +245,7 @@ def test_kafka_events_become_features_bronze_rows_and_quarantine_once(
     ]
 
 
+@pytest.mark.long
 def test_sigkill_mid_run_on_kafka_then_restart_loses_and_doubles_nothing(
     spark, kafka_stream_settings, redis_client, tmp_path
 ):

@@ -18,7 +18,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 CUTOFF = date(2026, 10, 11)
 PAIRS, FILLERS, USERS, DAYS_BEFORE = 30, 40, 40, 12

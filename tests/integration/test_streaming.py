@@ -800,6 +800,7 @@ def _job_env(settings: Settings) -> dict[str, str]:
     }
 
 
+@pytest.mark.long
 def test_sigkill_mid_run_then_restart_loses_and_doubles_nothing(
     spark, stream_settings, redis_client, tmp_path
 ):
