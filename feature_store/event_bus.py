@@ -231,10 +231,31 @@ def trim_consumed(client, stream: str, maxlen: int | None = None) -> int:
     )
 
 
-def record_committed(client, stream: str, consumer: str, entry_id: str) -> None:
-    """Remember the last entry id Spark committed for one consumer (a streaming query); called by the
-    stream source's `commit`."""
-    client.hset(committed_key(stream), consumer, entry_id)
+# Move one consumer's committed offset forward only: Spark commits a micro-batch to its source when the
+# next one runs, after the query's own writer already recorded that batch's newest entry.
+_RECORD_COMMITTED = """
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if current then
+  local cms, cseq = string.match(current, '^(%d+)-(%d+)$')
+  local nms, nseq = string.match(ARGV[2], '^(%d+)-(%d+)$')
+  cms, cseq, nms, nseq = tonumber(cms), tonumber(cseq), tonumber(nms), tonumber(nseq)
+  if cms and nms and (cms > nms or (cms == nms and cseq >= nseq)) then return 0 end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+
+def record_committed(client, stream: str, consumer: str, entry_id: str) -> bool:
+    """Remember the newest entry id one consumer (a streaming query) has durably applied: called by the
+    query's writer once a micro-batch's effects are stored, and by the stream source's `commit`. Never
+    moves an offset back; returns whether it moved."""
+    return bool(client.eval(_RECORD_COMMITTED, 1, committed_key(stream), consumer, entry_id))
+
+
+def newest_entry_id(entry_ids: Iterable[str]) -> str | None:
+    """The newest of some bus entry ids (`<ms>-<seq>`, compared as numbers), None when there are none."""
+    return max(entry_ids, key=lambda entry_id: tuple(map(int, entry_id.split("-", 1))), default=None)
 
 
 def register_consumer(client, stream: str, consumer: str) -> None:

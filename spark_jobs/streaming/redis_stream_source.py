@@ -14,9 +14,9 @@ source API. The speed job registers it (`register_redis_stream_source`) and read
   without decoding it.
 - `commit(end)` records the committed offset per query in `RedisKeys.stream_committed(stream)`, so
   trimming (feature_store.event_bus) never drops an entry a query has not committed. Spark commits a
-  micro-batch's offsets to its source only once the next micro-batch has run, so the record lags one
-  micro-batch: trimming keeps those entries a little longer, and a fresh speed checkpoint re-reads
-  them (the per-user event ids drop the repeats).
+  micro-batch's offsets to its source only once the next micro-batch has run, so each query's writer
+  also records its batch's newest entry once the batch's effects are stored (`record_applied` in the
+  speed job); the record only moves forward.
 - Redis going away never kills the query: planning reports "no new data" until Redis answers again,
   and reading a planned batch retries with capped backoff, then catches up.
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from feature_store.event_bus import register_consumer, trim_consumed
+from feature_store.event_bus import newest_entry_id, record_committed, register_consumer, trim_consumed
 from feature_store.events import EventTypes
 from feature_store.redis_keys import RedisKeys
 from feature_store.settings import Settings
@@ -143,6 +143,15 @@ def read_kafka_bus(spark, settings: Settings, max_rows: int):
     )
 
 
+def record_applied(client, settings: Settings, query: str, entries: list) -> None:
+    """Once a micro-batch's effects are stored, record its newest Redis Stream entry as the query's
+    committed offset: Spark tells the source only when the next micro-batch runs, so on an idle bus the
+    last batch would stay "unread" for trimming and the watchdog (which would call the job stuck)."""
+    newest = newest_entry_id(entry[0] for entry in entries)
+    if settings.event_bus == "redis" and newest is not None:
+        record_committed(client, settings.event_stream, query, newest)
+
+
 def collect_entries(df) -> list[tuple[str, int, str | None, int]]:
     """A micro-batch of the bus as `(entry_id, bus_time_ms, raw, size_bytes)` in the driver (its size
     bounded by the source's admission control: rows and bytes)."""
@@ -186,6 +195,7 @@ class SpeedWriter:
         use_pool(df.sparkSession, SPEED_QUERY)
         entries = collect_entries(df)
         report = self.process(entries, batch_id)
+        record_applied(self.client, self.settings, SPEED_QUERY, entries)
         self.publish_status(report, entries, batch_ms=int((time.monotonic() - started) * 1000))
 
     def process(self, entries: list[tuple[str, int, str | None, int]], batch_id: int) -> SpeedBatchReport:
@@ -259,6 +269,7 @@ class BronzeWriter:
             QUARANTINE: quarantine_rows(rejected, bus_times, self.source),
         }
         inserted = write_bronze_batch(self.spark, self.settings, rows, self.table_paths)
+        record_applied(self.client, self.settings, BRONZE_QUERY, entries)
         if self.settings.event_bus == "redis":
             trim_consumed_safely(self.client, self.settings.event_stream, self.settings.event_stream_maxlen)
         write_status(

@@ -21,6 +21,7 @@ import redis
 
 from feature_store.event_bus import (
     EVENT_FIELD,
+    newest_entry_id,
     publish_events,
     publish_events_async,
     read_committed,
@@ -186,6 +187,17 @@ def test_trim_keeps_everything_a_query_has_not_committed(redis_client):
     assert [e[0].decode() for e in redis_client.xrange("bus")] == ids[2:]
     new = publish_events(redis_client, "bus", [{"n": 9}], maxlen=1)  # too long, but trims only committed
     assert [e[0].decode() for e in redis_client.xrange("bus")] == ids[2:] + new
+
+
+def test_a_committed_offset_only_moves_forward(redis_client):
+    assert newest_entry_id(["1700000000000-2", "999-0", "1700000000000-10"]) == "1700000000000-10"
+    assert newest_entry_id([]) is None
+    assert record_committed(redis_client, "bus", "speed", "2000-5") is True
+    assert record_committed(redis_client, "bus", "speed", "2000-4") is False  # Spark's lagging commit
+    assert record_committed(redis_client, "bus", "speed", "1999-9") is False
+    assert read_committed(redis_client, "bus") == {"speed": "2000-5"}
+    assert record_committed(redis_client, "bus", "speed", "10000-0") is True  # numbers, not text
+    assert read_committed(redis_client, "bus") == {"speed": "10000-0"}
 
 
 def test_the_source_admits_batches_by_rows_and_bytes_and_ships_oversize_entries_as_a_prefix(
@@ -593,26 +605,15 @@ def test_an_oversize_entry_is_quarantined_and_batches_stay_within_the_byte_budge
 
 
 # -- each event id once, whatever the bus and the checkpoints do -----------------------------------
-def processed_up_to(query) -> str | None:
-    """The newest bus entry id the query's last finished micro-batch read (None before its first).
-    Progress is reported once the batch is in the commit log; the source's own `commit` record lags one
-    micro-batch (Spark commits a batch to its source when the next one runs), so it cannot tell."""
-    progress = query.lastProgress
-    if progress is None:
-        return None
-    end = progress["sources"][0]["endOffset"]
-    end = orjson.loads(end) if isinstance(end, str) else end
-    return end.get("id") if end else None
-
-
-def run_until_processed(spark, settings: Settings, client, *, bronze: bool = True) -> None:
-    """Run the queries until each finished a micro-batch up to the bus's newest entry, then stop."""
+def run_until_committed(spark, settings: Settings, client) -> None:
+    """Run both queries until each recorded the bus's newest entry as committed (what trimming and the
+    watchdog read), then stop."""
     newest = client.xrevrange(settings.event_stream, count=1)[0][0].decode()
-    job = RunningJob(spark, settings, client, bronze=bronze)
+    job = RunningJob(spark, settings, client)
     try:
         job.wait_for(
-            lambda: all(processed_up_to(query) == newest for query in job.queries.values()),
-            "every query to process the newest entry",
+            lambda: read_committed(client, settings.event_stream) == {"speed": newest, "bronze": newest},
+            "both queries to commit the newest entry",
         )
     finally:
         job.stop()
@@ -627,7 +628,7 @@ def test_an_event_sent_twice_counts_once_in_bronze_and_in_features(
     publish_events(
         redis_client, stream, [events[-1]] + events
     )  # a client retrying all of it; one copy in the same batch
-    run_until_processed(spark, stream_settings, redis_client)
+    run_until_committed(spark, stream_settings, redis_client)
 
     assert sorted(bronze_event_ids(spark, stream_settings)) == sorted(e["event_id"] for e in events)
     assert_features_equal_ground_truth(redis_client, events)
@@ -649,16 +650,16 @@ def test_fresh_checkpoints_neither_lose_nor_recount_events(streaming_spark, stre
     settings = stream_settings.model_copy(update={"stream_max_rows_per_batch": 8})
     events = _random_events(30, int(time.time() * 1000) - 60_000)
     publish_events(redis_client, stream, events[:20])
-    run_until_processed(spark, settings, redis_client)
+    run_until_committed(spark, settings, redis_client)
 
     shutil.rmtree(checkpoint_dir(settings, BRONZE_QUERY))  # bronze starts over: batch ids from 0 again
     publish_events(redis_client, stream, events[20:25])
-    run_until_processed(spark, settings, redis_client)
+    run_until_committed(spark, settings, redis_client)
     assert sorted(bronze_event_ids(spark, settings)) == sorted(e["event_id"] for e in events[:25])
 
     shutil.rmtree(checkpoint_dir(settings, SPEED_QUERY))  # speed starts over; Redis holds the old one's work
     publish_events(redis_client, stream, events[25:])
-    run_until_processed(spark, settings, redis_client)
+    run_until_committed(spark, settings, redis_client)
     assert sorted(bronze_event_ids(spark, settings)) == sorted(e["event_id"] for e in events)
     assert_features_equal_ground_truth(redis_client, events)
 
@@ -667,7 +668,7 @@ def test_a_stalled_bronze_keeps_its_backlog_on_the_bus_sheds_load_then_catches_u
     streaming_spark, stream_settings, redis_client
 ):
     from feature_store.event_bus import BusBacklogFull
-    from spark_jobs.streaming.speed_job import BRONZE_QUERY, SPEED_QUERY, start_query
+    from spark_jobs.streaming.speed_job import BRONZE_QUERY, start_query
 
     spark, stream = streaming_spark, stream_settings.event_stream
     settings = stream_settings.model_copy(
@@ -697,8 +698,8 @@ def test_a_stalled_bronze_keeps_its_backlog_on_the_bus_sheds_load_then_catches_u
         assert [publish(events[n : n + 4]) for n in (0, 4, 8)] == [True, True, True]
         newest = redis_client.xrevrange(stream, count=1)[0][0].decode()
         speed.wait_for(
-            lambda: processed_up_to(speed.queries[SPEED_QUERY]) == newest,
-            "the speed query to process everything",
+            lambda: read_committed(redis_client, stream).get("speed") == newest,
+            "the speed query to commit everything",
         )
         wait_for(lambda: not bronze.isActive, "the bronze query to fail on its unwritable path")
         assert read_committed(redis_client, stream)["bronze"] == "0-0"  # registered, never committed
@@ -713,7 +714,7 @@ def test_a_stalled_bronze_keeps_its_backlog_on_the_bus_sheds_load_then_catches_u
         stop_all([bronze])
 
     blocker.unlink()  # the disk is back
-    run_until_processed(spark, settings, redis_client)
+    run_until_committed(spark, settings, redis_client)
     assert sorted(bronze_event_ids(spark, settings)) == sorted(e["event_id"] for e in events[:12])
 
 
