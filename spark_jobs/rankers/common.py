@@ -98,6 +98,24 @@ def with_query_ids(examples: DataFrame) -> DataFrame:
     return examples.join(index_ids(examples, "user_id").withColumnRenamed("idx", "qid"), "user_id")
 
 
+def partitioned_queries(examples: DataFrame, num_workers: int) -> DataFrame:
+    """(qid, item_id, features, relevance) in `num_workers` partitions, query q in partition
+    q % num_workers, each sorted by (qid, item_id).
+
+    A shuffle hands a task its rows in the order the map outputs arrive, which differs between local
+    mode and a cluster, and both libraries' models depend on row order (bins, pair sampling, ties).
+    Training on these partitions makes the model a function of the rows alone."""
+    with_qid = with_query_ids(examples).select("qid", "item_id", "features", "relevance")
+    by_query = (
+        with_qid.rdd.keyBy(lambda row: row.qid % num_workers)
+        .partitionBy(num_workers, lambda worker: worker)
+        .values()
+    )
+    return examples.sparkSession.createDataFrame(by_query, with_qid.schema).sortWithinPartitions(
+        "qid", "item_id"
+    )
+
+
 def split_validation(
     examples: DataFrame, seed: int, share: float = VALIDATION_SHARE
 ) -> tuple[DataFrame, DataFrame]:

@@ -3,8 +3,9 @@
 There is no LightGBM-on-Spark-4 library (SynapseML stops at Spark 3), so this runs LightGBM's own
 distributed mode inside Spark:
 
-1. Rows get a dense query id per user and go to worker `qid % num_workers` (`partitionBy`), so each
-   worker holds whole query groups (lambdarank gradients are per query) and no worker is empty.
+1. Rows get a dense query id per user and go to worker `qid % num_workers` sorted by (qid, item_id)
+   (`partitioned_queries`), so each worker holds whole query groups (lambdarank gradients are per
+   query), no worker is empty, and the model does not depend on the order a shuffle delivered rows in.
 2. A barrier stage starts all workers at once. Each opens a free port, and `BarrierTaskContext.allGather`
    tells every worker the `host:port` of all the others (ordered by partition = LightGBM rank).
 3. Each worker trains with `tree_learner=data`, `num_machines`, `machines`, `local_listen_port` and
@@ -27,9 +28,10 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 from feature_store.ranking import RANKER_FEATURES
-from spark_jobs.rankers.common import RankerParams, TrainedRanker, with_query_ids
+from spark_jobs.rankers.common import RankerParams, TrainedRanker, partitioned_queries
 
 NETWORK_TIMEOUT_MINUTES = 5
 BIN_SAMPLE_ROWS = 200_000  # LightGBM's own default bin_construct_sample_cnt
@@ -74,14 +76,12 @@ def network_params(peers: list[str], rank: int, threads: int) -> dict:
     }
 
 
-def sample_features(with_qid: DataFrame, rows: int) -> np.ndarray:
-    """Up to `rows` feature vectors drawn evenly (deterministically) from the training rows."""
-    total = with_qid.count()
-    fraction = min(1.0, rows / total) if total else 1.0
-    sample = with_qid.sample(fraction=fraction, seed=7).limit(rows) if fraction < 1.0 else with_qid
-    return np.array([r.features for r in sample.select("features").collect()], dtype=np.float32).reshape(
-        -1, len(RANKER_FEATURES)
-    )
+def sample_features(rows: DataFrame, size: int) -> np.ndarray:
+    """Up to `size` feature vectors: the rows with the smallest hash of (qid, item_id), so the same rows
+    whatever the partitioning."""
+    order = F.xxhash64(F.lit(7), "qid", "item_id")
+    sample = rows.orderBy(order, "qid", "item_id").limit(size).select("features").collect()
+    return np.array([r.features for r in sample], dtype=np.float32).reshape(-1, len(RANKER_FEATURES))
 
 
 def free_port(host: str) -> int:
@@ -102,7 +102,7 @@ def group_rows(rows: Iterable[tuple[int, list[float], float]]) -> tuple[np.ndarr
 
 
 def _train_worker(booster_params: dict, threads: int, bin_sample):
-    def train(rows: Iterator[tuple[int, tuple[int, list[float], float]]]) -> Iterator[str]:
+    def train(rows: Iterator) -> Iterator[str]:
         import lightgbm
         from pyspark import BarrierTaskContext
 
@@ -117,7 +117,7 @@ def _train_worker(booster_params: dict, threads: int, bin_sample):
         host = socket.gethostbyname(context.getTaskInfos()[context.partitionId()].address.rsplit(":", 1)[0])
         peers = context.allGather(f"{host}:{free_port(host)}")
         rank = context.partitionId()
-        features, labels, sizes = group_rows(row for _, row in rows)
+        features, labels, sizes = group_rows((row.qid, row.features, row.relevance) for row in rows)
         dataset = lightgbm.Dataset(
             features, label=labels, group=sizes, reference=reference, params={"verbosity": -1}
         )
@@ -135,18 +135,16 @@ def train_lightgbm(examples: DataFrame, params: RankerParams) -> TrainedRanker:
     """Fit lambdarank on (user_id, item_id, features, relevance) rows with `params.num_workers` ranks."""
     import lightgbm
 
-    with_qid = with_query_ids(examples).select("qid", "features", "relevance")
-    queries = with_qid.select("qid").distinct().count()
+    queries = examples.select("user_id").distinct().count()
     workers = max(1, min(params.num_workers, queries))
     threads = int(examples.sparkSession.conf.get("spark.task.cpus", "1"))
     booster_params = lightgbm_params(params)
-    by_worker = with_qid.rdd.map(
-        lambda r: (r.qid % workers, (r.qid, list(r.features), float(r.relevance)))
-    ).partitionBy(workers, lambda key: key)
-    bin_sample = examples.sparkSession.sparkContext.broadcast(sample_features(with_qid, BIN_SAMPLE_ROWS))
+    by_worker = partitioned_queries(examples, workers).cache()
+    bin_sample = examples.sparkSession.sparkContext.broadcast(sample_features(by_worker, BIN_SAMPLE_ROWS))
     started = time.perf_counter()
-    models = by_worker.barrier().mapPartitions(_train_worker(booster_params, threads, bin_sample)).collect()
+    models = by_worker.rdd.barrier().mapPartitions(_train_worker(booster_params, threads, bin_sample)).collect()
     seconds = time.perf_counter() - started
+    by_worker.unpersist()
     if len(models) != 1:
         raise DistributedTrainingError(f"expected one model from rank 0, got {len(models)}")
     booster = lightgbm.Booster(model_str=models[0])

@@ -1,7 +1,7 @@
 """XGBoost ranker trained with `xgboost.spark.SparkXGBRanker` on `num_workers` Spark tasks.
 
-SparkXGBRanker range-partitions the rows by query id (so a query is never split across workers),
-sorts each partition by qid and runs XGBoost's collective (Rabit) allreduce between the tasks of a
+The rows arrive in `num_workers` partitions of whole queries sorted by (qid, item_id)
+(`partitioned_queries`, so a cluster trains the same model as local mode); SparkXGBRanker then runs XGBoost's collective (Rabit) allreduce between the tasks of a
 barrier stage. Called by `spark_jobs.batch_pipeline` (step `train_xgboost`) and `lambdarec evaluate`.
 """
 
@@ -12,7 +12,7 @@ import time
 import numpy as np
 from pyspark.sql import DataFrame
 
-from spark_jobs.rankers.common import RankerParams, TrainedRanker, with_query_ids
+from spark_jobs.rankers.common import RankerParams, TrainedRanker, partitioned_queries
 
 
 def xgboost_params(params: RankerParams) -> dict:
@@ -41,12 +41,18 @@ def train_xgboost(examples: DataFrame, params: RankerParams) -> TrainedRanker:
         label_col="relevance",
         qid_col="qid",
         num_workers=params.num_workers,
-        force_repartition=True,
+        force_repartition=False,  # already one partition per worker
         missing=np.nan,
         **booster_params,
     )
     started = time.perf_counter()
-    model = ranker.fit(with_query_ids(examples).select("qid", "features", "relevance"))
+    # Cached, because SparkXGBRanker sorts each partition by qid again and Spark's optimizer drops a
+    # sort that sits under another sort: the cache hides ours, so (qid, item_id) order survives.
+    rows = partitioned_queries(examples, params.num_workers).select("qid", "features", "relevance").cache()
+    try:
+        model = ranker.fit(rows)
+    finally:
+        rows.unpersist()
     seconds = time.perf_counter() - started
     booster = model.get_booster()
     return TrainedRanker(
