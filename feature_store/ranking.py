@@ -42,8 +42,12 @@ ITEM_INPUTS: tuple[str, ...] = (
 )
 # user x item: the user's affinity (share of weight) for the item's category before the cut-off.
 CROSS_INPUTS: tuple[str, ...] = ("ui_category_affinity",)
-# The nightly candidate sources' scores (missing when that source did not propose the item). Serving
-# reads the same per-source scores from the published recommendations (`publish.encode_user_recs`).
+# Per nightly candidate source, 1 / the item's rank in that source's list for the user (missing when the
+# source did not propose it). A rank, not the source's raw score: raw scores change scale with the history
+# a source was fitted on (the evaluation's inner split vs the whole history, one night vs the next), so a
+# ranker trained on one scale mis-reads the other; measured in benchmarks/REPORT.md (issue 18). Computed
+# once (`spark_jobs.training_set.candidate_scores`); serving reads the same values from the published
+# recommendations (`publish.encode_user_recs`).
 CANDIDATE_SOURCES: tuple[str, ...] = ("als", "covisit", "popular", "ease")
 CANDIDATE_INPUTS: tuple[str, ...] = tuple(f"cand_{s}" for s in CANDIDATE_SOURCES)
 

@@ -154,9 +154,14 @@ class Settings(BaseSettings):
     train_num_workers: int = Field(
         2, description="Spark tasks that train one ranker together (xgboost.spark, LightGBM)."
     )
+    # Small, slow-learning trees: a ranker sees a few hundred to a few thousand queries a night, and
+    # deeper trees fitted the training queries at the cost of the holdout (benchmarks/REPORT.md, issue 18).
     ranker_trees: int = 200
-    ranker_max_depth: int = 6
-    ranker_learning_rate: float = 0.1
+    ranker_max_depth: int = 3
+    ranker_learning_rate: float = 0.05
+    ranker_min_child_weight: float = Field(
+        10.0, description="XGBoost's min_child_weight (LightGBM: x 1e-3 as min_sum_hessian_in_leaf)."
+    )
     ranker_compress_tolerance: float = Field(
         0.005,
         description="The compressed model keeps the fewest first trees whose validation NDCG@10 is within this of the full model.",

@@ -86,7 +86,7 @@ def feature_values(features: Mapping[str, float] | None, names: Sequence[str]) -
 
 def rec_entries(items) -> list[tuple[str, float, str]]:
     """The recs value: every item as `(item_id, ranker score, "batch")` best first, then each nightly
-    source's own score of it as `(item_id, score, source)`, so serving gives the ranker the same
+    source's input for it as `(item_id, 1/rank, source)`, so serving gives the ranker the same
     per-source inputs (`cand_<source>`) as training did."""
     batch = [(r["item_id"], r["score"], BATCH_SOURCE) for r in items]
     per_source = [
@@ -174,7 +174,7 @@ def _scored_lists(df: DataFrame, key: str, item: str, limit: int | None = None) 
 
 def user_recs(batch_scores: DataFrame, candidates: DataFrame, as_of: date) -> DataFrame:
     """(user_id, items [(item_id, score, cand_<source>...)] best first) of the batch: the ranker's
-    score and each nightly source's score (null: not proposed by it)."""
+    score and each nightly source's input, 1 / the item's rank in its list (null: not proposed by it)."""
     per_source = candidate_scores(at(candidates, as_of)).drop("sources")
     scored = at(batch_scores, as_of).join(per_source, ["user_id", "item_id"], "left")
     fields = ["rank", "item_id", "score", *[f"cand_{s}" for s in CANDIDATE_SOURCES]]

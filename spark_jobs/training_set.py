@@ -48,9 +48,13 @@ def at(table: DataFrame, as_of: date) -> DataFrame:
 
 
 def candidate_scores(candidates: DataFrame) -> DataFrame:
-    """(user_id, item_id, cand_<source>..., sources): one row per proposed item, each source's score or null."""
+    """(user_id, item_id, cand_<source>..., sources): one row per proposed item, 1 / its rank in each
+    source's list or null (feature_store.ranking: why a rank, not the score)."""
     return candidates.groupBy("user_id", "item_id").agg(
-        *[F.max(F.when(F.col("source") == s, F.col("score"))).alias(f"cand_{s}") for s in CANDIDATE_SOURCES],
+        *[
+            F.max(F.when(F.col("source") == s, 1.0 / F.col("rank"))).alias(f"cand_{s}")
+            for s in CANDIDATE_SOURCES
+        ],
         F.array_sort(F.collect_set("source")).alias("sources"),
     )
 

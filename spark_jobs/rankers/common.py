@@ -22,11 +22,11 @@ MAX_VALIDATION_QUERIES = 20_000
 @dataclass(frozen=True)
 class RankerParams:
     trees: int = 200
-    max_depth: int = 6
-    learning_rate: float = 0.1
+    max_depth: int = 3
+    learning_rate: float = 0.05
     num_workers: int = 2
     seed: int = 42
-    min_child_weight: float = 1.0
+    min_child_weight: float = 10.0
 
     @classmethod
     def from_settings(cls, settings, **overrides) -> RankerParams:
@@ -34,6 +34,7 @@ class RankerParams:
             trees=settings.ranker_trees,
             max_depth=settings.ranker_max_depth,
             learning_rate=settings.ranker_learning_rate,
+            min_child_weight=settings.ranker_min_child_weight,
             num_workers=settings.train_num_workers,
         )
         values.update(overrides)

@@ -142,7 +142,9 @@ def train_lightgbm(examples: DataFrame, params: RankerParams) -> TrainedRanker:
     by_worker = partitioned_queries(examples, workers).cache()
     bin_sample = examples.sparkSession.sparkContext.broadcast(sample_features(by_worker, BIN_SAMPLE_ROWS))
     started = time.perf_counter()
-    models = by_worker.rdd.barrier().mapPartitions(_train_worker(booster_params, threads, bin_sample)).collect()
+    models = (
+        by_worker.rdd.barrier().mapPartitions(_train_worker(booster_params, threads, bin_sample)).collect()
+    )
     seconds = time.perf_counter() - started
     by_worker.unpersist()
     if len(models) != 1:

@@ -156,9 +156,9 @@ def test_batch_run_ends_with_a_champion_and_recommendations_in_redis(
     assert [(i.item_id, i.score) for i in published if i.source == "batch"] == [
         (r.item_id, r.score) for r in expected
     ]
-    # then each nightly source's own score of those items (the ranker's cand_<source> inputs)
+    # then each nightly source's input of those items (the ranker's cand_<source>: 1 / the source's rank)
     nightly = {
-        (r.item_id, r.source): r.score
+        (r.item_id, r.source): 1.0 / r["rank"]
         for r in read_table(spark, batch_settings, CANDIDATES)
         .where((F.col("as_of") == F.lit(RUN_DATE)) & (F.col("user_id") == user))
         .collect()

@@ -72,7 +72,7 @@ def content(spark, as_of: date, users: int, label: float):
             interaction("u0", "i7", "2024-05-05 10:00"),  # after both batches' as_of
         ],
     )
-    # the nightly sources' own scores: u1's i0 came from als and popular, i1 from als only, i2 from no source
+    # the nightly sources' lists: u1's i0 came from als and popular, i1 from als only, i2 from no source
     candidates = spark.createDataFrame(
         [(as_of, "als", f"u{u}", "i0", 0.75, 1) for u in range(users)]
         + [(as_of, "popular", f"u{u}", "i0", 12.0, 1) for u in range(users)]
@@ -132,9 +132,9 @@ def test_published_keys_hold_exactly_the_batch(spark, redis_server, redis_client
         ("i0", pytest.approx(1.3), "batch"),
         ("i1", pytest.approx(1.2), "batch"),
         ("i2", pytest.approx(1.1), "batch"),
-        ("i0", 0.75, "als"),
+        ("i0", 1.0, "als"),  # each nightly source's input: 1 / the item's rank in its list
         ("i1", 0.5, "als"),
-        ("i0", 12.0, "popular"),
+        ("i0", 1.0, "popular"),
     ]
     features = decode_features(redis_client.get(KEYS.user_features(version, "u1")), len(USER_INPUTS))
     expected = {"user_events_7d": 1.0, "user_lifetime_events": 1.0}

@@ -81,11 +81,11 @@ def test_examples_are_asked_at_the_users_events(spark):
     # is d's similar item; c and f come from the nightly sources. At 10:20 c is recent too. At 10:30
     # nothing follows within the hour: no positive, no query.
     assert rows == {
-        (f"u1@{T1}", "c"): (vector(C, 0.25, {"als": 0.9}, (1.0, 0.0, 0.0, 0.0)), 8.0),
+        (f"u1@{T1}", "c"): (vector(C, 0.25, {"als": 1.0}, (1.0, 0.0, 0.0, 0.0)), 8.0),
         (f"u1@{T1}", "e"): (vector(rt=(1.0, 0.0, 0.0, 0.5)), 2.0),
-        (f"u1@{T1}", "f"): (vector(F_, None, {"popular": 2.0}, (1.0, 0.0, 0.0, 0.0)), 0.0),
+        (f"u1@{T1}", "f"): (vector(F_, None, {"popular": 1.0}, (1.0, 0.0, 0.0, 0.0)), 0.0),
         (f"u1@{T2}", "e"): (vector(rt=(2.0, 0.0, 0.0, 0.5)), 2.0),
-        (f"u1@{T2}", "f"): (vector(F_, None, {"popular": 2.0}, (2.0, 0.0, 0.0, 0.0)), 0.0),
+        (f"u1@{T2}", "f"): (vector(F_, None, {"popular": 1.0}, (2.0, 0.0, 0.0, 0.0)), 0.0),
     }
 
 

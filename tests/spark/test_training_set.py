@@ -97,16 +97,17 @@ def test_ranker_inputs_follow_the_contract_order_and_read_only_cutoff_partitions
         for r in ranker_inputs(candidates_df(spark), users, items, T).collect()
     }
     u1 = {"user_events_7d": 2.0, "user_lifetime_events": 2.0}
+    # a source's input is 1 / the item's rank in that source's list, whatever its raw score
     assert got == {
         ("u1", "c"): (
-            vector(u1, {"item_events_7d": 3.0, "item_avg_rating": 4.5}, 0.25, {"als": 0.9, "popular": 3.0}),
+            vector(u1, {"item_events_7d": 3.0, "item_avg_rating": 4.5}, 0.25, {"als": 1.0, "popular": 1.0}),
             ["als", "popular"],
         ),
         ("u1", "d"): (vector(u1, {"item_events_7d": 1.0}, 0.75, {"als": 0.5}), ["als"]),
-        ("u1", "e"): (vector(u1, None, None, {"covisit": 0.7}), ["covisit"]),
-        ("u1", "f"): (vector(u1, {"item_events_7d": 7.0}, None, {"popular": 2.0}), ["popular"]),
+        ("u1", "e"): (vector(u1, None, None, {"covisit": 1.0}), ["covisit"]),
+        ("u1", "f"): (vector(u1, {"item_events_7d": 7.0}, None, {"popular": 0.5}), ["popular"]),
         ("u2", "c"): (
-            vector(None, {"item_events_7d": 3.0, "item_avg_rating": 4.5}, None, {"als": 0.4}),
+            vector(None, {"item_events_7d": 3.0, "item_avg_rating": 4.5}, None, {"als": 1.0}),
             ["als"],
         ),
         ("u3", "c"): (
@@ -114,12 +115,12 @@ def test_ranker_inputs_follow_the_contract_order_and_read_only_cutoff_partitions
                 {"user_events_7d": 1.0},
                 {"item_events_7d": 3.0, "item_avg_rating": 4.5},
                 1.0,
-                {"popular": 3.0},
+                {"popular": 1.0},
             ),
             ["popular"],
         ),
         ("u3", "d"): (
-            vector({"user_events_7d": 1.0}, {"item_events_7d": 1.0}, None, {"popular": 2.0}),
+            vector({"user_events_7d": 1.0}, {"item_events_7d": 1.0}, None, {"popular": 0.5}),
             ["popular"],
         ),
     }
