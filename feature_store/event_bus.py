@@ -114,14 +114,23 @@ def committed_key(stream: str) -> str:
     return RedisKeys().stream_committed(stream)
 
 
+# Stream ids compare as numbers (ms, seq), not as strings ("9-0" < "10-0"); nil, nil if malformed.
+_LUA_PARSE_ID = """
+local function parse_id(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+"""
+
 # Trim to MINID = the lowest offset any consumer (streaming query) committed, but only when the stream
 # has grown beyond `maxlen`; trims nothing while no consumer has committed. Atomic, so a commit cannot
 # move under it.
-_TRIM_CONSUMED = """
+_TRIM_CONSUMED = (
+    _LUA_PARSE_ID
+    + """
 local lowest, lowest_ms, lowest_seq
 for _, id in ipairs(redis.call('HVALS', KEYS[2])) do
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-  ms, seq = tonumber(ms), tonumber(seq)
+  local ms, seq = parse_id(id)
   if ms and (not lowest or ms < lowest_ms or (ms == lowest_ms and seq < lowest_seq)) then
     lowest, lowest_ms, lowest_seq = id, ms, seq
   end
@@ -131,6 +140,7 @@ local maxlen = tonumber(ARGV[1])
 if maxlen >= 0 and redis.call('XLEN', KEYS[1]) <= maxlen then return 0 end
 return redis.call('XTRIM', KEYS[1], 'MINID', lowest)
 """
+)
 
 
 class BusBacklogFull(RuntimeError):
@@ -233,17 +243,19 @@ def trim_consumed(client, stream: str, maxlen: int | None = None) -> int:
 
 # Move one consumer's committed offset forward only: Spark commits a micro-batch to its source when the
 # next one runs, after the query's own writer already recorded that batch's newest entry.
-_RECORD_COMMITTED = """
+_RECORD_COMMITTED = (
+    _LUA_PARSE_ID
+    + """
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if current then
-  local cms, cseq = string.match(current, '^(%d+)-(%d+)$')
-  local nms, nseq = string.match(ARGV[2], '^(%d+)-(%d+)$')
-  cms, cseq, nms, nseq = tonumber(cms), tonumber(cseq), tonumber(nms), tonumber(nseq)
+  local cms, cseq = parse_id(current)
+  local nms, nseq = parse_id(ARGV[2])
   if cms and nms and (cms > nms or (cms == nms and cseq >= nseq)) then return 0 end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
+)
 
 
 def record_committed(client, stream: str, consumer: str, entry_id: str) -> bool:
