@@ -14,7 +14,7 @@ Protocol (documented in the README; keep the two identical):
    test user.
 3. The rankers learn from an inner split of the train part made the same way (same ratio, seed + 1):
    candidates and features from the inner train, labels from the inner test (relevance 1 for any
-   rating, more for liked ones). They are then applied to the candidates and features of C.
+   rating, as in step 4). They are then applied to the candidates and features of C.
 4. Each model ranks for each test user; items the user had in train are never ranked. Relevance = any
    held-out (test) rating of an item the user did not have in train. Metrics@k (NDCG, MAP, precision,
    recall, HR, MRR; spark_jobs.metrics) are means over test users with at least one relevant item;
@@ -45,7 +45,6 @@ from spark_jobs.candidates import CandidateParams
 
 Split = Literal["time", "stratified-user", "stratified-item"]
 SPLITS: tuple[str, ...] = ("time", "stratified-user", "stratified-item")
-MAX_RELEVANCE = 10
 
 
 class RatingsFileError(ValueError):
@@ -150,12 +149,10 @@ def silver(ratings: DataFrame, settings: Settings) -> DataFrame:
 
 
 def any_rating_labels(ratings_silver: DataFrame) -> DataFrame:
-    """(user_id, item_id, relevance): 1 for any rating, plus the contract weight rounded up (liked > rated)."""
-    return ratings_silver.groupBy("user_id", "item_id").agg(
-        F.least(F.lit(1.0) + F.ceil(F.max("weight")), F.lit(float(MAX_RELEVANCE)))
-        .cast("double")
-        .alias("relevance")
-    )
+    """(user_id, item_id, relevance 1.0) for every rated item: the labels mean what the test part's
+    relevance means (any rating), since grading liked ratings higher taught the rankers another task
+    than the one they are scored on (benchmarks/REPORT.md, issue 18)."""
+    return ratings_silver.select("user_id", "item_id").distinct().withColumn("relevance", F.lit(1.0))
 
 
 @dataclass

@@ -87,7 +87,7 @@ def test_ratings_become_rating_interactions_and_any_rating_is_relevant(spark, ra
         ("d", "rating", 1.0, 1),
     ]
     labels = sorted(tuple(r) for r in any_rating_labels(interactions).collect())
-    assert labels == [("1", "a", 3.0), ("1", "b", 1.0), ("1", "c", 4.0), ("1", "d", 2.0)]
+    assert labels == [("1", "a", 1.0), ("1", "b", 1.0), ("1", "c", 1.0), ("1", "d", 1.0)]
 
 
 def test_warm_view_keeps_only_test_users_the_train_part_saw(spark, ratings_csv):
