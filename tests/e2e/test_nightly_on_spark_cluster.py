@@ -71,14 +71,6 @@ def champion_results(reports: dict) -> tuple[str, dict[str, dict[str, float]]]:
     }
 
 
-@pytest.mark.xfail(
-    run=False,
-    reason="known bug (issue 16; benchmarks/full/2026-12-06/cluster_vs_local_nightly.json): on 2026-12-06 the cluster run's rankers differed from local[2]'s on the same "
-    "data and seed (holdout NDCG@10 xgboost 0.215 vs 0.186, lightgbm 0.212 vs 0.207; baselines identical), so "
-    "the champion differed (v1 vs v2). Likely cause: the rows each training worker gets depend on shuffle "
-    "read order; partition the training set by user and sort it within partitions before fitting, then "
-    "remove this mark",
-)
 def test_nightly_on_a_standalone_cluster_matches_local(spark, batch_settings, redis_client, tmp_path):  # noqa: F811
     config = GeneratorConfig(events=8_000, users=200, items=250, categories=6, days=DAYS, start=START, seed=3)
     generate(config, tmp_path / "gen")
