@@ -117,6 +117,12 @@ class RedisKeys:
         """Hash: processed, quarantined, last_batch_id, lag_ms_p50/p99, updated_at of the streaming job."""
         return f"{self.prefix}:s:status"
 
+    @property
+    def speed_heartbeat(self) -> str:
+        """String `<host>:<pid>` of the running streaming job, with a TTL it renews every second: the job
+        is alive, on whichever host, exactly while this key exists."""
+        return f"{self.prefix}:s:heartbeat"
+
     # -- serving -------------------------------------------------------------------------------
     @property
     def model_pointer(self) -> str:

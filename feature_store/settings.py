@@ -211,6 +211,12 @@ class Settings(BaseSettings):
         120.0,
         description="The watchdog restarts the streaming job when an unread event has waited longer than this.",
     )
+    stream_heartbeat_ttl_s: float = Field(
+        15.0,
+        gt=1.0,
+        description="The streaming job renews its heartbeat key every second with this TTL; a job (on any host) "
+        "counts as alive while the key exists, and a second one is not started.",
+    )
     stream_restart_command: list[str] = Field(
         default_factory=list,
         description="How the watchdog restarts the streaming job (JSON list); empty = `lambdarec stream stop` + "

@@ -6,7 +6,7 @@ the restart go through the speed layer's own contracts: the status hash `RedisKe
 event bus's committed offsets, and `lambdarec stream status|stop|start --background` (the job
 resumes from its Spark checkpoint, so a restart loses and double counts nothing).
 
-- down: no streaming job process is alive.
+- down: no streaming job is alive: no process here and no heartbeat from any host.
 - stuck: the process is alive, but the oldest event on the bus that no query has committed has
   waited longer than `Settings.stream_max_staleness_s` (an idle job with nothing to read is healthy).
 """
@@ -71,7 +71,7 @@ def assess_stream(
         last_state = status.get("state", "never started")
         return StreamHealth(
             "down",
-            f"no streaming job process is alive (last reported state: {last_state})",
+            f"no streaming job is alive (last reported state: {last_state})",
             backlog_age_s,
             lag,
             processed_count,
@@ -98,7 +98,7 @@ def _lambdarec_cli() -> list[str]:
     return [str(Path(sys.executable).parent / "lambdarec")]
 
 
-def _run_cli(settings: Settings, *args: str, timeout_s: float = 300.0) -> subprocess.CompletedProcess:
+def run_cli(settings: Settings, *args: str, timeout_s: float = 300.0) -> subprocess.CompletedProcess:
     """`lambdarec ...` with these settings (as LAMBDAREC_* variables over the current environment)."""
     import os
 
@@ -129,7 +129,7 @@ def oldest_uncommitted_ms(client, stream: str) -> int | None:
 
 def job_status(settings: Settings) -> tuple[dict[str, str], bool]:
     """The status hash and whether the job's process is alive, as `lambdarec stream status --json` says."""
-    done = _run_cli(settings, "stream", "status", "--json", timeout_s=120.0)
+    done = run_cli(settings, "stream", "status", "--json", timeout_s=120.0)
     if done.returncode != 0:
         raise WatchdogError(f"`lambdarec stream status` failed: {done.stderr.strip()[-500:]}")
     status = json.loads(done.stdout)
@@ -160,10 +160,10 @@ def restart_stream(settings: Settings) -> str:
                 f"{' '.join(settings.stream_restart_command)} failed: {done.stderr.strip()[-500:]}"
             )
         return done.stdout.strip()
-    stopped = _run_cli(settings, "stream", "stop")
+    stopped = run_cli(settings, "stream", "stop")
     if stopped.returncode != 0:
         raise WatchdogError(f"`lambdarec stream stop` failed: {stopped.stderr.strip()[-500:]}")
-    started = _run_cli(settings, "stream", "start", "--background")
+    started = run_cli(settings, "stream", "start", "--background")
     if started.returncode != 0:
         raise WatchdogError(f"`lambdarec stream start --background` failed: {started.stderr.strip()[-500:]}")
     return (stopped.stdout + started.stdout).strip()

@@ -3,7 +3,9 @@
 `start` runs the job in the foreground (Ctrl-C or SIGTERM stops it cleanly); `--background` starts it
 as a local service (pid file and log under `<data_dir>/run`, lambdarec.local_services) and returns once
 the job reports `running` in its status hash. `stop` sends SIGTERM and waits for the clean stop.
-`status` prints the status hash `<p>:s:status` (freshness, counters, last batch).
+`status` prints the status hash `<p>:s:status` (freshness, counters, last batch) and whether a job is
+alive: one started here (pid), or on any host while its heartbeat key `<p>:s:heartbeat` lasts (the job
+renews it every second with TTL `stream_heartbeat_ttl_s`); `start` never starts a second one.
 """
 
 from __future__ import annotations
@@ -33,11 +35,33 @@ def _job_pid(settings, status: dict[str, str]) -> int | None:
 
 
 def read_status(settings) -> dict[str, str]:
+    """The status hash, plus `heartbeat`: `<host>:<pid>` of the job alive on any host ("" when none)."""
     from feature_store.redis_keys import RedisKeys
     from lambdarec.composition import redis_client
 
-    raw = redis_client(settings).hgetall(RedisKeys(settings.redis_key_prefix).speed_status)
-    return {k.decode(): v.decode() for k, v in raw.items()}
+    keys, client = RedisKeys(settings.redis_key_prefix), redis_client(settings)
+    status = {k.decode(): v.decode() for k, v in client.hgetall(keys.speed_status).items()}
+    status["heartbeat"] = (client.get(keys.speed_heartbeat) or b"").decode()
+    return status
+
+
+def live_heartbeat(status: dict[str, str]) -> str | None:
+    """The heartbeat's `<host>:<pid>`, unless it names a process of this host that is gone (a job killed
+    here leaves its heartbeat for up to its TTL; a restart right after must not wait for it)."""
+    import socket
+
+    import psutil
+
+    beat = status.get("heartbeat", "")
+    host, _, pid = beat.rpartition(":")
+    if not beat or (host == socket.gethostname() and pid.isdigit() and not psutil.pid_exists(int(pid))):
+        return None
+    return beat
+
+
+def job_alive(settings, status: dict[str, str]) -> bool:
+    """A job runs here (pid) or anywhere (its heartbeat lasts)."""
+    return live_heartbeat(status) is not None or _job_pid(settings, status) is not None
 
 
 def job_env(settings, redis_url: str) -> dict[str, str]:
@@ -78,9 +102,14 @@ def register(app: typer.Typer) -> None:
             typer.secho(str(exc), fg=typer.colors.RED, err=True)
             raise typer.Exit(2) from None
         url = redis_url(settings)  # starts the private redis-server now, so the job finds the same one
-        running = _job_pid(settings, read_status(settings))
+        status = read_status(settings)
+        running = _job_pid(settings, status)
         if running is not None:
             typer.echo(f"the streaming job already runs (pid {running})")
+            return
+        elsewhere = live_heartbeat(status)
+        if elsewhere is not None:
+            typer.echo(f"the streaming job already runs ({elsewhere}, by its heartbeat)")
             return
         if not background:
             from spark_jobs.streaming.speed_job import run_until_signalled
@@ -122,7 +151,16 @@ def register(app: typer.Typer) -> None:
             stop_service(SERVICE, settings.run_dir, signal.SIGTERM, timeout_s=timeout_s)
             typer.echo("stopped the streaming job")
             return
-        pid = _job_pid(settings, read_status(settings))
+        status = read_status(settings)
+        pid = _job_pid(settings, status)
+        elsewhere = live_heartbeat(status)
+        if pid is None and elsewhere is not None:
+            typer.secho(
+                f"the streaming job runs as {elsewhere}, not on this machine: stop it there",
+                fg=typer.colors.RED,
+                err=True,
+            )
+            raise typer.Exit(1)
         if pid is None:
             typer.echo("the streaming job is not running")
             return
@@ -148,7 +186,7 @@ def register(app: typer.Typer) -> None:
 
         settings = load_settings()
         status = read_status(settings)
-        status["alive"] = "yes" if _job_pid(settings, status) is not None else "no"
+        status["alive"] = "yes" if job_alive(settings, status) else "no"
         if as_json:
             typer.echo(json.dumps(status, indent=2, sort_keys=True))
             return

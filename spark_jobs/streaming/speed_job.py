@@ -472,6 +472,8 @@ def _run_queries(spark, settings: Settings, url: str, client, keys: RedisKeys, s
     backoff, which exactly-once makes safe; the job itself does not die."""
     from spark_jobs.streaming.redis_stream_source import STOPPING, retry_forever
 
+    beat = functools.partial(renew_heartbeat, client, keys, job_identity(), settings.stream_heartbeat_ttl_s)
+    beat()  # before the queries start: a second `stream start` (on any host) sees this job from now on
     names = (SPEED_QUERY, BRONZE_QUERY)
     queries = {
         n: retry_forever(lambda n=n: start_query(spark, settings, url, client, n), f"starting the {n} query")
@@ -523,12 +525,14 @@ def _run_queries(spark, settings: Settings, url: str, client, keys: RedisKeys, s
                     restart_at[name] = time.monotonic() + restart_delay_s(failures[name])
         state = "running" if all(q is not None for q in queries.values()) else "restarting"
         heartbeat(client, keys, {"state": state, "updated_at": int(time.time() * 1000)})
+        beat()
         stop.wait(1.0)
     STOPPING.set()  # a batch stuck retrying an unavailable Redis gives up instead of blocking the stop
     for query in queries.values():
         if query is not None:
             stop_gracefully(query)
     heartbeat(client, keys, {"state": "stopped", "stopped_at": int(time.time() * 1000)})
+    end_heartbeat(client, keys, job_identity())
     return 0
 
 
@@ -540,6 +544,38 @@ def quiet_trigger_warnings(spark) -> None:
     jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
         "org.apache.spark.sql.execution.streaming.runtime.ProcessingTimeExecutor", level
     )
+
+
+def job_identity() -> str:
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def renew_heartbeat(client, keys: RedisKeys, identity: str, ttl_s: float) -> None:
+    """The liveness lease (`RedisKeys.speed_heartbeat`); best effort like `heartbeat`."""
+    import redis
+
+    try:
+        client.set(keys.speed_heartbeat, identity, px=int(ttl_s * 1000))
+    except redis.RedisError as exc:
+        log.warning("could not renew the streaming heartbeat: %s", exc)
+
+
+_END_HEARTBEAT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def end_heartbeat(client, keys: RedisKeys, identity: str) -> None:
+    """Drop the lease on a clean stop, only if it is still this job's."""
+    import redis
+
+    try:
+        client.eval(_END_HEARTBEAT, 1, keys.speed_heartbeat, identity)
+    except redis.RedisError as exc:
+        log.warning("could not end the streaming heartbeat: %s", exc)
 
 
 def heartbeat(client, keys: RedisKeys, fields: dict) -> None:

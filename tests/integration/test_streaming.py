@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -825,10 +826,15 @@ def test_sigkill_mid_run_then_restart_loses_and_doubles_nothing(
         wait_for(
             lambda: status_counts(redis_client)[0] >= 80 or job.poll() is not None, "the job to be mid-run"
         )
+        beat = redis_client.get(KEYS.speed_heartbeat)
+        assert beat == f"{socket.gethostname()}:{job.pid}".encode()
+        assert 0 < redis_client.pttl(KEYS.speed_heartbeat) <= stream_settings.stream_heartbeat_ttl_s * 1000
         os.killpg(job.pid, signal.SIGKILL)  # the job, its JVM and Python workers, no clean-up at all
         job.wait()
         processed_at_kill = status_counts(redis_client)[0]
         assert processed_at_kill < len(events), "the kill landed after the job had finished"
+        # its heartbeat outlives it for up to the TTL, but names a process of this host that is gone
+        assert redis_client.get(KEYS.speed_heartbeat) == beat
 
         started = subprocess.run(
             [*cli, "stream", "start", "--background"], env=env, capture_output=True, text=True, timeout=300
@@ -848,6 +854,7 @@ def test_sigkill_mid_run_then_restart_loses_and_doubles_nothing(
         )
         assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stdout + stopped.stderr
         assert text_hash(redis_client, KEYS.speed_status)["state"] == "stopped"
+        assert redis_client.get(KEYS.speed_heartbeat) is None  # a clean stop ends it
     finally:
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGKILL)

@@ -3,11 +3,18 @@ with no job running it says `down`, and it measures how long the oldest unread b
 
 from __future__ import annotations
 
+import os
+import socket
+import time
+
+import psutil
 import pytest
 
 from feature_store.event_bus import record_committed
+from feature_store.redis_keys import RedisKeys
 from feature_store.settings import Settings
-from lambdarec.watchdog import check_stream, oldest_uncommitted_ms
+from lambdarec.commands.stream import live_heartbeat
+from lambdarec.watchdog import check_stream, oldest_uncommitted_ms, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -39,6 +46,39 @@ def test_no_streaming_job_is_down_with_the_backlog_measured(watched: Settings, r
     redis_client.xadd(watched.event_stream, {"event": "{}"}, id=f"{waited_ms}-0")
     health = check_stream(watched, redis_client)
     assert health.state == "down"
-    assert health.reason == "no streaming job process is alive (last reported state: never started)"
+    assert health.reason == "no streaming job is alive (last reported state: never started)"
     assert health.needs_restart
     assert 90.0 <= health.backlog_age_s < 150.0
+
+
+def test_a_job_on_another_host_is_alive_while_its_heartbeat_lasts(watched: Settings, redis_client) -> None:
+    keys = RedisKeys(watched.redis_key_prefix)
+    # a job in another container: its status names a pid that means nothing on this machine
+    redis_client.hset(keys.speed_status, mapping={"state": "running", "pid": "1"})
+    redis_client.set(keys.speed_heartbeat, "stream-7f9c:1", px=60_000)
+    health = check_stream(watched, redis_client)
+    assert (health.state, health.reason) == ("healthy", "no unread events")
+    started = run_cli(watched, "stream", "start", "--background", "--timeout-s", "20")
+    assert (started.returncode, started.stdout.strip()) == (
+        0,
+        "the streaming job already runs (stream-7f9c:1, by its heartbeat)",
+    )
+    stopped = run_cli(watched, "stream", "stop")
+    assert stopped.returncode == 1
+    assert "runs as stream-7f9c:1, not on this machine" in stopped.stderr
+    redis_client.pexpire(keys.speed_heartbeat, 200)  # that job stops renewing it
+    time.sleep(0.5)
+    health = check_stream(watched, redis_client)
+    assert (health.state, health.reason) == (
+        "down",
+        "no streaming job is alive (last reported state: running)",
+    )
+
+
+def test_a_heartbeat_left_by_a_job_killed_on_this_host_does_not_count() -> None:
+    here = socket.gethostname()
+    gone = max(psutil.pids()) + 100_000  # no such process
+    assert live_heartbeat({"heartbeat": f"{here}:{gone}"}) is None
+    assert live_heartbeat({"heartbeat": f"{here}:{os.getpid()}"}) == f"{here}:{os.getpid()}"
+    assert live_heartbeat({"heartbeat": f"other-host:{gone}"}) == f"other-host:{gone}"
+    assert live_heartbeat({"heartbeat": ""}) is None
