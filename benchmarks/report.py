@@ -1,4 +1,8 @@
-"""Render benchmark results (dicts following benchmarks/common.py's convention) as REPORT.md + PNG plots."""
+"""Render benchmark results (dicts following benchmarks/common.py's convention) as REPORT.md + PNG plots.
+
+Written analyses (an investigation, an ablation read from committed result files) live one per file in
+`benchmarks/analyses/*.md` and are appended after the generated sections, so regenerating the report
+keeps them."""
 
 from __future__ import annotations
 
@@ -111,5 +115,8 @@ def write_report(results: dict[str, dict], out_dir: Path, report_path: Path, qui
         for i, spec in enumerate(result.get("plots", [])):
             path = plot({**spec, "machine": machine}, plots_dir / f"{name}-{i}.png")
             sections += ["", f"![{spec['title']}](plots/{path.name})"]
+    analyses = report_path.parent / "analyses"
+    for analysis in sorted(analyses.glob("*.md")) if analyses.is_dir() else []:
+        sections += ["", analysis.read_text().strip()]
     report_path.write_text("\n".join(sections) + "\n")
     return report_path

@@ -67,3 +67,12 @@ def test_a_section_run_in_another_mode_says_so(tmp_path):
     text = write_report(results, tmp_path, tmp_path / "REPORT.md", quick=True).read_text()
     assert "Wall time: 2.0 s (full mode)." in text
     assert "Wall time: 1.0 s." in text
+
+
+def test_written_analyses_follow_the_generated_sections_in_file_order(tmp_path):
+    (tmp_path / "analyses").mkdir()
+    (tmp_path / "analyses" / "b-second.md").write_text("## Second\n\nwhy b\n")
+    (tmp_path / "analyses" / "a-first.md").write_text("## First\n\nwhy a\n")
+    results = {"serving": {"title": "Serving", "wall_s": 2.0, "quick": True}}
+    text = write_report(results, tmp_path, tmp_path / "REPORT.md", quick=True).read_text()
+    assert text.endswith("Wall time: 2.0 s.\n\n## First\n\nwhy a\n\n## Second\n\nwhy b\n")
