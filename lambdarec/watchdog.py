@@ -7,7 +7,7 @@ event bus's committed offsets, and `lambdarec stream status|stop|start --backgro
 resumes from its Spark checkpoint, so a restart loses and double counts nothing).
 
 - down: no streaming job is alive: no process here and no heartbeat from any host.
-- stuck: the process is alive, but the oldest event on the bus that no query has committed has
+- stuck: the job is alive, but the oldest event on the bus that no query has committed has
   waited longer than `Settings.stream_max_staleness_s` (an idle job with nothing to read is healthy).
 """
 
@@ -128,7 +128,7 @@ def oldest_uncommitted_ms(client, stream: str) -> int | None:
 
 
 def job_status(settings: Settings) -> tuple[dict[str, str], bool]:
-    """The status hash and whether the job's process is alive, as `lambdarec stream status --json` says."""
+    """The status hash and whether a job is alive (here or by its heartbeat), as `lambdarec stream status --json` says."""
     done = run_cli(settings, "stream", "status", "--json", timeout_s=120.0)
     if done.returncode != 0:
         raise WatchdogError(f"`lambdarec stream status` failed: {done.stderr.strip()[-500:]}")

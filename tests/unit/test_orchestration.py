@@ -76,12 +76,12 @@ def test_airflow_env_points_airflow_at_the_repo_dags_and_the_data_dir(local_sett
 NOW = 1_700_000_000_000
 
 
-def test_watchdog_dead_process_is_down_whatever_the_backlog() -> None:
+def test_watchdog_no_live_job_is_down_whatever_the_backlog() -> None:
     health = assess_stream(
         {"state": "stopped", "lag_ms_p99": "420", "processed": "17"}, False, None, NOW, 120
     )
     assert health == StreamHealth(
-        "down", "no streaming job process is alive (last reported state: stopped)", None, 420.0, 17
+        "down", "no streaming job is alive (last reported state: stopped)", None, 420.0, 17
     )
     assert health.needs_restart
 
