@@ -123,6 +123,12 @@ class RedisKeys:
         is alive, on whichever host, exactly while this key exists."""
         return f"{self.prefix}:s:heartbeat"
 
+    @property
+    def speed_stop_request(self) -> str:
+        """String: the heartbeat identity (`<host>:<pid>`) of the job asked to stop cleanly, from any host
+        (`lambdarec stream stop --remote`); the named job deletes it and exits, a later job ignores it."""
+        return f"{self.prefix}:s:stop-request"
+
     # -- serving -------------------------------------------------------------------------------
     @property
     def model_pointer(self) -> str:

@@ -64,6 +64,27 @@ def job_alive(settings, status: dict[str, str]) -> bool:
     return live_heartbeat(status) is not None or _job_pid(settings, status) is not None
 
 
+def _stop_remote(settings, timeout_s: float) -> int:
+    """Ask the job named by the heartbeat to stop (through Redis) and wait until its heartbeat is gone."""
+    from feature_store.redis_keys import RedisKeys
+    from lambdarec.composition import redis_client
+    from lambdarec.local_services import wait_until
+
+    keys, client = RedisKeys(settings.redis_key_prefix), redis_client(settings)
+    target = (client.get(keys.speed_heartbeat) or b"").decode()
+    if not target:
+        typer.echo("the streaming job is not running")
+        return 0
+    client.set(
+        keys.speed_stop_request, target, px=int(max(timeout_s, settings.stream_heartbeat_ttl_s) * 1000)
+    )
+    if not wait_until(lambda: (client.get(keys.speed_heartbeat) or b"").decode() != target, timeout_s):
+        typer.secho(f"{target} did not stop within {timeout_s:.0f}s", fg=typer.colors.RED, err=True)
+        return 1
+    typer.echo(f"stopped the streaming job ({target})")
+    return 0
+
+
 def job_env(settings, redis_url: str) -> dict[str, str]:
     """What the background job must be told that this process resolved: the online store and, on
     Kafka, the brokers."""
@@ -138,6 +159,12 @@ def register(app: typer.Typer) -> None:
     @stream.command("stop")
     def stop_command(
         timeout_s: float = typer.Option(60.0, help="How long to wait for the clean stop before killing."),
+        remote: bool = typer.Option(
+            False,
+            "--remote",
+            help="Ask the job through Redis, wherever it runs (its heartbeat names it); it stops cleanly "
+            "and exits, and its container or Deployment starts it again.",
+        ),
     ) -> None:
         """Stop the streaming job: SIGTERM, then wait until the running micro-batch finished and it exited."""
         import os
@@ -147,6 +174,8 @@ def register(app: typer.Typer) -> None:
         from lambdarec.local_services import running_pid, stop_service, wait_until
 
         settings = load_settings()
+        if remote:
+            raise typer.Exit(_stop_remote(settings, timeout_s))
         if running_pid(settings.run_dir, SERVICE) is not None:
             stop_service(SERVICE, settings.run_dir, signal.SIGTERM, timeout_s=timeout_s)
             typer.echo("stopped the streaming job")
@@ -156,7 +185,7 @@ def register(app: typer.Typer) -> None:
         elsewhere = live_heartbeat(status)
         if pid is None and elsewhere is not None:
             typer.secho(
-                f"the streaming job runs as {elsewhere}, not on this machine: stop it there",
+                f"the streaming job runs as {elsewhere}, not on this machine: stop it there or with --remote",
                 fg=typer.colors.RED,
                 err=True,
             )

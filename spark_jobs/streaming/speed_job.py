@@ -472,7 +472,8 @@ def _run_queries(spark, settings: Settings, url: str, client, keys: RedisKeys, s
     backoff, which exactly-once makes safe; the job itself does not die."""
     from spark_jobs.streaming.redis_stream_source import STOPPING, retry_forever
 
-    beat = functools.partial(renew_heartbeat, client, keys, job_identity(), settings.stream_heartbeat_ttl_s)
+    identity = job_identity()
+    beat = functools.partial(renew_heartbeat, client, keys, identity, settings.stream_heartbeat_ttl_s)
     beat()  # before the queries start: a second `stream start` (on any host) sees this job from now on
     names = (SPEED_QUERY, BRONZE_QUERY)
     queries = {
@@ -526,13 +527,16 @@ def _run_queries(spark, settings: Settings, url: str, client, keys: RedisKeys, s
         state = "running" if all(q is not None for q in queries.values()) else "restarting"
         heartbeat(client, keys, {"state": state, "updated_at": int(time.time() * 1000)})
         beat()
+        if stop_requested(client, keys, identity):
+            log.info("asked through Redis to stop (%s)", keys.speed_stop_request)
+            stop.set()
         stop.wait(1.0)
     STOPPING.set()  # a batch stuck retrying an unavailable Redis gives up instead of blocking the stop
     for query in queries.values():
         if query is not None:
             stop_gracefully(query)
     heartbeat(client, keys, {"state": "stopped", "stopped_at": int(time.time() * 1000)})
-    end_heartbeat(client, keys, job_identity())
+    end_heartbeat(client, keys, identity)
     return 0
 
 
@@ -562,7 +566,8 @@ def renew_heartbeat(client, keys: RedisKeys, identity: str, ttl_s: float) -> Non
         log.warning("could not renew the streaming heartbeat: %s", exc)
 
 
-_END_HEARTBEAT = """
+# Delete a key only while it holds this job's identity (another job's heartbeat or request stays).
+_DELETE_IF_OURS = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
@@ -573,9 +578,19 @@ def end_heartbeat(client, keys: RedisKeys, identity: str) -> None:
     import redis
 
     try:
-        client.eval(_END_HEARTBEAT, 1, keys.speed_heartbeat, identity)
+        client.eval(_DELETE_IF_OURS, 1, keys.speed_heartbeat, identity)
     except redis.RedisError as exc:
         log.warning("could not end the streaming heartbeat: %s", exc)
+
+
+def stop_requested(client, keys: RedisKeys, identity: str) -> bool:
+    """Whether a stop request names this job (taking it); a request for an earlier job is not ours."""
+    import redis
+
+    try:
+        return bool(client.eval(_DELETE_IF_OURS, 1, keys.speed_stop_request, identity))
+    except redis.RedisError:
+        return False
 
 
 def heartbeat(client, keys: RedisKeys, fields: dict) -> None:

@@ -882,6 +882,52 @@ def test_sigkill_mid_run_then_restart_loses_and_doubles_nothing(
     )  # each exactly once
 
 
+@pytest.mark.long
+def test_a_job_asked_through_redis_stops_cleanly_wherever_it_runs(stream_settings, redis_client, tmp_path):
+    env = _job_env(stream_settings)
+    cli = [str(Path(sys.executable).parent / "lambdarec")]
+    log = open(tmp_path / "job.log", "ab")
+    job = subprocess.Popen(
+        [sys.executable, "-m", "spark_jobs.streaming.speed_job"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    identity = f"{socket.gethostname()}:{job.pid}"
+    try:
+        wait_for(
+            lambda: (
+                text_hash(redis_client, KEYS.speed_status).get("state") == "running" or job.poll() is not None
+            ),
+            "the job to run",
+        )
+        assert redis_client.get(KEYS.speed_heartbeat) == identity.encode()
+        redis_client.set(KEYS.speed_stop_request, "other-host:1")  # meant for another job: not this one's
+        time.sleep(3)
+        assert job.poll() is None and redis_client.get(KEYS.speed_stop_request) == b"other-host:1"
+        stopped = subprocess.run(
+            [*cli, "stream", "stop", "--remote", "--timeout-s", "120"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=200,
+        )
+        assert (stopped.returncode, stopped.stdout.strip()) == (
+            0,
+            f"stopped the streaming job ({identity})",
+        ), stopped.stderr
+        assert job.wait(timeout=120) == 0
+        assert text_hash(redis_client, KEYS.speed_status)["state"] == "stopped"
+        assert redis_client.get(KEYS.speed_heartbeat) is None
+        assert redis_client.get(KEYS.speed_stop_request) is None
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+        log.close()
+        print(*(tmp_path / "job.log").read_text(errors="replace").splitlines()[-30:], sep="\n")
+
+
 def test_events_publish_command_checks_lines_unless_raw(redis_server, redis_client, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 

@@ -150,6 +150,22 @@ def test_compose_commands_are_real_lambdarec_commands() -> None:
             group = group.commands[word]  # type: ignore[attr-defined]
 
 
+def test_compose_watchdog_restarts_the_stream_container_through_redis(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.main import get_command
+
+    from lambdarec.cli import build_app
+
+    services = _compose()["services"]
+    env = _interpolation_free(services["airflow-worker"]["environment"])
+    settings = _settings_from(env, monkeypatch)
+    assert settings.stream_restart_command == ["lambdarec", "stream", "stop", "--remote"]
+    stop = get_command(build_app()).commands["stream"].commands["stop"]  # type: ignore[attr-defined]
+    assert "--remote" in {opt for param in stop.params for opt in param.opts}
+    assert services["stream"]["restart"] == "unless-stopped"  # what starts the stopped job again
+
+
 def test_image_runs_the_dags_and_jobs_from_one_layout() -> None:
     dockerfile = (PRODUCTION / "Dockerfile").read_text()
     for folder in ("feature_store", "spark_jobs", "serving", "lambdarec", "dags"):
