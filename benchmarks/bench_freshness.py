@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -35,6 +34,7 @@ from datetime import UTC
 from pathlib import Path
 
 from benchmarks.common import REPO, main, percentiles, write_result
+from lambdarec.testing import start_speed_job
 
 NAME = "freshness"
 REQUIRED_RATES = (200, 1_000, 5_000)
@@ -473,13 +473,7 @@ def run(quick: bool, out_dir: Path, bus: str = "redis", realtime_only: bool = Fa
     log_path = work / "job.log"
     load_before = os.getloadavg()
     with open(log_path, "ab") as log:
-        job = subprocess.Popen(
-            [sys.executable, "-m", "spark_jobs.streaming.speed_job"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        job = start_speed_job(env, log)
     rows: list[dict] = []
     try:
         if not _wait(lambda: _status(client, keys).get("state") == "running", 300.0, 0.2):

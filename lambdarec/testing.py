@@ -111,6 +111,18 @@ def start_server(env: dict[str, str], port: int, log: Path, workers: int = 1) ->
     )
 
 
+def start_speed_job(env: dict[str, str], log) -> subprocess.Popen:
+    """The streaming job as its own process group (so a test can SIGKILL it with its JVM and workers),
+    output appended to the open binary file `log`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "spark_jobs.streaming.speed_job"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
 def wait_ready(
     port: int, process: subprocess.Popen, deadline_s: float = 120.0, need_model: bool = True
 ) -> dict:

@@ -33,6 +33,7 @@ from feature_store.events import EventTypes
 from feature_store.redis_keys import RedisKeys
 from feature_store.settings import Settings, project_root
 from feature_store.tables import BRONZE_EVENTS, QUARANTINE
+from lambdarec.testing import start_speed_job
 
 pytestmark = pytest.mark.integration
 KEYS = RedisKeys("lr")
@@ -815,13 +816,7 @@ def test_sigkill_mid_run_then_restart_loses_and_doubles_nothing(
     env = _job_env(stream_settings)
     cli = [str(Path(sys.executable).parent / "lambdarec")]
     log = open(tmp_path / "job.log", "ab")
-    job = subprocess.Popen(
-        [sys.executable, "-m", "spark_jobs.streaming.speed_job"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    job = start_speed_job(env, log)
     try:
         wait_for(
             lambda: status_counts(redis_client)[0] >= 80 or job.poll() is not None, "the job to be mid-run"
@@ -887,13 +882,7 @@ def test_a_job_asked_through_redis_stops_cleanly_wherever_it_runs(stream_setting
     env = _job_env(stream_settings)
     cli = [str(Path(sys.executable).parent / "lambdarec")]
     log = open(tmp_path / "job.log", "ab")
-    job = subprocess.Popen(
-        [sys.executable, "-m", "spark_jobs.streaming.speed_job"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    job = start_speed_job(env, log)
     identity = f"{socket.gethostname()}:{job.pid}"
     try:
         wait_for(
