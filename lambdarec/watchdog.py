@@ -128,7 +128,8 @@ def oldest_uncommitted_ms(client, stream: str) -> int | None:
 
 
 def job_status(settings: Settings) -> tuple[dict[str, str], bool]:
-    """The status hash and whether a job is alive (here or by its heartbeat), as `lambdarec stream status --json` says."""
+    """The status hash and whether a job is alive (here or by its heartbeat), as
+    `lambdarec stream status --json` says."""
     done = run_cli(settings, "stream", "status", "--json", timeout_s=120.0)
     if done.returncode != 0:
         raise WatchdogError(f"`lambdarec stream status` failed: {done.stderr.strip()[-500:]}")

@@ -155,6 +155,13 @@ def any_rating_labels(ratings_silver: DataFrame) -> DataFrame:
     return ratings_silver.select("user_id", "item_id").distinct().withColumn("relevance", F.lit(1.0))
 
 
+def held_out_relevance(held_out: DataFrame, history: DataFrame) -> DataFrame:
+    """`any_rating_labels` of the held-out ratings whose item the user did not have in the history: the
+    outer test's relevance and the inner split's labels alike."""
+    seen = history.select("user_id", "item_id").distinct()
+    return any_rating_labels(held_out).join(seen, ["user_id", "item_id"], "left_anti")
+
+
 @dataclass
 class BuiltModels:
     """Candidates and ranker inputs for a history (train part) at its cut-off."""
@@ -221,13 +228,7 @@ def evaluate_split(
 
     train_silver = silver(train, settings).cache()
     test_users = test.select("user_id").distinct()
-    relevance = (
-        test.select("user_id", "item_id")
-        .distinct()
-        .join(train.select("user_id", "item_id").distinct(), ["user_id", "item_id"], "left_anti")
-        .withColumn("relevance", F.lit(1.0))
-        .cache()
-    )
+    relevance = held_out_relevance(test, train).cache()
 
     # ALS's knobs are tuned once, on the train part, and used for the inner split too
     progress("tuning ALS on the train part")
@@ -241,9 +242,7 @@ def evaluate_split(
     progress("inner split for ranker labels")
     inner_train, inner_test = split_ratings(train, split or "time", ratio, seed + 1)
     inner_history = silver(inner_train, settings).cache()
-    inner_labels = any_rating_labels(silver(inner_test, settings)).join(
-        inner_train.select("user_id", "item_id").distinct(), ["user_id", "item_id"], "left_anti"
-    )
+    inner_labels = held_out_relevance(inner_test, inner_train)
     inner = build_for_history(
         inner_history, inner_test.select("user_id").distinct(), items, settings, sources_params
     )

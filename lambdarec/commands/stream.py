@@ -34,6 +34,11 @@ def _job_pid(settings, status: dict[str, str]) -> int | None:
     return int(status["pid"]) if is_job else None
 
 
+def _heartbeat(client, keys) -> str:
+    """The heartbeat key's `<host>:<pid>`, "" when no job renews it."""
+    return (client.get(keys.speed_heartbeat) or b"").decode()
+
+
 def read_status(settings) -> dict[str, str]:
     """The status hash, plus `heartbeat`: `<host>:<pid>` of the job alive on any host ("" when none)."""
     from feature_store.redis_keys import RedisKeys
@@ -41,7 +46,7 @@ def read_status(settings) -> dict[str, str]:
 
     keys, client = RedisKeys(settings.redis_key_prefix), redis_client(settings)
     status = {k.decode(): v.decode() for k, v in client.hgetall(keys.speed_status).items()}
-    status["heartbeat"] = (client.get(keys.speed_heartbeat) or b"").decode()
+    status["heartbeat"] = _heartbeat(client, keys)
     return status
 
 
@@ -71,14 +76,14 @@ def _stop_remote(settings, timeout_s: float) -> int:
     from lambdarec.local_services import wait_until
 
     keys, client = RedisKeys(settings.redis_key_prefix), redis_client(settings)
-    target = (client.get(keys.speed_heartbeat) or b"").decode()
+    target = _heartbeat(client, keys)
     if not target:
         typer.echo("the streaming job is not running")
         return 0
     client.set(
         keys.speed_stop_request, target, px=int(max(timeout_s, settings.stream_heartbeat_ttl_s) * 1000)
     )
-    if not wait_until(lambda: (client.get(keys.speed_heartbeat) or b"").decode() != target, timeout_s):
+    if not wait_until(lambda: _heartbeat(client, keys) != target, timeout_s):
         typer.secho(f"{target} did not stop within {timeout_s:.0f}s", fg=typer.colors.RED, err=True)
         return 1
     typer.echo(f"stopped the streaming job ({target})")
