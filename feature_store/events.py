@@ -4,16 +4,21 @@
 streaming job and the batch ingest derive their Spark schema from it (`event_spark_ddl`), and both
 apply the same rules (`validate_event_dict` / the Spark twin in spark_jobs.ingest) so a row is either
 a good event or a quarantined one with one of the `QuarantineReason`s.
+
+An event id is one fact: of its copies the first to arrive wins and every later one is a re-send,
+whatever its fields say (`first_copies`). Arrival is the bus's order for the streaming job and the
+input's order for a batch ingest or a replay (files in path order, lines in file order); a copy never
+replaces the one already in bronze.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -276,3 +281,18 @@ def event_spark_ddl(raw_ts: bool = False) -> str:
         f"{name} {'STRING' if (raw_ts and name == 'ts') else _SPARK_TYPES[name]}"
         for name in Event.model_fields
     )
+
+
+T = TypeVar("T")
+
+
+def first_copies(arrivals: Iterable[T], event_id: Callable[[T], str]) -> list[T]:
+    """The first copy of each event id, in arrival order (the contract's de-duplication rule)."""
+    seen: set[str] = set()
+    kept = []
+    for arrival in arrivals:
+        key = event_id(arrival)
+        if key not in seen:
+            seen.add(key)
+            kept.append(arrival)
+    return kept

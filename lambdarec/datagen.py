@@ -409,7 +409,7 @@ class _BadRows:
         elif kind is QuarantineReason.DUPLICATE_EVENT_ID:
             original = rng.choice(self.recent_good)
             row = dict(original)
-            if rng.random() < 0.5:  # a retry re-stamped a little later (the original, earlier one wins)
+            if rng.random() < 0.5:  # a retry re-stamped a little later (a re-send: the first copy wins)
                 row["ts"] = original["_ms"] + rng.randrange(1_000, 10_000)
         row.pop("_ms", None)
         return kind, orjson.dumps(row)

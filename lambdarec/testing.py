@@ -154,3 +154,8 @@ def stop_server(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def spark_cache_is_empty(spark) -> bool:
+    """Nothing is cached in the session (what `spark_jobs.session.job_cache` leaves behind)."""
+    return spark._jsparkSession.sharedState().cacheManager().isEmpty()

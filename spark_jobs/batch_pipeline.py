@@ -38,6 +38,7 @@ from feature_store.tables import (
     Table,
 )
 from spark_jobs.frames import union_all
+from spark_jobs.session import job_cache
 
 log = logging.getLogger("lambdarec.batch")
 EVAL_K = 10
@@ -582,12 +583,9 @@ def run_step(ctx: BatchContext, name: str) -> dict[str, Any]:
     if name not in STEPS:
         raise BatchStepError(f"unknown step {name!r}; steps: {', '.join(STEPS)}")
     started = time.perf_counter()
-    try:
+    # steps hand data over through Delta tables only
+    with job_cache(ctx.spark):
         result = STEPS[name](ctx)
-    finally:
-        # Steps hand data over through Delta tables only, so whatever a step cached is dead once it
-        # returns; left cached, it pins storage memory that the next step's sorts and joins need.
-        ctx.spark.catalog.clearCache()
     log.info("step %s for %s done in %.1f s", name, ctx.run_date, time.perf_counter() - started)
     return {**result, "seconds": round(time.perf_counter() - started, 2)}
 

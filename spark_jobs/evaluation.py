@@ -229,11 +229,6 @@ def holdout_data(
     )
 
 
-def model_ranking(holdout: Holdout, model, depth: int | None = None) -> DataFrame:
-    """(user_id, item_id, rank) of a ranker (a scoring.NativeModel) over all of each user's candidates."""
-    return top_k_by_score(score_inputs(holdout.inputs, model), depth or holdout.k)
-
-
 def holdout_rankings(
     holdout: Holdout,
     models: Mapping[str, object],
@@ -241,17 +236,19 @@ def holdout_rankings(
     blend: Sequence[str] = (),
 ) -> dict[str, DataFrame]:
     """Each model's top k on the holdout (label -> (user_id, item_id, rank, score)): each candidate source
-    alone, each model (label -> NativeModel) and, when `blend` names two or more models, their
-    reciprocal-rank fusion (`blend`)."""
+    alone, each ranker (label -> a scoring.NativeModel, over all of each user's candidates) and, when
+    `blend` names two or more rankers, their reciprocal-rank fusion (`blend`)."""
     rankings = {
         source: top_k_from_source(holdout.candidates, source, holdout.as_of, holdout.k) for source in sources
     }
-    for label, model in models.items():
-        rankings[label] = model_ranking(holdout, model)
+    # each ranker scores the inputs once: its top k and the blend's whole order both read them
+    scored = {label: score_inputs(holdout.inputs, model).cache() for label, model in models.items()}
+    for label, scores in scored.items():
+        rankings[label] = top_k_by_score(scores, holdout.k)
     if len(blend) >= 2:
-        full_depth = 1_000_000  # fusion needs each model's whole order, not only its top k
+        full_depth = 1_000_000  # fusion needs each ranker's whole order, not only its top k
         rankings[BLEND] = rank_fusion(
-            [model_ranking(holdout, models[label], full_depth) for label in blend], holdout.k
+            [top_k_by_score(scored[label], full_depth) for label in blend], holdout.k
         )
     return rankings
 

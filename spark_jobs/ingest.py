@@ -8,8 +8,8 @@ rules, with its QuarantineReason values and priority, to a DataFrame of (`raw` J
   bad_timestamp (neither ISO-8601 nor epoch millis in years 1-9999) > bad_value (`value` not a number)
   > context_too_large (more than CONTEXT_MAX_KEYS keys or CONTEXT_MAX_BYTES UTF-8 bytes) > future_timestamp (after ingest time + tolerance) > bad_value (explicit type without a value),
 
-then marks every later copy of an event id in the same input `duplicate_event_id` (the first by event
-time, then by raw text, wins). Parsing uses Spark's VARIANT JSON parser so JSON types are seen exactly
+then marks every later copy of an event id in the same input `duplicate_event_id`: the first in the
+input's `arrival` order wins (feature_store.events' rule; spark_jobs.sources.input_position). Parsing uses Spark's VARIANT JSON parser so JSON types are seen exactly
 as Python sees them (123 is not the string "123"); no Python UDF runs.
 
 Known differences from the Python rules, all on inputs no sane sender makes: an object with a repeated
@@ -97,7 +97,8 @@ def validate_raw_events(
 ) -> DataFrame:
     """Every input row with its parsed event columns, `reason` (null = good) and `detail`.
 
-    Input: any DataFrame with `raw` (STRING) and `source` (STRING). Pure; ingest_time is the cut-off
+    Input: any DataFrame with `raw` (STRING), `source` (STRING) and `arrival` (any orderable column:
+    the order the rows arrived in, which decides which copy of an event id wins). Pure; ingest_time is the cut-off
     of the future-timestamp rule. = `mark_duplicates(apply_event_rules(...))`."""
     return mark_duplicates(apply_event_rules(raw_df, ingest_time, future_tolerance, event_types))
 
@@ -118,6 +119,7 @@ def apply_event_rules(
     parsed = raw_df.select(
         "raw",
         "source",
+        "arrival",
         F.when(first_char == "{", F.try_parse_json(F.col("raw"))).alias("_v"),
     )
 
@@ -130,6 +132,7 @@ def apply_event_rules(
     typed = parsed.select(
         "raw",
         "source",
+        "arrival",
         "_v",
         *[
             vtype(n).alias(f"_t_{n}")
@@ -280,6 +283,7 @@ def apply_event_rules(
     checked = typed.select(
         "raw",
         "source",
+        "arrival",
         c("_s_event_id").alias("event_id"),
         c("_s_user_id").alias("user_id"),
         c("_s_item_id").alias("item_id"),
@@ -294,9 +298,9 @@ def apply_event_rules(
 
 
 def mark_duplicates(checked: DataFrame) -> DataFrame:
-    """Later copies of a good event's id become duplicate_event_id: the first by event time, then raw text, wins."""
+    """Later copies of a good event's id become duplicate_event_id: the first to arrive wins."""
     c = F.col
-    first_wins = Window.partitionBy("event_id").orderBy(F.col("reason").isNotNull(), "ts", "raw")
+    first_wins = Window.partitionBy("event_id").orderBy(F.col("reason").isNotNull(), "arrival")
     occurrence = F.when(
         F.col("reason").isNull() & F.col("event_id").isNotNull(), F.row_number().over(first_wins)
     )

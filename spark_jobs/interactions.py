@@ -68,7 +68,9 @@ def build_interactions(
         (F.col("event_date") >= F.lit(start - SESSION_LOOKBACK)) & (F.col("event_date") < F.lit(end))
     )
 
-    first_copy = Window.partitionBy("event_id").orderBy("ts", "ingest_time", "source")
+    # bronze holds one row per event id (MERGE insert-only); should two copies ever land, the one that
+    # reached bronze first is the fact (feature_store.events: the first copy to arrive wins)
+    first_copy = Window.partitionBy("event_id").orderBy("ingest_time", "ts", "source")
     deduped = (
         window.withColumn("_copy", F.row_number().over(first_copy))
         .where(F.col("_copy") == 1)

@@ -196,6 +196,10 @@ def build_for_history(
     return BuiltModels(cutoff, candidates, inputs, history.select("item_id").distinct().count())
 
 
+# each candidate source alone, under the name the evaluation reports it by
+SOURCE_MODELS: dict[str, str] = {"popular": "popularity", "als": "als", "covisit": "covisit", "ease": "ease"}
+
+
 def evaluate_split(
     spark: SparkSession,
     settings: Settings,
@@ -213,17 +217,11 @@ def evaluate_split(
     recall of each source and their union. `write_predictions`, when given, receives every model's top
     k per test user (`predictions`)."""
     from spark_jobs.als_tuning import AlsGrid, tune_als
-    from spark_jobs.evaluation import (
-        candidate_pool_recall,
-        rank_fusion,
-        ranking_metrics,
-        top_k_by_score,
-        top_k_from_source,
-    )
+    from spark_jobs.evaluation import Holdout, candidate_pool_recall, holdout_rankings, ranking_metrics
     from spark_jobs.rankers.common import RankerParams
     from spark_jobs.rankers.lightgbm_ranker import train_lightgbm
     from spark_jobs.rankers.xgboost_ranker import train_xgboost
-    from spark_jobs.scoring import NativeModel, score_inputs
+    from spark_jobs.scoring import NativeModel
     from spark_jobs.training_set import at, training_examples
 
     train_silver = silver(train, settings).cache()
@@ -256,21 +254,11 @@ def evaluate_split(
     progress("candidates and features of the train part")
     outer = build_for_history(train_silver, test_users, items, settings, sources_params)
     catalog = outer.items
-    rankings: dict[str, DataFrame] = {}
-    for label, source in (
-        ("popularity", "popular"),
-        ("als", "als"),
-        ("covisit", "covisit"),
-        ("ease", "ease"),
-    ):
-        rankings[label] = top_k_from_source(outer.candidates, source, outer.cutoff, k)
-    full = {}
-    for label, ranker in rankers.items():
-        progress(f"ranking with {label}")
-        scored = score_inputs(outer.inputs, NativeModel(ranker.kind, ranker.native_bytes())).cache()
-        full[label] = top_k_by_score(scored, 1_000_000)
-        rankings[label] = top_k_by_score(scored, k)
-    rankings["blend"] = rank_fusion(full.values(), k)
+    progress("ranking")
+    holdout = Holdout(outer.cutoff, outer.candidates, outer.inputs, relevance, catalog, k)
+    models = {label: NativeModel(ranker.kind, ranker.native_bytes()) for label, ranker in rankers.items()}
+    by_source = holdout_rankings(holdout, models, tuple(SOURCE_MODELS), blend=tuple(models))
+    rankings = {SOURCE_MODELS.get(label, label): ranked for label, ranked in by_source.items()}
     if write_predictions is not None:
         progress("writing predictions")
         write_predictions(predictions(rankings))

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from feature_store.settings import Settings
@@ -112,3 +113,13 @@ def log_linear_algebra(spark) -> dict[str, str]:
             loaded["lapack"],
         )
     return loaded
+
+
+@contextmanager
+def job_cache(spark) -> Iterator[None]:
+    """What a job caches dies with it: the session's cache is cleared however the job ends, so it does
+    not pin the storage memory the next job in the same session (a batch step, a test) needs."""
+    try:
+        yield
+    finally:
+        spark.catalog.clearCache()

@@ -67,7 +67,9 @@ def read_source(
         if not ratings.is_file():
             raise SourceError(f"{path} has no ratings.csv: point --source at an ml-latest-small folder")
         lines = spark.read.text(str(ratings)).select(
-            F.col("value").alias("line"), F.col("_metadata.file_path").alias("source")
+            F.col("value").alias("line"),
+            F.col("_metadata.file_path").alias("source"),
+            input_position().alias("arrival"),
         )
         items = movielens_movies_to_items(read_movielens_movies(spark, movies)) if movies.is_file() else None
         return RawInput(
@@ -85,20 +87,35 @@ def jsonl_files(path: Path) -> tuple[list[Path], Path | None]:
         raise SourceError(f"{path} does not exist: give a .jsonl file or a folder of them")
     events_dir = path / "events"
     root = events_dir if events_dir.is_dir() else path
-    files = sorted(p for p in root.rglob("*.jsonl") if p.name != CATALOG_FILE)
-    files += sorted(p for p in root.rglob("*.jsonl.gz"))
+    # path order is arrival order (which copy of a re-sent event wins)
+    files = sorted(
+        [p for p in root.rglob("*.jsonl") if p.name != CATALOG_FILE] + list(root.rglob("*.jsonl.gz"))
+    )
     if not files:
         raise SourceError(f"no *.jsonl event files in {root}")
     catalog = path / CATALOG_FILE
     return files, (catalog if catalog.is_file() else None)
 
 
-def read_jsonl_events(spark: SparkSession, files: list[Path] | list[str]) -> DataFrame:
-    """One row per non-blank line: (raw, source = the file's URI). Blank lines are not rows."""
-    df = spark.read.text([str(f) for f in files])
-    return df.select(F.col("value").alias("raw"), F.col("_metadata.file_path").alias("source")).where(
-        F.length(F.trim(F.col("raw"))) > 0
+def input_position() -> Column:
+    """Where a line of a text read sits: (file, start of its split, position in the split), which sorts
+    as the lines were written. The `arrival` of a batch input (feature_store.events: the first copy of
+    an event id to arrive wins)."""
+    return F.struct(
+        F.col("_metadata.file_path").alias("file"),
+        F.col("_metadata.file_block_start").alias("split"),
+        F.monotonically_increasing_id().alias("line"),
     )
+
+
+def read_jsonl_events(spark: SparkSession, files: list[Path] | list[str]) -> DataFrame:
+    """One row per non-blank line: (raw, source = the file's URI, arrival). Blank lines are not rows."""
+    df = spark.read.text([str(f) for f in files])
+    return df.select(
+        F.col("value").alias("raw"),
+        F.col("_metadata.file_path").alias("source"),
+        input_position().alias("arrival"),
+    ).where(F.length(F.trim(F.col("raw"))) > 0)
 
 
 def read_catalog_jsonl(spark: SparkSession, path: Path | str) -> DataFrame:
@@ -138,7 +155,8 @@ def _json_string(col: Column) -> Column:
 
 
 def movielens_ratings_to_raw(lines: DataFrame) -> DataFrame:
-    """ratings.csv lines (`line`, `source`) -> raw JSON events (`raw`, `source`), header dropped.
+    """ratings.csv lines (`line`, `source`, any other columns such as `arrival`) -> raw JSON events
+    (`raw`, `source`, the other columns), header dropped.
 
     A well-formed row becomes {"event_id": "ml-<user>-<movie>-<ts>", "user_id", "item_id", "event_type":
     "rating", "ts": <seconds * 1000>, "value": <rating>}; a numeric field that is not a number stays a
@@ -168,7 +186,8 @@ def movielens_ratings_to_raw(lines: DataFrame) -> DataFrame:
         F.lit("}"),
     )
     return lines.where((F.trim(line) != RATINGS_HEADER) & (F.length(F.trim(line)) > 0)).select(
-        F.when(F.size(fields) == 4, json).otherwise(line).alias("raw"), F.col("source")
+        F.when(F.size(fields) == 4, json).otherwise(line).alias("raw"),
+        *[F.col(name) for name in lines.columns if name != "line"],
     )
 
 

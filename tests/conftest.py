@@ -24,7 +24,8 @@ def settings(base_data_dir: Path) -> Settings:
         jars_dir=project_root() / ".cache" / "jars",
         spark_master="local[2]",
         spark_shuffle_partitions=2,
-        spark_driver_memory="2g",
+        # the long tests run whole nightlies in this one session: ~1.3 GB of old generation at peak
+        spark_driver_memory="4g",
         # one ALS grid point (no tuning fits) unless a test asks for a grid
         als_ranks=(32,),
         als_reg_params=(0.05,),

@@ -61,30 +61,36 @@ def evaluate_command(
         read_ratings,
         split_ratings,
     )
+    from spark_jobs.session import job_cache
 
     try:
-        catalog = read_items(spark, str(items)) if items else None
-        if given:
-            train_df, test_df, method = read_ratings(spark, str(train)), read_ratings(spark, str(test)), None
-        else:
-            train_df, test_df = split_ratings(read_ratings(spark, str(ratings)), split, ratio, seed)
-            method = split
-        with console.status("evaluating…") as status:
-            result = evaluate_split(
-                spark,
-                settings,
-                train_df.cache(),
-                test_df.cache(),
-                method,
-                ratio,
-                seed,
-                k,
-                catalog,
-                progress=lambda message: status.update(f"evaluating: {message}…"),
-                write_predictions=(lambda frame: write_predictions_csv(frame, predictions))
-                if predictions
-                else None,
-            )
+        with job_cache(spark):
+            catalog = read_items(spark, str(items)) if items else None
+            if given:
+                train_df, test_df, method = (
+                    read_ratings(spark, str(train)),
+                    read_ratings(spark, str(test)),
+                    None,
+                )
+            else:
+                train_df, test_df = split_ratings(read_ratings(spark, str(ratings)), split, ratio, seed)
+                method = split
+            with console.status("evaluating…") as status:
+                result = evaluate_split(
+                    spark,
+                    settings,
+                    train_df.cache(),
+                    test_df.cache(),
+                    method,
+                    ratio,
+                    seed,
+                    k,
+                    catalog,
+                    progress=lambda message: status.update(f"evaluating: {message}…"),
+                    write_predictions=(lambda frame: write_predictions_csv(frame, predictions))
+                    if predictions
+                    else None,
+                )
     except RatingsFileError as exc:
         raise typer.BadParameter(str(exc)) from exc
     result["inputs"] = {

@@ -21,7 +21,7 @@ import csv
 import gzip
 import io
 import shutil
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import orjson
 
-from feature_store.events import EventTypes, validate_event_dict
+from feature_store.events import EventTypes, first_copies, validate_event_dict
 from feature_store.movielens import RATINGS_HEADER, is_skipped, rating_event
 
 SourceFormat = Literal["jsonl", "movielens"]
@@ -112,20 +112,11 @@ def _event_of(decoded: Any, raw: bytes, order: int, now: datetime, types: EventT
     )
 
 
-def dedupe_and_order(events: Iterable[ReplayEvent]) -> tuple[list[ReplayEvent], int]:
-    """Keep the earliest copy of each event id (by time, then raw text); order by (time, input order).
-    Returns the events and how many copies were dropped."""
-    best: dict[str, ReplayEvent] = {}
-    dropped = 0
-    for event in events:
-        kept = best.get(event.event_id)
-        if kept is None:
-            best[event.event_id] = event
-            continue
-        dropped += 1
-        if (event.ts_ms, event.raw) < (kept.ts_ms, kept.raw):
-            best[event.event_id] = event
-    return sorted(best.values(), key=lambda e: (e.ts_ms, e.order)), dropped
+def dedupe_and_order(events: Sequence[ReplayEvent]) -> tuple[list[ReplayEvent], int]:
+    """The first copy of each event id in input order (feature_store.events.first_copies), ordered by
+    (time, input order). Returns the events and how many copies were dropped."""
+    kept = first_copies(events, lambda e: e.event_id)
+    return sorted(kept, key=lambda e: (e.ts_ms, e.order)), len(events) - len(kept)
 
 
 def load_source(

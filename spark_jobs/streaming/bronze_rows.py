@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+from feature_store import events
 from feature_store.events import Event
 from spark_jobs.streaming.speed_features import Rejected, SpeedEvent
 
@@ -24,14 +25,8 @@ def bus_time(ms: int) -> datetime:
 
 
 def first_copies(good: Sequence[tuple[SpeedEvent, Event]]) -> list[tuple[SpeedEvent, Event]]:
-    """The first copy (in bus order) of each event id of a batch: a re-sent event is not a new fact."""
-    seen: set[str] = set()
-    out = []
-    for speed, event in good:
-        if event.event_id not in seen:
-            seen.add(event.event_id)
-            out.append((speed, event))
-    return out
+    """The first copy (in bus order) of each event id of a batch (feature_store.events.first_copies)."""
+    return events.first_copies(good, lambda pair: pair[1].event_id)
 
 
 def bronze_event_rows(good: Sequence[tuple[SpeedEvent, Event]], source: str) -> list[tuple]:

@@ -21,7 +21,7 @@ from feature_store.tables import BATCH_SCORES, CANDIDATES, TRAINING_SET
 from lambdarec import batch_task
 from lambdarec.cli import build_app
 from lambdarec.datagen import GeneratorConfig, generate
-from lambdarec.testing import settings_environment
+from lambdarec.testing import settings_environment, spark_cache_is_empty
 from spark_jobs.als_tuning import GRID_KEYS, choose_best
 from spark_jobs.batch_pipeline import STEPS, BatchContext, evaluation_per_user, run_step
 from spark_jobs.delta_io import read_table
@@ -186,15 +186,11 @@ def test_batch_run_ends_with_a_champion_and_recommendations_in_redis(
     assert printed.startswith("{'expired': [], 'seconds': ") and printed.endswith("}")
 
 
-def _cache_is_empty(spark) -> bool:
-    return spark._jsparkSession.sharedState().cacheManager().isEmpty()
-
-
 @pytest.mark.parametrize("fails", [False, True])
 def test_a_step_leaves_nothing_cached_for_the_next_one(spark, table_settings, monkeypatch, fails):
     def caching_step(ctx):
         frame = ctx.spark.range(10).cache()
-        assert frame.count() == 10 and not _cache_is_empty(ctx.spark)
+        assert frame.count() == 10 and not spark_cache_is_empty(ctx.spark)
         if fails:
             raise RuntimeError("step failed half-way")
         return {"rows": 10}
@@ -206,4 +202,4 @@ def test_a_step_leaves_nothing_cached_for_the_next_one(spark, table_settings, mo
             run_step(ctx, "cache_probe")
     else:
         assert run_step(ctx, "cache_probe")["rows"] == 10
-    assert _cache_is_empty(spark)
+    assert spark_cache_is_empty(spark)

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from feature_store.ranking import CANDIDATE_SOURCES
 from lambdarec.cli import build_app
+from lambdarec.testing import spark_cache_is_empty
 from spark_jobs.metrics import mean_metrics
 
 pytestmark = [
@@ -101,6 +102,8 @@ def test_evaluate_writes_json_tables_and_predictions_an_outside_scorer_can_check
         ],
     )
     assert result.exit_code == 0, result.output + repr(result.exception)
+    # the command shares the session with whatever runs next (here: the rest of the test run)
+    assert spark_cache_is_empty(spark)
     written = json.loads(output.read_text())
     models = ("popularity", "als", "covisit", "ease", "xgboost", "lightgbm", "blend")
     assert (written["k"], written["split"], written["ratio"], written["seed"]) == (K, "given", None, 3)

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from feature_store.events import BUS_ENTRY_REASONS, QuarantineReason, validate_event_dict
+from feature_store.events import BUS_ENTRY_REASONS, QuarantineReason, first_copies, validate_event_dict
 from feature_store.tables import BRONZE_EVENTS, ITEMS, QUARANTINE
 from lambdarec.datagen import GeneratorConfig, Manifest, generate
 from spark_jobs.ingest import ingest, split_valid_events, upsert_items, validate_raw_events
@@ -124,7 +124,7 @@ def python_verdict(raw: str):
 
 def test_spark_rules_agree_with_validate_event_dict(spark):
     raws = [json.dumps(case) for case in AGREEMENT_CASES] + NOT_OBJECTS + DUPLICATE_KEYS
-    df = spark.createDataFrame([(raw, "test") for raw in raws], "raw STRING, source STRING")
+    df = arrived_in_order(spark, raws, "test")
     got = {row["raw"]: row for row in validate_raw_events(df, NOW, TOLERANCE).collect()}
 
     def spark_view(row):
@@ -159,7 +159,7 @@ def test_split_gives_bronze_rows_and_quarantine_rows_with_reasons(spark):
         json.dumps(good(3, event_type="hover")),
         "garbage",
     ]
-    df = spark.createDataFrame([(raw, "file:/in.jsonl") for raw in raws], "raw STRING, source STRING")
+    df = arrived_in_order(spark, raws, "file:/in.jsonl")
     events, quarantine = split_valid_events(df, NOW, TOLERANCE)
     assert sorted(tuple(r) for r in events.collect()) == [
         (
@@ -195,31 +195,53 @@ def test_split_gives_bronze_rows_and_quarantine_rows_with_reasons(spark):
     ]
 
 
-def test_duplicate_ids_keep_the_earliest_then_smallest_raw(spark):
-    first = json.dumps(good(1, ts="2026-11-01T09:00:00Z"))
-    later = json.dumps(good(1, ts="2026-11-01T09:05:00Z", item_id="i2"))
-    tie_a = json.dumps(good(2, item_id="a"))
-    tie_b = json.dumps(good(2, item_id="b"))
+def arrived_in_order(spark, raws, source):
+    """(raw, source, arrival): the rows of one input, arrived in list order."""
+    return spark.createDataFrame(
+        [(raw, source, n) for n, raw in enumerate(raws)], "raw STRING, source STRING, arrival BIGINT"
+    )
+
+
+def test_the_first_copy_of_an_event_id_to_arrive_wins(spark):
+    early = json.dumps(good(1, ts="2026-11-01T09:00:00Z"))
+    resent_later = json.dumps(good(1, ts="2026-11-01T09:05:00Z", item_id="i2"))
+    copy_b = json.dumps(good(2, item_id="b"))
+    copy_a = json.dumps(good(2, item_id="a"))
     bad_same_id = json.dumps(good(2, event_type="hover"))  # a bad row with the id does not count as a copy
     twin = json.dumps(good(3))
-    raws = [later, first, tie_b, tie_a, bad_same_id, twin, twin]
-    df = spark.createDataFrame([(raw, "s") for raw in raws], "raw STRING, source STRING")
-    events, quarantine = split_valid_events(df, NOW, TOLERANCE)
-    assert sorted((r["event_id"], r["item_id"]) for r in events.collect()) == [
-        ("e1", "i1"),
-        ("e2", "a"),
-        ("e3", "i1"),
+    raws = [bad_same_id, resent_later, early, copy_b, copy_a, twin, twin]
+    events, quarantine = split_valid_events(arrived_in_order(spark, raws, "s"), NOW, TOLERANCE)
+    winners = [
+        ("e1", "i2", "2026-11-01 09:05:00"),
+        ("e2", "b", "2026-11-01 10:00:00"),
+        ("e3", "i1", "2026-11-01 10:00:00"),
     ]
-    q = sorted((r["raw"], r["reason"], r["row_key"]) for r in quarantine.collect())
-    assert [(raw, reason) for raw, reason, _ in q] == sorted(
+    assert sorted((r["event_id"], r["item_id"], r["ts"]) for r in events.collect()) == [
+        (event_id, item_id, naive(ts)) for event_id, item_id, ts in winners
+    ]
+    q = sorted((r["raw"], r["reason"], r["detail"], r["row_key"]) for r in quarantine.collect())
+    assert [(raw, reason, detail) for raw, reason, detail, _ in q] == sorted(
         [
-            (later, "duplicate_event_id"),
-            (tie_b, "duplicate_event_id"),
-            (bad_same_id, "unknown_event_type"),
-            (twin, "duplicate_event_id"),
+            (early, "duplicate_event_id", "event_id e1 came earlier in this input"),
+            (copy_a, "duplicate_event_id", "event_id e2 came earlier in this input"),
+            (
+                bad_same_id,
+                "unknown_event_type",
+                'event_type "hover" is not one of view, click, play, add_to_cart, like, purchase, skip, rating',
+            ),
+            (twin, "duplicate_event_id", "event_id e3 came earlier in this input"),
         ]
     )
-    assert len({key for _, _, key in q}) == 4
+    assert len({key for *_, key in q}) == 4
+    # the event contract's rule, as the streaming job applies it to a bus batch, keeps the same copies
+    decoded = [json.loads(raw) for raw in raws if raw != bad_same_id]
+    assert (
+        sorted(
+            (e["event_id"], e["item_id"], e["ts"].replace("T", " ").removesuffix("Z"))
+            for e in first_copies(decoded, lambda e: e["event_id"])
+        )
+        == winners
+    )
 
 
 def write_lines(path, lines):
@@ -374,25 +396,30 @@ def test_generated_file_with_bad_rows_lands_row_for_row(spark, table_settings, t
     ingest_time = datetime(2026, 11, 29, tzinfo=UTC)
     report = ingest(spark, table_settings, out, "jsonl", ingest_time)
 
-    # Independent oracle: the Python event contract over the same lines; per id the earliest (ts, line) wins.
+    # Independent oracle: the Python event contract over the same lines; per id the first copy in
+    # (file path, line) order wins.
     expected_bad, good_by_id = Counter(), {}
     for path in sorted((out / "events").glob("*.jsonl")):
         for line in path.read_text().splitlines():
             event, reason, _ = python_verdict_at(line, ingest_time)
             if reason is not None:
                 expected_bad[(line, reason.value)] += 1
+            elif event.event_id in good_by_id:
+                expected_bad[(line, "duplicate_event_id")] += 1
             else:
-                good_by_id.setdefault(event.event_id, []).append((event.ts, line))
-    for copies in good_by_id.values():
-        for _, line in sorted(copies)[1:]:
-            expected_bad[(line, "duplicate_event_id")] += 1
-    expected_good = set(good_by_id)
+                good_by_id[event.event_id] = (event.item_id, event.ts)
+    assert len(list((out / "events").glob("*.jsonl"))) == 2
 
     assert report.rows_read == manifest.rows_total
-    assert report.ingested == manifest.good_rows == len(expected_good)
+    assert report.ingested == manifest.good_rows == len(good_by_id)
     assert report.quarantined == {k: v for k, v in manifest.bad_rows.items() if v}
     assert report.ingested + report.already_present + report.quarantined_total == report.rows_read
-    assert {r[0] for r in table_rows(spark, table_settings, BRONZE_EVENTS, "event_id")} == expected_good
+    assert {
+        (event_id, item_id, ts.replace(tzinfo=UTC))
+        for event_id, item_id, ts in table_rows(
+            spark, table_settings, BRONZE_EVENTS, "event_id", "item_id", "ts"
+        )
+    } == {(event_id, item_id, ts) for event_id, (item_id, ts) in good_by_id.items()}
     assert Counter(table_rows(spark, table_settings, QUARANTINE, "raw", "reason")) == expected_bad
     assert Manifest.read(out).bad_rows == manifest.bad_rows
 

@@ -57,8 +57,12 @@ def test_labels_weights_and_ratings(spark):
     ]
 
 
-def test_dedupe_keeps_the_earliest_copy(spark):
+def test_dedupe_keeps_the_copy_that_reached_bronze_first(spark):
     rows = [
+        bronze_row(
+            "e0", "u1", "i0", "2026-11-01 09:00", source="re-sent", ingest=INGESTED + timedelta(hours=2)
+        ),
+        bronze_row("e0", "u1", "i0", "2026-11-01 09:30", source="first"),
         bronze_row("e1", "u1", "i1", "2026-11-01 10:05", source="late"),
         bronze_row("e1", "u1", "i1", "2026-11-01 10:00", source="early"),
         bronze_row(
@@ -72,7 +76,11 @@ def test_dedupe_keeps_the_earliest_copy(spark):
         bronze_row("e2", "u1", "i2", "2026-11-01 10:10"),
     ]
     out = build_interactions(bronze_df(spark, rows), date(2026, 11, 1), date(2026, 11, 2))
-    assert silver(out, "event_id", "ts") == [("e1", at("2026-11-01 10:00")), ("e2", at("2026-11-01 10:10"))]
+    assert silver(out, "event_id", "ts") == [
+        ("e0", at("2026-11-01 09:30")),
+        ("e1", at("2026-11-01 10:00")),
+        ("e2", at("2026-11-01 10:10")),
+    ]
 
 
 def test_sessions_split_on_gaps_of_at_least_the_session_gap_and_keep_their_id_past_midnight(spark):

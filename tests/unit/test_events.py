@@ -8,6 +8,7 @@ from feature_store.events import (
     EventTypes,
     QuarantineReason,
     event_spark_ddl,
+    first_copies,
     parse_event_time,
     validate_event_dict,
 )
@@ -134,3 +135,9 @@ def test_spark_ddl_is_derived_from_the_model():
         "value DOUBLE, context MAP<STRING, STRING>"
     )
     assert "ts STRING" in event_spark_ddl(raw_ts=True)
+
+
+def test_the_first_copy_of_an_event_id_to_arrive_wins():
+    arrivals = [("e1", "first"), ("e2", "only"), ("e1", "re-sent"), ("e3", "first"), ("e3", "re-sent")]
+    assert first_copies(arrivals, lambda a: a[0]) == [("e1", "first"), ("e2", "only"), ("e3", "first")]
+    assert first_copies([], lambda a: a[0]) == []

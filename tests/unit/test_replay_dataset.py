@@ -39,7 +39,8 @@ def test_jsonl_events_are_validated_deduped_and_time_ordered(tmp_path: Path):
             "event_type": "click",
             "ts": "2026-10-01T00:00:00.005Z",
         },
-        {"event_id": "e2", "user_id": "u", "item_id": "b", "event_type": "view", "ts": D1 + 9},  # later copy
+        # a re-send: the first copy wins, though this one says an earlier time and another item
+        {"event_id": "e2", "user_id": "u", "item_id": "z", "event_type": "view", "ts": D1 + 1},
         b"{not json",
         {"event_id": "e3", "user_id": "u", "item_id": "c", "event_type": "hover", "ts": D1},  # unknown type
         {
