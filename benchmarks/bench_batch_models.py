@@ -126,11 +126,11 @@ def timed_batch_run(spark, settings, run_date: date) -> dict:
 def workers_comparison(spark, settings, run_date: date) -> dict:
     """Train both rankers with 1 and 2 workers on the run's training set (same data, same params)."""
     from feature_store.tables import TRAINING_SET
-    from spark_jobs.batch_pipeline import Cutoffs
     from spark_jobs.delta_io import read_table
     from spark_jobs.rankers.common import RankerParams, collect_queries, mean_ndcg, split_validation
     from spark_jobs.rankers.lightgbm_ranker import train_lightgbm
     from spark_jobs.rankers.xgboost_ranker import train_xgboost
+    from spark_jobs.steps.context import Cutoffs
     from spark_jobs.training_set import at
 
     cut = Cutoffs.of(run_date, settings.label_horizon_days, settings.holdout_days)

@@ -12,7 +12,8 @@ from datetime import date
 
 
 def main(argv: list[str] | None = None) -> None:
-    from spark_jobs.batch_pipeline import STEPS, BatchContext, run_batch, run_step
+    from spark_jobs.batch_pipeline import STEPS, run_batch, run_step
+    from spark_jobs.steps.context import BatchContext
 
     parser = argparse.ArgumentParser(
         prog="lambdarec.batch_task", description="Run one step of the nightly batch pipeline."

@@ -54,10 +54,11 @@ def current_run_date(versions: list[dict]) -> date:
 def validate_version(spark, settings: Settings, version: str) -> PromotionCheck:
     """Evaluate `version` and the champion on the current holdout and apply the promotion gate."""
     from feature_store.registry import champion_version, load_ranker
-    from spark_jobs.batch_pipeline import BatchContext, holdout
     from spark_jobs.evaluation import evaluate_with_per_user
     from spark_jobs.model_registry import GateRule, gate, list_versions
     from spark_jobs.scoring import NativeModel
+    from spark_jobs.steps.context import BatchContext
+    from spark_jobs.steps.models import holdout
 
     versions = list_versions(settings)
     if version not in {v["version"] for v in versions}:

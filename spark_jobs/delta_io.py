@@ -108,21 +108,34 @@ def partition_filters(alias: str, within: Mapping[str, Iterable[date]]) -> list[
     return out
 
 
-def replace_window(
-    spark: SparkSession, settings: Settings, table: Table, df: DataFrame, column: str, start: date, end: date
+def replace_where(
+    spark: SparkSession, settings: Settings, table: Table, df: DataFrame, condition: str
 ) -> int:
-    """Overwrite exactly the partitions `start <= column < end` with `df` (idempotent reruns, backfills).
+    """Overwrite exactly the rows of `table` matching the SQL `condition` with `df` (idempotent reruns,
+    backfills); a commit lost to a concurrent writer is retried.
 
-    Rows of `df` outside the window are an error (Delta refuses them), never silently written. Returns
-    the rows written."""
+    Rows of `df` outside the condition are an error (Delta refuses them), never silently written.
+    Returns the rows written (0 when Delta committed nothing)."""
     path = ensure_table(spark, settings, table)
-    condition = f"`{column}` >= DATE'{start.isoformat()}' AND `{column}` < DATE'{end.isoformat()}'"
     writer = conform(df, table).write.format("delta").mode("overwrite").option("replaceWhere", condition)
     before = _version(spark, path)
     _retry_concurrent(lambda: writer.save(path))
     if _version(spark, path) == before:
         return 0
     return int(last_commit_metrics(spark, path).get("numOutputRows", 0))
+
+
+def replace_window(
+    spark: SparkSession, settings: Settings, table: Table, df: DataFrame, column: str, start: date, end: date
+) -> int:
+    """`replace_where` on the partitions `start <= column < end`."""
+    condition = f"`{column}` >= DATE'{start.isoformat()}' AND `{column}` < DATE'{end.isoformat()}'"
+    return replace_where(spark, settings, table, df, condition)
+
+
+def as_of_condition(*dates: date) -> str:
+    """The SQL condition of the rows of these cut-offs."""
+    return "as_of IN (" + ", ".join(f"DATE'{d.isoformat()}'" for d in dates) + ")"
 
 
 def last_commit_metrics(spark: SparkSession, path: str) -> dict[str, str]:

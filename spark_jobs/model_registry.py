@@ -14,9 +14,12 @@ is feature_store.registry's, shared with serving.
   (this gate, `lambdarec models promote`, the MLflow UI) is honoured everywhere, because batch scoring
   and serving load `models:/<name>@champion` and nothing else.
 - `rollback`: move `champion` back to the previous champion (history kept as a registered-model tag).
+- The nightly's bookkeeping: a run date's versions (`run_versions`), one MLflow run per step
+  (`log_step_run`), and the evaluate step's per-user table that the promote step reads
+  (`evaluation_per_user`).
 
 `import mlflow` happens inside functions: it costs seconds and nothing here may run at import time.
-Callers: spark_jobs.batch_pipeline, spark_jobs.offline_eval, lambdarec.commands.models.
+Callers: spark_jobs.steps, spark_jobs.offline_eval, lambdarec.commands.models.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import json
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
@@ -343,4 +347,77 @@ def list_versions(settings: Settings) -> list[dict[str, Any]]:
         ),
         key=lambda v: int(v["version"]),
         reverse=True,
+    )
+
+
+# -- the nightly's runs ----------------------------------------------------------------------------
+
+PER_USER_ARTIFACT = "holdout_per_user.csv"
+
+
+def run_versions(settings: Settings, run_date: date) -> dict[str, dict[str, Any]]:
+    """The versions registered by the nightly of `run_date`: version -> tags."""
+    return {
+        v["version"]: v["tags"] for v in list_versions(settings) if v["tags"].get("run_date") == str(run_date)
+    }
+
+
+def holdout_tag(as_of: date | str, metric: str) -> str:
+    """The version tag holding `metric` on the holdout of cut-off `as_of`."""
+    return f"holdout.{as_of}.{mlflow_key(metric)}"
+
+
+def per_user_column(version: str) -> str:
+    """The column of a registered version in the evaluate run's per-user table."""
+    return f"v{version}"
+
+
+def log_step_run(
+    settings: Settings,
+    step: str,
+    run_date: date,
+    holdout_as_of: date,
+    metrics: dict[str, float],
+    report: dict | None = None,
+    params: dict | None = None,
+    texts: dict[str, str] | None = None,
+    k: int = 10,
+) -> None:
+    """One MLflow run for a nightly step: tagged with the step, run date and holdout cut-off."""
+    import mlflow
+
+    configure_mlflow(settings)
+    with mlflow.start_run(run_name=f"{step}-{run_date}"):
+        mlflow.set_tags({"step": step, "run_date": str(run_date), "holdout_as_of": str(holdout_as_of)})
+        mlflow.log_metrics({mlflow_key(key): float(value) for key, value in metrics.items()})
+        if params:
+            mlflow.log_params(params)
+        if report is not None:
+            log_evaluation_report(report, k)
+        for name, text in (texts or {}).items():
+            mlflow.log_text(text, name)
+
+
+def evaluation_per_user(settings: Settings, run_date: date, holdout_as_of: date):
+    """The per-user table (pandas) of `run_date`'s newest evaluate run on this holdout, or None."""
+    import io
+
+    import mlflow
+    import pandas as pd
+
+    configure_mlflow(settings)
+    runs = mlflow.search_runs(
+        experiment_names=[settings.mlflow_experiment],
+        filter_string=f"tags.step = 'evaluate' and tags.run_date = '{run_date}' and tags.holdout_as_of = '{holdout_as_of}'",
+        order_by=["start_time DESC"],
+        max_results=1,
+    )
+    if runs.empty:
+        return None
+    run_id = runs.iloc[0]["run_id"]
+    # an evaluate run logged before per-user tables existed has none: the caller evaluates again
+    if PER_USER_ARTIFACT not in {a.path for a in client(settings).list_artifacts(run_id)}:
+        return None
+    return pd.read_csv(
+        io.StringIO(mlflow.artifacts.load_text(f"runs:/{run_id}/{PER_USER_ARTIFACT}")), dtype={"user_id": str}
     )

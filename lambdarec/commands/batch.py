@@ -154,7 +154,8 @@ def step_command(
     console = Console()
     with console.status("starting Spark…"):
         spark = spark_session(settings)
-    from spark_jobs.batch_pipeline import STEPS, BatchContext, run_step
+    from spark_jobs.batch_pipeline import STEPS, run_step
+    from spark_jobs.steps.context import BatchContext
 
     if name not in STEPS:
         raise typer.BadParameter(f"unknown step {name!r}; steps: {', '.join(STEPS)}", param_hint="NAME")

@@ -23,10 +23,11 @@ from lambdarec.cli import build_app
 from lambdarec.datagen import GeneratorConfig, generate
 from lambdarec.testing import settings_environment, spark_cache_is_empty
 from spark_jobs.als_tuning import GRID_KEYS, choose_best
-from spark_jobs.batch_pipeline import STEPS, BatchContext, evaluation_per_user, run_step
+from spark_jobs.batch_pipeline import STEPS, run_step
 from spark_jobs.delta_io import read_table
 from spark_jobs.ingest import ingest
-from spark_jobs.model_registry import client
+from spark_jobs.model_registry import client, evaluation_per_user
+from spark_jobs.steps.context import BatchContext
 
 # the heaviest test of the suite (every batch step on real Spark, Delta, MLflow and Redis): ~4 minutes
 # on 2 idle cores, more on a shared machine
@@ -100,7 +101,8 @@ def test_batch_run_ends_with_a_champion_and_recommendations_in_redis(
     # per-user table, whose means are the reported metrics.
     promote = reports["promote"]
     assert promote["decision"] == "promoted", promote
-    per_user = evaluation_per_user(BatchContext(spark, batch_settings, RUN_DATE))
+    cut = BatchContext(spark, batch_settings, RUN_DATE).cutoffs
+    per_user = evaluation_per_user(batch_settings, RUN_DATE, cut.holdout)
     labels = {"popular": "popular", "v1": "xgboost v1", "v2": "lightgbm v2"}
     assert (
         len(per_user)
@@ -117,7 +119,6 @@ def test_batch_run_ends_with_a_champion_and_recommendations_in_redis(
     assert (tags["gate.decision"], tags["gate.users"]) == ("promoted", str(promote["evidence"]["users"]))
 
     # Delta: every cut-off's candidates, the training set, and batch scores by the champion.
-    cut = BatchContext(spark, batch_settings, RUN_DATE).cutoffs
     as_ofs = {
         (r.as_of, r.source)
         for r in read_table(spark, batch_settings, CANDIDATES).select("as_of", "source").distinct().collect()
