@@ -59,9 +59,10 @@ test: setup lint
 test-unit: setup
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
-# The whole loop: `airflow dags test lambdarec_nightly`, the nightly on a Spark standalone cluster,
-# `lambdarec demo` with its three UIs in headless Chromium, and every test marked `long` (a whole
-# nightly, the offline evaluation, the replay, jobs killed and restarted).
+# The whole loop: `lambdarec demo` (lambdarec_nightly through Airflow's scheduler and spark-submit)
+# with its three UIs in headless Chromium, the nightly on a Spark standalone cluster, and every test
+# marked `long` (a whole nightly and the promote DAG's logic, the offline evaluation, the replay, jobs
+# killed and restarted).
 test-e2e: setup chromium
 	$(BIN)/python -m pytest -m "e2e or long" $(PYTEST_ARGS)
 

@@ -1,8 +1,8 @@
 """The main job end to end, and its three UIs in a real browser.
 
 One `lambdarec demo` run (small synthetic data, free ports, a temporary data directory) starts every
-embedded service, runs `lambdarec_nightly` through Airflow's REST API, streams new events through the
-API and shows the recommendations changing. Then headless Chromium (Debian's `chromium` driven by
+embedded service, runs `lambdarec_nightly` through Airflow's REST API (every declared step a task
+that succeeded), streams new events through the API and shows the recommendations changing. Then headless Chromium (Debian's `chromium` driven by
 selenium through `chromedriver`, installed by `make test`) checks what a person would look at:
 - the Airflow UI lists the four DAGs and shows the demo's nightly run as successful;
 - the MLflow UI shows the registered ranker with its `champion` alias;
@@ -159,6 +159,17 @@ def test_demo_shows_the_whole_loop(demo: dict) -> None:
     assert re.search(r"champion: lambdarec-ranker v\d+", out)
     assert re.search(r"recommendations for \S+, before and after", out)
     assert re.search(r"p50 [\d.]+ ms over \d+ requests", out)
+
+
+def test_the_nightly_ran_every_declared_step_through_airflow(demo: dict) -> None:
+    """The demo's lambdarec_nightly run, through the scheduler and SparkSubmitOperator: one task per
+    declared step (feature_store.nightly), each a success."""
+    from feature_store.nightly import step_names
+    from lambdarec.airflow_local import AirflowClient, airflow_url
+
+    run_id = re.search(r"nightly run (demo__\S+):", demo["stdout"])[1]
+    client = AirflowClient(airflow_url(demo["settings"]), demo["user"], demo["password"])
+    assert client.task_states("lambdarec_nightly", run_id) == dict.fromkeys(step_names(), "success")
 
 
 def test_airflow_ui_lists_the_dags_and_a_successful_nightly_run(demo: dict, browser) -> None:

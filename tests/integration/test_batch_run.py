@@ -21,6 +21,7 @@ from feature_store.tables import BATCH_SCORES, CANDIDATES, TRAINING_SET
 from lambdarec import batch_task
 from lambdarec.cli import build_app
 from lambdarec.datagen import GeneratorConfig, generate
+from lambdarec.promotion import FORCED_REASON_TAG, PromotionRejected, promote_version, validate_version
 from lambdarec.testing import settings_environment, spark_cache_is_empty
 from spark_jobs.als_tuning import GRID_KEYS, choose_best
 from spark_jobs.batch_pipeline import STEPS, run_step
@@ -185,6 +186,33 @@ def test_batch_run_ends_with_a_champion_and_recommendations_in_redis(
     batch_task.main(["expire", "--date", str(RUN_DATE)])
     printed = capsys.readouterr().out.strip().splitlines()[-1]
     assert printed.startswith("{'expired': [], 'seconds': ") and printed.endswith("}")
+
+    # What lambdarec_promote's tasks do on the registry the nightly left: the other ranker is judged on
+    # the run's holdout; forcing it moves `champion` and records the reason in MLflow.
+    other = next(v for v in versions if v != champion)
+    check = validate_version(spark, batch_settings, other).as_dict()
+    assert (check["version"], check["champion"], check["metric"], check["holdout_as_of"]) == (
+        other,
+        champion,
+        batch_settings.promotion_metric,
+        str(cut.holdout),
+    )
+    # the same holdout and models as the evaluate step: the same metrics
+    assert check["candidate_score"] == pytest.approx(results[labels[f"v{other}"]]["ndcg@10"], abs=1e-12)
+    assert check["champion_score"] == pytest.approx(results[labels[f"v{champion}"]]["ndcg@10"], abs=1e-12)
+    if not check["passed"]:
+        with pytest.raises(PromotionRejected):
+            promote_version(batch_settings, check)
+        assert champion_version(batch_settings) == champion
+    message = promote_version(
+        batch_settings, {**check, "passed": False}, force=True, reason="rollout test of the other ranker"
+    )
+    assert message.startswith(f"{name} v{other} is champion (forced")
+    assert champion_version(batch_settings) == other
+    assert (
+        mlflow_client.get_model_version(name, other).tags[FORCED_REASON_TAG]
+        == "rollout test of the other ranker"
+    )
 
 
 @pytest.mark.parametrize("fails", [False, True])
