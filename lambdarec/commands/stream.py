@@ -34,34 +34,23 @@ def _job_pid(settings, status: dict[str, str]) -> int | None:
     return int(status["pid"]) if is_job else None
 
 
-def _heartbeat(client, keys) -> str:
-    """The heartbeat key's `<host>:<pid>`, "" when no job renews it."""
-    return (client.get(keys.speed_heartbeat) or b"").decode()
-
-
 def read_status(settings) -> dict[str, str]:
     """The status hash, plus `heartbeat`: `<host>:<pid>` of the job alive on any host ("" when none)."""
     from feature_store.redis_keys import RedisKeys
+    from feature_store.stream_liveness import current_heartbeat
     from lambdarec.composition import redis_client
 
     keys, client = RedisKeys(settings.redis_key_prefix), redis_client(settings)
     status = {k.decode(): v.decode() for k, v in client.hgetall(keys.speed_status).items()}
-    status["heartbeat"] = _heartbeat(client, keys)
+    status["heartbeat"] = current_heartbeat(client, keys)
     return status
 
 
 def live_heartbeat(status: dict[str, str]) -> str | None:
-    """The heartbeat's `<host>:<pid>`, unless it names a process of this host that is gone (a job killed
-    here leaves its heartbeat for up to its TTL; a restart right after must not wait for it)."""
-    import socket
+    """The identity of the job alive by its heartbeat (feature_store.stream_liveness.live_identity)."""
+    from feature_store.stream_liveness import live_identity
 
-    import psutil
-
-    beat = status.get("heartbeat", "")
-    host, _, pid = beat.rpartition(":")
-    if not beat or (host == socket.gethostname() and pid.isdigit() and not psutil.pid_exists(int(pid))):
-        return None
-    return beat
+    return live_identity(status.get("heartbeat", ""))
 
 
 def job_alive(settings, status: dict[str, str]) -> bool:
@@ -72,18 +61,17 @@ def job_alive(settings, status: dict[str, str]) -> bool:
 def _stop_remote(settings, timeout_s: float) -> int:
     """Ask the job named by the heartbeat to stop (through Redis) and wait until its heartbeat is gone."""
     from feature_store.redis_keys import RedisKeys
+    from feature_store.stream_liveness import current_heartbeat, request_stop
     from lambdarec.composition import redis_client
     from lambdarec.local_services import wait_until
 
     keys, client = RedisKeys(settings.redis_key_prefix), redis_client(settings)
-    target = _heartbeat(client, keys)
+    target = current_heartbeat(client, keys)
     if not target:
         typer.echo("the streaming job is not running")
         return 0
-    client.set(
-        keys.speed_stop_request, target, px=int(max(timeout_s, settings.stream_heartbeat_ttl_s) * 1000)
-    )
-    if not wait_until(lambda: _heartbeat(client, keys) != target, timeout_s):
+    request_stop(client, keys, target, max(timeout_s, settings.stream_heartbeat_ttl_s))
+    if not wait_until(lambda: current_heartbeat(client, keys) != target, timeout_s):
         typer.secho(f"{target} did not stop within {timeout_s:.0f}s", fg=typer.colors.RED, err=True)
         return 1
     typer.echo(f"stopped the streaming job ({target})")

@@ -38,6 +38,7 @@ from feature_store.event_bus import newest_entry_id, record_committed, register_
 from feature_store.events import EventTypes
 from feature_store.redis_keys import RedisKeys
 from feature_store.settings import Settings
+from feature_store.stream_liveness import end_heartbeat, job_identity, renew_heartbeat, stop_requested
 from spark_jobs.streaming.redis_apply import apply_batch, catalog_categories, write_status
 from spark_jobs.streaming.speed_features import (
     counter_ops,
@@ -548,49 +549,6 @@ def quiet_trigger_warnings(spark) -> None:
     jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
         "org.apache.spark.sql.execution.streaming.runtime.ProcessingTimeExecutor", level
     )
-
-
-def job_identity() -> str:
-    import socket
-
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def renew_heartbeat(client, keys: RedisKeys, identity: str, ttl_s: float) -> None:
-    """The liveness lease (`RedisKeys.speed_heartbeat`); best effort like `heartbeat`."""
-    import redis
-
-    try:
-        client.set(keys.speed_heartbeat, identity, px=int(ttl_s * 1000))
-    except redis.RedisError as exc:
-        log.warning("could not renew the streaming heartbeat: %s", exc)
-
-
-# Delete a key only while it holds this job's identity (another job's heartbeat or request stays).
-_DELETE_IF_OURS = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-
-def end_heartbeat(client, keys: RedisKeys, identity: str) -> None:
-    """Drop the lease on a clean stop, only if it is still this job's."""
-    import redis
-
-    try:
-        client.eval(_DELETE_IF_OURS, 1, keys.speed_heartbeat, identity)
-    except redis.RedisError as exc:
-        log.warning("could not end the streaming heartbeat: %s", exc)
-
-
-def stop_requested(client, keys: RedisKeys, identity: str) -> bool:
-    """Whether a stop request names this job (taking it); a request for an earlier job is not ours."""
-    import redis
-
-    try:
-        return bool(client.eval(_DELETE_IF_OURS, 1, keys.speed_stop_request, identity))
-    except redis.RedisError:
-        return False
 
 
 def heartbeat(client, keys: RedisKeys, fields: dict) -> None:

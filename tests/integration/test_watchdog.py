@@ -13,7 +13,14 @@ import pytest
 from feature_store.event_bus import record_committed
 from feature_store.redis_keys import RedisKeys
 from feature_store.settings import Settings
-from lambdarec.commands.stream import live_heartbeat
+from feature_store.stream_liveness import (
+    current_heartbeat,
+    end_heartbeat,
+    live_identity,
+    renew_heartbeat,
+    request_stop,
+    stop_requested,
+)
 from lambdarec.watchdog import check_stream, oldest_uncommitted_ms, run_cli
 
 pytestmark = pytest.mark.integration
@@ -78,7 +85,25 @@ def test_a_job_on_another_host_is_alive_while_its_heartbeat_lasts(watched: Setti
 def test_a_heartbeat_left_by_a_job_killed_on_this_host_does_not_count() -> None:
     here = socket.gethostname()
     gone = max(psutil.pids()) + 100_000  # no such process
-    assert live_heartbeat({"heartbeat": f"{here}:{gone}"}) is None
-    assert live_heartbeat({"heartbeat": f"{here}:{os.getpid()}"}) == f"{here}:{os.getpid()}"
-    assert live_heartbeat({"heartbeat": f"other-host:{gone}"}) == f"other-host:{gone}"
-    assert live_heartbeat({"heartbeat": ""}) is None
+    assert live_identity(f"{here}:{gone}") is None
+    assert live_identity(f"{here}:{os.getpid()}") == f"{here}:{os.getpid()}"
+    assert live_identity(f"other-host:{gone}") == f"other-host:{gone}"
+    assert live_identity("") is None
+
+
+def test_a_job_ends_only_its_own_heartbeat_and_takes_only_its_own_stop_request(redis_client) -> None:
+    keys = RedisKeys("lv")
+    renew_heartbeat(redis_client, keys, "host-a:1", ttl_s=30)
+    assert current_heartbeat(redis_client, keys) == "host-a:1"
+    assert 29_000 < redis_client.pttl(keys.speed_heartbeat) <= 30_000
+    end_heartbeat(redis_client, keys, "host-b:2")  # a job whose lease was taken over leaves the new one
+    assert current_heartbeat(redis_client, keys) == "host-a:1"
+    end_heartbeat(redis_client, keys, "host-a:1")
+    assert current_heartbeat(redis_client, keys) == ""
+
+    request_stop(redis_client, keys, "host-a:1", ttl_s=10)
+    assert not stop_requested(redis_client, keys, "host-b:2")  # the next job is not the one asked
+    assert stop_requested(redis_client, keys, "host-a:1")
+    assert redis_client.exists(keys.speed_stop_request) == 0 and not stop_requested(
+        redis_client, keys, "host-a:1"
+    )
