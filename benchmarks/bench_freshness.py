@@ -21,6 +21,8 @@ A rate is "bounded" when the job caught up within 10 s after publishing stopped 
 in the last third of the run is at most 1.5x (+ 0.5 s) the first third's.
 
 `python -m benchmarks.bench_freshness [--quick] [--bus kafka]` (quick: 15 s per rate instead of 60 s).
+
+Why one module: one experiment (set-up, load generator, probes, result file) read as one script.
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ Open loop: requests leave on a fixed schedule whatever the server does, and late
 the scheduled send time, so a stalled server shows up as latency instead of a slower client.
 `python -m benchmarks.bench_serving [--quick]` (quick: 10 s per rate instead of 60 s, and only the
 variants in QUICK_VARIANTS).
+
+Why one module: one experiment (set-up, load generator, variants, result file) read as one script.
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ assigned by Redis (`*`), so the millisecond part of an id is the moment the even
 Trimming never drops unread events: each streaming query records the last offset Spark committed in
 the hash `RedisKeys.stream_committed(stream)`, and trimming only removes entries below the lowest of
 them (`XTRIM MINID`).
+
+Why one module: both buses, their one wire format and the commit/trim rules that the publisher, the
+stream source and the watchdog must agree on are read side by side here.
 """
 
 from __future__ import annotations

@@ -19,6 +19,9 @@
 Events are written as they are generated (one session at a time, round-robin over shard files), so
 memory stays O(users + items) whatever the number of events. `manifest.json` records how many good rows
 and how many bad rows of each reason were written: the ground truth the ingest tests check against.
+
+Why one module: the world, its sessions and the bad rows draw from one seeded random stream, so one
+seed reproduces the output byte for byte; split, the draw order would be a contract between files.
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ bottom in `run_demo`:
 6. a summary: rows processed, the champion's metrics, the p50 latency the demo saw, the UIs' URLs.
 
 Services the demo starts keep running after it ends; `lambdarec demo-stop` stops them all.
+
+Why one module: it is a narrated script, read top to bottom in `run_demo`, each stage a small function.
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ Endpoints (OpenAPI at /docs):
 - `GET /v1/recommendations/{user_id}`, `GET /v1/items/{item_id}/similar`, `POST /v1/events`
   (API key in `X-API-Key`, see `serving.auth`);
 - `GET /healthz` (alive), `GET /readyz` (Redis, model, batch version, speed lag), `GET /metrics`.
+
+Why one module: the routes, their shared validation and the lifespan that wires `Services` are the
+HTTP surface in one place; request logic lives in serving.recommender.
 """
 
 import asyncio

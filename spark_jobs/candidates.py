@@ -15,6 +15,9 @@ the history it sees is `interactions` strictly before `as_of`. `spark_jobs.batch
 `candidates`) reads silver interactions, calls `build_candidates` for each cut-off and writes each source
 to its own `gold/candidates` partition (as_of, source) plus `gold/item_similar`. `next_items` is
 what candidates are supposed to find (their recall is spark_jobs.evaluation.candidate_pool_recall).
+
+Why one module: the four sources share the history, seen-items and rank rules and `build_candidates`
+composes them; split by source, each file would re-import the same half of this one.
 """
 
 from __future__ import annotations

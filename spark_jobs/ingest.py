@@ -21,6 +21,9 @@ follows the stored text).
 `split_valid_events`, `write_bronze` and `write_quarantine` are general (any DataFrame with `raw` and
 `source`): the batch `ingest` step below and the streaming job's foreachBatch both use them.
 `ingest(spark, settings, source, fmt, ingest_time)` is the thin step behind `lambdarec ingest`.
+
+Why one module: `apply_event_rules` is the contract's rule table in Spark terms and is read against
+feature_store.events rule for rule; the writes below it are what every path into bronze shares.
 """
 
 from __future__ import annotations

@@ -25,6 +25,9 @@ MLflow registry and streaming checkpoints), so a replay never touches the produc
    model gets the same request: the API variants are passed the items the user consumed during the
    replay as `exclude` (as a product backend would), the heuristics leave out the same items, so a
    difference comes from the signals, not from what a model may show.
+
+Why one module: the replay's stages (prepare, batch, stream, ask, score) run in this order on one
+prepared input and one scratch environment; its pure parts live in lambdarec.replay.dataset/metrics.
 """
 
 from __future__ import annotations

@@ -19,6 +19,10 @@ and both stay exactly-once per event id (see `write_bronze_batch`, `redis_apply`
 
 The bus is a Redis Stream by default (`redis_stream_source`); `LAMBDAREC_EVENT_BUS=kafka` reads a
 Kafka topic with Spark's Kafka source instead (`make setup` puts its JARs in `Settings.jars_dir`).
+
+Why one module: the two queries, their writers and the restart loop share the query names, the status
+hash and the bus; the pure planning lives in speed_features, redis_apply and bronze_rows, the
+liveness rules in feature_store.stream_liveness.
 """
 
 from __future__ import annotations
