@@ -27,7 +27,8 @@ MLflow registry and streaming checkpoints), so a replay never touches the produc
    difference comes from the signals, not from what a model may show.
 
 Why one module: the replay's stages (prepare, batch, stream, ask, score) run in this order on one
-prepared input and one scratch environment; its pure parts live in lambdarec.replay.dataset/metrics.
+prepared input and one scratch environment; its pure parts live in lambdarec.replay.dataset, protocol
+and scoring.
 """
 
 from __future__ import annotations
