@@ -1,5 +1,7 @@
 """ALS tuning on a validation split of the history: the split, and the grid choosing the point that ranks."""
 
+from pyspark.testing import assertDataFrameEqual
+
 from spark_jobs.als_tuning import AlsGrid, tune_als, validation_split, validation_targets
 from spark_jobs.candidates import CandidateParams
 from tests.batch_models_data import interaction, interactions_df
@@ -35,7 +37,10 @@ def test_validation_split_holds_out_each_users_latest_share(spark):
         ("u3", "c", 2),
     ]
     # a was touched again, but the user had it before: only d is new
-    assert sorted(tuple(r) for r in validation_targets(fit, held_out).collect()) == [("u1", "d", 1.0)]
+    assertDataFrameEqual(
+        validation_targets(fit, held_out),
+        spark.createDataFrame([("u1", "d", 1.0)], "user_id STRING, item_id STRING, relevance DOUBLE"),
+    )
 
 
 def test_the_grid_keeps_the_point_that_finds_the_held_out_items(spark):

@@ -6,6 +6,7 @@ from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from pyspark.testing import assertDataFrameEqual
 
 from feature_store.events import BUS_ENTRY_REASONS, QuarantineReason, first_copies, validate_event_dict
 from feature_store.tables import BRONZE_EVENTS, ITEMS, QUARANTINE
@@ -161,33 +162,39 @@ def test_split_gives_bronze_rows_and_quarantine_rows_with_reasons(spark):
     ]
     df = arrived_in_order(spark, raws, "file:/in.jsonl")
     events, quarantine = split_valid_events(df, NOW, TOLERANCE)
-    assert sorted(tuple(r) for r in events.collect()) == [
-        (
-            "e1",
-            "u1",
-            "i1",
-            "view",
-            naive("2026-11-01 10:00:00"),
-            2.0,
-            {"device": "web"},
-            "file:/in.jsonl",
-            naive("2026-11-01 12:00:00"),
-            date(2026, 11, 1),
+    # the bronze shape, column for column (names, order, types) and row for row
+    assertDataFrameEqual(
+        events,
+        spark.createDataFrame(
+            [
+                (
+                    "e1",
+                    "u1",
+                    "i1",
+                    "view",
+                    naive("2026-11-01 10:00:00"),
+                    2.0,
+                    {"device": "web"},
+                    "file:/in.jsonl",
+                    naive("2026-11-01 12:00:00"),
+                    date(2026, 11, 1),
+                ),
+                (
+                    "e2",
+                    "u2",
+                    "i1",
+                    "rating",
+                    naive("2026-11-01 00:30:00"),
+                    4.5,
+                    None,
+                    "file:/in.jsonl",
+                    naive("2026-11-01 12:00:00"),
+                    date(2026, 11, 1),
+                ),
+            ],
+            BRONZE_EVENTS.ddl,
         ),
-        (
-            "e2",
-            "u2",
-            "i1",
-            "rating",
-            naive("2026-11-01 00:30:00"),
-            4.5,
-            None,
-            "file:/in.jsonl",
-            naive("2026-11-01 12:00:00"),
-            date(2026, 11, 1),
-        ),
-    ]
-    assert list(events.columns) == list(BRONZE_EVENTS.columns)
+    )
     assert list(quarantine.columns) == list(QUARANTINE.columns)
     assert sorted((r["raw"], r["reason"], r["source"], r["ingest_date"]) for r in quarantine.collect()) == [
         ("garbage", "malformed", "file:/in.jsonl", date(2026, 11, 1)),
@@ -378,12 +385,18 @@ def test_movielens_csv_to_raw_keeps_the_header_out(spark):
     lines = spark.createDataFrame(
         [("userId,movieId,rating,timestamp", "r"), ("7,8,4.0,10", "r")], "line STRING, source STRING"
     )
-    assert [tuple(r) for r in movielens_ratings_to_raw(lines).collect()] == [
-        (
-            '{"event_id":"ml-7-8-10","user_id":"7","item_id":"8","event_type":"rating","ts":10000,"value":4.0}',
-            "r",
-        )
-    ]
+    assertDataFrameEqual(
+        movielens_ratings_to_raw(lines),
+        spark.createDataFrame(
+            [
+                (
+                    '{"event_id":"ml-7-8-10","user_id":"7","item_id":"8","event_type":"rating","ts":10000,"value":4.0}',
+                    "r",
+                )
+            ],
+            "raw STRING, source STRING",
+        ),
+    )
 
 
 def test_generated_file_with_bad_rows_lands_row_for_row(spark, table_settings, tmp_path):

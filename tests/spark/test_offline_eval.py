@@ -4,6 +4,7 @@ interactions, and the CLI's argument checks."""
 from datetime import date, datetime
 
 import pytest
+from pyspark.testing import assertDataFrameEqual
 from typer.testing import CliRunner
 
 from feature_store.settings import Settings
@@ -86,8 +87,13 @@ def test_ratings_become_rating_interactions_and_any_rating_is_relevant(spark, ra
         ("c", "rating", 2.5, 1),
         ("d", "rating", 1.0, 1),
     ]
-    labels = sorted(tuple(r) for r in any_rating_labels(interactions).collect())
-    assert labels == [("1", "a", 1.0), ("1", "b", 1.0), ("1", "c", 1.0), ("1", "d", 1.0)]
+    assertDataFrameEqual(
+        any_rating_labels(interactions),
+        spark.createDataFrame(
+            [("1", "a", 1.0), ("1", "b", 1.0), ("1", "c", 1.0), ("1", "d", 1.0)],
+            "user_id STRING, item_id STRING, relevance DOUBLE",
+        ),
+    )
 
 
 def test_warm_view_keeps_only_test_users_the_train_part_saw(spark, ratings_csv):
