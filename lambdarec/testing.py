@@ -1,5 +1,6 @@
 """Builders shared by the tests and the benchmarks: a ranker as the batch layer ships it, registered
-in MLflow the way the batch layer registers it. Imports the layers lazily, like the rest of lambdarec.
+in MLflow the way the batch layer registers it; the streaming job as a process; shop events with the
+speed features they must leave in Redis. Imports the layers lazily, like the rest of lambdarec.
 """
 
 from __future__ import annotations
@@ -159,3 +160,79 @@ def stop_server(process: subprocess.Popen) -> None:
 def spark_cache_is_empty(spark) -> bool:
     """Nothing is cached in the session (what `spark_jobs.session.job_cache` leaves behind)."""
     return spark._jsparkSession.sharedState().cacheManager().isEmpty()
+
+
+def shop_events(count: int, t0: int, seed: int = 3, first: int = 0) -> list[dict]:
+    """`count` good events (ids `k<first>`...) of 12 users on 8 items in 3 categories, 100 ms apart from
+    `t0` (epoch ms; one session per user)."""
+    import random
+
+    rng = random.Random(seed)
+    kinds = ["view", "view", "view", "click", "add_to_cart", "purchase", "rating"]
+    events = []
+    for n in range(first, first + count):
+        kind = rng.choice(kinds)
+        events.append(
+            {
+                "event_id": f"k{n}",
+                "user_id": f"u{rng.randrange(12)}",
+                "item_id": f"i{rng.randrange(8)}",
+                "event_type": kind,
+                "ts": t0 + n * 100,
+                "value": 4.0 if kind == "rating" else None,
+                "context": {"category": f"c{rng.randrange(3)}"},
+            }
+        )
+    return events
+
+
+def speed_ground_truth(events: list[dict]) -> dict:
+    """The session counters, 1 h trending weights and co-visitation counts that `events` (each counted
+    once, all in one session per user and inside the hour) must leave in Redis."""
+    from collections import Counter, defaultdict
+
+    from feature_store.events import EventTypes
+
+    weights = {t.name: 1.0 if t.explicit else max(t.weight, 0.0) for t in EventTypes()}
+    sessions: dict[str, Counter] = defaultdict(Counter)
+    trending: Counter = Counter()
+    items_by_user: dict[str, set] = defaultdict(set)
+    for e in events:
+        sessions[e["user_id"]][f"type:{e['event_type']}"] += 1
+        sessions[e["user_id"]][f"cat:{e['context']['category']}"] += 1
+        trending[e["item_id"]] += weights[e["event_type"]]
+        if weights[e["event_type"]] > 0:
+            items_by_user[e["user_id"]].add(e["item_id"])
+    covisit: dict[str, Counter] = defaultdict(Counter)
+    for items in items_by_user.values():
+        for a in items:
+            for b in items - {a}:
+                covisit[a][b] += 1
+    return {"sessions": sessions, "trending": trending, "covisit": covisit}
+
+
+def speed_feature_mismatches(client, keys, events: list[dict]) -> list[str]:
+    """The Redis keys whose speed features differ from `speed_ground_truth(events)`, with both values
+    ([] when Redis holds exactly what the events make, each counted once)."""
+
+    def texts(key: str) -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in client.hgetall(key).items()}
+
+    def scores(key: str) -> dict[str, float]:
+        return {m.decode(): s for m, s in client.zrange(key, 0, -1, withscores=True)}
+
+    truth = speed_ground_truth(events)
+    wrong = []
+    for user, counters in truth["sessions"].items():
+        key = keys.session_counters(user)
+        found = {k: int(v) for k, v in texts(key).items() if k.startswith(("type:", "cat:"))}
+        if found != dict(counters):
+            wrong.append(f"{key}: {found} != {dict(counters)}")
+    expected = {item: w for item, w in truth["trending"].items() if w > 0}
+    if (found := scores(keys.trending("1h"))) != expected:
+        wrong.append(f"{keys.trending('1h')}: {found} != {expected}")
+    for item, neighbours in truth["covisit"].items():
+        expected = {k: float(v) for k, v in neighbours.items()}
+        if (found := scores(keys.covisit(item))) != expected:
+            wrong.append(f"{keys.covisit(item)}: {found} != {expected}")
+    return wrong

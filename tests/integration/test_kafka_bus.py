@@ -19,14 +19,14 @@ import orjson
 import pytest
 
 from feature_store.event_bus import KafkaPublisher, encode_payload, open_publisher
-from feature_store.events import Event, EventTypes
+from feature_store.events import Event
 from feature_store.settings import Settings
 from feature_store.tables import BRONZE_EVENTS, QUARANTINE
 from lambdarec.kafka_broker import ensure_topic
+from lambdarec.testing import speed_feature_mismatches
 from serving.app import create_app
 from tests.integration.test_streaming import (
     KEYS,
-    _ground_truth,
     _job_env,
     _shop_events,
     status_counts,
@@ -326,17 +326,7 @@ def test_sigkill_mid_run_on_kafka_then_restart_loses_and_doubles_nothing(
                 sep="\n",
             )
 
-    truth = _ground_truth(events, EventTypes())
-    for user, counters in truth["sessions"].items():
-        session = text_hash(redis_client, KEYS.session_counters(user))
-        assert {k: int(v) for k, v in session.items() if k.startswith(("type:", "cat:"))} == dict(counters), (
-            user
-        )
-    assert zset(redis_client, KEYS.trending("1h")) == {
-        item: w for item, w in truth["trending"].items() if w > 0
-    }
-    for item, neighbours in truth["covisit"].items():
-        assert zset(redis_client, KEYS.covisit(item)) == {k: float(v) for k, v in neighbours.items()}, item
+    assert speed_feature_mismatches(redis_client, KEYS, events) == []
     bronze_ids = [
         r.event_id
         for r in spark.read.format("delta")

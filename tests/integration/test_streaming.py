@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from feature_store.events import EventTypes
 from feature_store.redis_keys import RedisKeys
 from feature_store.settings import Settings, project_root
 from feature_store.tables import BRONZE_EVENTS, QUARANTINE
-from lambdarec.testing import start_speed_job
+from lambdarec.testing import shop_events, speed_feature_mismatches, start_speed_job
 
 pytestmark = pytest.mark.integration
 KEYS = RedisKeys("lr")
@@ -625,7 +624,7 @@ def test_an_event_sent_twice_counts_once_in_bronze_and_in_features(
     streaming_spark, stream_settings, redis_client
 ):
     spark, stream = streaming_spark, stream_settings.event_stream
-    events = _random_events(11, int(time.time() * 1000) - 60_000)
+    events = shop_events(11, int(time.time() * 1000) - 60_000)
     publish_events(redis_client, stream, events)
     publish_events(
         redis_client, stream, [events[-1]] + events
@@ -633,7 +632,7 @@ def test_an_event_sent_twice_counts_once_in_bronze_and_in_features(
     run_until_committed(spark, stream_settings, redis_client)
 
     assert sorted(bronze_event_ids(spark, stream_settings)) == sorted(e["event_id"] for e in events)
-    assert_features_equal_ground_truth(redis_client, events)
+    assert speed_feature_mismatches(redis_client, KEYS, events) == []
     status = text_hash(redis_client, KEYS.speed_status)
     assert (status["processed"], status["duplicates"]) == ("23", "12")
     user = events[0]["user_id"]
@@ -650,7 +649,7 @@ def test_fresh_checkpoints_neither_lose_nor_recount_events(streaming_spark, stre
 
     spark, stream = streaming_spark, stream_settings.event_stream
     settings = stream_settings.model_copy(update={"stream_max_rows_per_batch": 8})
-    events = _random_events(30, int(time.time() * 1000) - 60_000)
+    events = shop_events(30, int(time.time() * 1000) - 60_000)
     publish_events(redis_client, stream, events[:20])
     run_until_committed(spark, settings, redis_client)
 
@@ -663,7 +662,7 @@ def test_fresh_checkpoints_neither_lose_nor_recount_events(streaming_spark, stre
     publish_events(redis_client, stream, events[25:])
     run_until_committed(spark, settings, redis_client)
     assert sorted(bronze_event_ids(spark, settings)) == sorted(e["event_id"] for e in events)
-    assert_features_equal_ground_truth(redis_client, events)
+    assert speed_feature_mismatches(redis_client, KEYS, events) == []
 
 
 def test_a_stalled_bronze_keeps_its_backlog_on_the_bus_sheds_load_then_catches_up_exactly(
@@ -681,7 +680,7 @@ def test_a_stalled_bronze_keeps_its_backlog_on_the_bus_sheds_load_then_catches_u
     blocker.write_text("a file where bronze's folder should be: its path is unwritable")
     bronze = start_query(spark, settings, settings.redis_url, redis_client, BRONZE_QUERY)
     speed = RunningJob(spark, settings, redis_client, bronze=False)
-    events = _random_events(16, int(time.time() * 1000) - 60_000)
+    events = shop_events(16, int(time.time() * 1000) - 60_000)
 
     def publish(batch: list[dict]) -> bool:
         try:
@@ -721,61 +720,6 @@ def test_a_stalled_bronze_keeps_its_backlog_on_the_bus_sheds_load_then_catches_u
 
 
 # -- recovery after SIGKILL (the job as its own process) -------------------------------------------
-def _ground_truth(events: list[dict], types: EventTypes) -> dict:
-    weights = {t.name: 1.0 if t.explicit else max(t.weight, 0.0) for t in types}
-    sessions: dict[str, Counter] = defaultdict(Counter)
-    trending: Counter = Counter()
-    items_by_user: dict[str, set] = defaultdict(set)
-    for e in events:
-        sessions[e["user_id"]][f"type:{e['event_type']}"] += 1
-        sessions[e["user_id"]][f"cat:{e['context']['category']}"] += 1
-        trending[e["item_id"]] += weights[e["event_type"]]
-        if weights[e["event_type"]] > 0:
-            items_by_user[e["user_id"]].add(e["item_id"])
-    covisit: dict[str, Counter] = defaultdict(Counter)
-    for items in items_by_user.values():
-        for a in items:
-            for b in items - {a}:
-                covisit[a][b] += 1
-    return {"sessions": sessions, "trending": trending, "covisit": covisit}
-
-
-def _random_events(count: int, t0: int, seed: int = 3, first: int = 0) -> list[dict]:
-    """`count` good events of 12 users on 8 items in 3 categories, 100 ms apart from `t0` (one session each)."""
-    import random
-
-    rng = random.Random(seed)
-    kinds = ["view", "view", "view", "click", "add_to_cart", "purchase", "rating"]
-    events = []
-    for n in range(first, first + count):
-        kind = rng.choice(kinds)
-        events.append(
-            {
-                "event_id": f"k{n}",
-                "user_id": f"u{rng.randrange(12)}",
-                "item_id": f"i{rng.randrange(8)}",
-                "event_type": kind,
-                "ts": t0 + n * 100,
-                "value": 4.0 if kind == "rating" else None,
-                "context": {"category": f"c{rng.randrange(3)}"},
-            }
-        )
-    return events
-
-
-def assert_features_equal_ground_truth(client, events: list[dict]) -> None:
-    """Session counters, 1 h trending and co-visitation in Redis are exactly what `events` (each once) make."""
-    truth = _ground_truth(events, EventTypes())
-    for user, counters in truth["sessions"].items():
-        session = text_hash(client, KEYS.session_counters(user))
-        assert {k: int(v) for k, v in session.items() if k.startswith(("type:", "cat:"))} == dict(counters), (
-            user
-        )
-    assert zset(client, KEYS.trending("1h")) == {item: w for item, w in truth["trending"].items() if w > 0}
-    for item, neighbours in truth["covisit"].items():
-        assert zset(client, KEYS.covisit(item)) == {k: float(v) for k, v in neighbours.items()}, item
-
-
 def bronze_event_ids(spark, settings: Settings) -> list[str]:
     return [
         r.event_id
@@ -807,7 +751,7 @@ def _job_env(settings: Settings) -> dict[str, str]:
 def test_sigkill_mid_run_then_restart_loses_and_doubles_nothing(
     spark, stream_settings, redis_client, tmp_path
 ):
-    events = _random_events(400, int(time.time() * 1000) - 120_000)
+    events = shop_events(400, int(time.time() * 1000) - 120_000)
     bad = [f"garbage {n}" for n in range(20)]
     payloads = events[:]
     for n, line in enumerate(bad):
@@ -871,7 +815,7 @@ def test_sigkill_mid_run_then_restart_loses_and_doubles_nothing(
             table_count(spark, stream_settings, BRONZE_EVENTS),
         )
 
-    assert_features_equal_ground_truth(redis_client, events)
+    assert speed_feature_mismatches(redis_client, KEYS, events) == []
     assert sorted(bronze_event_ids(spark, stream_settings)) == sorted(
         e["event_id"] for e in events
     )  # each exactly once
