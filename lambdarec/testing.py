@@ -162,9 +162,9 @@ def spark_cache_is_empty(spark) -> bool:
     return spark._jsparkSession.sharedState().cacheManager().isEmpty()
 
 
-def shop_events(count: int, t0: int, seed: int = 3, first: int = 0) -> list[dict]:
-    """`count` good events (ids `k<first>`...) of 12 users on 8 items in 3 categories, 100 ms apart from
-    `t0` (epoch ms; one session per user)."""
+def shop_events(count: int, t0: int, seed: int = 3, first: int = 0, users: int = 12) -> list[dict]:
+    """`count` good events (ids `k<first>`...) of `users` users on 8 items in 3 categories, 100 ms apart
+    from `t0` (epoch ms; one session per user)."""
     import random
 
     rng = random.Random(seed)
@@ -175,7 +175,7 @@ def shop_events(count: int, t0: int, seed: int = 3, first: int = 0) -> list[dict
         events.append(
             {
                 "event_id": f"k{n}",
-                "user_id": f"u{rng.randrange(12)}",
+                "user_id": f"u{rng.randrange(users)}",
                 "item_id": f"i{rng.randrange(8)}",
                 "event_type": kind,
                 "ts": t0 + n * 100,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from feature_store.events import Event
 from feature_store.settings import Settings
 from feature_store.tables import BRONZE_EVENTS, QUARANTINE
 from lambdarec.kafka_broker import ensure_topic
-from lambdarec.testing import speed_feature_mismatches
+from lambdarec.testing import shop_events, speed_feature_mismatches
 from serving.app import create_app
 from tests.integration.test_streaming import (
     KEYS,
@@ -250,23 +249,7 @@ def test_sigkill_mid_run_on_kafka_then_restart_loses_and_doubles_nothing(
     spark, kafka_stream_settings, redis_client, tmp_path
 ):
     settings = kafka_stream_settings
-    rng = random.Random(5)
-    t0 = int(time.time() * 1000) - 120_000
-    kinds = ["view", "view", "view", "click", "add_to_cart", "purchase", "rating"]
-    events = []
-    for n in range(200):
-        kind = rng.choice(kinds)
-        events.append(
-            {
-                "event_id": f"k{n}",
-                "user_id": f"u{rng.randrange(10)}",
-                "item_id": f"i{rng.randrange(8)}",
-                "event_type": kind,
-                "ts": t0 + n * 100,
-                "value": 4.0 if kind == "rating" else None,
-                "context": {"category": f"c{rng.randrange(3)}"},
-            }
-        )
+    events = shop_events(200, int(time.time() * 1000) - 120_000, seed=5, users=10)
     bad = [f"garbage {n}" for n in range(8)]
     payloads = events[:]
     for n, line in enumerate(bad):
