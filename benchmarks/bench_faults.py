@@ -15,12 +15,19 @@ with what the published events must leave there (`lambdarec.testing.speed_featur
   byte size, the 5,000 `context_too_large`, and the 100 normal events become features; the seconds from
   their publish until the last is counted are reported (the issue's target: 30 s).
 
+- `partition`: `lambdarec serve` (a champion loaded, the online store seeded as bench_serving does)
+  answers 200 requests/s while its redis-server is frozen with SIGSTOP for 30 s (no reply and no reset:
+  what a silent network partition looks like to the API), then thawed. Expected: every answer a 200,
+  within twice the Redis budget while frozen (degraded), and the first non-degraded answer within 2 s
+  of the thaw. Every request counts in the latencies, failed ones too.
+
 The kill moments are random, not aimed at a Delta commit or a Redis apply; what each kill interrupted is
 recorded as the job's counters at that moment.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import shutil
@@ -30,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import REPO, main, write_result
+from benchmarks.common import REPO, main, percentiles, write_result
 
 NAME = "faults"
 APPEND_ONLY = ("--appendonly", "yes")
@@ -286,8 +293,116 @@ def poison(work: Path, big_mb: int, wide_events: int, context_kb: int, normal: i
     }
 
 
+async def timed_requests(port: int, rate: int, duration_s: float, users: int, on_tick) -> list[tuple]:
+    """GET /v1/recommendations at `rate` per second on a fixed schedule for `duration_s`; `on_tick(t)` is
+    called with the seconds since the start before each request. Returns (scheduled s, latency ms,
+    HTTP status or 0 for a failure, degraded, requests in flight when it was sent) per request."""
+    import aiohttp
+
+    now = time.perf_counter
+    records: list[tuple] = []
+    in_flight = 0
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1024), timeout=timeout) as session:
+
+        async def get(user: str, scheduled: float, at: float) -> None:
+            nonlocal in_flight
+            waiting, status, degraded = in_flight, 0, False
+            in_flight += 1
+            try:
+                async with session.get(
+                    f"http://127.0.0.1:{port}/v1/recommendations/{user}", params={"k": "10"}
+                ) as response:
+                    body = await response.read()
+                    status, degraded = response.status, b'"degraded":true' in body
+            except (TimeoutError, aiohttp.ClientError):
+                pass
+            finally:
+                in_flight -= 1
+            records.append((round(at, 3), (now() - scheduled) * 1000, status, degraded, waiting))
+
+        rng = random.Random(5)
+        started = now()
+        tasks = []
+        for n in range(int(rate * duration_s)):
+            at = n / rate
+            on_tick(at)
+            delay = started + at - now()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(get(f"u{rng.randrange(users)}", started + at, at)))
+        await asyncio.gather(*tasks)
+    return sorted(records)
+
+
+def partition(work: Path, before_s: float, frozen_s: float, after_s: float, rate: int = 200) -> dict:
+    import redis
+
+    from benchmarks.bench_serving import N_USERS, _start_ready, seed_online_store
+    from feature_store.settings import Settings
+    from lambdarec.redis_server import EmbeddedRedis
+    from lambdarec.testing import register_ranker_files, stop_server, train_ranker_files
+
+    server = EmbeddedRedis(directory=work / "redis", extra_args=APPEND_ONLY).start()
+    seed_online_store(redis.Redis.from_url(server.url))
+    settings = Settings(data_dir=work, redis_url=server.url)
+    register_ranker_files(settings, train_ranker_files(work / "ranker", seed=0, trees=100, leaves=31))
+    env = {
+        **os.environ,
+        "LAMBDAREC_DATA_DIR": str(work),
+        "LAMBDAREC_REDIS_URL": server.url,
+        "LAMBDAREC_MLFLOW_TRACKING_URI": settings.tracking_uri,
+        "LAMBDAREC_MLFLOW_ARTIFACT_ROOT": settings.artifact_root,
+    }
+    api, port, _ = _start_ready(env, work / "serve.log")
+    moments: dict[str, float] = {}
+
+    def on_tick(at: float) -> None:
+        if "frozen" not in moments and at >= before_s:
+            os.kill(server.process.pid, signal.SIGSTOP)
+            moments["frozen"] = at
+        if "thawed" not in moments and at >= before_s + frozen_s:
+            os.kill(server.process.pid, signal.SIGCONT)
+            moments["thawed"] = at
+
+    try:
+        records = asyncio.run(timed_requests(port, rate, before_s + frozen_s + after_s, N_USERS, on_tick))
+    finally:
+        if server.process.poll() is None:
+            os.kill(server.process.pid, signal.SIGCONT)
+        stop_server(api)
+        server.stop()
+    frozen, thawed = moments["frozen"], moments["thawed"]
+    during = [r for r in records if frozen <= r[0] < thawed]
+    after = [r for r in records if r[0] >= thawed]
+    first_healthy = next((r[0] for r in after if r[2] == 200 and not r[3]), None)
+    latencies = [r[1] for r in records]
+    budget_ms = settings.serving_redis_budget_s * 1000
+    return {
+        "rate": rate,
+        "seconds": {"before": before_s, "frozen": frozen_s, "after": after_s},
+        "redis_budget_ms": budget_ms,
+        "requests": len(records),
+        "non_200": sum(r[2] != 200 for r in records),
+        "latency_ms_all": {k: round(v, 2) for k, v in percentiles(latencies, (50, 99, 100)).items()},
+        "latency_ms_frozen": {
+            k: round(v, 2) for k, v in percentiles([r[1] for r in during], (50, 99, 100)).items()
+        },
+        "frozen_requests": len(during),
+        "frozen_degraded": sum(r[3] for r in during),
+        "max_in_flight": max(r[4] for r in records) + 1,
+        "seconds_thaw_to_first_non_degraded": round(first_healthy - thawed, 3)
+        if first_healthy is not None
+        else None,
+        "ok": all(r[2] == 200 for r in records)
+        and max(r[1] for r in during) <= 2 * budget_ms
+        and first_healthy is not None
+        and first_healthy - thawed <= 2.0,
+    }
+
+
 def table(result: dict) -> dict:
-    chaos_run, poison_run = result["chaos"], result["poison"]
+    chaos_run, poison_run, cut = result["chaos"], result["poison"], result["partition"]
     kills = sum(1 for f in chaos_run["faults"] if f["fault"] == "SIGKILL job")
     return {
         "title": "Faults survived (the streaming job as its own process, redis-server with append-only persistence)",
@@ -319,6 +434,19 @@ def table(result: dict) -> dict:
                 f"{poison_run['seconds_publish_to_normal_counted']}",
                 poison_run["ok"],
             ],
+            [
+                "partition",
+                f"redis-server frozen (SIGSTOP) for {cut['seconds']['frozen']:.0f} s under {cut['rate']} "
+                "requests/s to lambdarec serve",
+                "non-200 answers; degraded answers while frozen; p99 / max ms while frozen; requests in "
+                "flight at most; s from the thaw to the first non-degraded answer",
+                f"0; {cut['frozen_requests']:,}; max <= {2 * cut['redis_budget_ms']:.0f} (twice the Redis "
+                "budget); bounded; <= 2",
+                f"{cut['non_200']}; {cut['frozen_degraded']:,}; {cut['latency_ms_frozen']['p99']} / "
+                f"{cut['latency_ms_frozen']['p100']}; {cut['max_in_flight']}; "
+                f"{cut['seconds_thaw_to_first_non_degraded']}",
+                cut["ok"],
+            ],
         ],
     }
 
@@ -331,6 +459,7 @@ def run(quick: bool, out_dir: Path) -> dict:
             "quick": quick,
             "chaos": chaos(work / "chaos", 2_000 if quick else 10_000, 2 if quick else 5),
             "poison": poison(work / "poison", 8 if quick else 64, 500 if quick else 5_000, 200),
+            "partition": partition(work / "partition", 5.0 if quick else 15.0, 10.0 if quick else 30.0, 10.0),
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -27,6 +27,18 @@ def test_the_faults_table_puts_expected_next_to_found():
             "seconds_publish_to_normal_counted": 41.5,
             "ok": False,
         },
+        "partition": {
+            "rate": 200,
+            "seconds": {"before": 15.0, "frozen": 30.0, "after": 10.0},
+            "redis_budget_ms": 100.0,
+            "non_200": 0,
+            "frozen_requests": 6_000,
+            "frozen_degraded": 6_000,
+            "latency_ms_frozen": {"p50": 101.2, "p99": 108.4, "p100": 131.0},
+            "max_in_flight": 24,
+            "seconds_thaw_to_first_non_degraded": 0.55,
+            "ok": True,
+        },
     }
     rows = table(result)["rows"]
     assert rows[0][1:] == [
@@ -41,4 +53,12 @@ def test_the_faults_table_puts_expected_next_to_found():
         "yes; oversize 1, context_too_large 5,000; 100; 0; <= 30",
         "yes; context_too_large 5,000, oversize 1; 100; 1; 41.5",
         False,
+    ]
+    assert rows[2][1:] == [
+        "redis-server frozen (SIGSTOP) for 30 s under 200 requests/s to lambdarec serve",
+        "non-200 answers; degraded answers while frozen; p99 / max ms while frozen; requests in flight at "
+        "most; s from the thaw to the first non-degraded answer",
+        "0; 6,000; max <= 200 (twice the Redis budget); bounded; <= 2",
+        "0; 6,000; 108.4 / 131.0; 24; 0.55",
+        True,
     ]
