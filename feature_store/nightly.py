@@ -1,7 +1,7 @@
 """The nightly batch steps, declared once: name, the steps each waits for, what it reads and writes, and
 what makes a rerun for the same run date D safe (its idempotency key).
 
-Read by `spark_jobs.batch_pipeline` (one body per declared step, run in this order by `lambdarec batch
+Read by `spark_jobs.batch_pipeline` (one body per declared step in spark_jobs.steps, run in this order by `lambdarec batch
 run`), by the Airflow DAG `lambdarec_nightly` (one task per step, wired by `after`) and by the docs
 (ARCHITECTURE.md holds `steps_markdown()`; a unit test checks all of them agree). Pure declarations in
 the standard library only: DAG files import this while Airflow parses them. Delta tables are named as

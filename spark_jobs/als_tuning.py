@@ -5,7 +5,7 @@ is held out; ALS is fitted on the rest once per grid point, and each point's can
 the held-out items the user had not touched before (NDCG@10 and recall@per_source, spark_jobs.evaluation).
 `choose_best` (pure) picks the point with the best `metric`. Only events before the cut-off are read, so
 tuning at the earliest cut-off of a run leaks nothing of the holdout into the candidates.
-Callers: spark_jobs.batch_pipeline (step `candidates`), spark_jobs.offline_eval.
+Callers: spark_jobs.steps.data (step `candidates`), spark_jobs.offline_eval.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@
   Only the `ease_max_items` most popular items get EASE columns (the inverse is cubic in items).
 
 Every function is a pure DataFrame transform with the cut-off `as_of` and its parameters as arguments:
-the history it sees is `interactions` strictly before `as_of`. `spark_jobs.batch_pipeline` (step
+the history it sees is `interactions` strictly before `as_of`. `spark_jobs.steps.data` (step
 `candidates`) reads silver interactions, calls `build_candidates` for each cut-off and writes each source
 to its own `gold/candidates` partition (as_of, source) plus `gold/item_similar`. `next_items` is
 what candidates are supposed to find (their recall is spark_jobs.evaluation.candidate_pool_recall).

@@ -5,7 +5,7 @@ touched before T (`relevant_items`). Every model is judged by its top-k list per
 popularity and ALS by their own candidate ranks (`top_k_from_source`), the rankers by their scores over
 all candidates (`top_k_by_score`), the blend by reciprocal-rank fusion of the rankers (`rank_fusion`).
 `ranking_metrics` computes the means of spark_jobs.metrics' per-user functions inside Spark tasks, so
-it scales with the number of users. Callers: spark_jobs.batch_pipeline (`evaluate`, `promote`),
+it scales with the number of users. Callers: spark_jobs.steps.models (`train_*`, `evaluate`),
 spark_jobs.model_registry (each training run's report), spark_jobs.offline_eval.
 """
 

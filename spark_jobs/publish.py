@@ -21,7 +21,7 @@ Writing from Spark: per-user and per-item keys are written by the executors, one
 per key kind with pipelined SETs in chunks, so the write scales with the executors and the driver never
 holds the batch (`toLocalIterator` would stream every row through the driver's one connection). A
 retried task rewrites the same keys with the same values. Only the small, global keys (meta, popular,
-categories) are written from the driver. Called by spark_jobs.batch_pipeline (steps `publish`, `expire`).
+categories) are written from the driver. Called by spark_jobs.steps.serving (steps `publish`, `expire`).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ events inside the training window:
 - label = the user's positive events in (t, t + horizon].
 
 A moment is a query: its rows carry `user_id` = `<user_id>@<t_ms>` in the training set, so the rankers
-group them per moment. Called by `spark_jobs.batch_pipeline` (step `training_set`, and the real-time
+group them per moment. Called by `spark_jobs.steps.data` (step `training_set`, and the real-time
 inputs of the holdout and scoring cut-offs through `realtime_at_cutoff`).
 """
 

@@ -12,7 +12,7 @@ from events strictly before T (gold user/item features with `as_of = T`, `gold/c
   deterministic sample of the candidates the user did not touch (hard negatives: a source proposed
   them), for users with at least one of each (others carry no ranking signal).
 
-Called by `spark_jobs.batch_pipeline` (step `training_set`), `spark_jobs.evaluation` and
+Called by `spark_jobs.steps.data` (step `training_set`), `spark_jobs.evaluation` and
 `spark_jobs.scoring`.
 """
 

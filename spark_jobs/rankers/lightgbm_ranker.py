@@ -17,7 +17,7 @@ distributed mode inside Spark:
    bin each feature from one worker's rows only, which on small data changes the splits.
 
 With one worker it is plain LightGBM in one task (no network), which is what the tests compare against.
-Called by spark_jobs.batch_pipeline (step `train_lightgbm`) and `lambdarec evaluate`.
+Called by spark_jobs.steps.models (step `train_lightgbm`) and `lambdarec evaluate`.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The rows arrive in `num_workers` partitions of whole queries sorted by (qid, item_id)
 (`partitioned_queries`, so a cluster trains the same model as local mode); SparkXGBRanker then runs
-XGBoost's collective (Rabit) allreduce between the tasks of a barrier stage. Called by `spark_jobs.batch_pipeline` (step `train_xgboost`) and `lambdarec evaluate`.
+XGBoost's collective (Rabit) allreduce between the tasks of a barrier stage. Called by `spark_jobs.steps.models` (step `train_xgboost`) and `lambdarec evaluate`.
 """
 
 from __future__ import annotations
