@@ -69,6 +69,8 @@ def small_settings_env(monkeypatch, tmp_path):
         "CANDIDATES_PER_SOURCE": "20",
         "ALS_RANKS": "[4]",
         "ALS_MAX_ITERS": "[3]",
+        "ALS_REG_PARAMS": "[0.05]",  # a two-point grid: the command tunes ALS, with two fits, not four
+        "ALS_ALPHAS": "[10.0, 40.0]",
         "RANKER_TREES": "10",
         "RANKER_MAX_DEPTH": "3",
         "MAX_NEGATIVES_PER_QUERY": "10",
@@ -108,6 +110,10 @@ def test_evaluate_writes_json_tables_and_predictions_an_outside_scorer_can_check
     models = ("popularity", "als", "covisit", "ease", "xgboost", "lightgbm", "blend")
     assert (written["k"], written["split"], written["ratio"], written["seed"]) == (K, "given", None, 3)
     assert set(written["models"]) == set(written["warm_models"]) == set(models)
+    assert [
+        (row["als_rank"], row["als_reg_param"], row["als_alpha"], row["als_max_iter"])
+        for row in written["als_tuning"]
+    ] == [(4, 0.05, 10.0, 3), (4, 0.05, 40.0, 3)]
     counts = written["counts"]
     assert (counts["train_ratings"], counts["test_ratings"]) == (30 * 7, 30 * 3)
     assert counts["test_users_with_relevant_items"] == counts["warm_test_users_with_relevant_items"] == 30
