@@ -25,6 +25,7 @@ def test_the_faults_table_puts_expected_next_to_found():
             "bronze_rows": 100,
             "feature_mismatches": ["lr:s:trending:1h: {} != {'i0': 1.0}"],
             "seconds_publish_to_normal_counted": 41.5,
+            "target_s": 30.0,
             "ok": False,
         },
         "partition": {
