@@ -15,8 +15,8 @@ with what the published events must leave there (`lambdarec.testing.speed_featur
   byte size, the 5,000 `context_too_large`, and the 100 normal events become features; the seconds from
   their publish until the last is counted are reported (the issue's target: 30 s).
 
-- `partition`: `lambdarec serve` (a champion loaded, the online store seeded as bench_serving does)
-  answers 200 requests/s while its redis-server is frozen with SIGSTOP for 30 s (no reply and no reset:
+- `partition`: `lambdarec serve` (a champion loaded, the online store seeded and requests shaped as
+  bench_serving's, 3 s of warm-up not recorded) answers 200 requests/s while its redis-server is frozen with SIGSTOP for 30 s (no reply and no reset:
   what a silent network partition looks like to the API), then thawed. Expected: every answer a 200,
   within twice the Redis budget while frozen (degraded), and the first non-degraded answer within 2 s
   of the thaw. Every request counts in the latencies, failed ones too.
@@ -341,7 +341,7 @@ async def timed_requests(port: int, rate: int, duration_s: float, users: int, on
 def partition(work: Path, before_s: float, frozen_s: float, after_s: float, rate: int = 200) -> dict:
     import redis
 
-    from benchmarks.bench_serving import N_USERS, _start_ready, seed_online_store
+    from benchmarks.bench_serving import CANDIDATES, N_USERS, _start_ready, seed_online_store
     from feature_store.settings import Settings
     from lambdarec.redis_server import EmbeddedRedis
     from lambdarec.testing import register_ranker_files, stop_server, train_ranker_files
@@ -356,8 +356,11 @@ def partition(work: Path, before_s: float, frozen_s: float, after_s: float, rate
         "LAMBDAREC_REDIS_URL": server.url,
         "LAMBDAREC_MLFLOW_TRACKING_URI": settings.tracking_uri,
         "LAMBDAREC_MLFLOW_ARTIFACT_ROOT": settings.artifact_root,
+        # bench_serving's request shape (its p99 at 200-300 requests/s is the healthy baseline)
+        "LAMBDAREC_SERVING_MAX_CANDIDATES": str(CANDIDATES),
     }
     api, port, _ = _start_ready(env, work / "serve.log")
+    asyncio.run(timed_requests(port, 100, 3.0, N_USERS, lambda at: None))  # warm-up, not recorded
     moments: dict[str, float] = {}
 
     def on_tick(at: float) -> None:
