@@ -120,13 +120,15 @@ def delta_rows(data_dir: Path, redis_url: str) -> dict[str, list]:
         data_dir=data_dir, redis_url=redis_url, spark_master="local[2]", spark_shuffle_partitions=2
     )
     spark = build_spark(settings)
+
+    def column(table, name: str) -> list:
+        path = Path(settings.table_path(table.name))
+        if not (path / "_delta_log").is_dir():  # the job never committed to it
+            return []
+        return [r[0] for r in spark.read.format("delta").load(str(path)).select(name).collect()]
+
     try:
-        events = spark.read.format("delta").load(settings.table_path(BRONZE_EVENTS.name))
-        quarantine = spark.read.format("delta").load(settings.table_path(QUARANTINE.name))
-        return {
-            "event_ids": [r.event_id for r in events.select("event_id").collect()],
-            "reasons": [r.reason for r in quarantine.select("reason").collect()],
-        }
+        return {"event_ids": column(BRONZE_EVENTS, "event_id"), "reasons": column(QUARANTINE, "reason")}
     finally:
         spark.stop()
 
