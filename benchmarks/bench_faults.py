@@ -473,6 +473,7 @@ def table(result: dict) -> dict:
 def run(quick: bool, out_dir: Path) -> dict:
     work = Path(tempfile.mkdtemp(prefix="bench-faults-"))
     load_before = os.getloadavg()
+    result = {}
     try:
         result = {
             "quick": quick,
@@ -481,7 +482,11 @@ def run(quick: bool, out_dir: Path) -> dict:
             "partition": partition(work / "partition", 5.0 if quick else 15.0, 10.0 if quick else 30.0, 10.0),
         }
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        # a scenario that failed (or crashed) keeps its logs, tables and redis files for a look
+        if result and all(result[name]["ok"] for name in ("chaos", "poison", "partition")):
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"kept {work} (a scenario failed)", flush=True)
     result["load_average_before"] = [round(x, 2) for x in load_before]
     result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     result["tables"] = [table(result)]
