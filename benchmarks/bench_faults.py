@@ -193,9 +193,8 @@ def chaos(work: Path, lines_count: int, kills: int, seed: int = 11) -> dict:
         seconds = time.monotonic() - started
         mismatches = speed_feature_mismatches(client, keys, good)
         stop_job(job)
-        restarts = int(status(client, keys).get("speed_restarts", 0)) + int(
-            status(client, keys).get("bronze_restarts", 0)
-        )
+        last = status(client, keys)
+        restarts = int(last.get("speed_restarts", 0)) + int(last.get("bronze_restarts", 0))
     finally:
         kill_group(job)
         log.close()
