@@ -66,6 +66,26 @@ def redis_client(redis_server):
     client.close()
 
 
+@pytest.fixture(scope="session")
+def local_nightly(spark, settings: Settings, redis_server, tmp_path_factory: pytest.TempPathFactory):
+    """One finished small nightly for the run (tests/nightly.py): its settings, output and reports."""
+    from tests.nightly import nightly_redis_url, run_local_nightly
+
+    return run_local_nightly(
+        spark, settings, nightly_redis_url(redis_server.url), tmp_path_factory.mktemp("nightly")
+    )
+
+
+@pytest.fixture
+def nightly_redis(local_nightly):
+    """A client on the shared nightly's Redis database (its keys, and those of runs on its settings)."""
+    import redis
+
+    client = redis.Redis.from_url(local_nightly.settings.redis_url)
+    yield client
+    client.close()
+
+
 @pytest.fixture
 def table_settings(settings: Settings, tmp_path: Path) -> Settings:
     """Settings whose Delta tables live in a fresh folder for one test (same Spark session)."""

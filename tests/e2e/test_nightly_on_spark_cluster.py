@@ -2,8 +2,9 @@
 `infra/local/spark-cluster.sh`) ends with the same champion as `local[2]` on the same data and seed, and
 its recommendations in Redis.
 
-The data and batch settings are tests/integration/test_batch_run.py's. The local run uses the test
-run's shared session; the cluster run is the real CLI in its own process (driver) against the cluster's
+The local run is the test run's shared small nightly (`local_nightly`, tests/nightly.py: the world
+and settings tests/integration/test_batch_run.py checks); the cluster run starts from the same bronze
+tables, copied before the local nightly added to them. The cluster run is the real CLI in its own process (driver) against the cluster's
 executors, so Delta JARs, the executors' Python and both distributed rankers (xgboost.spark over two
 executor JVMs, LightGBM's barrier stage) are exercised as a deployment would.
 """
@@ -15,8 +16,6 @@ import os
 import shutil
 import subprocess
 import sys
-from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -24,16 +23,11 @@ from feature_store.codecs import decode_recs
 from feature_store.redis_keys import RedisKeys
 from feature_store.settings import project_root
 from feature_store.tables import BATCH_SCORES
-from lambdarec.datagen import GeneratorConfig, generate
 from lambdarec.testing import settings_environment
-from spark_jobs.batch_pipeline import run_batch
 from spark_jobs.delta_io import read_table
-from spark_jobs.ingest import ingest
+from tests.nightly import RUN_DATE
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.scale_out, pytest.mark.timeout(3600)]
-
-# The same world and batch settings as tests/integration/test_batch_run.py.
-from tests.integration.test_batch_run import DAYS, RUN_DATE, START, batch_settings  # noqa: E402,F401
 
 METRICS = ("ndcg@10", "map@10", "recall@10")
 # Both runs see the same rows in the same partitions (two task slots either way) and the same seeds;
@@ -71,19 +65,13 @@ def champion_results(reports: dict) -> tuple[str, dict[str, dict[str, float]]]:
     }
 
 
-def test_nightly_on_a_standalone_cluster_matches_local(spark, batch_settings, redis_client, tmp_path):  # noqa: F811
-    config = GeneratorConfig(events=8_000, users=200, items=250, categories=6, days=DAYS, start=START, seed=3)
-    generate(config, tmp_path / "gen")
-    ingest(spark, batch_settings, tmp_path / "gen", "jsonl", datetime(2026, 11, 1, tzinfo=UTC))
+def test_nightly_on_a_standalone_cluster_matches_local(spark, local_nightly, nightly_redis, tmp_path):
+    redis_client = nightly_redis
     cluster_dir = tmp_path / "cluster"
-    # The cluster run starts from the same bronze tables (copied before the local run adds silver/gold).
-    shutil.copytree(Path(batch_settings.tables_root), cluster_dir / "delta")
+    shutil.copytree(local_nightly.bronze, cluster_dir / "delta")
+    local = champion_results(local_nightly.reports)
 
-    local = champion_results(
-        run_batch(spark, batch_settings, RUN_DATE, redis_url=lambda: batch_settings.redis_url)
-    )
-
-    cluster_settings = batch_settings.model_copy(
+    cluster_settings = local_nightly.settings.model_copy(
         update={
             "data_dir": cluster_dir,
             "tables_uri": str(cluster_dir / "delta"),

@@ -1,11 +1,10 @@
 """End-to-end `lambdarec batch run` on a small generated data set: generate -> ingest -> every batch
 step -> a champion in MLflow and the batch's recommendations in Redis, readable through the pointer;
 then `lambdarec batch step` and `python -m lambdarec.batch_task` (the DAG's entry) on the same state.
-The commands run in-process, so they share the test run's Spark session."""
+The commands run in-process, so they share the test run's Spark session; the nightly itself is the
+run's shared one (`local_nightly`, tests/nightly.py), which the cluster test compares with."""
 
-import json
 import re
-from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from pyspark.sql import functions as F
@@ -20,72 +19,34 @@ from feature_store.settings import load_settings
 from feature_store.tables import BATCH_SCORES, CANDIDATES, TRAINING_SET
 from lambdarec import batch_task
 from lambdarec.cli import build_app
-from lambdarec.datagen import GeneratorConfig, generate
 from lambdarec.promotion import FORCED_REASON_TAG, PromotionRejected, promote_version, validate_version
 from lambdarec.testing import settings_environment, spark_cache_is_empty
 from spark_jobs.als_tuning import GRID_KEYS, choose_best
 from spark_jobs.batch_pipeline import STEPS, run_step
 from spark_jobs.delta_io import read_table
-from spark_jobs.ingest import ingest
 from spark_jobs.model_registry import client, evaluation_per_user
 from spark_jobs.steps.context import BatchContext
+from tests.nightly import RUN_DATE
 
 # the heaviest test of the suite (every batch step on real Spark, Delta, MLflow and Redis): ~4 minutes
 # on 2 idle cores, more on a shared machine
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
 
-START = date(2026, 10, 1)
-DAYS = 18
-RUN_DATE = START + timedelta(days=DAYS)
-
-
-@pytest.fixture
-def batch_settings(table_settings, redis_server):
-    return table_settings.model_copy(
-        update={
-            "redis_url": redis_server.url,
-            "label_horizon_days": 3,
-            "active_user_days": 14,
-            "candidates_per_source": 30,
-            # a two-point grid: the candidates step tunes ALS
-            "als_ranks": (8,),
-            "als_reg_params": (0.05,),
-            "als_alphas": (10.0, 40.0),
-            "als_max_iters": (5,),
-            "ranker_trees": 30,
-            "ranker_max_depth": 4,
-            "max_negatives_per_query": 20,
-            "batch_top_n": 20,
-            "train_num_workers": 2,
-            # 200 generated users: fewer holdout users than the production default (100) may decide
-            "promotion_min_users": 50,
-            # tiny data cannot show a significant gain: these tests check the loop; the gate's decision rule is unit-tested (test_promotion_gate.py)
-            "promotion_min_gain": -1.0,
-        }
-    )
-
 
 @pytest.mark.long
 def test_batch_run_ends_with_a_champion_and_recommendations_in_redis(
-    spark, batch_settings, redis_client, tmp_path, monkeypatch, capsys
+    spark, local_nightly, nightly_redis, monkeypatch, capsys
 ):
-    config = GeneratorConfig(events=8_000, users=200, items=250, categories=6, days=DAYS, start=START, seed=3)
-    generate(config, tmp_path / "gen")
-    ingest(spark, batch_settings, tmp_path / "gen", "jsonl", datetime(2026, 11, 1, tzinfo=UTC))
+    batch_settings, reports, redis_client = local_nightly.settings, local_nightly.reports, nightly_redis
     for name, value in settings_environment(batch_settings).items():
         monkeypatch.setenv(name, value)
     assert load_settings() == batch_settings
-    runner, app = CliRunner(), build_app()
-    batch = runner.invoke(
-        app,
-        ["batch", "run", "--date", str(RUN_DATE), "--report", str(tmp_path / "report.json")],
-        env={"COLUMNS": "250"},
-    )
-    assert batch.exit_code == 0, batch.output
-    reports = json.loads((tmp_path / "report.json").read_text())
     assert list(reports) == list(STEPS) == list(step_names())
-    printed = [m.group(1) for line in batch.output.splitlines() if (m := re.match(r"^  (\w+): ", line))]
+    printed = [
+        m.group(1) for line in local_nightly.output.splitlines() if (m := re.match(r"^  (\w+): ", line))
+    ]
     assert printed == list(step_names())
+    runner, app = CliRunner(), build_app()
 
     # MLflow: both rankers registered for this date, the better one challenger and (past popularity) champion.
     mlflow_client = client(batch_settings)
