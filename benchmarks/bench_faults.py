@@ -21,8 +21,10 @@ with what the published events must leave there (`lambdarec.testing.speed_featur
   within twice the Redis budget while frozen (degraded), and the first non-degraded answer within 2 s
   of the thaw. Every request counts in the latencies, failed ones too.
 
-The kill moments are random, not aimed at a Delta commit or a Redis apply; what each kill interrupted is
-recorded as the job's counters at that moment.
+Of the chaos kills, one lands 0.5 s into a bronze micro-batch's Delta MERGEs and one after half of a speed
+micro-batch's shards reached Redis (spark_jobs.streaming.failpoints: the job kills its own process
+group there); the others at random moments. Each kill records the job's counters at that moment and the
+bronze data files no commit adds (evidence that the kill landed between writing files and committing).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import REPO, main, percentiles, write_result
+from spark_jobs.streaming.failpoints import BRONZE_WRITE, ENV, REDIS_APPLY
 
 NAME = "faults"
 APPEND_ONLY = ("--appendonly", "yes")
@@ -133,6 +136,44 @@ def delta_rows(data_dir: Path, redis_url: str) -> dict[str, list]:
         spark.stop()
 
 
+AIMED_KILLS = (
+    # (where, LAMBDAREC_FAILPOINT): the bronze kill lands 0.5 s into the MERGEs (the JVM is scanning,
+    # writing files or committing), the Redis one after half of a micro-batch's shards are written
+    ("inside a bronze Delta MERGE", f"{BRONZE_WRITE}:0.5"),
+    ("inside a Redis apply", REDIS_APPLY),
+)
+
+
+def kill_plan(kills: int, random_points: list[int]) -> list[dict]:
+    """`kills` SIGKILLs of the job: the aimed ones (AIMED_KILLS) second and fourth, the others at the
+    given counts of processed lines, in increasing order."""
+    points = sorted(random_points)[: kills - min(kills, len(AIMED_KILLS))]
+    plan = [{"fault": "SIGKILL job (random moment)", "at": at, "failpoint": None} for at in points]
+    for slot, (where, failpoint) in zip((1, 3), AIMED_KILLS, strict=False):
+        if len(plan) < kills:
+            aimed = {"fault": f"SIGKILL job {where}", "at": None, "failpoint": failpoint}
+            plan.insert(min(slot, len(plan)), aimed)
+    return plan
+
+
+def uncommitted_data_files(table: Path) -> set[str]:
+    """Data files of a Delta table that no commit in its log adds: what a writer killed between writing
+    its files and committing them leaves behind (harmless: readers never see them; VACUUM removes them)."""
+    import json
+
+    log = table / "_delta_log"
+    if not log.is_dir():
+        return set()
+    added = set()
+    for commit in log.glob("*.json"):
+        for line in commit.read_text().splitlines():
+            action = json.loads(line)
+            if "add" in action:
+                added.add(action["add"]["path"])
+    written = {str(p.relative_to(table)) for p in table.rglob("*.parquet") if "_delta_log" not in p.parts}
+    return written - added
+
+
 def chaos(work: Path, lines_count: int, kills: int, seed: int = 11) -> dict:
     import redis
 
@@ -159,20 +200,34 @@ def chaos(work: Path, lines_count: int, kills: int, seed: int = 11) -> dict:
     # small batches: the backlog takes many micro-batches, so the kills land mid-run
     env = job_env(settings.data_dir, url, max_rows_per_batch=40)
     log = open(work / "job.log", "ab")
-    kill_points = sorted(rng.sample(range(1, len(lines)), kills))
+    plan = kill_plan(kills, rng.sample(range(1, len(lines)), kills))
     record: list[dict] = []
     started = time.monotonic()
     job = start_speed_job(env, log)
     try:
-        for point in kill_points:
-            wait(
-                lambda point=point, job=job: sum(counted(client, keys)) >= point or job.poll() is not None,
-                900,
-                f"{point} lines counted",
-            )
-            kill_group(job)
+        for kill in plan:
+            if kill["at"] is None:  # aimed: the job kills itself at the armed point
+                stop_job(job)
+                job = start_speed_job({**env, ENV: kill["failpoint"]}, log)
+                wait(lambda job=job: job.poll() is not None, 900, f"the job to reach {kill['failpoint']}")
+            else:
+                wait(
+                    lambda at=kill["at"], job=job: sum(counted(client, keys)) >= at or job.poll() is not None,
+                    900,
+                    f"{kill['at']} lines counted",
+                )
+                kill_group(job)
             processed, quarantined = counted(client, keys)
-            record.append({"fault": "SIGKILL job", "processed": processed, "quarantined": quarantined})
+            record.append(
+                {
+                    "fault": kill["fault"],
+                    "processed": processed,
+                    "quarantined": quarantined,
+                    "bronze_data_files_not_in_the_log": len(
+                        uncommitted_data_files(Path(settings.table_path("bronze/events")))
+                    ),
+                }
+            )
             job = start_speed_job(env, log)
         ids = publish_events(client, stream, good[good_count - burst :])
         assert len(ids) == burst
@@ -421,7 +476,8 @@ def partition(work: Path, before_s: float, frozen_s: float, after_s: float, rate
 
 def table(result: dict) -> dict:
     chaos_run, poison_run, cut = result["chaos"], result["poison"], result["partition"]
-    kills = sum(1 for f in chaos_run["faults"] if f["fault"] == "SIGKILL job")
+    job_kills = [f["fault"] for f in chaos_run["faults"] if f["fault"].startswith("SIGKILL job")]
+    aimed = [f.removeprefix("SIGKILL job ") for f in job_kills if "random" not in f]
     return {
         "title": "Faults survived (the streaming job as its own process, redis-server with append-only persistence)",
         "columns": ["scenario", "injected", "checked", "expected", "found", "ok"],
@@ -429,7 +485,8 @@ def table(result: dict) -> dict:
             [
                 "chaos",
                 f"{chaos_run['lines']:,} lines, {chaos_run['malformed_lines']} of them malformed; job SIGKILLed "
-                f"{kills}x at random moments; redis-server SIGKILLed once after a burst of "
+                f"{len(job_kills)}x ({', '.join([*aimed, f'{len(job_kills) - len(aimed)} at random moments'])}); "
+                "redis-server SIGKILLed once after a burst of "
                 f"{chaos_run['burst_before_redis_kill']} publishes",
                 "bronze rows / distinct ids; quarantine rows; speed-feature keys off the ground truth",
                 f"{chaos_run['events']:,} / {chaos_run['events']:,}; {chaos_run['malformed_lines']}; 0",

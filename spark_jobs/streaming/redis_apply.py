@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from feature_store.redis_keys import RedisKeys
+from spark_jobs.streaming import failpoints
 from spark_jobs.streaming.redis_stream_source import retry_forever
 from spark_jobs.streaming.speed_features import SpeedParams
 
@@ -167,11 +168,18 @@ def apply_batch(
     calls: Iterable[tuple[str, list[list[Any]]]] = [(str(s), ops) for s, ops in shards.items()]
     calls = [*calls, (BATCH_SHARD, batch_ops)]
 
-    def run() -> list:
+    def send(part) -> list:
         pipe = client.pipeline(transaction=False)
-        for shard, ops in calls:
+        for shard, ops in part:
             pipe.eval(APPLY_SHARD_LUA, 0, marker, shard, batch_id, packed_params, orjson.dumps(ops))
         return pipe.execute()
+
+    def run() -> list:
+        if failpoints.armed(failpoints.REDIS_APPLY) is not None:
+            # what a job that dies halfway through the pipeline leaves: the first half of the shards
+            send(calls[: len(calls) // 2])
+            failpoints.reach(failpoints.REDIS_APPLY)
+        return send(calls)
 
     replies = retry_forever(run, f"applying micro-batch {batch_id}")
     applied = sum(int(r[0]) for r in replies)

@@ -43,6 +43,7 @@ from feature_store.events import EventTypes
 from feature_store.redis_keys import RedisKeys
 from feature_store.settings import Settings
 from feature_store.stream_liveness import end_heartbeat, job_identity, renew_heartbeat, stop_requested
+from spark_jobs.streaming import failpoints
 from spark_jobs.streaming.redis_apply import apply_batch, catalog_categories, write_status
 from spark_jobs.streaming.speed_features import (
     counter_ops,
@@ -273,6 +274,7 @@ class BronzeWriter:
             BRONZE_EVENTS: bronze_event_rows(first_copies(good), self.source),
             QUARANTINE: quarantine_rows(rejected, bus_times, self.source),
         }
+        failpoints.reach(failpoints.BRONZE_WRITE)
         inserted = write_bronze_batch(self.spark, self.settings, rows, self.table_paths)
         record_applied(self.client, self.settings, BRONZE_QUERY, entries)
         if self.settings.event_bus == "redis":

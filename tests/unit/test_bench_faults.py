@@ -1,4 +1,29 @@
-from benchmarks.bench_faults import table
+from benchmarks.bench_faults import kill_plan, table, uncommitted_data_files
+
+
+def test_the_kill_plan_aims_the_second_and_fourth_kill():
+    plan = kill_plan(5, [900, 40, 7_000, 3_000, 5_000])
+    assert [(p["at"], p["failpoint"]) for p in plan] == [
+        (40, None),
+        (None, "bronze_write:0.5"),
+        (900, None),
+        (None, "redis_apply"),
+        (3_000, None),
+    ]
+    assert [p["at"] for p in kill_plan(2, [5, 1])] == [None, None]
+
+
+def test_data_files_no_commit_adds_are_uncommitted(tmp_path):
+    log = tmp_path / "_delta_log"
+    log.mkdir()
+    (log / "00000000000000000000.json").write_text(
+        '{"commitInfo": {}}\n{"add": {"path": "date=2026-11-01/part-0.parquet"}}\n'
+    )
+    (tmp_path / "date=2026-11-01").mkdir()
+    for name in ("part-0.parquet", "part-1.parquet"):
+        (tmp_path / "date=2026-11-01" / name).write_bytes(b"")
+    assert uncommitted_data_files(tmp_path) == {"date=2026-11-01/part-1.parquet"}
+    assert uncommitted_data_files(tmp_path / "missing") == set()
 
 
 def test_the_faults_table_puts_expected_next_to_found():
@@ -8,7 +33,11 @@ def test_the_faults_table_puts_expected_next_to_found():
             "events": 9_500,
             "malformed_lines": 500,
             "burst_before_redis_kill": 950,
-            "faults": [{"fault": "SIGKILL job"}] * 5 + [{"fault": "SIGKILL redis-server"}],
+            "faults": [
+                {"fault": f}
+                for f in [p["fault"] for p in kill_plan(5, [900, 40, 7_000, 3_000, 5_000])]
+                + ["SIGKILL redis-server"]
+            ],
             "bronze_rows": 9_500,
             "bronze_distinct_ids": 9_500,
             "quarantine_rows": 500,
@@ -43,8 +72,8 @@ def test_the_faults_table_puts_expected_next_to_found():
     }
     rows = table(result)["rows"]
     assert rows[0][1:] == [
-        "10,000 lines, 500 of them malformed; job SIGKILLed 5x at random moments; redis-server SIGKILLed "
-        "once after a burst of 950 publishes",
+        "10,000 lines, 500 of them malformed; job SIGKILLed 5x (inside a bronze Delta MERGE, inside a "
+        "Redis apply, 3 at random moments); redis-server SIGKILLed once after a burst of 950 publishes",
         "bronze rows / distinct ids; quarantine rows; speed-feature keys off the ground truth",
         "9,500 / 9,500; 500; 0",
         "9,500 / 9,500; 500; 0",
