@@ -36,6 +36,10 @@ ID_MAX_LENGTH = 128
 # sender from filling the bus, bronze rows and the API's memory with a megabyte per event.
 CONTEXT_MAX_KEYS = 32
 CONTEXT_MAX_BYTES = 4096  # UTF-8 bytes of all keys and values together
+# The largest bus entry a valid event can need: every field at its contract limit, serialized as JSON
+# with the costliest escapes (6 bytes per character), is about 25 KB (tests/unit/test_events.py).
+# A larger entry cannot hold a valid event, so the streaming job quarantines it without decoding it.
+MAX_EVENT_WIRE_BYTES = 64 * 1024
 Id = Annotated[str, StringConstraints(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)]
 
 

@@ -50,6 +50,7 @@ def test_the_faults_table_puts_expected_next_to_found():
             "wide_context_kb": 200,
             "normal_events": 100,
             "job_kept_running": True,
+            "expected_reasons": {"oversize": 5_001},
             "quarantine_reasons": {"context_too_large": 5_000, "oversize": 1},
             "bronze_rows": 100,
             "feature_mismatches": ["lr:s:trending:1h: {} != {'i0': 1.0}"],
@@ -80,7 +81,7 @@ def test_the_faults_table_puts_expected_next_to_found():
         True,
     ]
     assert rows[1][3:] == [
-        "yes; oversize 1, context_too_large 5,000; 100; 0; <= 30",
+        "yes; oversize 5,001; 100; 0; <= 30",
         "yes; context_too_large 5,000, oversize 1; 100; 1; 41.5",
         False,
     ]

@@ -1,8 +1,13 @@
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from feature_store.event_bus import encode_event
 from feature_store.events import (
+    CONTEXT_MAX_KEYS,
+    ID_MAX_LENGTH,
+    MAX_EVENT_WIRE_BYTES,
     Event,
     EventType,
     EventTypes,
@@ -113,6 +118,23 @@ def test_context_is_bounded_by_key_count_and_bytes():
         check(good(event_type="teleport", context={"page": "p" * 5000}))[1]
         == QuarantineReason.UNKNOWN_EVENT_TYPE
     )
+
+
+def test_the_largest_valid_event_fits_a_bus_entry_with_room_to_spare():
+    """Every field at its contract limit, with characters JSON escapes as six bytes each: the bus
+    limit for one entry (MAX_EVENT_WIRE_BYTES) is far above what a valid event can need."""
+    ident = "i" * ID_MAX_LENGTH
+    # 32 keys of 3 bytes and values of 125: 4,096 bytes of control characters ("\u0001" in JSON)
+    context = {f"{n:02d}\x01": "\x01" * 125 for n in range(CONTEXT_MAX_KEYS)}
+    longest_type = max(EventTypes().names, key=len)
+    event, reason, _ = check(
+        good(event_id=ident, user_id=ident, item_id=ident, event_type=longest_type, context=context)
+    )
+    assert reason is None
+    event = event.model_copy(update={"value": -1.7976931348623157e308})
+    assert len(encode_event(event)) == 24_964
+    assert len(json.dumps(event.to_json_dict())) == 25_040  # a producer that escapes like Python's json
+    assert MAX_EVENT_WIRE_BYTES == 65_536
 
 
 def test_event_types_are_extensible():
