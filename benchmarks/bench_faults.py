@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import REPO, main, percentiles, write_result
+from benchmarks.common import REPO, main, percentiles, start_ready, write_result
 
 NAME = "faults"
 APPEND_ONLY = ("--appendonly", "yes")
@@ -342,7 +342,7 @@ async def timed_requests(port: int, rate: int, duration_s: float, users: int, on
 def partition(work: Path, before_s: float, frozen_s: float, after_s: float, rate: int = 200) -> dict:
     import redis
 
-    from benchmarks.bench_serving import CANDIDATES, N_USERS, _start_ready, seed_online_store
+    from benchmarks.bench_serving import CANDIDATES, N_USERS, seed_online_store
     from feature_store.settings import Settings
     from lambdarec.redis_server import EmbeddedRedis
     from lambdarec.testing import register_ranker_files, stop_server, train_ranker_files
@@ -360,7 +360,7 @@ def partition(work: Path, before_s: float, frozen_s: float, after_s: float, rate
         # bench_serving's request shape (its p99 at 200-300 requests/s is the healthy baseline)
         "LAMBDAREC_SERVING_MAX_CANDIDATES": str(CANDIDATES),
     }
-    api, port, _ = _start_ready(env, work / "serve.log")
+    api, port, _ = start_ready(env, work / "serve.log")
     asyncio.run(timed_requests(port, 100, 3.0, N_USERS, lambda at: None))  # warm-up, not recorded
     moments: dict[str, float] = {}
 
