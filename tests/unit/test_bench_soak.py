@@ -107,10 +107,10 @@ def test_rss_growth_is_from_the_first_sample_at_the_mark_to_the_last():
 
 
 def test_commit_lag():
-    assert commit_lag_ms(5_000, 4_000) == 1_000
-    assert commit_lag_ms(5_000, 6_000) == 0
-    assert commit_lag_ms(5_000, 0) is None  # not committed yet: the stream's start
-    assert commit_lag_ms(None, 4_000) is None
+    assert commit_lag_ms(5_000, 4_000, 1_000) == 1_000
+    assert commit_lag_ms(5_000, 6_000, 1_000) == 0
+    assert commit_lag_ms(5_000, 0, 1_000) == 4_000  # not committed yet: all of the bus is behind
+    assert commit_lag_ms(None, 4_000, None) is None
 
 
 def result_of(**changes) -> dict:
@@ -125,7 +125,13 @@ def result_of(**changes) -> dict:
         "per_minute": [{"minute": 0, "p99": 5.0}, {"minute": 7, "p99": 9.5}],
         "server_rss": {"from_s": 60.0, "at_from_mb": 200.0, "end_mb": 210.0, "growth_pct": 5.0},
         "events_accepted": 600_000,
-        "bronze": {"rows": 600_000, "distinct_ids": 600_000, "ids_equal_accepted": True},
+        "bronze": {
+            "rows": 600_000,
+            "distinct_ids": 600_000,
+            "ids_equal_accepted": True,
+            "accepted_ids_missing": 0,
+            "ids_not_acknowledged": 0,
+        },
         "feature_mismatches_count": 0,
         "stream_lag_ms_max": {"speed": 900, "bronze": 9_800},
         "seconds_to_commit_after_load": 4.2,
@@ -185,7 +191,12 @@ def test_the_soak_table_puts_expected_next_to_found():
             True,
         ],
         ["server RSS growth from 60 s to the end, %", "< 10", "5.0 (200.0 -> 210.0 MB)", True],
-        ["bronze rows / distinct ids vs events accepted", "600,000 / 600,000", "600,000 / 600,000", True],
+        [
+            "bronze rows / distinct ids vs events accepted",
+            "600,000 / 600,000",
+            "600,000 / 600,000 (0 accepted missing, 0 not acknowledged)",
+            True,
+        ],
         ["speed-feature keys off the ground truth", "0", "0", True],
         [
             "streaming lag at most, ms (speed / bronze commit); s to commit all after the load",
