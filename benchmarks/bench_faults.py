@@ -42,7 +42,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from benchmarks.common import REPO, main, percentiles, write_result
+from benchmarks.common import REPO, main, percentiles, start_ready, write_result
 from spark_jobs.streaming.failpoints import BRONZE_WRITE, ENV, REDIS_APPLY
 
 NAME = "faults"
@@ -406,7 +406,7 @@ async def timed_requests(port: int, rate: int, duration_s: float, users: int, on
 def partition(work: Path, before_s: float, frozen_s: float, after_s: float, rate: int = 200) -> dict:
     import redis
 
-    from benchmarks.bench_serving import CANDIDATES, N_USERS, _start_ready, seed_online_store
+    from benchmarks.bench_serving import CANDIDATES, N_USERS, seed_online_store
     from feature_store.settings import Settings
     from lambdarec.redis_server import EmbeddedRedis
     from lambdarec.testing import register_ranker_files, stop_server, train_ranker_files
@@ -424,7 +424,7 @@ def partition(work: Path, before_s: float, frozen_s: float, after_s: float, rate
         # bench_serving's request shape (its p99 at 200-300 requests/s is the healthy baseline)
         "LAMBDAREC_SERVING_MAX_CANDIDATES": str(CANDIDATES),
     }
-    api, port, _ = _start_ready(env, work / "serve.log")
+    api, port, _ = start_ready(env, work / "serve.log")
     asyncio.run(timed_requests(port, 100, 3.0, N_USERS, lambda at: None))  # warm-up, not recorded
     moments: dict[str, float] = {}
 

@@ -219,7 +219,7 @@ def measure_feast(
 def run(quick: bool, out_dir: Path) -> dict:
     import redis
 
-    from benchmarks.bench_serving import raise_priority
+    from benchmarks.common import raise_priority
     from lambdarec.redis_server import EmbeddedRedis
 
     boosted = raise_priority()

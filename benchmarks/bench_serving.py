@@ -22,13 +22,20 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import machine_info, main, percentiles, write_result
-from lambdarec.testing import register_ranker_files, start_server, stop_server, train_ranker_files, wait_ready
+from benchmarks.common import (
+    machine_info,
+    main,
+    percentiles,
+    raise_priority,
+    run_load,
+    start_ready,
+    write_result,
+)
+from lambdarec.testing import register_ranker_files, stop_server, train_ranker_files
 
 RATES = (100, 300, 1000)
 N_USERS = 20_000
@@ -250,38 +257,6 @@ def highest_rate_within(rows: list[dict], p99_ms: float = 10.0) -> int | None:
     return best
 
 
-def _start_ready(
-    env: dict[str, str], log: Path, attempts: int = 3, workers: int = 1
-) -> tuple[subprocess.Popen, int, dict]:
-    """Start `lambdarec serve` on a free port until it is ready (a port taken between choosing and
-    binding it makes the server exit; then another port is tried)."""
-    from lambdarec.redis_server import free_port
-
-    for attempt in range(attempts):
-        port = free_port()
-        process = start_server(env, port, log, workers)
-        raise_priority(process.pid)
-        try:
-            return process, port, wait_ready(port, process)
-        except RuntimeError:
-            stop_server(process)
-            if attempt == attempts - 1:
-                raise RuntimeError(
-                    f"lambdarec serve did not start; its log ends with:\n{log.read_text()[-2000:]}"
-                ) from None
-    raise AssertionError("unreachable")
-
-
-def _run_load(coroutine):
-    """The load generator runs on uvloop (less of the shared CPU than the stdlib loop, so it does
-    not starve the server it measures)."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a serving dependency
-        return asyncio.run(coroutine)
-    return uvloop.run(coroutine)
-
-
 def pin(pid: int, cpus: set[int]) -> bool:
     """Pin every thread of a process to `cpus` (BENCH_SERVING_PIN: server on one core, load
     generator and redis-server on the other, so neither steals the other's cache or time slice)."""
@@ -301,16 +276,16 @@ def _run_variant(
     work: Path,
     server_cpus: set[int] | None = None,
 ) -> list[dict]:
-    process, port, ready = _start_ready(env, work / f"serve-{name}.log")
+    process, port, ready = start_ready(env, work / f"serve-{name}.log")
     if server_cpus:
         pin(process.pid, server_cpus)
     try:
         rng = random.Random(hash(name) & 0xFFFF)
-        _run_load(open_loop(port, 100, min(3.0, duration_s), rng, process.pid))  # warm-up, not recorded
+        run_load(open_loop(port, 100, min(3.0, duration_s), rng, process.pid))  # warm-up, not recorded
         rows = []
         for rate in rates:
             load_before = os.getloadavg()[0]
-            row = _run_load(open_loop(port, rate, duration_s, rng, process.pid))
+            row = run_load(open_loop(port, rate, duration_s, rng, process.pid))
             row.update(
                 variant=name,
                 model_backend=ready["model"]["backend"],
@@ -339,7 +314,7 @@ def _capacity(
     """Climb CAPACITY_RATES against `lambdarec serve --workers N` until a rate misses the p99 goal.
     Pinned (`cpus`): worker i on cpus[i % len]; the load generator and redis-server stay where run()
     put them (the last cores), so with one worker they are apart from it."""
-    process, port, ready = _start_ready(env, work / f"serve-capacity-{workers}.log", workers=workers)
+    process, port, ready = start_ready(env, work / f"serve-capacity-{workers}.log", workers=workers)
     try:
         import psutil
 
@@ -354,10 +329,10 @@ def _capacity(
             for index, server in enumerate(servers):
                 pin(server.pid, {cpus[index % len(cpus)]})
         rng = random.Random(workers)
-        _run_load(open_loop(port, 100, min(3.0, duration_s), rng, process.pid))  # warm-up, not recorded
+        run_load(open_loop(port, 100, min(3.0, duration_s), rng, process.pid))  # warm-up, not recorded
         rows = []
         for rate in CAPACITY_RATES:
-            row = _run_load(open_loop(port, rate, duration_s, rng, process.pid))
+            row = run_load(open_loop(port, rate, duration_s, rng, process.pid))
             row.update(workers=workers, load_average_1m=round(os.getloadavg()[0], 2))
             rows.append(row)
             print(
@@ -375,21 +350,6 @@ def _capacity(
         }
     finally:
         stop_server(process)
-
-
-def raise_priority(pid: int = 0, nice: int = -10) -> bool:
-    """Ask the scheduler to favour a process (0: this one) of the benchmark (load generator, server,
-    redis-server): on a shared machine a neighbour's Spark job otherwise decides the latency. Linux
-    schedules sessions as autogroups, so both the process's nice value and its autogroup's are set.
-    Needs root; recorded in the results either way."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, pid, nice)
-        autogroup = Path(f"/proc/{pid or 'self'}/autogroup")
-        if autogroup.exists():
-            autogroup.write_text(str(nice))
-        return True
-    except (PermissionError, OSError):
-        return False
 
 
 # `make bench QUICK=1` has 15 minutes for every benchmark: it switches off only the optimizations the

@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -186,7 +187,7 @@ def shop_events(count: int, t0: int, seed: int = 3, first: int = 0, users: int =
     return events
 
 
-def speed_ground_truth(events: list[dict]) -> dict:
+def speed_ground_truth(events: Iterable[dict]) -> dict:
     """The session counters, 1 h trending weights and co-visitation counts that `events` (each counted
     once, all in one session per user and inside the hour) must leave in Redis."""
     from collections import Counter, defaultdict
@@ -211,9 +212,10 @@ def speed_ground_truth(events: list[dict]) -> dict:
     return {"sessions": sessions, "trending": trending, "covisit": covisit}
 
 
-def speed_feature_mismatches(client, keys, events: list[dict]) -> list[str]:
+def speed_feature_mismatches(client, keys, events: Iterable[dict]) -> list[str]:
     """The Redis keys whose speed features differ from `speed_ground_truth(events)`, with both values
-    ([] when Redis holds exactly what the events make, each counted once)."""
+    ([] when Redis holds exactly what the events make, each counted once). `events` is read once (a
+    generator will do)."""
 
     def texts(key: str) -> dict[str, str]:
         return {k.decode(): v.decode() for k, v in client.hgetall(key).items()}
