@@ -304,6 +304,15 @@ class EventBusUnavailable(RuntimeError):
     published; the caller may retry (every sink counts an event id once)."""
 
 
+def nothing_published(error: BaseException) -> bool:
+    """Whether a failed publish certainly left none of its batch on the bus: refused by the backlog cap,
+    or the connection to the bus never opened. Any other failure (a time-out, a connection lost before
+    the reply, a broker's delivery error) may come after the batch reached the bus."""
+    if isinstance(error, BusBacklogFull):
+        return True
+    return isinstance(error.__cause__ or error.__context__, ConnectionRefusedError)
+
+
 class EventPublisher(Protocol):
     """Puts events on the bus the settings name; returns one bus id per event, in order.
     `publish` for synchronous callers (CLI, benchmarks), `publish_async` for the API's event loop

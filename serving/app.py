@@ -29,7 +29,13 @@ from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Path, Quer
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 
-from feature_store.event_bus import BusBacklogFull, EventBusUnavailable, EventPublisher, open_publisher
+from feature_store.event_bus import (
+    BusBacklogFull,
+    EventBusUnavailable,
+    EventPublisher,
+    nothing_published,
+    open_publisher,
+)
 from feature_store.events import ID_MAX_LENGTH, ID_PATTERN, EventTypes, QuarantineReason, validate_event_dict
 from feature_store.redis_keys import RedisKeys
 from feature_store.registry import LoadedRanker, champion_version, load_ranker
@@ -420,8 +426,10 @@ def _v1_router(settings: Settings) -> APIRouter:
                 "description": "Nothing was published; `errors` lists each bad event by index.",
             },
             503: {
-                "description": "The event bus is unreachable, out of memory or over its backlog cap "
-                "(LAMBDAREC_EVENT_STREAM_MAX_BACKLOG); nothing was published, retry."
+                "description": "The event bus refused the batch (over its backlog cap "
+                "LAMBDAREC_EVENT_STREAM_MAX_BACKLOG, out of memory, unreachable: `published` is `none`) or did "
+                "not confirm it in time (`published` is `unknown`: its events may be on the bus). Resend the "
+                "same events either way: each event_id counts once."
             },
         },
     )
@@ -448,6 +456,24 @@ def _v1_router(settings: Settings) -> APIRouter:
         return response
 
     return router
+
+
+def _unpublished(error: BaseException) -> dict[str, str]:
+    """The 503 body of a failed publish: says what is known of the batch. A Redis Stream batch is one
+    atomic script, so a refused one is not on the bus; one whose reply never came (a time-out) may be,
+    and so may a batch the Kafka producer gave up on. Resending is safe either way: every sink counts an
+    event id once."""
+    name = type(error).__name__
+    if nothing_published(error):
+        return {
+            "detail": f"event bus unavailable ({name}); nothing was published, retry (each event_id counts once)",
+            "published": "none",
+        }
+    return {
+        "detail": f"the event bus did not confirm the batch ({name}): its events may be on the bus; "
+        "resend them unchanged (each event_id counts once)",
+        "published": "unknown",
+    }
 
 
 async def _accept_events(services: Services, raw_events: list[Any]) -> Response:
@@ -489,18 +515,12 @@ async def _accept_events(services: Services, raw_events: list[Any]) -> Response:
             entry_ids = await services.publisher.publish_async(events)
     except BusBacklogFull as exc:
         services.metrics.events.labels("backlog").inc(len(events))
-        return services.render({"detail": f"{exc}; nothing was published, retry later"}, 503)
-    except (*STORE_ERRORS, EventBusUnavailable) as exc:
-        # A Redis Stream batch is one atomic script: refused or failed means none of it is on the bus.
-        # Only a reply lost after it ran (a time-out) leaves it unknown, and resending is safe there
-        # because every sink counts an event id once.
-        services.metrics.events.labels("unavailable").inc(len(events))
         return services.render(
-            {
-                "detail": f"event bus unavailable ({type(exc).__name__}); nothing was published, retry (each event_id counts once)"
-            },
-            503,
+            {"detail": f"{exc}; nothing was published, retry later", "published": "none"}, 503
         )
+    except (*STORE_ERRORS, EventBusUnavailable) as exc:
+        services.metrics.events.labels("unavailable").inc(len(events))
+        return services.render(_unpublished(exc), 503)
     services.metrics.events.labels("accepted").inc(len(events))
     items_by_user: dict[str, list[str]] = {}
     for event in events:

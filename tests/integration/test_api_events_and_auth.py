@@ -118,11 +118,11 @@ async def test_the_api_sheds_events_with_503_above_the_backlog_cap(serving_setti
         fits = await api.post("/v1/events", json=[event("b4"), event("b5")])
 
     assert [r.status_code for r in (accepted, refused, fits)] == [202, 503, 202]
-    assert refused.json()["detail"] == (
-        "the event bus holds 3 entries and its backlog cap is 5 (LAMBDAREC_EVENT_STREAM_MAX_BACKLOG): "
-        "the streaming job is behind or stalled; "
-        "nothing was published, retry later"
-    )
+    assert refused.json() == {
+        "detail": "the event bus holds 3 entries and its backlog cap is 5 (LAMBDAREC_EVENT_STREAM_MAX_BACKLOG): "
+        "the streaming job is behind or stalled; nothing was published, retry later",
+        "published": "none",
+    }
     assert [p["event_id"] for p in bus_payloads(redis_client, settings)] == ["b1", "b2", "b3", "b4", "b5"]
 
 

@@ -12,6 +12,7 @@ import sys
 import time
 
 import httpx
+import orjson
 import pytest
 import redis
 
@@ -121,6 +122,35 @@ async def test_frozen_redis_answers_within_the_budget_and_recovers(serving_setti
     assert [i["item_id"] for i in back["items"]] == ["i1"]
 
 
+async def test_a_post_whose_reply_never_came_does_not_claim_nothing_was_published(
+    serving_settings, own_redis, running
+):
+    """Redis frozen while the batch is in flight: the API gives up (503), Redis wakes and runs the
+    batch it had received. The 503 must not say "nothing was published": the event is on the bus, and
+    the client's resend is what keeps it (every sink counts an event id once)."""
+    settings = settings_for(serving_settings, own_redis)
+    event = {"event_id": "e1", "user_id": "u1", "item_id": "i1", "event_type": "view", "ts": 1}
+    async with running(create_app(settings)) as api:
+        # one publish first, so the frozen one goes out on an open connection (not stuck connecting)
+        assert (await api.post("/v1/events", json={**event, "event_id": "e0"})).status_code == 202
+        os.kill(own_redis.process.pid, signal.SIGSTOP)
+        try:
+            posted = await asyncio.wait_for(api.post("/v1/events", json=event), timeout=5)
+        finally:
+            os.kill(own_redis.process.pid, signal.SIGCONT)
+        resent = await api.post("/v1/events", json=event)
+    client = redis.Redis.from_url(own_redis.url)
+    entries = [fields[b"event"] for _, fields in client.xrange(settings.event_stream)]
+    assert posted.status_code == 503
+    assert posted.json() == {
+        "detail": "the event bus did not confirm the batch (TimeoutError): its events may be on the bus; "
+        "resend them unchanged (each event_id counts once)",
+        "published": "unknown",
+    }
+    assert resent.status_code == 202
+    assert [orjson.loads(e)["event_id"] for e in entries] == ["e0", "e1", "e1"]
+
+
 async def test_starts_without_redis_and_serves_once_it_appears(serving_settings, tmp_path, running):
     port = free_port()
     settings = serving_settings.model_copy(
@@ -151,7 +181,11 @@ async def test_starts_without_redis_and_serves_once_it_appears(serving_settings,
             server.stop()
     assert health.status_code == 200 and ready.status_code == 503
     assert (empty["degraded"], empty["items"]) == (True, [])
-    assert posted.status_code == 503 and "nothing was published" in posted.json()["detail"]
+    assert posted.status_code == 503
+    assert posted.json() == {
+        "detail": "event bus unavailable (ConnectionError); nothing was published, retry (each event_id counts once)",
+        "published": "none",
+    }
     assert [i["item_id"] for i in back["items"]][:2] == ["i1", "i2"]
 
 
