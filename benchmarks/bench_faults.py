@@ -46,7 +46,7 @@ from benchmarks.common import REPO, main, percentiles, start_ready, write_result
 from spark_jobs.streaming.failpoints import BRONZE_WRITE, ENV, REDIS_APPLY
 
 NAME = "faults"
-APPEND_ONLY = ("--appendonly", "yes")
+APPEND_ONLY = ("--appendonly", "yes", "--appendfsync", "always")  # as infra/production runs it
 NORMAL_VISIBLE_TARGET_S = 30.0  # poison: normal events counted within this many seconds of their publish
 
 

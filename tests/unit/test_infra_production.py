@@ -306,16 +306,33 @@ def compose_credential_problems(compose: dict) -> list[str]:
     return problems
 
 
+def _flag(args: list[str], flag: str) -> str | None:
+    return args[args.index(flag) + 1] if flag in args[:-1] else None
+
+
 def redis_problems(args: list[str], where: str) -> list[str]:
     """A redis-server command line must cap memory without eviction and require authentication."""
     problems = []
-    if "--maxmemory" not in args:
+    if _flag(args, "--maxmemory") is None:
         problems.append(f"{where}: no maxmemory")
-    if "--maxmemory-policy" not in args or args[args.index("--maxmemory-policy") + 1] != "noeviction":
+    if _flag(args, "--maxmemory-policy") != "noeviction":
         problems.append(f"{where}: maxmemory-policy is not noeviction")
     default_off = any(args[i : i + 3] == ["--user", "default", "off"] for i in range(len(args)))
     if not default_off and "--requirepass" not in args:
         problems.append(f"{where}: no authentication (neither `--user default off` nor --requirepass)")
+    return problems
+
+
+def bus_durability_problems(args: list[str], where: str) -> list[str]:
+    """The Redis that holds the event bus must keep every acknowledged write through a crash: a 202
+    is a promise."""
+    problems = []
+    if _flag(args, "--appendonly") != "yes":
+        problems.append(f"{where}: no append-only file")
+    if _flag(args, "--appendfsync") != "always":
+        problems.append(
+            f"{where}: appendfsync is not always (everysec may acknowledge writes a crash then loses)"
+        )
     return problems
 
 
@@ -391,6 +408,12 @@ def test_the_posture_checks_catch_what_they_are_for():
         "api: LAMBDAREC_REDIS_URL has a password in its URL",
         "api: AWS_SECRET_ACCESS_KEY is not a required variable",
     ]
+    assert bus_durability_problems(["redis-server", "--appendonly", "yes"], "redis") == [
+        "redis: appendfsync is not always (everysec may acknowledge writes a crash then loses)"
+    ]
+    assert bus_durability_problems(["redis-server", "--appendfsync", "always"], "redis") == [
+        "redis: no append-only file"
+    ]
     assert redis_problems(["redis-server", "--appendonly", "yes"], "redis") == [
         "redis: no maxmemory",
         "redis: maxmemory-policy is not noeviction",
@@ -444,6 +467,7 @@ def test_production_compose_has_no_default_credential_and_exposes_only_the_api()
     for name, service in compose["services"].items():
         if str(service.get("image", "")).startswith("redis"):
             assert redis_problems(service["command"], name) == []
+    assert bus_durability_problems(compose["services"]["redis"]["command"], "redis") == []
     # Everything the file requires is listed for operators (env.example), and nothing else.
     text = "\n".join(
         line
@@ -467,6 +491,7 @@ def test_production_manifests_have_no_credential_and_lock_the_stores():
     assert k8s_problems(docs) == []
     redis_args = _find(docs, "StatefulSet", "redis")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert redis_problems(["redis-server", *redis_args], "k8s redis") == []
+    assert bus_durability_problems(["redis-server", *redis_args], "k8s redis") == []
     mlflow = _find(docs, "Deployment", "mlflow")["spec"]["template"]["spec"]["containers"][0]
     assert "--app-name basic-auth" in " ".join(mlflow["args"])
     policies = {
