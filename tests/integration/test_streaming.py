@@ -33,6 +33,8 @@ from feature_store.redis_keys import RedisKeys
 from feature_store.settings import Settings, project_root
 from feature_store.tables import BRONZE_EVENTS, QUARANTINE
 from lambdarec.testing import shop_events, speed_feature_mismatches, start_speed_job
+from spark_jobs.streaming.failpoints import BRONZE_WRITE, REDIS_APPLY
+from spark_jobs.streaming.failpoints import ENV as FAILPOINT
 
 pytestmark = pytest.mark.integration
 KEYS = RedisKeys("lr")
@@ -760,6 +762,16 @@ def test_sigkill_mid_run_then_restart_loses_and_doubles_nothing(
     env = _job_env(stream_settings)
     cli = [str(Path(sys.executable).parent / "lambdarec")]
     log = open(tmp_path / "job.log", "ab")
+    # First two kills aimed where a random one rarely lands (spark_jobs.streaming.failpoints): halfway
+    # through the first micro-batch's Redis apply (some users' shards written, the batch's counters
+    # not), then one second into a bronze micro-batch's Delta MERGEs.
+    job = start_speed_job({**env, FAILPOINT: REDIS_APPLY}, log)
+    assert job.wait(timeout=DEADLINE_S) == -signal.SIGKILL
+    written = {key.decode().split(":")[2] for key in redis_client.keys(f"{KEYS.prefix}:s:{{u:*")}
+    first_batch_users = {e["user_id"] for e in events[:38]}  # 40 entries, two of them garbage
+    assert 0 < len(written) < len(first_batch_users) and status_counts(redis_client)[0] == -1
+    job = start_speed_job({**env, FAILPOINT: f"{BRONZE_WRITE}:1.0"}, log)
+    assert job.wait(timeout=DEADLINE_S) == -signal.SIGKILL
     job = start_speed_job(env, log)
     try:
         wait_for(
