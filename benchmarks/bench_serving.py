@@ -451,12 +451,12 @@ def run(quick: bool, out_dir: Path) -> dict:
             for name, overrides in VARIANTS.items():
                 if name not in variants:
                     continue
-                client.delete(settings.event_stream)
+                client.delete(settings.bus.stream)
                 rows += _run_variant(name, {**base_env, **overrides}, RATES, duration_s, work, server_cpus)
             capacity = []
             if os.environ.get("BENCH_SERVING_CAPACITY") == "1":
                 for workers in (1, 2):
-                    client.delete(settings.event_stream)
+                    client.delete(settings.bus.stream)
                     capacity.append(
                         _capacity(workers, base_env, duration_s, work, cpus[:workers] if pinned else None)
                     )

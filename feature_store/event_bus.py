@@ -477,18 +477,18 @@ def open_publisher(
     """The publisher of the bus `settings.event_bus` names (the one place that chooses).
     Redis Stream: `redis_client` (sync or asyncio, see RedisStreamPublisher), trimming committed
     entries when `trim`. Kafka: `kafka_bootstrap`, default `settings.kafka_bootstrap_servers`."""
-    if settings.event_bus == "kafka":
-        bootstrap = kafka_bootstrap or settings.kafka_bootstrap_servers
+    if settings.bus.kind == "kafka":
+        bootstrap = kafka_bootstrap or settings.kafka.bootstrap_servers
         if not bootstrap:
             raise ValueError(
                 "LAMBDAREC_EVENT_BUS=kafka needs LAMBDAREC_KAFKA_BOOTSTRAP_SERVERS (or `lambdarec kafka start`)"
             )
-        return KafkaPublisher.connect(bootstrap, settings.kafka_topic, settings.kafka_linger_ms)
+        return KafkaPublisher.connect(bootstrap, settings.kafka.topic, settings.kafka.linger_ms)
     if redis_client is None:
         raise ValueError("the Redis Stream bus needs a Redis client")
     return RedisStreamPublisher(
         redis_client,
-        settings.event_stream,
-        settings.event_stream_maxlen if trim else None,
-        settings.event_stream_max_backlog,
+        settings.bus.stream,
+        settings.bus.stream_maxlen if trim else None,
+        settings.bus.stream_max_backlog,
     )

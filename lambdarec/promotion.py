@@ -62,7 +62,7 @@ def validate_version(spark, settings: Settings, version: str) -> PromotionCheck:
 
     versions = list_versions(settings)
     if version not in {v["version"] for v in versions}:
-        raise PromotionRejected(f"{settings.ranker_model_name} has no version {version!r}")
+        raise PromotionRejected(f"{settings.ranker.model_name} has no version {version!r}")
     context = BatchContext(spark, settings, current_run_date(versions))
     champion = champion_version(settings)
     candidate = load_ranker(settings, version, preferred="native")
@@ -70,7 +70,7 @@ def validate_version(spark, settings: Settings, version: str) -> PromotionCheck:
     if champion is not None and champion != version:
         current = load_ranker(settings, champion, preferred="native")
         models["champion"] = NativeModel(current.kind, current.native, current.version)
-    metric = settings.promotion_metric
+    metric = settings.promotion.metric
     evaluation = evaluate_with_per_user(holdout(context), models, metric, sources=("popular",))
     results, per_user = evaluation.results, evaluation.per_user
     champion_score = results["champion"][metric] if "champion" in results else None
@@ -109,7 +109,7 @@ def promote_version(settings: Settings, check: dict, force: bool = False, reason
             "a forced promotion needs a reason (the `reason` param); it is recorded in MLflow"
         )
     mlflow_client = client(settings)
-    name = settings.ranker_model_name
+    name = settings.ranker.model_name
     mlflow_client.set_model_version_tag(name, version, MANUAL_PROMOTION_TAG, check["reason"])
     if not check["passed"]:
         mlflow_client.set_model_version_tag(name, version, FORCED_REASON_TAG, reason.strip())

@@ -142,8 +142,8 @@ def check_stream(settings: Settings, redis_client) -> StreamHealth:
     status, alive = job_status(settings)
     seconds, micros = redis_client.time()
     now_ms = int(seconds) * 1000 + int(micros) // 1000
-    oldest = oldest_uncommitted_ms(redis_client, settings.event_stream)
-    return assess_stream(status, alive, oldest, now_ms, settings.stream_max_staleness_s)
+    oldest = oldest_uncommitted_ms(redis_client, settings.bus.stream)
+    return assess_stream(status, alive, oldest, now_ms, settings.stream.max_staleness_s)
 
 
 def restart_stream(settings: Settings) -> str:
@@ -152,13 +152,13 @@ def restart_stream(settings: Settings) -> str:
     `Settings.stream_restart_command` when set (e.g. `kubectl rollout restart deployment/...` in
     production), else the local job: stop whatever is left of it, start it again in the background.
     """
-    if settings.stream_restart_command:
+    if settings.stream.restart_command:
         done = subprocess.run(
-            settings.stream_restart_command, capture_output=True, text=True, timeout=300, check=False
+            settings.stream.restart_command, capture_output=True, text=True, timeout=300, check=False
         )
         if done.returncode != 0:
             raise WatchdogError(
-                f"{' '.join(settings.stream_restart_command)} failed: {done.stderr.strip()[-500:]}"
+                f"{' '.join(settings.stream.restart_command)} failed: {done.stderr.strip()[-500:]}"
             )
         return done.stdout.strip()
     stopped = run_cli(settings, "stream", "stop")

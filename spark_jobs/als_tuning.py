@@ -34,7 +34,12 @@ class AlsGrid:
 
     @classmethod
     def from_settings(cls, settings) -> AlsGrid:
-        return cls(settings.als_ranks, settings.als_reg_params, settings.als_alphas, settings.als_max_iters)
+        return cls(
+            settings.candidates.als_ranks,
+            settings.candidates.als_reg_params,
+            settings.candidates.als_alphas,
+            settings.candidates.als_max_iters,
+        )
 
     def points(self) -> list[dict[str, float]]:
         return [

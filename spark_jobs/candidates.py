@@ -63,12 +63,12 @@ class CandidateParams:
         values = {
             f.name: getattr(settings, f.name) for f in fields(cls) if f.name in type(settings).model_fields
         }
-        values["per_source"] = settings.candidates_per_source
+        values["per_source"] = settings.candidates.per_source
         values.update(
-            als_rank=settings.als_ranks[0],
-            als_reg_param=settings.als_reg_params[0],
-            als_alpha=settings.als_alphas[0],
-            als_max_iter=settings.als_max_iters[0],
+            als_rank=settings.candidates.als_ranks[0],
+            als_reg_param=settings.candidates.als_reg_params[0],
+            als_alpha=settings.candidates.als_alphas[0],
+            als_max_iter=settings.candidates.als_max_iters[0],
         )
         values.update(overrides)
         return cls(**values)

@@ -69,7 +69,7 @@ def redis_client(redis_server):
 @pytest.fixture
 def table_settings(settings: Settings, tmp_path: Path) -> Settings:
     """Settings whose Delta tables live in a fresh folder for one test (same Spark session)."""
-    return settings.model_copy(update={"tables_uri": str(tmp_path / "delta"), "data_dir": tmp_path})
+    return settings.updated(tables_uri=str(tmp_path / "delta"), data_dir=tmp_path)
 
 
 @pytest.fixture(scope="session")

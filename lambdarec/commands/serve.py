@@ -44,8 +44,8 @@ def register(app: typer.Typer) -> None:
             # all use the same store and brokers (a private redis-server is started once, not per worker).
             settings = bus_settings(settings)
             os.environ["LAMBDAREC_REDIS_URL"] = redis_url(settings)
-            if settings.kafka_bootstrap_servers:
-                os.environ["LAMBDAREC_KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka_bootstrap_servers
+            if settings.kafka.bootstrap_servers:
+                os.environ["LAMBDAREC_KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka.bootstrap_servers
             api = api_app() if workers == 1 else None
         except (MissingApiKeys, BadApiKeyDigest, ValueError) as exc:
             typer.echo(f"lambdarec serve: {exc}", err=True)
@@ -55,8 +55,8 @@ def register(app: typer.Typer) -> None:
             api if api is not None else "lambdarec.composition:api_app",
             factory=api is None,
             workers=workers,
-            host=host or settings.api_host,
-            port=port or settings.api_port,
+            host=host or settings.serving.host,
+            port=port or settings.serving.port,
             loop="uvloop" if settings.serving_uvloop else "asyncio",
             http="httptools",
             access_log=False,  # a log line per request costs more than the request at these latencies

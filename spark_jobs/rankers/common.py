@@ -31,11 +31,11 @@ class RankerParams:
     @classmethod
     def from_settings(cls, settings, **overrides) -> RankerParams:
         values = dict(
-            trees=settings.ranker_trees,
-            max_depth=settings.ranker_max_depth,
-            learning_rate=settings.ranker_learning_rate,
-            min_child_weight=settings.ranker_min_child_weight,
-            num_workers=settings.train_num_workers,
+            trees=settings.ranker.trees,
+            max_depth=settings.ranker.max_depth,
+            learning_rate=settings.ranker.learning_rate,
+            min_child_weight=settings.ranker.min_child_weight,
+            num_workers=settings.ranker.num_workers,
         )
         values.update(overrides)
         return cls(**values)

@@ -74,11 +74,11 @@ def trend_weights(event_types: EventTypes) -> dict[str, float]:
 
 def speed_params(settings, event_types: EventTypes | None = None) -> SpeedParams:
     return SpeedParams(
-        recent_max=settings.recent_items_max,
-        ttl_s=settings.speed_ttl_s,
-        session_gap_ms=settings.session_gap_minutes * 60_000,
-        dedupe_events_per_user=settings.speed_dedupe_events_per_user,
-        dedupe_ttl_s=settings.speed_dedupe_ttl_s,
+        recent_max=settings.speed.recent_items_max,
+        ttl_s=settings.speed.ttl_s,
+        session_gap_ms=settings.batch.session_gap_minutes * 60_000,
+        dedupe_events_per_user=settings.speed.dedupe_events_per_user,
+        dedupe_ttl_s=settings.speed.dedupe_ttl_s,
         trend_weights=trend_weights(event_types or EventTypes()),
     )
 

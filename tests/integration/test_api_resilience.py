@@ -53,8 +53,8 @@ def own_redis(tmp_path):
 
 
 def settings_for(serving_settings, server):
-    return serving_settings.model_copy(
-        update={"redis_url": server.url, "serving_redis_budget_s": 0.2, "serving_redis_retry_s": 0.05}
+    return serving_settings.updated(
+        redis_url=server.url, serving_redis_budget_s=0.2, serving_redis_retry_s=0.05
     )
 
 
@@ -123,12 +123,8 @@ async def test_frozen_redis_answers_within_the_budget_and_recovers(serving_setti
 
 async def test_starts_without_redis_and_serves_once_it_appears(serving_settings, tmp_path, running):
     port = free_port()
-    settings = serving_settings.model_copy(
-        update={
-            "redis_url": f"redis://127.0.0.1:{port}/0",
-            "serving_redis_budget_s": 0.2,
-            "serving_redis_retry_s": 0.05,
-        }
+    settings = serving_settings.updated(
+        redis_url=f"redis://127.0.0.1:{port}/0", serving_redis_budget_s=0.2, serving_redis_retry_s=0.05
     )
     async with running(create_app(settings)) as api:
         health = await api.get("/healthz")

@@ -41,27 +41,22 @@ RUN_DATE = START + timedelta(days=DAYS)
 
 @pytest.fixture
 def batch_settings(table_settings, redis_server):
-    return table_settings.model_copy(
-        update={
-            "redis_url": redis_server.url,
-            "label_horizon_days": 3,
-            "active_user_days": 14,
-            "candidates_per_source": 30,
-            # a two-point grid: the candidates step tunes ALS
-            "als_ranks": (8,),
-            "als_reg_params": (0.05,),
-            "als_alphas": (10.0, 40.0),
-            "als_max_iters": (5,),
-            "ranker_trees": 30,
-            "ranker_max_depth": 4,
-            "max_negatives_per_query": 20,
-            "batch_top_n": 20,
-            "train_num_workers": 2,
-            # 200 generated users: fewer holdout users than the production default (100) may decide
-            "promotion_min_users": 50,
-            # tiny data cannot show a significant gain: these tests check the loop; the gate's decision rule is unit-tested (test_promotion_gate.py)
-            "promotion_min_gain": -1.0,
-        }
+    return table_settings.updated(
+        redis_url=redis_server.url,
+        label_horizon_days=3,
+        active_user_days=14,
+        candidates_per_source=30,
+        als_ranks=(8,),
+        als_reg_params=(0.05,),
+        als_alphas=(10.0, 40.0),
+        als_max_iters=(5,),
+        ranker_trees=30,
+        ranker_max_depth=4,
+        max_negatives_per_query=20,
+        batch_top_n=20,
+        train_num_workers=2,
+        promotion_min_users=50,
+        promotion_min_gain=-1.0,
     )
 
 
@@ -89,7 +84,7 @@ def test_batch_run_ends_with_a_champion_and_recommendations_in_redis(
 
     # MLflow: both rankers registered for this date, the better one challenger and (past popularity) champion.
     mlflow_client = client(batch_settings)
-    name = batch_settings.ranker_model_name
+    name = batch_settings.ranker.model_name
     versions = {reports["train_xgboost"]["version"], reports["train_lightgbm"]["version"]}
     assert versions == {"1", "2"}
     assert reports["promote"]["promoted"], reports["promote"]
@@ -109,13 +104,13 @@ def test_batch_run_ends_with_a_champion_and_recommendations_in_redis(
         len(per_user)
         == results["popular"]["users"]
         == promote["evidence"]["users"]
-        >= batch_settings.promotion_min_users
+        >= batch_settings.promotion.min_users
     )
     for column, label in labels.items():
         assert per_user[column].mean() == pytest.approx(results[label]["ndcg@10"], abs=1e-12)
     gains = per_user[f"v{champion}"] - per_user["popular"]
     assert promote["evidence"]["mean"] == pytest.approx(gains.mean(), abs=1e-12)
-    assert promote["evidence"]["low"] > batch_settings.promotion_min_gain
+    assert promote["evidence"]["low"] > batch_settings.promotion.min_gain
     tags = mlflow_client.get_model_version(name, champion).tags
     assert (tags["gate.decision"], tags["gate.users"]) == ("promoted", str(promote["evidence"]["users"]))
 
@@ -129,7 +124,7 @@ def test_batch_run_ends_with_a_champion_and_recommendations_in_redis(
     assert [
         (row["als_rank"], row["als_reg_param"], row["als_alpha"], row["als_max_iter"]) for row in tuning
     ] == [(8, 0.05, 10.0, 5), (8, 0.05, 40.0, 5)]
-    best = choose_best(tuning, batch_settings.als_tune_metric)
+    best = choose_best(tuning, batch_settings.candidates.als_tune_metric)
     assert reports["candidates"]["als"] == {key: best[key] for key in GRID_KEYS}
     written = read_table(spark, batch_settings, CANDIDATES).groupBy("as_of", "source").count().collect()
     assert {(str(r.as_of), r.source): r["count"] for r in written} == {
@@ -144,10 +139,10 @@ def test_batch_run_ends_with_a_champion_and_recommendations_in_redis(
     } == {cut.train}
     scores = read_table(spark, batch_settings, BATCH_SCORES).collect()
     assert {(r.as_of, r.model_version) for r in scores} == {(RUN_DATE, champion)}
-    assert max(r["rank"] for r in scores) == batch_settings.batch_top_n
+    assert max(r["rank"] for r in scores) == batch_settings.batch.top_n
 
     # Redis: the pointer names a version whose meta says champion and whose recs are the batch scores.
-    keys = RedisKeys(batch_settings.redis_key_prefix)
+    keys = RedisKeys(batch_settings.redis.key_prefix)
     version = redis_client.get(keys.batch_pointer).decode()
     assert version == reports["publish"]["version"]
     meta = redis_client.hgetall(keys.batch_meta(version))
@@ -194,7 +189,7 @@ def test_batch_run_ends_with_a_champion_and_recommendations_in_redis(
     assert (check["version"], check["champion"], check["metric"], check["holdout_as_of"]) == (
         other,
         champion,
-        batch_settings.promotion_metric,
+        batch_settings.promotion.metric,
         str(cut.holdout),
     )
     # the same holdout and models as the evaluate step: the same metrics

@@ -88,7 +88,7 @@ def test_registered_version_holds_the_model_files_and_serves_as_pyfunc(table_set
     import mlflow
 
     ranker, meta, registered = register(table_settings, tmp_path, kind, ndcg=0.4)
-    assert (registered.name, registered.version) == (table_settings.ranker_model_name, "1")
+    assert (registered.name, registered.version) == (table_settings.ranker.model_name, "1")
     local = Path(
         mlflow.artifacts.download_artifacts(
             artifact_uri=f"models:/{registered.name}/1", dst_path=str(tmp_path / "dl")
@@ -132,7 +132,7 @@ def test_registered_version_holds_the_model_files_and_serves_as_pyfunc(table_set
 
 def test_promotion_gate_with_aliases_and_rollback(table_settings, tmp_path):
     settings = table_settings
-    name = settings.ranker_model_name
+    name = settings.ranker.model_name
     mlflow_client = client(settings)
     with pytest.raises(NoChampion):
         load_ranker(settings)
@@ -229,9 +229,7 @@ def test_unreachable_registry_is_not_no_champion(table_settings, monkeypatch):
         probe.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    unreachable = table_settings.model_copy(
-        update={"mlflow_tracking_uri": closed, "mlflow_registry_uri": closed}
-    )
+    unreachable = table_settings.updated(mlflow_tracking_uri=closed, mlflow_registry_uri=closed)
     with pytest.raises(
         RegistryUnavailable, match=f"model registry {closed} could not be asked for lambdarec-ranker@champion"
     ):
