@@ -141,7 +141,7 @@ def workers_comparison(spark, settings, run_date: date) -> dict:
     rows = {}
     for kind, train in (("xgboost", train_xgboost), ("lightgbm", train_lightgbm)):
         for workers in (1, 2):
-            ranker = train(train_part, RankerParams.from_settings(settings, num_workers=workers))
+            ranker = train(train_part, RankerParams.from_settings(settings.ranker, num_workers=workers))
             rows[f"{kind}/{workers}"] = {
                 "seconds": round(ranker.train_seconds, 2),
                 "validation_ndcg@10": round(mean_ndcg(validation, ranker.predict(validation.features)), 4),

@@ -442,14 +442,12 @@ def run(quick: bool, out_dir: Path, bus: str = "redis", realtime_only: bool = Fa
 
     from feature_store.event_bus import open_publisher
     from feature_store.redis_keys import RedisKeys
-    from feature_store.settings import Settings
+    from feature_store.settings import Settings, StreamSettings
     from lambdarec.kafka_broker import start_broker, stop_broker
     from lambdarec.redis_server import EmbeddedRedis
 
     duration = 15.0 if quick else 60.0
-    trigger_ms = int(
-        os.environ.get("LAMBDAREC_STREAM_TRIGGER_MS", Settings.model_fields["stream_trigger_ms"].default)
-    )
+    trigger_ms = int(os.environ.get("LAMBDAREC_STREAM_TRIGGER_MS", StreamSettings().trigger_ms))
     work = Path(tempfile.mkdtemp(prefix="bench-freshness-"))
     server = EmbeddedRedis(directory=work / "redis").start()
     client = redis.Redis.from_url(server.url)

@@ -275,7 +275,9 @@ class PromotionSettings(Component):
         description="The lower bound of the paired bootstrap interval of the challenger's per-user gain over the "
         "champion (first model: popularity) on the same holdout must be above this.",
     )
-    min_users: int = Field(100, description="Holdout users with relevant items the gate needs before it decides.")
+    min_users: int = Field(
+        100, description="Holdout users with relevant items the gate needs before it decides."
+    )
     confidence: float = Field(0.95, description="Confidence of the gate's bootstrap interval.")
     resamples: int = Field(
         1000, description="Bootstrap resamples of the gate (seeded: the same holdout, the same decision)."
@@ -287,7 +289,9 @@ class PublishSettings(Component):
 
     flat_prefix: ClassVar[str] = "publish_"
 
-    keep_versions: int = Field(3, description="Published batch versions kept for rollback; older ones expire.")
+    keep_versions: int = Field(
+        3, description="Published batch versions kept for rollback; older ones expire."
+    )
     grace_s: int = Field(
         600, description="An expired version's keys live this long so in-flight readers finish."
     )
@@ -417,7 +421,9 @@ class ServingSettings(Component):
     rate_limit_burst: int = Field(
         200, ge=1, description="Requests an API key may send at once before its rate applies."
     )
-    microbatch_enabled: bool = Field(False, description="Run concurrent requests' candidates in one model call.")
+    microbatch_enabled: bool = Field(
+        False, description="Run concurrent requests' candidates in one model call."
+    )
     microbatch_wait_ms: float = Field(1.0, description="How long a micro-batch waits for more requests.")
     ranker_file: Literal["onnx", "onnx_compressed", "native"] = Field(
         "onnx",
@@ -428,9 +434,15 @@ class ServingSettings(Component):
         description="Order candidates by the @champion ranker (False: by the hand priors of the sources, an ablation).",
     )
     max_per_category: int = Field(0, ge=0, description="Diversity cap per category in one answer (0 = off).")
-    recent_items: int = Field(10, description="How many of the user's recent items seed real-time candidates.")
-    neighbors_per_item: int = Field(20, description="Co-visitation / similar neighbours taken per recent item.")
-    trending_window: str = Field("1h", description="Trending window read by serving (speed-layer key suffix).")
+    recent_items: int = Field(
+        10, description="How many of the user's recent items seed real-time candidates."
+    )
+    neighbors_per_item: int = Field(
+        20, description="Co-visitation / similar neighbours taken per recent item."
+    )
+    trending_window: str = Field(
+        "1h", description="Trending window read by serving (speed-layer key suffix)."
+    )
     trending_candidates: int = Field(50, description="Trending items added as candidates.")
     max_candidates: int = Field(400, description="Candidates ranked per request at most.")
     max_exclude: int = Field(200, description="Most item ids a request may exclude.")

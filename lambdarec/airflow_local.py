@@ -67,7 +67,7 @@ def spark_connection(settings: Settings) -> str:
 def settings_env(settings: Settings) -> dict[str, str]:
     """Every setting as its LAMBDAREC_* variable (JSON for lists and maps), unset ones left out."""
     env: dict[str, str] = {}
-    for name, value in settings.model_dump(mode="json").items():
+    for name, value in settings.flat_values(mode="json").items():
         if value is None:
             continue
         text = json.dumps(value) if isinstance(value, (dict, list)) else str(value)

@@ -61,9 +61,10 @@ def spark_session(settings: Settings):
     return build_spark(settings)
 
 
-def api_app():
+def api_app(switches=None):
     """The API for the environment's settings: `lambdarec serve`'s app, also the factory each of
-    its worker processes calls (`lambdarec.composition:api_app`)."""
+    its worker processes calls (`lambdarec.composition:api_app`); `switches` (serving.tuning.ServingSwitches)
+    default to every optimization on."""
     import sys
 
     # MLflow probes `import pyspark` when the model registry client loads; the API process has no
@@ -73,4 +74,6 @@ def api_app():
     from serving.app import create_app
 
     settings = bus_settings(load_settings())
-    return create_app(settings, redis_url=redis_url(settings))
+    from serving.tuning import ServingSwitches
+
+    return create_app(settings, redis_url=redis_url(settings), switches=switches or ServingSwitches())

@@ -55,7 +55,7 @@ def validate_version(spark, settings: Settings, version: str) -> PromotionCheck:
     """Evaluate `version` and the champion on the current holdout and apply the promotion gate."""
     from feature_store.registry import champion_version, load_ranker
     from spark_jobs.evaluation import evaluate_with_per_user
-    from spark_jobs.model_registry import GateRule, gate, list_versions
+    from spark_jobs.model_registry import gate, list_versions
     from spark_jobs.scoring import NativeModel
     from spark_jobs.steps.context import BatchContext
     from spark_jobs.steps.models import holdout
@@ -80,7 +80,7 @@ def validate_version(spark, settings: Settings, version: str) -> PromotionCheck:
         baseline, label = (
             ("champion", f"champion v{champion}") if "champion" in per_user else ("popular", "popularity")
         )
-        decision = gate(per_user["candidate"], per_user[baseline], label, GateRule.from_settings(settings))
+        decision = gate(per_user["candidate"], per_user[baseline], label, settings.promotion)
         passed, reason = decision.promote, decision.reason
     return PromotionCheck(
         version=version,

@@ -55,6 +55,7 @@ from serving.schemas import (
     SimilarItems,
 )
 from serving.store import OnlineStore
+from serving.tuning import ServingSwitches
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class Services:
     publisher: EventPublisher  # the bus POST /v1/events publishes to (Redis Stream or Kafka, from settings)
 
 
-def open_redis(url: str, settings: Settings):
+def open_redis(url: str, settings: Settings, switches: ServingSwitches):
     """The async Redis client of the API: hiredis parser (unless switched off), request-sized
     timeouts, and a bounded pool. Bounded because under overload an unbounded pool opens a connection
     per waiting request, and every timed-out request throws its connection away: the reconnects then
@@ -100,21 +101,17 @@ def open_redis(url: str, settings: Settings):
         timeout=settings.serving.redis_budget_s,
         socket_timeout=settings.serving.redis_budget_s,
         socket_connect_timeout=settings.serving.redis_budget_s,
-        parser_class=_AsyncHiredisParser if settings.serving_hiredis else _AsyncRESP2Parser,
+        parser_class=_AsyncHiredisParser if switches.hiredis else _AsyncRESP2Parser,
         health_check_interval=0,
         driver_info=None,
     )
     return aioredis.Redis(connection_pool=pool)
 
 
-def open_reader(url: str, settings: Settings, redis_client):
+def open_reader(url: str, redis_client, switches: ServingSwitches):
     """What the online store reads through: serving's pipelined connection (it parses with hiredis),
     unless it or hiredis is switched off; else redis-py's pipeline on the app's client."""
-    if (
-        settings.serving_fast_redis
-        and settings.serving_hiredis
-        and url.startswith(("redis://", "rediss://", "unix://"))
-    ):
+    if switches.fast_redis and switches.hiredis and url.startswith(("redis://", "rediss://", "unix://")):
         return PipelinedReader(url)
     return RedisPyReader(redis_client)
 
@@ -127,6 +124,7 @@ def build_services(
     publisher: EventPublisher | None = None,
     resolve=champion_version,
     load=load_ranker,
+    switches: ServingSwitches = ServingSwitches(),
 ) -> Services:
     """Wire the serving objects around one Redis client (no I/O here); `reader` (serving.resp)
     defaults to redis-py's pipeline on that client, `publisher` to the bus the settings name."""
@@ -166,7 +164,7 @@ def build_services(
             pass
 
     watcher = ChampionWatcher(settings, holder, resolve=resolve, load=load, on_swap=record_model)
-    if settings.serving_orjson:
+    if switches.orjson:
         render = lambda content, status: OrjsonResponse(content, status_code=status)  # noqa: E731
     else:
         render = lambda content, status: JSONResponse(content, status_code=status)  # noqa: E731
@@ -194,10 +192,11 @@ def create_app(
     redis_url: str | None = None,
     resolve: Callable[[Settings], str | None] = champion_version,
     load: Callable[[Settings, str], LoadedRanker] = load_ranker,
+    switches: ServingSwitches = ServingSwitches(),
 ) -> FastAPI:
-    """The API for these settings. `redis_url` defaults to `settings.redis_url` (the CLI passes the
-    embedded server's URL); `resolve`/`load` reach the model registry. Refuses a non-local profile
-    without API keys (before anything starts)."""
+    """The API for these settings. `redis_url` defaults to `settings.redis.url` (the CLI passes the
+    embedded server's URL); `resolve`/`load` reach the model registry; `switches` turn optimizations
+    off (benchmarks, tests). Refuses a non-local profile without API keys (before anything starts)."""
     guard_from_settings(settings)  # fail now, not at the first request
     url = redis_url or settings.redis.url
     if not url:
@@ -205,14 +204,15 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        client = open_redis(url, settings)
+        client = open_redis(url, settings, switches)
         services = build_services(
             settings,
             client,
-            reader=open_reader(url, settings, client),
+            reader=open_reader(url, client, switches),
             publisher=open_publisher(settings, redis_client=client, trim=False),
             resolve=resolve,
             load=load,
+            switches=switches,
         )
         app.state.services = services
         try:
@@ -222,7 +222,7 @@ def create_app(
             log.warning("Redis not reachable at start-up (%s); serving degraded until it is", exc)
         await services.watcher.check()
         services.watcher.start()
-        if settings.serving_gc_freeze:
+        if switches.gc_freeze:
             # Everything built so far lives as long as the process: keep it out of full collections,
             # which otherwise land on one request in fifty as a p99 spike (STACK-NOTES).
             gc.collect()
@@ -247,7 +247,7 @@ def create_app(
     )
     app.include_router(_v1_router(settings))
     app.include_router(_ops_router())
-    if settings.serving_fast_route:
+    if switches.fast_route:
         app.add_middleware(
             FastRecommendations, max_k=settings.serving.max_k, max_exclude=settings.serving.max_exclude
         )

@@ -17,6 +17,7 @@ from itertools import product
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from feature_store.settings import CandidateSettings
 from spark_jobs.candidates import CandidateParams, als_candidates, als_factors, implicit_weights, seen_items
 
 GRID_KEYS: tuple[str, ...] = ("als_rank", "als_reg_param", "als_alpha", "als_max_iter")
@@ -33,12 +34,9 @@ class AlsGrid:
     max_iters: tuple[int, ...]
 
     @classmethod
-    def from_settings(cls, settings) -> AlsGrid:
+    def from_settings(cls, candidates: CandidateSettings) -> AlsGrid:
         return cls(
-            settings.candidates.als_ranks,
-            settings.candidates.als_reg_params,
-            settings.candidates.als_alphas,
-            settings.candidates.als_max_iters,
+            candidates.als_ranks, candidates.als_reg_params, candidates.als_alphas, candidates.als_max_iters
         )
 
     def points(self) -> list[dict[str, float]]:

@@ -35,7 +35,7 @@ from typing import Any
 
 from feature_store.ranking import CHALLENGER_ALIAS, CHAMPION_ALIAS, MODEL_FILES, RANKER_FEATURES
 from feature_store.registry import NoChampion, champion_version, configure_mlflow, registry_client
-from feature_store.settings import Settings
+from feature_store.settings import PromotionSettings, Settings
 from spark_jobs.significance import PairedDifference, paired_bootstrap
 
 CHAMPION_HISTORY_TAG = "champion_history"
@@ -209,28 +209,6 @@ GATE_TAGS = ("gate.decision", "gate.users", "gate.gain", "gate.ci_low", "gate.ci
 
 
 @dataclass(frozen=True)
-class GateRule:
-    """What the gate asks for (from Settings): on `metric`, per-user paired gains whose bootstrap
-    interval at `confidence` lies above `min_gain`, over at least `min_users` holdout users."""
-
-    metric: str
-    min_gain: float
-    min_users: int
-    confidence: float = 0.95
-    resamples: int = 1000
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> GateRule:
-        return cls(
-            settings.promotion.metric,
-            settings.promotion.min_gain,
-            settings.promotion.min_users,
-            settings.promotion.confidence,
-            settings.promotion.resamples,
-        )
-
-
-@dataclass(frozen=True)
 class GateDecision:
     promote: bool
     reason: str
@@ -257,7 +235,7 @@ class GateDecision:
 
 
 def gate(
-    challenger: Sequence[float], baseline: Sequence[float], baseline_label: str, rule: GateRule
+    challenger: Sequence[float], baseline: Sequence[float], baseline_label: str, rule: PromotionSettings
 ) -> GateDecision:
     """Pure rule on one holdout: `challenger` and `baseline` are the per-user values of `rule.metric`
     (aligned by user). Promote only when there are at least `min_users` users and the lower bound of

@@ -232,8 +232,8 @@ def evaluate_split(
     progress("tuning ALS on the train part")
     sources_params, als_tuning = tune_als(
         train_silver,
-        CandidateParams.from_settings(settings),
-        AlsGrid.from_settings(settings),
+        CandidateParams.from_settings(settings.candidates),
+        AlsGrid.from_settings(settings.candidates),
         settings.candidates.als_validation_share,
         settings.candidates.als_tune_metric,
     )
@@ -247,7 +247,7 @@ def evaluate_split(
     examples = training_examples(
         inner.inputs, inner_labels, settings.batch.max_negatives_per_query, seed
     ).cache()
-    params = RankerParams.from_settings(settings, seed=seed)
+    params = RankerParams.from_settings(settings.ranker, seed=seed)
     progress("training xgboost")
     rankers = {"xgboost": train_xgboost(examples, params)}
     progress("training lightgbm")

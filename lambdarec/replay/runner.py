@@ -47,7 +47,7 @@ from typing import Any
 
 from feature_store.event_bus import entry_fields
 from feature_store.redis_keys import RedisKeys
-from feature_store.settings import Settings
+from feature_store.settings import Settings, flat_fields
 from lambdarec.replay.dataset import (
     ReplayEvent,
     ReplaySource,
@@ -109,14 +109,14 @@ class ServingVariant:
         pairs = []
         for item in filter(None, parts[2].split(",")):
             key, sep, value = item.partition("=")
-            if not sep or key not in Settings.model_fields:
+            if not sep or key not in flat_fields():
                 raise ValueError(f"variant {text!r}: {item!r} is not SETTING=VALUE of a known setting")
             pairs.append((key, value))
         return cls(parts[0], parts[1], tuple(pairs))
 
     def settings(self, base: Settings) -> Settings:
         """Validated like the environment would be (so `0` becomes a float where the setting is one)."""
-        return type(base)(**{**base.model_dump(), **dict(self.overrides)})
+        return base.updated(**dict(self.overrides))
 
 
 @dataclass(frozen=True)
@@ -203,7 +203,6 @@ def replay_settings(settings: Settings, work_dir: Path, redis_url: str, trigger_
         mlflow_artifact_root=str(work_dir / "mlartifacts"),
         stream_trigger_ms=trigger_ms,
         serving_redis_budget_s=10.0,
-        serving_gc_freeze=False,
         model_poll_interval_s=3600.0,
         profile="local",
     )
@@ -348,8 +347,10 @@ class ServingAsker:
 
     def __init__(self, settings: Settings, redis_url: str) -> None:
         from serving.app import create_app
+        from serving.tuning import ServingSwitches
 
-        self.app = create_app(settings, redis_url=redis_url)
+        # in-process instances in a process that goes on after them: no gc.freeze() of what they built
+        self.app = create_app(settings, redis_url=redis_url, switches=ServingSwitches(gc_freeze=False))
         self._lifespan = None
         self.http = None
 

@@ -52,8 +52,8 @@ def step_candidates(ctx: BatchContext) -> dict[str, Any]:
     # ALS's knobs are chosen once per run, on what the earliest cut-off sees: no later cut-off's labels leak in
     params, tuning = tune_als(
         history_before(interactions, cut.train),
-        CandidateParams.from_settings(settings),
-        AlsGrid.from_settings(settings),
+        CandidateParams.from_settings(settings.candidates),
+        AlsGrid.from_settings(settings.candidates),
         settings.candidates.als_validation_share,
         settings.candidates.als_tune_metric,
     )

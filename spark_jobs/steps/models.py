@@ -54,7 +54,7 @@ def step_train(ctx: BatchContext, kind: str) -> dict[str, Any]:
             f"no training examples for as_of {cut.train}: the training set needs candidates and events in "
             f"[{cut.train}, {cut.holdout}); run the steps `candidates` and `training_set` (or use a later --date)"
         )
-    params = RankerParams.from_settings(settings)
+    params = RankerParams.from_settings(settings.ranker)
     train_part, validation_part = split_validation(examples, params.seed)
     if kind == "xgboost":
         from spark_jobs.rankers.xgboost_ranker import train_xgboost as train
@@ -143,7 +143,7 @@ def step_promote(ctx: BatchContext) -> dict[str, Any]:
     per-user gain over the current champion (first model: popularity) on the same holdout is above
     `promotion_min_gain` with confidence, over enough users (spark_jobs.model_registry.gate)."""
     from feature_store.registry import champion_version
-    from spark_jobs.model_registry import GateRule, apply_gate, gate
+    from spark_jobs.model_registry import apply_gate, gate
 
     settings, metric = ctx.settings, ctx.settings.promotion.metric
     tag = holdout_tag(ctx.cutoffs.holdout, metric)
@@ -172,7 +172,7 @@ def step_promote(ctx: BatchContext) -> dict[str, Any]:
     decision = apply_gate(
         settings,
         best,
-        gate(per_user[per_user_column(best)], per_user[baseline], label, GateRule.from_settings(settings)),
+        gate(per_user[per_user_column(best)], per_user[baseline], label, settings.promotion),
     )
     return {
         "version": best,

@@ -12,6 +12,7 @@ import pytest
 from feature_store.ranking import ITEM_INPUTS, USER_INPUTS
 from feature_store.redis_keys import RedisKeys
 from serving.app import create_app
+from serving.tuning import ServingSwitches
 
 pytestmark = pytest.mark.integration
 
@@ -363,17 +364,19 @@ async def test_every_hot_path_switch_gives_the_same_answer(
     store_writer.trending("1h", {"i9": 5.0, "i3": 4.0})
     queries = [{"k": 20}, {"k": 3, "category": "music"}, {"k": 4, "exclude": ["i1"], "item_id": "i5"}]
     capped = {"serving_max_per_category": 1}
-    variants = [
-        {},
-        {"serving_fast_redis": False},
-        {"serving_cache_enabled": False},
-        {"serving_fast_route": False},
-        {"serving_fast_redis": False, "serving_cache_enabled": False, "serving_fast_route": False},
+    no_cache = {"serving_cache_enabled": False}
+    variants = [  # (settings, switches)
+        ({}, ServingSwitches()),
+        ({}, ServingSwitches(fast_redis=False)),
+        (no_cache, ServingSwitches()),
+        ({}, ServingSwitches(fast_route=False)),
+        (no_cache, ServingSwitches(fast_redis=False, fast_route=False)),
     ]
     answers = []
-    for overrides in variants:
+    for overrides, switches in variants:
         for extra in ({}, capped):
-            async with running(create_app(model_settings.updated(**{**overrides, **extra}))) as api:
+            settings = model_settings.updated(**overrides, **extra)
+            async with running(create_app(settings, switches=switches)) as api:
                 answers.append(
                     [
                         (await api.get(f"/v1/recommendations/{user}", params=query)).json()

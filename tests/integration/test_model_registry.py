@@ -9,8 +9,8 @@ import pytest
 
 from feature_store.ranking import CHALLENGER_ALIAS, CHAMPION_ALIAS, MODEL_FILES, RANKER_FEATURES
 from feature_store.registry import NoChampion, RegistryUnavailable, champion_version, load_ranker
+from feature_store.settings import PromotionSettings
 from spark_jobs.model_registry import (
-    GateRule,
     apply_gate,
     client,
     gate,
@@ -79,7 +79,10 @@ def decided(gain: float, label: str = "popularity"):
     """The gate's decision on 200 holdout users whose per-user metric moves by `gain` each."""
     baseline = [0.2] * 200
     return gate(
-        [v + gain for v in baseline], baseline, label, GateRule("ndcg@10", min_gain=0.002, min_users=100)
+        [v + gain for v in baseline],
+        baseline,
+        label,
+        PromotionSettings(metric="ndcg@10", min_gain=0.002, min_users=100),
     )
 
 

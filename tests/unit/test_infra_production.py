@@ -14,10 +14,10 @@ import re
 import pytest
 import yaml
 
-from feature_store.settings import Settings, project_root
+from feature_store.settings import Settings, flat_fields, project_root
 
 PRODUCTION = project_root() / "infra" / "production"
-SETTING_NAMES = {f"LAMBDAREC_{name.upper()}" for name in Settings.model_fields}
+SETTING_NAMES = {f"LAMBDAREC_{name.upper()}" for name in flat_fields()}
 
 
 def _compose() -> dict:
