@@ -253,7 +253,7 @@ def ranker_from_directory(directory: Path, name: str, version: str, preferred: s
 
 def load_ranker(settings: Settings, version: str | None = None, preferred: str | None = None) -> LoadedRanker:
     """Download a registered version (default: `@champion`, NoChampion when there is none) and build
-    its ranker; `preferred` defaults to `settings.serving_ranker_file`. Blocking: serving calls it in
+    its ranker; `preferred` defaults to `settings.serving.ranker_file`. Blocking: serving calls it in
     a worker thread."""
     if version is None:
         version = champion_version(settings)

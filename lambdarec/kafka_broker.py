@@ -5,7 +5,7 @@ Who calls it: `lambdarec kafka start|stop|bootstrap` (and so `infra/local/start-
 `kafka_broker` fixture through those scripts.
 
 The broker is Apache Kafka's own `kafka.Kafka` from Maven Central's `org.apache.kafka:kafka_2.13`
-artifact and its runtime dependencies, resolved once by Maven into `Settings.kafka_jars_dir` (its own
+artifact and its runtime dependencies, resolved once by Maven into `Settings.kafka.jars_dir` (its own
 folder: these JARs must never join Spark's classpath in `Settings.jars_dir`). Its state (KRaft
 metadata, topic logs) lives under `<data_dir>/kafka`, its pid, log and bootstrap address under
 `<data_dir>/run`, like the private redis-server.

@@ -4,8 +4,8 @@
 Called by the `lambdarec_promote` DAG (and usable from a shell). The evaluation and the gate are the
 batch layer's own (`spark_jobs.evaluation.evaluate_models`, `spark_jobs.model_registry.gate` and
 `set_champion`), so a manual promotion is judged exactly like the nightly one: same holdout, same
-metric (`Settings.promotion_metric`), same evidence rule (a paired bootstrap interval above
-`Settings.promotion_min_gain` over at least `Settings.promotion_min_users` users). The current holdout
+metric (`Settings.promotion.metric`), same evidence rule (a paired bootstrap interval above
+`Settings.promotion.min_gain` over at least `Settings.promotion.min_users` users). The current holdout
 is the one of the newest run date among the registered versions.
 """
 

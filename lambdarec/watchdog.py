@@ -8,7 +8,7 @@ resumes from its Spark checkpoint, so a restart loses and double counts nothing)
 
 - down: no streaming job is alive: no process here and no heartbeat from any host.
 - stuck: the job is alive, but the oldest event on the bus that no query has committed has
-  waited longer than `Settings.stream_max_staleness_s` (an idle job with nothing to read is healthy).
+  waited longer than `Settings.stream.max_staleness_s` (an idle job with nothing to read is healthy).
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def check_stream(settings: Settings, redis_client) -> StreamHealth:
 def restart_stream(settings: Settings) -> str:
     """Restart the job so it resumes from its checkpoint; returns what the restart printed.
 
-    `Settings.stream_restart_command` when set (e.g. `kubectl rollout restart deployment/...` in
+    `Settings.stream.restart_command` when set (e.g. `kubectl rollout restart deployment/...` in
     production), else the local job: stop whatever is left of it, start it again in the background.
     """
     if settings.stream.restart_command:

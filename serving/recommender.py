@@ -1,7 +1,7 @@
 """One recommendation request, end to end: store reads, candidates, features, ranker, answer.
 
 Who calls it: the routes of `serving.app`. The Redis part of a request runs under
-`settings.serving_redis_budget_s`; when Redis fails or is slow the answer comes from the local
+`settings.serving.redis_budget_s`; when Redis fails or is slow the answer comes from the local
 fallback (the last popular list read) with `degraded: true`, and a breaker keeps the next requests
 away from Redis for `serving_redis_retry_s` before trying again, so an outage costs no timeouts per
 request and recovery needs nobody. The breaker opens at once when Redis refuses or drops the

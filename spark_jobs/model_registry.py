@@ -6,7 +6,7 @@ is feature_store.registry's, shared with serving.
 - `log_ranker_run`: one MLflow run per trained ranker: params, holdout and validation metrics, the
   feature list with importance, an evaluation report (JSON table + markdown + PNG plot) and the model
   as a pyfunc (spark_jobs/ranker_pyfunc.py as code, the MODEL_FILES as artifacts, a signature and
-  explicit pip requirements), registered as a new version of `Settings.ranker_model_name`.
+  explicit pip requirements), registered as a new version of `Settings.ranker.model_name`.
 - `gate` / `apply_gate`: the new version gets alias `challenger`; it moves `champion` only when the
   paired per-user difference of the holdout metric against the champion (the first model: popularity)
   has a bootstrap confidence interval whose lower bound is above `promotion_min_gain`, over at least
