@@ -166,6 +166,9 @@ def test_backlog_must_exceed_the_trim_length(monkeypatch):
 def test_settings_environment_round_trips(monkeypatch, tmp_path):
     settings = Settings(
         data_dir=tmp_path,
+        jars_dir=tmp_path
+        / "jars",  # explicit: a default under a symlinked .cache is not resolved, a set one is
+        kafka_jars_dir=tmp_path / "kafka",
         tables_uri="s3a://bucket/lr",
         spark_master="spark://head:7077",
         spark_conf={"spark.executor.cores": "2"},
