@@ -165,7 +165,7 @@ def run(quick: bool, out_dir: Path) -> dict:
                 "events_per_s": round(n / seconds),
                 "rows_total": manifest.rows_total,
             }
-            settings = base.model_copy(update={"tables_uri": str(work / f"delta-{n}")})
+            settings = base.updated(tables_uri=str(work / f"delta-{n}"))
             last_day = config.start + timedelta(days=config.days - 1)
             measured = measure_dataset(
                 spark,
@@ -182,7 +182,7 @@ def run(quick: bool, out_dir: Path) -> dict:
             shutil.rmtree(work / f"gen-{n}", ignore_errors=True)
         ml = None if quick else movielens_dir()
         if ml is not None:
-            settings = base.model_copy(update={"tables_uri": str(work / "delta-ml")})
+            settings = base.updated(tables_uri=str(work / "delta-ml"))
             rows = sum(1 for _ in (ml / "ratings.csv").open()) - 1
             last = datetime.fromtimestamp(
                 max(int(line.rsplit(",", 1)[1]) for line in list((ml / "ratings.csv").open())[1:]), UTC
@@ -208,8 +208,8 @@ def run(quick: bool, out_dir: Path) -> dict:
     payload = {
         "quick": quick,
         "machine": machine_info(),
-        "spark_master": base.spark_master,
-        "driver_memory": base.spark_driver_memory,
+        "spark_master": base.spark.master,
+        "driver_memory": base.spark.driver_memory,
         "generation": generation,
         "datasets": results,
         "growth": growth,

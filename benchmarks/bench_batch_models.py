@@ -110,7 +110,7 @@ def timed_batch_run(spark, settings, run_date: date) -> dict:
     memory = PeakMemory()
     started = time.perf_counter()
     with memory.measure():
-        reports = run_batch(spark, settings, run_date, redis_url=lambda: settings.redis_url)
+        reports = run_batch(spark, settings, run_date, redis_url=lambda: settings.redis.url)
     seconds = time.perf_counter() - started
     return {
         "run_date": str(run_date),
@@ -133,7 +133,7 @@ def workers_comparison(spark, settings, run_date: date) -> dict:
     from spark_jobs.steps.context import Cutoffs
     from spark_jobs.training_set import at
 
-    cut = Cutoffs.of(run_date, settings.label_horizon_days, settings.holdout_days)
+    cut = Cutoffs.of(run_date, settings.batch.label_horizon_days, settings.batch.holdout_days)
     examples = at(read_table(spark, settings, TRAINING_SET), cut.train).cache()
     train_part, validation_part = split_validation(examples, 42)
     train_part = train_part.cache()
@@ -141,7 +141,7 @@ def workers_comparison(spark, settings, run_date: date) -> dict:
     rows = {}
     for kind, train in (("xgboost", train_xgboost), ("lightgbm", train_lightgbm)):
         for workers in (1, 2):
-            ranker = train(train_part, RankerParams.from_settings(settings, num_workers=workers))
+            ranker = train(train_part, RankerParams.from_settings(settings.ranker, num_workers=workers))
             rows[f"{kind}/{workers}"] = {
                 "seconds": round(ranker.train_seconds, 2),
                 "validation_ndcg@10": round(mean_ndcg(validation, ranker.predict(validation.features)), 4),
@@ -208,7 +208,7 @@ def run(quick: bool, out_dir: Path) -> dict:
             spark = build_spark(settings)
             # one session for every data set: the previous one's caches go, its partition count too
             spark.catalog.clearCache()
-            spark.conf.set("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
+            spark.conf.set("spark.sql.shuffle.partitions", str(settings.spark.shuffle_partitions))
             try:
                 run_date = (
                     load_movielens(spark, settings, movielens)

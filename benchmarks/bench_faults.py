@@ -191,7 +191,7 @@ def chaos(work: Path, lines_count: int, kills: int, seed: int = 11) -> dict:
     port, url = server.port, server.url
     client = redis.Redis.from_url(url)
     settings = Settings(data_dir=work / "data", redis_url=url)
-    keys, stream = RedisKeys(settings.redis_key_prefix), settings.event_stream
+    keys, stream = RedisKeys(settings.redis.key_prefix), settings.bus.stream
     bad_count = lines_count // 20  # 5 % of the lines are malformed
     good_count = lines_count - bad_count
     burst = good_count // 10  # published just before redis-server is killed
@@ -291,7 +291,7 @@ def poison(work: Path, big_mb: int, wide_events: int, context_kb: int, normal: i
     server = EmbeddedRedis(directory=work / "redis", extra_args=APPEND_ONLY).start()
     client = redis.Redis.from_url(server.url)
     settings = Settings(data_dir=work / "data", redis_url=server.url)
-    keys, stream = RedisKeys(settings.redis_key_prefix), settings.event_stream
+    keys, stream = RedisKeys(settings.redis.key_prefix), settings.bus.stream
     t0 = int(time.time() * 1000) - 120_000
     big = {"event_id": "big", "user_id": "p0", "item_id": "i0", "event_type": "view", "ts": t0}
     big["context"] = {"blob": "x" * (big_mb * 2**20)}
@@ -309,7 +309,7 @@ def poison(work: Path, big_mb: int, wide_events: int, context_kb: int, normal: i
     ]
     # an entry above the bus limit is quarantined `oversize` undecoded, one below it `context_too_large`
     wide_reason = (
-        "oversize" if len(encode_payload(wide[0])) > settings.stream_max_event_bytes else "context_too_large"
+        "oversize" if len(encode_payload(wide[0])) > settings.stream.max_event_bytes else "context_too_large"
     )
     expected_reasons = dict(sorted(Counter({"oversize": 1, wide_reason: wide_events}).items()))
     publish_events(client, stream, [big])
@@ -458,7 +458,7 @@ def partition(work: Path, before_s: float, frozen_s: float, after_s: float, rate
 
     first_healthy = next((r[0] for r in after if r[2] == 200 and not r[3]), None)
     latencies = [r[1] for r in records]
-    budget_ms = settings.serving_redis_budget_s * 1000
+    budget_ms = settings.serving.redis_budget_s * 1000
     return {
         "rate": rate,
         "seconds": {"before": before_s, "frozen": frozen_s, "after": after_s},

@@ -442,14 +442,12 @@ def run(quick: bool, out_dir: Path, bus: str = "redis", realtime_only: bool = Fa
 
     from feature_store.event_bus import open_publisher
     from feature_store.redis_keys import RedisKeys
-    from feature_store.settings import Settings
+    from feature_store.settings import Settings, StreamSettings
     from lambdarec.kafka_broker import start_broker, stop_broker
     from lambdarec.redis_server import EmbeddedRedis
 
     duration = 15.0 if quick else 60.0
-    trigger_ms = int(
-        os.environ.get("LAMBDAREC_STREAM_TRIGGER_MS", Settings.model_fields["stream_trigger_ms"].default)
-    )
+    trigger_ms = int(os.environ.get("LAMBDAREC_STREAM_TRIGGER_MS", StreamSettings().trigger_ms))
     work = Path(tempfile.mkdtemp(prefix="bench-freshness-"))
     server = EmbeddedRedis(directory=work / "redis").start()
     client = redis.Redis.from_url(server.url)
@@ -457,8 +455,8 @@ def run(quick: bool, out_dir: Path, bus: str = "redis", realtime_only: bool = Fa
         data_dir=work / "data", redis_url=server.url, stream_trigger_ms=trigger_ms, event_bus=bus
     )
     if bus == "kafka":
-        settings = settings.model_copy(update={"kafka_bootstrap_servers": start_broker(settings)})
-    keys = RedisKeys(settings.redis_key_prefix)
+        settings = settings.updated(kafka_bootstrap_servers=start_broker(settings))
+    keys = RedisKeys(settings.redis.key_prefix)
 
     def open_bus():
         return open_publisher(settings, redis_client=redis.Redis.from_url(server.url), trim=False)
@@ -469,7 +467,7 @@ def run(quick: bool, out_dir: Path, bus: str = "redis", realtime_only: bool = Fa
         "LAMBDAREC_REDIS_URL": server.url,
         "LAMBDAREC_STREAM_TRIGGER_MS": str(trigger_ms),
         "LAMBDAREC_EVENT_BUS": bus,
-        "LAMBDAREC_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
+        "LAMBDAREC_KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers or "",
         "PYTHONPATH": str(REPO),
     }
     log_path = work / "job.log"
@@ -500,7 +498,7 @@ def run(quick: bool, out_dir: Path, bus: str = "redis", realtime_only: bool = Fa
         baseline = apply_baseline(client, settings)
         stop_job(job)  # before the real-time comparison, so its Spark has the cores
         realtime = (
-            realtime_trigger_comparison(work, settings.kafka_bootstrap_servers, duration)
+            realtime_trigger_comparison(work, settings.kafka.bootstrap_servers, duration)
             if bus == "kafka"
             else None
         )
@@ -517,12 +515,12 @@ def run(quick: bool, out_dir: Path, bus: str = "redis", realtime_only: bool = Fa
         "bus": bus,
         "settings": {
             "event_bus": bus,
-            "kafka_topic_partitions": settings.kafka_topic_partitions if bus == "kafka" else None,
-            "kafka_linger_ms": settings.kafka_linger_ms if bus == "kafka" else None,
+            "kafka_topic_partitions": settings.kafka.topic_partitions if bus == "kafka" else None,
+            "kafka_linger_ms": settings.kafka.linger_ms if bus == "kafka" else None,
             "stream_trigger_ms": trigger_ms,
-            "stream_bronze_trigger_ms": settings.stream_bronze_trigger_ms,
-            "stream_max_rows_per_batch": settings.stream_max_rows_per_batch,
-            "spark_master": settings.spark_master,
+            "stream_bronze_trigger_ms": settings.stream.bronze_trigger_ms,
+            "stream_max_rows_per_batch": settings.stream.max_rows_per_batch,
+            "spark_master": settings.spark.master,
             "events_per_shard": 500,
             "duration_s_per_rate": duration,
             "probe_every_s": PROBE_EVERY_S,

@@ -90,7 +90,7 @@ def run(quick: bool, out_dir: Path) -> dict:
                 try:
                     runs["movielens"] = replay_one(
                         spark,
-                        settings.model_copy(update=MOVIELENS_BATCH_SETTINGS),
+                        settings.updated(**MOVIELENS_BATCH_SETTINGS),
                         "movielens",
                         ml / "ratings.csv",
                         "movielens",

@@ -24,6 +24,7 @@ import os
 import random
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.common import (
@@ -45,18 +46,28 @@ BATCH_RECS = 150
 K = 10
 CANDIDATES = 200
 
+
+@dataclass(frozen=True)
+class Variant:
+    """What a variant changes: settings (LAMBDAREC_* variables) and serving.tuning switches it turns
+    off (the server then starts through benchmarks.serve_variant instead of `lambdarec serve`)."""
+
+    env: dict[str, str] = field(default_factory=dict)
+    off: tuple[str, ...] = ()
+
+
 # Each variant switches one optimization off (or the optional micro-batching on) against the defaults.
-VARIANTS: dict[str, dict[str, str]] = {
-    "default": {},
-    "cache_off": {"LAMBDAREC_SERVING_CACHE_ENABLED": "false"},
-    "prefetch_off": {"LAMBDAREC_SERVING_PREFETCH_ENABLED": "false"},
-    "microbatch_on": {"LAMBDAREC_SERVING_MICROBATCH_ENABLED": "true"},
-    "gc_freeze_off": {"LAMBDAREC_SERVING_GC_FREEZE": "false"},
-    "orjson_off": {"LAMBDAREC_SERVING_ORJSON": "false"},
-    "hiredis_off": {"LAMBDAREC_SERVING_HIREDIS": "false"},
-    "uvloop_off": {"LAMBDAREC_SERVING_UVLOOP": "false"},
-    "fast_redis_off": {"LAMBDAREC_SERVING_FAST_REDIS": "false"},
-    "fast_route_off": {"LAMBDAREC_SERVING_FAST_ROUTE": "false"},
+VARIANTS: dict[str, Variant] = {
+    "default": Variant(),
+    "cache_off": Variant(env={"LAMBDAREC_SERVING_CACHE_ENABLED": "false"}),
+    "prefetch_off": Variant(env={"LAMBDAREC_SERVING_PREFETCH_ENABLED": "false"}),
+    "microbatch_on": Variant(env={"LAMBDAREC_SERVING_MICROBATCH_ENABLED": "true"}),
+    "gc_freeze_off": Variant(off=("gc_freeze",)),
+    "orjson_off": Variant(off=("orjson",)),
+    "hiredis_off": Variant(off=("hiredis",)),
+    "uvloop_off": Variant(off=("uvloop",)),
+    "fast_redis_off": Variant(off=("fast_redis",)),
+    "fast_route_off": Variant(off=("fast_route",)),
 }
 
 
@@ -275,8 +286,9 @@ def _run_variant(
     duration_s: float,
     work: Path,
     server_cpus: set[int] | None = None,
+    off: tuple[str, ...] = (),
 ) -> list[dict]:
-    process, port, ready = start_ready(env, work / f"serve-{name}.log")
+    process, port, ready = start_ready(env, work / f"serve-{name}.log", off=off)
     if server_cpus:
         pin(process.pid, server_cpus)
     try:
@@ -408,15 +420,17 @@ def run(quick: bool, out_dir: Path) -> dict:
                 "LAMBDAREC_MODEL_POLL_INTERVAL_S": "5",
             }
             rows: list[dict] = []
-            for name, overrides in VARIANTS.items():
+            for name, variant in VARIANTS.items():
                 if name not in variants:
                     continue
-                client.delete(settings.event_stream)
-                rows += _run_variant(name, {**base_env, **overrides}, RATES, duration_s, work, server_cpus)
+                client.delete(settings.bus.stream)
+                rows += _run_variant(
+                    name, {**base_env, **variant.env}, RATES, duration_s, work, server_cpus, variant.off
+                )
             capacity = []
             if os.environ.get("BENCH_SERVING_CAPACITY") == "1":
                 for workers in (1, 2):
-                    client.delete(settings.event_stream)
+                    client.delete(settings.bus.stream)
                     capacity.append(
                         _capacity(workers, base_env, duration_s, work, cpus[:workers] if pinned else None)
                     )

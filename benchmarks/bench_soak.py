@@ -413,7 +413,7 @@ def soak(work: Path, duration_s: float, boost: bool) -> dict:
     seed_online_store(client)
     clear_speed_keys(client, event_users)
     settings = Settings(data_dir=work / "data", redis_url=server.url)
-    keys, stream = RedisKeys(), settings.event_stream
+    keys, stream = RedisKeys(), settings.bus.stream
     register_ranker_files(settings, train_ranker_files(work / "ranker", seed=0, trees=100, leaves=31))
     log = open(work / "job.log", "ab")
     job = start_speed_job(job_env(settings.data_dir, server.url, max_rows_per_batch=20_000), log)

@@ -71,16 +71,18 @@ def process_tree_rss(pid: int) -> int:
 
 # -- the API as a process under load ------------------------------------------------------------
 def start_ready(
-    env: dict[str, str], log: Path, attempts: int = 3, workers: int = 1
+    env: dict[str, str], log: Path, attempts: int = 3, workers: int = 1, off: tuple[str, ...] = ()
 ) -> tuple[subprocess.Popen, int, dict]:
-    """Start `lambdarec serve` on a free port until it is ready (a port taken between choosing and
-    binding it makes the server exit; then another port is tried)."""
+    """Start `lambdarec serve` (with the serving switches `off`: benchmarks.serve_variant) on a free
+    port until it is ready (a port taken between choosing and binding it makes the server exit; then
+    another port is tried)."""
+    from benchmarks.serve_variant import command
     from lambdarec.redis_server import free_port
     from lambdarec.testing import start_server, stop_server, wait_ready
 
     for attempt in range(attempts):
         port = free_port()
-        process = start_server(env, port, log, workers)
+        process = start_server(env, port, log, workers, command=command(off) if off else None)
         raise_priority(process.pid)
         try:
             return process, port, wait_ready(port, process)

@@ -6,10 +6,10 @@ streaming job's Redis Stream source (decode, entry ids, the committed offset) an
 benchmark. `open_publisher` picks the bus from settings: `RedisStreamPublisher` or `KafkaPublisher`
 behind one `EventPublisher` interface.
 
-Kafka: one message per event on `Settings.kafka_topic`, value = the same JSON as a stream entry's
+Kafka: one message per event on `Settings.kafka.topic`, value = the same JSON as a stream entry's
 `event` field, key = the user id; bus id `<partition>-<offset>`, bus time = the broker's append time.
 
-Wire format: one stream entry per event in the stream `Settings.event_stream`, with one field
+Wire format: one stream entry per event in the stream `Settings.bus.stream`, with one field
 `event` whose value is the JSON of `Event.to_json_dict()` (ts as epoch milliseconds). Entry ids are
 assigned by Redis (`*`), so the millisecond part of an id is the moment the event reached the bus
 ("bus time"), which the streaming job uses to measure freshness.
@@ -483,21 +483,21 @@ def _delivered_ids(reports: list, topic: str) -> list[str]:
 def open_publisher(
     settings: Settings, *, redis_client=None, kafka_bootstrap: str | None = None, trim: bool = True
 ) -> EventPublisher:
-    """The publisher of the bus `settings.event_bus` names (the one place that chooses).
+    """The publisher of the bus `settings.bus.kind` names (the one place that chooses).
     Redis Stream: `redis_client` (sync or asyncio, see RedisStreamPublisher), trimming committed
-    entries when `trim`. Kafka: `kafka_bootstrap`, default `settings.kafka_bootstrap_servers`."""
-    if settings.event_bus == "kafka":
-        bootstrap = kafka_bootstrap or settings.kafka_bootstrap_servers
+    entries when `trim`. Kafka: `kafka_bootstrap`, default `settings.kafka.bootstrap_servers`."""
+    if settings.bus.kind == "kafka":
+        bootstrap = kafka_bootstrap or settings.kafka.bootstrap_servers
         if not bootstrap:
             raise ValueError(
                 "LAMBDAREC_EVENT_BUS=kafka needs LAMBDAREC_KAFKA_BOOTSTRAP_SERVERS (or `lambdarec kafka start`)"
             )
-        return KafkaPublisher.connect(bootstrap, settings.kafka_topic, settings.kafka_linger_ms)
+        return KafkaPublisher.connect(bootstrap, settings.kafka.topic, settings.kafka.linger_ms)
     if redis_client is None:
         raise ValueError("the Redis Stream bus needs a Redis client")
     return RedisStreamPublisher(
         redis_client,
-        settings.event_stream,
-        settings.event_stream_maxlen if trim else None,
-        settings.event_stream_max_backlog,
+        settings.bus.stream,
+        settings.bus.stream_maxlen if trim else None,
+        settings.bus.stream_max_backlog,
     )

@@ -5,7 +5,7 @@ Read by `spark_jobs.batch_pipeline` (one body per declared step in spark_jobs.st
 run`), by the Airflow DAG `lambdarec_nightly` (one task per step, wired by `after`) and by the docs
 (ARCHITECTURE.md holds `steps_markdown()`; a unit test checks all of them agree). Pure declarations in
 the standard library only: DAG files import this while Airflow parses them. Delta tables are named as
-in feature_store.tables; h = `Settings.label_horizon_days`.
+in feature_store.tables; h = `Settings.batch.label_horizon_days`.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
   gold features and candidate scores as of a cut-off; serving builds it from the same gold features
   (published to Redis) and the request's candidates. Same names, same order, same missing-value rule
   (NaN, which XGBoost, LightGBM and their ONNX graphs treat as missing).
-- Models are registered in MLflow under `Settings.ranker_model_name` (one registered model per role),
+- Models are registered in MLflow under `Settings.ranker.model_name` (one registered model per role),
   with aliases `champion` and `challenger`. Each version's MLflow model directory holds the files in
   `ModelFiles` so serving can run ONNX (or the native booster) without importing training code.
 """

@@ -92,10 +92,10 @@ def positive_types(event_types: EventTypes) -> frozenset[str]:
 
 def realtime_params(settings, event_types: EventTypes | None = None) -> RealtimeParams:
     return RealtimeParams(
-        session_gap_ms=settings.session_gap_minutes * 60_000,
-        ttl_ms=settings.speed_ttl_s * 1000,
-        seeds=settings.serving_recent_items,
-        neighbours=settings.serving_neighbors_per_item,
+        session_gap_ms=settings.batch.session_gap_minutes * 60_000,
+        ttl_ms=settings.speed.ttl_s * 1000,
+        seeds=settings.serving.recent_items,
+        neighbours=settings.serving.neighbors_per_item,
         positive_types=positive_types(event_types or EventTypes()),
     )
 

@@ -61,11 +61,11 @@ def configure_mlflow(settings: Settings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.registry_uri)
-    if mlflow.get_experiment_by_name(settings.mlflow_experiment) is None:
+    if mlflow.get_experiment_by_name(settings.mlflow.experiment) is None:
         root = settings.artifact_root
         location = Path(root).resolve().as_uri() if "://" not in root else root
-        mlflow.create_experiment(settings.mlflow_experiment, artifact_location=location)
-    mlflow.set_experiment(settings.mlflow_experiment)
+        mlflow.create_experiment(settings.mlflow.experiment, artifact_location=location)
+    mlflow.set_experiment(settings.mlflow.experiment)
 
 
 def registry_client(settings: Settings):
@@ -83,18 +83,18 @@ def champion_version(settings: Settings) -> str | None:
     try:
         return str(
             registry_client(settings)
-            .get_model_version_by_alias(settings.ranker_model_name, CHAMPION_ALIAS)
+            .get_model_version_by_alias(settings.ranker.model_name, CHAMPION_ALIAS)
             .version
         )
     except MlflowException as exc:
         if getattr(exc, "error_code", "") in _NOT_FOUND_CODES:
             return None
         raise RegistryUnavailable(
-            f"model registry {settings.registry_uri} could not be asked for {settings.ranker_model_name}@{CHAMPION_ALIAS}: {exc}"
+            f"model registry {settings.registry_uri} could not be asked for {settings.ranker.model_name}@{CHAMPION_ALIAS}: {exc}"
         ) from exc
     except Exception as exc:  # drivers, network, file system: each fails in its own way
         raise RegistryUnavailable(
-            f"model registry {settings.registry_uri} could not be asked for {settings.ranker_model_name}@{CHAMPION_ALIAS}: {type(exc).__name__}: {exc}"
+            f"model registry {settings.registry_uri} could not be asked for {settings.ranker.model_name}@{CHAMPION_ALIAS}: {type(exc).__name__}: {exc}"
         ) from exc
 
 
@@ -102,7 +102,7 @@ def download_version(settings: Settings, version: str, destination: Path) -> Pat
     """Download one registered version's model directory into `destination`; returns its path."""
     import mlflow.artifacts
 
-    location = registry_client(settings).get_model_version_download_uri(settings.ranker_model_name, version)
+    location = registry_client(settings).get_model_version_download_uri(settings.ranker.model_name, version)
     return Path(
         mlflow.artifacts.download_artifacts(
             artifact_uri=location, dst_path=str(destination), tracking_uri=settings.tracking_uri
@@ -253,17 +253,17 @@ def ranker_from_directory(directory: Path, name: str, version: str, preferred: s
 
 def load_ranker(settings: Settings, version: str | None = None, preferred: str | None = None) -> LoadedRanker:
     """Download a registered version (default: `@champion`, NoChampion when there is none) and build
-    its ranker; `preferred` defaults to `settings.serving_ranker_file`. Blocking: serving calls it in
+    its ranker; `preferred` defaults to `settings.serving.ranker_file`. Blocking: serving calls it in
     a worker thread."""
     if version is None:
         version = champion_version(settings)
         if version is None:
             raise NoChampion(
-                f"{settings.ranker_model_name} has no `{CHAMPION_ALIAS}` alias yet: run the batch (`lambdarec batch run`) or promote a version"
+                f"{settings.ranker.model_name} has no `{CHAMPION_ALIAS}` alias yet: run the batch (`lambdarec batch run`) or promote a version"
             )
     with tempfile.TemporaryDirectory(prefix="lambdarec-ranker-") as tmp:
         local = download_version(settings, str(version), Path(tmp))
         # onnxruntime and the boosters read the files fully at load, so the folder can go afterwards.
         return ranker_from_directory(
-            local, settings.ranker_model_name, str(version), preferred or settings.serving_ranker_file
+            local, settings.ranker.model_name, str(version), preferred or settings.serving.ranker_file
         )

@@ -60,14 +60,14 @@ def dags_folder() -> Path:
 def spark_connection(settings: Settings) -> str:
     """AIRFLOW_CONN_SPARK_DEFAULT: a Spark connection whose master is the settings' master."""
     return json.dumps(
-        {"conn_type": "spark", "host": settings.spark_master, "extra": {"spark-binary": "spark-submit"}}
+        {"conn_type": "spark", "host": settings.spark.master, "extra": {"spark-binary": "spark-submit"}}
     )
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """Every setting as its LAMBDAREC_* variable (JSON for lists and maps), unset ones left out."""
     env: dict[str, str] = {}
-    for name, value in settings.model_dump(mode="json").items():
+    for name, value in settings.flat_values(mode="json").items():
         if value is None:
             continue
         text = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
@@ -114,17 +114,17 @@ def airflow_env(settings: Settings, base_env: Mapping[str, str], python: str | N
             "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder()),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": str(settings.airflow_parallelism),
-            "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(settings.airflow_parallelism),
+            "AIRFLOW__CORE__PARALLELISM": str(settings.airflow.parallelism),
+            "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(settings.airflow.parallelism),
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{settings.airflow_admin_user}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{settings.airflow.admin_user}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file(settings)),
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{settings.airflow_port}/execution/",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{settings.airflow.port}/execution/",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
             "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(settings.airflow_port),
+            "AIRFLOW__API__PORT": str(settings.airflow.port),
             "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{settings.airflow_port}",
+            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{settings.airflow.port}",
             # New DAG files show up within seconds instead of the default five minutes.
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
@@ -147,23 +147,23 @@ def ensure_admin_password(settings: Settings) -> str:
     path = passwords_file(settings)
     if path.exists():
         passwords = json.loads(path.read_text() or "{}")
-        if settings.airflow_admin_user in passwords:
-            return passwords[settings.airflow_admin_user]
+        if settings.airflow.admin_user in passwords:
+            return passwords[settings.airflow.admin_user]
     else:
         passwords = {}
-    passwords[settings.airflow_admin_user] = secrets.token_urlsafe(12)
+    passwords[settings.airflow.admin_user] = secrets.token_urlsafe(12)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(passwords) + "\n")
     path.chmod(0o600)
-    return passwords[settings.airflow_admin_user]
+    return passwords[settings.airflow.admin_user]
 
 
 def airflow_url(settings: Settings) -> str:
-    return f"http://127.0.0.1:{settings.airflow_port}"
+    return f"http://127.0.0.1:{settings.airflow.port}"
 
 
 def mlflow_ui_url(settings: Settings) -> str:
-    return f"http://127.0.0.1:{settings.mlflow_ui_port}"
+    return f"http://127.0.0.1:{settings.mlflow.ui_port}"
 
 
 # -- services --------------------------------------------------------------------------------------
@@ -174,7 +174,7 @@ def airflow_spec(settings: Settings, base_env: Mapping[str, str]) -> ServiceSpec
     return ServiceSpec(
         name=AIRFLOW_SERVICE,
         command=[str(Path(env["PYSPARK_PYTHON"]).parent / "airflow"), "standalone"],
-        port=settings.airflow_port,
+        port=settings.airflow.port,
         env=env,
         stop_signal=signal.SIGINT,
         port_setting="LAMBDAREC_AIRFLOW_PORT",
@@ -226,11 +226,11 @@ def mlflow_ui_spec(settings: Settings, base_env: Mapping[str, str]) -> ServiceSp
             "--host",
             "127.0.0.1",
             "--port",
-            str(settings.mlflow_ui_port),
+            str(settings.mlflow.ui_port),
             "--workers",
             "1",
         ],
-        port=settings.mlflow_ui_port,
+        port=settings.mlflow.ui_port,
         env={**base_env, "NO_COLOR": "1"},
         port_setting="LAMBDAREC_MLFLOW_UI_PORT",
     )

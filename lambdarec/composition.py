@@ -10,11 +10,11 @@ from feature_store.settings import Settings
 
 def redis_url(settings: Settings) -> str:
     """The online store's URL: the configured one, or the data directory's private redis-server."""
-    if settings.redis_url:
-        return settings.redis_url
+    if settings.redis.url:
+        return settings.redis.url
     from lambdarec.redis_server import shared_redis_url
 
-    return shared_redis_url(settings.run_dir, settings.redis_dir, settings.redis_server_bin)
+    return shared_redis_url(settings.run_dir, settings.redis_dir, settings.redis.server_bin)
 
 
 def redis_client(settings: Settings):
@@ -25,8 +25,8 @@ def redis_client(settings: Settings):
 
 def kafka_bootstrap(settings: Settings) -> str:
     """The Kafka brokers: the configured ones, or the data directory's local broker while it runs."""
-    if settings.kafka_bootstrap_servers:
-        return settings.kafka_bootstrap_servers
+    if settings.kafka.bootstrap_servers:
+        return settings.kafka.bootstrap_servers
     from lambdarec.kafka_broker import running_bootstrap
 
     bootstrap = running_bootstrap(settings)
@@ -41,16 +41,16 @@ def kafka_bootstrap(settings: Settings) -> str:
 def bus_settings(settings: Settings) -> Settings:
     """The settings with the Kafka bootstrap resolved when the bus is Kafka (processes the CLI starts,
     the API and the streaming job, then find the same brokers)."""
-    if settings.event_bus != "kafka" or settings.kafka_bootstrap_servers:
+    if settings.bus.kind != "kafka" or settings.kafka.bootstrap_servers:
         return settings
-    return settings.model_copy(update={"kafka_bootstrap_servers": kafka_bootstrap(settings)})
+    return settings.updated(kafka_bootstrap_servers=kafka_bootstrap(settings))
 
 
 def event_publisher(settings: Settings):
     """The publisher of the configured bus, for synchronous callers (`lambdarec events publish`)."""
     from feature_store.event_bus import open_publisher
 
-    if settings.event_bus == "kafka":
+    if settings.bus.kind == "kafka":
         return open_publisher(settings, kafka_bootstrap=kafka_bootstrap(settings))
     return open_publisher(settings, redis_client=redis_client(settings))
 
@@ -61,9 +61,10 @@ def spark_session(settings: Settings):
     return build_spark(settings)
 
 
-def api_app():
+def api_app(switches=None):
     """The API for the environment's settings: `lambdarec serve`'s app, also the factory each of
-    its worker processes calls (`lambdarec.composition:api_app`)."""
+    its worker processes calls (`lambdarec.composition:api_app`); `switches` (serving.tuning.ServingSwitches)
+    default to every optimization on."""
     import sys
 
     # MLflow probes `import pyspark` when the model registry client loads; the API process has no
@@ -73,4 +74,6 @@ def api_app():
     from serving.app import create_app
 
     settings = bus_settings(load_settings())
-    return create_app(settings, redis_url=redis_url(settings))
+    from serving.tuning import ServingSwitches
+
+    return create_app(settings, redis_url=redis_url(settings), switches=switches or ServingSwitches())

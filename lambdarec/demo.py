@@ -108,7 +108,7 @@ def demo_data(
     out = path or settings.data_dir / "demo" / "generated"
     # The nightly trains on features as of D-2h and judges on D-h (h = label horizon): give the
     # training cut-off as many days of history before it as the labels and holdout take after it.
-    config = synthetic_config(today, events, days=max(14, 4 * settings.label_horizon_days))
+    config = synthetic_config(today, events, days=max(14, 4 * settings.batch.label_horizon_days))
     manifest = generate(config, out)
     console.print(
         f"generated {manifest.rows_total:,} rows ({manifest.good_rows:,} good, {manifest.bad_total:,} bad) for "
@@ -205,7 +205,7 @@ def _lambdarec() -> str:
 
 
 def api_url(settings: Settings) -> str:
-    return f"http://{settings.api_host}:{settings.api_port}"
+    return f"http://{settings.serving.host}:{settings.serving.port}"
 
 
 def check_ports(settings: Settings) -> None:
@@ -214,9 +214,9 @@ def check_ports(settings: Settings) -> None:
     from lambdarec.local_services import ServiceSpec, ensure_port_free, running_pid
 
     needed = [
-        (MLFLOW_UI_SERVICE, settings.mlflow_ui_port, "LAMBDAREC_MLFLOW_UI_PORT"),
-        (AIRFLOW_SERVICE, settings.airflow_port, "LAMBDAREC_AIRFLOW_PORT"),
-        (API_SERVICE, settings.api_port, "LAMBDAREC_API_PORT"),
+        (MLFLOW_UI_SERVICE, settings.mlflow.ui_port, "LAMBDAREC_MLFLOW_UI_PORT"),
+        (AIRFLOW_SERVICE, settings.airflow.port, "LAMBDAREC_AIRFLOW_PORT"),
+        (API_SERVICE, settings.serving.port, "LAMBDAREC_API_PORT"),
     ]
     for name, port, setting in needed:
         if running_pid(settings.run_dir, name) is None:
@@ -236,14 +236,14 @@ def start_api(settings: Settings, timeout_s: float = 120.0) -> str:
             _lambdarec(),
             "serve",
             "--host",
-            settings.api_host,
+            settings.serving.host,
             "--port",
-            str(settings.api_port),
+            str(settings.serving.port),
             "--log-level",
             "warning",
         ],
-        port=settings.api_port,
-        host=settings.api_host,
+        port=settings.serving.port,
+        host=settings.serving.host,
         env=child_env(settings),
         port_setting="LAMBDAREC_API_PORT",
     )
@@ -355,12 +355,12 @@ def champion_summary(settings: Settings) -> dict:
 
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
     try:
-        version = client.get_model_version_by_alias(settings.ranker_model_name, "champion")
+        version = client.get_model_version_by_alias(settings.ranker.model_name, "champion")
     except MlflowException:
         return {}
     metrics = client.get_run(version.run_id).data.metrics if version.run_id else {}
     return {
-        "name": settings.ranker_model_name,
+        "name": settings.ranker.model_name,
         "version": version.version,
         "run_id": version.run_id,
         "metrics": metrics,
@@ -507,7 +507,7 @@ def print_urls(settings: Settings, password: str, console) -> None:
     from lambdarec.airflow_local import airflow_url, mlflow_ui_url
 
     console.print(
-        f"Airflow UI : {airflow_url(settings)}  (user {settings.airflow_admin_user}, password {password})"
+        f"Airflow UI : {airflow_url(settings)}  (user {settings.airflow.admin_user}, password {password})"
     )
     console.print(f"MLflow UI  : {mlflow_ui_url(settings)}")
     console.print(f"API docs   : {api_url(settings)}/docs")
@@ -549,10 +549,10 @@ def start_services(settings: Settings, console) -> str:
     console.print(f"MLflow UI on {start_mlflow_ui(settings, child_env(settings))}")
     console.print(
         "starting Airflow (standalone, parallelism "
-        f"{settings.airflow_parallelism}); the first start migrates its database…"
+        f"{settings.airflow.parallelism}); the first start migrates its database…"
     )
     password = start_airflow(settings, child_env(settings))
-    console.print(f"Airflow on port {settings.airflow_port} is healthy")
+    console.print(f"Airflow on port {settings.airflow.port} is healthy")
     return password
 
 
@@ -573,8 +573,8 @@ def run_demo(
     summary = DemoSummary()
     check_ports(settings)
     with _Stage("services", summary, console):
-        settings = settings.model_copy(update={"redis_url": redis_url(settings)})
-        console.print(f"redis-server at {settings.redis_url}")
+        settings = settings.updated(redis_url=redis_url(settings))
+        console.print(f"redis-server at {settings.redis.url}")
         password = start_services(settings, console)
     if services_only:
         start_stream(settings)
@@ -588,7 +588,7 @@ def run_demo(
         world = demo_world(spark, settings, dataset)
         spark.stop()
     with _Stage("nightly batch (Airflow)", summary, console):
-        client = AirflowClient(airflow_url(settings), settings.airflow_admin_user, password)
+        client = AirflowClient(airflow_url(settings), settings.airflow.admin_user, password)
         summary.nightly_run, summary.nightly_state = run_nightly(
             settings, client, summary.pipeline_date, console
         )

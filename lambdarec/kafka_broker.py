@@ -5,7 +5,7 @@ Who calls it: `lambdarec kafka start|stop|bootstrap` (and so `infra/local/start-
 `kafka_broker` fixture through those scripts.
 
 The broker is Apache Kafka's own `kafka.Kafka` from Maven Central's `org.apache.kafka:kafka_2.13`
-artifact and its runtime dependencies, resolved once by Maven into `Settings.kafka_jars_dir` (its own
+artifact and its runtime dependencies, resolved once by Maven into `Settings.kafka.jars_dir` (its own
 folder: these JARs must never join Spark's classpath in `Settings.jars_dir`). Its state (KRaft
 metadata, topic logs) lives under `<data_dir>/kafka`, its pid, log and bootstrap address under
 `<data_dir>/run`, like the private redis-server.
@@ -200,7 +200,7 @@ def start_broker(settings: Settings, timeout_s: float = 180.0) -> str:
     from lambdarec.local_services import ServiceSpec, running_pid, start_service
     from lambdarec.redis_server import free_port
 
-    libs = settings.kafka_jars_dir
+    libs = settings.kafka.jars_dir
     broker_jar_paths(libs)
     if running_pid(settings.run_dir, SERVICE) is not None and bootstrap_file(settings).exists():
         bootstrap = bootstrap_file(settings).read_text().strip()
@@ -215,7 +215,7 @@ def start_broker(settings: Settings, timeout_s: float = 180.0) -> str:
                 port=port,
                 controller_port=controller_port,
                 log_dir=home / "logs",
-                partitions=settings.kafka_topic_partitions,
+                partitions=settings.kafka.topic_partitions,
             )
         )
         (home / "log4j2.properties").write_text(LOG4J2_PROPERTIES)
@@ -231,7 +231,7 @@ def start_broker(settings: Settings, timeout_s: float = 180.0) -> str:
         )
         start_service(spec, settings.run_dir, ready=lambda: answers_metadata(bootstrap), timeout_s=timeout_s)
         bootstrap_file(settings).write_text(bootstrap)
-    ensure_topic(bootstrap, settings.kafka_topic, settings.kafka_topic_partitions)
+    ensure_topic(bootstrap, settings.kafka.topic, settings.kafka.topic_partitions)
     return bootstrap
 
 
@@ -257,13 +257,13 @@ def main() -> int:
     """`python -m lambdarec.kafka_broker`: resolve the broker's JARs (make setup)."""
     settings = load_settings()
     try:
-        jars = resolve_broker_jars(settings.kafka_jars_dir)
+        jars = resolve_broker_jars(settings.kafka.jars_dir)
     except (KafkaJarsMissing, subprocess.CalledProcessError) as exc:
         print(
             f"Could not resolve the Kafka {KAFKA_VERSION} broker from Maven Central: {exc}", file=sys.stderr
         )
         return 1
-    print(f"Kafka {KAFKA_VERSION} broker ready in {settings.kafka_jars_dir} ({len(jars)} JARs)")
+    print(f"Kafka {KAFKA_VERSION} broker ready in {settings.kafka.jars_dir} ({len(jars)} JARs)")
     return 0
 
 

@@ -4,8 +4,8 @@
 Called by the `lambdarec_promote` DAG (and usable from a shell). The evaluation and the gate are the
 batch layer's own (`spark_jobs.evaluation.evaluate_models`, `spark_jobs.model_registry.gate` and
 `set_champion`), so a manual promotion is judged exactly like the nightly one: same holdout, same
-metric (`Settings.promotion_metric`), same evidence rule (a paired bootstrap interval above
-`Settings.promotion_min_gain` over at least `Settings.promotion_min_users` users). The current holdout
+metric (`Settings.promotion.metric`), same evidence rule (a paired bootstrap interval above
+`Settings.promotion.min_gain` over at least `Settings.promotion.min_users` users). The current holdout
 is the one of the newest run date among the registered versions.
 """
 
@@ -55,14 +55,14 @@ def validate_version(spark, settings: Settings, version: str) -> PromotionCheck:
     """Evaluate `version` and the champion on the current holdout and apply the promotion gate."""
     from feature_store.registry import champion_version, load_ranker
     from spark_jobs.evaluation import evaluate_with_per_user
-    from spark_jobs.model_registry import GateRule, gate, list_versions
+    from spark_jobs.model_registry import gate, list_versions
     from spark_jobs.scoring import NativeModel
     from spark_jobs.steps.context import BatchContext
     from spark_jobs.steps.models import holdout
 
     versions = list_versions(settings)
     if version not in {v["version"] for v in versions}:
-        raise PromotionRejected(f"{settings.ranker_model_name} has no version {version!r}")
+        raise PromotionRejected(f"{settings.ranker.model_name} has no version {version!r}")
     context = BatchContext(spark, settings, current_run_date(versions))
     champion = champion_version(settings)
     candidate = load_ranker(settings, version, preferred="native")
@@ -70,7 +70,7 @@ def validate_version(spark, settings: Settings, version: str) -> PromotionCheck:
     if champion is not None and champion != version:
         current = load_ranker(settings, champion, preferred="native")
         models["champion"] = NativeModel(current.kind, current.native, current.version)
-    metric = settings.promotion_metric
+    metric = settings.promotion.metric
     evaluation = evaluate_with_per_user(holdout(context), models, metric, sources=("popular",))
     results, per_user = evaluation.results, evaluation.per_user
     champion_score = results["champion"][metric] if "champion" in results else None
@@ -80,7 +80,7 @@ def validate_version(spark, settings: Settings, version: str) -> PromotionCheck:
         baseline, label = (
             ("champion", f"champion v{champion}") if "champion" in per_user else ("popular", "popularity")
         )
-        decision = gate(per_user["candidate"], per_user[baseline], label, GateRule.from_settings(settings))
+        decision = gate(per_user["candidate"], per_user[baseline], label, settings.promotion)
         passed, reason = decision.promote, decision.reason
     return PromotionCheck(
         version=version,
@@ -109,7 +109,7 @@ def promote_version(settings: Settings, check: dict, force: bool = False, reason
             "a forced promotion needs a reason (the `reason` param); it is recorded in MLflow"
         )
     mlflow_client = client(settings)
-    name = settings.ranker_model_name
+    name = settings.ranker.model_name
     mlflow_client.set_model_version_tag(name, version, MANUAL_PROMOTION_TAG, check["reason"])
     if not check["passed"]:
         mlflow_client.set_model_version_tag(name, version, FORCED_REASON_TAG, reason.strip())

@@ -249,10 +249,10 @@ def _alive(pid: int) -> bool:
 def cluster_from_settings(settings: Settings) -> SparkStandalone:
     return SparkStandalone(
         directory=settings.data_dir / "spark-cluster",
-        workers=settings.spark_cluster_workers,
-        worker_cores=settings.spark_cluster_worker_cores,
-        worker_memory=settings.spark_cluster_worker_memory,
-        port=settings.spark_cluster_port or None,
+        workers=settings.spark.cluster_workers,
+        worker_cores=settings.spark.cluster_worker_cores,
+        worker_memory=settings.spark.cluster_worker_memory,
+        port=settings.spark.cluster_port or None,
     )
 
 

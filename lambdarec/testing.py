@@ -87,12 +87,13 @@ def register_ranker_files(settings, directory: Path, champion: bool = True) -> s
 def settings_environment(settings) -> dict[str, str]:
     """The LAMBDAREC_* variables under which `load_settings()` equals `settings`: what a command run
     in-process (typer's CliRunner) or as a subprocess reads."""
-    from feature_store.settings import Settings
+    from feature_store.settings import flat_fields
 
     env = {}
-    for name, field in Settings.model_fields.items():
-        value = getattr(settings, name)
-        if field.default_factory is None and value == field.default:
+    fields = flat_fields()
+    for name, value in settings.flat_values().items():
+        info = fields[name].info
+        if info.default_factory is None and value == info.default:
             continue
         env[f"LAMBDAREC_{name.upper()}"] = (
             json.dumps(value) if isinstance(value, (list, dict, tuple)) else str(value)
@@ -101,11 +102,14 @@ def settings_environment(settings) -> dict[str, str]:
 
 
 # -- the API as its own process --------------------------------------------------------------------
-def start_server(env: dict[str, str], port: int, log: Path, workers: int = 1) -> subprocess.Popen:
-    """`lambdarec serve --port <port> --workers <workers>` as its own process group, output into `log`."""
-    binary = Path(sys.executable).parent / "lambdarec"
+def start_server(
+    env: dict[str, str], port: int, log: Path, workers: int = 1, command: list[str] | None = None
+) -> subprocess.Popen:
+    """`lambdarec serve --port <port> --workers <workers>` as its own process group, output into `log`;
+    `command` replaces `lambdarec serve` by a launcher taking the same options (benchmarks.serve_variant)."""
+    command = command or [str(Path(sys.executable).parent / "lambdarec"), "serve"]
     return subprocess.Popen(
-        [str(binary), "serve", "--port", str(port), "--workers", str(workers), "--log-level", "warning"],
+        [*command, "--port", str(port), "--workers", str(workers), "--log-level", "warning"],
         env=env,
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,

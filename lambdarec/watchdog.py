@@ -8,7 +8,7 @@ resumes from its Spark checkpoint, so a restart loses and double counts nothing)
 
 - down: no streaming job is alive: no process here and no heartbeat from any host.
 - stuck: the job is alive, but the oldest event on the bus that no query has committed has
-  waited longer than `Settings.stream_max_staleness_s` (an idle job with nothing to read is healthy).
+  waited longer than `Settings.stream.max_staleness_s` (an idle job with nothing to read is healthy).
 """
 
 from __future__ import annotations
@@ -142,23 +142,23 @@ def check_stream(settings: Settings, redis_client) -> StreamHealth:
     status, alive = job_status(settings)
     seconds, micros = redis_client.time()
     now_ms = int(seconds) * 1000 + int(micros) // 1000
-    oldest = oldest_uncommitted_ms(redis_client, settings.event_stream)
-    return assess_stream(status, alive, oldest, now_ms, settings.stream_max_staleness_s)
+    oldest = oldest_uncommitted_ms(redis_client, settings.bus.stream)
+    return assess_stream(status, alive, oldest, now_ms, settings.stream.max_staleness_s)
 
 
 def restart_stream(settings: Settings) -> str:
     """Restart the job so it resumes from its checkpoint; returns what the restart printed.
 
-    `Settings.stream_restart_command` when set (e.g. `kubectl rollout restart deployment/...` in
+    `Settings.stream.restart_command` when set (e.g. `kubectl rollout restart deployment/...` in
     production), else the local job: stop whatever is left of it, start it again in the background.
     """
-    if settings.stream_restart_command:
+    if settings.stream.restart_command:
         done = subprocess.run(
-            settings.stream_restart_command, capture_output=True, text=True, timeout=300, check=False
+            settings.stream.restart_command, capture_output=True, text=True, timeout=300, check=False
         )
         if done.returncode != 0:
             raise WatchdogError(
-                f"{' '.join(settings.stream_restart_command)} failed: {done.stderr.strip()[-500:]}"
+                f"{' '.join(settings.stream.restart_command)} failed: {done.stderr.strip()[-500:]}"
             )
         return done.stdout.strip()
     stopped = run_cli(settings, "stream", "stop")

@@ -61,6 +61,7 @@ from serving.schemas import (
     SimilarItems,
 )
 from serving.store import OnlineStore
+from serving.tuning import ServingSwitches
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class Services:
     publisher: EventPublisher  # the bus POST /v1/events publishes to (Redis Stream or Kafka, from settings)
 
 
-def open_redis(url: str, settings: Settings):
+def open_redis(url: str, settings: Settings, switches: ServingSwitches):
     """The async Redis client of the API: hiredis parser (unless switched off), request-sized
     timeouts, and a bounded pool. Bounded because under overload an unbounded pool opens a connection
     per waiting request, and every timed-out request throws its connection away: the reconnects then
@@ -102,25 +103,21 @@ def open_redis(url: str, settings: Settings):
 
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
-        max_connections=settings.serving_redis_max_connections,
-        timeout=settings.serving_redis_budget_s,
-        socket_timeout=settings.serving_redis_budget_s,
-        socket_connect_timeout=settings.serving_redis_budget_s,
-        parser_class=_AsyncHiredisParser if settings.serving_hiredis else _AsyncRESP2Parser,
+        max_connections=settings.serving.redis_max_connections,
+        timeout=settings.serving.redis_budget_s,
+        socket_timeout=settings.serving.redis_budget_s,
+        socket_connect_timeout=settings.serving.redis_budget_s,
+        parser_class=_AsyncHiredisParser if switches.hiredis else _AsyncRESP2Parser,
         health_check_interval=0,
         driver_info=None,
     )
     return aioredis.Redis(connection_pool=pool)
 
 
-def open_reader(url: str, settings: Settings, redis_client):
+def open_reader(url: str, redis_client, switches: ServingSwitches):
     """What the online store reads through: serving's pipelined connection (it parses with hiredis),
     unless it or hiredis is switched off; else redis-py's pipeline on the app's client."""
-    if (
-        settings.serving_fast_redis
-        and settings.serving_hiredis
-        and url.startswith(("redis://", "rediss://", "unix://"))
-    ):
+    if switches.fast_redis and switches.hiredis and url.startswith(("redis://", "rediss://", "unix://")):
         return PipelinedReader(url)
     return RedisPyReader(redis_client)
 
@@ -133,24 +130,25 @@ def build_services(
     publisher: EventPublisher | None = None,
     resolve=champion_version,
     load=load_ranker,
+    switches: ServingSwitches = ServingSwitches(),
 ) -> Services:
     """Wire the serving objects around one Redis client (no I/O here); `reader` (serving.resp)
     defaults to redis-py's pipeline on that client, `publisher` to the bus the settings name."""
-    keys = RedisKeys(settings.redis_key_prefix)
-    cache = BatchCache(settings.serving_cache_enabled, settings.serving_cache_max_bytes)
+    keys = RedisKeys(settings.redis.key_prefix)
+    cache = BatchCache(settings.serving.cache_enabled, settings.serving.cache_max_bytes)
     store = OnlineStore(
         reader or RedisPyReader(redis_client),
         keys,
         cache,
-        recent_items=max(settings.serving_recent_items, 1),
-        trending_window=settings.serving_trending_window,
-        trending_candidates=settings.serving_trending_candidates,
-        neighbors_per_item=settings.serving_neighbors_per_item,
+        recent_items=max(settings.serving.recent_items, 1),
+        trending_window=settings.serving.trending_window,
+        trending_candidates=settings.serving.trending_candidates,
+        neighbors_per_item=settings.serving.neighbors_per_item,
     )
     holder = ModelHolder()
     metrics = ServingMetrics(cache, holder)
     batcher = (
-        MicroBatcher(settings.serving_microbatch_wait_ms) if settings.serving_microbatch_enabled else None
+        MicroBatcher(settings.serving.microbatch_wait_ms) if settings.serving.microbatch_enabled else None
     )
     recommender = Recommender(settings, store, holder, metrics, batcher)
 
@@ -166,18 +164,18 @@ def build_services(
                         "loaded_at": ranker.loaded_at,
                     },
                 ),
-                settings.serving_redis_budget_s,
+                settings.serving.redis_budget_s,
             )
         except STORE_ERRORS:
             pass
 
     watcher = ChampionWatcher(settings, holder, resolve=resolve, load=load, on_swap=record_model)
-    if settings.serving_orjson:
+    if switches.orjson:
         render = lambda content, status: OrjsonResponse(content, status_code=status)  # noqa: E731
     else:
         render = lambda content, status: JSONResponse(content, status_code=status)  # noqa: E731
     publisher = publisher or open_publisher(settings, redis_client=redis_client, trim=False)
-    limiter = RateLimiter(settings.serving_rate_limit_per_s, settings.serving_rate_limit_burst)
+    limiter = RateLimiter(settings.serving.rate_limit_per_s, settings.serving.rate_limit_burst)
     return Services(
         settings,
         redis_client,
@@ -200,25 +198,27 @@ def create_app(
     redis_url: str | None = None,
     resolve: Callable[[Settings], str | None] = champion_version,
     load: Callable[[Settings, str], LoadedRanker] = load_ranker,
+    switches: ServingSwitches = ServingSwitches(),
 ) -> FastAPI:
-    """The API for these settings. `redis_url` defaults to `settings.redis_url` (the CLI passes the
-    embedded server's URL); `resolve`/`load` reach the model registry. Refuses a non-local profile
-    without API keys (before anything starts)."""
+    """The API for these settings. `redis_url` defaults to `settings.redis.url` (the CLI passes the
+    embedded server's URL); `resolve`/`load` reach the model registry; `switches` turn optimizations
+    off (benchmarks, tests). Refuses a non-local profile without API keys (before anything starts)."""
     guard_from_settings(settings)  # fail now, not at the first request
-    url = redis_url or settings.redis_url
+    url = redis_url or settings.redis.url
     if not url:
         raise ValueError("no Redis URL: set LAMBDAREC_REDIS_URL or start through `lambdarec serve`")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        client = open_redis(url, settings)
+        client = open_redis(url, settings, switches)
         services = build_services(
             settings,
             client,
-            reader=open_reader(url, settings, client),
+            reader=open_reader(url, client, switches),
             publisher=open_publisher(settings, redis_client=client, trim=False),
             resolve=resolve,
             load=load,
+            switches=switches,
         )
         app.state.services = services
         try:
@@ -228,7 +228,7 @@ def create_app(
             log.warning("Redis not reachable at start-up (%s); serving degraded until it is", exc)
         await services.watcher.check()
         services.watcher.start()
-        if settings.serving_gc_freeze:
+        if switches.gc_freeze:
             # Everything built so far lives as long as the process: keep it out of full collections,
             # which otherwise land on one request in fifty as a p99 spike (STACK-NOTES).
             gc.collect()
@@ -253,15 +253,15 @@ def create_app(
     )
     app.include_router(_v1_router(settings))
     app.include_router(_ops_router())
-    if settings.serving_fast_route:
+    if switches.fast_route:
         app.add_middleware(
-            FastRecommendations, max_k=settings.max_k, max_exclude=settings.serving_max_exclude
+            FastRecommendations, max_k=settings.serving.max_k, max_exclude=settings.serving.max_exclude
         )
     # Added last, so it runs first: oversize bodies and overload are refused before anything else.
     app.add_middleware(
         EdgeLimits,
-        max_body_bytes=settings.serving_max_body_bytes,
-        max_in_flight=settings.serving_max_in_flight,
+        max_body_bytes=settings.serving.max_body_bytes,
+        max_in_flight=settings.serving.max_in_flight,
     )
     _offline_docs(app)
     return app
@@ -348,8 +348,8 @@ def _v1_router(settings: Settings) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["v1"])
     reader = [Depends(require_api_key(READ))]
     writer = [Depends(require_api_key(WRITE))]
-    max_k = settings.max_k
-    max_exclude = settings.serving_max_exclude
+    max_k = settings.serving.max_k
+    max_exclude = settings.serving.max_exclude
 
     @router.get("/recommendations/{user_id:path}", response_model=Recommendations, dependencies=reader)
     async def recommendations(
@@ -486,7 +486,7 @@ async def _accept_events(services: Services, raw_events: list[Any]) -> Response:
             services, f"{len(raw_events)} events in one request; send at most {MAX_EVENTS_PER_REQUEST}", []
         )
     now = datetime.now(UTC)
-    tolerance = timedelta(minutes=settings.future_tolerance_minutes)
+    tolerance = timedelta(minutes=settings.batch.future_tolerance_minutes)
     events, errors, seen_ids = [], [], set()
     for index, raw in enumerate(raw_events):
         event, reason, detail = validate_event_dict(
@@ -511,7 +511,7 @@ async def _accept_events(services: Services, raw_events: list[Any]) -> Response:
             services, f"{len(errors)} of {len(raw_events)} events are invalid; none was accepted", errors
         )
     try:
-        async with asyncio.timeout(settings.serving_redis_budget_s * 5):
+        async with asyncio.timeout(settings.serving.redis_budget_s * 5):
             entry_ids = await services.publisher.publish_async(events)
     except BusBacklogFull as exc:
         services.metrics.events.labels("backlog").inc(len(events))
@@ -546,7 +546,7 @@ def _ops_router() -> APIRouter:
     async def readyz(services: ServicesDep) -> Response:
         redis_ok, version, status = False, services.store.cache.version, {}
         try:
-            async with asyncio.timeout(max(services.settings.serving_redis_budget_s, 0.2)):
+            async with asyncio.timeout(max(services.settings.serving.redis_budget_s, 0.2)):
                 await services.redis.ping()
                 version = await services.store.read_version()
                 status = await services.store.speed_status()

@@ -98,9 +98,9 @@ class ApiKeyGuard:
 
 def guard_from_settings(settings: Settings) -> ApiKeyGuard:
     """The guard for these settings; refuses a non-local profile without keys."""
-    if settings.profile != "local" and not settings.api_keys_sha256:
+    if settings.profile != "local" and not settings.auth.keys_sha256:
         raise MissingApiKeys(
             f"profile {settings.profile!r} requires API keys: set LAMBDAREC_API_KEYS_SHA256 to a JSON list of "
             "SHA-256 hex digests (`lambdarec hash-api-key KEY [--scope read|write]` prints one)"
         )
-    return ApiKeyGuard(settings.api_keys_sha256)
+    return ApiKeyGuard(settings.auth.keys_sha256)

@@ -1,6 +1,6 @@
 """Micro-batching of model calls: concurrent requests' candidate matrices go through one `predict`.
 
-Who uses it: `serving.recommender` when `settings.serving_microbatch_enabled`. The first request to
+Who uses it: `serving.recommender` when `settings.serving.microbatch_enabled`. The first request to
 arrive opens a batch and waits up to `wait_ms` for others (or until `max_rows`), then one call scores
 all rows in a worker thread (onnxruntime and the boosters release the GIL) and each request gets its
 slice back. Requests hold their own ranker; rows scored with different rankers (during a swap) are

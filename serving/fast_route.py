@@ -1,7 +1,7 @@
 """A direct ASGI path for GET /v1/recommendations/{user_id} requests whose every parameter is valid.
 
 Who uses it: `serving.app.create_app` installs `FastRecommendations` as a middleware when
-`settings.serving_fast_route` is on (the default). FastAPI's per-request parameter machinery
+`ServingSwitches.fast_route` is on (the default). FastAPI's per-request parameter machinery
 (dependency solving, re-inspecting each parameter's annotation, validation models) costs about as much
 CPU as the recommendation itself at this size, so requests that are plainly valid are answered here:
 the same checks (id length and characters, k in 1..max_k, at most serving_max_exclude exclusions, API

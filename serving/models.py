@@ -100,7 +100,7 @@ class ChampionWatcher:
 
     async def _poll(self) -> None:
         while True:
-            await asyncio.sleep(self.settings.model_poll_interval_s)
+            await asyncio.sleep(self.settings.serving.model_poll_interval_s)
             await self.check()
 
     def start(self) -> None:

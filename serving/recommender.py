@@ -1,7 +1,7 @@
 """One recommendation request, end to end: store reads, candidates, features, ranker, answer.
 
 Who calls it: the routes of `serving.app`. The Redis part of a request runs under
-`settings.serving_redis_budget_s`; when Redis fails or is slow the answer comes from the local
+`settings.serving.redis_budget_s`; when Redis fails or is slow the answer comes from the local
 fallback (the last popular list read) with `degraded: true`, and a breaker keeps the next requests
 away from Redis for `serving_redis_retry_s` before trying again, so an outage costs no timeouts per
 request and recovery needs nobody. The breaker opens at once when Redis refuses or drops the
@@ -90,7 +90,7 @@ class Recommender:
         self.holder = holder
         self.metrics = metrics
         self.batcher = batcher
-        self.breaker = RedisBreaker(settings.serving_redis_retry_s, settings.serving_redis_timeouts_to_open)
+        self.breaker = RedisBreaker(settings.serving.redis_retry_s, settings.serving.redis_timeouts_to_open)
         self._prefetching: set[asyncio.Task] = set()
 
     # -- recommendations ---------------------------------------------------------------------
@@ -108,7 +108,7 @@ class Recommender:
         if not self.breaker.allows():
             return self._fallback(user_id, k, exclude, "redis_unavailable").model_dump()
         try:
-            async with asyncio.timeout(self.settings.serving_redis_budget_s):
+            async with asyncio.timeout(self.settings.serving.redis_budget_s):
                 view, candidates, items, signals = await self._gather(user_id, item_id, exclude, k)
         except STORE_ERRORS as exc:
             self.breaker.failed(timed_out=isinstance(exc, TimeoutError))
@@ -128,7 +128,7 @@ class Recommender:
         settings = self.settings
         view = await self.store.read_user(user_id)
         recent = [item for item, _ in view.recent]
-        seeds = recent[: settings.serving_recent_items]
+        seeds = recent[: settings.serving.recent_items]
         if context_item is not None and context_item not in seeds:
             seeds = [context_item, *seeds]
         consumed = set(view.user.seen) | set(recent) | set(exclude)
@@ -138,7 +138,7 @@ class Recommender:
         known = [rec[0] for rec in view.user.recs] + [item for item, _ in view.trending]
         if use_popular:
             known += [rec[0] for rec in view.popular]
-        known = [i for i in dict.fromkeys(known) if i not in consumed][: settings.serving_max_candidates]
+        known = [i for i in dict.fromkeys(known) if i not in consumed][: settings.serving.max_candidates]
         # Cached items are taken straight from the cache's item table (`_item_block`).
         covisit, similar, items = await self.store.read_neighbors_and_items(view.version, seeds, known, False)
         # Plain (item, score, because) tuples: hundreds per request. Batch and popular lists are
@@ -150,7 +150,7 @@ class Recommender:
             "trending": [(item, score, None) for item, score in view.trending],
             "popular": view.popular if use_popular else (),
         }
-        columns = merge_columns(proposals, consumed, settings.serving_max_candidates)
+        columns = merge_columns(proposals, consumed, settings.serving.max_candidates)
         if len(columns) < k and not use_popular:  # top up from popularity when the pool is thin
             columns = columns.top_up(view.popular, "popular", consumed)
         candidate_ids: list[str] = columns.item_ids
@@ -163,7 +163,7 @@ class Recommender:
             # what it held (one answer never mixes two batch versions).
             missing = [i for i in candidate_ids if i not in items]
             items.update(await self.store.read_items(view.version, missing, cached=False))
-        neighbours = settings.serving_neighbors_per_item
+        neighbours = settings.serving.neighbors_per_item
         signals = RequestSignals(
             seeds,
             from_neighbour_lists(seeds, covisit, neighbours),
@@ -188,13 +188,13 @@ class Recommender:
         block, categories = self._item_block(view.version, ids, items)
         session_events, shares = from_session(view.session)
         prior, primary = priors_columns(candidates, shares, categories)
-        ranker = self.holder.current if settings.serving_use_ranker else None  # held for the whole request
+        ranker = self.holder.current if settings.serving.use_ranker else None  # held for the whole request
         model_scores = None
         if ranker is not None and ids:
             matrix = self._matrix(view, candidates, block, categories, shares, session_events, signals)
             model_scores = await self._score(ranker, matrix)
         final = prior if model_scores is None else model_scores.astype(np.float64)
-        chosen = select_top_k(final, categories, k, settings.serving_max_per_category, category)
+        chosen = select_top_k(final, categories, k, settings.serving.max_per_category, category)
         because = candidates.because
         return {
             "user_id": user_id,
@@ -309,7 +309,7 @@ class Recommender:
         if not self.breaker.allows():
             return self._similar_fallback(item_id, k, "redis_unavailable")
         try:
-            async with asyncio.timeout(self.settings.serving_redis_budget_s):
+            async with asyncio.timeout(self.settings.serving.redis_budget_s):
                 version = self.store.cache.version
                 if version is None:
                     version = await self.store.read_version()
@@ -318,7 +318,7 @@ class Recommender:
                     "covisit": [(n, s, None) for n, s in covisit.get(item_id, ())],
                     "similar": [(r[0], r[1], None) for r in similar.get(item_id, ())],
                 }
-                candidates = merge_columns(proposals, {item_id}, self.settings.serving_max_candidates)
+                candidates = merge_columns(proposals, {item_id}, self.settings.serving.max_candidates)
                 items = await self.store.read_items(version, candidates.item_ids)
         except STORE_ERRORS as exc:
             self.breaker.failed(timed_out=isinstance(exc, TimeoutError))
@@ -362,7 +362,7 @@ class Recommender:
         request does not wait). Their next recommendation finds their batch keys, the similar lists
         of the items they just touched and those neighbours' features in memory."""
         if (
-            not (self.settings.serving_prefetch_enabled and self.store.cache.enabled)
+            not (self.settings.serving.prefetch_enabled and self.store.cache.enabled)
             or not self.breaker.allows()
         ):
             return
@@ -370,7 +370,7 @@ class Recommender:
         for user_id, item_ids in items_by_user.items():
             if user_id in cache.users and all(i in cache.similar and i in cache.items for i in item_ids):
                 continue  # already warm: a prefetch would only cost the next request CPU
-            if len(self._prefetching) >= self.settings.serving_max_prefetches:
+            if len(self._prefetching) >= self.settings.serving.max_prefetches:
                 # A burst of events must not become a burst of Redis reads competing with requests.
                 self.metrics.prefetches.labels("skipped").inc()
                 continue
@@ -380,7 +380,7 @@ class Recommender:
 
     async def prefetch(self, user_id: str, item_ids: list[str]) -> bool:
         try:
-            async with asyncio.timeout(self.settings.serving_redis_budget_s * 5):
+            async with asyncio.timeout(self.settings.serving.redis_budget_s * 5):
                 version = self.store.cache.version
                 if version is None:
                     version = await self.store.read_version()

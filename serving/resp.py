@@ -5,7 +5,7 @@ Who uses it: `serving.store.OnlineStore` (every read of a request, prefetch and 
 raw RESP2 replies in order (bytes, lists, integers; HGETALL as a flat list), raising a RedisError for
 an error reply or a lost connection, OSError when Redis cannot be reached.
 
-- `PipelinedReader` (default, `serving_fast_redis`): one connection per API process, an
+- `PipelinedReader` (default, `ServingSwitches.fast_redis`): one connection per API process, an
   asyncio.Protocol parsing with hiredis. Concurrent requests write their commands as they come and
   the replies are matched to them in order (Redis answers a connection in order), so requests
   pipeline on the one socket without a pool, locks or per-command callbacks. A request that gives up

@@ -17,6 +17,7 @@ from itertools import product
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from feature_store.settings import CandidateSettings
 from spark_jobs.candidates import CandidateParams, als_candidates, als_factors, implicit_weights, seen_items
 
 GRID_KEYS: tuple[str, ...] = ("als_rank", "als_reg_param", "als_alpha", "als_max_iter")
@@ -33,8 +34,10 @@ class AlsGrid:
     max_iters: tuple[int, ...]
 
     @classmethod
-    def from_settings(cls, settings) -> AlsGrid:
-        return cls(settings.als_ranks, settings.als_reg_params, settings.als_alphas, settings.als_max_iters)
+    def from_settings(cls, candidates: CandidateSettings) -> AlsGrid:
+        return cls(
+            candidates.als_ranks, candidates.als_reg_params, candidates.als_alphas, candidates.als_max_iters
+        )
 
     def points(self) -> list[dict[str, float]]:
         return [

@@ -3,8 +3,8 @@
 The steps, what each reads and writes and what makes it idempotent for a run date D are declared once
 in feature_store.nightly (`NIGHTLY_STEPS`); this module holds one body per declared step (`STEPS`, in
 the declared order; the bodies live in spark_jobs.steps by concern). Each reads its inputs from Delta tables and MLflow and writes its outputs there,
-never handing data over in memory. h = `Settings.label_horizon_days`; the holdout starts H =
-`Settings.holdout_days` (default h) before D and the training cut-off h before that. Entry points:
+never handing data over in memory. h = `Settings.batch.label_horizon_days`; the holdout starts H =
+`Settings.batch.holdout_days` (default h) before D and the training cut-off h before that. Entry points:
 `run_step` (`lambdarec batch step`, and `lambdarec/batch_task.py`, what the Airflow DAG's
 SparkSubmitOperator launches), `run_batch` (all steps, `lambdarec batch run`).
 """

@@ -32,6 +32,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from feature_store.ranking import CANDIDATE_SOURCES
+from feature_store.settings import CandidateSettings
 from feature_store.tables import CANDIDATES, ITEM_SIMILAR
 
 ALS_SOURCE, COVISIT_SOURCE, POPULAR_SOURCE, EASE_SOURCE = CANDIDATE_SOURCES
@@ -39,7 +40,7 @@ ALS_SOURCE, COVISIT_SOURCE, POPULAR_SOURCE, EASE_SOURCE = CANDIDATE_SOURCES
 
 @dataclass(frozen=True)
 class CandidateParams:
-    """Knobs of the four sources (defaults from Settings via `from_settings`)."""
+    """Knobs of the four sources (from `Settings.candidates` via `from_settings`)."""
 
     per_source: int = 100
     als_rank: int = 32
@@ -57,18 +58,19 @@ class CandidateParams:
     ease_max_items: int = 10_000
 
     @classmethod
-    def from_settings(cls, settings, **overrides) -> CandidateParams:
-        # Every knob but per_source and ALS's has the same name in Settings; ALS's start at the first
-        # value of their tuning grid (spark_jobs.als_tuning picks the best).
+    def from_settings(cls, candidates: CandidateSettings, **overrides) -> CandidateParams:
+        """The knobs as set (every one but ALS's has its name in CandidateSettings); ALS's start at the
+        first value of their tuning grid (spark_jobs.als_tuning picks the best)."""
         values = {
-            f.name: getattr(settings, f.name) for f in fields(cls) if f.name in type(settings).model_fields
+            f.name: getattr(candidates, f.name)
+            for f in fields(cls)
+            if f.name in type(candidates).model_fields
         }
-        values["per_source"] = settings.candidates_per_source
         values.update(
-            als_rank=settings.als_ranks[0],
-            als_reg_param=settings.als_reg_params[0],
-            als_alpha=settings.als_alphas[0],
-            als_max_iter=settings.als_max_iters[0],
+            als_rank=candidates.als_ranks[0],
+            als_reg_param=candidates.als_reg_params[0],
+            als_alpha=candidates.als_alphas[0],
+            als_max_iter=candidates.als_max_iters[0],
         )
         values.update(overrides)
         return cls(**values)

@@ -388,7 +388,7 @@ def run_features(
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
     items = read_table(spark, settings, ITEMS)
-    windows = tuple(settings.feature_windows_days)
+    windows = tuple(settings.batch.feature_windows_days)
     try:
         users = build_user_features(interactions, items, start, end, event_types=event_types, windows=windows)
         item_rows = build_item_features(interactions, items, start, end, windows=windows)

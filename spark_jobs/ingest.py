@@ -434,7 +434,7 @@ def ingest(
 
     raw = read_source(spark, source, fmt, catalog)
     checked = validate_raw_events(
-        raw.events, ingest_time, timedelta(minutes=settings.future_tolerance_minutes), event_types
+        raw.events, ingest_time, timedelta(minutes=settings.batch.future_tolerance_minutes), event_types
     ).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         counts = {row["reason"]: row["count"] for row in checked.groupBy("reason").count().collect()}

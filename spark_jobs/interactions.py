@@ -133,8 +133,8 @@ def run_interactions(
         start,
         end,
         event_types=event_types,
-        positive_rating_threshold=settings.positive_rating_threshold,
-        session_gap=settings.session_gap,
+        positive_rating_threshold=settings.batch.positive_rating_threshold,
+        session_gap=settings.batch.session_gap,
     )
     rows = replace_window(spark, settings, INTERACTIONS, silver, "event_date", start, end)
     return InteractionsReport(

@@ -6,7 +6,7 @@ is feature_store.registry's, shared with serving.
 - `log_ranker_run`: one MLflow run per trained ranker: params, holdout and validation metrics, the
   feature list with importance, an evaluation report (JSON table + markdown + PNG plot) and the model
   as a pyfunc (spark_jobs/ranker_pyfunc.py as code, the MODEL_FILES as artifacts, a signature and
-  explicit pip requirements), registered as a new version of `Settings.ranker_model_name`.
+  explicit pip requirements), registered as a new version of `Settings.ranker.model_name`.
 - `gate` / `apply_gate`: the new version gets alias `challenger`; it moves `champion` only when the
   paired per-user difference of the holdout metric against the champion (the first model: popularity)
   has a bootstrap confidence interval whose lower bound is above `promotion_min_gain`, over at least
@@ -35,7 +35,7 @@ from typing import Any
 
 from feature_store.ranking import CHALLENGER_ALIAS, CHAMPION_ALIAS, MODEL_FILES, RANKER_FEATURES
 from feature_store.registry import NoChampion, champion_version, configure_mlflow, registry_client
-from feature_store.settings import Settings
+from feature_store.settings import PromotionSettings, Settings
 from spark_jobs.significance import PairedDifference, paired_bootstrap
 
 CHAMPION_HISTORY_TAG = "champion_history"
@@ -186,16 +186,16 @@ def log_ranker_run(
             pip_requirements=pip_requirements(),
         )
         registered = mlflow.register_model(
-            info.model_uri, settings.ranker_model_name, tags={"kind": kind, **tags}
+            info.model_uri, settings.ranker.model_name, tags={"kind": kind, **tags}
         )
     own = holdout.get(kind, {})
     mlflow_client = client(settings)
     for metric, value in own.items():
         mlflow_client.set_model_version_tag(
-            settings.ranker_model_name, registered.version, f"holdout.{mlflow_key(metric)}", str(value)
+            settings.ranker.model_name, registered.version, f"holdout.{mlflow_key(metric)}", str(value)
         )
     return RegisteredRanker(
-        settings.ranker_model_name, str(registered.version), run.info.run_id, info.model_uri
+        settings.ranker.model_name, str(registered.version), run.info.run_id, info.model_uri
     )
 
 
@@ -206,28 +206,6 @@ NOT_ENOUGH_EVIDENCE = "not enough evidence"
 PROMOTED = "promoted"
 GATE_SEED = 20261205  # fixed: the same holdout always gives the same decision
 GATE_TAGS = ("gate.decision", "gate.users", "gate.gain", "gate.ci_low", "gate.ci_high")
-
-
-@dataclass(frozen=True)
-class GateRule:
-    """What the gate asks for (from Settings): on `metric`, per-user paired gains whose bootstrap
-    interval at `confidence` lies above `min_gain`, over at least `min_users` holdout users."""
-
-    metric: str
-    min_gain: float
-    min_users: int
-    confidence: float = 0.95
-    resamples: int = 1000
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> GateRule:
-        return cls(
-            settings.promotion_metric,
-            settings.promotion_min_gain,
-            settings.promotion_min_users,
-            settings.promotion_confidence,
-            settings.promotion_resamples,
-        )
 
 
 @dataclass(frozen=True)
@@ -257,7 +235,7 @@ class GateDecision:
 
 
 def gate(
-    challenger: Sequence[float], baseline: Sequence[float], baseline_label: str, rule: GateRule
+    challenger: Sequence[float], baseline: Sequence[float], baseline_label: str, rule: PromotionSettings
 ) -> GateDecision:
     """Pure rule on one holdout: `challenger` and `baseline` are the per-user values of `rule.metric`
     (aligned by user). Promote only when there are at least `min_users` users and the lower bound of
@@ -282,14 +260,14 @@ def gate(
 
 
 def champion_history(settings: Settings) -> list[str]:
-    tags = client(settings).get_registered_model(settings.ranker_model_name).tags
+    tags = client(settings).get_registered_model(settings.ranker.model_name).tags
     return json.loads(tags.get(CHAMPION_HISTORY_TAG, "[]"))
 
 
 def set_champion(settings: Settings, version: str) -> None:
     """Point `champion` at `version`, remembering the previous champion for rollback."""
     mlflow_client = client(settings)
-    name = settings.ranker_model_name
+    name = settings.ranker.model_name
     previous = champion_version(settings)
     history = [v for v in champion_history(settings) if v != version]
     if previous and previous != version and (not history or history[-1] != previous):
@@ -301,7 +279,7 @@ def set_champion(settings: Settings, version: str) -> None:
 def apply_gate(settings: Settings, version: str, decision: GateDecision) -> GateDecision:
     """Mark `version` challenger; promote it to champion if the gate said so. Idempotent."""
     mlflow_client = client(settings)
-    name = settings.ranker_model_name
+    name = settings.ranker.model_name
     mlflow_client.set_registered_model_alias(name, CHALLENGER_ALIAS, version)
     for key, value in decision.tags().items():
         mlflow_client.set_model_version_tag(name, version, key, value)
@@ -316,11 +294,11 @@ def rollback(settings: Settings) -> str:
     current = champion_version(settings)
     earlier = [v for v in history if v != current]
     if not earlier:
-        raise NoChampion(f"{settings.ranker_model_name} has no earlier champion to roll back to")
+        raise NoChampion(f"{settings.ranker.model_name} has no earlier champion to roll back to")
     target = earlier[-1]
-    client(settings).set_registered_model_alias(settings.ranker_model_name, CHAMPION_ALIAS, target)
+    client(settings).set_registered_model_alias(settings.ranker.model_name, CHAMPION_ALIAS, target)
     client(settings).set_registered_model_tag(
-        settings.ranker_model_name, CHAMPION_HISTORY_TAG, json.dumps(history[: history.index(target)])
+        settings.ranker.model_name, CHAMPION_HISTORY_TAG, json.dumps(history[: history.index(target)])
     )
     return target
 
@@ -328,7 +306,7 @@ def rollback(settings: Settings) -> str:
 def list_versions(settings: Settings) -> list[dict[str, Any]]:
     """Every registered version with its aliases and tags, newest first."""
     mlflow_client = client(settings)
-    name = settings.ranker_model_name
+    name = settings.ranker.model_name
     versions = mlflow_client.search_model_versions(f"name = '{name}'")
     if not versions:
         return []
@@ -407,7 +385,7 @@ def evaluation_per_user(settings: Settings, run_date: date, holdout_as_of: date)
 
     configure_mlflow(settings)
     runs = mlflow.search_runs(
-        experiment_names=[settings.mlflow_experiment],
+        experiment_names=[settings.mlflow.experiment],
         filter_string=f"tags.step = 'evaluate' and tags.run_date = '{run_date}' and tags.holdout_as_of = '{holdout_as_of}'",
         order_by=["start_time DESC"],
         max_results=1,

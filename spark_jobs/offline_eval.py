@@ -143,8 +143,8 @@ def silver(ratings: DataFrame, settings: Settings) -> DataFrame:
         events,
         first,
         end + timedelta(days=1),
-        positive_rating_threshold=settings.positive_rating_threshold,
-        session_gap=settings.session_gap,
+        positive_rating_threshold=settings.batch.positive_rating_threshold,
+        session_gap=settings.batch.session_gap,
     )
 
 
@@ -188,7 +188,7 @@ def build_for_history(
     params = replace(params, popular_window_days=span_days, popular_half_life_days=1e9)
     sources, _ = build_candidates(history, users, cutoff, params)
     candidates = union_all(list(sources.values())).cache()
-    windows = tuple(settings.feature_windows_days)
+    windows = tuple(settings.batch.feature_windows_days)
     end = cutoff + timedelta(days=1)
     user_features = build_user_features(history, items, cutoff, end, windows=windows).cache()
     item_features = build_item_features(history, items, cutoff, end, windows=windows).cache()
@@ -232,10 +232,10 @@ def evaluate_split(
     progress("tuning ALS on the train part")
     sources_params, als_tuning = tune_als(
         train_silver,
-        CandidateParams.from_settings(settings),
-        AlsGrid.from_settings(settings),
-        settings.als_validation_share,
-        settings.als_tune_metric,
+        CandidateParams.from_settings(settings.candidates),
+        AlsGrid.from_settings(settings.candidates),
+        settings.candidates.als_validation_share,
+        settings.candidates.als_tune_metric,
     )
     progress("inner split for ranker labels")
     inner_train, inner_test = split_ratings(train, split or "time", ratio, seed + 1)
@@ -244,8 +244,10 @@ def evaluate_split(
     inner = build_for_history(
         inner_history, inner_test.select("user_id").distinct(), items, settings, sources_params
     )
-    examples = training_examples(inner.inputs, inner_labels, settings.max_negatives_per_query, seed).cache()
-    params = RankerParams.from_settings(settings, seed=seed)
+    examples = training_examples(
+        inner.inputs, inner_labels, settings.batch.max_negatives_per_query, seed
+    ).cache()
+    params = RankerParams.from_settings(settings.ranker, seed=seed)
     progress("training xgboost")
     rankers = {"xgboost": train_xgboost(examples, params)}
     progress("training lightgbm")

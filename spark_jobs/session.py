@@ -40,22 +40,22 @@ def delta_jar_paths(jars_dir: Path) -> list[Path]:
 def spark_conf(settings: Settings, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The Spark configuration lambdarec runs with (pure: settings in, conf out)."""
     conf = {
-        "spark.master": settings.spark_master,
-        "spark.app.name": settings.spark_app_name,
+        "spark.master": settings.spark.master,
+        "spark.app.name": settings.spark.app_name,
         "spark.jars": ",".join(str(p) for p in delta_jar_paths(settings.jars_dir)),
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
-        "spark.sql.shuffle.partitions": str(settings.spark_shuffle_partitions),
-        "spark.default.parallelism": str(max(2, settings.spark_shuffle_partitions)),
+        "spark.sql.shuffle.partitions": str(settings.spark.shuffle_partitions),
+        "spark.default.parallelism": str(max(2, settings.spark.shuffle_partitions)),
         "spark.sql.session.timeZone": "UTC",
-        "spark.driver.memory": settings.spark_driver_memory,
-        "spark.ui.enabled": str(settings.spark_ui_enabled).lower(),
+        "spark.driver.memory": settings.spark.driver_memory,
+        "spark.ui.enabled": str(settings.spark.ui_enabled).lower(),
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.adaptive.enabled": "true",
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
         # Delta rebuilds a table's snapshot with 50 tasks by default, on every read and write: on small
         # local tables that dominated batch steps (3 replaceWhere writes + reads: 796 tasks -> 222, 7x faster).
-        "spark.databricks.delta.snapshotPartitions": str(max(1, settings.spark_shuffle_partitions)),
+        "spark.databricks.delta.snapshotPartitions": str(max(1, settings.spark.shuffle_partitions)),
         # Local runs: no derby/metastore litter in the working directory.
         "spark.sql.warehouse.dir": str(settings.data_dir / "spark-warehouse"),
         "spark.driver.extraJavaOptions": f"-Dderby.system.home={settings.data_dir / 'derby'}",
@@ -67,7 +67,7 @@ def spark_conf(settings: Settings, extra: Mapping[str, str] | None = None) -> di
         # speed layer's rules) does; Spark's default makes try_parse_json return null (quarantined).
         "spark.sql.variant.allowDuplicateKeys": "true",
     }
-    conf.update(settings.spark_conf)
+    conf.update(settings.spark.conf)
     conf.update(extra or {})
     return conf
 

@@ -81,7 +81,7 @@ def nightly_redis(local_nightly):
     """A client on the shared nightly's Redis database (its keys, and those of runs on its settings)."""
     import redis
 
-    client = redis.Redis.from_url(local_nightly.settings.redis_url)
+    client = redis.Redis.from_url(local_nightly.settings.redis.url)
     yield client
     client.close()
 
@@ -89,7 +89,7 @@ def nightly_redis(local_nightly):
 @pytest.fixture
 def table_settings(settings: Settings, tmp_path: Path) -> Settings:
     """Settings whose Delta tables live in a fresh folder for one test (same Spark session)."""
-    return settings.model_copy(update={"tables_uri": str(tmp_path / "delta"), "data_dir": tmp_path})
+    return settings.updated(tables_uri=str(tmp_path / "delta"), data_dir=tmp_path)
 
 
 @pytest.fixture(scope="session")

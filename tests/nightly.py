@@ -28,26 +28,25 @@ NIGHTLY_REDIS_DB = 1
 
 def nightly_settings(base: Settings, redis_url: str) -> Settings:
     """The small nightly's settings: quick models, a two-point ALS grid (so the candidates step tunes)."""
-    return base.model_copy(
-        update={
-            "redis_url": redis_url,
-            "label_horizon_days": 3,
-            "active_user_days": 14,
-            "candidates_per_source": 30,
-            "als_ranks": (8,),
-            "als_reg_params": (0.05,),
-            "als_alphas": (10.0, 40.0),
-            "als_max_iters": (5,),
-            "ranker_trees": 30,
-            "ranker_max_depth": 4,
-            "max_negatives_per_query": 20,
-            "batch_top_n": 20,
-            "train_num_workers": 2,
-            # 200 generated users: fewer holdout users than the production default (100) may decide
-            "promotion_min_users": 50,
-            # tiny data cannot show a significant gain: these tests check the loop; the gate's decision rule is unit-tested (test_promotion_gate.py)
-            "promotion_min_gain": -1.0,
-        }
+    return base.updated(
+        redis_url=redis_url,
+        label_horizon_days=3,
+        active_user_days=14,
+        candidates_per_source=30,
+        als_ranks=(8,),
+        als_reg_params=(0.05,),
+        als_alphas=(10.0, 40.0),
+        als_max_iters=(5,),
+        ranker_trees=30,
+        ranker_max_depth=4,
+        max_negatives_per_query=20,
+        batch_top_n=20,
+        train_num_workers=2,
+        # 200 generated users: fewer holdout users than the production default (100) may decide
+        promotion_min_users=50,
+        # tiny data cannot show a significant gain: these tests check the loop; the gate's decision
+        # rule is unit-tested (test_promotion_gate.py)
+        promotion_min_gain=-1.0,
     )
 
 
@@ -72,7 +71,7 @@ def run_local_nightly(spark, base: Settings, redis_url: str, directory: Path) ->
     from spark_jobs.ingest import ingest
 
     settings = nightly_settings(
-        base.model_copy(update={"data_dir": directory, "tables_uri": str(directory / "delta")}), redis_url
+        base.updated(data_dir=directory, tables_uri=str(directory / "delta")), redis_url
     )
     config = GeneratorConfig(events=8_000, users=200, items=250, categories=6, days=DAYS, start=START, seed=3)
     generate(config, directory / "gen")

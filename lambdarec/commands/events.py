@@ -86,7 +86,7 @@ def register(app: typer.Typer) -> None:
         except ValueError as exc:
             typer.secho(str(exc), fg=typer.colors.RED, err=True)
             raise typer.Exit(2) from None
-        tolerance = timedelta(minutes=settings.future_tolerance_minutes)
+        tolerance = timedelta(minutes=settings.batch.future_tolerance_minutes)
         published, rejected = 0, Counter()
         with file.open("rb") as sizer:
             total_bytes = sizer.seek(0, 2)

@@ -41,10 +41,10 @@ def register(app: typer.Typer) -> None:
         versions = list_versions(settings)
         if not versions:
             typer.echo(
-                f"no versions of {settings.ranker_model_name} yet: run `lambdarec batch run --date YYYY-MM-DD`"
+                f"no versions of {settings.ranker.model_name} yet: run `lambdarec batch run --date YYYY-MM-DD`"
             )
             return
-        table = Table(title=f"{settings.ranker_model_name} ({settings.registry_uri})")
+        table = Table(title=f"{settings.ranker.model_name} ({settings.registry_uri})")
         for column in (
             "version",
             "aliases",
@@ -83,11 +83,11 @@ def register(app: typer.Typer) -> None:
         settings = load_settings()
         if version not in {v["version"] for v in list_versions(settings)}:
             raise typer.BadParameter(
-                f"{settings.ranker_model_name} has no version {version}; see `lambdarec models list`",
+                f"{settings.ranker.model_name} has no version {version}; see `lambdarec models list`",
                 param_hint="VERSION",
             )
         set_champion(settings, version)
-        typer.echo(f"{settings.ranker_model_name}@champion -> version {version}")
+        typer.echo(f"{settings.ranker.model_name}@champion -> version {version}")
 
     @models.command("rollback")
     def rollback_command() -> None:
@@ -101,6 +101,6 @@ def register(app: typer.Typer) -> None:
         except NoChampion as exc:
             typer.echo(str(exc), err=True)
             raise typer.Exit(1) from exc
-        typer.echo(f"{settings.ranker_model_name}@champion -> version {version} (rolled back)")
+        typer.echo(f"{settings.ranker.model_name}@champion -> version {version} (rolled back)")
 
     app.add_typer(models, name="models")

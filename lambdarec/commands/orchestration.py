@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
         except ServiceError as error:
             _fail(error)
         typer.echo(
-            f"Airflow: {airflow_url(settings)}  (user {settings.airflow_admin_user}, password {password})"
+            f"Airflow: {airflow_url(settings)}  (user {settings.airflow.admin_user}, password {password})"
         )
 
     @airflow.command("stop")
@@ -90,7 +90,7 @@ def register(app: typer.Typer) -> None:
         except ValueError:
             _fail(ValueError(f"--date must be YYYY-MM-DD, got {day!r}"))
         client = AirflowClient(
-            airflow_url(settings), settings.airflow_admin_user, ensure_admin_password(settings)
+            airflow_url(settings), settings.airflow.admin_user, ensure_admin_password(settings)
         )
         try:
             client.wait_for_dags((dag_id,), timeout_s=120)

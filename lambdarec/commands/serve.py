@@ -7,9 +7,12 @@ Never imports pyspark or spark_jobs, so the API process starts in about a second
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from serving.tuning import ServingSwitches
 
 
 def register(app: typer.Typer) -> None:
@@ -29,40 +32,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Serve GET /v1/recommendations, POST /v1/events, /v1/items/{id}/similar, /healthz, /readyz,
         /metrics (OpenAPI docs at /docs). Starts the private redis-server when LAMBDAREC_REDIS_URL is empty."""
-        import os
-
-        import uvicorn
-
-        from feature_store.settings import load_settings
-        from lambdarec.composition import api_app, bus_settings, redis_url
-        from serving.auth import BadApiKeyDigest, MissingApiKeys, guard_from_settings
-
-        settings = load_settings()
         try:
-            guard_from_settings(settings)  # refuse before starting anything (a private redis-server)
-            # Resolved once here and handed to the app (and every worker) through the environment, so
-            # all use the same store and brokers (a private redis-server is started once, not per worker).
-            settings = bus_settings(settings)
-            os.environ["LAMBDAREC_REDIS_URL"] = redis_url(settings)
-            if settings.kafka_bootstrap_servers:
-                os.environ["LAMBDAREC_KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka_bootstrap_servers
-            api = api_app() if workers == 1 else None
-        except (MissingApiKeys, BadApiKeyDigest, ValueError) as exc:
+            serve(host=host, port=port, workers=workers, log_level=log_level)
+        except ServeRefused as exc:
             typer.echo(f"lambdarec serve: {exc}", err=True)
             raise typer.Exit(2) from None
-        uvicorn.run(
-            # Several workers: uvicorn spawns processes that each build the app from the factory.
-            api if api is not None else "lambdarec.composition:api_app",
-            factory=api is None,
-            workers=workers,
-            host=host or settings.api_host,
-            port=port or settings.api_port,
-            loop="uvloop" if settings.serving_uvloop else "asyncio",
-            http="httptools",
-            access_log=False,  # a log line per request costs more than the request at these latencies
-            log_level=log_level,
-            timeout_graceful_shutdown=5,
-        )
 
     @app.command("hash-api-key")
     def hash_api_key_command(
@@ -86,3 +60,58 @@ def register(app: typer.Typer) -> None:
             )
             raise typer.Exit(2)
         typer.echo(hash_api_key(key, tuple(s for s in SCOPES if s in scope)))
+
+
+class ServeRefused(Exception):
+    """The API was not started: no API keys in production, a bad key digest, no store or brokers."""
+
+
+def serve(
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    workers: int = 1,
+    log_level: str = "info",
+    switches: ServingSwitches | None = None,
+) -> None:
+    """`lambdarec serve`'s body: the environment's settings, the online store and brokers resolved once,
+    then the API under uvicorn until it stops. `switches` (serving.tuning) turn optimizations off, for
+    benchmarks (benchmarks.serve_variant); with several workers only the defaults, since each worker
+    builds its app from the factory. Raises ServeRefused before anything starts."""
+    import os
+
+    import uvicorn
+
+    from feature_store.settings import load_settings
+    from lambdarec.composition import api_app, bus_settings, redis_url
+    from serving.auth import BadApiKeyDigest, MissingApiKeys, guard_from_settings
+    from serving.tuning import ServingSwitches
+
+    switches = switches or ServingSwitches()
+    settings = load_settings()
+    try:
+        if workers > 1 and switches != ServingSwitches():
+            raise ValueError(f"switches {switches} apply to one worker; workers build the default app")
+        guard_from_settings(settings)  # refuse before starting anything (a private redis-server)
+        # Resolved once here and handed to the app (and every worker) through the environment, so
+        # all use the same store and brokers (a private redis-server is started once, not per worker).
+        settings = bus_settings(settings)
+        os.environ["LAMBDAREC_REDIS_URL"] = redis_url(settings)
+        if settings.kafka.bootstrap_servers:
+            os.environ["LAMBDAREC_KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka.bootstrap_servers
+        api = api_app(switches) if workers == 1 else None
+    except (MissingApiKeys, BadApiKeyDigest, ValueError) as exc:
+        raise ServeRefused(str(exc)) from exc
+    uvicorn.run(
+        # Several workers: uvicorn spawns processes that each build the app from the factory.
+        api if api is not None else "lambdarec.composition:api_app",
+        factory=api is None,
+        workers=workers,
+        host=host or settings.serving.host,
+        port=port or settings.serving.port,
+        loop="uvloop" if switches.uvloop else "asyncio",
+        http="httptools",
+        access_log=False,  # a log line per request costs more than the request at these latencies
+        log_level=log_level,
+        timeout_graceful_shutdown=5,
+    )

@@ -40,7 +40,7 @@ def read_status(settings) -> dict[str, str]:
     from feature_store.stream_liveness import current_heartbeat
     from lambdarec.composition import redis_client
 
-    keys, client = RedisKeys(settings.redis_key_prefix), redis_client(settings)
+    keys, client = RedisKeys(settings.redis.key_prefix), redis_client(settings)
     status = {k.decode(): v.decode() for k, v in client.hgetall(keys.speed_status).items()}
     status["heartbeat"] = current_heartbeat(client, keys)
     return status
@@ -65,12 +65,12 @@ def _stop_remote(settings, timeout_s: float) -> int:
     from lambdarec.composition import redis_client
     from lambdarec.local_services import wait_until
 
-    keys, client = RedisKeys(settings.redis_key_prefix), redis_client(settings)
+    keys, client = RedisKeys(settings.redis.key_prefix), redis_client(settings)
     target = current_heartbeat(client, keys)
     if not target:
         typer.echo("the streaming job is not running")
         return 0
-    request_stop(client, keys, target, max(timeout_s, settings.stream_heartbeat_ttl_s))
+    request_stop(client, keys, target, max(timeout_s, settings.stream.heartbeat_ttl_s))
     if not wait_until(lambda: current_heartbeat(client, keys) != target, timeout_s):
         typer.secho(f"{target} did not stop within {timeout_s:.0f}s", fg=typer.colors.RED, err=True)
         return 1
@@ -82,8 +82,8 @@ def job_env(settings, redis_url: str) -> dict[str, str]:
     """What the background job must be told that this process resolved: the online store and, on
     Kafka, the brokers."""
     env = {"LAMBDAREC_REDIS_URL": redis_url}
-    if settings.kafka_bootstrap_servers:
-        env["LAMBDAREC_KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka_bootstrap_servers
+    if settings.kafka.bootstrap_servers:
+        env["LAMBDAREC_KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka.bootstrap_servers
     return env
 
 

@@ -47,7 +47,7 @@ from typing import Any
 
 from feature_store.event_bus import entry_fields
 from feature_store.redis_keys import RedisKeys
-from feature_store.settings import Settings
+from feature_store.settings import Settings, flat_fields
 from lambdarec.replay.dataset import (
     ReplayEvent,
     ReplaySource,
@@ -109,14 +109,14 @@ class ServingVariant:
         pairs = []
         for item in filter(None, parts[2].split(",")):
             key, sep, value = item.partition("=")
-            if not sep or key not in Settings.model_fields:
+            if not sep or key not in flat_fields():
                 raise ValueError(f"variant {text!r}: {item!r} is not SETTING=VALUE of a known setting")
             pairs.append((key, value))
         return cls(parts[0], parts[1], tuple(pairs))
 
     def settings(self, base: Settings) -> Settings:
         """Validated like the environment would be (so `0` becomes a float where the setting is one)."""
-        return type(base)(**{**base.model_dump(), **dict(self.overrides)})
+        return base.updated(**dict(self.overrides))
 
 
 @dataclass(frozen=True)
@@ -194,20 +194,17 @@ def prepare(options: ReplayOptions, now: datetime) -> Prepared:
 def replay_settings(settings: Settings, work_dir: Path, redis_url: str, trigger_ms: int) -> Settings:
     """The scratch environment's settings: everything under `work_dir`, the private Redis, a fast
     trigger, and a generous serving budget (a timeout would measure the 2-core machine, not the model)."""
-    return settings.model_copy(
-        update={
-            "data_dir": work_dir,
-            "tables_uri": str(work_dir / "delta"),
-            "redis_url": redis_url,
-            "mlflow_tracking_uri": f"sqlite:///{work_dir / 'mlflow.db'}",
-            "mlflow_registry_uri": None,
-            "mlflow_artifact_root": str(work_dir / "mlartifacts"),
-            "stream_trigger_ms": trigger_ms,
-            "serving_redis_budget_s": 10.0,
-            "serving_gc_freeze": False,
-            "model_poll_interval_s": 3600.0,
-            "profile": "local",
-        }
+    return settings.updated(
+        data_dir=work_dir,
+        tables_uri=str(work_dir / "delta"),
+        redis_url=redis_url,
+        mlflow_tracking_uri=f"sqlite:///{work_dir / 'mlflow.db'}",
+        mlflow_registry_uri=None,
+        mlflow_artifact_root=str(work_dir / "mlartifacts"),
+        stream_trigger_ms=trigger_ms,
+        serving_redis_budget_s=10.0,
+        model_poll_interval_s=3600.0,
+        profile="local",
     )
 
 
@@ -250,9 +247,9 @@ def ensure_registered_model(settings: Settings) -> None:
     configure_mlflow(settings)
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
     try:
-        client.get_registered_model(settings.ranker_model_name)
+        client.get_registered_model(settings.ranker.model_name)
     except MlflowException:
-        client.create_registered_model(settings.ranker_model_name)
+        client.create_registered_model(settings.ranker.model_name)
 
 
 def _jsonable(value: Any) -> Any:
@@ -288,7 +285,7 @@ class SpeedLayer:
         self.spark = spark
         self.settings = settings
         self.client = client
-        self.keys = RedisKeys(settings.redis_key_prefix)
+        self.keys = RedisKeys(settings.redis.key_prefix)
         self.queries: list = []
         self.last_id: str | None = None
 
@@ -297,7 +294,7 @@ class SpeedLayer:
 
         quiet_trigger_warnings(self.spark)
         self.queries = start_queries(
-            self.spark, self.settings, self.settings.redis_url, self.client, bronze=False
+            self.spark, self.settings, self.settings.redis.url, self.client, bronze=False
         )
 
     def stop(self) -> None:
@@ -312,7 +309,7 @@ class SpeedLayer:
         if not events:
             return self.last_id
         ids = stream_ids([e.ts_ms for e in events], self.last_id)
-        stream = self.settings.event_stream
+        stream = self.settings.bus.stream
         for start in range(0, len(events), PUBLISH_CHUNK):
             pipe = self.client.pipeline(transaction=False)
             for event, entry_id in zip(
@@ -350,8 +347,10 @@ class ServingAsker:
 
     def __init__(self, settings: Settings, redis_url: str) -> None:
         from serving.app import create_app
+        from serving.tuning import ServingSwitches
 
-        self.app = create_app(settings, redis_url=redis_url)
+        # in-process instances in a process that goes on after them: no gc.freeze() of what they built
+        self.app = create_app(settings, redis_url=redis_url, switches=ServingSwitches(gc_freeze=False))
         self._lifespan = None
         self.http = None
 
@@ -415,7 +414,7 @@ class ReplayPass:
         self.speed = speed
         self.askers = askers  # batch_speed, batch_only, then the variants
         self.progress = progress
-        self.keys = RedisKeys(settings.redis_key_prefix)
+        self.keys = RedisKeys(settings.redis.key_prefix)
         self.consumed: dict[str, set[str]] = {u: set(items) for u, items in prepared.history.items()}
         # what each user consumed during the replay, oldest first: every model is asked to exclude it,
         # as a product backend would, so the models differ by their signals, not by what they may show
@@ -473,7 +472,7 @@ class ReplayPass:
         k, user, item = self.options.k, target.user_id, target.item_id
         consumed = self.consumed.get(user, set())
         tallies = result.tallies
-        exclude = newest_exclusions(self.replayed_items.get(user, {}), self.settings.serving_max_exclude)
+        exclude = newest_exclusions(self.replayed_items.get(user, {}), self.settings.serving.max_exclude)
         for name, asker in self.askers.items():
             items, degraded, body = await asker.top_k(user, k, exclude)
             tallies[name].add(items, item, degraded)
@@ -504,12 +503,12 @@ class ReplayPass:
         """The speed layer's keys the heuristics read: recent items, their co-visitation neighbours, trending."""
         s, client = self.settings, self.speed.client
         recent = [
-            m.decode() for m in client.zrevrange(self.keys.recent_items(user), 0, s.serving_recent_items - 1)
+            m.decode() for m in client.zrevrange(self.keys.recent_items(user), 0, s.serving.recent_items - 1)
         ]
         pipe = client.pipeline(transaction=False)
         for item in recent:
-            pipe.zrevrange(self.keys.covisit(item), 0, s.serving_neighbors_per_item - 1, withscores=True)
-        pipe.zrevrange(self.keys.trending(s.serving_trending_window), 0, 499)
+            pipe.zrevrange(self.keys.covisit(item), 0, s.serving.neighbors_per_item - 1, withscores=True)
+        pipe.zrevrange(self.keys.trending(s.serving.trending_window), 0, 499)
         replies = pipe.execute()
         neighbours = {
             item: [(m.decode(), float(w)) for m, w in reply] for item, reply in zip(recent, replies)
@@ -537,7 +536,7 @@ def run_replay(
     work_dir.mkdir(parents=True)
     started = time.monotonic()
     prepared = prepare(options, now or datetime.now(UTC))
-    server = EmbeddedRedis(directory=work_dir / "redis", binary=settings.redis_server_bin).start()
+    server = EmbeddedRedis(directory=work_dir / "redis", binary=settings.redis.server_bin).start()
     try:
         url = server.url
         scratch = replay_settings(settings, work_dir, db_url(url, SPEED_DB), options.trigger_ms)
@@ -545,7 +544,7 @@ def run_replay(
         if progress:
             progress("batch", 0, 1)
         batch = train_batch(spark, scratch, prepared, work_dir)
-        keys = RedisKeys(scratch.redis_key_prefix)
+        keys = RedisKeys(scratch.redis.key_prefix)
         if client.get(keys.batch_pointer) is None:
             raise RuntimeError("the batch run published nothing to Redis (no batch pointer); see its report")
         copy_batch_keys(client, keys, BATCH_ONLY_DB)
@@ -601,7 +600,7 @@ def reset_speed_state(client, settings: Settings, url: str) -> None:
 
     from spark_jobs.streaming.speed_job import SPEED_QUERY, checkpoint_dir
 
-    keys = RedisKeys(settings.redis_key_prefix)
+    keys = RedisKeys(settings.redis.key_prefix)
     client.flushdb()
     source = redis.Redis.from_url(db_url(url, BATCH_ONLY_DB))
     try:

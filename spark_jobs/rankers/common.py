@@ -4,7 +4,7 @@ per-query NDCG, feature importance and the choice of how many trees the compress
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import numpy as np
@@ -12,6 +12,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from feature_store.ranking import RANKER_FEATURES
+from feature_store.settings import RankerSettings
 from spark_jobs.metrics import ndcg_at_k
 
 RankerKind = Literal["xgboost", "lightgbm"]
@@ -29,14 +30,9 @@ class RankerParams:
     min_child_weight: float = 10.0
 
     @classmethod
-    def from_settings(cls, settings, **overrides) -> RankerParams:
-        values = dict(
-            trees=settings.ranker_trees,
-            max_depth=settings.ranker_max_depth,
-            learning_rate=settings.ranker_learning_rate,
-            min_child_weight=settings.ranker_min_child_weight,
-            num_workers=settings.train_num_workers,
-        )
+    def from_settings(cls, ranker: RankerSettings, **overrides) -> RankerParams:
+        """The knobs as set (each has its name in RankerSettings); `overrides` on top (the seed)."""
+        values = {f.name: getattr(ranker, f.name) for f in fields(cls) if f.name in type(ranker).model_fields}
         values.update(overrides)
         return cls(**values)
 

@@ -50,7 +50,9 @@ class BatchContext:
 
     @property
     def cutoffs(self) -> Cutoffs:
-        return Cutoffs.of(self.run_date, self.settings.label_horizon_days, self.settings.holdout_days)
+        return Cutoffs.of(
+            self.run_date, self.settings.batch.label_horizon_days, self.settings.batch.holdout_days
+        )
 
     def read(self, table: Table) -> DataFrame:
         from spark_jobs.delta_io import read_table

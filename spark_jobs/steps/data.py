@@ -52,16 +52,19 @@ def step_candidates(ctx: BatchContext) -> dict[str, Any]:
     # ALS's knobs are chosen once per run, on what the earliest cut-off sees: no later cut-off's labels leak in
     params, tuning = tune_als(
         history_before(interactions, cut.train),
-        CandidateParams.from_settings(settings),
-        AlsGrid.from_settings(settings),
-        settings.als_validation_share,
-        settings.als_tune_metric,
+        CandidateParams.from_settings(settings.candidates),
+        AlsGrid.from_settings(settings.candidates),
+        settings.candidates.als_validation_share,
+        settings.candidates.als_tune_metric,
     )
     cutoffs = (cut.train, cut.holdout, cut.serve)
     candidates, similar = [], []
     for as_of in cutoffs:
         sources, neighbours = build_candidates(
-            interactions, active_users(interactions, as_of, settings.active_user_days).cache(), as_of, params
+            interactions,
+            active_users(interactions, as_of, settings.batch.active_user_days).cache(),
+            as_of,
+            params,
         )
         candidates += sources.values()
         similar.append(neighbours)
@@ -84,7 +87,7 @@ def step_candidates(ctx: BatchContext) -> dict[str, Any]:
             next_items(interactions, as_of, days).withColumn("relevance", F.lit(1.0)),
             CANDIDATE_SOURCES,
         )
-        for as_of, days in ((cut.train, settings.label_horizon_days), (cut.holdout, cut.holdout_days))
+        for as_of, days in ((cut.train, settings.batch.label_horizon_days), (cut.holdout, cut.holdout_days))
     }
     chosen = {key: getattr(params, key) for key in GRID_KEYS}
     metrics = {f"recall.{a}.{s}": v for a, r in recall.items() for s, v in r.items()}
@@ -113,9 +116,9 @@ def step_training_set(ctx: BatchContext) -> dict[str, Any]:
         cut.train,
         cut.holdout,
         realtime_params(settings),
-        horizon_ms=settings.request_label_horizon_minutes * 60_000,
-        moments_per_user=settings.request_moments_per_user,
-        max_negatives=settings.max_negatives_per_query,
+        horizon_ms=settings.batch.request_label_horizon_minutes * 60_000,
+        moments_per_user=settings.batch.request_moments_per_user,
+        max_negatives=settings.batch.max_negatives_per_query,
     )
     rows = ctx.replace_where(TRAINING_SET, examples, as_of_condition(cut.train))
     return {"as_of": str(cut.train), "rows": rows}

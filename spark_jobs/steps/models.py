@@ -54,7 +54,7 @@ def step_train(ctx: BatchContext, kind: str) -> dict[str, Any]:
             f"no training examples for as_of {cut.train}: the training set needs candidates and events in "
             f"[{cut.train}, {cut.holdout}); run the steps `candidates` and `training_set` (or use a later --date)"
         )
-    params = RankerParams.from_settings(settings)
+    params = RankerParams.from_settings(settings.ranker)
     train_part, validation_part = split_validation(examples, params.seed)
     if kind == "xgboost":
         from spark_jobs.rankers.xgboost_ranker import train_xgboost as train
@@ -69,7 +69,7 @@ def step_train(ctx: BatchContext, kind: str) -> dict[str, Any]:
         meta = export_ranker(
             ranker,
             collect_queries(validation_part),
-            settings.ranker_compress_tolerance,
+            settings.ranker.compress_tolerance,
             Path(tmp),
             extra_meta={
                 "trained_as_of": str(cut.train),
@@ -115,14 +115,14 @@ def step_evaluate(ctx: BatchContext) -> dict[str, Any]:
         loaded = load_ranker(settings, version, preferred="native")
         models[label] = NativeModel(loaded.kind, loaded.native, version)
     evaluation = evaluate_with_per_user(
-        holdout(ctx), models, settings.promotion_metric, blend=[labels[v] for v in versions]
+        holdout(ctx), models, settings.promotion.metric, blend=[labels[v] for v in versions]
     )
     results = evaluation.results
     mlflow_client = client(settings)
     for version, label in labels.items():
         for metric, value in results[label].items():
             mlflow_client.set_model_version_tag(
-                settings.ranker_model_name, version, holdout_tag(ctx.cutoffs.holdout, metric), str(value)
+                settings.ranker.model_name, version, holdout_tag(ctx.cutoffs.holdout, metric), str(value)
             )
     per_user = evaluation.per_user.rename(columns={label: per_user_column(v) for v, label in labels.items()})
     log_step_run(
@@ -143,9 +143,9 @@ def step_promote(ctx: BatchContext) -> dict[str, Any]:
     per-user gain over the current champion (first model: popularity) on the same holdout is above
     `promotion_min_gain` with confidence, over enough users (spark_jobs.model_registry.gate)."""
     from feature_store.registry import champion_version
-    from spark_jobs.model_registry import GateRule, apply_gate, gate
+    from spark_jobs.model_registry import apply_gate, gate
 
-    settings, metric = ctx.settings, ctx.settings.promotion_metric
+    settings, metric = ctx.settings, ctx.settings.promotion.metric
     tag = holdout_tag(ctx.cutoffs.holdout, metric)
     versions = run_versions(ctx.settings, ctx.run_date)
     champion = champion_version(settings)
@@ -172,7 +172,7 @@ def step_promote(ctx: BatchContext) -> dict[str, Any]:
     decision = apply_gate(
         settings,
         best,
-        gate(per_user[per_user_column(best)], per_user[baseline], label, GateRule.from_settings(settings)),
+        gate(per_user[per_user_column(best)], per_user[baseline], label, settings.promotion),
     )
     return {
         "version": best,

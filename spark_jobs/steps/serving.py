@@ -51,7 +51,7 @@ def step_score(ctx: BatchContext) -> dict[str, Any]:
         )
         scored, version = fused_source_scores(at(candidates, as_of)), NO_MODEL_VERSION
     rows = ctx.replace_where(
-        BATCH_SCORES, top_n_scores(scored, settings.batch_top_n, as_of, version), as_of_condition(as_of)
+        BATCH_SCORES, top_n_scores(scored, settings.batch.top_n, as_of, version), as_of_condition(as_of)
     )
     return {"as_of": str(as_of), "rows": rows, "model_version": version}
 
@@ -70,11 +70,11 @@ def step_publish(ctx: BatchContext) -> dict[str, Any]:
         popularity(
             history_before(interactions, as_of),
             as_of,
-            settings.popular_window_days,
-            settings.popular_half_life_days,
+            settings.candidates.popular_window_days,
+            settings.candidates.popular_half_life_days,
         )
         .orderBy(F.col("score").desc(), F.col("item_id"))
-        .limit(settings.batch_top_n)
+        .limit(settings.batch.top_n)
         .collect()
     )
     content = batch_content(
@@ -90,18 +90,18 @@ def step_publish(ctx: BatchContext) -> dict[str, Any]:
     now = ctx.clock()
     target = PublishTarget(
         ctx.redis_url(),
-        settings.redis_key_prefix,
+        settings.redis.key_prefix,
         batch_version(as_of, int(now)),
-        settings.publish_pending_ttl_s,
+        settings.publish.pending_ttl_s,
     )
     meta = {
         "as_of": str(as_of),
-        "model_name": settings.ranker_model_name,
+        "model_name": settings.ranker.model_name,
         "model_version": first.model_version,
         "published_at": int(now),
         "version": target.version,
     }
-    return publish_batch(target, content, meta, now, settings.publish_keep_versions, settings.publish_grace_s)
+    return publish_batch(target, content, meta, now, settings.publish.keep_versions, settings.publish.grace_s)
 
 
 def step_expire(ctx: BatchContext) -> dict[str, Any]:
@@ -111,10 +111,10 @@ def step_expire(ctx: BatchContext) -> dict[str, Any]:
 
     client = redis.Redis.from_url(ctx.redis_url())
     try:
-        keys = RedisKeys(ctx.settings.redis_key_prefix)
+        keys = RedisKeys(ctx.settings.redis.key_prefix)
         return {
             "expired": expire_old_versions(
-                client, keys, ctx.settings.publish_keep_versions, ctx.settings.publish_grace_s
+                client, keys, ctx.settings.publish.keep_versions, ctx.settings.publish.grace_s
             )
         }
     finally:

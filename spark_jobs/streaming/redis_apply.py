@@ -140,7 +140,7 @@ def script_params(keys: RedisKeys, params: SpeedParams) -> bytes:
         {
             "gap_ms": params.session_gap_ms,
             "ttl_s": params.ttl_s,
-            "recent_max": params.recent_max,
+            "recent_max": params.recent_items_max,
             "covisit_items": params.covisit_session_items,
             "covisit_keep": params.covisit_keep,
             "covisit_prefix": keys.covisit(""),

@@ -55,7 +55,10 @@ DEFAULT_TREND_WINDOWS: tuple[TrendWindow, ...] = (
 
 @dataclass(frozen=True)
 class SpeedParams:
-    recent_max: int = 50
+    """What the speed layer's Redis writes need: the speed settings (SpeedSettings, same names), the
+    session gap, and the fixed shape of the keys."""
+
+    recent_items_max: int = 50
     ttl_s: int = 7 * 24 * 3600
     session_gap_ms: int = 30 * 60_000
     covisit_session_items: int = 20  # how many recent session items a new item pairs with
@@ -74,11 +77,8 @@ def trend_weights(event_types: EventTypes) -> dict[str, float]:
 
 def speed_params(settings, event_types: EventTypes | None = None) -> SpeedParams:
     return SpeedParams(
-        recent_max=settings.recent_items_max,
-        ttl_s=settings.speed_ttl_s,
-        session_gap_ms=settings.session_gap_minutes * 60_000,
-        dedupe_events_per_user=settings.speed_dedupe_events_per_user,
-        dedupe_ttl_s=settings.speed_dedupe_ttl_s,
+        **settings.speed.model_dump(),
+        session_gap_ms=settings.batch.session_gap_minutes * 60_000,
         trend_weights=trend_weights(event_types or EventTypes()),
     )
 

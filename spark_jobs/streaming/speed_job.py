@@ -66,19 +66,19 @@ log = logging.getLogger(__name__)
 
 def bus_source_label(settings: Settings) -> str:
     """What bronze's `source` column says about where a streamed event came from."""
-    if settings.event_bus == "kafka":
-        return f"kafka:{settings.kafka_topic}"
-    return f"stream:{settings.event_stream}"
+    if settings.bus.kind == "kafka":
+        return f"kafka:{settings.kafka.topic}"
+    return f"stream:{settings.bus.stream}"
 
 
 def max_rows_per_batch(settings: Settings, consumer: str) -> int:
     """Admission cap of a query: the bronze query triggers less often, so it may take proportionally
     more rows per batch (else it could never keep up with what the speed query admits)."""
     if consumer == BRONZE_QUERY:
-        return settings.stream_max_rows_per_batch * max(
-            1, settings.stream_bronze_trigger_ms // max(1, settings.stream_trigger_ms)
+        return settings.stream.max_rows_per_batch * max(
+            1, settings.stream.bronze_trigger_ms // max(1, settings.stream.trigger_ms)
         )
-    return settings.stream_max_rows_per_batch
+    return settings.stream.max_rows_per_batch
 
 
 # Where a query with a fresh checkpoint starts reading the Redis Stream. Speed: after what the old
@@ -90,7 +90,7 @@ FRESH_CHECKPOINT_START = {SPEED_QUERY: "committed", BRONZE_QUERY: "earliest"}
 
 def read_bus(spark, settings: Settings, redis_url: str, consumer: str):
     """The bus as a streaming DataFrame of `entry_id`, `bus_time_ms`, `raw` (the event JSON)."""
-    if settings.event_bus == "kafka":
+    if settings.bus.kind == "kafka":
         return read_kafka_bus(spark, settings, max_rows_per_batch(settings, consumer))
     from spark_jobs.streaming.redis_stream_source import SOURCE_NAME, register_redis_stream_source
 
@@ -98,12 +98,12 @@ def read_bus(spark, settings: Settings, redis_url: str, consumer: str):
     return (
         spark.readStream.format(SOURCE_NAME)
         .option("url", redis_url)
-        .option("stream", settings.event_stream)
+        .option("stream", settings.bus.stream)
         .option("consumer", consumer)
         .option("starting", FRESH_CHECKPOINT_START[consumer])
         .option("max_rows_per_batch", max_rows_per_batch(settings, consumer))
-        .option("max_bytes_per_batch", settings.stream_max_bytes_per_batch)
-        .option("max_event_bytes", settings.stream_max_event_bytes)
+        .option("max_bytes_per_batch", settings.stream.max_bytes_per_batch)
+        .option("max_event_bytes", settings.stream.max_event_bytes)
         .load()
     )
 
@@ -120,7 +120,7 @@ def read_kafka_bus(spark, settings: Settings, max_rows: int):
     from spark_jobs.jars import kafka_source_coordinates, missing_packages
     from spark_jobs.streaming.redis_stream_source import OVERSIZE_PREFIX_BYTES
 
-    if not settings.kafka_bootstrap_servers:
+    if not settings.kafka.bootstrap_servers:
         raise ValueError("LAMBDAREC_EVENT_BUS=kafka needs LAMBDAREC_KAFKA_BOOTSTRAP_SERVERS (host:port,...)")
     if missing_packages(
         [p.name for p in settings.jars_dir.glob("*.jar")],
@@ -131,8 +131,8 @@ def read_kafka_bus(spark, settings: Settings, max_rows: int):
         )
     frame = (
         spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
-        .option("subscribe", settings.kafka_topic)
+        .option("kafka.bootstrap.servers", settings.kafka.bootstrap_servers)
+        .option("subscribe", settings.kafka.topic)
         .option("startingOffsets", "earliest")
         .option("maxOffsetsPerTrigger", max_rows)
         .load()
@@ -141,7 +141,7 @@ def read_kafka_bus(spark, settings: Settings, max_rows: int):
     return frame.select(
         F.concat_ws("-", F.col("partition").cast("string"), F.col("offset").cast("string")).alias("entry_id"),
         F.unix_millis(F.col("timestamp")).alias("bus_time_ms"),
-        F.when(size > settings.stream_max_event_bytes, F.substring(F.col("value"), 1, OVERSIZE_PREFIX_BYTES))
+        F.when(size > settings.stream.max_event_bytes, F.substring(F.col("value"), 1, OVERSIZE_PREFIX_BYTES))
         .otherwise(F.col("value"))
         .cast("string")
         .alias("raw"),
@@ -154,8 +154,8 @@ def record_applied(client, settings: Settings, query: str, entries: list) -> Non
     committed offset: Spark tells the source only when the next micro-batch runs, so on an idle bus the
     last batch would stay "unread" for trimming and the watchdog (which would call the job stuck)."""
     newest = newest_entry_id(entry[0] for entry in entries)
-    if settings.event_bus == "redis" and newest is not None:
-        record_committed(client, settings.event_stream, query, newest)
+    if settings.bus.kind == "redis" and newest is not None:
+        record_committed(client, settings.bus.stream, query, newest)
 
 
 def collect_entries(df) -> list[tuple[str, int, str | None, int]]:
@@ -167,9 +167,11 @@ def collect_entries(df) -> list[tuple[str, int, str | None, int]]:
 def check_entries(entries, settings: Settings, event_types: EventTypes) -> tuple[list, list]:
     """(good events, rejected entries) of a micro-batch, the same for both queries: oversize entries
     are rejected undecoded, the rest by the event contract's own validation."""
-    kept, oversize = reject_oversize(entries, settings.stream_max_event_bytes)
+    kept, oversize = reject_oversize(entries, settings.stream.max_event_bytes)
     good, rejected = validate_entries(
-        kept, future_tolerance=timedelta(minutes=settings.future_tolerance_minutes), event_types=event_types
+        kept,
+        future_tolerance=timedelta(minutes=settings.batch.future_tolerance_minutes),
+        event_types=event_types,
     )
     return good, oversize + rejected
 
@@ -190,7 +192,7 @@ class SpeedWriter:
     def __init__(self, client, settings: Settings, event_types: EventTypes | None = None) -> None:
         self.client = client
         self.settings = settings
-        self.keys = RedisKeys(settings.redis_key_prefix)
+        self.keys = RedisKeys(settings.redis.key_prefix)
         self.event_types = event_types or EventTypes()
         self.params = speed_params(settings, self.event_types)
         self.bus_lags: deque[list[int]] = deque(maxlen=LAG_WINDOW_BATCHES)
@@ -256,7 +258,7 @@ class BronzeWriter:
         self.spark = spark
         self.client = client
         self.settings = settings
-        self.keys = RedisKeys(settings.redis_key_prefix)
+        self.keys = RedisKeys(settings.redis.key_prefix)
         self.event_types = event_types or EventTypes()
         self.source = bus_source_label(settings)
         self.table_paths: dict = {}  # tables created (if missing) once per run, not every batch
@@ -277,8 +279,8 @@ class BronzeWriter:
         failpoints.reach(failpoints.BRONZE_WRITE)
         inserted = write_bronze_batch(self.spark, self.settings, rows, self.table_paths)
         record_applied(self.client, self.settings, BRONZE_QUERY, entries)
-        if self.settings.event_bus == "redis":
-            trim_consumed_safely(self.client, self.settings.event_stream, self.settings.event_stream_maxlen)
+        if self.settings.bus.kind == "redis":
+            trim_consumed_safely(self.client, self.settings.bus.stream, self.settings.bus.stream_maxlen)
         write_status(
             self.client,
             self.keys,
@@ -355,16 +357,16 @@ def start_query(spark, settings: Settings, redis_url: str, client, name: str):
         speed_checkpoint = checkpoint_dir(settings, SPEED_QUERY)
         if is_fresh_checkpoint(speed_checkpoint):
             # Batch ids restart at 0 with a new checkpoint: markers of an old one would skip them all.
-            client.delete(RedisKeys(settings.redis_key_prefix).applied_batch(SPEED_QUERY))
-        writer, trigger_ms = SpeedWriter(client, settings), settings.stream_trigger_ms
+            client.delete(RedisKeys(settings.redis.key_prefix).applied_batch(SPEED_QUERY))
+        writer, trigger_ms = SpeedWriter(client, settings), settings.stream.trigger_ms
     elif name == BRONZE_QUERY:
-        writer, trigger_ms = BronzeWriter(spark, client, settings), settings.stream_bronze_trigger_ms
+        writer, trigger_ms = BronzeWriter(spark, client, settings), settings.stream.bronze_trigger_ms
     else:
         raise ValueError(
             f"unknown streaming query {name!r}; the job runs {SPEED_QUERY!r} and {BRONZE_QUERY!r}"
         )
-    if settings.event_bus == "redis":
-        register_consumer(client, settings.event_stream, name)
+    if settings.bus.kind == "redis":
+        register_consumer(client, settings.bus.stream, name)
     use_pool(spark, name)
     return (
         read_bus(spark, settings, redis_url, name)
@@ -420,7 +422,7 @@ def streaming_spark_conf(settings: Settings) -> dict[str, str]:
     """Spark conf of the job's own session. Delta rebuilds a table snapshot in
     `snapshotPartitions` tasks (50 by default) at every commit; with a commit every few seconds on a
     few cores that dominated the bronze query's batches, so it follows the configured parallelism."""
-    return {"spark.databricks.delta.snapshotPartitions": str(max(1, settings.spark_shuffle_partitions))}
+    return {"spark.databricks.delta.snapshotPartitions": str(max(1, settings.spark.shuffle_partitions))}
 
 
 def scheduler_conf(settings: Settings) -> dict[str, str]:
@@ -454,7 +456,7 @@ def run(settings: Settings, redis_url: str, stop: threading.Event | None = None)
     client = redis.Redis.from_url(
         redis_url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=10
     )
-    keys = RedisKeys(settings.redis_key_prefix)
+    keys = RedisKeys(settings.redis.key_prefix)
     write_scheduler_pools(settings)
     spark = build_spark(settings, {**streaming_spark_conf(settings), **scheduler_conf(settings)})
     quiet_trigger_warnings(spark)
@@ -480,7 +482,7 @@ def _run_queries(spark, settings: Settings, url: str, client, keys: RedisKeys, s
     from spark_jobs.streaming.redis_stream_source import STOPPING, retry_forever
 
     identity = job_identity()
-    beat = functools.partial(renew_heartbeat, client, keys, identity, settings.stream_heartbeat_ttl_s)
+    beat = functools.partial(renew_heartbeat, client, keys, identity, settings.stream.heartbeat_ttl_s)
     beat()  # before the queries start: a second `stream start` (on any host) sees this job from now on
     names = (SPEED_QUERY, BRONZE_QUERY)
     queries = {
@@ -497,16 +499,16 @@ def _run_queries(spark, settings: Settings, url: str, client, keys: RedisKeys, s
             "pid": os.getpid(),
             "started_at": int(time.time() * 1000),
             "bus": bus_source_label(settings),
-            "trigger_ms": settings.stream_trigger_ms,
-            "bronze_trigger_ms": settings.stream_bronze_trigger_ms,
-            "max_rows_per_batch": settings.stream_max_rows_per_batch,
+            "trigger_ms": settings.stream.trigger_ms,
+            "bronze_trigger_ms": settings.stream.bronze_trigger_ms,
+            "max_rows_per_batch": settings.stream.max_rows_per_batch,
         },
     )
     retry_forever(
         lambda: client.hdel(keys.speed_status, "error", "last_error", "stopped_at"),
         "clearing the last run's status",
     )
-    log.info("streaming from %s (trigger %d ms)", bus_source_label(settings), settings.stream_trigger_ms)
+    log.info("streaming from %s (trigger %d ms)", bus_source_label(settings), settings.stream.trigger_ms)
     while not stop.is_set():
         for name in names:
             query = queries[name]
@@ -573,11 +575,11 @@ def main() -> None:
     from feature_store.settings import load_settings
 
     settings = load_settings()
-    if not settings.redis_url:
+    if not settings.redis.url:
         raise SystemExit(
             "set LAMBDAREC_REDIS_URL to the online store, or start the job with `lambdarec stream start`"
         )
-    raise SystemExit(run_until_signalled(settings, settings.redis_url))
+    raise SystemExit(run_until_signalled(settings, settings.redis.url))
 
 
 if __name__ == "__main__":

@@ -71,13 +71,11 @@ def test_nightly_on_a_standalone_cluster_matches_local(spark, local_nightly, nig
     shutil.copytree(local_nightly.bronze, cluster_dir / "delta")
     local = champion_results(local_nightly.reports)
 
-    cluster_settings = local_nightly.settings.model_copy(
-        update={
-            "data_dir": cluster_dir,
-            "tables_uri": str(cluster_dir / "delta"),
-            "redis_key_prefix": "cluster",
-            "spark_cluster_port": 0,  # a free port: a developer's cluster on 7077 may be running
-        }
+    cluster_settings = local_nightly.settings.updated(
+        data_dir=cluster_dir,
+        tables_uri=str(cluster_dir / "delta"),
+        redis_key_prefix="cluster",
+        spark_cluster_port=0,  # a free port: a developer's cluster on 7077 may be running
     )
     env = {**os.environ, **settings_environment(cluster_settings), "PYTHONPATH": str(project_root())}
     master_url = script("spark-cluster.sh", ["start"], env).strip().splitlines()[-1]
@@ -107,7 +105,7 @@ def test_nightly_on_a_standalone_cluster_matches_local(spark, local_nightly, nig
             local[1],
         )
 
-    keys = RedisKeys(cluster_settings.redis_key_prefix)
+    keys = RedisKeys(cluster_settings.redis.key_prefix)
     version = redis_client.get(keys.batch_pointer).decode()
     meta = redis_client.hgetall(keys.batch_meta(version))
     assert meta[b"as_of"].decode() == str(RUN_DATE)

@@ -177,7 +177,7 @@ def test_airflow_ui_lists_the_dags_and_a_successful_nightly_run(demo: dict, brow
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    base = f"http://127.0.0.1:{demo['settings'].airflow_port}"
+    base = f"http://127.0.0.1:{demo['settings'].airflow.port}"
     browser.get(f"{base}/")
     WebDriverWait(browser, PAGE_TIMEOUT_S).until(ec.presence_of_element_located((By.NAME, "username")))
     browser.find_element(By.NAME, "username").send_keys(demo["user"])
@@ -197,11 +197,11 @@ def test_airflow_ui_lists_the_dags_and_a_successful_nightly_run(demo: dict, brow
 
 def test_mlflow_ui_shows_the_ranker_with_its_champion_alias(demo: dict, browser) -> None:
     settings = demo["settings"]
-    browser.get(f"http://127.0.0.1:{settings.mlflow_ui_port}/#/models/{settings.ranker_model_name}")
+    browser.get(f"http://127.0.0.1:{settings.mlflow.ui_port}/#/models/{settings.ranker.model_name}")
     # "@ champion" is how the versions table shows an alias (a tag such as champion_history does not count).
-    _wait_for_text(browser, (settings.ranker_model_name, "@ champion"), "mlflow-ranker.png")
+    _wait_for_text(browser, (settings.ranker.model_name, "@ champion"), "mlflow-ranker.png")
 
 
 def test_api_docs_render_the_endpoints(demo: dict, browser) -> None:
-    browser.get(f"http://127.0.0.1:{demo['settings'].api_port}/docs")
+    browser.get(f"http://127.0.0.1:{demo['settings'].serving.port}/docs")
     _wait_for_text(browser, ("/v1/recommendations/{user_id}", "/v1/events"), "api-docs.png")

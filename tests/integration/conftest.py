@@ -68,11 +68,9 @@ def serving_settings(tmp_path: Path, redis_server, empty_registry: Path) -> Sett
 @pytest.fixture
 def model_settings(serving_settings: Settings, tmp_path: Path) -> Settings:
     """`serving_settings` with an MLflow registry of its own, for tests that register rankers."""
-    return serving_settings.model_copy(
-        update={
-            "mlflow_tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
-            "mlflow_artifact_root": str(tmp_path / "mlartifacts"),
-        }
+    return serving_settings.updated(
+        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        mlflow_artifact_root=str(tmp_path / "mlartifacts"),
     )
 
 
@@ -147,14 +145,14 @@ def _run_speed_layer(client, settings: Settings, batch_id: int) -> int:
     from spark_jobs.streaming.redis_apply import apply_batch
     from spark_jobs.streaming.speed_features import shard_ops, speed_params, trending_ops, validate_entries
 
-    keys = RedisKeys(settings.redis_key_prefix)
+    keys = RedisKeys(settings.redis.key_prefix)
     entries = [
         (eid.decode(), entry_time_ms(eid), entry_payload(fields))
-        for eid, fields in client.xrange(settings.event_stream)
+        for eid, fields in client.xrange(settings.bus.stream)
     ]
     good, _ = validate_entries(
         entries,
-        future_tolerance=timedelta(minutes=settings.future_tolerance_minutes),
+        future_tolerance=timedelta(minutes=settings.batch.future_tolerance_minutes),
         event_types=EventTypes(),
     )
     events = [speed for speed, _ in good]

@@ -33,7 +33,7 @@ def event(event_id: str, **changes) -> dict:
 
 def bus_payloads(redis_client, settings) -> list[dict]:
     return [
-        orjson.loads(fields[EVENT_FIELD.encode()]) for _, fields in redis_client.xrange(settings.event_stream)
+        orjson.loads(fields[EVENT_FIELD.encode()]) for _, fields in redis_client.xrange(settings.bus.stream)
     ]
 
 
@@ -84,7 +84,7 @@ async def test_a_batch_with_bad_events_is_rejected_whole_with_each_error(
         (6, None, "malformed"),
     ]
     assert all(e["detail"] for e in body["errors"])
-    assert redis_client.exists(serving_settings.event_stream) == 0  # nothing half-accepted
+    assert redis_client.exists(serving_settings.bus.stream) == 0  # nothing half-accepted
     assert empty.status_code == 422
 
 
@@ -111,7 +111,7 @@ async def test_a_503_means_nothing_of_the_batch_is_on_the_bus(serving_settings, 
 
 
 async def test_the_api_sheds_events_with_503_above_the_backlog_cap(serving_settings, redis_client, running):
-    settings = serving_settings.model_copy(update={"event_stream_maxlen": 2, "event_stream_max_backlog": 5})
+    settings = serving_settings.updated(event_stream_maxlen=2, event_stream_max_backlog=5)
     async with running(create_app(settings)) as api:
         accepted = await api.post("/v1/events", json=[event("b1"), event("b2"), event("b3")])
         refused = await api.post("/v1/events", json=[event("b4"), event("b5"), event("b6")])
@@ -127,9 +127,7 @@ async def test_the_api_sheds_events_with_503_above_the_backlog_cap(serving_setti
 
 
 async def test_api_keys_guard_every_v1_endpoint(serving_settings, running):
-    keyed = serving_settings.model_copy(
-        update={"api_keys_sha256": [hash_api_key("other"), hash_api_key("s3cret")]}
-    )
+    keyed = serving_settings.updated(api_keys_sha256=[hash_api_key("other"), hash_api_key("s3cret")])
     async with running(create_app(keyed)) as api:
         calls = [
             ("GET", "/v1/recommendations/u1", None),
@@ -153,10 +151,10 @@ async def test_api_keys_guard_every_v1_endpoint(serving_settings, running):
 
 
 def test_production_profile_refuses_to_start_without_keys(serving_settings, monkeypatch):
-    production = serving_settings.model_copy(update={"profile": "production"})
+    production = serving_settings.updated(profile="production")
     with pytest.raises(MissingApiKeys, match="LAMBDAREC_API_KEYS_SHA256"):
         create_app(production)
-    create_app(production.model_copy(update={"api_keys_sha256": [hash_api_key("k")]}))  # with keys it starts
+    create_app(production.updated(api_keys_sha256=[hash_api_key("k")]))  # with keys it starts
 
     from lambdarec.cli import build_app
 
@@ -235,9 +233,7 @@ async def test_metrics_expose_latency_cache_model_and_degraded(serving_settings,
 
 # -- edge limits and scopes --------------------------------------------------------------------------
 async def test_oversize_body_gets_413_before_authentication(serving_settings, redis_client, running):
-    keyed = serving_settings.model_copy(
-        update={"api_keys_sha256": [hash_api_key("s3cret")], "serving_max_body_bytes": 2_000}
-    )
+    keyed = serving_settings.updated(api_keys_sha256=[hash_api_key("s3cret")], serving_max_body_bytes=2_000)
     big = orjson.dumps([event(f"e{n}") for n in range(40)])
     assert len(big) > 2_000
 
@@ -288,7 +284,7 @@ async def test_an_event_with_an_oversize_context_is_rejected_with_its_reason(
         (1, "wide", "context_too_large", "context has 33 keys; at most 32"),
         (2, "heavy", "context_too_large", "context holds 5004 bytes of keys and values; at most 4096"),
     ]
-    assert redis_client.exists(serving_settings.event_stream) == 0
+    assert redis_client.exists(serving_settings.bus.stream) == 0
 
 
 async def test_a_read_only_key_cannot_publish_events_and_a_write_only_key_cannot_read(
@@ -300,14 +296,12 @@ async def test_a_read_only_key_cannot_publish_events_and_a_write_only_key_cannot
         items={"i1": {"features": [1.0] * 11, "category": "c"}},
         popular=[("i1", 1.0, "popular")],
     )
-    keyed = serving_settings.model_copy(
-        update={
-            "api_keys_sha256": [
-                hash_api_key("reader", ("read",)),
-                hash_api_key("writer", ("write",)),
-                hash_api_key("both"),
-            ]
-        }
+    keyed = serving_settings.updated(
+        api_keys_sha256=[
+            hash_api_key("reader", ("read",)),
+            hash_api_key("writer", ("write",)),
+            hash_api_key("both"),
+        ]
     )
     async with running(create_app(keyed)) as api:
 
@@ -332,12 +326,10 @@ async def test_a_read_only_key_cannot_publish_events_and_a_write_only_key_cannot
 
 async def test_each_api_key_has_its_own_rate_limit(serving_settings, store_writer, running):
     store_writer.publish_batch("v1", users={}, items={}, popular=[("i1", 1.0, "popular")])
-    limited = serving_settings.model_copy(
-        update={
-            "api_keys_sha256": [hash_api_key("a"), hash_api_key("b")],
-            "serving_rate_limit_per_s": 0.001,  # no token comes back during the test
-            "serving_rate_limit_burst": 3,
-        }
+    limited = serving_settings.updated(
+        api_keys_sha256=[hash_api_key("a"), hash_api_key("b")],
+        serving_rate_limit_per_s=0.001,
+        serving_rate_limit_burst=3,
     )
     async with running(create_app(limited)) as api:
         a = [await api.get("/v1/recommendations/u1", headers={"X-API-Key": "a"}) for _ in range(4)]
@@ -358,7 +350,7 @@ async def test_each_api_key_has_its_own_rate_limit(serving_settings, store_write
 
 async def test_prefetches_running_at_once_are_capped(serving_settings, store_writer, running):
     store_writer.publish_batch("v1", users={}, items={}, popular=[("i1", 1.0, "popular")])
-    capped = serving_settings.model_copy(update={"serving_max_prefetches": 2})
+    capped = serving_settings.updated(serving_max_prefetches=2)
     app = create_app(capped)
     async with running(app) as api:
         posted = await api.post("/v1/events", json=[event(f"e{n}", user_id=f"u{n}") for n in range(5)])

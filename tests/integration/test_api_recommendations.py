@@ -12,6 +12,7 @@ import pytest
 from feature_store.ranking import ITEM_INPUTS, USER_INPUTS
 from feature_store.redis_keys import RedisKeys
 from serving.app import create_app
+from serving.tuning import ServingSwitches
 
 pytestmark = pytest.mark.integration
 
@@ -157,7 +158,7 @@ async def test_diversity_cap_and_page_category(serving_settings, store_writer, r
     publish_v1(
         store_writer, u1_recs=[("i1", 0.9, "als"), ("i2", 0.8, "als"), ("i3", 0.7, "als"), ("i6", 0.6, "als")]
     )
-    capped = serving_settings.model_copy(update={"serving_max_per_category": 1})
+    capped = serving_settings.updated(serving_max_per_category=1)
     async with running(create_app(capped)) as api:
         diverse = (await api.get("/v1/recommendations/u1", params={"k": 3})).json()
         games_first = (await api.get("/v1/recommendations/u1", params={"k": 2, "category": "games"})).json()
@@ -229,8 +230,8 @@ async def test_registry_unreachable_keeps_the_last_good_model(
     async with running(app) as api:
         services = app.state.services
         # the registry moves to a server that does not answer (nothing listens on the port)
-        services.watcher.settings = model_settings.model_copy(
-            update={"mlflow_tracking_uri": f"http://127.0.0.1:{free_port()}"}
+        services.watcher.settings = model_settings.updated(
+            mlflow_tracking_uri=f"http://127.0.0.1:{free_port()}"
         )
         assert not await services.watcher.check()
         response = await api.get("/v1/recommendations/u1", params={"k": 3})
@@ -272,7 +273,7 @@ async def test_the_champion_orders_every_candidate_and_priors_only_without_it(
 
         holder.current = dataclasses.replace(ranker, run=broken)
         after_failure = (await api.get("/v1/recommendations/u1", params={"k": 20})).json()
-    async with running(create_app(model_settings.model_copy(update={"serving_use_ranker": False}))) as api:
+    async with running(create_app(model_settings.updated(serving_use_ranker=False))) as api:
         by_priors = (await api.get("/v1/recommendations/u1", params={"k": 20})).json()
 
     assert (by_model["ranked_by"], by_model["model_version"], by_model["degraded"]) == (
@@ -309,9 +310,7 @@ async def test_micro_batching_gives_the_same_answers(
     answers = {}
     for enabled in (False, True):
         app = create_app(
-            model_settings.model_copy(
-                update={"serving_microbatch_enabled": enabled, "serving_microbatch_wait_ms": 5.0}
-            )
+            model_settings.updated(serving_microbatch_enabled=enabled, serving_microbatch_wait_ms=5.0)
         )
         async with running(app) as api:
             responses = await asyncio.gather(
@@ -347,7 +346,7 @@ async def test_model_pointer_written_for_operators(
         pass
     stored = redis_client.hgetall(RedisKeys().model_pointer)
     assert (stored[b"name"].decode(), stored[b"version"].decode(), stored[b"backend"].decode()) == (
-        model_settings.ranker_model_name,
+        model_settings.ranker.model_name,
         version,
         "onnx",
     )
@@ -365,17 +364,19 @@ async def test_every_hot_path_switch_gives_the_same_answer(
     store_writer.trending("1h", {"i9": 5.0, "i3": 4.0})
     queries = [{"k": 20}, {"k": 3, "category": "music"}, {"k": 4, "exclude": ["i1"], "item_id": "i5"}]
     capped = {"serving_max_per_category": 1}
-    variants = [
-        {},
-        {"serving_fast_redis": False},
-        {"serving_cache_enabled": False},
-        {"serving_fast_route": False},
-        {"serving_fast_redis": False, "serving_cache_enabled": False, "serving_fast_route": False},
+    no_cache = {"serving_cache_enabled": False}
+    variants = [  # (settings, switches)
+        ({}, ServingSwitches()),
+        ({}, ServingSwitches(fast_redis=False)),
+        (no_cache, ServingSwitches()),
+        ({}, ServingSwitches(fast_route=False)),
+        (no_cache, ServingSwitches(fast_redis=False, fast_route=False)),
     ]
     answers = []
-    for overrides in variants:
+    for overrides, switches in variants:
         for extra in ({}, capped):
-            async with running(create_app(model_settings.model_copy(update={**overrides, **extra}))) as api:
+            settings = model_settings.updated(**overrides, **extra)
+            async with running(create_app(settings, switches=switches)) as api:
                 answers.append(
                     [
                         (await api.get(f"/v1/recommendations/{user}", params=query)).json()

@@ -54,8 +54,8 @@ def own_redis(tmp_path):
 
 
 def settings_for(serving_settings, server):
-    return serving_settings.model_copy(
-        update={"redis_url": server.url, "serving_redis_budget_s": 0.2, "serving_redis_retry_s": 0.05}
+    return serving_settings.updated(
+        redis_url=server.url, serving_redis_budget_s=0.2, serving_redis_retry_s=0.05
     )
 
 
@@ -140,7 +140,7 @@ async def test_a_post_whose_reply_never_came_does_not_claim_nothing_was_publishe
             os.kill(own_redis.process.pid, signal.SIGCONT)
         resent = await api.post("/v1/events", json=event)
     client = redis.Redis.from_url(own_redis.url)
-    entries = [fields[b"event"] for _, fields in client.xrange(settings.event_stream)]
+    entries = [fields[b"event"] for _, fields in client.xrange(settings.bus.stream)]
     assert posted.status_code == 503
     assert posted.json() == {
         "detail": "the event bus did not confirm the batch (TimeoutError): its events may be on the bus; "
@@ -153,12 +153,8 @@ async def test_a_post_whose_reply_never_came_does_not_claim_nothing_was_publishe
 
 async def test_starts_without_redis_and_serves_once_it_appears(serving_settings, tmp_path, running):
     port = free_port()
-    settings = serving_settings.model_copy(
-        update={
-            "redis_url": f"redis://127.0.0.1:{port}/0",
-            "serving_redis_budget_s": 0.2,
-            "serving_redis_retry_s": 0.05,
-        }
+    settings = serving_settings.updated(
+        redis_url=f"redis://127.0.0.1:{port}/0", serving_redis_budget_s=0.2, serving_redis_retry_s=0.05
     )
     async with running(create_app(settings)) as api:
         health = await api.get("/healthz")

@@ -50,7 +50,7 @@ def test_batch_run_ends_with_a_champion_and_recommendations_in_redis(
 
     # MLflow: both rankers registered for this date, the better one challenger and (past popularity) champion.
     mlflow_client = client(batch_settings)
-    name = batch_settings.ranker_model_name
+    name = batch_settings.ranker.model_name
     versions = {reports["train_xgboost"]["version"], reports["train_lightgbm"]["version"]}
     assert versions == {"1", "2"}
     assert reports["promote"]["promoted"], reports["promote"]
@@ -70,13 +70,13 @@ def test_batch_run_ends_with_a_champion_and_recommendations_in_redis(
         len(per_user)
         == results["popular"]["users"]
         == promote["evidence"]["users"]
-        >= batch_settings.promotion_min_users
+        >= batch_settings.promotion.min_users
     )
     for column, label in labels.items():
         assert per_user[column].mean() == pytest.approx(results[label]["ndcg@10"], abs=1e-12)
     gains = per_user[f"v{champion}"] - per_user["popular"]
     assert promote["evidence"]["mean"] == pytest.approx(gains.mean(), abs=1e-12)
-    assert promote["evidence"]["low"] > batch_settings.promotion_min_gain
+    assert promote["evidence"]["low"] > batch_settings.promotion.min_gain
     tags = mlflow_client.get_model_version(name, champion).tags
     assert (tags["gate.decision"], tags["gate.users"]) == ("promoted", str(promote["evidence"]["users"]))
 
@@ -90,7 +90,7 @@ def test_batch_run_ends_with_a_champion_and_recommendations_in_redis(
     assert [
         (row["als_rank"], row["als_reg_param"], row["als_alpha"], row["als_max_iter"]) for row in tuning
     ] == [(8, 0.05, 10.0, 5), (8, 0.05, 40.0, 5)]
-    best = choose_best(tuning, batch_settings.als_tune_metric)
+    best = choose_best(tuning, batch_settings.candidates.als_tune_metric)
     assert reports["candidates"]["als"] == {key: best[key] for key in GRID_KEYS}
     written = read_table(spark, batch_settings, CANDIDATES).groupBy("as_of", "source").count().collect()
     assert {(str(r.as_of), r.source): r["count"] for r in written} == {
@@ -105,10 +105,10 @@ def test_batch_run_ends_with_a_champion_and_recommendations_in_redis(
     } == {cut.train}
     scores = read_table(spark, batch_settings, BATCH_SCORES).collect()
     assert {(r.as_of, r.model_version) for r in scores} == {(RUN_DATE, champion)}
-    assert max(r["rank"] for r in scores) == batch_settings.batch_top_n
+    assert max(r["rank"] for r in scores) == batch_settings.batch.top_n
 
     # Redis: the pointer names a version whose meta says champion and whose recs are the batch scores.
-    keys = RedisKeys(batch_settings.redis_key_prefix)
+    keys = RedisKeys(batch_settings.redis.key_prefix)
     version = redis_client.get(keys.batch_pointer).decode()
     assert version == reports["publish"]["version"]
     meta = redis_client.hgetall(keys.batch_meta(version))
@@ -155,7 +155,7 @@ def test_batch_run_ends_with_a_champion_and_recommendations_in_redis(
     assert (check["version"], check["champion"], check["metric"], check["holdout_as_of"]) == (
         other,
         champion,
-        batch_settings.promotion_metric,
+        batch_settings.promotion.metric,
         str(cut.holdout),
     )
     # the same holdout and models as the evaluate step: the same metrics

@@ -44,7 +44,7 @@ _topics = itertools.count()
 def topic(kafka_broker: Settings) -> str:
     """A fresh topic (one partition) for one test."""
     name = f"events-{os.getpid()}-{next(_topics)}"
-    ensure_topic(kafka_broker.kafka_bootstrap_servers, name, partitions=1)
+    ensure_topic(kafka_broker.kafka.bootstrap_servers, name, partitions=1)
     return name
 
 
@@ -87,7 +87,7 @@ def event(event_id: str, user: str = "u1", **changes) -> dict:
 
 # -- publishing --------------------------------------------------------------------------------------
 def test_publisher_sends_the_stream_wire_format_keyed_by_user(kafka_broker, topic):
-    publisher = KafkaPublisher.connect(kafka_broker.kafka_bootstrap_servers, topic)
+    publisher = KafkaPublisher.connect(kafka_broker.kafka.bootstrap_servers, topic)
     typed = Event.model_validate(event("e1", context={"page": "home"}))
     try:
         ids = publisher.publish([typed, event("e2", user="u2"), "not json"])
@@ -96,7 +96,7 @@ def test_publisher_sends_the_stream_wire_format_keyed_by_user(kafka_broker, topi
         publisher.close()
 
     assert ids == ["0-0", "0-1", "0-2", "0-3"]
-    assert consume(kafka_broker.kafka_bootstrap_servers, topic, 4) == [
+    assert consume(kafka_broker.kafka.bootstrap_servers, topic, 4) == [
         ("0-0", b"u1", encode_payload(typed)),
         ("0-1", b"u2", orjson.dumps(event("e2", user="u2"))),
         ("0-2", None, b"not json"),
@@ -119,12 +119,8 @@ def test_publishing_to_an_unreachable_broker_fails_clearly():
 async def test_api_publishes_events_to_kafka_not_the_redis_stream(
     serving_settings, redis_client, running, kafka_broker, topic
 ):
-    settings = serving_settings.model_copy(
-        update={
-            "event_bus": "kafka",
-            "kafka_bootstrap_servers": kafka_broker.kafka_bootstrap_servers,
-            "kafka_topic": topic,
-        }
+    settings = serving_settings.updated(
+        event_bus="kafka", kafka_bootstrap_servers=kafka_broker.kafka.bootstrap_servers, kafka_topic=topic
     )
     async with running(create_app(settings)) as api:
         single = await api.post("/v1/events", json=event("e1"))
@@ -136,7 +132,7 @@ async def test_api_publishes_events_to_kafka_not_the_redis_stream(
     assert (batch.status_code, batch.json()) == (202, {"accepted": 2, "entry_ids": ["0-1", "0-2"]})
     assert [
         (eid, key, orjson.loads(value))
-        for eid, key, value in consume(kafka_broker.kafka_bootstrap_servers, topic, 3)
+        for eid, key, value in consume(kafka_broker.kafka.bootstrap_servers, topic, 3)
     ] == [
         ("0-0", b"u1", Event.model_validate(event("e1")).to_json_dict()),
         (
@@ -146,7 +142,7 @@ async def test_api_publishes_events_to_kafka_not_the_redis_stream(
         ),
         ("0-2", b"u1", Event.model_validate(event("e3")).to_json_dict()),
     ]
-    assert redis_client.exists(settings.event_stream) == 0
+    assert redis_client.exists(settings.bus.stream) == 0
 
 
 def test_events_publish_command_produces_to_kafka(kafka_broker, topic, tmp_path, monkeypatch):
@@ -177,7 +173,7 @@ def test_events_publish_command_produces_to_kafka(kafka_broker, topic, tmp_path,
     assert "skipped 1 lines that break the event contract: malformed 1" in result.output
     assert [
         (eid, key, orjson.loads(value)["event_id"])
-        for eid, key, value in consume(kafka_broker.kafka_bootstrap_servers, topic, 2)
+        for eid, key, value in consume(kafka_broker.kafka.bootstrap_servers, topic, 2)
     ] == [
         ("0-0", b"u1", "e1"),
         ("0-1", b"u2", "e2"),
@@ -189,16 +185,14 @@ def test_events_publish_command_produces_to_kafka(kafka_broker, topic, tmp_path,
 def kafka_stream_settings(
     table_settings: Settings, redis_server, kafka_broker: Settings, topic: str
 ) -> Settings:
-    return table_settings.model_copy(
-        update={
-            "redis_url": redis_server.url,
-            "event_bus": "kafka",
-            "kafka_bootstrap_servers": kafka_broker.kafka_bootstrap_servers,
-            "kafka_topic": topic,
-            "stream_trigger_ms": 100,
-            "stream_bronze_trigger_ms": 200,
-            "stream_max_rows_per_batch": 4,
-        }
+    return table_settings.updated(
+        redis_url=redis_server.url,
+        event_bus="kafka",
+        kafka_bootstrap_servers=kafka_broker.kafka.bootstrap_servers,
+        kafka_topic=topic,
+        stream_trigger_ms=100,
+        stream_bronze_trigger_ms=200,
+        stream_max_rows_per_batch=4,
     )
 
 
@@ -215,7 +209,7 @@ def test_kafka_events_become_features_bronze_rows_and_quarantine_once(
         publisher.publish(good[:3] + bad[:2] + good[3:] + bad[2:])
     finally:
         publisher.close()
-    queries = start_queries(spark, settings, settings.redis_url, redis_client)
+    queries = start_queries(spark, settings, settings.redis.url, redis_client)
     try:
         wait_for(lambda: status_counts(redis_client) == (6, 4), "the speed query to count every message")
         wait_for(lambda: table_count(spark, settings, BRONZE_EVENTS) == 6, "bronze rows")
@@ -233,7 +227,7 @@ def test_kafka_events_become_features_bronze_rows_and_quarantine_once(
     )  # 10 messages, at most 4 per batch
     bronze = spark.read.format("delta").load(settings.table_path(BRONZE_EVENTS.name))
     assert sorted((r.event_id, r.source) for r in bronze.collect()) == [
-        (f"g{n}", f"kafka:{settings.kafka_topic}") for n in range(1, 7)
+        (f"g{n}", f"kafka:{settings.kafka.topic}") for n in range(1, 7)
     ]
     quarantine = spark.read.format("delta").load(settings.table_path(QUARANTINE.name))
     assert sorted(r.reason for r in quarantine.collect()) == [
@@ -262,8 +256,8 @@ def test_sigkill_mid_run_on_kafka_then_restart_loses_and_doubles_nothing(
     env = {
         **_job_env(settings),
         "LAMBDAREC_EVENT_BUS": "kafka",
-        "LAMBDAREC_KAFKA_TOPIC": settings.kafka_topic,
-        "LAMBDAREC_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "LAMBDAREC_KAFKA_TOPIC": settings.kafka.topic,
+        "LAMBDAREC_KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
         "LAMBDAREC_STREAM_MAX_ROWS_PER_BATCH": "25",
         "LAMBDAREC_STREAM_BRONZE_TRIGGER_MS": "1000",
     }  # bronze admits 10 x 25 rows: few Delta commits keep the test short

@@ -9,8 +9,8 @@ import pytest
 
 from feature_store.ranking import CHALLENGER_ALIAS, CHAMPION_ALIAS, MODEL_FILES, RANKER_FEATURES
 from feature_store.registry import NoChampion, RegistryUnavailable, champion_version, load_ranker
+from feature_store.settings import PromotionSettings
 from spark_jobs.model_registry import (
-    GateRule,
     apply_gate,
     client,
     gate,
@@ -79,7 +79,10 @@ def decided(gain: float, label: str = "popularity"):
     """The gate's decision on 200 holdout users whose per-user metric moves by `gain` each."""
     baseline = [0.2] * 200
     return gate(
-        [v + gain for v in baseline], baseline, label, GateRule("ndcg@10", min_gain=0.002, min_users=100)
+        [v + gain for v in baseline],
+        baseline,
+        label,
+        PromotionSettings(metric="ndcg@10", min_gain=0.002, min_users=100),
     )
 
 
@@ -88,7 +91,7 @@ def test_registered_version_holds_the_model_files_and_serves_as_pyfunc(table_set
     import mlflow
 
     ranker, meta, registered = register(table_settings, tmp_path, kind, ndcg=0.4)
-    assert (registered.name, registered.version) == (table_settings.ranker_model_name, "1")
+    assert (registered.name, registered.version) == (table_settings.ranker.model_name, "1")
     local = Path(
         mlflow.artifacts.download_artifacts(
             artifact_uri=f"models:/{registered.name}/1", dst_path=str(tmp_path / "dl")
@@ -132,7 +135,7 @@ def test_registered_version_holds_the_model_files_and_serves_as_pyfunc(table_set
 
 def test_promotion_gate_with_aliases_and_rollback(table_settings, tmp_path):
     settings = table_settings
-    name = settings.ranker_model_name
+    name = settings.ranker.model_name
     mlflow_client = client(settings)
     with pytest.raises(NoChampion):
         load_ranker(settings)
@@ -229,9 +232,7 @@ def test_unreachable_registry_is_not_no_champion(table_settings, monkeypatch):
         probe.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    unreachable = table_settings.model_copy(
-        update={"mlflow_tracking_uri": closed, "mlflow_registry_uri": closed}
-    )
+    unreachable = table_settings.updated(mlflow_tracking_uri=closed, mlflow_registry_uri=closed)
     with pytest.raises(
         RegistryUnavailable, match=f"model registry {closed} could not be asked for lambdarec-ranker@champion"
     ):

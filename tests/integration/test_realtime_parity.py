@@ -40,7 +40,7 @@ async def test_serving_matrix_equals_the_definition_and_the_published_batch(
 ):
     from spark_jobs.streaming.speed_job import SpeedWriter
 
-    serving_settings = serving_settings.model_copy(update={"serving_recent_items": 3})
+    serving_settings = serving_settings.updated(serving_recent_items=3)
     events = random_events(seed=5, users=3, items=16, n=90)
     items = sorted({e.item_id for e in events})
     categories = {

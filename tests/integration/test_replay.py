@@ -98,18 +98,16 @@ def test_replay_through_the_real_layers(spark, settings, tmp_path: Path):
         warmup_days=7.0,
         keep_answers=True,
     )
-    small = settings.model_copy(
-        update={
-            "label_horizon_days": HORIZON_DAYS,
-            "active_user_days": 14,
-            "candidates_per_source": 30,
-            "als_ranks": (8,),
-            "als_max_iters": (5,),
-            "ranker_trees": 30,
-            "ranker_max_depth": 4,
-            "max_negatives_per_query": 20,
-            "batch_top_n": 20,
-        }
+    small = settings.updated(
+        label_horizon_days=HORIZON_DAYS,
+        active_user_days=14,
+        candidates_per_source=30,
+        als_ranks=(8,),
+        als_max_iters=(5,),
+        ranker_trees=30,
+        ranker_max_depth=4,
+        max_negatives_per_query=20,
+        batch_top_n=20,
     )
     result = run_replay(spark, small, options, tmp_path / "work", now=datetime(2026, 11, 1, tzinfo=UTC))
 

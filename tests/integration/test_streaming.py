@@ -99,13 +99,11 @@ def snapshot(client) -> dict:
 
 @pytest.fixture
 def stream_settings(table_settings: Settings, redis_server) -> Settings:
-    return table_settings.model_copy(
-        update={
-            "redis_url": redis_server.url,
-            "stream_trigger_ms": 100,
-            "stream_bronze_trigger_ms": 200,
-            "stream_max_rows_per_batch": 3,
-        }
+    return table_settings.updated(
+        redis_url=redis_server.url,
+        stream_trigger_ms=100,
+        stream_bronze_trigger_ms=200,
+        stream_max_rows_per_batch=3,
     )
 
 
@@ -130,7 +128,7 @@ def streaming_spark(spark, stream_settings: Settings):
 def run_queries(spark, settings: Settings, client, *, bronze: bool = True):
     from spark_jobs.streaming.speed_job import start_queries
 
-    return start_queries(spark, settings, settings.redis_url, client, bronze=bronze)
+    return start_queries(spark, settings, settings.redis.url, client, bronze=bronze)
 
 
 class RunningJob:
@@ -140,7 +138,7 @@ class RunningJob:
     def __init__(self, spark, settings: Settings, client, *, bronze: bool = True) -> None:
         from spark_jobs.streaming.speed_job import BRONZE_QUERY, SPEED_QUERY, start_query
 
-        self.start = lambda name: start_query(spark, settings, settings.redis_url, client, name)
+        self.start = lambda name: start_query(spark, settings, settings.redis.url, client, name)
         self.queries = {
             name: self.start(name) for name in ((SPEED_QUERY, BRONZE_QUERY) if bronze else (SPEED_QUERY,))
         }
@@ -361,8 +359,8 @@ def test_events_become_features_bronze_rows_and_quarantine(streaming_spark, stre
     good, bad = _shop_events(t0)
     redis_client.set(KEYS.batch_pointer, "v1")
     redis_client.hset(KEYS.item_categories("v1"), mapping={"b": "games", "c": "toys"})
-    publish_events(redis_client, stream_settings.event_stream, good[:3] + bad[:2] + good[3:] + bad[2:])
-    redis_client.xadd(stream_settings.event_stream, {"not_event": "x"})  # not the wire format
+    publish_events(redis_client, stream_settings.bus.stream, good[:3] + bad[:2] + good[3:] + bad[2:])
+    redis_client.xadd(stream_settings.bus.stream, {"not_event": "x"})  # not the wire format
     run_until_counted(spark, stream_settings, redis_client, good=6, bad=5)
 
     assert zset(redis_client, KEYS.recent_items("u1")) == {"b": t0 + 1000, "a": t0 + 2000, "c": t0 + 3000}
@@ -389,8 +387,8 @@ def test_events_become_features_bronze_rows_and_quarantine(streaming_spark, stre
     assert zset(redis_client, KEYS.covisit("a")) == {"b": 1.0, "c": 1.0}
     assert zset(redis_client, KEYS.covisit("b")) == {"a": 1.0, "c": 1.0}
     assert zset(redis_client, KEYS.covisit("c")) == {"a": 1.0, "b": 1.0}
-    assert 0 < redis_client.ttl(KEYS.recent_items("u1")) <= stream_settings.speed_ttl_s
-    assert 0 < redis_client.ttl(KEYS.session_counters("u2")) <= stream_settings.speed_ttl_s
+    assert 0 < redis_client.ttl(KEYS.recent_items("u1")) <= stream_settings.speed.ttl_s
+    assert 0 < redis_client.ttl(KEYS.session_counters("u2")) <= stream_settings.speed.ttl_s
     status = text_hash(redis_client, KEYS.speed_status)
     assert {k: v for k, v in status.items() if k.startswith("quarantined:")} == {
         "quarantined:malformed": "2",
@@ -439,7 +437,7 @@ def test_replaying_a_batch_id_changes_nothing(streaming_spark, stream_settings, 
 
     t0 = int(time.time() * 1000) - 60_000
     good, bad = _shop_events(t0)
-    publish_events(redis_client, stream_settings.event_stream, good + bad)
+    publish_events(redis_client, stream_settings.bus.stream, good + bad)
     run_until_counted(spark, stream_settings, redis_client, good=6, bad=4)
     before = snapshot(redis_client)
     replayed = {
@@ -457,7 +455,7 @@ def test_replaying_a_batch_id_changes_nothing(streaming_spark, stream_settings, 
     assert status["last_batch_id"] == str(replayed[SPEED_QUERY])
     assert int(status["last_batch_skipped_shards"]) >= 1  # the replay found its shards already applied
     after = snapshot(redis_client)
-    committed = KEYS.stream_committed(stream_settings.event_stream)
+    committed = KEYS.stream_committed(stream_settings.bus.stream)
     assert {k: v for k, v in after.items() if k != committed} == {
         k: v for k, v in before.items() if k != committed
     }
@@ -470,12 +468,12 @@ def test_the_job_survives_redis_restarting_under_it(streaming_spark, stream_sett
     from lambdarec.redis_server import EmbeddedRedis
 
     server = EmbeddedRedis(directory=tmp_path / "own-redis").start()
-    settings = stream_settings.model_copy(update={"redis_url": server.url})
+    settings = stream_settings.updated(redis_url=server.url)
     client = redis.Redis.from_url(server.url, socket_timeout=2)
     t0 = int(time.time() * 1000) - 60_000
     publish_events(
         client,
-        settings.event_stream,
+        settings.bus.stream,
         [{"event_id": "r1", "user_id": "u1", "item_id": "a", "event_type": "view", "ts": t0}],
     )
     progress_interval = spark.conf.get("spark.sql.streaming.noDataProgressEventInterval")
@@ -500,7 +498,7 @@ def test_the_job_survives_redis_restarting_under_it(streaming_spark, stream_sett
         server.start()  # same port, empty (no persistence): the job must catch up on new events
         publish_events(
             client,
-            settings.event_stream,
+            settings.bus.stream,
             [{"event_id": "r2", "user_id": "u1", "item_id": "b", "event_type": "click", "ts": t0 + 1000}],
         )
         wait_for(
@@ -572,13 +570,9 @@ def test_bronze_batches_merge_each_event_id_once_into_its_date_partition(spark, 
 def test_an_oversize_entry_is_quarantined_and_batches_stay_within_the_byte_budget(
     streaming_spark, stream_settings, redis_client
 ):
-    spark, stream = streaming_spark, stream_settings.event_stream
-    settings = stream_settings.model_copy(
-        update={
-            "stream_max_event_bytes": 2_000,
-            "stream_max_bytes_per_batch": 300,
-            "stream_max_rows_per_batch": 100,
-        }
+    spark, stream = streaming_spark, stream_settings.bus.stream
+    settings = stream_settings.updated(
+        stream_max_event_bytes=2_000, stream_max_bytes_per_batch=300, stream_max_rows_per_batch=100
     )
     t0 = int(time.time() * 1000) - 60_000
     good, _ = _shop_events(t0)
@@ -611,11 +605,11 @@ def test_an_oversize_entry_is_quarantined_and_batches_stay_within_the_byte_budge
 def run_until_committed(spark, settings: Settings, client) -> None:
     """Run both queries until each recorded the bus's newest entry as committed (what trimming and the
     watchdog read), then stop."""
-    newest = client.xrevrange(settings.event_stream, count=1)[0][0].decode()
+    newest = client.xrevrange(settings.bus.stream, count=1)[0][0].decode()
     job = RunningJob(spark, settings, client)
     try:
         job.wait_for(
-            lambda: read_committed(client, settings.event_stream) == {"speed": newest, "bronze": newest},
+            lambda: read_committed(client, settings.bus.stream) == {"speed": newest, "bronze": newest},
             "both queries to commit the newest entry",
         )
     finally:
@@ -625,7 +619,7 @@ def run_until_committed(spark, settings: Settings, client) -> None:
 def test_an_event_sent_twice_counts_once_in_bronze_and_in_features(
     streaming_spark, stream_settings, redis_client
 ):
-    spark, stream = streaming_spark, stream_settings.event_stream
+    spark, stream = streaming_spark, stream_settings.bus.stream
     events = shop_events(11, int(time.time() * 1000) - 60_000)
     publish_events(redis_client, stream, events)
     publish_events(
@@ -641,7 +635,7 @@ def test_an_event_sent_twice_counts_once_in_bronze_and_in_features(
     assert zset(redis_client, KEYS.recent_event_ids(user)).keys() == {
         e["event_id"] for e in events if e["user_id"] == user
     }
-    assert 0 < redis_client.ttl(KEYS.recent_event_ids(user)) <= stream_settings.speed_dedupe_ttl_s
+    assert 0 < redis_client.ttl(KEYS.recent_event_ids(user)) <= stream_settings.speed.dedupe_ttl_s
 
 
 def test_fresh_checkpoints_neither_lose_nor_recount_events(streaming_spark, stream_settings, redis_client):
@@ -649,8 +643,8 @@ def test_fresh_checkpoints_neither_lose_nor_recount_events(streaming_spark, stre
 
     from spark_jobs.streaming.speed_job import BRONZE_QUERY, SPEED_QUERY, checkpoint_dir
 
-    spark, stream = streaming_spark, stream_settings.event_stream
-    settings = stream_settings.model_copy(update={"stream_max_rows_per_batch": 8})
+    spark, stream = streaming_spark, stream_settings.bus.stream
+    settings = stream_settings.updated(stream_max_rows_per_batch=8)
     events = shop_events(30, int(time.time() * 1000) - 60_000)
     publish_events(redis_client, stream, events[:20])
     run_until_committed(spark, settings, redis_client)
@@ -673,14 +667,14 @@ def test_a_stalled_bronze_keeps_its_backlog_on_the_bus_sheds_load_then_catches_u
     from feature_store.event_bus import BusBacklogFull
     from spark_jobs.streaming.speed_job import BRONZE_QUERY, start_query
 
-    spark, stream = streaming_spark, stream_settings.event_stream
-    settings = stream_settings.model_copy(
-        update={"event_stream_maxlen": 2, "event_stream_max_backlog": 12, "stream_max_rows_per_batch": 8}
+    spark, stream = streaming_spark, stream_settings.bus.stream
+    settings = stream_settings.updated(
+        event_stream_maxlen=2, event_stream_max_backlog=12, stream_max_rows_per_batch=8
     )
     blocker = Path(settings.table_path(BRONZE_EVENTS.name)).parent
     blocker.parent.mkdir(parents=True, exist_ok=True)
     blocker.write_text("a file where bronze's folder should be: its path is unwritable")
-    bronze = start_query(spark, settings, settings.redis_url, redis_client, BRONZE_QUERY)
+    bronze = start_query(spark, settings, settings.redis.url, redis_client, BRONZE_QUERY)
     speed = RunningJob(spark, settings, redis_client, bronze=False)
     events = shop_events(16, int(time.time() * 1000) - 60_000)
 
@@ -690,8 +684,8 @@ def test_a_stalled_bronze_keeps_its_backlog_on_the_bus_sheds_load_then_catches_u
                 redis_client,
                 stream,
                 batch,
-                maxlen=settings.event_stream_maxlen,
-                max_backlog=settings.event_stream_max_backlog,
+                maxlen=settings.bus.stream_maxlen,
+                max_backlog=settings.bus.stream_max_backlog,
             )
         except BusBacklogFull:
             return False
@@ -707,7 +701,7 @@ def test_a_stalled_bronze_keeps_its_backlog_on_the_bus_sheds_load_then_catches_u
         wait_for(lambda: not bronze.isActive, "the bronze query to fail on its unwritable path")
         assert read_committed(redis_client, stream)["bronze"] == "0-0"  # registered, never committed
         assert (
-            trim_consumed(redis_client, stream, settings.event_stream_maxlen) == 0
+            trim_consumed(redis_client, stream, settings.bus.stream_maxlen) == 0
             and redis_client.xlen(stream) == 12
         )
         assert publish(events[12:]) is False  # 12 + 4 entries would be above the cap: refused whole
@@ -738,7 +732,7 @@ def _job_env(settings: Settings) -> dict[str, str]:
         "LAMBDAREC_DATA_DIR": str(settings.data_dir),
         "LAMBDAREC_TABLES_URI": settings.tables_root,
         "LAMBDAREC_JARS_DIR": str(settings.jars_dir),
-        "LAMBDAREC_REDIS_URL": settings.redis_url,
+        "LAMBDAREC_REDIS_URL": settings.redis.url,
         "LAMBDAREC_SPARK_MASTER": "local[2]",
         "LAMBDAREC_SPARK_SHUFFLE_PARTITIONS": "2",
         "LAMBDAREC_SPARK_DRIVER_MEMORY": "1g",
@@ -758,7 +752,7 @@ def test_sigkill_mid_run_then_restart_loses_and_doubles_nothing(
     payloads = events[:]
     for n, line in enumerate(bad):
         payloads.insert(n * 20 + 7, line)
-    publish_events(redis_client, stream_settings.event_stream, payloads)
+    publish_events(redis_client, stream_settings.bus.stream, payloads)
     env = _job_env(stream_settings)
     cli = [str(Path(sys.executable).parent / "lambdarec")]
     log = open(tmp_path / "job.log", "ab")
@@ -779,7 +773,7 @@ def test_sigkill_mid_run_then_restart_loses_and_doubles_nothing(
         )
         beat = redis_client.get(KEYS.speed_heartbeat)
         assert beat == f"{socket.gethostname()}:{job.pid}".encode()
-        assert 0 < redis_client.pttl(KEYS.speed_heartbeat) <= stream_settings.stream_heartbeat_ttl_s * 1000
+        assert 0 < redis_client.pttl(KEYS.speed_heartbeat) <= stream_settings.stream.heartbeat_ttl_s * 1000
         os.killpg(job.pid, signal.SIGKILL)  # the job, its JVM and Python workers, no clean-up at all
         job.wait()
         processed_at_kill = status_counts(redis_client)[0]

@@ -28,13 +28,11 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def watched(settings: Settings, redis_server, tmp_path) -> Settings:
-    return settings.model_copy(
-        update={"data_dir": tmp_path, "redis_url": redis_server.url, "stream_max_staleness_s": 60}
-    )
+    return settings.updated(data_dir=tmp_path, redis_url=redis_server.url, stream_max_staleness_s=60)
 
 
 def test_oldest_unread_event_is_the_first_after_the_lowest_commit(watched: Settings, redis_client) -> None:
-    stream = watched.event_stream
+    stream = watched.bus.stream
     assert oldest_uncommitted_ms(redis_client, stream) is None
     for entry_id in ("1000-0", "2000-0", "3000-0"):
         redis_client.xadd(stream, {"event": "{}"}, id=entry_id)
@@ -50,7 +48,7 @@ def test_oldest_unread_event_is_the_first_after_the_lowest_commit(watched: Setti
 def test_no_streaming_job_is_down_with_the_backlog_measured(watched: Settings, redis_client) -> None:
     seconds, _ = redis_client.time()
     waited_ms = int(seconds) * 1000 - 90_000
-    redis_client.xadd(watched.event_stream, {"event": "{}"}, id=f"{waited_ms}-0")
+    redis_client.xadd(watched.bus.stream, {"event": "{}"}, id=f"{waited_ms}-0")
     health = check_stream(watched, redis_client)
     assert health.state == "down"
     assert health.reason == "no streaming job is alive (last reported state: never started)"
@@ -59,7 +57,7 @@ def test_no_streaming_job_is_down_with_the_backlog_measured(watched: Settings, r
 
 
 def test_a_job_on_another_host_is_alive_while_its_heartbeat_lasts(watched: Settings, redis_client) -> None:
-    keys = RedisKeys(watched.redis_key_prefix)
+    keys = RedisKeys(watched.redis.key_prefix)
     # a job in another container: its status names a pid that means nothing on this machine
     redis_client.hset(keys.speed_status, mapping={"state": "running", "pid": "1"})
     redis_client.set(keys.speed_heartbeat, "stream-7f9c:1", px=60_000)

@@ -49,11 +49,11 @@ def test_choose_best_says_what_is_wrong():
 
 def test_grid_points_are_the_product_in_order_and_params_start_at_the_first_point():
     settings = Settings(als_ranks=(8, 16), als_reg_params=(0.1,), als_alphas=(1.0, 5.0), als_max_iters=(3,))
-    assert AlsGrid.from_settings(settings).points() == [
+    assert AlsGrid.from_settings(settings.candidates).points() == [
         {"als_rank": 8, "als_reg_param": 0.1, "als_alpha": 1.0, "als_max_iter": 3},
         {"als_rank": 8, "als_reg_param": 0.1, "als_alpha": 5.0, "als_max_iter": 3},
         {"als_rank": 16, "als_reg_param": 0.1, "als_alpha": 1.0, "als_max_iter": 3},
         {"als_rank": 16, "als_reg_param": 0.1, "als_alpha": 5.0, "als_max_iter": 3},
     ]
-    params = CandidateParams.from_settings(settings)
+    params = CandidateParams.from_settings(settings.candidates)
     assert (params.als_rank, params.als_reg_param, params.als_alpha, params.als_max_iter) == (8, 0.1, 1.0, 3)

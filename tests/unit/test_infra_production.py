@@ -14,10 +14,10 @@ import re
 import pytest
 import yaml
 
-from feature_store.settings import Settings, project_root
+from feature_store.settings import Settings, flat_fields, project_root
 
 PRODUCTION = project_root() / "infra" / "production"
-SETTING_NAMES = {f"LAMBDAREC_{name.upper()}" for name in Settings.model_fields}
+SETTING_NAMES = {f"LAMBDAREC_{name.upper()}" for name in flat_fields()}
 
 
 def _compose() -> dict:
@@ -112,9 +112,9 @@ def test_compose_sets_only_real_settings_with_values_that_parse(monkeypatch: pyt
         envs["airflow-worker"]["LAMBDAREC_REDIS_URL"]
         == "redis://batch:${REDIS_BATCH_PASSWORD:?set REDIS_BATCH_PASSWORD}@redis:6379/0"
     )
-    assert settings.mlflow_tracking_uri == "http://mlflow:5000"
+    assert settings.mlflow.tracking_uri == "http://mlflow:5000"
     assert settings.tables_root == "s3a://lambdarec/delta"
-    assert settings.spark_conf["spark.hadoop.fs.s3a.endpoint"] == "http://minio:9000"
+    assert settings.spark.conf["spark.hadoop.fs.s3a.endpoint"] == "http://minio:9000"
     # The API, the streaming job and Airflow all read the same settings.
     for name in ("stream", "airflow-worker", "airflow-scheduler", "spark-worker"):
         assert _interpolation_free(envs[name]).items() >= _interpolation_free(envs["api"]).items(), name
@@ -160,7 +160,7 @@ def test_compose_watchdog_restarts_the_stream_container_through_redis(
     services = _compose()["services"]
     env = _interpolation_free(services["airflow-worker"]["environment"])
     settings = _settings_from(env, monkeypatch)
-    assert settings.stream_restart_command == ["lambdarec", "stream", "stop", "--remote"]
+    assert settings.stream.restart_command == ["lambdarec", "stream", "stop", "--remote"]
     stop = get_command(build_app()).commands["stream"].commands["stop"]  # type: ignore[attr-defined]
     assert "--remote" in {opt for param in stop.params for opt in param.opts}
     assert services["stream"]["restart"] == "unless-stopped"  # what starts the stopped job again
@@ -237,12 +237,12 @@ def test_manifest_settings_are_real_and_target_spark_on_kubernetes(monkeypatch: 
     keys = {k for k in (*config, *_secret_keys()) if k.startswith("LAMBDAREC_")}
     assert keys <= SETTING_NAMES, keys - SETTING_NAMES
     settings = _settings_from(config, monkeypatch)
-    assert settings.spark_master.startswith("k8s://")
-    assert settings.spark_conf["spark.kubernetes.namespace"] == "lambdarec"
-    assert settings.spark_conf["spark.kubernetes.authenticate.serviceAccountName"] == "spark"
+    assert settings.spark.master.startswith("k8s://")
+    assert settings.spark.conf["spark.kubernetes.namespace"] == "lambdarec"
+    assert settings.spark.conf["spark.kubernetes.authenticate.serviceAccountName"] == "spark"
     assert settings.tables_root.startswith("s3a://")
     # The watchdog's restart targets the streaming Deployment, which the spark role may patch.
-    assert settings.stream_restart_command[:4] == [
+    assert settings.stream.restart_command[:4] == [
         "kubectl",
         "rollout",
         "restart",

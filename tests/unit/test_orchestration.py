@@ -32,14 +32,14 @@ def test_spark_connection_carries_the_settings_master(local_settings: Settings) 
         "host": "local[2]",
         "extra": {"spark-binary": "spark-submit"},
     }
-    cluster = local_settings.model_copy(update={"spark_master": "k8s://https://kubernetes.default.svc:443"})
+    cluster = local_settings.updated(spark_master="k8s://https://kubernetes.default.svc:443")
     assert json.loads(spark_connection(cluster))["host"] == "k8s://https://kubernetes.default.svc:443"
 
 
 def test_settings_env_round_trips_through_settings(
     local_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = local_settings.model_copy(update={"spark_conf": {"spark.executor.cores": "2"}})
+    original = local_settings.updated(spark_conf={"spark.executor.cores": "2"})
     env = settings_env(original)
     assert env["LAMBDAREC_DATA_DIR"] == str(local_settings.data_dir)
     assert env["LAMBDAREC_SPARK_CONF"] == '{"spark.executor.cores": "2"}'
@@ -125,9 +125,7 @@ def test_spark_defaults_carry_the_session_conf_for_spark_submit(
     jars.mkdir()
     (jars / "io.delta_delta-spark_4.2_2.13-4.4.0.jar").write_bytes(b"")
     (jars / "io.delta_delta-storage-4.4.0.jar").write_bytes(b"")
-    settings = local_settings.model_copy(
-        update={"jars_dir": jars, "spark_conf": {"spark.executor.cores": "2"}}
-    )
+    settings = local_settings.updated(jars_dir=jars, spark_conf={"spark.executor.cores": "2"})
     lines = spark_defaults(settings).splitlines()
     expected = {k: v for k, v in spark_conf(settings).items() if k not in ("spark.master", "spark.app.name")}
     assert lines == [f"{k} {v}" for k, v in sorted(expected.items())]

@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 
-from spark_jobs.model_registry import GATE_SEED, NOT_ENOUGH_EVIDENCE, GateRule, gate
+from feature_store.settings import PromotionSettings
+from spark_jobs.model_registry import GATE_SEED, NOT_ENOUGH_EVIDENCE, gate
 from spark_jobs.significance import paired_bootstrap
 
-RULE = GateRule("ndcg@10", min_gain=0.002, min_users=100)
+RULE = PromotionSettings(metric="ndcg@10", min_gain=0.002, min_users=100)
 # 200 users: the challenger finds something for 30 users the baseline missed, loses 10, ties 160
 CHALLENGER = [0.5] * 30 + [0.0] * 10 + [0.2] * 160
 BASELINE = [0.0] * 30 + [0.5] * 10 + [0.2] * 160

@@ -14,7 +14,11 @@ def test_variant_parses_name_store_and_settings():
         "priors_only", "speed", (("serving_use_ranker", "false"), ("serving_recent_items", "5"))
     )
     settings = variant.settings(Settings(serving_use_ranker=True, max_k=7))
-    assert (settings.serving_use_ranker, settings.serving_recent_items, settings.max_k) == (False, 5, 7)
+    assert (settings.serving.use_ranker, settings.serving.recent_items, settings.serving.max_k) == (
+        False,
+        5,
+        7,
+    )
     assert ServingVariant.parse("plain:batch:") == ServingVariant("plain", "batch", ())
 
 

@@ -225,7 +225,7 @@ def test_api_key_guard_compares_digests(settings):
     with pytest.raises(BadApiKeyDigest, match="store hashes, not keys"):
         ApiKeyGuard(["secret"])
     with pytest.raises(MissingApiKeys):
-        guard_from_settings(settings.model_copy(update={"profile": "production"}))
+        guard_from_settings(settings.updated(profile="production"))
     assert guard_from_settings(settings).enabled is False
 
 

@@ -22,7 +22,7 @@ def test_spark_conf_from_env(monkeypatch):
     monkeypatch.setenv("LAMBDAREC_SPARK_MASTER", "spark://head:7077")
     monkeypatch.setenv("LAMBDAREC_SPARK_CONF", '{"spark.executor.memory": "4g"}')
     s = Settings()
-    assert (s.spark_master, s.spark_conf) == ("spark://head:7077", {"spark.executor.memory": "4g"})
+    assert (s.spark.master, s.spark.conf) == ("spark://head:7077", {"spark.executor.memory": "4g"})
 
 
 def test_artifact_names_strip_org_and_version():

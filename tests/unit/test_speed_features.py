@@ -30,7 +30,7 @@ from spark_jobs.streaming.speed_features import (
 KEYS = RedisKeys("lr")
 T0 = 1_700_000_000_000  # epoch ms
 PARAMS = SpeedParams(
-    recent_max=3,
+    recent_items_max=3,
     ttl_s=100,
     session_gap_ms=1_800_000,
     events_per_shard=2,
