@@ -37,6 +37,8 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
+from feature_store.events import MAX_EVENT_WIRE_BYTES
+
 
 def project_root() -> Path:
     """The repository (or installed distribution) root: the parent of the `feature_store` package."""
@@ -319,8 +321,10 @@ class StreamSettings(Component):
         description="Trigger of the bronze query (bus -> Delta bronze/quarantine): fewer, larger Delta commits than the speed query's.",
     )
     max_event_bytes: int = Field(
-        1_048_576,
-        description="A bus entry larger than this is quarantined (reason `oversize`) without being decoded.",
+        MAX_EVENT_WIRE_BYTES,
+        description="A bus entry larger than this is quarantined (reason `oversize`) without being decoded. "
+        "The default is well above what any valid event needs (feature_store.events.MAX_EVENT_WIRE_BYTES); "
+        "a lower limit may quarantine valid events.",
     )
     max_bytes_per_batch: int = Field(
         64 * 1_048_576,
