@@ -48,6 +48,8 @@ def port_in_use(host: str, port: int) -> bool:
         if sock.connect_ex((host, port)) == 0:
             return True
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # as the servers bind: a stopped server's connections in TIME_WAIT do not keep its port taken
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

@@ -90,7 +90,13 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
         )
         password_line = re.search(r"Airflow UI : \S+\s+\(user (\S+), password (\S+)\)", stdout)
         assert password_line, stdout[-2000:]
-        yield {"stdout": stdout, "settings": settings, "user": password_line[1], "password": password_line[2]}
+        yield {
+            "stdout": stdout,
+            "settings": settings,
+            "env": env,
+            "user": password_line[1],
+            "password": password_line[2],
+        }
     finally:
         subprocess.run(
             [LAMBDAREC, "demo-stop"],
@@ -205,3 +211,56 @@ def test_mlflow_ui_shows_the_ranker_with_its_champion_alias(demo: dict, browser)
 def test_api_docs_render_the_endpoints(demo: dict, browser) -> None:
     browser.get(f"http://127.0.0.1:{demo['settings'].serving.port}/docs")
     _wait_for_text(browser, ("/v1/recommendations/{user_id}", "/v1/events"), "api-docs.png")
+
+
+def _lambdarec(args: list[str], env: dict[str, str], timeout_s: float = 300) -> str:
+    done = subprocess.run(
+        [LAMBDAREC, *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+    assert done.returncode == 0, (args, done.stdout, done.stderr[-3000:])
+    return done.stdout
+
+
+def test_the_service_commands_run_a_dag_and_restart_airflow_and_mlflow(demo: dict) -> None:
+    """The README's commands for the pieces one by one, run to their end on the demo's services (so
+    last in this module): `lambdarec airflow env|trigger|stop|start`, `lambdarec mlflow-ui stop|start`."""
+    import httpx
+
+    from lambdarec.airflow_local import AirflowClient, airflow_url
+
+    settings, env = demo["settings"], demo["env"]
+    exports = _lambdarec(["airflow", "env"], env).splitlines()
+    assert f"export AIRFLOW_HOME={settings.data_dir / 'airflow'}" in exports
+    assert f"export LAMBDAREC_DATA_DIR={settings.data_dir}" in exports
+
+    # The watchdog DAG on the demo's running streaming job: a manual run through the REST API.
+    day = "2026-01-02"
+    triggered = _lambdarec(["airflow", "trigger", "lambdarec_streaming_watchdog", "--date", day], env)
+    run_id = re.search(r"^triggered lambdarec_streaming_watchdog run (\S+)$", triggered, re.M)[1]
+    assert f"lambdarec_streaming_watchdog run {run_id}: success" in triggered
+    client = AirflowClient(airflow_url(settings), demo["user"], demo["password"])
+    assert client.task_states("lambdarec_streaming_watchdog", run_id) == {
+        "check_stream": "success",
+        "decide": "success",
+        "stream_healthy": "success",
+        "restart_stream": "skipped",
+    }
+
+    assert _lambdarec(["mlflow-ui", "stop"], env).strip() == "stopped the MLflow UI"
+    mlflow_ui = f"http://127.0.0.1:{settings.mlflow.ui_port}"
+    assert _lambdarec(["mlflow-ui", "start"], env).strip() == f"MLflow UI: {mlflow_ui}"
+    assert httpx.get(f"{mlflow_ui}/health", timeout=5).text == "OK"
+
+    assert _lambdarec(["airflow", "stop"], env).strip() == "stopped Airflow"
+    assert _lambdarec(["airflow", "stop"], env).strip() == "Airflow was not running"
+    started = _lambdarec(["airflow", "start"], env, timeout_s=600).strip()
+    assert started == f"Airflow: {airflow_url(settings)}  (user {demo['user']}, password {demo['password']})"
+    # the restarted Airflow (a new client: a new API server signs new tokens) still knows the nightly run
+    client = AirflowClient(airflow_url(settings), demo["user"], demo["password"])
+    nightly_run = re.search(r"nightly run (demo__\S+):", demo["stdout"])[1]
+    assert set(client.task_states("lambdarec_nightly", nightly_run).values()) == {"success"}

@@ -136,3 +136,18 @@ def test_spark_defaults_carry_the_session_conf_for_spark_submit(
     assert "spark.sql.extensions io.delta.sql.DeltaSparkSessionExtension" in lines
     assert "spark.executor.cores 2" in lines
     assert not any(line.startswith(("spark.master ", "spark.app.name ")) for line in lines)
+
+
+def test_a_port_whose_server_just_stopped_is_free_again() -> None:
+    """A stopped server leaves its closed connections in TIME_WAIT for a minute; servers bind with
+    SO_REUSEADDR and start again at once, so the pre-start check must not call that port taken."""
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        served, _ = listener.accept()
+        served.close()  # the server closes first: its side of the connection waits in TIME_WAIT
+        client.close()
+    assert not port_in_use("127.0.0.1", port)
