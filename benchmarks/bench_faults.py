@@ -279,6 +279,11 @@ def chaos(work: Path, lines_count: int, kills: int, seed: int = 11) -> dict:
     }
 
 
+def poison_reasons(wide_reason: str, wide_events: int) -> dict[str, int]:
+    """Quarantine rows expected by reason: the big entry (oversize) and the wide events."""
+    return dict(sorted((Counter(oversize=1) + Counter({wide_reason: wide_events})).items()))
+
+
 def poison(work: Path, big_mb: int, wide_events: int, context_kb: int, normal: int = 100) -> dict:
     import redis
 
@@ -311,12 +316,13 @@ def poison(work: Path, big_mb: int, wide_events: int, context_kb: int, normal: i
     wide_reason = (
         "oversize" if len(encode_payload(wide[0])) > settings.stream.max_event_bytes else "context_too_large"
     )
-    expected_reasons = dict(sorted(Counter({"oversize": 1, wide_reason: wide_events}).items()))
+    expected_reasons = poison_reasons(wide_reason, wide_events)
     publish_events(client, stream, [big])
     for start in range(0, wide_events, 250):  # 50 MB a round trip
         publish_events(client, stream, wide[start : start + 250])
     log = open(work / "job.log", "ab")
-    job = start_speed_job(job_env(settings.data_dir, server.url), log)
+    # the job as deployed (its default rows per micro-batch), not chaos' small batches
+    job = start_speed_job(job_env(settings.data_dir, server.url, settings.stream.max_rows_per_batch), log)
     try:
         wait(lambda: status(client, keys).get("state") == "running", 600, "the job to start")
         pid = status(client, keys)["pid"]

@@ -1,4 +1,4 @@
-from benchmarks.bench_faults import kill_plan, table, uncommitted_data_files
+from benchmarks.bench_faults import kill_plan, poison_reasons, table, uncommitted_data_files
 
 
 def test_the_kill_plan_aims_the_second_and_fourth_kill():
@@ -93,3 +93,8 @@ def test_the_faults_table_puts_expected_next_to_found():
         "0; 6,000; 108.4 / 131.0; 24; 0.55",
         True,
     ]
+
+
+def test_poison_expects_the_big_entry_and_the_wide_events_by_reason():
+    assert poison_reasons("oversize", 5_000) == {"oversize": 5_001}
+    assert poison_reasons("context_too_large", 5_000) == {"context_too_large": 5_000, "oversize": 1}
