@@ -27,6 +27,9 @@ Of the chaos kills, one lands 0.5 s into a bronze micro-batch's Delta MERGEs and
 micro-batch's shards reached Redis (spark_jobs.streaming.failpoints: the job kills its own process
 group there); the others at random moments. Each kill records the job's counters at that moment and the
 bronze data files no commit adds (evidence that the kill landed between writing files and committing).
+
+Why one module: three scenarios of one experiment that share their set-up (a private redis-server, the
+job as its own process, ground-truth checks) and one result table; each reads top to bottom.
 """
 
 from __future__ import annotations

@@ -39,6 +39,9 @@ that puts the latency path first does. BENCH_SOAK_BOOST=0 runs everything at the
 BENCH_SOAK_DURATION_S overrides the duration.
 
 `python -m benchmarks.bench_soak [--quick]` or `python -m benchmarks.run --only soak [--quick]`.
+
+Why one module: one experiment (set-up, open-loop load, sampling, verdict, result file) read as one
+script; its pure parts are unit-tested (tests/unit/test_bench_soak.py).
 """
 
 from __future__ import annotations
