@@ -48,6 +48,7 @@ def demo_env(data_dir: Path) -> dict[str, str]:
             "LAMBDAREC_RANKER_TREES": "30",
             "LAMBDAREC_ALS_MAX_ITERS": "[5]",
             "LAMBDAREC_ALS_REG_PARAMS": "[0.05]",
+            "LAMBDAREC_ALS_ALPHAS": "[40.0]",  # one grid point: the demo does not tune ALS (test_batch_run does)
             # tiny data cannot show a significant gain: these tests check the loop; the gate's decision rule is unit-tested (test_promotion_gate.py)
             "LAMBDAREC_PROMOTION_MIN_USERS": "20",
             "LAMBDAREC_PROMOTION_MIN_GAIN": "-1.0",
