@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Hashable
-from itertools import repeat
+from itertools import islice, repeat
 from typing import Any, Generic, NamedTuple, TypeVar
 
 import numpy as np
@@ -22,13 +22,22 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
+# Elements of a long container that are measured; the rest are counted at their average. Measuring all
+# of a user's 150 recommendations cost ~0.8 ms per cache insert, a large share of a request's CPU.
+SIZE_SAMPLE = 8
+
+
 def approx_bytes(value: Any) -> int:
     """Memory a cached value holds, roughly (CPython object sizes, numpy buffers): what the cache
-    budget counts. Interned and shared objects are counted as if owned, so it errs on the high side."""
+    budget counts. Interned and shared objects are counted as if owned, so it errs on the high side; a
+    container longer than SIZE_SAMPLE counts its first elements' average for every element."""
     if isinstance(value, np.ndarray):
         return sys.getsizeof(value) if value.base is None else value.nbytes + 112
     if isinstance(value, (tuple, list, set, frozenset)):
-        return sys.getsizeof(value) + sum(approx_bytes(v) for v in value)
+        if len(value) <= SIZE_SAMPLE:
+            return sys.getsizeof(value) + sum(approx_bytes(v) for v in value)
+        sample = sum(approx_bytes(v) for v in islice(value, SIZE_SAMPLE))
+        return sys.getsizeof(value) + sample * len(value) // SIZE_SAMPLE
     if isinstance(value, dict):
         return sys.getsizeof(value) + sum(approx_bytes(k) + approx_bytes(v) for k, v in value.items())
     return sys.getsizeof(value)

@@ -17,7 +17,7 @@ from feature_store.realtime import from_session
 from feature_store.registry import LoadedRanker, ModelLoadError, feature_columns, ranker_from_directory
 from serving.auth import ApiKeyGuard, BadApiKeyDigest, MissingApiKeys, guard_from_settings, hash_api_key
 from serving.batcher import MicroBatcher
-from serving.cache import BatchCache, Bounded, ItemBatch, UserBatch, approx_bytes
+from serving.cache import SIZE_SAMPLE, BatchCache, Bounded, ItemBatch, UserBatch, approx_bytes
 from serving.ranking import assemble_matrix, realtime_block, select_top_k, source_scores_block
 from tests.serving_reference import Candidate, Proposal, merge_candidates, priors
 
@@ -167,6 +167,17 @@ def test_approx_bytes_counts_containers_strings_and_arrays():
     array = np.zeros(1000, dtype=np.float32)
     assert approx_bytes(array) == sys.getsizeof(array) >= 4000
     assert approx_bytes(array[:10]) == 40 + 112  # a view counts its own elements
+
+
+def test_a_long_container_counts_its_first_elements_average_for_every_element():
+    item = ScoredItem("i10", 1.5, "batch")
+    one = approx_bytes(item)
+    assert one == sys.getsizeof(item) + sum(sys.getsizeof(v) for v in item)
+    recs = [ScoredItem(f"i{n}", 1.5, "batch") for n in range(10, 160)]  # 150 items of one size
+    assert approx_bytes(recs) == sys.getsizeof(recs) + 150 * one
+    # only the first SIZE_SAMPLE are measured: a longer id later on is not seen
+    mixed = [*["ab"] * SIZE_SAMPLE, "a much longer string"]
+    assert approx_bytes(mixed) == sys.getsizeof(mixed) + 9 * sys.getsizeof("ab")
 
 
 def test_user_cache_evicts_by_bytes_not_entries():
