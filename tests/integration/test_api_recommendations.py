@@ -12,6 +12,7 @@ import pytest
 from feature_store.ranking import ITEM_INPUTS, USER_INPUTS
 from feature_store.redis_keys import RedisKeys
 from serving.app import create_app
+from serving.schemas import Recommendations
 from serving.tuning import ServingSwitches
 
 pytestmark = pytest.mark.integration
@@ -99,6 +100,8 @@ async def test_merges_batch_and_real_time_candidates_minus_consumed(
     assert {i["item_id"]: i["category"] for i in body["items"]} == {
         i: CATEGORIES[i] for i in sources_of(body)
     }
+    # the columnar path builds the answer as a dict: exactly the `Recommendations` wire model's JSON
+    assert Recommendations.model_validate(body).model_dump(mode="json") == body
 
 
 async def test_answer_follows_the_users_events_through_the_speed_layer(
