@@ -24,6 +24,8 @@ import os
 import random
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -379,12 +381,58 @@ def selected_variants(spec: str, quick: bool = False) -> list[str]:
     return ["default", *[n for n in names if n != "default"]]
 
 
-def run(quick: bool, out_dir: Path) -> dict:
+@dataclass(frozen=True)
+class ServingSetup:
+    """What a serving benchmark runs against: a seeded redis-server, a champion in MLflow, and the
+    environment `lambdarec serve` needs to use them."""
+
+    client: object
+    work: Path
+    settings: object
+    env: dict[str, str]
+    version: str
+
+
+@contextmanager
+def serving_setup(pin_others: set[int] | None = None) -> Iterator[ServingSetup]:
+    """A private redis-server seeded by seed_online_store, a LightGBM lambdarank (100 trees x 31
+    leaves) registered as champion, in a temporary directory removed afterwards; `pin_others`: the
+    CPUs for this process (the load generator) and redis-server."""
     import redis
 
     from feature_store.settings import Settings
     from lambdarec.redis_server import EmbeddedRedis
 
+    with tempfile.TemporaryDirectory(prefix="lambdarec-bench-serving-") as tmp:
+        work = Path(tmp)
+        server = EmbeddedRedis(directory=work / "redis").start()
+        raise_priority(server.process.pid)
+        if pin_others:
+            pin(os.getpid(), pin_others)
+            pin(server.process.pid, pin_others)
+        client = redis.Redis.from_url(server.url)
+        try:
+            seed_online_store(client)
+            settings = Settings(data_dir=work, redis_url=server.url)
+            version = register_ranker_files(
+                settings, train_ranker_files(work / "ranker", seed=0, trees=100, leaves=31)
+            )
+            env = {
+                **os.environ,
+                "LAMBDAREC_DATA_DIR": str(work),
+                "LAMBDAREC_REDIS_URL": server.url,
+                "LAMBDAREC_MLFLOW_TRACKING_URI": settings.tracking_uri,
+                "LAMBDAREC_MLFLOW_ARTIFACT_ROOT": settings.artifact_root,
+                "LAMBDAREC_SERVING_MAX_CANDIDATES": str(CANDIDATES),
+                "LAMBDAREC_MODEL_POLL_INTERVAL_S": "5",
+            }
+            yield ServingSetup(client, work, settings, env, version)
+        finally:
+            client.close()
+            server.stop()
+
+
+def run(quick: bool, out_dir: Path) -> dict:
     boosted = raise_priority()
     duration_s = float(os.environ.get("BENCH_SERVING_DURATION_S", 10.0 if quick else 60.0))
     # BENCH_SERVING_VARIANTS=default,cache_off runs only those (the default is always among them: the
@@ -396,47 +444,23 @@ def run(quick: bool, out_dir: Path) -> dict:
     pinned = os.environ.get("BENCH_SERVING_PIN", "1") == "1" and len(cpus) >= 2
     server_cpus = {cpus[0]} if pinned else None
     load_at_start = round(os.getloadavg()[0], 2)
-    with tempfile.TemporaryDirectory(prefix="lambdarec-bench-serving-") as tmp:
-        work = Path(tmp)
-        server = EmbeddedRedis(directory=work / "redis").start()
-        raise_priority(server.process.pid)
-        if pinned:
-            pin(os.getpid(), set(cpus[1:]))
-            pin(server.process.pid, set(cpus[1:]))
-        try:
-            client = redis.Redis.from_url(server.url)
-            seed_online_store(client)
-            settings = Settings(data_dir=work, redis_url=server.url)
-            version = register_ranker_files(
-                settings, train_ranker_files(work / "ranker", seed=0, trees=100, leaves=31)
+    with serving_setup(pin_others=set(cpus[1:]) if pinned else None) as setup:
+        client, work, base_env, version = setup.client, setup.work, setup.env, setup.version
+        rows: list[dict] = []
+        for name, variant in VARIANTS.items():
+            if name not in variants:
+                continue
+            client.delete(setup.settings.bus.stream)
+            rows += _run_variant(
+                name, {**base_env, **variant.env}, RATES, duration_s, work, server_cpus, variant.off
             )
-            base_env = {
-                **os.environ,
-                "LAMBDAREC_DATA_DIR": str(work),
-                "LAMBDAREC_REDIS_URL": server.url,
-                "LAMBDAREC_MLFLOW_TRACKING_URI": settings.tracking_uri,
-                "LAMBDAREC_MLFLOW_ARTIFACT_ROOT": settings.artifact_root,
-                "LAMBDAREC_SERVING_MAX_CANDIDATES": str(CANDIDATES),
-                "LAMBDAREC_MODEL_POLL_INTERVAL_S": "5",
-            }
-            rows: list[dict] = []
-            for name, variant in VARIANTS.items():
-                if name not in variants:
-                    continue
-                client.delete(settings.bus.stream)
-                rows += _run_variant(
-                    name, {**base_env, **variant.env}, RATES, duration_s, work, server_cpus, variant.off
+        capacity = []
+        if os.environ.get("BENCH_SERVING_CAPACITY") == "1":
+            for workers in (1, 2):
+                client.delete(setup.settings.bus.stream)
+                capacity.append(
+                    _capacity(workers, base_env, duration_s, work, cpus[:workers] if pinned else None)
                 )
-            capacity = []
-            if os.environ.get("BENCH_SERVING_CAPACITY") == "1":
-                for workers in (1, 2):
-                    client.delete(settings.bus.stream)
-                    capacity.append(
-                        _capacity(workers, base_env, duration_s, work, cpus[:workers] if pinned else None)
-                    )
-            client.close()
-        finally:
-            server.stop()
     baseline = {r["rate"]: r for r in rows if r["variant"] == "default"}
     for row in rows:
         base = baseline[row["rate"]]

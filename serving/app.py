@@ -28,6 +28,7 @@ import orjson
 from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Path, Query, Request, Security
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
+from pydantic import BaseModel
 
 from feature_store.event_bus import (
     BusBacklogFull,
@@ -73,6 +74,26 @@ class OrjsonResponse(Response):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
+
+
+def model_json(model: BaseModel) -> bytes:
+    """A response model as its wire JSON, by pydantic's own serializer (what FastAPI's response_model
+    does, without validating the model a second time)."""
+    return model.__pydantic_serializer__.to_json(model)
+
+
+def render_json(content: BaseModel | Any, status: int) -> Response:
+    """A route's answer (its response model, or a plain JSON-able object) as a JSON response."""
+    if isinstance(content, BaseModel):
+        return Response(model_json(content), status_code=status, media_type="application/json")
+    return OrjsonResponse(content, status_code=status)
+
+
+def render_stdlib_json(content: BaseModel | Any, status: int) -> Response:
+    """`render_json` with the stdlib encoder (the `orjson` switch off)."""
+    if isinstance(content, BaseModel):
+        content = content.model_dump(mode="json")
+    return JSONResponse(content, status_code=status)
 
 
 @dataclass
@@ -170,10 +191,7 @@ def build_services(
             pass
 
     watcher = ChampionWatcher(settings, holder, resolve=resolve, load=load, on_swap=record_model)
-    if switches.orjson:
-        render = lambda content, status: OrjsonResponse(content, status_code=status)  # noqa: E731
-    else:
-        render = lambda content, status: JSONResponse(content, status_code=status)  # noqa: E731
+    render = render_json if switches.orjson else render_stdlib_json
     publisher = publisher or open_publisher(settings, redis_client=redis_client, trim=False)
     limiter = RateLimiter(settings.serving.rate_limit_per_s, settings.serving.rate_limit_burst)
     return Services(
@@ -407,7 +425,7 @@ def _v1_router(settings: Settings) -> APIRouter:
     ) -> Response:
         started = time.perf_counter()
         answer = await services.recommender.similar(item_id, k)
-        response = services.render(answer.model_dump(), 200)
+        response = services.render(answer, 200)
         services.metrics.latency.labels("similar").observe(time.perf_counter() - started)
         return response
 
@@ -526,12 +544,12 @@ async def _accept_events(services: Services, raw_events: list[Any]) -> Response:
     for event in events:
         items_by_user.setdefault(event.user_id, []).append(event.item_id)
     services.recommender.schedule_prefetch(items_by_user)
-    return services.render(EventsAccepted(accepted=len(events), entry_ids=entry_ids).model_dump(), 202)
+    return services.render(EventsAccepted(accepted=len(events), entry_ids=entry_ids), 202)
 
 
 def _rejected(services: Services, detail: str, errors: list[EventError]) -> Response:
     services.metrics.events.labels("rejected").inc(max(len(errors), 1))
-    return services.render(EventsRejected(detail=detail, errors=errors).model_dump(), 422)
+    return services.render(EventsRejected(detail=detail, errors=errors), 422)
 
 
 # -- operations ------------------------------------------------------------------------------------
@@ -573,7 +591,7 @@ def _ops_router() -> APIRouter:
             speed_lag_ms_p99=_number(status.get("lag_ms_p99")),
             speed_updated_age_s=_age_s(status.get("updated_at")),
         )
-        return services.render(readiness.model_dump(), 200 if readiness.ready else 503)
+        return services.render(readiness, 200 if readiness.ready else 503)
 
     @router.get("/metrics", response_class=Response)
     async def metrics(services: ServicesDep) -> Response:

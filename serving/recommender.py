@@ -47,6 +47,29 @@ class RequestSignals(NamedTuple):
     similar: dict[str, float]
 
 
+def answer_items(
+    candidates: CandidateColumns,
+    chosen: list[int],
+    scores: np.ndarray,
+    primary: np.ndarray,
+    categories: list[str | None],
+) -> list[RecommendedItem]:
+    """The answer's items: the `chosen` rows of the candidates, in that order, with their final score
+    (rounded to 6 digits), primary source, every proposing source, cause and category."""
+    ids, because = candidates.item_ids, candidates.because
+    return [
+        RecommendedItem(
+            item_id=ids[i],
+            score=round(float(scores[i]), 6),
+            source=SOURCES[primary[i]],
+            sources=candidates.sources(i),
+            because=because[i],
+            category=categories[i],
+        )
+        for i in chosen
+    ]
+
+
 # What a failing or slow online store looks like from here.
 STORE_ERRORS = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
 
@@ -102,11 +125,9 @@ class Recommender:
         category: str | None = None,
         item_id: str | None = None,
         exclude: frozenset[str] = frozenset(),
-    ) -> dict:
-        """The answer as the `Recommendations` wire model's JSON object (a dict: the columnar path
-        builds it directly, without a pydantic model per item)."""
+    ) -> Recommendations:
         if not self.breaker.allows():
-            return self._fallback(user_id, k, exclude, "redis_unavailable").model_dump()
+            return self._fallback(user_id, k, exclude, "redis_unavailable")
         try:
             async with asyncio.timeout(self.settings.serving.redis_budget_s):
                 view, candidates, items, signals = await self._gather(user_id, item_id, exclude, k)
@@ -120,7 +141,7 @@ class Recommender:
             )
             return self._fallback(
                 user_id, k, exclude, "redis_timeout" if isinstance(exc, TimeoutError) else "redis_error"
-            ).model_dump()
+            )
         self.breaker.succeeded()
         return await self._rank(user_id, k, view, candidates, items, signals, category)
 
@@ -180,9 +201,9 @@ class Recommender:
         items: dict[str, ItemBatch],
         signals: RequestSignals,
         category: str | None,
-    ) -> dict:
-        """The answer as the wire JSON object: the champion's order over all candidates, or the
-        priors' when there is none (or it failed: then `degraded`)."""
+    ) -> Recommendations:
+        """The champion's order over all candidates, or the priors' when there is none (or it failed:
+        then `degraded`)."""
         settings = self.settings
         ids = candidates.item_ids
         block, categories = self._item_block(view.version, ids, items)
@@ -195,26 +216,15 @@ class Recommender:
             model_scores = await self._score(ranker, matrix)
         final = prior if model_scores is None else model_scores.astype(np.float64)
         chosen = select_top_k(final, categories, k, settings.serving.max_per_category, category)
-        because = candidates.because
-        return {
-            "user_id": user_id,
-            "items": [
-                {
-                    "item_id": ids[i],
-                    "score": round(float(final[i]), 6),
-                    "source": SOURCES[primary[i]],
-                    "sources": candidates.sources(i),
-                    "because": because[i],
-                    "category": categories[i],
-                }
-                for i in chosen
-            ],
-            "batch_version": view.version,
-            "model_version": ranker.version if model_scores is not None else None,
-            "ranked_by": "model" if model_scores is not None else "priors",
-            "degraded": ranker is not None and bool(ids) and model_scores is None,
-            "candidates": len(ids),
-        }
+        return Recommendations(
+            user_id=user_id,
+            items=answer_items(candidates, chosen, final, primary, categories),
+            batch_version=view.version,
+            model_version=ranker.version if model_scores is not None else None,
+            ranked_by="model" if model_scores is not None else "priors",
+            degraded=ranker is not None and bool(ids) and model_scores is None,
+            candidates=len(ids),
+        )
 
     def _matrix(
         self,
@@ -333,16 +343,7 @@ class Recommender:
         chosen = select_top_k(prior, categories, k)
         return SimilarItems(
             item_id=item_id,
-            items=[
-                RecommendedItem(
-                    item_id=ids[i],
-                    score=round(float(prior[i]), 6),
-                    source=SOURCES[primary[i]],
-                    sources=candidates.sources(i),
-                    category=categories[i],
-                )
-                for i in chosen
-            ],
+            items=answer_items(candidates, chosen, prior, primary, categories),
             batch_version=version,
             degraded=False,
         )

@@ -100,7 +100,7 @@ async def test_merges_batch_and_real_time_candidates_minus_consumed(
     assert {i["item_id"]: i["category"] for i in body["items"]} == {
         i: CATEGORIES[i] for i in sources_of(body)
     }
-    # the columnar path builds the answer as a dict: exactly the `Recommendations` wire model's JSON
+    # the answer is the `Recommendations` wire model, serialized by pydantic: it reads back unchanged
     assert Recommendations.model_validate(body).model_dump(mode="json") == body
 
 
@@ -358,7 +358,7 @@ async def test_model_pointer_written_for_operators(
 async def test_every_hot_path_switch_gives_the_same_answer(
     model_settings, ranker_dirs, store_writer, log_ranker, running
 ):
-    """The pipelined reader, the cache and the direct route are optimizations:
+    """The pipelined reader, the cache, the direct route and orjson are optimizations:
     switched off (one at a time, or all) the API answers exactly the same JSON, ranker scores included."""
     log_ranker(model_settings, ranker_dirs[0])
     publish_v1(store_writer)
@@ -373,6 +373,7 @@ async def test_every_hot_path_switch_gives_the_same_answer(
         ({}, ServingSwitches(fast_redis=False)),
         (no_cache, ServingSwitches()),
         ({}, ServingSwitches(fast_route=False)),
+        ({}, ServingSwitches(orjson=False)),
         (no_cache, ServingSwitches(fast_redis=False, fast_route=False)),
     ]
     answers = []

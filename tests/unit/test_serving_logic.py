@@ -19,6 +19,7 @@ from serving.auth import ApiKeyGuard, BadApiKeyDigest, MissingApiKeys, guard_fro
 from serving.batcher import MicroBatcher
 from serving.cache import SIZE_SAMPLE, BatchCache, Bounded, ItemBatch, UserBatch, approx_bytes
 from serving.ranking import assemble_matrix, realtime_block, select_top_k, source_scores_block
+from serving.store import split_recs
 from tests.serving_reference import Candidate, Proposal, merge_candidates, priors
 
 
@@ -359,3 +360,23 @@ def test_serving_imports_no_spark_and_no_mlflow_at_import_time():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_split_recs_keeps_first_entries_in_order_and_scores_by_nightly_source():
+    nan = float("nan")
+    entries = (
+        ("a", 0.9, "batch"),
+        ("b", 0.8, "batch"),
+        ("a", 0.5, "als"),
+        ("c", 0.4, "covisit"),  # listed only under a nightly source: a recommendation too
+        ("b", 0.3, "unknown"),  # a source the ranker has no input for: no score
+        ("a", 0.7, "als"),  # the same source twice: its later score
+        ("b", 0.25, "ease"),
+    )
+    recs, scores = split_recs(entries)
+    assert recs == (("a", 0.9, "batch"), ("b", 0.8, "batch"), ("c", 0.4, "covisit"))
+    # CANDIDATE_SOURCES order: als, covisit, popular, ease
+    expected = np.array([[0.7, nan, nan, nan], [nan, nan, nan, 0.25], [nan, 0.4, nan, nan]], dtype=np.float32)
+    np.testing.assert_array_equal(scores, expected)
+    assert scores.dtype == np.float32
+    assert split_recs(()) == ((), None)
