@@ -2,7 +2,12 @@
 
 In-process queries use the shared `spark` fixture; the SIGKILL recovery test runs the job as its own
 process (`python -m spark_jobs.streaming.speed_job`) and kills it hard mid-run. Every wait is a
-condition with a deadline."""
+condition with a deadline.
+
+Why one module: the tests share one vocabulary of waits, snapshots and job runners (`wait_for`,
+`snapshot`, `RunningJob`, `run_until_counted`) over the same fixtures, and read as one account of the
+speed layer's guarantees.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """Ingest: the Spark rules equal feature_store.events.validate_event_dict, duplicates, bronze/quarantine
-writes (re-ingest adds nothing), the catalog upsert, MovieLens, and a generated file with bad rows."""
+writes (re-ingest adds nothing), the catalog upsert, MovieLens, and a generated file with bad rows.
+
+Why one module: one step (spark_jobs.ingest) and its tables, on the shared Spark session.
+"""
 
 import json
 from collections import Counter

@@ -3,6 +3,9 @@
 No Docker engine or cluster runs here, so this is what keeps infra/production true: the compose file and
 the Kubernetes manifests are parsed, their services and wiring checked, and every LAMBDAREC_* variable
 they set is built into a real `Settings` (so a typo or a bad JSON value fails here, not in production).
+
+Why one module: the compose file and the manifests are one deployment, read by the same loaders
+(`_compose`, `_manifests`) and checked by the same posture rules.
 """
 
 from __future__ import annotations
