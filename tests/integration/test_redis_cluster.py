@@ -266,3 +266,38 @@ async def test_publish_serve_event_fresher_answer_on_the_cluster(
     v1_keys = list(cluster_client.scan_iter(match=KEYS.batch_namespace_pattern("v1")))
     assert len(v1_keys) == 4 + 9 + 1 + 3  # u1's 4, 9 items' features, i5's similar, 3 global keys
     assert {0 < cluster_client.ttl(k) <= 600 for k in v1_keys} == {True}
+
+
+def test_the_cli_starts_one_shared_cluster_per_data_directory_and_stops_it(tmp_path):
+    """`lambdarec redis-cluster start|stop` (what infra/local/redis-cluster.sh runs): three masters in
+    cluster mode serving every slot, found again by a second start, gone after stop."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from feature_store.redis_cluster import open_redis
+    from lambdarec.cli import build_app
+
+    env = {"LAMBDAREC_DATA_DIR": str(tmp_path)}
+    runner = CliRunner()
+    started = runner.invoke(build_app(), ["redis-cluster", "start"], env=env)
+    state = json.loads((tmp_path / "run" / "redis-cluster.json").read_text())
+    try:
+        again = runner.invoke(build_app(), ["redis-cluster", "start"], env=env)
+        client = open_redis(started.output.strip(), cluster=True)
+        masters = sorted(node.port for node in client.get_primaries())
+        info = client.cluster_info(target_nodes=client.get_random_node())
+        client.close()
+    finally:
+        stopped = runner.invoke(build_app(), ["redis-cluster", "stop"], env=env)
+
+    assert started.exit_code == 0 and started.output.strip() == f"redis://127.0.0.1:{state['ports'][0]}/0"
+    assert again.output == started.output  # the running cluster, not a second one
+    assert masters == sorted(state["ports"]) and len(masters) == 3
+    assert (info["cluster_state"], info["cluster_slots_ok"], info["cluster_known_nodes"]) == (
+        "ok",
+        "16384",
+        "3",
+    )
+    assert stopped.output == "stopped the Redis Cluster\n"
+    assert not (tmp_path / "run" / "redis-cluster.json").exists()
