@@ -132,6 +132,19 @@ def test_the_per_slot_apply_counts_every_event_once_through_lost_replies_and_rep
     assert all(cluster_client.dbsize(target_nodes=node) > 0 for node in cluster_client.get_primaries())
 
 
+def test_the_event_bus_appends_and_trims_below_the_committed_offsets_on_the_cluster(cluster_client):
+    """The stream and its committed offsets share a slot, so the append-and-trim scripts run there."""
+    from feature_store.event_bus import publish_events, read_committed, record_committed
+
+    ids = publish_events(cluster_client, "lr:events", [{"n": i} for i in range(6)])
+    record_committed(cluster_client, "lr:events", "speed", ids[4])
+    record_committed(cluster_client, "lr:events", "bronze", ids[2])
+    new = publish_events(cluster_client, "lr:events", [{"n": 9}], maxlen=1)  # too long: trims the committed
+
+    assert read_committed(cluster_client, "lr:events") == {"speed": ids[4], "bronze": ids[2]}
+    assert [e[0].decode() for e in cluster_client.xrange("lr:events")] == [*ids[2:], *new]
+
+
 # -- the whole loop ----------------------------------------------------------------------------------
 CATEGORIES = {"i1": "books", "i2": "books", "i3": "games", "i4": "games", "i5": "music", "i6": "music"}
 CATEGORIES |= {"i7": "music", "i8": "music", "i9": "music"}
@@ -301,3 +314,27 @@ def test_the_cli_starts_one_shared_cluster_per_data_directory_and_stops_it(tmp_p
     )
     assert stopped.output == "stopped the Redis Cluster\n"
     assert not (tmp_path / "run" / "redis-cluster.json").exists()
+
+
+async def test_the_cluster_reader_splits_per_slot_and_follows_moved_slots(redis_cluster, cluster_client):
+    """A stale slot map (every slot on one master, as after a resharding) costs one MOVED, a reload of
+    the map and one resend; the replies come back in the commands' order."""
+    from feature_store.redis_cluster import SLOTS
+    from serving.cluster import ClusterReader
+
+    cluster_client.mset_nonatomic({f"k{i}": f"v{i}" for i in range(20)})
+    cluster_client.hset("h", mapping={"a": "1", "b": "2"})
+    reader = ClusterReader(redis_cluster.url)
+    await reader.refresh()
+    masters = set(reader.owners)
+    reader.owners = [reader.owners[0]] * SLOTS
+    commands = [("MGET", *[f"k{i}" for i in range(20)], "missing"), ("GET", "k3"), ("HMGET", "h", "b", "c")]
+    try:
+        replies = await reader.execute(commands)
+        again = await reader.execute(commands)
+    finally:
+        await reader.aclose()
+
+    assert replies == [[*[f"v{i}".encode() for i in range(20)], None], b"v3", [b"2", None]]
+    assert again == replies
+    assert len(masters) == 3 and set(reader.owners) == masters  # the map was read again
