@@ -186,9 +186,11 @@ def _queue_publish(
     payloads = [encode_payload(event) for event in events]
     if not payloads:
         return False
-    pipe.eval(_PUBLISH, 1, stream, -1 if max_backlog is None else max_backlog, EVENT_FIELD, *payloads)
+    # EVAL by name: redis-py's (sync) cluster pipeline refuses its eval() but routes the command by its keys
+    cap = -1 if max_backlog is None else max_backlog
+    pipe.execute_command("EVAL", _PUBLISH, 1, stream, cap, EVENT_FIELD, *payloads)
     if maxlen is not None:
-        pipe.eval(_TRIM_CONSUMED, 2, stream, committed_key(stream), maxlen)
+        pipe.execute_command("EVAL", _TRIM_CONSUMED, 2, stream, committed_key(stream), maxlen)
     return True
 
 

@@ -7,12 +7,16 @@ The table in docs/redis-key-layout.md documents every key; a unit test keeps the
   new batch, never a mix. Old versions expire (`<p>:batch:versions` lists them).
 - Speed keys `<p>:s:...` carry TTLs and are written idempotently per micro-batch.
 - All keys of one user share the hash tag `{u:<user_id>}` so Redis Cluster keeps them in one slot and
-  one pipelined round trip serves a request.
+  one pipelined round trip serves a request. The other keys that one command or script uses together
+  share a slot too: a trending window and its buckets (`{<window>}`), the event stream and its
+  committed offsets (the stream's name as tag), a slot's applied marker and that slot's keys.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from feature_store.redis_cluster import slot_tag
 
 
 @dataclass(frozen=True)
@@ -92,12 +96,13 @@ class RedisKeys:
         return f"{self.prefix}:s:{{u:{user_id}}}:event_ids"
 
     def trending(self, window: str) -> str:
-        """Sorted set: item_id -> event weight in the sliding window (`15m`, `1h`)."""
-        return f"{self.prefix}:s:trending:{window}"
+        """Sorted set: item_id -> event weight in the sliding window (`15m`, `1h`); hash tag `{<window>}`,
+        shared with its buckets, since it is recomputed as their union (ZUNIONSTORE: one slot)."""
+        return f"{self.prefix}:s:trending:{{{window}}}"
 
     def trending_bucket(self, window: str, bucket: int) -> str:
         """Sorted set: item_id -> weight in one time bucket of a window (summed into `trending`)."""
-        return f"{self.prefix}:s:trending:{window}:{bucket}"
+        return f"{self.prefix}:s:trending:{{{window}}}:{bucket}"
 
     def covisit(self, item_id: str) -> str:
         """Sorted set: item_id -> co-visitation weight with `item_id` in recent sessions."""
@@ -107,10 +112,21 @@ class RedisKeys:
         """Hash: partition -> last micro-batch id applied to Redis by streaming query `query` (idempotency)."""
         return f"{self.prefix}:s:applied:{query}"
 
+    def applied_slot(self, query: str, slot: int) -> str:
+        """Hash (on a Redis Cluster): step -> last micro-batch id streaming query `query` applied to the
+        keys of hash slot `slot`, and `<step>:out` -> what that step derived for other slots. Its hash
+        tag puts it in `slot` itself, so one script checks it and writes that slot's keys."""
+        return f"{self.prefix}:s:applied:{query}:{{{slot_tag(slot)}}}"
+
+    def applied_slots_pattern(self, query: str) -> str:
+        """SCAN pattern of every `applied_slot` marker of a query (cleared with a fresh checkpoint)."""
+        return f"{self.prefix}:s:applied:{query}:*"
+
     def stream_committed(self, stream: str) -> str:
         """Hash: streaming query -> the last event-bus entry id it committed (trim only below the lowest).
-        Named after the stream itself (not the prefix), so a publisher needs only the stream name."""
-        return f"{stream}:committed"
+        Named after the stream itself (not the prefix), so a publisher needs only the stream name; its
+        hash tag is the stream's own name, so trimming (one script over both) stays in the stream's slot."""
+        return f"{stream}:{{{stream}}}:committed"
 
     @property
     def speed_status(self) -> str:

@@ -90,6 +90,11 @@ class RedisSettings(Component):
     url: str | None = Field(
         None, description="redis://host:port/db of the online store; empty = start a private redis-server."
     )
+    cluster: bool = Field(
+        False,
+        description="The online store is a Redis Cluster: LAMBDAREC_REDIS_URL names any one of its nodes (or, when "
+        "empty, a private 3-master cluster is started on loopback). Every client then routes by hash slot.",
+    )
     server_bin: str = "redis-server"
     key_prefix: str = "lr"
 
@@ -581,6 +586,11 @@ class Settings(BaseSettings):
     @property
     def redis_dir(self) -> Path:
         return self.data_dir / "redis"
+
+    @property
+    def redis_cluster_dir(self) -> Path:
+        """The private Redis Cluster's nodes (LAMBDAREC_REDIS_CLUSTER=true without a URL)."""
+        return self.data_dir / "redis-cluster"
 
     @property
     def run_dir(self) -> Path:

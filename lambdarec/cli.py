@@ -11,6 +11,7 @@ import typer
 COMMAND_MODULES: tuple[str, ...] = (
     "lambdarec.commands.services",
     "lambdarec.commands.spark_cluster",
+    "lambdarec.commands.redis_cluster",
     "lambdarec.commands.stream",
     "lambdarec.commands.events",
     "lambdarec.commands.kafka",

@@ -9,18 +9,24 @@ from feature_store.settings import Settings
 
 
 def redis_url(settings: Settings) -> str:
-    """The online store's URL: the configured one, or the data directory's private redis-server."""
+    """The online store's URL: the configured one, or the data directory's private redis-server (a
+    private 3-master Redis Cluster with LAMBDAREC_REDIS_CLUSTER=true)."""
     if settings.redis.url:
         return settings.redis.url
+    if settings.redis.cluster:
+        from lambdarec.redis_server import shared_cluster_url
+
+        return shared_cluster_url(settings.run_dir, settings.redis_cluster_dir, settings.redis.server_bin)
     from lambdarec.redis_server import shared_redis_url
 
     return shared_redis_url(settings.run_dir, settings.redis_dir, settings.redis.server_bin)
 
 
 def redis_client(settings: Settings):
-    import redis
+    """A redis-py client of the online store (a cluster client on a Redis Cluster)."""
+    from feature_store.redis_cluster import open_redis
 
-    return redis.Redis.from_url(redis_url(settings))
+    return open_redis(redis_url(settings), settings.redis.cluster)
 
 
 def kafka_bootstrap(settings: Settings) -> str:

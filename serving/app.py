@@ -38,12 +38,14 @@ from feature_store.event_bus import (
     open_publisher,
 )
 from feature_store.events import ID_MAX_LENGTH, ID_PATTERN, EventTypes, QuarantineReason, validate_event_dict
+from feature_store.redis_cluster import open_async_redis
 from feature_store.redis_keys import RedisKeys
 from feature_store.registry import LoadedRanker, champion_version, load_ranker
 from feature_store.settings import Settings
 from serving.auth import API_KEY_HEADER, READ, WRITE, ApiKey, ApiKeyGuard, guard_from_settings
 from serving.batcher import MicroBatcher
 from serving.cache import BatchCache
+from serving.cluster import ClusterReader
 from serving.fast_route import FastRecommendations
 from serving.limits import EdgeLimits, RateLimiter
 from serving.metrics import ServingMetrics
@@ -118,7 +120,16 @@ def open_redis(url: str, settings: Settings, switches: ServingSwitches):
     """The async Redis client of the API: hiredis parser (unless switched off), request-sized
     timeouts, and a bounded pool. Bounded because under overload an unbounded pool opens a connection
     per waiting request, and every timed-out request throws its connection away: the reconnects then
-    cost more than the work. No CLIENT SETINFO on connect (two round trips per new connection)."""
+    cost more than the work. No CLIENT SETINFO on connect (two round trips per new connection).
+    On a Redis Cluster: redis-py's cluster client (a bounded pool per master)."""
+    if settings.redis.cluster:
+        return open_async_redis(
+            url,
+            True,
+            max_connections=settings.serving.redis_max_connections,
+            socket_timeout=settings.serving.redis_budget_s,
+            socket_connect_timeout=settings.serving.redis_budget_s,
+        )
     import redis.asyncio as aioredis
     from redis._parsers import _AsyncHiredisParser, _AsyncRESP2Parser
 
@@ -135,9 +146,12 @@ def open_redis(url: str, settings: Settings, switches: ServingSwitches):
     return aioredis.Redis(connection_pool=pool)
 
 
-def open_reader(url: str, redis_client, switches: ServingSwitches):
+def open_reader(url: str, redis_client, switches: ServingSwitches, cluster: bool = False):
     """What the online store reads through: serving's pipelined connection (it parses with hiredis),
-    unless it or hiredis is switched off; else redis-py's pipeline on the app's client."""
+    unless it or hiredis is switched off; else redis-py's pipeline on the app's client. On a Redis
+    Cluster always serving.cluster's reader (one pipelined connection per master)."""
+    if cluster:
+        return ClusterReader(url)
     if switches.fast_redis and switches.hiredis and url.startswith(("redis://", "rediss://", "unix://")):
         return PipelinedReader(url)
     return RedisPyReader(redis_client)
@@ -232,7 +246,7 @@ def create_app(
         services = build_services(
             settings,
             client,
-            reader=open_reader(url, client, switches),
+            reader=open_reader(url, client, switches, cluster=settings.redis.cluster),
             publisher=open_publisher(settings, redis_client=client, trim=False),
             resolve=resolve,
             load=load,
@@ -259,7 +273,8 @@ def create_app(
             await services.store.reader.aclose()
             await asyncio.to_thread(services.publisher.close)
             await client.aclose()
-            await client.connection_pool.disconnect()
+            if not settings.redis.cluster:  # the cluster client closes its pools itself
+                await client.connection_pool.disconnect()
 
     app = FastAPI(
         title="lambdarec",

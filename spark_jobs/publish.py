@@ -7,11 +7,13 @@ Protocol (`publish_batch`):
    categories hash, the popular list and the meta hash. Nothing points at `<v>` yet, so readers cannot
    see any of it. Every key gets the pending TTL (`publish_pending_ttl_s`) in the same pipeline that
    writes it, so a publish that dies half-way leaves nothing behind for good.
-2. Flip: one MULTI/EXEC (watching the pointer) sets `<p>:batch:current` to `<v>` and adds `<v>` to
-   `<p>:batch:versions` — unless the current version is of a later `as_of`: a backfill of older days
-   never takes serving back in time (its keys then simply expire). After the flip the version's keys
-   are made permanent (PERSIST). A reader resolves the pointer once per request and reads only that
-   version's keys, so it sees the old batch or the new one, never a mix.
+2. Flip: one MULTI/EXEC (watching the pointer) sets `<p>:batch:current` to `<v>` — unless the
+   current version is of a later `as_of`: a backfill of older days never takes serving back in time
+   (its keys then simply expire). Then `<v>` joins `<p>:batch:versions` and its keys are made
+   permanent (PERSIST). A reader resolves the pointer once per request and reads only that version's
+   keys, so it sees the old batch or the new one, never a mix. The transaction holds the pointer
+   alone, so it is one hash slot on a Redis Cluster too; a publish that dies after it leaves the new
+   version current with its keys still on the pending TTL, as a death before PERSIST always did.
 3. Expire (`expire_old_versions`, also its own pipeline step): versions beyond the newest
    `keep` get a TTL of `grace_s` on each of their keys (`EXPIRE ... NX`, so a rerun does not extend it)
    and leave the versions set. The grace lets a request that resolved the old pointer finish;
@@ -39,6 +41,7 @@ from pyspark.sql import functions as F
 
 from feature_store.codecs import encode_features, encode_ids, encode_recs
 from feature_store.ranking import CANDIDATE_SOURCES, ITEM_INPUTS, USER_INPUTS
+from feature_store.redis_cluster import open_redis
 from feature_store.redis_keys import RedisKeys
 from spark_jobs.candidates import history_before
 from spark_jobs.training_set import at, candidate_scores
@@ -59,6 +62,7 @@ class PublishTarget:
     key_prefix: str
     version: str
     pending_ttl_s: int = 2 * 24 * 3600  # until the flip makes the keys permanent
+    cluster: bool = False  # redis_url names a node of a Redis Cluster (settings.redis.cluster)
 
     @property
     def keys(self) -> RedisKeys:
@@ -137,9 +141,7 @@ def write_partition(target: PublishTarget, encode: Encoder, written) -> Callable
     accumulator `written`."""
 
     def write(rows: Iterator[Any]) -> None:
-        import redis
-
-        client = redis.Redis.from_url(target.redis_url)
+        client = open_redis(target.redis_url, target.cluster)
         keys = target.keys
         try:
             pipe = client.pipeline(transaction=False)
@@ -237,8 +239,6 @@ def batch_content(
 
 def write_version(target: PublishTarget, content: BatchContent, meta: Mapping[str, Any]) -> dict[str, int]:
     """Step 1: every key of `target.version` (nothing points at it yet). Returns counts per kind."""
-    import redis
-
     kinds: list[tuple[str, DataFrame, Encoder]] = [
         ("recs", content.recs, encode_user_recs),
         ("user_features", content.user_features, encode_user_features),
@@ -252,43 +252,71 @@ def write_version(target: PublishTarget, content: BatchContent, meta: Mapping[st
         written = frame.sparkSession.sparkContext.accumulator(0)
         frame.foreachPartition(write_partition(target, encode, written))
         counts[name] = written.value
-    keys, version, ttl = target.keys, target.version, target.pending_ttl_s
-    client = redis.Redis.from_url(target.redis_url)
+    categories = (
+        (row.item_id, row.category)
+        for row in content.item_features.select("item_id", "category")
+        .where(F.col("category").isNotNull())
+        .toLocalIterator()
+    )
+    client = open_redis(target.redis_url, target.cluster)
     try:
-        pipe = client.pipeline(transaction=False)
-        pending = 0
-        for row in (
-            content.item_features.select("item_id", "category")
-            .where(F.col("category").isNotNull())
-            .toLocalIterator()
-        ):
-            pipe.hset(keys.item_categories(version), row.item_id, row.category)
-            pending += 1
-            if pending % PIPELINE_CHUNK == 0:
-                pipe.expire(keys.item_categories(version), ttl)
-                pipe.execute()
-        pipe.expire(keys.item_categories(version), ttl)
-        pipe.set(
-            keys.popular(version),
-            encode_recs((item, score, POPULAR_SOURCE) for item, score in content.popular),
-            ex=ttl,
+        counts["categories"] = write_batch_globals(
+            client,
+            target.keys,
+            target.version,
+            target.pending_ttl_s,
+            categories,
+            content.popular,
+            meta,
+            counts,
         )
-        pipe.hset(
-            keys.batch_meta(version),
-            mapping={**{k: str(v) for k, v in meta.items()}, **{f"count_{k}": v for k, v in counts.items()}},
-        )
-        pipe.expire(keys.batch_meta(version), ttl)
-        pipe.execute()
     finally:
         client.close()
-    counts["categories"] = pending
     return counts
 
 
+def write_batch_globals(
+    client,
+    keys: RedisKeys,
+    version: str,
+    ttl: int,
+    categories: Iterable[tuple[str, str]],
+    popular: Iterable[tuple[str, float]],
+    meta: Mapping[str, Any],
+    counts: Mapping[str, int],
+) -> int:
+    """The version's small global keys, written from the driver with the pending TTL: the categories
+    hash (item, category), the popular list and the meta hash (with the per-kind `counts`). Returns
+    the categories written."""
+    pipe = client.pipeline(transaction=False)
+    pending = 0
+    for item_id, category in categories:
+        pipe.hset(keys.item_categories(version), item_id, category)
+        pending += 1
+        if pending % PIPELINE_CHUNK == 0:
+            pipe.expire(keys.item_categories(version), ttl)
+            pipe.execute()
+    pipe.expire(keys.item_categories(version), ttl)
+    pipe.set(
+        keys.popular(version),
+        encode_recs((item, score, POPULAR_SOURCE) for item, score in popular),
+        ex=ttl,
+    )
+    pipe.hset(
+        keys.batch_meta(version),
+        mapping={**{k: str(v) for k, v in meta.items()}, **{f"count_{k}": v for k, v in counts.items()}},
+    )
+    pipe.expire(keys.batch_meta(version), ttl)
+    pipe.execute()
+    return pending
+
+
 def flip_pointer(client, keys: RedisKeys, version: str, as_of: str, published_at_s: float) -> bool:
-    """Step 2: one transaction makes `version` current and records it among the published versions,
-    unless the current version's `as_of` is later than `as_of` (ISO dates): then nothing changes and
-    the answer is False. The pointer is watched, so a concurrent flip makes this one check again."""
+    """Step 2: one transaction makes `version` current, unless the current version's `as_of` is later
+    than `as_of` (ISO dates): then nothing changes and the answer is False. Then `version` is recorded
+    among the published versions. The pointer is watched, so a concurrent flip makes this one check
+    again; a version's meta never changes once written, so it is read outside the transaction (on a
+    cluster it lives in another slot)."""
     from redis.exceptions import WatchError
 
     while True:
@@ -296,17 +324,18 @@ def flip_pointer(client, keys: RedisKeys, version: str, as_of: str, published_at
             try:
                 pipe.watch(keys.batch_pointer)
                 current = pipe.get(keys.batch_pointer)
-                current_as_of = pipe.hget(keys.batch_meta(current.decode()), "as_of") if current else None
+                current_as_of = client.hget(keys.batch_meta(current.decode()), "as_of") if current else None
                 if current_as_of is not None and current_as_of.decode() > as_of:
                     pipe.unwatch()
                     return False
                 pipe.multi()
                 pipe.set(keys.batch_pointer, version)
-                pipe.zadd(keys.batch_versions, {version: published_at_s})
                 pipe.execute()
-                return True
+                break
             except WatchError:
                 continue
+    client.zadd(keys.batch_versions, {version: published_at_s})
+    return True
 
 
 def persist_version(client, keys: RedisKeys, version: str) -> int:
@@ -361,10 +390,8 @@ def publish_batch(
     """Write the version, flip the pointer, expire old versions (see the module docstring). `meta`
     holds the batch's `as_of` (ISO date). `current` in the answer is False when a later as_of is
     being served (a backfill): the version was written but not flipped to, and its keys expire."""
-    import redis
-
     counts = write_version(target, content, meta)
-    client = redis.Redis.from_url(target.redis_url)
+    client = open_redis(target.redis_url, target.cluster)
     try:
         current = flip_pointer(client, target.keys, target.version, str(meta["as_of"]), published_at_s)
         if current:

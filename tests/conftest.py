@@ -67,6 +67,28 @@ def redis_client(redis_server):
 
 
 @pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A real Redis Cluster of three masters (Debian's redis-server in cluster mode) on loopback for
+    the whole run, started and stopped by lambdarec.redis_server like `infra/local/redis-cluster.sh`."""
+    from lambdarec.redis_server import EmbeddedRedisCluster
+
+    cluster = EmbeddedRedisCluster(directory=tmp_path_factory.mktemp("redis-cluster")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cluster_client(redis_cluster):
+    """A cluster client on the run's Redis Cluster, every master flushed."""
+    from feature_store.redis_cluster import open_redis
+
+    client = open_redis(redis_cluster.url, cluster=True)
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
 def local_nightly(spark, settings: Settings, redis_server, tmp_path_factory: pytest.TempPathFactory):
     """One finished small nightly for the run (tests/nightly.py): its settings, output and reports."""
     from tests.nightly import nightly_redis_url, run_local_nightly

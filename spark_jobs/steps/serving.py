@@ -93,6 +93,7 @@ def step_publish(ctx: BatchContext) -> dict[str, Any]:
         settings.redis.key_prefix,
         batch_version(as_of, int(now)),
         settings.publish.pending_ttl_s,
+        settings.redis.cluster,
     )
     meta = {
         "as_of": str(as_of),
@@ -105,11 +106,10 @@ def step_publish(ctx: BatchContext) -> dict[str, Any]:
 
 
 def step_expire(ctx: BatchContext) -> dict[str, Any]:
-    import redis
-
+    from feature_store.redis_cluster import open_redis
     from spark_jobs.publish import expire_old_versions
 
-    client = redis.Redis.from_url(ctx.redis_url())
+    client = open_redis(ctx.redis_url(), ctx.settings.redis.cluster)
     try:
         keys = RedisKeys(ctx.settings.redis.key_prefix)
         return {

@@ -50,6 +50,7 @@ from feature_store.event_bus import (
     parse_entry_id,
     record_committed,
 )
+from feature_store.redis_cluster import open_redis
 
 SOURCE_NAME = "redis_stream"
 SOURCE_SCHEMA = StructType(
@@ -179,6 +180,7 @@ def retry_forever(
 class RedisStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
     def __init__(self, options: dict[str, str]) -> None:
         self.url = options["url"]
+        self.cluster = options.get("cluster", "false") == "true"
         self.stream = options["stream"]
         self.consumer = options.get("consumer", "speed")
         self.max_rows = int(options["max_rows_per_batch"]) if options.get("max_rows_per_batch") else None
@@ -193,10 +195,8 @@ class RedisStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
     @property
     def client(self):
         if self._client is None:
-            import redis
-
-            self._client = redis.Redis.from_url(
-                self.url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=10
+            self._client = open_redis(
+                self.url, self.cluster, socket_timeout=5, socket_connect_timeout=2, health_check_interval=10
             )
         return self._client
 
@@ -274,9 +274,8 @@ class RedisStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         return split_ranges(after, until, [b.decode() for b in boundaries])
 
     def read(self, partition: StreamRange) -> Iterator[tuple]:
-        import redis
 
-        client = redis.Redis.from_url(self.url, socket_timeout=10, socket_connect_timeout=2)
+        client = open_redis(self.url, self.cluster, socket_timeout=10, socket_connect_timeout=2)
         after = partition.after
         try:
             while id_after(partition.until, after):
@@ -323,7 +322,8 @@ class RedisStreamDataSource(DataSource):
     """`spark.readStream.format("redis_stream").option("url", ...).option("stream", ...)`; options:
     `consumer` (name under which commits are recorded), `max_rows_per_batch`, `max_bytes_per_batch`,
     `max_event_bytes` (larger payloads travel as a prefix, to be quarantined), `rows_per_partition`,
-    `starting` (`earliest` | `latest` | `committed`: where a fresh checkpoint starts)."""
+    `starting` (`earliest` | `latest` | `committed`: where a fresh checkpoint starts), `cluster` (`true`:
+    the URL names a node of a Redis Cluster)."""
 
     @classmethod
     def name(cls) -> str:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,6 +30,7 @@ from typing import Any
 from feature_store.event_bus import decode_payload
 from feature_store.events import Event, EventTypes, QuarantineReason, validate_event_dict
 from feature_store.realtime import event_strengths
+from feature_store.redis_cluster import key_slot
 from feature_store.redis_keys import RedisKeys
 
 CATEGORY_CONTEXT_KEY = "category"
@@ -236,20 +237,34 @@ def user_ops(
     return ops
 
 
-def shard_ops(
-    keys: RedisKeys, params: SpeedParams, events: Sequence[SpeedEvent]
+def _grouped_user_ops(
+    keys: RedisKeys, params: SpeedParams, events: Sequence[SpeedEvent], group_of: Callable[[str], int]
 ) -> dict[int, list[list[Any]]]:
-    """Per-user operations grouped into shards of users; deterministic for a given set of events
-    (whatever order they come in), which is what makes a replayed batch id land on the same markers."""
-    shards = shard_count(len(events), params.events_per_shard)
     end_ms = max((e.bus_time_ms for e in events), default=0)
     by_user: dict[str, list[SpeedEvent]] = defaultdict(list)
     for e in events:
         by_user[e.user_id].append(e)
     out: dict[int, list[list[Any]]] = defaultdict(list)
     for user in sorted(by_user):
-        out[shard_of(user, shards)].extend(user_ops(keys, params, by_user[user], end_ms))
+        out[group_of(user)].extend(user_ops(keys, params, by_user[user], end_ms))
     return dict(sorted(out.items()))
+
+
+def shard_ops(
+    keys: RedisKeys, params: SpeedParams, events: Sequence[SpeedEvent]
+) -> dict[int, list[list[Any]]]:
+    """Per-user operations grouped into shards of users; deterministic for a given set of events
+    (whatever order they come in), which is what makes a replayed batch id land on the same markers."""
+    shards = shard_count(len(events), params.events_per_shard)
+    return _grouped_user_ops(keys, params, events, lambda user: shard_of(user, shards))
+
+
+def slot_ops(
+    keys: RedisKeys, params: SpeedParams, events: Sequence[SpeedEvent]
+) -> dict[int, list[list[Any]]]:
+    """Per-user operations grouped by the hash slot of the users' keys (their tag `{u:<user>}`): on a
+    Redis Cluster one script per slot (`redis_apply.apply_batch_by_slot`). Deterministic like shard_ops."""
+    return _grouped_user_ops(keys, params, events, lambda user: key_slot(keys.recent_items(user)))
 
 
 # -- batch-level: trending and counters --------------------------------------------------------

@@ -40,17 +40,25 @@ from pathlib import Path
 
 from feature_store.event_bus import newest_entry_id, record_committed, register_consumer, trim_consumed
 from feature_store.events import EventTypes
+from feature_store.redis_cluster import open_redis
 from feature_store.redis_keys import RedisKeys
 from feature_store.settings import Settings
 from feature_store.stream_liveness import end_heartbeat, job_identity, renew_heartbeat, stop_requested
 from spark_jobs.streaming import failpoints
-from spark_jobs.streaming.redis_apply import apply_batch, catalog_categories, write_status
+from spark_jobs.streaming.redis_apply import (
+    apply_batch,
+    apply_batch_by_slot,
+    catalog_categories,
+    clear_applied_markers,
+    write_status,
+)
 from spark_jobs.streaming.speed_features import (
     counter_ops,
     freshness_fields,
     items_without_category,
     reject_oversize,
     shard_ops,
+    slot_ops,
     speed_params,
     trending_ops,
     validate_entries,
@@ -98,6 +106,7 @@ def read_bus(spark, settings: Settings, redis_url: str, consumer: str):
     return (
         spark.readStream.format(SOURCE_NAME)
         .option("url", redis_url)
+        .option("cluster", str(settings.redis.cluster).lower())
         .option("stream", settings.bus.stream)
         .option("consumer", consumer)
         .option("starting", FRESH_CHECKPOINT_START[consumer])
@@ -212,11 +221,24 @@ class SpeedWriter:
         events = with_catalog_categories(
             events, catalog_categories(self.client, self.keys, items_without_category(events))
         )
-        shards = shard_ops(self.keys, self.params, events)
         batch_ops = trending_ops(self.keys, self.params, events) + counter_ops(
             self.keys, len(events), rejected
         )
-        result = apply_batch(self.client, self.keys, self.params, SPEED_QUERY, batch_id, shards, batch_ops)
+        if self.settings.redis.cluster:
+            result = apply_batch_by_slot(
+                self.client,
+                self.keys,
+                self.params,
+                SPEED_QUERY,
+                batch_id,
+                slot_ops(self.keys, self.params, events),
+                batch_ops,
+            )
+        else:
+            shards = shard_ops(self.keys, self.params, events)
+            result = apply_batch(
+                self.client, self.keys, self.params, SPEED_QUERY, batch_id, shards, batch_ops
+            )
         if events:
             self.bus_lags.append([max(0, result.visible_ms - e.bus_time_ms) for e in events])
             self.event_lags.append([max(0, result.visible_ms - e.ts_ms) for e in events])
@@ -357,7 +379,7 @@ def start_query(spark, settings: Settings, redis_url: str, client, name: str):
         speed_checkpoint = checkpoint_dir(settings, SPEED_QUERY)
         if is_fresh_checkpoint(speed_checkpoint):
             # Batch ids restart at 0 with a new checkpoint: markers of an old one would skip them all.
-            client.delete(RedisKeys(settings.redis.key_prefix).applied_batch(SPEED_QUERY))
+            clear_applied_markers(client, RedisKeys(settings.redis.key_prefix), SPEED_QUERY)
         writer, trigger_ms = SpeedWriter(client, settings), settings.stream.trigger_ms
     elif name == BRONZE_QUERY:
         writer, trigger_ms = BronzeWriter(spark, client, settings), settings.stream.bronze_trigger_ms
@@ -448,13 +470,15 @@ def use_pool(spark, name: str) -> None:
 
 def run(settings: Settings, redis_url: str, stop: threading.Event | None = None) -> int:
     """Run both queries on the Redis at `redis_url` until `stop` is set; 0 on a clean stop."""
-    import redis
-
     from spark_jobs.session import build_spark
 
     stop = stop or threading.Event()
-    client = redis.Redis.from_url(
-        redis_url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=10
+    client = open_redis(
+        redis_url,
+        settings.redis.cluster,
+        socket_timeout=5,
+        socket_connect_timeout=2,
+        health_check_interval=10,
     )
     keys = RedisKeys(settings.redis.key_prefix)
     write_scheduler_pools(settings)

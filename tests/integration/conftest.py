@@ -136,14 +136,23 @@ def store_writer(redis_client) -> OnlineStoreWriter:
 
 def _run_speed_layer(client, settings: Settings, batch_id: int) -> int:
     """Apply everything on the event bus to the speed keys exactly as one micro-batch of the
-    streaming job does (its pure planning functions + its idempotent Redis apply), without Spark.
+    streaming job does (its pure planning functions, the published catalog's categories and its
+    idempotent Redis apply: per shard on one Redis, per slot on a cluster), without Spark.
     Returns how many events were applied."""
     from datetime import timedelta
 
     from feature_store.event_bus import entry_payload, entry_time_ms
     from feature_store.events import EventTypes
-    from spark_jobs.streaming.redis_apply import apply_batch
-    from spark_jobs.streaming.speed_features import shard_ops, speed_params, trending_ops, validate_entries
+    from spark_jobs.streaming.redis_apply import apply_batch, apply_batch_by_slot, catalog_categories
+    from spark_jobs.streaming.speed_features import (
+        items_without_category,
+        shard_ops,
+        slot_ops,
+        speed_params,
+        trending_ops,
+        validate_entries,
+        with_catalog_categories,
+    )
 
     keys = RedisKeys(settings.redis.key_prefix)
     entries = [
@@ -156,16 +165,13 @@ def _run_speed_layer(client, settings: Settings, batch_id: int) -> int:
         event_types=EventTypes(),
     )
     events = [speed for speed, _ in good]
+    events = with_catalog_categories(events, catalog_categories(client, keys, items_without_category(events)))
     params = speed_params(settings)
-    apply_batch(
-        client,
-        keys,
-        params,
-        "test",
-        batch_id,
-        shard_ops(keys, params, events),
-        trending_ops(keys, params, events),
-    )
+    if settings.redis.cluster:
+        apply, users = apply_batch_by_slot, slot_ops(keys, params, events)
+    else:
+        apply, users = apply_batch, shard_ops(keys, params, events)
+    apply(client, keys, params, "test", batch_id, users, trending_ops(keys, params, events))
     return len(events)
 
 

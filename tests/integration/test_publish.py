@@ -91,9 +91,11 @@ def content(spark, as_of: date, users: int, label: float):
     )
 
 
-def publish(redis_server, spark, as_of, users, label, published_at, keep=3, grace=600, batch=None):
+def publish(
+    redis_server, spark, as_of, users, label, published_at, keep=3, grace=600, batch=None, cluster=False
+):
     target = PublishTarget(
-        redis_server.url, "lr", batch_version(as_of, published_at), pending_ttl_s=PENDING_TTL
+        redis_server.url, "lr", batch_version(as_of, published_at), pending_ttl_s=PENDING_TTL, cluster=cluster
     )
     meta = {
         "as_of": as_of.isoformat(),
@@ -289,3 +291,57 @@ def test_a_publish_that_fails_half_way_leaves_no_key_without_a_ttl(spark, redis_
     assert half_written and all(0 < t <= PENDING_TTL for t in half_written)
     assert redis_client.get(KEYS.batch_pointer) == b"20240501-1000"
     assert version_ttls(redis_client, "20240501-1000") == {-1}
+
+
+def test_the_publish_protocol_on_a_redis_cluster(spark, redis_cluster, cluster_client):
+    """The same protocol on three masters: the executors' writes, the flip, persist, expiry and the
+    backfill rule, with a reader polling through the cluster during the second publish."""
+    first = publish(redis_cluster, spark, A, users=300, label=1.0, published_at=1000, keep=1, cluster=True)
+    probe = [f"u{u}" for u in range(0, 300, 30)]
+    seen: list[tuple[str, bool]] = []  # (version, every probed key of that version complete and unmixed)
+    stop = threading.Event()
+
+    def read_batch():
+        from feature_store.redis_cluster import open_redis
+
+        reader = open_redis(redis_cluster.url, cluster=True)
+        while not stop.is_set():
+            version = reader.get(KEYS.batch_pointer).decode()
+            label = reader.hget(KEYS.batch_meta(version), "label")
+            recs = reader.mget_nonatomic([KEYS.user_recs(version, u) for u in probe])  # users on every master
+            ok = label is not None and all(
+                r is not None and round(decode_recs(r)[0].score, 6) == round(float(label) + 0.3, 6)
+                for r in recs
+            )
+            seen.append((version, ok))
+        reader.close()
+
+    thread = threading.Thread(target=read_batch, daemon=True)
+    thread.start()
+    second = publish(redis_cluster, spark, B, users=300, label=2.0, published_at=2000, keep=1, cluster=True)
+    deadline = time.monotonic() + 30
+    while ("20240502-2000", True) not in seen and time.monotonic() < deadline:
+        thread.join(0.05)
+    stop.set()
+    thread.join(10)
+    backfill = publish(redis_cluster, spark, A, users=2, label=3.0, published_at=3000, keep=1, cluster=True)
+
+    assert (first["current"], first["counts"]["recs"], first["counts"]["item_features"]) == (True, 300, 3)
+    assert (second["current"], second["expired"]) == (True, ["20240501-1000"])
+    assert {ok for _, ok in seen} == {True}
+    assert seen[0][0] == "20240501-1000" and seen[-1][0] == "20240502-2000"
+    assert (backfill["current"], backfill["expired"]) == (False, [])  # an earlier as_of: not flipped to
+    assert cluster_client.get(KEYS.batch_pointer) == b"20240502-2000"
+    assert [v.decode() for v in cluster_client.zrange(KEYS.batch_versions, 0, -1)] == ["20240502-2000"]
+    assert [tuple(r) for r in decode_recs(cluster_client.get(KEYS.user_recs("20240502-2000", "u1")))][:3] == [
+        ("i0", pytest.approx(2.3), "batch"),
+        ("i1", pytest.approx(2.2), "batch"),
+        ("i2", pytest.approx(2.1), "batch"),
+    ]
+    ttls = {
+        name: {cluster_client.ttl(k) for k in cluster_client.scan_iter(match=KEYS.batch_namespace_pattern(v))}
+        for name, v in (("old", "20240501-1000"), ("current", "20240502-2000"), ("backfill", "20240501-3000"))
+    }
+    assert ttls["current"] == {-1}
+    assert ttls["old"] and all(0 < t <= 600 for t in ttls["old"])  # the grace of the expired version
+    assert ttls["backfill"] and all(600 < t <= PENDING_TTL for t in ttls["backfill"])  # still pending

@@ -358,8 +358,14 @@ def _shop_events(t0: int) -> tuple[list, list]:
     return good, bad
 
 
-def test_events_become_features_bronze_rows_and_quarantine(streaming_spark, stream_settings, redis_client):
+@pytest.mark.parametrize("store", ["redis", "cluster"])
+def test_events_become_features_bronze_rows_and_quarantine(streaming_spark, stream_settings, store, request):
+    """On one Redis and on a Redis Cluster of three masters (the job then applies per slot)."""
     spark = streaming_spark
+    if store == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        stream_settings = stream_settings.updated(redis_url=cluster.url, redis_cluster=True)
+    redis_client = request.getfixturevalue("cluster_client" if store == "cluster" else "redis_client")
     t0 = int(time.time() * 1000) - 60_000
     good, bad = _shop_events(t0)
     redis_client.set(KEYS.batch_pointer, "v1")
@@ -403,6 +409,9 @@ def test_events_become_features_bronze_rows_and_quarantine(streaming_spark, stre
     }
     assert int(status["last_batch_id"]) == 3  # 11 entries at most 3 per micro-batch: admission control
     assert 0 <= int(status["lag_ms_p50"]) <= int(status["lag_ms_p99"])
+    newest = redis_client.xrevrange(stream_settings.bus.stream, count=1)[0][0].decode()
+    assert read_committed(redis_client, stream_settings.bus.stream) == {"speed": newest, "bronze": newest}
+    assert trim_consumed(redis_client, stream_settings.bus.stream) == 10  # all but the newest committed one
 
     bronze = spark.read.format("delta").load(stream_settings.table_path(BRONZE_EVENTS.name))
     assert sorted(

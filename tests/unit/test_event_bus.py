@@ -71,5 +71,11 @@ def test_entry_ids_parse_compare_and_give_bus_time():
         parse_entry_id("abc-1")
 
 
-def test_committed_key_follows_the_stream_name():
-    assert committed_key("lr:events") == "lr:events:committed"
+def test_committed_key_follows_the_stream_name_and_shares_its_hash_slot():
+    from feature_store.redis_cluster import key_slot
+
+    assert committed_key("lr:events") == "lr:events:{lr:events}:committed"
+    assert key_slot(committed_key("lr:events")) == key_slot("lr:events") == 15314
+    # a stream named with a hash tag keeps it: the first {...} of the committed key is the stream's
+    assert committed_key("lr:{bus}") == "lr:{bus}:{lr:{bus}}:committed"
+    assert key_slot(committed_key("lr:{bus}")) == key_slot("bus")

@@ -30,6 +30,7 @@ ENVIRONMENT = [
         {"spark.executor.memory": "4g"},
     ),
     ("LAMBDAREC_REDIS_URL", "redis://store:6380/2", "redis.url", "redis://store:6380/2"),
+    ("LAMBDAREC_REDIS_CLUSTER", "true", "redis.cluster", True),
     ("LAMBDAREC_EVENT_BUS", "kafka", "bus.kind", "kafka"),
     ("LAMBDAREC_EVENT_STREAM_MAXLEN", "1500", "bus.stream_maxlen", 1500),
     ("LAMBDAREC_KAFKA_TOPIC", "clicks", "kafka.topic", "clicks"),

@@ -129,7 +129,7 @@ def test_user_ops_are_in_event_time_order_each_behind_its_dedupe_then_trim():
         ],  # skip: no co-visitation, no trending
         ["d", ids, "e1-1", T0 + 5],
         ["e", "u1", "b", "click", T0 + 5, "", recent, meta, session, 1],
-        ["z", f"lr:s:trending:2m:{b}", "b", 2.0, 180],  # the click's weight in its bucket
+        ["z", f"lr:s:trending:{{2m}}:{b}", "b", 2.0, 180],  # the click's weight in its bucket
         ["u", recent, meta, session],
     ]
     assert user_ops(KEYS, PARAMS, []) == []
@@ -164,23 +164,23 @@ def test_trending_adds_weights_to_buckets_then_recomputes_the_window():
         _ev("5", "u3", "e", "view", ts=T0 - 120_000, bus=end),  # older than the window: left out
     ]
     assert [trend_increments(KEYS, PARAMS, e, end) for e in events] == [
-        [["z", f"lr:s:trending:2m:{b}", "a", 1.0, 180]],
-        [["z", f"lr:s:trending:2m:{b + 1}", "a", 8.0, 180]],
-        [["z", f"lr:s:trending:2m:{b + 1}", "c", 1.0, 180]],
+        [["z", f"lr:s:trending:{{2m}}:{b}", "a", 1.0, 180]],
+        [["z", f"lr:s:trending:{{2m}}:{b + 1}", "a", 8.0, 180]],
+        [["z", f"lr:s:trending:{{2m}}:{b + 1}", "c", 1.0, 180]],
         [],
         [],
     ]
     assert trending_ops(KEYS, PARAMS, events) == [
-        ["U", "lr:s:trending:2m", 120, f"lr:s:trending:2m:{b}", f"lr:s:trending:2m:{b + 1}"],
+        ["U", "lr:s:trending:{2m}", 120, f"lr:s:trending:{{2m}}:{b}", f"lr:s:trending:{{2m}}:{b + 1}"],
     ]
     assert trending_ops(KEYS, PARAMS, []) == []
     by_shard = shard_ops(
         KEYS, PARAMS, events
     )  # the increments travel with each user, against the batch's end
     assert sorted(op[1:4] for ops in by_shard.values() for op in ops if op[0] == "z") == [
-        [f"lr:s:trending:2m:{b}", "a", 1.0],
-        [f"lr:s:trending:2m:{b + 1}", "a", 8.0],
-        [f"lr:s:trending:2m:{b + 1}", "c", 1.0],
+        [f"lr:s:trending:{{2m}}:{b}", "a", 1.0],
+        [f"lr:s:trending:{{2m}}:{b + 1}", "a", 8.0],
+        [f"lr:s:trending:{{2m}}:{b + 1}", "c", 1.0],
     ]
 
 
