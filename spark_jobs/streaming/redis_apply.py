@@ -106,11 +106,13 @@ for _, op in ipairs(cjson.decode(ARGV[4])) do
       redis.call('HSET', session, 'last_ts', string.format('%d', last))
     end
     -- co-visitation: the first time an item shows up positively in a session, pair it with the
-    -- session's other positive items (a skipped item is not "seen together")
+    -- session's other positive items (a skipped item is not "seen together"). Within the gap on both
+    -- sides: an event that reaches the bus after the user's later ones (a client's resent batch) pairs
+    -- with them as it would have in event-time order; in order, nothing later is there yet.
     local prev = tonumber(redis.call('ZSCORE', recent, item))
     local seen = prev and prev >= ts - gap and positive[redis.call('HGET', meta, item)]
     if covisits == 1 and not seen then
-      local others = redis.call('ZREVRANGEBYSCORE', recent, ts, ts - gap, 'LIMIT', 0, p.covisit_items)
+      local others = redis.call('ZREVRANGEBYSCORE', recent, ts + gap, ts - gap, 'LIMIT', 0, p.covisit_items)
       local other_types = #others > 0 and redis.call('HMGET', meta, unpack(others)) or {}
       for i, other in ipairs(others) do
         if other ~= item and positive[other_types[i]] then

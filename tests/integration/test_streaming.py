@@ -325,6 +325,39 @@ def test_the_redis_apply_counts_a_re_sent_event_once_within_the_users_latest_ids
     assert text_hash(redis_client, KEYS.session_counters("u1"))["type:view"] == "2"
 
 
+
+def test_an_event_arriving_after_the_users_later_events_still_pairs_with_them(redis_client):
+    """A client's retried batch can reach the bus after the same user's later events: the late event
+    pairs with every positive item of the session on either side of it in time, as it would have in
+    event-time order (the soak found co-visitation counts short by exactly these pairs)."""
+    from spark_jobs.streaming.redis_apply import apply_batch
+    from spark_jobs.streaming.speed_features import SpeedEvent, SpeedParams, shard_ops, trend_weights
+
+    params = SpeedParams(trend_weights=trend_weights(EventTypes()))
+    t0 = int(time.time() * 1000) - 60_000
+
+    def apply(client, batch_id: int, *events: tuple[str, str, int]) -> None:
+        planned = [
+            SpeedEvent(f"{t0 + n}-{batch_id}", eid, "u1", item, "view", ts, t0 + 1_000)
+            for n, (eid, item, ts) in enumerate(events)
+        ]
+        apply_batch(client, KEYS, params, "speed", batch_id, shard_ops(KEYS, params, planned), [])
+
+    def neighbours(client) -> dict[str, dict[str, float]]:
+        return {item: zset(client, KEYS.covisit(item)) for item in ("a", "b", "c")}
+
+    apply(redis_client, 0, ("e1", "a", t0), ("e3", "c", t0 + 2_000))
+    apply(redis_client, 1, ("e2", "b", t0 + 1_000))  # late: its batch was resent
+    late = neighbours(redis_client)
+    redis_client.flushdb()
+    apply(redis_client, 0, ("e1", "a", t0), ("e2", "b", t0 + 1_000), ("e3", "c", t0 + 2_000))
+    assert late == neighbours(redis_client) == {
+        "a": {"b": 1.0, "c": 1.0},
+        "b": {"a": 1.0, "c": 1.0},
+        "c": {"a": 1.0, "b": 1.0},
+    }
+
+
 # -- the streaming job ---------------------------------------------------------------------------
 def _shop_events(t0: int) -> tuple[list, list]:
     good = [
