@@ -325,7 +325,6 @@ def test_the_redis_apply_counts_a_re_sent_event_once_within_the_users_latest_ids
     assert text_hash(redis_client, KEYS.session_counters("u1"))["type:view"] == "2"
 
 
-
 def test_an_event_arriving_after_the_users_later_events_still_pairs_with_them(redis_client):
     """A client's retried batch can reach the bus after the same user's later events: the late event
     pairs with every positive item of the session on either side of it in time, as it would have in
