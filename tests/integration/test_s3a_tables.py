@@ -14,9 +14,14 @@ set-up, and read as one account of what changes when the tables move to object s
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import orjson
 import pytest
@@ -53,14 +58,23 @@ def s3_settings(table_settings: Settings, local_s3: str, request: pytest.Fixture
     return table_settings.updated(**{name.removeprefix("LAMBDAREC_").lower(): v for name, v in env.items()})
 
 
-@pytest.fixture
-def s3a_spark(spark, s3_settings: Settings):
-    conf = s3a_hadoop_conf(s3_settings.s3)
+@contextmanager
+def s3a_session_conf(spark, settings: Settings):
+    """The shared session with S3A configured from `settings` for the block."""
+    conf = s3a_hadoop_conf(settings.s3)
     for key, value in conf.items():
         spark.conf.set(key, value)
-    yield spark
-    for key in conf:
-        spark.conf.unset(key)
+    try:
+        yield spark
+    finally:
+        for key in conf:
+            spark.conf.unset(key)
+
+
+@pytest.fixture
+def s3a_spark(spark, s3_settings: Settings):
+    with s3a_session_conf(spark, s3_settings) as session:
+        yield session
 
 
 def objects(endpoint: str, prefix: str) -> list[str]:
@@ -176,3 +190,37 @@ def test_the_streaming_bronze_sink_lands_each_bus_event_once_on_s3(
     bronze = s3a_spark.read.format("delta").load(settings.table_path(BRONZE_EVENTS.name))
     ids = [r.event_id for r in bronze.select("event_id").collect()]
     assert sorted(ids) == sorted(e["event_id"] for e in events) and len(ids) == 9
+
+
+def test_lambdarec_s3_start_puts_a_new_process_tables_on_the_local_endpoint(spark, tmp_path):
+    """The user's path, in processes of their own: `lambdarec s3 start` prints the settings, `lambdarec
+    ingest` under them builds its session from scratch (class path and S3A conf from the settings alone)
+    and writes bronze into the bucket; the shared session reads it back from there."""
+    cli = [str(Path(sys.executable).parent / "lambdarec")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAMBDAREC_")}
+    env["LAMBDAREC_DATA_DIR"] = str(tmp_path / "data")
+    started = subprocess.run([*cli, "s3", "start"], env=env, capture_output=True, text=True, timeout=300)
+    assert started.returncode == 0, started.stdout + started.stderr
+    exports = dict(line.removeprefix("export ").split("=", 1) for line in started.stdout.splitlines())
+    try:
+        assert exports["LAMBDAREC_TABLES_URI"] == "s3a://lambdarec/delta"
+        assert exports["LAMBDAREC_S3_ENDPOINT"].startswith("http://127.0.0.1:")
+        write_events(tmp_path / "in", EVENTS)
+        ingested = subprocess.run(
+            [*cli, "ingest", "--source", str(tmp_path / "in")],
+            env={**env, **exports},
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert ingested.returncode == 0, ingested.stdout + ingested.stderr
+        settings = Settings(**{name.removeprefix("LAMBDAREC_").lower(): v for name, v in exports.items()})
+        with s3a_session_conf(spark, settings):
+            assert bronze_rows(spark, settings) == [
+                ("e1", "u1", "i1", "view", date(2026, 11, 1)),
+                ("e2", "u1", "i2", "purchase", date(2026, 11, 1)),
+                ("e3", "u2", "i1", "click", date(2026, 11, 2)),
+            ]
+    finally:
+        stopped = subprocess.run([*cli, "s3", "stop"], env=env, capture_output=True, text=True, timeout=120)
+    assert stopped.stdout.strip() == "stopped s3", stopped.stdout + stopped.stderr
