@@ -102,25 +102,39 @@ def spark_jar_names() -> list[str]:
     return [p.name for p in (Path(pyspark.__file__).parent / "jars").glob("*.jar")]
 
 
+def ivy_resolve(packages: list[str], ivy_dir: Path) -> None:
+    """Spark's Ivy resolves `packages` (and their dependencies) into `<ivy_dir>/jars`. It does so while
+    the JVM starts, once per JVM: each group runs this in a fresh process (`resolve_group`)."""
+    import os
+
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    spark = (
+        SparkSession.builder.master("local[1]")
+        .appName("lambdarec-resolve-jars")
+        .config("spark.jars.packages", ",".join(packages))
+        .config("spark.jars.ivy", str(ivy_dir))
+        .config("spark.ui.enabled", "false")
+        .getOrCreate()
+    )
+    spark.stop()
+
+
 def resolve_group(group: JarGroup, spark_jars: list[str]) -> list[Path]:
     """Download the group's packages (and their dependencies) missing from its target folder into it;
     no-op when all are there. Returns the folder's JARs."""
+    import multiprocessing
+
     missing = missing_packages([p.name for p in group.target.glob("*.jar")], group.packages)
     if missing:
-        import os
-
-        from pyspark.sql import SparkSession
-
-        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-        spark = (
-            SparkSession.builder.master("local[1]")
-            .appName("lambdarec-resolve-jars")
-            .config("spark.jars.packages", ",".join(missing))
-            .config("spark.jars.ivy", str(group.ivy_dir))
-            .config("spark.ui.enabled", "false")
-            .getOrCreate()
+        process = multiprocessing.get_context("spawn").Process(
+            target=ivy_resolve, args=(missing, group.ivy_dir)
         )
-        spark.stop()
+        process.start()
+        process.join()
+        if process.exitcode != 0:
+            raise RuntimeError(f"resolving {', '.join(missing)} failed (exit code {process.exitcode})")
         resolved = sorted((group.ivy_dir / "jars").glob("*.jar"))
         if not resolved:
             raise RuntimeError(f"Ivy resolved no JARs into {group.ivy_dir / 'jars'}")
