@@ -7,7 +7,7 @@ in that directory, and a private redis-server (started by lambdarec itself) unle
 `LAMBDAREC_REDIS_URL` names one. Production changes settings only, never code.
 
 Shape: by component, like Feast's per-store configs. `Settings` holds where state lives (`profile`,
-`data_dir`, `jars_dir`, `tables_uri`) and one typed model per component: `spark`, `redis`, `bus`,
+`data_dir`, `jars_dir`, `tables_uri`) and one typed model per component: `spark`, `s3`, `redis`, `bus`,
 `kafka`, `mlflow`, `batch`, `candidates`, `ranker`, `promotion`, `publish`, `stream`, `speed`,
 `serving`, `auth`, `airflow` (read as `settings.spark.master`, `settings.batch.label_horizon_days`).
 
@@ -80,6 +80,34 @@ class SparkSettings(Component):
     cluster_workers: int = Field(2, description="Workers of the local standalone cluster.")
     cluster_worker_cores: int = Field(1, description="Cores each local worker offers.")
     cluster_worker_memory: str = Field("2g", description="Executor memory each local worker offers.")
+
+
+class S3Settings(Component):
+    """S3-compatible object storage for the Delta tables (`LAMBDAREC_TABLES_URI=s3a://bucket/prefix`):
+    every Spark session lambdarec builds then carries Hadoop's S3A connector configured from these.
+    Empty values leave S3A's own defaults: AWS's endpoint for the region, and its credential chain
+    (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, web identity, instance or pod roles)."""
+
+    flat_prefix: ClassVar[str] = "s3_"
+
+    endpoint: str | None = Field(
+        None,
+        description="URL of an S3-compatible endpoint with its scheme (http://minio:9000; `lambdarec s3 start` "
+        "prints the local one); empty = AWS S3.",
+    )
+    region: str | None = Field(
+        None, description="Region the requests are signed for (fs.s3a.endpoint.region)."
+    )
+    path_style_access: bool = Field(
+        False,
+        description="Address buckets as endpoint/bucket instead of bucket.endpoint: MinIO and the local endpoint "
+        "need it, since their host names have no per-bucket subdomains.",
+    )
+    access_key_id: str | None = Field(None, description="Access key; empty = S3A's credential chain.")
+    secret_access_key: str | None = Field(
+        None,
+        description="Secret key of `access_key_id` (a secret: in production prefer the credential chain).",
+    )
 
 
 class RedisSettings(Component):
@@ -500,6 +528,7 @@ class Settings(BaseSettings):
 
     # -- components ----------------------------------------------------------------------------
     spark: SparkSettings = Field(default_factory=SparkSettings)
+    s3: S3Settings = Field(default_factory=S3Settings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     bus: BusSettings = Field(default_factory=BusSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
@@ -569,6 +598,11 @@ class Settings(BaseSettings):
     @property
     def tables_root(self) -> str:
         return (self.tables_uri or str(self.data_dir / "delta")).rstrip("/")
+
+    @property
+    def tables_on_s3a(self) -> bool:
+        """The Delta tables live on S3 through Hadoop's S3A connector (sessions then need it)."""
+        return self.tables_root.startswith("s3a://")
 
     def table_path(self, table: str) -> str:
         """URI of a Delta table by its layout name, e.g. `bronze/events` (see feature_store.tables)."""

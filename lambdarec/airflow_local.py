@@ -85,10 +85,13 @@ def spark_conf_dir(settings: Settings) -> Path:
 
 def spark_defaults(settings: Settings) -> str:
     """spark-defaults.conf for spark-submit: the conf every lambdarec session runs with, except the
-    master and app name (the connection and the operator give those)."""
+    master and app name (the connection and the operator give those) and the object store's credentials
+    (the job's session sets them from the LAMBDAREC_* settings its task runs with: no secret in a file)."""
+    from spark_jobs.s3a import SECRET_HADOOP_KEYS
     from spark_jobs.session import spark_conf
 
-    conf = {k: v for k, v in spark_conf(settings).items() if k not in ("spark.master", "spark.app.name")}
+    left_out = {"spark.master", "spark.app.name", *(f"spark.hadoop.{key}" for key in SECRET_HADOOP_KEYS)}
+    conf = {k: v for k, v in spark_conf(settings).items() if k not in left_out}
     return "".join(f"{key} {value}\n" for key, value in sorted(conf.items()))
 
 

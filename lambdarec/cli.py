@@ -15,6 +15,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "lambdarec.commands.stream",
     "lambdarec.commands.events",
     "lambdarec.commands.kafka",
+    "lambdarec.commands.s3",
     "lambdarec.commands.data",
     "lambdarec.commands.batch",
     "lambdarec.commands.orchestration",

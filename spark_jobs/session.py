@@ -1,4 +1,5 @@
-"""The one Spark session factory: Delta Lake configured from the project's JAR cache.
+"""The one Spark session factory: Delta Lake configured from the project's JAR cache (and Hadoop's S3A
+connector when the tables live on s3a://, `spark_jobs.s3a`).
 
 Every job, the streaming job and the tests get their session here, so the master URL, Delta
 configuration and local defaults are set in one place. Sessions never download anything: the Delta
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from feature_store.settings import Settings
+from spark_jobs.s3a import s3a_spark_conf
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,8 @@ def spark_conf(settings: Settings, extra: Mapping[str, str] | None = None) -> di
         # speed layer's rules) does; Spark's default makes try_parse_json return null (quarantined).
         "spark.sql.variant.allowDuplicateKeys": "true",
     }
+    if settings.tables_on_s3a:
+        conf.update(s3a_spark_conf(settings))
     conf.update(settings.spark.conf)
     conf.update(extra or {})
     return conf

@@ -36,11 +36,14 @@ def settings(base_data_dir: Path) -> Settings:
 
 @pytest.fixture(scope="session")
 def spark(settings: Settings):
-    """The one Spark session of the run (Delta configured from the project's JAR cache)."""
+    """The one Spark session of the run (Delta configured from the project's JAR cache). Its JVM also
+    starts with Hadoop's S3A connector on the class path (a JVM setting, fixed at start), so the tests of
+    tables on s3a:// (tests/integration/test_s3a_tables.py) share it; on local tables it is never used."""
+    from spark_jobs.s3a import s3a_classpath_conf
     from spark_jobs.session import build_spark
 
     os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
-    session = build_spark(settings)
+    session = build_spark(settings, s3a_classpath_conf(settings.jars_dir))
     yield session
     session.stop()
 

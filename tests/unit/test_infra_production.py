@@ -117,7 +117,7 @@ def test_compose_sets_only_real_settings_with_values_that_parse(monkeypatch: pyt
     )
     assert settings.mlflow.tracking_uri == "http://mlflow:5000"
     assert settings.tables_root == "s3a://lambdarec/delta"
-    assert settings.spark.conf["spark.hadoop.fs.s3a.endpoint"] == "http://minio:9000"
+    assert (settings.s3.endpoint, settings.s3.path_style_access) == ("http://minio:9000", True)
     # The API, the streaming job and Airflow all read the same settings.
     for name in ("stream", "airflow-worker", "airflow-scheduler", "spark-worker"):
         assert _interpolation_free(envs[name]).items() >= _interpolation_free(envs["api"]).items(), name

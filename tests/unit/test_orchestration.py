@@ -151,3 +151,29 @@ def test_a_port_whose_server_just_stopped_is_free_again() -> None:
         served.close()  # the server closes first: its side of the connection waits in TIME_WAIT
         client.close()
     assert not port_in_use("127.0.0.1", port)
+
+
+def test_spark_defaults_on_s3a_carry_the_connector_but_no_credentials(
+    local_settings: Settings, tmp_path: Path
+) -> None:
+    from lambdarec.airflow_local import spark_defaults
+
+    jars = tmp_path / "jars"
+    (jars / "s3a").mkdir(parents=True)
+    (jars / "io.delta_delta-spark_4.2_2.13-4.4.0.jar").write_bytes(b"")
+    (jars / "s3a" / "org.apache.hadoop_hadoop-aws-3.5.0.jar").write_bytes(b"")
+    settings = local_settings.updated(
+        jars_dir=jars,
+        tables_uri="s3a://lake/lr",
+        s3_endpoint="http://minio:9000",
+        s3_path_style_access=True,
+        s3_access_key_id="AKIA-ID",
+        s3_secret_access_key="s3-secret",
+    )
+    text = spark_defaults(settings)
+    lines = text.splitlines()
+    # spark-submit starts the driver JVM: the class path must come from this file.
+    assert f"spark.driver.extraClassPath {jars / 's3a' / 'org.apache.hadoop_hadoop-aws-3.5.0.jar'}" in lines
+    assert "spark.hadoop.fs.s3a.endpoint http://minio:9000" in lines
+    assert "spark.hadoop.fs.s3a.path.style.access true" in lines
+    assert "AKIA-ID" not in text and "s3-secret" not in text
