@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from itertools import compress
 from typing import NamedTuple
 
 import numpy as np
@@ -63,11 +62,11 @@ def answer_items(
             item_id=ids[i],
             score=round(float(scores[i]), 6),
             source=SOURCES[primary[i]],
-            sources=list(compress(SOURCES, proposed)),  # SOURCES order, as CandidateColumns.sources
+            sources=candidates.sources(i),
             because=because[i],
             category=categories[i],
         )
-        for i, proposed in zip(chosen, candidates.proposed[chosen].tolist())
+        for i in chosen
     ]
 
 
