@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from feature_store.settings import Settings, load_settings
@@ -138,9 +139,16 @@ logger.server.level = INFO
 """
 
 
-def cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+def cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding.
+
+    An id that starts with "-" is drawn again, as Kafka's own Uuid.randomUuid does: the storage
+    tool would read it as an option and refuse to format.
+    """
+    while True:
+        candidate = base64.urlsafe_b64encode(random_bytes()).decode().rstrip("=")
+        if not candidate.startswith("-"):
+            return candidate
 
 
 def java_command(libs_dir: Path, config_dir: Path, main: str, *args: str) -> list[str]:

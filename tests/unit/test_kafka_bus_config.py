@@ -96,6 +96,12 @@ def test_broker_config_is_one_kraft_node_on_loopback():
     assert len(base64.urlsafe_b64decode(cluster_id() + "==")) == 16
 
 
+def test_a_cluster_id_never_starts_with_a_dash_that_the_storage_tool_reads_as_an_option():
+    # 0xF8 encodes to a leading "-" in URL-safe base64; Kafka's own Uuid.randomUuid draws again.
+    draws = iter([b"\xf8" + bytes(15), bytes(16)])
+    assert cluster_id(lambda: next(draws)) == "AAAAAAAAAAAAAAAAAAAAAA"
+
+
 def test_broker_pom_names_kafka_and_the_slf4j_binding():
     pom = broker_pom("4.1.1")
     assert (
