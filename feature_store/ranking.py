@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from feature_store.genres import GENRE_INPUTS
 from feature_store.realtime import REALTIME_INPUTS
 
 CHAMPION_ALIAS = "champion"
@@ -40,8 +41,9 @@ ITEM_INPUTS: tuple[str, ...] = (
     "item_avg_rating",
     "item_rating_count",
 )
-# user x item: the user's affinity (share of weight) for the item's category before the cut-off.
-CROSS_INPUTS: tuple[str, ...] = ("ui_category_affinity",)
+# user x item: the user's affinity (decayed share of weight) for the item's main category before the
+# cut-off, then how the item's genres match the user's long-term genre profile (feature_store.genres).
+CROSS_INPUTS: tuple[str, ...] = ("ui_category_affinity", *GENRE_INPUTS)
 # Per nightly candidate source, 1 / the item's rank in that source's list for the user (missing when the
 # source did not propose it). A rank, not the source's raw score: raw scores change scale with the history
 # a source was fitted on (the evaluation's inner split vs the whole history, one night vs the next), so a

@@ -50,6 +50,10 @@ class RedisKeys:
         """Bytes (msgpack map): category -> the user's share of weight in it before the batch's as_of."""
         return f"{self.prefix}:b:{version}:{{u:{user_id}}}:aff"
 
+    def user_genre_profile(self, version: str, user_id: str) -> str:
+        """Bytes (msgpack map): genre -> its share of the user's weight (feature_store.genres)."""
+        return f"{self.prefix}:b:{version}:{{u:{user_id}}}:genres"
+
     def user_history(self, version: str, user_id: str) -> str:
         """Bytes (codecs.encode_ids): items the user consumed before the batch (excluded from answers)."""
         return f"{self.prefix}:b:{version}:{{u:{user_id}}}:seen"
@@ -57,6 +61,10 @@ class RedisKeys:
     def item_features(self, version: str, item_id: str) -> str:
         """Bytes (codecs.encode_features): the item's gold features in `ranking.ITEM_INPUTS` order."""
         return f"{self.prefix}:b:{version}:i:{item_id}:feat"
+
+    def item_genres(self, version: str, item_id: str) -> str:
+        """Bytes (codecs.encode_ids): the item's genres (feature_store.genres.item_genres); absent: none."""
+        return f"{self.prefix}:b:{version}:i:{item_id}:genres"
 
     def item_similar(self, version: str, item_id: str) -> str:
         """Bytes (codecs.encode_recs): the item's nearest items from the batch layer (co-visitation/ALS)."""

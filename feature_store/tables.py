@@ -90,20 +90,23 @@ INTERACTIONS = Table(
 
 USER_FEATURES = Table(
     name="gold/user_features",
-    ddl="as_of DATE, user_id STRING, features MAP<STRING, DOUBLE>, category_affinity MAP<STRING, DOUBLE>",
+    ddl="as_of DATE, user_id STRING, features MAP<STRING, DOUBLE>, category_affinity MAP<STRING, DOUBLE>, "
+    "genre_profile MAP<STRING, DOUBLE>",
     partition_by=("as_of",),
     write_mode="replace-partition (replaceWhere as_of in [start, end))",
     description="Per user, as of 00:00 UTC of `as_of`, from events strictly before it "
-    "(feature_store.features.USER_FEATURES names the keys of `features`).",
+    "(feature_store.features.USER_FEATURES names the keys of `features`; feature_store.genres defines "
+    "`genre_profile`).",
 )
 
 ITEM_FEATURES = Table(
     name="gold/item_features",
-    ddl="as_of DATE, item_id STRING, category STRING, features MAP<STRING, DOUBLE>",
+    ddl="as_of DATE, item_id STRING, category STRING, features MAP<STRING, DOUBLE>, genres ARRAY<STRING>",
     partition_by=("as_of",),
     write_mode="replace-partition (replaceWhere as_of in [start, end))",
     description="Per item, as of 00:00 UTC of `as_of`, from events strictly before it "
-    "(feature_store.features.ITEM_FEATURES names the keys of `features`).",
+    "(feature_store.features.ITEM_FEATURES names the keys of `features`; `genres`: "
+    "feature_store.genres.item_genres of its catalogue entry).",
 )
 
 CANDIDATES = Table(

@@ -95,6 +95,7 @@ class UserBatch(NamedTuple):
     source_scores: np.ndarray | None = (
         None  # (len(recs), len(CANDIDATE_SOURCES)): each nightly source's score, NaN: none
     )
+    genre_profile: dict[str, float] | None = None  # feature_store.genres; None: none published
 
 
 EMPTY_USER = UserBatch((), None, {}, ())
@@ -105,6 +106,7 @@ class ItemBatch(NamedTuple):
 
     features: np.ndarray | None  # ITEM_INPUTS order
     category: str | None
+    genres: tuple[str, ...] = ()  # feature_store.genres.item_genres
 
 
 _N_ITEM_INPUTS = len(ITEM_INPUTS)
@@ -115,8 +117,8 @@ _ROW_BYTES = 2 * 4 * _N_ITEM_INPUTS + 120
 
 class ItemTable:
     """The items of one batch version: id -> row of a float32 feature matrix (ITEM_INPUTS order) and
-    of a category list, so a request's ~200 candidates become one numpy take instead of ~200 lookups
-    and a concatenate. Row 0 is the "unknown item" row (NaN features, no category).
+    of a category and a genres list, so a request's ~200 candidates become one numpy take instead of ~200 lookups
+    and a concatenate. Row 0 is the "unknown item" row (NaN features, no category, no genres).
 
     At most `max_bytes` (its feature matrix, ids and entries); when full it starts over (entries never
     change within a batch version, so a re-read is the only cost, and evicting one row at a time would
@@ -131,6 +133,7 @@ class ItemTable:
         self.index: dict[str, int] = {}
         self.entries: list[tuple | None] = [None]  # ItemBatch fields as a plain tuple (see UserBatch)
         self.categories: list[str | None] = [None]
+        self.genres: list[tuple[str, ...]] = [()]
         self.features = np.full((64, _N_ITEM_INPUTS), np.nan, dtype=np.float32)
 
     def get(self, item_id: str) -> ItemBatch | None:
@@ -152,9 +155,11 @@ class ItemTable:
             self.index[item_id] = row
             self.entries.append(tuple(item))
             self.categories.append(item.category)
+            self.genres.append(item.genres)
         else:
             self.entries[row] = tuple(item)
             self.categories[row] = item.category
+            self.genres[row] = item.genres
         features = item.features
         self.features[row] = (
             features if features is not None and features.shape[0] == _N_ITEM_INPUTS else np.nan

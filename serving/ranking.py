@@ -16,8 +16,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from feature_store.genres import GENRE_INPUTS, profile_norm
 from feature_store.ranking import (
     CANDIDATE_SOURCES,
+    CROSS_INPUTS,
     ITEM_INPUTS,
     RANKER_FEATURES,
     REALTIME_INPUTS,
@@ -27,7 +29,8 @@ from feature_store.ranking import (
 _N_USER = len(USER_INPUTS)
 _N_ITEM = len(ITEM_INPUTS)
 _CROSS_AT = _N_USER + _N_ITEM
-_CAND_AT = _CROSS_AT + 1
+_CAND_AT = _CROSS_AT + len(CROSS_INPUTS)
+assert CROSS_INPUTS[1:] == GENRE_INPUTS
 _RT_AT = _CAND_AT + len(CANDIDATE_SOURCES)
 assert _RT_AT + len(REALTIME_INPUTS) == len(RANKER_FEATURES)
 
@@ -40,6 +43,28 @@ def source_scores_block(
     block = np.full((rows, len(CANDIDATE_SOURCES)), np.nan, dtype=np.float32)
     if source_scores is not None and len(batch_rows):
         block[batch_rows] = source_scores[rec_rows]
+    return block
+
+
+def genre_block(profile: Mapping[str, float] | None, genres: Sequence[tuple[str, ...]]) -> np.ndarray:
+    """(rows, len(GENRE_INPUTS)): feature_store.genres.genre_inputs of each candidate's genres against
+    the user's profile, computed once per distinct genre tuple (a few dozen per request); NaN: missing."""
+    rows = len(genres)
+    block = np.full((rows, len(GENRE_INPUTS)), np.nan, dtype=np.float32)
+    if not profile:
+        return block
+    norm = profile_norm(profile)
+    values: dict[tuple[str, ...], tuple[float, float, float]] = {(): (np.nan, np.nan, np.nan)}
+    for item_genres in set(genres):
+        if item_genres:
+            shares = [profile.get(g, 0.0) for g in item_genres]
+            total = sum(shares)
+            values[item_genres] = (
+                total / (norm * np.sqrt(len(shares))),
+                max(shares),
+                total / len(shares),
+            )
+    block[:] = list(map(values.__getitem__, genres))
     return block
 
 
@@ -72,11 +97,13 @@ def assemble_matrix(
     user_features: np.ndarray | None,
     item_block: np.ndarray,
     affinities: np.ndarray,
+    genres: np.ndarray,
     source_scores: np.ndarray,
     realtime: np.ndarray,
 ) -> np.ndarray:
     """One float32 row per candidate in RANKER_FEATURES order from blocks already in rows: item features
-    (rows, len(ITEM_INPUTS)), the affinity column, `source_scores_block` and `realtime_block`; NaN: missing."""
+    (rows, len(ITEM_INPUTS)), the affinity column, `genre_block`, `source_scores_block` and
+    `realtime_block`; NaN: missing."""
     rows = item_block.shape[0]
     matrix = np.empty((rows, len(RANKER_FEATURES)), dtype=np.float32)
     matrix[:, :_N_USER] = (
@@ -84,6 +111,7 @@ def assemble_matrix(
     )
     matrix[:, _N_USER:_CROSS_AT] = item_block
     matrix[:, _CROSS_AT] = affinities
+    matrix[:, _CROSS_AT + 1 : _CAND_AT] = genres
     matrix[:, _CAND_AT:_RT_AT] = source_scores
     matrix[:, _RT_AT:] = realtime
     return matrix

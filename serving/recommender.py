@@ -28,7 +28,13 @@ from serving.cache import ItemBatch
 from serving.candidates import SOURCES, CandidateColumns, merge_columns, priors_columns
 from serving.metrics import ServingMetrics
 from serving.models import ModelHolder
-from serving.ranking import assemble_matrix, realtime_block, select_top_k, source_scores_block
+from serving.ranking import (
+    assemble_matrix,
+    genre_block,
+    realtime_block,
+    select_top_k,
+    source_scores_block,
+)
 from serving.schemas import Recommendations, RecommendedItem, SimilarItems
 from serving.store import OnlineStore, UserView
 
@@ -206,13 +212,15 @@ class Recommender:
         then `degraded`)."""
         settings = self.settings
         ids = candidates.item_ids
-        block, categories = self._item_block(view.version, ids, items)
+        block, categories, genres = self._item_block(view.version, ids, items)
         session_events, shares = from_session(view.session)
         prior, primary = priors_columns(candidates, shares, categories)
         ranker = self.holder.current if settings.serving.use_ranker else None  # held for the whole request
         model_scores = None
         if ranker is not None and ids:
-            matrix = self._matrix(view, candidates, block, categories, shares, session_events, signals)
+            matrix = self._matrix(
+                view, candidates, block, categories, genres, shares, session_events, signals
+            )
             model_scores = await self._score(ranker, matrix)
         final = prior if model_scores is None else model_scores.astype(np.float64)
         chosen = select_top_k(final, categories, k, settings.serving.max_per_category, category)
@@ -232,6 +240,7 @@ class Recommender:
         candidates: CandidateColumns,
         block: np.ndarray,
         categories: list[str | None],
+        genres: list[tuple[str, ...]],
         shares: dict[str, float],
         session_events: float,
         signals: RequestSignals,
@@ -250,7 +259,8 @@ class Recommender:
         )
         sources = source_scores_block(len(ids), batch_rows, rec_rows, view.user.source_scores)
         realtime = realtime_block(ids, categories, session_events, shares, signals.covisit, signals.similar)
-        return assemble_matrix(view.user.features, block, affinities, sources, realtime)
+        genre = genre_block(view.user.genre_profile, genres)
+        return assemble_matrix(view.user.features, block, affinities, genre, sources, realtime)
 
     async def _score(self, ranker, matrix: np.ndarray) -> np.ndarray | None:
         """The ranker's scores of `matrix`; None when it fails (a ranker failure must not fail the
@@ -264,30 +274,32 @@ class Recommender:
 
     def _item_block(
         self, version: str | None, ids: list[str], items: dict[str, ItemBatch]
-    ) -> tuple[np.ndarray, list[str | None]]:
-        """Features (rows, len(ITEM_INPUTS)) and categories of `ids`: one take from the cache's item
-        table when it holds this version, the request's own reads for the rest."""
+    ) -> tuple[np.ndarray, list[str | None], list[tuple[str, ...]]]:
+        """Features (rows, len(ITEM_INPUTS)), categories and genres of `ids`: one take from the cache's
+        item table when it holds this version, the request's own reads for the rest."""
         cache = self.store.cache
         if cache.accepts(version):
             table = cache.items
             rows = table.rows(ids)
             block = table.features[rows]
-            known = table.categories
-            categories = list(map(known.__getitem__, rows))
+            categories = list(map(table.categories.__getitem__, rows))
+            genres = list(map(table.genres.__getitem__, rows))
             if 0 not in rows:
-                return block, categories
+                return block, categories, genres
             todo = [n for n, row in enumerate(rows) if row == 0]
         else:
             block = np.full((len(ids), _N_ITEM), np.nan, dtype=np.float32)
             categories = [None] * len(ids)
+            genres = [()] * len(ids)
             todo = range(len(ids))
         for n in todo:
             item = items.get(ids[n])
             if item is not None:
                 categories[n] = item.category
+                genres[n] = item.genres
                 if item.features is not None and item.features.shape[0] == _N_ITEM:
                     block[n] = item.features
-        return block, categories
+        return block, categories, genres
 
     def _fallback(self, user_id: str, k: int, exclude: frozenset[str], reason: str) -> Recommendations:
         self.metrics.degraded.labels("recommendations", reason).inc()

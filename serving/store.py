@@ -6,7 +6,7 @@ Round trips of a recommendation request:
 1. the batch pointer, the user's speed keys (recent items, session counters), the trending window,
    and (cache misses only) the user's batch keys and the popular list;
 2. co-visitation neighbours of the recent items (speed layer), their batch similar-items lists
-   (cache misses only) and the features/categories of every candidate not cached;
+   (cache misses only) and the features/categories/genres of every candidate not cached;
 3. only on a cold cache: features of neighbours first seen in step 2.
 With a warm cache (or after a prefetch) a request takes two round trips. When the pointer has moved,
 the cache is reset and the user's batch keys are re-read at the new version, so one answer never
@@ -94,6 +94,16 @@ def _recs(blob: bytes | None, key: str) -> tuple[ScoredItem, ...]:
         return ()
 
 
+def _genres(blob: bytes | None, item_id: str) -> tuple[str, ...]:
+    if blob is None:
+        return ()
+    try:
+        return tuple(decode_ids(blob))
+    except CodecError as exc:
+        log.warning("ignoring genres of %s: %s", item_id, exc)
+        return ()
+
+
 _SOURCE_COLUMN = {source: n for n, source in enumerate(CANDIDATE_SOURCES)}
 
 
@@ -122,19 +132,30 @@ def split_recs(entries: tuple[ScoredItem, ...]) -> tuple[tuple[ScoredItem, ...],
     return tuple(recs), scores
 
 
+def _shares(blob: bytes | None, what: str) -> dict[str, float]:
+    """A msgpack map of shares (category affinity, genre profile); {} when missing or unreadable."""
+    if blob is None:
+        return {}
+    try:
+        raw = msgpack.unpackb(blob, raw=False)
+        return {str(k): float(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+    except (ValueError, TypeError, msgpack.ExtraData) as exc:
+        log.warning("ignoring %s: %s", what, exc)
+        return {}
+
+
 def decode_user_batch(
-    recs: bytes | None, feat: bytes | None, aff: bytes | None, seen: bytes | None, user_id: str
+    recs: bytes | None,
+    feat: bytes | None,
+    aff: bytes | None,
+    seen: bytes | None,
+    genres: bytes | None,
+    user_id: str,
 ) -> UserBatch:
     """The user's batch keys (any may be missing) as one UserBatch."""
-    if recs is None and feat is None and aff is None and seen is None:
+    if recs is None and feat is None and aff is None and seen is None and genres is None:
         return EMPTY_USER
-    affinity: dict[str, float] = {}
-    if aff is not None:
-        try:
-            raw = msgpack.unpackb(aff, raw=False)
-            affinity = {str(k): float(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
-        except (ValueError, TypeError, msgpack.ExtraData) as exc:
-            log.warning("ignoring affinity of user %s: %s", user_id, exc)
+    affinity = _shares(aff, f"affinity of user {user_id}")
     seen_ids: tuple[str, ...] = ()
     if seen is not None:
         try:
@@ -148,6 +169,7 @@ def decode_user_batch(
         affinity,
         seen_ids,
         source_scores,
+        _shares(genres, f"genre profile of user {user_id}") or None,
     )
 
 
@@ -198,6 +220,7 @@ class OnlineStore:
             k.user_features(version, user_id),
             k.user_category_affinity(version, user_id),
             k.user_history(version, user_id),
+            k.user_genre_profile(version, user_id),
         )
 
     def _keep_user(self, version: str | None, user_id: str, reply) -> UserBatch:
@@ -269,7 +292,7 @@ class OnlineStore:
                     self.cache.similar.put(item_id, similar[item_id])
             at += 1
         if items_missing:
-            items.update(self._keep_items(version, items_missing, replies[at], replies[at + 1]))
+            items.update(self._keep_items(version, items_missing, *replies[at : at + 3]))
         if version is None:
             items.update({i: ItemBatch(None, None) for i in item_ids})
         return covisit, similar, items
@@ -283,21 +306,26 @@ class OnlineStore:
             return {i: ItemBatch(None, None) for i in item_ids}
         hits, missing = self.cache.lookup_items(item_ids, found) if cached else ({}, item_ids)
         if missing:
-            feats, cats = await self.reader.execute(self._item_commands(version, missing))
-            hits.update(self._keep_items(version, missing, feats, cats))
+            replies = await self.reader.execute(self._item_commands(version, missing))
+            hits.update(self._keep_items(version, missing, *replies))
         return hits
 
     def _item_commands(self, version: str, item_ids: list[str]) -> list[tuple]:
         return [
             ("MGET", *[self.keys.item_features(version, i) for i in item_ids]),
             ("HMGET", self.keys.item_categories(version), *item_ids),
+            ("MGET", *[self.keys.item_genres(version, i) for i in item_ids]),
         ]
 
-    def _keep_items(self, version: str, item_ids: list[str], feats, cats) -> dict[str, ItemBatch]:
+    def _keep_items(self, version: str, item_ids: list[str], feats, cats, genres) -> dict[str, ItemBatch]:
         out: dict[str, ItemBatch] = {}
         keep = self.cache.accepts(version)
-        for item_id, blob, category in zip(item_ids, feats, cats):
-            item = ItemBatch(_features(blob, len(ITEM_INPUTS), f"features of {item_id}"), _text(category))
+        for item_id, blob, category, genre_blob in zip(item_ids, feats, cats, genres):
+            item = ItemBatch(
+                _features(blob, len(ITEM_INPUTS), f"features of {item_id}"),
+                _text(category),
+                _genres(genre_blob, item_id),
+            )
             out[item_id] = item
             if keep:
                 self.cache.items.put(item_id, item)

@@ -117,7 +117,14 @@ def replace_where(
     Rows of `df` outside the condition are an error (Delta refuses them), never silently written.
     Returns the rows written (0 when Delta committed nothing)."""
     path = ensure_table(spark, settings, table)
-    writer = conform(df, table).write.format("delta").mode("overwrite").option("replaceWhere", condition)
+    # mergeSchema: a table created before a column joined its DDL gains it on the next write.
+    writer = (
+        conform(df, table)
+        .write.format("delta")
+        .mode("overwrite")
+        .option("replaceWhere", condition)
+        .option("mergeSchema", "true")
+    )
     before = _version(spark, path)
     _retry_concurrent(lambda: writer.save(path))
     if _version(spark, path) == before:

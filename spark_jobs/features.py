@@ -10,7 +10,9 @@ entity first (they only feed lifetime features), which bounds the explode.
 The feature names and meanings are feature_store.features (USER_FEATURES / ITEM_FEATURES); the ranker's
 subset is feature_store.ranking. Besides the `features` map, users get `category_affinity` (each
 category's share of the user's positive implicit weight, with weights decayed by a 14-day half-life so
-drifting tastes show) and items their catalog `category` ("unknown" when the catalog lacks the item).
+drifting tastes show) and `genre_profile` (feature_store.genres: each genre's share of the whole
+history's weight), items their catalog `category` ("unknown" when the catalog lacks the item) and
+`genres`.
 
 `run_features(spark, settings, start, end)` is the thin step behind `lambdarec batch features`: it brings
 silver up to date for the dates the window needs, then overwrites exactly the window's as_of partitions
@@ -180,8 +182,11 @@ def build_user_features(
         history, "user_id", "item_id", start, end, DISTINCT_WINDOW_DAYS
     ).withColumnRenamed("distinct_30d", "user_distinct_items_30d")
     affinity = category_affinity(history, items, start, end)
-    joined = aggregated.join(distinct_items, ["user_id", "as_of"], "left").join(
-        affinity, ["user_id", "as_of"], "left"
+    profile = genre_profile(history, items, start, end)
+    joined = (
+        aggregated.join(distinct_items, ["user_id", "as_of"], "left")
+        .join(affinity, ["user_id", "as_of"], "left")
+        .join(profile, ["user_id", "as_of"], "left")
     )
     feature_cols = {n: F.col(n) for n in columns if n != "user_distinct_items_30d"}
     feature_cols["user_distinct_items_30d"] = F.coalesce(F.col("user_distinct_items_30d"), F.lit(0))
@@ -192,6 +197,7 @@ def build_user_features(
         F.coalesce(F.col("category_affinity"), F.create_map().cast("map<string,double>")).alias(
             "category_affinity"
         ),
+        F.coalesce(F.col("genre_profile"), F.create_map().cast("map<string,double>")).alias("genre_profile"),
     )
 
 
@@ -221,22 +227,55 @@ def category_affinity(history: DataFrame, items: DataFrame | None, start: date, 
         (F.sum("weight") * decay).alias("w")
     )
     # Decay already shrinks old days; fold them anyway to bound the explode.
-    folded = fold_old_days(daily, ["user_id", "category"], start, DISTINCT_WINDOW_DAYS, ["w"])
-    per_category = (
+    return _shares_by_as_of(daily, "category", start, end, "category_affinity")
+
+
+def _shares_by_as_of(daily: DataFrame, key: str, start: date, end: date, name: str) -> DataFrame:
+    """(user_id, as_of, `name`): each `key` value's share of the user's positive weight `w` of the
+    daily rows (user_id, `key`, event_date, w) before each as_of."""
+    folded = fold_old_days(daily, ["user_id", key], start, DISTINCT_WINDOW_DAYS, ["w"])
+    per_key = (
         explode_as_of(folded, start, end)
-        .groupBy("user_id", "as_of", "category")
-        .agg(F.greatest(F.sum("w"), F.lit(0.0)).alias("w"))
+        .groupBy("user_id", "as_of", key)
+        .agg(F.sum("w").alias("w"))
         .where(F.col("w") > 0)
     )
-    totals = per_category.groupBy("user_id", "as_of").agg(F.sum("w").alias("total"))
+    totals = per_key.groupBy("user_id", "as_of").agg(F.sum("w").alias("total"))
     return (
-        per_category.join(totals, ["user_id", "as_of"])
+        per_key.join(totals, ["user_id", "as_of"])
         .groupBy("user_id", "as_of")
         .agg(
             F.map_from_entries(
-                F.collect_list(F.struct("category", (F.col("w") / F.col("total")).alias("share")))
-            ).alias("category_affinity")
+                F.collect_list(F.struct(key, (F.col("w") / F.col("total")).alias("share")))
+            ).alias(name)
         )
+    )
+
+
+def genre_profile(history: DataFrame, items: DataFrame | None, start: date, end: date) -> DataFrame:
+    """(user_id, as_of, genre_profile): feature_store.genres' profile of the user before as_of, each
+    event's weight counted once for every genre of its item, over the whole history (no decay)."""
+    if items is None:
+        return (
+            history.select("user_id", F.col("event_date").alias("as_of"))
+            .limit(0)
+            .withColumn("genre_profile", F.create_map().cast("map<string,double>"))
+        )
+    daily = (
+        history.join(F.broadcast(catalogue_genres(items)), "item_id", "left")
+        .select("user_id", "event_date", "weight", F.explode("genres").alias("genre"))
+        .groupBy("user_id", "genre", "event_date")
+        .agg(F.sum("weight").alias("w"))
+    )
+    return _shares_by_as_of(daily, "genre", start, end, "genre_profile")
+
+
+def catalogue_genres(items: DataFrame) -> DataFrame:
+    """(item_id, genres) of the catalogue: feature_store.genres.item_genres of each entry."""
+    listed = F.array_distinct(F.filter(F.coalesce(F.col("categories"), F.array()), lambda g: g.isNotNull()))
+    main = F.when(F.col("category").isNotNull(), F.array(F.col("category"))).otherwise(F.array())
+    return items.dropDuplicates(["item_id"]).select(
+        "item_id", F.when(F.size(listed) > 0, listed).otherwise(main).cast("array<string>").alias("genres")
     )
 
 
@@ -333,15 +372,18 @@ def build_item_features(
     with_category = (
         joined.join(
             F.broadcast(items.select("item_id", "category").dropDuplicates(["item_id"])), "item_id", "left"
-        )
+        ).join(F.broadcast(catalogue_genres(items)), "item_id", "left")
         if items is not None
-        else joined.withColumn("category", F.lit(None).cast("string"))
+        else joined.withColumn("category", F.lit(None).cast("string")).withColumn(
+            "genres", F.lit(None).cast("array<string>")
+        )
     )
     return with_category.select(
         "as_of",
         "item_id",
         F.coalesce(F.col("category"), F.lit(UNKNOWN_CATEGORY)).alias("category"),
         _features_map(feature_cols, names).alias("features"),
+        F.coalesce(F.col("genres"), F.array().cast("array<string>")).alias("genres"),
     )
 
 

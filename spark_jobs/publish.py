@@ -3,7 +3,8 @@
 Protocol (`publish_batch`):
 1. Write every key of a new version `<p>:b:<v>:...` — per-user recs (with each nightly source's
    score of every item, `rec_entries`), features (USER_INPUTS order),
-   category affinity and seen items; per-item features (ITEM_INPUTS order) and similar items; the
+   category affinity, genre profile and seen items; per-item features (ITEM_INPUTS order), genres and
+   similar items; the
    categories hash, the popular list and the meta hash. Nothing points at `<v>` yet, so readers cannot
    see any of it. Every key gets the pending TTL (`publish_pending_ttl_s`) in the same pipeline that
    writes it, so a publish that dies half-way leaves nothing behind for good.
@@ -117,6 +118,11 @@ def encode_user_affinity(keys: RedisKeys, version: str, row) -> tuple[str, bytes
     return keys.user_category_affinity(version, row["user_id"]), msgpack.packb(affinity, use_bin_type=True)
 
 
+def encode_user_genres(keys: RedisKeys, version: str, row) -> tuple[str, bytes]:
+    profile = {str(k): float(v) for k, v in (row["genre_profile"] or {}).items()}
+    return keys.user_genre_profile(version, row["user_id"]), msgpack.packb(profile, use_bin_type=True)
+
+
 def encode_user_seen(keys: RedisKeys, version: str, row) -> tuple[str, bytes]:
     return keys.user_history(version, row["user_id"]), encode_ids(row["items"])
 
@@ -125,6 +131,10 @@ def encode_item_features(keys: RedisKeys, version: str, row) -> tuple[str, bytes
     return keys.item_features(version, row["item_id"]), encode_features(
         feature_values(row["features"], ITEM_INPUTS)
     )
+
+
+def encode_item_genres(keys: RedisKeys, version: str, row) -> tuple[str, bytes]:
+    return keys.item_genres(version, row["item_id"]), encode_ids(row["genres"])
 
 
 def encode_item_similar(keys: RedisKeys, version: str, row) -> tuple[str, bytes]:
@@ -207,9 +217,9 @@ class BatchContent:
     """Everything one batch version holds, before encoding."""
 
     recs: DataFrame  # user_id, items
-    user_features: DataFrame  # user_id, features, category_affinity
+    user_features: DataFrame  # user_id, features, category_affinity, genre_profile
     seen: DataFrame  # user_id, items
-    item_features: DataFrame  # item_id, category, features
+    item_features: DataFrame  # item_id, category, features, genres
     similar: DataFrame  # item_id, items
     popular: list[tuple[str, float]]
 
@@ -226,9 +236,11 @@ def batch_content(
 ) -> BatchContent:
     return BatchContent(
         recs=user_recs(batch_scores, candidates, as_of),
-        user_features=at(user_features, as_of).select("user_id", "features", "category_affinity"),
+        user_features=at(user_features, as_of).select(
+            "user_id", "features", "category_affinity", "genre_profile"
+        ),
         seen=user_seen(interactions, as_of),
-        item_features=at(item_features, as_of).select("item_id", "category", "features"),
+        item_features=at(item_features, as_of).select("item_id", "category", "features", "genres"),
         similar=item_similar_lists(item_similar, as_of),
         popular=list(popular),
     )
@@ -243,8 +255,10 @@ def write_version(target: PublishTarget, content: BatchContent, meta: Mapping[st
         ("recs", content.recs, encode_user_recs),
         ("user_features", content.user_features, encode_user_features),
         ("user_affinity", content.user_features, encode_user_affinity),
+        ("user_genres", content.user_features, encode_user_genres),
         ("seen", content.seen, encode_user_seen),
         ("item_features", content.item_features, encode_item_features),
+        ("item_genres", content.item_features.where(F.size("genres") > 0), encode_item_genres),
         ("similar", content.similar, encode_item_similar),
     ]
     counts = {}

@@ -23,6 +23,7 @@ from datetime import date, timedelta
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from feature_store.genres import GENRE_INPUTS
 from feature_store.ranking import (
     CANDIDATE_SOURCES,
     ITEM_INPUTS,
@@ -59,14 +60,28 @@ def candidate_scores(candidates: DataFrame) -> DataFrame:
     )
 
 
+def genre_columns(profile: Column, genres: Column) -> list[Column]:
+    """GENRE_INPUTS of a user's `profile` (map) and a candidate's `genres` (array), as
+    feature_store.genres.genre_inputs defines them (null: missing)."""
+    shares = F.transform(genres, lambda g: F.coalesce(profile[g], F.lit(0.0)))
+    total = F.aggregate(shares, F.lit(0.0), lambda acc, x: acc + x)
+    count = F.size(shares).cast("double")
+    norm = F.sqrt(F.aggregate(F.map_values(profile), F.lit(0.0), lambda acc, x: acc + x * x))
+    present = (F.coalesce(F.size(profile), F.lit(0)) > 0) & (F.coalesce(F.size(genres), F.lit(0)) > 0)
+    values = [total / (norm * F.sqrt(count)), F.array_max(shares), total / count]
+    assert len(values) == len(GENRE_INPUTS)
+    return [F.when(present, v) for v in values]
+
+
 def feature_vector(joined: DataFrame, realtime: bool) -> Column:
     """The RANKER_FEATURES array of rows holding `uf` (user features map), `itf` (item features map),
-    `aff` (category affinity map), `category`, `cand_<source>` and, when `realtime`, the REALTIME_INPUTS
-    columns (else those are missing: NaN)."""
+    `aff` (category affinity map), `category`, `gp` (genre profile map), `genres`, `cand_<source>` and,
+    when `realtime`, the REALTIME_INPUTS columns (else those are missing: NaN)."""
     vector = (
         [_or_missing(F.col("uf")[name]) for name in USER_INPUTS]
         + [_or_missing(F.col("itf")[name]) for name in ITEM_INPUTS]
         + [_or_missing(F.col("aff")[F.col("category")])]
+        + [_or_missing(c) for c in genre_columns(F.col("gp"), F.col("genres"))]
         + [_or_missing(F.col(f"cand_{s}")) for s in CANDIDATE_SOURCES]
         + [_or_missing(F.col(name)) if realtime else F.lit(MISSING) for name in REALTIME_INPUTS]
     )
@@ -75,11 +90,14 @@ def feature_vector(joined: DataFrame, realtime: bool) -> Column:
 
 
 def gold_at(user_features: DataFrame, item_features: DataFrame, as_of: date) -> tuple[DataFrame, DataFrame]:
-    """(user_id, uf, aff) and (item_id, category, itf) of cut-off `as_of`."""
+    """(user_id, uf, aff, gp) and (item_id, category, itf, genres) of cut-off `as_of`."""
     users = at(user_features, as_of).select(
-        "user_id", F.col("features").alias("uf"), F.col("category_affinity").alias("aff")
+        "user_id",
+        F.col("features").alias("uf"),
+        F.col("category_affinity").alias("aff"),
+        F.col("genre_profile").alias("gp"),
     )
-    items = at(item_features, as_of).select("item_id", "category", F.col("features").alias("itf"))
+    items = at(item_features, as_of).select("item_id", "category", F.col("features").alias("itf"), "genres")
     return users, items
 
 
@@ -93,7 +111,7 @@ def ranker_inputs(
     """(user_id, item_id, features, sources) for every candidate of cut-off `as_of`.
 
     `features` follows RANKER_FEATURES: the user's gold features (USER_INPUTS), the item's (ITEM_INPUTS),
-    the user's affinity for the item's category, each source's score, then the real-time inputs at the
+    the user's affinity for the item's category, the genre inputs, each source's score, then the real-time inputs at the
     cut-off from `realtime` (user_id, item_id, REALTIME_INPUTS...: `request_examples.realtime_at_cutoff`);
     NaN where missing."""
     users, items = gold_at(user_features, item_features, as_of)

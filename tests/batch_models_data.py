@@ -44,13 +44,17 @@ def interactions_df(spark, rows):
 
 
 def user_features_df(spark, rows):
-    """rows: (as_of 'YYYY-MM-DD', user_id, {feature: value}, {category: affinity})."""
-    return spark.createDataFrame([(date.fromisoformat(a), u, f, c) for a, u, f, c in rows], USER_FEATURES.ddl)
+    """rows: (as_of 'YYYY-MM-DD', user_id, {feature: value}, {category: affinity}[, {genre: share}])."""
+    return spark.createDataFrame(
+        [(date.fromisoformat(a), u, f, c, g[0] if g else {}) for a, u, f, c, *g in rows], USER_FEATURES.ddl
+    )
 
 
 def item_features_df(spark, rows):
-    """rows: (as_of 'YYYY-MM-DD', item_id, category, {feature: value})."""
-    return spark.createDataFrame([(date.fromisoformat(a), i, c, f) for a, i, c, f in rows], ITEM_FEATURES.ddl)
+    """rows: (as_of 'YYYY-MM-DD', item_id, category, {feature: value}[, [genre, ...]])."""
+    return spark.createDataFrame(
+        [(date.fromisoformat(a), i, c, f, g[0] if g else []) for a, i, c, f, *g in rows], ITEM_FEATURES.ddl
+    )
 
 
 # -- a tiny world with real signal (for ranker quality tests) ------------------------------------
@@ -142,7 +146,12 @@ def minimal_gold_features(spark, interactions, catalog: dict[str, str], as_of_da
         )
         user_frames.append(
             users.join(affinity, "user_id", "left").select(
-                F.lit(as_of).alias("as_of"), "user_id", "features", "category_affinity"
+                F.lit(as_of).alias("as_of"),
+                "user_id",
+                "features",
+                "category_affinity",
+                # one genre per item here: the undecayed affinity is the genre profile itself
+                F.col("category_affinity").alias("genre_profile"),
             )
         )
         items = history.groupBy("item_id", "category").agg(
@@ -159,7 +168,15 @@ def minimal_gold_features(spark, interactions, catalog: dict[str, str], as_of_da
                 F.count("*").cast("double"),
             ).alias("features")
         )
-        item_frames.append(items.select(F.lit(as_of).alias("as_of"), "item_id", "category", "features"))
+        item_frames.append(
+            items.select(
+                F.lit(as_of).alias("as_of"),
+                "item_id",
+                "category",
+                "features",
+                F.array("category").alias("genres"),
+            )
+        )
     return reduce(lambda a, b: a.unionByName(b), user_frames), reduce(
         lambda a, b: a.unionByName(b), item_frames
     )

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from feature_store.genres import GENRE_INPUTS, genre_inputs
 from feature_store.ranking import ITEM_INPUTS, RANKER_FEATURES, REALTIME_INPUTS, USER_INPUTS
 from serving.candidates import _CAUSED, SOURCE_WEIGHTS, SOURCES
 
@@ -108,10 +109,15 @@ def feature_rows(
     affinities: Sequence[float | None],
     source_scores: Sequence[Mapping[str, float] | None],
     realtime: Sequence[Sequence[float]],
+    genre_profile: Mapping[str, float] | None = None,
+    genres: Sequence[Sequence[str]] | None = None,
 ) -> np.ndarray:
     """One float32 row per candidate in RANKER_FEATURES order, built value by value; NaN: missing."""
     rows = []
-    for item, affinity, scores, live in zip(item_features, affinities, source_scores, realtime):
+    genres = genres if genres is not None else [()] * len(item_features)
+    for item, affinity, scores, live, item_genres in zip(
+        item_features, affinities, source_scores, realtime, genres
+    ):
         row: dict[str, float] = {}
         if user_features is not None and len(user_features) == len(USER_INPUTS):
             row.update(zip(USER_INPUTS, map(float, user_features)))
@@ -119,6 +125,7 @@ def feature_rows(
             row.update(zip(ITEM_INPUTS, map(float, item)))
         if affinity is not None:
             row["ui_category_affinity"] = affinity
+        row.update(zip(GENRE_INPUTS, genre_inputs(genre_profile or {}, item_genres)))
         for source, score in (scores or {}).items():
             row[f"cand_{source}"] = score
         row.update(zip(REALTIME_INPUTS, live))

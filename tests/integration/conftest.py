@@ -90,8 +90,8 @@ class OnlineStoreWriter:
         similar: dict | None = None,
         popular: list | None = None,
     ) -> None:
-        """users: user_id -> {"recs": [(item, score, source)], "features": [..], "affinity": {..}, "seen": [..]};
-        items: item_id -> {"features": [..], "category": str}."""
+        """users: user_id -> {"recs": [(item, score, source)], "features": [..], "affinity": {..}, "seen": [..],
+        "genres": {genre: share}}; items: item_id -> {"features": [..], "category": str, "genres": [..]}."""
         k, pipe = self.keys, self.client.pipeline(transaction=False)
         for user_id, user in users.items():
             pipe.set(k.user_recs(version, user_id), encode_recs(user.get("recs", [])))
@@ -99,9 +99,13 @@ class OnlineStoreWriter:
                 pipe.set(k.user_features(version, user_id), encode_features(user["features"]))
             pipe.set(k.user_category_affinity(version, user_id), msgpack.packb(user.get("affinity", {})))
             pipe.set(k.user_history(version, user_id), encode_ids(user.get("seen", [])))
+            if "genres" in user:
+                pipe.set(k.user_genre_profile(version, user_id), msgpack.packb(user["genres"]))
         for item_id, item in items.items():
             pipe.set(k.item_features(version, item_id), encode_features(item["features"]))
             pipe.hset(k.item_categories(version), item_id, item["category"])
+            if item.get("genres"):
+                pipe.set(k.item_genres(version, item_id), encode_ids(item["genres"]))
         for item_id, neighbours in (similar or {}).items():
             pipe.set(k.item_similar(version, item_id), encode_recs(neighbours))
         pipe.set(k.popular(version), encode_recs(popular or []))

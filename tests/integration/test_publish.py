@@ -52,12 +52,18 @@ def content(spark, as_of: date, users: int, label: float):
                 f"u{u}",
                 {"user_events_7d": float(u), "user_lifetime_events": label},
                 {"cat1": 0.75, "cat2": 0.25},
+                {"g1": 0.5, "g2": 0.5},
             )
             for u in range(users)
         ],
     )
+    # i0 has no genres: it gets no genres key
     item_features = item_features_df(
-        spark, [(day, f"i{i}", f"cat{i % 2 + 1}", {"item_events_7d": label + i}) for i in range(3)]
+        spark,
+        [
+            (day, f"i{i}", f"cat{i % 2 + 1}", {"item_events_7d": label + i}, ["g1", "g3"][:i])
+            for i in range(3)
+        ],
     )
     similar = spark.createDataFrame(
         [(as_of, "i0", "i1", 0.5, 1), (as_of, "i0", "i2", 0.25, 2), (as_of, "i1", "i0", 0.5, 1)],
@@ -122,8 +128,10 @@ def test_published_keys_hold_exactly_the_batch(spark, redis_server, redis_client
             "recs": 2,
             "user_features": 2,
             "user_affinity": 2,
+            "user_genres": 2,
             "seen": 2,
             "item_features": 3,
+            "item_genres": 2,
             "similar": 2,
             "categories": 3,
         },
@@ -145,6 +153,12 @@ def test_published_keys_hold_exactly_the_batch(spark, redis_server, redis_client
         "cat1": 0.75,
         "cat2": 0.25,
     }
+    assert msgpack.unpackb(redis_client.get(KEYS.user_genre_profile(version, "u0"))) == {"g1": 0.5, "g2": 0.5}
+    assert [decode_ids(redis_client.get(KEYS.item_genres(version, f"i{i}"))) for i in (1, 2)] == [
+        ["g1"],
+        ["g1", "g3"],
+    ]
+    assert redis_client.get(KEYS.item_genres(version, "i0")) is None
     assert decode_ids(redis_client.get(KEYS.user_history(version, "u0"))) == [
         "i8",
         "i9",

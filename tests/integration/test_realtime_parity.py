@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from feature_store.event_bus import EVENT_FIELD
+from feature_store.genres import GENRE_INPUTS, genre_inputs
 from feature_store.ranking import (
     CANDIDATE_SOURCES,
     ITEM_INPUTS,
@@ -50,6 +51,8 @@ async def test_serving_matrix_equals_the_definition_and_the_published_batch(
         item: [(items[(n + 1) % len(items)], 0.5), (items[(n + 5) % len(items)], 0.25)]
         for n, item in enumerate(items)
     }
+    genre_profiles = {"u0": {"g0": 0.75, "g1": 0.25}, "u1": {"g2": 1.0}}  # u2 has none
+    genres = {item: ("g0", "g1", "g2")[: n % 4] for n, item in enumerate(items)}
     recs = {
         "u0": [
             (items[1], 0.9, "batch"),
@@ -61,11 +64,20 @@ async def test_serving_matrix_equals_the_definition_and_the_published_batch(
     store_writer.publish_batch(
         "v1",
         users={
-            u: {"recs": recs.get(u, []), "features": [float(n)] * len(USER_INPUTS), "affinity": {"c0": 0.5}}
+            u: {
+                "recs": recs.get(u, []),
+                "features": [float(n)] * len(USER_INPUTS),
+                "affinity": {"c0": 0.5},
+                **({"genres": genre_profiles[u]} if u in genre_profiles else {}),
+            }
             for n, u in enumerate(("u0", "u1", "u2"))
         },
         items={
-            i: {"features": [float(n)] * len(ITEM_INPUTS), "category": categories.get(i, "")}
+            i: {
+                "features": [float(n)] * len(ITEM_INPUTS),
+                "category": categories.get(i, ""),
+                "genres": genres[i],
+            }
             for n, i in enumerate(items)
         },
         similar={
@@ -94,14 +106,16 @@ async def test_serving_matrix_equals_the_definition_and_the_published_batch(
     t_ms = events[-1].ts_ms
     params = realtime_params(serving_settings)
     app = create_app(serving_settings)
-    checked = 0
+    checked = genre_checked = 0
     async with running(app):
         recommender = app.state.services.recommender
         for user in ("u0", "u1", "u2"):
             view, columns, found, signals = await recommender._gather(user, None, frozenset(), 10)
-            block, cats = recommender._item_block(view.version, columns.item_ids, found)
+            block, cats, item_genres = recommender._item_block(view.version, columns.item_ids, found)
             session_events, shares = from_session(view.session)
-            matrix = recommender._matrix(view, columns, block, cats, shares, session_events, signals)
+            matrix = recommender._matrix(
+                view, columns, block, cats, item_genres, shares, session_events, signals
+            )
             expected_rt = reference_features(
                 events, user, t_ms, columns.item_ids, categories, similar, params
             )
@@ -114,6 +128,10 @@ async def test_serving_matrix_equals_the_definition_and_the_published_batch(
                 assert tuple(got[name] for name in REALTIME_INPUTS) == pytest.approx(
                     expected_rt[item], rel=1e-6
                 ), (user, item)
+                assert tuple(got[name] for name in GENRE_INPUTS) == pytest.approx(
+                    genre_inputs(genre_profiles.get(user, {}), genres[item]), rel=1e-6, nan_ok=True
+                ), (user, item)
+                genre_checked += not math.isnan(got[GENRE_INPUTS[0]])
                 for source in CANDIDATE_SOURCES:
                     value = published.get(item, {}).get(source)
                     assert (
@@ -135,4 +153,4 @@ async def test_serving_matrix_equals_the_definition_and_the_published_batch(
     assert all(
         any(values[n] > 0 for rt in all_rt for values in rt.values()) for n in range(len(REALTIME_INPUTS))
     )
-    assert checked >= 15
+    assert checked >= 15 and genre_checked >= 5

@@ -8,6 +8,7 @@ import pytest
 
 from feature_store.events import EventTypes
 from feature_store.features import item_feature_names, user_feature_names
+from feature_store.genres import genre_profile
 from feature_store.tables import BRONZE_EVENTS, INTERACTIONS, ITEM_FEATURES, ITEMS, USER_FEATURES
 from spark_jobs.features import (
     AFFINITY_HALF_LIFE_DAYS,
@@ -163,6 +164,37 @@ def test_category_affinity_is_the_decayed_share_of_positive_weight(history, cata
         {"books": books_11 / total_11, "music": music / total_11, "unknown": unknown / total_11}
     )
     assert rows[(date(2026, 11, 11), "u2")] == {}  # a 2.0 rating has no positive weight
+
+
+def test_genre_profiles_and_item_genres_follow_the_one_definition(spark, history):
+    # i1 has two genres; i2 lists none, so its main category is its genre; i3 is not in the catalogue
+    catalog = spark.createDataFrame(
+        [
+            ("i1", "books", ["books", "music", "books"], "A songbook", None, None),
+            ("i2", "music", [], "A record", None, None),
+        ],
+        ITEMS.ddl,
+    )
+    profiles = {
+        (r["as_of"], r["user_id"]): dict(r["genre_profile"])
+        for r in build_user_features(history, catalog, START, END).collect()
+    }
+    books_music, music = ("books", "music"), ("music",)
+    # before 11-10: a view of i1 (1), a purchase (8) and a 4-star rating (1.5) of i2; i3's views count nowhere
+    assert profiles[(date(2026, 11, 10), "u1")] == pytest.approx(
+        genre_profile([(books_music, 1.0), (music, 8.0), (music, 1.5)]), rel=1e-12
+    )
+    assert profiles[(date(2026, 11, 10), "u1")] == pytest.approx({"books": 1 / 11.5, "music": 10.5 / 11.5})
+    # the click on i1 at 00:00 of 11-10 counts from 11-11 on; no decay
+    assert profiles[(date(2026, 11, 11), "u1")] == pytest.approx({"books": 3 / 15.5, "music": 12.5 / 15.5})
+    assert profiles[(date(2026, 11, 11), "u2")] == {}  # a 2.0 rating has no positive weight
+    genres = {
+        (r["as_of"], r["item_id"]): list(r["genres"])
+        for r in build_item_features(history, catalog, START, END).collect()
+    }
+    assert genres[(date(2026, 11, 10), "i1")] == ["books", "music"]
+    assert genres[(date(2026, 11, 10), "i2")] == ["music"]
+    assert genres[(date(2026, 11, 10), "i3")] == []
 
 
 def test_item_features_point_in_time(history, catalog):

@@ -5,12 +5,13 @@ moves a feature."""
 from dataclasses import replace
 from datetime import UTC, date, datetime
 
+from feature_store.genres import GENRE_INPUTS, genre_inputs
 from feature_store.ranking import RANKER_FEATURES
 from feature_store.realtime import REALTIME_INPUTS
 from spark_jobs.request_examples import build_request_time_set, request_time_inputs
 from tests.batch_models_data import interaction, interactions_df
 from tests.realtime_data import PARAMS
-from tests.spark.test_training_set import BEFORE, as_none, gold
+from tests.spark.test_training_set import BEFORE, ITEM_GENRES, U1_GENRES, as_none, gold
 
 T, END = date(2024, 1, 10), date(2024, 1, 11)
 HOUR = 3_600_000
@@ -45,7 +46,7 @@ def tables(spark):
     return candidates, users, items, similar
 
 
-def vector(item=None, affinity=None, cand=None, rt=(0.0, 0.0, 0.0, 0.0)):
+def vector(item=None, affinity=None, cand=None, rt=(0.0, 0.0, 0.0, 0.0), genres=()):
     values = {
         "user_events_7d": 2.0,
         "user_lifetime_events": 2.0,
@@ -55,6 +56,8 @@ def vector(item=None, affinity=None, cand=None, rt=(0.0, 0.0, 0.0, 0.0)):
     }
     if affinity is not None:
         values["ui_category_affinity"] = affinity
+    if genres:
+        values.update(zip(GENRE_INPUTS, genre_inputs(U1_GENRES, genres)))
     return [values.get(name) for name in RANKER_FEATURES]
 
 
@@ -81,7 +84,7 @@ def test_examples_are_asked_at_the_users_events(spark):
     # is d's similar item; c and f come from the nightly sources. At 10:20 c is recent too. At 10:30
     # nothing follows within the hour: no positive, no query.
     assert rows == {
-        (f"u1@{T1}", "c"): (vector(C, 0.25, {"als": 1.0}, (1.0, 0.0, 0.0, 0.0)), 8.0),
+        (f"u1@{T1}", "c"): (vector(C, 0.25, {"als": 1.0}, (1.0, 0.0, 0.0, 0.0), ITEM_GENRES["c"]), 8.0),
         (f"u1@{T1}", "e"): (vector(rt=(1.0, 0.0, 0.0, 0.5)), 2.0),
         (f"u1@{T1}", "f"): (vector(F_, None, {"popular": 1.0}, (1.0, 0.0, 0.0, 0.0)), 0.0),
         (f"u1@{T2}", "e"): (vector(rt=(2.0, 0.0, 0.0, 0.5)), 2.0),

@@ -3,6 +3,7 @@ from datetime import date
 
 from pyspark.testing import assertDataFrameEqual
 
+from feature_store.genres import GENRE_INPUTS, genre_inputs
 from feature_store.ranking import RANKER_FEATURES
 from spark_jobs.candidates import CandidateParams, build_candidates
 from spark_jobs.training_set import build_training_set, graded_labels, ranker_inputs
@@ -40,10 +41,17 @@ CANDIDATE_ROWS = [
 ]
 
 
-def vector(user=None, item=None, affinity=None, cand=None):
+U1_GENRES = {"cat1": 0.6, "cat2": 0.4}
+ITEM_GENRES = {"c": ("cat1", "cat3"), "d": ("cat2",)}
+
+
+def vector(user=None, item=None, affinity=None, cand=None, genres=None):
+    """genres: (the user's profile, the item's genres), whose inputs feature_store.genres defines."""
     values = {**(user or {}), **(item or {}), **{f"cand_{s}": v for s, v in (cand or {}).items()}}
     if affinity is not None:
         values["ui_category_affinity"] = affinity
+    if genres is not None and genres[0] and genres[1]:
+        values.update(zip(GENRE_INPUTS, genre_inputs(*genres)))
     return [values.get(name) for name in RANKER_FEATURES]
 
 
@@ -60,6 +68,7 @@ def gold(spark):
                 "u1",
                 {"user_events_7d": 2.0, "user_lifetime_events": 2.0},
                 {"cat1": 0.25, "cat2": 0.75},
+                U1_GENRES,
             ),
             ("2024-01-10", "u3", {"user_events_7d": 1.0}, {"cat1": 1.0}),
             ("2024-01-11", "u1", {"user_events_7d": 100.0, "user_lifetime_events": 100.0}, {"cat1": 1.0}),
@@ -68,8 +77,8 @@ def gold(spark):
     items = item_features_df(
         spark,
         [
-            ("2024-01-10", "c", "cat1", {"item_events_7d": 3.0, "item_avg_rating": 4.5}),
-            ("2024-01-10", "d", "cat2", {"item_events_7d": 1.0}),
+            ("2024-01-10", "c", "cat1", {"item_events_7d": 3.0, "item_avg_rating": 4.5}, ["cat1", "cat3"]),
+            ("2024-01-10", "d", "cat2", {"item_events_7d": 1.0}, ["cat2"]),
             ("2024-01-10", "f", "cat3", {"item_events_7d": 7.0}),
             ("2024-01-11", "c", "cat1", {"item_events_7d": 1000.0}),
         ],
@@ -104,10 +113,19 @@ def test_ranker_inputs_follow_the_contract_order_and_read_only_cutoff_partitions
     # a source's input is 1 / the item's rank in that source's list, whatever its raw score
     assert got == {
         ("u1", "c"): (
-            vector(u1, {"item_events_7d": 3.0, "item_avg_rating": 4.5}, 0.25, {"als": 1.0, "popular": 1.0}),
+            vector(
+                u1,
+                {"item_events_7d": 3.0, "item_avg_rating": 4.5},
+                0.25,
+                {"als": 1.0, "popular": 1.0},
+                (U1_GENRES, ITEM_GENRES["c"]),
+            ),
             ["als", "popular"],
         ),
-        ("u1", "d"): (vector(u1, {"item_events_7d": 1.0}, 0.75, {"als": 0.5}), ["als"]),
+        ("u1", "d"): (
+            vector(u1, {"item_events_7d": 1.0}, 0.75, {"als": 0.5}, (U1_GENRES, ITEM_GENRES["d"])),
+            ["als"],
+        ),
         ("u1", "e"): (vector(u1, None, None, {"covisit": 1.0}), ["covisit"]),
         ("u1", "f"): (vector(u1, {"item_events_7d": 7.0}, None, {"popular": 0.5}), ["popular"]),
         ("u2", "c"): (

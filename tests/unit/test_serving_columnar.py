@@ -19,7 +19,7 @@ from feature_store.ranking import CANDIDATE_SOURCES, ITEM_INPUTS, USER_INPUTS
 from feature_store.realtime import from_session
 from serving.cache import _ROW_BYTES, BatchCache, ItemBatch, ItemTable, approx_bytes
 from serving.candidates import SOURCES, merge_columns, priors_columns
-from serving.ranking import assemble_matrix, realtime_block, source_scores_block
+from serving.ranking import assemble_matrix, genre_block, realtime_block, source_scores_block
 from serving.ranking import select_top_k as select_top_k_columns
 from serving.store import split_recs
 from tests.serving_reference import Candidate, feature_rows, merge_candidates, priors, select_top_k
@@ -169,10 +169,14 @@ def test_matrix_equals_the_reference(seed):
         [np.full(len(ITEM_INPUTS), np.nan, dtype=np.float32) if f is None else f for f in items],
         dtype=np.float32,
     )
+    profile = {"rock": 0.5, "pop": 0.25, "folk": 0.25}
+    names = np.array(["rock", "pop", "jazz", "folk"])
+    genres = [tuple(rng.choice(names, rng.integers(0, 4), replace=False).tolist()) for _ in ids]
     got = assemble_matrix(
         user,
         block,
         np.array([np.nan if a is None else a for a in affinities], dtype=np.float32),
+        genre_block(profile, genres),
         source_scores_block(len(ids), batch_rows, rec_rows, per_source),
         realtime_block(ids, categories, 5.0, shares, covisit, similar),
     )
@@ -186,6 +190,8 @@ def test_matrix_equals_the_reference(seed):
         affinities,
         [scores_of.get(i) if i in set(ids[r] for r in batch_rows) else None for i in ids],
         realtime,
+        profile,
+        genres,
     )
     np.testing.assert_array_equal(got, reference)
 
@@ -280,17 +286,18 @@ def test_cached_users_and_items_leave_the_garbage_collector_alone():
         encode_features([1.0] * len(USER_INPUTS)),
         msgpack.packb({"music": 0.5}),
         encode_ids(["i3"]),
+        msgpack.packb({"rock": 1.0}),
         "u1",
     )
     cache.keep_user("u1", user)
-    cache.items.put("i1", ItemBatch(np.zeros(len(ITEM_INPUTS), dtype=np.float32), "music"))
+    cache.items.put("i1", ItemBatch(np.zeros(len(ITEM_INPUTS), dtype=np.float32), "music", ("music", "pop")))
     gc.collect()
     gc.collect()
     stored_user, stored_item = cache.users.get("u1"), cache.items.entries[1]
     assert (type(stored_user), type(stored_item)) == (tuple, tuple)
-    assert [gc.is_tracked(part) for part in stored_user] == [False] * 5
+    assert [gc.is_tracked(part) for part in stored_user] == [False] * 6
     assert [gc.is_tracked(rec) for rec in stored_user[0]] + [gc.is_tracked(part) for part in stored_item] == [
         False
-    ] * 4
+    ] * 5
     assert cache.user("u1") == user and cache.user("u1").seen == ("i3",)
     assert cache.items.get("i1").category == "music"

@@ -18,7 +18,13 @@ from feature_store.registry import LoadedRanker, ModelLoadError, feature_columns
 from serving.auth import ApiKeyGuard, BadApiKeyDigest, MissingApiKeys, guard_from_settings, hash_api_key
 from serving.batcher import MicroBatcher
 from serving.cache import SIZE_SAMPLE, BatchCache, Bounded, ItemBatch, UserBatch, approx_bytes
-from serving.ranking import assemble_matrix, realtime_block, select_top_k, source_scores_block
+from serving.ranking import (
+    assemble_matrix,
+    genre_block,
+    realtime_block,
+    select_top_k,
+    source_scores_block,
+)
 from serving.store import split_recs
 from tests.serving_reference import Candidate, Proposal, merge_candidates, priors
 
@@ -90,14 +96,23 @@ def test_matrix_follows_ranker_features_with_nan_for_missing():
         {"b": 3.0},
         {"a": 0.5, "c": 0.25},
     )
+    # genres: a rock/pop item, a jazz one (not in the profile), one without genres
+    genres = genre_block({"rock": 0.6, "pop": 0.2, "folk": 0.2}, [("rock", "pop"), ("jazz",), ()])
     matrix = assemble_matrix(
-        user, items, np.array([0.25, np.nan, np.nan], dtype=np.float32), sources, realtime
+        user, items, np.array([0.25, np.nan, np.nan], dtype=np.float32), genres, sources, realtime
     )
     names = list(RANKER_FEATURES)
     expected = np.full((3, len(RANKER_FEATURES)), np.nan, dtype=np.float32)
     expected[:, : len(USER_INPUTS)] = user
     expected[0, len(USER_INPUTS) : len(USER_INPUTS) + len(ITEM_INPUTS)] = 7.0
     expected[0, names.index("ui_category_affinity")] = 0.25
+    # cosine 0.8 / (sqrt(0.44) * sqrt(2)); max 0.6; mean 0.4
+    expected[0, names.index("ui_genre_cosine") : names.index("ui_genre_mean_share") + 1] = [
+        0.8 / np.sqrt(0.88),
+        0.6,
+        0.4,
+    ]
+    expected[1, names.index("ui_genre_cosine") : names.index("ui_genre_mean_share") + 1] = 0.0
     expected[0, [names.index("cand_als"), names.index("cand_covisit")]] = [0.5, 2.0]
     expected[2, [names.index("cand_als"), names.index("cand_popular")]] = [0.9, 4.0]
     expected[:, names.index("rt_session_events")] = 4.0
@@ -110,12 +125,20 @@ def test_matrix_follows_ranker_features_with_nan_for_missing():
 def test_matrix_without_user_features_or_published_recommendations():
     sources = source_scores_block(2, np.array([], dtype=np.intp), np.array([], dtype=np.intp), None)
     realtime = realtime_block(["a", "b"], [None, None], 0.0, {}, {}, {})
+    genres = genre_block(None, [("rock",), ()])
     matrix = assemble_matrix(
-        None, np.zeros((2, len(ITEM_INPUTS)), np.float32), np.full(2, np.nan, np.float32), sources, realtime
+        None,
+        np.zeros((2, len(ITEM_INPUTS)), np.float32),
+        np.full(2, np.nan, np.float32),
+        genres,
+        sources,
+        realtime,
     )
     names = list(RANKER_FEATURES)
     assert (
-        np.isnan(matrix[:, : len(USER_INPUTS)]).all() and np.isnan(matrix[:, names.index("cand_als")]).all()
+        np.isnan(matrix[:, : len(USER_INPUTS)]).all()
+        and np.isnan(matrix[:, names.index("cand_als")]).all()
+        and np.isnan(matrix[:, names.index("ui_genre_cosine")]).all()
     )
     assert matrix[:, names.index("rt_session_events") :].tolist() == [[0.0] * 4, [0.0] * 4]
 
