@@ -48,23 +48,26 @@ def source_scores_block(
 
 def genre_block(profile: Mapping[str, float] | None, genres: Sequence[tuple[str, ...]]) -> np.ndarray:
     """(rows, len(GENRE_INPUTS)): feature_store.genres.genre_inputs of each candidate's genres against
-    the user's profile, computed once per distinct genre tuple (a few dozen per request); NaN: missing."""
+    the user's profile, over all candidates' genres at once (one flat share array, reduced per row);
+    NaN: missing."""
     rows = len(genres)
     block = np.full((rows, len(GENRE_INPUTS)), np.nan, dtype=np.float32)
-    if not profile:
+    if not profile or not rows:
         return block
-    norm = profile_norm(profile)
-    values: dict[tuple[str, ...], tuple[float, float, float]] = {(): (np.nan, np.nan, np.nan)}
-    for item_genres in set(genres):
-        if item_genres:
-            shares = [profile.get(g, 0.0) for g in item_genres]
-            total = sum(shares)
-            values[item_genres] = (
-                total / (norm * np.sqrt(len(shares))),
-                max(shares),
-                total / len(shares),
-            )
-    block[:] = list(map(values.__getitem__, genres))
+    lengths = np.fromiter(map(len, genres), dtype=np.intp, count=rows)
+    present = lengths > 0
+    if not present.any():
+        return block
+    share = profile.get
+    flat = np.fromiter(
+        (share(g, 0.0) for row in genres for g in row), dtype=np.float64, count=int(lengths.sum())
+    )
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))[present]
+    counts = lengths[present].astype(np.float64)
+    totals = np.add.reduceat(flat, starts)
+    block[present, 0] = totals / (profile_norm(profile) * np.sqrt(counts))
+    block[present, 1] = np.maximum.reduceat(flat, starts)
+    block[present, 2] = totals / counts
     return block
 
 
