@@ -521,9 +521,15 @@ def build_candidates(
         POPULAR_SOURCE: popular_candidates(popular, users, seen, n, pool=n + 4 * n),
         EASE_SOURCE: ease_candidates(seen, users, n, ease),
     }
-    pool = reduce(DataFrame.unionByName, [df.select("user_id", "item_id") for df in sources.values()])
-    sources[EASE_POOL] = ease_pool_ranks(seen, pool, ease)
-    return {s: as_candidates(df, as_of, s) for s, df in sources.items()}, as_item_similar(similar, as_of)
+    # Computed once, lineage cut: the pool ranking reads all four sources, and a plan holding their
+    # lineage a second time outgrew the driver's heap on ml-latest-small (the plan's text alone).
+    proposed = reduce(
+        DataFrame.unionByName, [as_candidates(df, as_of, s) for s, df in sources.items()]
+    ).localCheckpoint()
+    out = {s: proposed.where(F.col("source") == s) for s in sources}
+    pool_ranks = ease_pool_ranks(seen, proposed.select("user_id", "item_id"), ease)
+    out[EASE_POOL] = as_candidates(pool_ranks, as_of, EASE_POOL)
+    return out, as_item_similar(similar, as_of)
 
 
 # -- recall -------------------------------------------------------------------------------------
