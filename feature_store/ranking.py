@@ -50,13 +50,7 @@ CROSS_INPUTS: tuple[str, ...] = ("ui_category_affinity", *GENRE_INPUTS)
 # ranker trained on one scale mis-reads the other; measured in benchmarks/REPORT.md (issue 18). Computed
 # once (`spark_jobs.training_set.candidate_scores`); serving reads the same values from the published
 # recommendations (`publish.encode_user_recs`).
-PROPOSING_SOURCES: tuple[str, ...] = ("als", "covisit", "popular", "ease")
-# Then rankings of the pool the sources proposed by a model that proposes only its own top n: EASE's
-# rank of every candidate it indexes (its own list leaves most of the pool without an EASE view, and an
-# offline study measured that view as a gain: benchmarks/REPORT.md, issue 18). Stored and read like a
-# source's rank, never a proposer: not in recall, fusion or a candidate's `sources`.
-POOL_RANKINGS: tuple[str, ...] = ("ease_pool",)
-CANDIDATE_SOURCES: tuple[str, ...] = PROPOSING_SOURCES + POOL_RANKINGS
+CANDIDATE_SOURCES: tuple[str, ...] = ("als", "covisit", "popular", "ease")
 CANDIDATE_INPUTS: tuple[str, ...] = tuple(f"cand_{s}" for s in CANDIDATE_SOURCES)
 
 # Then the real-time inputs at the moment of the request (feature_store.realtime).

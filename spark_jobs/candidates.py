@@ -9,8 +9,6 @@
 - `ease`: EASE (Steck 2019), a closed-form linear item-to-item model: scores = X . B over the user's
   items, B from the item x item Gram matrix XtX (built by Spark, inverted with numpy on the driver).
   Only the `ease_max_items` most popular items get EASE columns (the inverse is cubic in items).
-- `ease_pool` (not a source: feature_store.ranking.POOL_RANKINGS): the same EASE model's ranking of
-  every candidate the four sources proposed, so the ranker sees EASE's view of the whole pool.
 
 Every function is a pure DataFrame transform with the cut-off `as_of` and its parameters as arguments:
 the history it sees is `interactions` strictly before `as_of`. `spark_jobs.steps.data` (step
@@ -27,20 +25,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, time, timedelta
-from functools import reduce
-from typing import Any
 
 import numpy as np
 import pandas as pd
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from feature_store.ranking import POOL_RANKINGS, PROPOSING_SOURCES
+from feature_store.ranking import CANDIDATE_SOURCES
 from feature_store.settings import CandidateSettings
 from feature_store.tables import CANDIDATES, ITEM_SIMILAR
 
-ALS_SOURCE, COVISIT_SOURCE, POPULAR_SOURCE, EASE_SOURCE = PROPOSING_SOURCES
-(EASE_POOL,) = POOL_RANKINGS
+ALS_SOURCE, COVISIT_SOURCE, POPULAR_SOURCE, EASE_SOURCE = CANDIDATE_SOURCES
 
 
 @dataclass(frozen=True)
@@ -388,14 +383,6 @@ def ease_weights(gram: np.ndarray, lam: float) -> np.ndarray:
     return weights
 
 
-def ease_scores(seen_lists, position: Mapping[str, int], weights: np.ndarray) -> np.ndarray:
-    """(users x indexed items) EASE scores: for each user, the sum of B's rows of their indexed items."""
-    history = np.zeros((len(seen_lists), weights.shape[0]), dtype=np.float32)
-    for row, seen in enumerate(seen_lists):
-        history[row, [position[s] for s in seen if s in position]] = 1.0
-    return history @ weights
-
-
 def top_items_by_ease(
     users: pd.DataFrame, item_ids: np.ndarray, weights: np.ndarray, n: int, chunk: int = 256
 ) -> pd.DataFrame:
@@ -405,50 +392,20 @@ def top_items_by_ease(
     frames = []
     for start in range(0, len(users), chunk):
         part = users.iloc[start : start + chunk]
-        scores = ease_scores(part["seen"], position, weights)
+        history = np.zeros((len(part), len(item_ids)), dtype=np.float32)
+        for row, seen in enumerate(part["seen"]):
+            history[row, [position[s] for s in seen if s in position]] = 1.0
+        scores = history @ weights
         scores[scores <= 0] = -np.inf  # no evidence for the item: EASE does not propose it
         frames.append(top_unseen(scores, part["user_id"], part["seen"], item_ids, position, n))
-    return pd.concat(frames, ignore_index=True) if frames else _empty_ranked()
+    empty = pd.DataFrame({"user_id": [], "item_id": [], "score": [], "rank": []})
+    return pd.concat(frames, ignore_index=True) if frames else empty
 
 
-def pool_ranks_by_ease(
-    users: pd.DataFrame, item_ids: np.ndarray, weights: np.ndarray, chunk: int = 256
-) -> pd.DataFrame:
-    """For a batch of users (user_id, seen, pool), every indexed item of the user's candidate `pool`
-    ranked by EASE score (ties by item id; scores of any sign): EASE's view of the candidates the
-    other sources found, which its own top n leaves out."""
-    position = {item: i for i, item in enumerate(item_ids)}
-    out: dict[str, list] = {"user_id": [], "item_id": [], "score": [], "rank": []}
-    for start in range(0, len(users), chunk):
-        part = users.iloc[start : start + chunk]
-        scores = ease_scores(part["seen"], position, weights)
-        for row, (user_id, pool) in enumerate(zip(part["user_id"], part["pool"])):
-            scored = sorted(
-                ((-float(scores[row, position[i]]), i) for i in set(pool) if i in position),
-            )
-            out["user_id"] += [user_id] * len(scored)
-            out["item_id"] += [item for _, item in scored]
-            out["score"] += [-negated for negated, _ in scored]
-            out["rank"] += list(range(1, len(scored) + 1))
-    return pd.DataFrame(out) if out["user_id"] else _empty_ranked()
-
-
-def _empty_ranked() -> pd.DataFrame:
-    return pd.DataFrame({"user_id": [], "item_id": [], "score": [], "rank": []})
-
-
-@dataclass(frozen=True)
-class EaseModel:
-    """EASE fitted on one history: the indexed items and their weights, shared with every task."""
-
-    indexed: DataFrame  # item_id, idx
-    shared: Any  # Spark broadcast of (item_ids, float32 weights)
-
-
-def fit_ease(seen: DataFrame, lam: float, max_items: int) -> EaseModel:
-    """EASE's weights over the `max_items` items with the most users. The weights (items x items
-    float32: 400 MB at the default cap of 10,000) go to every task as one matrix; building them needs
-    about 3 x 8 x items^2 bytes on the driver (2.4 GB at the cap)."""
+def ease_candidates(seen: DataFrame, users: DataFrame, n: int, lam: float, max_items: int) -> DataFrame:
+    """Each user's n unseen items by EASE score, for users with at least one indexed item. The weights
+    (items x items float32: 400 MB at the default cap of 10,000) go to every task as one matrix;
+    building them needs about 3 x 8 x items^2 bytes on the driver (2.4 GB at the cap)."""
     spark = seen.sparkSession
     items = ease_items(seen, max_items).orderBy("idx").toPandas()
     indexed = spark.createDataFrame(items, "item_id string, idx int")
@@ -458,40 +415,15 @@ def fit_ease(seen: DataFrame, lam: float, max_items: int) -> EaseModel:
         if len(items)
         else np.zeros((0, 0))
     )
-    return EaseModel(indexed, spark.sparkContext.broadcast((item_ids, weights.astype(np.float32))))
-
-
-def _with_indexed_history(seen: DataFrame, users: DataFrame, model: EaseModel) -> DataFrame:
-    """(user_id, seen) of `users` with at least one indexed item."""
-    known = seen.join(F.broadcast(model.indexed), "item_id", "left_semi").select("user_id").distinct()
+    shared = spark.sparkContext.broadcast((item_ids, weights.astype(np.float32)))
+    known = seen.join(F.broadcast(indexed), "item_id", "left_semi").select("user_id").distinct()
     seen_lists = seen.groupBy("user_id").agg(F.collect_list("item_id").alias("seen"))
-    return seen_lists.join(users, "user_id").join(known, "user_id", "left_semi")
-
-
-def ease_candidates(seen: DataFrame, users: DataFrame, n: int, model: EaseModel) -> DataFrame:
-    """Each user's n unseen items by EASE score, for users with at least one indexed item."""
-    shared = model.shared
+    batch = seen_lists.join(users, "user_id").join(known, "user_id", "left_semi")
 
     def score_batches(frames):
         ids, mat = shared.value
         for frame in frames:
             yield top_items_by_ease(frame, ids, mat, n)
-
-    return _with_indexed_history(seen, users, model).mapInPandas(
-        score_batches, "user_id string, item_id string, score double, rank int"
-    )
-
-
-def ease_pool_ranks(seen: DataFrame, pool: DataFrame, model: EaseModel) -> DataFrame:
-    """Every (user_id, item_id) of `pool` whose item EASE indexes, ranked per user by EASE score."""
-    shared = model.shared
-    pools = pool.groupBy("user_id").agg(F.collect_set("item_id").alias("pool"))
-    batch = _with_indexed_history(seen, pools.select("user_id"), model).join(pools, "user_id")
-
-    def score_batches(frames):
-        ids, mat = shared.value
-        for frame in frames:
-            yield pool_ranks_by_ease(frame, ids, mat)
 
     return batch.mapInPandas(score_batches, "user_id string, item_id string, score double, rank int")
 
@@ -514,22 +446,13 @@ def build_candidates(
     ).cache()
     recent = recent_items(history, users, params.covisit_recent_items)
     popular = popularity(history, as_of, params.popular_window_days, params.popular_half_life_days)
-    ease = fit_ease(seen, params.ease_lambda, params.ease_max_items)
     sources = {
         ALS_SOURCE: als_candidates(user_factors, item_factors, users, seen, n),
         COVISIT_SOURCE: covisit_candidates(recent, similar, seen, n),
         POPULAR_SOURCE: popular_candidates(popular, users, seen, n, pool=n + 4 * n),
-        EASE_SOURCE: ease_candidates(seen, users, n, ease),
+        EASE_SOURCE: ease_candidates(seen, users, n, params.ease_lambda, params.ease_max_items),
     }
-    # Computed once, lineage cut: the pool ranking reads all four sources, and a plan holding their
-    # lineage a second time outgrew the driver's heap on ml-latest-small (the plan's text alone).
-    proposed = reduce(
-        DataFrame.unionByName, [as_candidates(df, as_of, s) for s, df in sources.items()]
-    ).localCheckpoint()
-    out = {s: proposed.where(F.col("source") == s) for s in sources}
-    pool_ranks = ease_pool_ranks(seen, proposed.select("user_id", "item_id"), ease)
-    out[EASE_POOL] = as_candidates(pool_ranks, as_of, EASE_POOL)
-    return out, as_item_similar(similar, as_of)
+    return {s: as_candidates(df, as_of, s) for s, df in sources.items()}, as_item_similar(similar, as_of)
 
 
 # -- recall -------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from typing import Literal
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from feature_store.ranking import PROPOSING_SOURCES
+from feature_store.ranking import CANDIDATE_SOURCES
 from feature_store.settings import Settings
 from spark_jobs.candidates import CandidateParams
 
@@ -266,7 +266,7 @@ def evaluate_split(
         write_predictions(predictions(rankings))
     results = {label: ranking_metrics(ranked, relevance, k, catalog) for label, ranked in rankings.items()}
     progress("candidate recall")
-    recall = candidate_pool_recall(at(outer.candidates, outer.cutoff), relevance, PROPOSING_SOURCES)
+    recall = candidate_pool_recall(at(outer.candidates, outer.cutoff), relevance, CANDIDATE_SOURCES)
     # ALS and co-visitation know nothing of users without train history (on a time split most test
     # users are new): the warm-user view compares the sources where each of them can answer
     warm = train.select("user_id").distinct()

@@ -18,7 +18,6 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from feature_store.ranking import PROPOSING_SOURCES
 from feature_store.tables import BATCH_SCORES
 from spark_jobs.candidates import rank_top_n
 from spark_jobs.rankers.common import RankerKind, predict_native
@@ -104,7 +103,6 @@ def fused_source_scores(candidates: DataFrame) -> DataFrame:
     """(user_id, item_id, score, sources) by reciprocal-rank fusion of the sources: the no-model fallback."""
     from spark_jobs.training_set import candidate_scores
 
-    proposed = candidates.where(F.col("source").isin(*PROPOSING_SOURCES))
-    return fused_scores(proposed).join(
+    return fused_scores(candidates).join(
         candidate_scores(candidates).select("user_id", "item_id", "sources"), ["user_id", "item_id"]
     )

@@ -27,7 +27,6 @@ from feature_store.genres import GENRE_INPUTS
 from feature_store.ranking import (
     CANDIDATE_SOURCES,
     ITEM_INPUTS,
-    PROPOSING_SOURCES,
     RANKER_FEATURES,
     REALTIME_INPUTS,
     USER_INPUTS,
@@ -51,16 +50,13 @@ def at(table: DataFrame, as_of: date) -> DataFrame:
 
 def candidate_scores(candidates: DataFrame) -> DataFrame:
     """(user_id, item_id, cand_<source>..., sources): one row per proposed item, 1 / its rank in each
-    source's list (and each pool ranking) or null (feature_store.ranking: why a rank, not the score);
-    `sources`: the proposing sources only."""
+    source's list or null (feature_store.ranking: why a rank, not the score)."""
     return candidates.groupBy("user_id", "item_id").agg(
         *[
             F.max(F.when(F.col("source") == s, 1.0 / F.col("rank"))).alias(f"cand_{s}")
             for s in CANDIDATE_SOURCES
         ],
-        F.array_sort(F.collect_set(F.when(F.col("source").isin(*PROPOSING_SOURCES), F.col("source")))).alias(
-            "sources"
-        ),
+        F.array_sort(F.collect_set("source")).alias("sources"),
     )
 
 

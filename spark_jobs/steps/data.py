@@ -9,7 +9,7 @@ from typing import Any
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from feature_store.ranking import CANDIDATE_SOURCES, PROPOSING_SOURCES
+from feature_store.ranking import CANDIDATE_SOURCES
 from feature_store.tables import (
     CANDIDATES,
     INTERACTIONS,
@@ -85,7 +85,7 @@ def step_candidates(ctx: BatchContext) -> dict[str, Any]:
         str(as_of): candidate_pool_recall(
             written.where(F.col("as_of") == F.lit(as_of)),
             next_items(interactions, as_of, days).withColumn("relevance", F.lit(1.0)),
-            PROPOSING_SOURCES,
+            CANDIDATE_SOURCES,
         )
         for as_of, days in ((cut.train, settings.batch.label_horizon_days), (cut.holdout, cut.holdout_days))
     }

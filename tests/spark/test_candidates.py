@@ -15,8 +15,6 @@ from spark_jobs.candidates import (
     covisit_similar,
     ease_candidates,
     ease_items,
-    ease_pool_ranks,
-    fit_ease,
     gram_entries,
     history_before,
     implicit_weights,
@@ -169,16 +167,12 @@ def test_build_candidates_writes_every_source_in_the_table_shape(spark, interact
     users = spark.createDataFrame([("u1",), ("u2",), ("u3",)], "user_id string")
     params = CandidateParams(per_source=2, als_rank=2, als_max_iter=3)
     sources, similar = build_candidates(interactions, users, AS_OF, params)
-    assert sorted(sources) == ["als", "covisit", "ease", "ease_pool", "popular"]
-    # the pool ranking only ranks what the proposing sources found
-    pool = {(r.user_id, r.item_id) for s, df in sources.items() if s != "ease_pool" for r in df.collect()}
-    ranked = {(r.user_id, r.item_id) for r in sources["ease_pool"].collect()}
-    assert ranked and ranked <= pool
+    assert sorted(sources) == ["als", "covisit", "ease", "popular"]
     for source, df in sources.items():
         assert df.columns == ["as_of", "source", "user_id", "item_id", "score", "rank"]
         got = df.collect()
         assert {(r.as_of, r.source) for r in got} == {(AS_OF, source)}
-        assert {r["rank"] for r in got} <= ({1, 2} if source != "ease_pool" else set(range(1, 9)))
+        assert {r["rank"] for r in got} <= {1, 2}
     # Items first seen after the cut-off are unknown to every source (f was seen before, d by u2).
     assert {r.item_id for df in sources.values() for r in df.collect()} <= {"a", "b", "c", "d", "e", "f"}
     assert similar.columns == ["as_of", "item_id", "similar_item_id", "score", "rank"]
@@ -211,22 +205,11 @@ def test_ease_proposes_each_users_co_occurring_items_over_the_capped_catalog(spa
         (2, 3, 1),
         (3, 3, 1),
     ]
-    model = fit_ease(seen, lam=1.0, max_items=4)
-    got = ease_candidates(seen, users, n=2, model=model)
+    got = ease_candidates(seen, users, n=2, lam=1.0, max_items=4)
     # B[a, b] = G[a, b] / (G[a, a] + 1) = 2/4; B[c, d] = 1/3. u1, u2, u4 saw their whole group, u6 only
     # an item beyond the cap, u7 nothing: no proposals.
     assert rows(got, "user_id", "item_id", "score", "rank") == [
         ("u3", "b", 0.5, 1),
-        ("u5", "d", float(np.float32(1 / 3)), 1),
-    ]
-    # EASE's view of a pool others proposed: every indexed item ranked, zero scores too; u6's history
-    # is beyond the cap, so u6 gets no view at all
-    pool = spark.createDataFrame(
-        [("u3", "c"), ("u3", "b"), ("u3", "zz"), ("u5", "d"), ("u6", "a")], "user_id string, item_id string"
-    )
-    assert rows(ease_pool_ranks(seen, pool, model), "user_id", "item_id", "score", "rank") == [
-        ("u3", "b", 0.5, 1),
-        ("u3", "c", 0.0, 2),
         ("u5", "d", float(np.float32(1 / 3)), 1),
     ]
 

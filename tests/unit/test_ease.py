@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from spark_jobs.candidates import ease_weights, gram_matrix, pool_ranks_by_ease, top_items_by_ease
+from spark_jobs.candidates import ease_weights, gram_matrix, top_items_by_ease
 
 # users x items (a, b, c, d): {a, b} and {c, d} never meet, so each weight is a 1-variable ridge.
 X = np.array([[1, 1, 0, 0], [1, 1, 0, 0], [1, 0, 0, 0], [0, 0, 1, 1]], dtype=np.float64)
@@ -47,18 +47,3 @@ def test_top_items_by_ease_skips_seen_unindexed_and_unsupported_items():
         "score": [0.5, 0.5, 0.5],
         "rank": [1, 1, 1],
     }
-
-
-def test_pool_ranks_by_ease_rank_every_indexed_candidate_of_the_pool_whatever_its_sign():
-    # x has a negative weight between a and c (they never meet, both meet b): EASE still ranks c
-    x = np.array([[1, 1, 0], [0, 1, 1], [0, 1, 1], [1, 1, 0]], dtype=np.float64)
-    weights = ease_weights(x.T @ x, 1.0)
-    items = np.array(["a", "b", "c"], dtype=object)
-    users = pd.DataFrame(
-        {"user_id": ["u1", "u2"], "seen": [["a"], ["zz"]], "pool": [["c", "b", "zz"], ["b"]]}
-    )
-    got = pool_ranks_by_ease(users, items, weights.astype(np.float32), chunk=1)
-    # u1 saw a: b scores B[a, b] > 0, c scores B[a, c] < 0; "zz" is not indexed; u2 has no indexed history
-    assert got["item_id"].tolist() == ["b", "c", "b"] and got["rank"].tolist() == [1, 2, 1]
-    assert got["score"].tolist()[:2] == [float(np.float32(weights[0, 1])), float(np.float32(weights[0, 2]))]
-    assert weights[0, 1] > 0 > weights[0, 2] and got["score"].tolist()[2] == 0.0

@@ -85,8 +85,8 @@ def test_matrix_follows_ranker_features_with_nan_for_missing():
     items[0] = 7.0
     # rows 0 and 2 are published recommendations (recs rows 1 and 0); row 1 came from a real-time source
     per_source = np.array(
-        [[0.9, np.nan, 4.0, np.nan, 0.5], [0.5, 2.0, np.nan, np.nan, np.nan]], dtype=np.float32
-    )  # als, covisit, popular, ease, ease_pool
+        [[0.9, np.nan, 4.0, np.nan], [0.5, 2.0, np.nan, np.nan]], dtype=np.float32
+    )  # als, covisit, popular, ease
     sources = source_scores_block(3, np.array([0, 2]), np.array([1, 0]), per_source)
     realtime = realtime_block(
         ["a", "b", "c"],
@@ -114,11 +114,7 @@ def test_matrix_follows_ranker_features_with_nan_for_missing():
     ]
     expected[1, names.index("ui_genre_cosine") : names.index("ui_genre_mean_share") + 1] = 0.0
     expected[0, [names.index("cand_als"), names.index("cand_covisit")]] = [0.5, 2.0]
-    expected[2, [names.index("cand_als"), names.index("cand_popular"), names.index("cand_ease_pool")]] = [
-        0.9,
-        4.0,
-        0.5,
-    ]
+    expected[2, [names.index("cand_als"), names.index("cand_popular")]] = [0.9, 4.0]
     expected[:, names.index("rt_session_events")] = 4.0
     expected[:, names.index("rt_session_category_share")] = [0.75, 0.0, 0.25]
     expected[:, names.index("rt_recent_covisit")] = [0.0, 3.0, 0.0]
@@ -399,14 +395,11 @@ def test_split_recs_keeps_first_entries_in_order_and_scores_by_nightly_source():
         ("b", 0.3, "unknown"),  # a source the ranker has no input for: no score
         ("a", 0.7, "als"),  # the same source twice: its later score
         ("b", 0.25, "ease"),
-        ("b", 0.5, "ease_pool"),
     )
     recs, scores = split_recs(entries)
     assert recs == (("a", 0.9, "batch"), ("b", 0.8, "batch"), ("c", 0.4, "covisit"))
-    # CANDIDATE_SOURCES order: als, covisit, popular, ease, ease_pool
-    expected = np.array(
-        [[0.7, nan, nan, nan, nan], [nan, nan, nan, 0.25, 0.5], [nan, 0.4, nan, nan, nan]], dtype=np.float32
-    )
+    # CANDIDATE_SOURCES order: als, covisit, popular, ease
+    expected = np.array([[0.7, nan, nan, nan], [nan, nan, nan, 0.25], [nan, 0.4, nan, nan]], dtype=np.float32)
     np.testing.assert_array_equal(scores, expected)
     assert scores.dtype == np.float32
     assert split_recs(()) == ((), None)
