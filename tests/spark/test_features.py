@@ -1,6 +1,11 @@
 """Gold features: every user and item feature on a tiny history, the point-in-time boundary (an event
 at exactly 00:00 of as_of is excluded), windows by age in days, folding of old days, category
-affinity, and idempotent reruns/backfills of `run_features`."""
+affinity, genre profiles and item genres, a table gaining new columns, and idempotent reruns/backfills
+of `run_features`.
+
+Why one module: every test reads the same tiny history and catalogue fixtures and the builders of one
+module (spark_jobs.features); split, each file would rebuild them.
+"""
 
 from datetime import date, datetime
 
@@ -382,3 +387,20 @@ def test_run_features_reruns_and_backfills_are_idempotent(spark, table_settings)
         (date(2026, 11, 11), "u1"),
         (date(2026, 11, 11), "u2"),
     ]
+
+
+def test_a_gold_table_written_before_the_genre_columns_gains_them_on_its_next_write(spark, table_settings):
+    from dataclasses import replace
+
+    from spark_jobs.delta_io import read_table, replace_window
+
+    # the table as the previous release created and filled it: no genre_profile column
+    old = replace(USER_FEATURES, ddl=USER_FEATURES.ddl.rsplit(", genre_profile", 1)[0])
+    first = spark.createDataFrame([(date(2026, 11, 9), "u1", {"f": 1.0}, {"c": 1.0})], old.ddl)
+    replace_window(spark, table_settings, old, first, "as_of", date(2026, 11, 9), date(2026, 11, 10))
+    new = spark.createDataFrame(
+        [(date(2026, 11, 10), "u1", {"f": 2.0}, {"c": 1.0}, {"g": 1.0})], USER_FEATURES.ddl
+    )
+    replace_window(spark, table_settings, USER_FEATURES, new, "as_of", START, date(2026, 11, 11))
+    rows = read_table(spark, table_settings, USER_FEATURES).orderBy("as_of").collect()
+    assert [(r.as_of, r.genre_profile) for r in rows] == [(date(2026, 11, 9), None), (START, {"g": 1.0})]
