@@ -43,6 +43,7 @@ from lambdarec.testing import register_ranker_files, stop_server, train_ranker_f
 RATES = (100, 300, 1000)
 N_USERS = 20_000
 N_ITEMS = 5_000
+N_GENRES = 19  # MovieLens has 19 (plus "(no genres listed)")
 N_CATEGORIES = 20
 BATCH_RECS = 150
 K = 10
@@ -98,6 +99,13 @@ def seed_online_store(client, version: str = "bench", seed: int = 7) -> None:
         if n % 500 == 499:
             pipe.execute()
     pipe.hset(keys.item_categories(version), mapping=categories)
+    # genres drawn from a generator of their own, so every other key is the same as without them
+    genre_rng = random.Random(seed + 1)
+    genres = [f"g{g}" for g in range(N_GENRES)]
+    for item in items:
+        pipe.set(
+            keys.item_genres(version, item), encode_ids(genre_rng.sample(genres, genre_rng.randint(1, 3)))
+        )
     pipe.set(
         keys.popular(version),
         encode_recs((item, float(N_ITEMS - n), "popular") for n, item in enumerate(items[:200])),
@@ -124,6 +132,8 @@ def seed_online_store(client, version: str = "bench", seed: int = 7) -> None:
             msgpack.packb({f"c{c}": rng.random() for c in range(5)}),
         )
         pipe.set(keys.user_history(version, user), encode_ids(rng.sample(items, 20)))
+        liked = genre_rng.sample(genres, 8)
+        pipe.set(keys.user_genre_profile(version, user), msgpack.packb({g: 1 / len(liked) for g in liked}))
         pipe.zadd(
             keys.recent_items(user), {rng.choice(items): now_ms - rng.randint(0, 600_000) for _ in range(5)}
         )
