@@ -811,12 +811,19 @@ def test_sigkill_mid_run_then_restart_loses_and_doubles_nothing(
     job = start_speed_job({**env, FAILPOINT: f"{BRONZE_WRITE}:1.0"}, log)
     assert job.wait(timeout=DEADLINE_S) == -signal.SIGKILL
     job = start_speed_job(env, log)
+    ours = f"{socket.gethostname()}:{job.pid}".encode()
     try:
+        # the killed runs' counts and heartbeat (its TTL outlives them) are still there: wait for this
+        # run's own heartbeat too, or the kill below may land before the job has started
         wait_for(
-            lambda: status_counts(redis_client)[0] >= 80 or job.poll() is not None, "the job to be mid-run"
+            lambda: (
+                (status_counts(redis_client)[0] >= 80 and redis_client.get(KEYS.speed_heartbeat) == ours)
+                or job.poll() is not None
+            ),
+            "the job to be mid-run",
         )
         beat = redis_client.get(KEYS.speed_heartbeat)
-        assert beat == f"{socket.gethostname()}:{job.pid}".encode()
+        assert beat == ours
         assert 0 < redis_client.pttl(KEYS.speed_heartbeat) <= stream_settings.stream.heartbeat_ttl_s * 1000
         os.killpg(job.pid, signal.SIGKILL)  # the job, its JVM and Python workers, no clean-up at all
         job.wait()
