@@ -80,11 +80,12 @@ def seed_online_store(client, version: str = "bench", seed: int = 7) -> None:
     import msgpack
 
     from feature_store.codecs import encode_features, encode_ids, encode_recs
-    from feature_store.ranking import ITEM_INPUTS, USER_INPUTS
+    from feature_store.ranking import CANDIDATE_SOURCES, ITEM_INPUTS, NIGHTLY_INPUT_TAGS, USER_INPUTS
     from feature_store.redis_keys import RedisKeys
 
     rng = random.Random(seed)
     keys = RedisKeys()
+    pool_tags = NIGHTLY_INPUT_TAGS[len(CANDIDATE_SOURCES) :]
     items = [f"i{n}" for n in range(N_ITEMS)]
     categories = {item: f"c{n % N_CATEGORIES}" for n, item in enumerate(items)}
     now_ms = int(time.time() * 1000)
@@ -101,6 +102,7 @@ def seed_online_store(client, version: str = "bench", seed: int = 7) -> None:
     pipe.hset(keys.item_categories(version), mapping=categories)
     # genres drawn from a generator of their own, so every other key is the same as without them
     genre_rng = random.Random(seed + 1)
+    pool_rng = random.Random(seed + 2)
     genres = [f"g{g}" for g in range(N_GENRES)]
     for item in items:
         pipe.set(
@@ -123,6 +125,8 @@ def seed_online_store(client, version: str = "bench", seed: int = 7) -> None:
             for item in recs
             if rng.random() < 0.5
         ]
+        # the pool scorers' inputs of every rec, from a generator of their own (other keys unchanged)
+        entries += [(item, pool_rng.random(), tag) for tag in pool_tags for item in recs]
         pipe.set(keys.user_recs(version, user), encode_recs(entries))
         pipe.set(
             keys.user_features(version, user), encode_features([rng.random() * 100 for _ in USER_INPUTS])

@@ -52,11 +52,30 @@ CROSS_INPUTS: tuple[str, ...] = ("ui_category_affinity", *GENRE_INPUTS)
 # recommendations (`publish.encode_user_recs`).
 CANDIDATE_SOURCES: tuple[str, ...] = ("als", "covisit", "popular", "ease")
 CANDIDATE_INPUTS: tuple[str, ...] = tuple(f"cand_{s}" for s in CANDIDATE_SOURCES)
+# Then how item-to-item models that propose nothing see the whole pool the sources proposed: EASE at
+# three regularisations and RP3beta (spark_jobs.candidates.POOL_SCORER_MODELS), each as the item's score
+# relative to the user's best in the pool (`_score`) and 1 / its rank there (`_rank`). A source's own
+# list leaves most of the pool without its view; an offline study measured these views, with genre
+# taste, as the ranker's gain over its best input (benchmarks/REPORT.md, issue 18). Stored in
+# gold/candidates as rows whose `source` is the scorer (never a proposer: not in recall, fusion or a
+# candidate's `sources`).
+POOL_SCORERS: tuple[str, ...] = ("ease100", "ease500", "ease2000", "rp3beta")
+POOL_VIEWS: tuple[str, ...] = ("score", "rank")
+
+
+def pool_input(scorer: str, view: str) -> str:
+    return f"pool_{scorer}_{view}"
+
+
+POOL_INPUTS: tuple[str, ...] = tuple(pool_input(s, view) for s in POOL_SCORERS for view in POOL_VIEWS)
+# Every nightly input of a candidate, and the tag of its entries in the published recs value
+# (spark_jobs.publish.rec_entries, serving.store.split_recs): a proposing source's name, or the pool
+# input's name without its prefix.
+NIGHTLY_INPUTS: tuple[str, ...] = CANDIDATE_INPUTS + POOL_INPUTS
+NIGHTLY_INPUT_TAGS: tuple[str, ...] = CANDIDATE_SOURCES + tuple(n.removeprefix("pool_") for n in POOL_INPUTS)
 
 # Then the real-time inputs at the moment of the request (feature_store.realtime).
-RANKER_FEATURES: tuple[str, ...] = (
-    USER_INPUTS + ITEM_INPUTS + CROSS_INPUTS + CANDIDATE_INPUTS + REALTIME_INPUTS
-)
+RANKER_FEATURES: tuple[str, ...] = USER_INPUTS + ITEM_INPUTS + CROSS_INPUTS + NIGHTLY_INPUTS + REALTIME_INPUTS
 
 
 @dataclass(frozen=True)

@@ -272,6 +272,11 @@ class CandidateSettings(Component):
         10_000,
         description="Most popular items EASE is computed for (driver memory ~24 x items^2 bytes, inverse cubic in items).",
     )
+    pool_max_items: int = Field(
+        5_000,
+        description="Most popular items the pool scorers (EASE at three lambdas, RP3beta) index; each task holds "
+        "16 x items^2 bytes of their weights.",
+    )
 
 
 class RankerSettings(Component):

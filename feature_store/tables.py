@@ -114,7 +114,9 @@ CANDIDATES = Table(
     ddl="as_of DATE, source STRING, user_id STRING, item_id STRING, score DOUBLE, rank INT",
     partition_by=("as_of", "source"),
     write_mode="replace-partition (as_of, source)",
-    description="Candidate items per user from each source (als, covisit, popular), with the source's score.",
+    description="Candidate items per user from each source (feature_store.ranking.CANDIDATE_SOURCES), with the "
+    "source's score and rank; and each pool scorer's (POOL_SCORERS) view of every proposed item it indexes: "
+    "its score relative to the user's best in the pool (null when that best is not positive) and its rank there.",
 )
 
 TRAINING_SET = Table(

@@ -93,7 +93,7 @@ class UserBatch(NamedTuple):
     affinity: dict[str, float]
     seen: tuple[str, ...] | frozenset[str]
     source_scores: np.ndarray | None = (
-        None  # (len(recs), len(CANDIDATE_SOURCES)): each nightly source's score, NaN: none
+        None  # (len(recs), len(NIGHTLY_INPUTS)): each nightly input of the recs, NaN: missing
     )
     genre_profile: dict[str, float] | None = None  # feature_store.genres; None: none published
 

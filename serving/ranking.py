@@ -18,9 +18,9 @@ import numpy as np
 
 from feature_store.genres import GENRE_INPUTS, profile_norm
 from feature_store.ranking import (
-    CANDIDATE_SOURCES,
     CROSS_INPUTS,
     ITEM_INPUTS,
+    NIGHTLY_INPUTS,
     RANKER_FEATURES,
     REALTIME_INPUTS,
     USER_INPUTS,
@@ -31,16 +31,17 @@ _N_ITEM = len(ITEM_INPUTS)
 _CROSS_AT = _N_USER + _N_ITEM
 _CAND_AT = _CROSS_AT + len(CROSS_INPUTS)
 assert CROSS_INPUTS[1:] == GENRE_INPUTS
-_RT_AT = _CAND_AT + len(CANDIDATE_SOURCES)
+_RT_AT = _CAND_AT + len(NIGHTLY_INPUTS)
 assert _RT_AT + len(REALTIME_INPUTS) == len(RANKER_FEATURES)
 
 
 def source_scores_block(
     rows: int, batch_rows: np.ndarray, rec_rows: np.ndarray, source_scores: np.ndarray | None
 ) -> np.ndarray:
-    """(rows, len(CANDIDATE_SOURCES)): each nightly source's score of the candidates the published
-    recommendations hold (`batch_rows`, their rows `rec_rows` in `source_scores`); NaN elsewhere."""
-    block = np.full((rows, len(CANDIDATE_SOURCES)), np.nan, dtype=np.float32)
+    """(rows, len(NIGHTLY_INPUTS)): the nightly inputs (sources' and pool scorers') of the candidates
+    the published recommendations hold (`batch_rows`, their rows `rec_rows` in `source_scores`); NaN
+    elsewhere."""
+    block = np.full((rows, len(NIGHTLY_INPUTS)), np.nan, dtype=np.float32)
     if source_scores is not None and len(batch_rows):
         block[batch_rows] = source_scores[rec_rows]
     return block

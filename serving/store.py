@@ -22,7 +22,13 @@ import msgpack
 import numpy as np
 
 from feature_store.codecs import CodecError, ScoredItem, decode_features, decode_ids, decode_recs_plain
-from feature_store.ranking import CANDIDATE_SOURCES, ITEM_INPUTS, USER_INPUTS
+from feature_store.ranking import (
+    CANDIDATE_SOURCES,
+    ITEM_INPUTS,
+    NIGHTLY_INPUT_TAGS,
+    NIGHTLY_INPUTS,
+    USER_INPUTS,
+)
 from feature_store.redis_keys import RedisKeys
 from serving.cache import EMPTY_USER, BatchCache, ItemBatch, UserBatch
 
@@ -104,29 +110,33 @@ def _genres(blob: bytes | None, item_id: str) -> tuple[str, ...]:
         return ()
 
 
-_SOURCE_COLUMN = {source: n for n, source in enumerate(CANDIDATE_SOURCES)}
+_INPUT_COLUMN = {tag: n for n, tag in enumerate(NIGHTLY_INPUT_TAGS)}
+_PROPOSERS = frozenset(CANDIDATE_SOURCES)
 
 
 def split_recs(entries: tuple[ScoredItem, ...]) -> tuple[tuple[ScoredItem, ...], np.ndarray | None]:
     """The recs value (spark_jobs.publish.rec_entries: each item once with the ranker's score, then
-    `(item, score, source)` per nightly source) as the recommendations, best first, and their
-    (rows, len(CANDIDATE_SOURCES)) per-source scores. An item listed only under a nightly source is a
-    recommendation with that score too."""
+    `(item, value, tag)` per nightly input) as the recommendations, best first, and their
+    (rows, len(NIGHTLY_INPUTS)) nightly inputs. An item listed only under a nightly source is a
+    recommendation with that score too; one listed only under a pool scorer is not (scorers propose
+    nothing)."""
     if not entries:
         return (), None
     row_of: dict[str, int] = {}
     recs: list[ScoredItem] = []
     scored: list[tuple[int, int, float]] = []
     for entry in entries:
-        item, score, source = entry
+        item, score, tag = entry
+        column = _INPUT_COLUMN.get(tag)
         row = row_of.get(item)
         if row is None:
+            if column is not None and tag not in _PROPOSERS:
+                continue
             row = row_of[item] = len(recs)
             recs.append(entry)
-        column = _SOURCE_COLUMN.get(source)
         if column is not None:
             scored.append((row, column, score))
-    scores = np.full((len(recs), len(CANDIDATE_SOURCES)), np.nan, dtype=np.float32)
+    scores = np.full((len(recs), len(NIGHTLY_INPUTS)), np.nan, dtype=np.float32)
     for row, column, score in scored:
         scores[row, column] = score
     return tuple(recs), scores

@@ -9,6 +9,9 @@
 - `ease`: EASE (Steck 2019), a closed-form linear item-to-item model: scores = X . B over the user's
   items, B from the item x item Gram matrix XtX (built by Spark, inverted with numpy on the driver).
   Only the `ease_max_items` most popular items get EASE columns (the inverse is cubic in items).
+- pool scorers (not sources: feature_store.ranking.POOL_SCORERS): EASE at three regularisations and
+  RP3beta score every candidate the four sources proposed (over the `pool_max_items` items with the most
+  users), so the ranker sees each item-to-item view of the whole pool, not only of a source's own list.
 
 Every function is a pure DataFrame transform with the cut-off `as_of` and its parameters as arguments:
 the history it sees is `interactions` strictly before `as_of`. `spark_jobs.steps.data` (step
@@ -25,13 +28,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, time, timedelta
+from functools import reduce
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from feature_store.ranking import CANDIDATE_SOURCES
+from feature_store.ranking import CANDIDATE_SOURCES, POOL_SCORERS
 from feature_store.settings import CandidateSettings
 from feature_store.tables import CANDIDATES, ITEM_SIMILAR
 
@@ -56,6 +61,7 @@ class CandidateParams:
     popular_half_life_days: float = 7.0
     ease_lambda: float = 500.0
     ease_max_items: int = 10_000
+    pool_max_items: int = 5_000
 
     @classmethod
     def from_settings(cls, candidates: CandidateSettings, **overrides) -> CandidateParams:
@@ -299,7 +305,20 @@ def top_unseen(
         out_items += [item_ids[i] for i in top]
         out_scores += [float(user_scores[i]) for i in top]
         out_ranks += list(range(1, take + 1))
-    return pd.DataFrame({"user_id": out_users, "item_id": out_items, "score": out_scores, "rank": out_ranks})
+    return ranked_frame(out_users, out_items, out_scores, out_ranks)
+
+
+def ranked_frame(users: list, items: list, scores: list, ranks: list) -> pd.DataFrame:
+    """(user_id, item_id, score, rank) with the dtypes Arrow needs for the output schema even when
+    empty (an untyped empty column is float64, which Arrow cannot turn into strings)."""
+    return pd.DataFrame(
+        {
+            "user_id": pd.Series(users, dtype=object),
+            "item_id": pd.Series(items, dtype=object),
+            "score": pd.Series(scores, dtype=np.float64),  # NaN: null in Spark
+            "rank": pd.Series(ranks, dtype=np.int32),
+        }
+    )
 
 
 def top_items_by_factors(
@@ -309,7 +328,7 @@ def top_items_by_factors(
 
     Pure numpy: one matrix product per batch, seen items masked, argpartition for the top n."""
     if len(users) == 0 or len(item_ids) == 0:
-        return pd.DataFrame({"user_id": [], "item_id": [], "score": [], "rank": []})
+        return _empty_ranked()
     position = {item: i for i, item in enumerate(item_ids)}
     scores = np.vstack([np.asarray(f, dtype=np.float32) for f in users["factors"]]) @ item_matrix.T
     return top_unseen(scores, users["user_id"], users["seen"], item_ids, position, n)
@@ -352,23 +371,28 @@ def ease_items(seen: DataFrame, max_items: int) -> DataFrame:
 
 
 def gram_entries(seen: DataFrame, items: DataFrame) -> DataFrame:
-    """(i, j, users) with i <= j: the upper triangle of XtX for the binary user x item matrix X over the
-    indexed items (users who touched both). Cost: the sum over users of their indexed items squared."""
-    indexed = seen.join(F.broadcast(items), "item_id").select("user_id", "idx")
-    left = indexed.select("user_id", F.col("idx").alias("i"))
+    """(i, j, users, weight) with i <= j: the upper triangle of XtX for the binary user x item matrix X
+    over the indexed items (users who touched both), and the same sum with each user weighted by 1 / their
+    number of indexed items (RP3beta's user step). Cost: the sum over users of their indexed items squared."""
+    indexed = (
+        seen.join(F.broadcast(items), "item_id")
+        .select("user_id", "idx")
+        .withColumn("w", 1.0 / F.count("*").over(Window.partitionBy("user_id")))
+    )
+    left = indexed.select("user_id", F.col("idx").alias("i"), "w")
     right = indexed.select("user_id", F.col("idx").alias("j"))
     return (
         left.join(right, "user_id")
         .where(F.col("i") <= F.col("j"))
         .groupBy("i", "j")
-        .agg(F.count("*").alias("users"))
+        .agg(F.count("*").alias("users"), F.sum("w").alias("weight"))
     )
 
 
-def gram_matrix(entries: pd.DataFrame, size: int) -> np.ndarray:
-    """The dense symmetric (size x size) Gram matrix from its upper-triangle entries (i, j, users)."""
+def gram_matrix(entries: pd.DataFrame, size: int, column: str = "users") -> np.ndarray:
+    """The dense symmetric (size x size) matrix of one column of upper-triangle entries (i, j, ...)."""
     gram = np.zeros((size, size), dtype=np.float64)
-    i, j, v = entries["i"].to_numpy(), entries["j"].to_numpy(), entries["users"].to_numpy(dtype=np.float64)
+    i, j, v = entries["i"].to_numpy(), entries["j"].to_numpy(), entries[column].to_numpy(dtype=np.float64)
     gram[i, j] = v
     gram[j, i] = v
     return gram
@@ -383,6 +407,14 @@ def ease_weights(gram: np.ndarray, lam: float) -> np.ndarray:
     return weights
 
 
+def ease_scores(seen_lists, position: Mapping[str, int], weights: np.ndarray) -> np.ndarray:
+    """(users x indexed items) EASE scores: for each user, the sum of B's rows of their indexed items."""
+    history = np.zeros((len(seen_lists), weights.shape[0]), dtype=np.float32)
+    for row, seen in enumerate(seen_lists):
+        history[row, [position[s] for s in seen if s in position]] = 1.0
+    return history @ weights
+
+
 def top_items_by_ease(
     users: pd.DataFrame, item_ids: np.ndarray, weights: np.ndarray, n: int, chunk: int = 256
 ) -> pd.DataFrame:
@@ -392,20 +424,68 @@ def top_items_by_ease(
     frames = []
     for start in range(0, len(users), chunk):
         part = users.iloc[start : start + chunk]
-        history = np.zeros((len(part), len(item_ids)), dtype=np.float32)
-        for row, seen in enumerate(part["seen"]):
-            history[row, [position[s] for s in seen if s in position]] = 1.0
-        scores = history @ weights
+        scores = ease_scores(part["seen"], position, weights)
         scores[scores <= 0] = -np.inf  # no evidence for the item: EASE does not propose it
         frames.append(top_unseen(scores, part["user_id"], part["seen"], item_ids, position, n))
-    empty = pd.DataFrame({"user_id": [], "item_id": [], "score": [], "rank": []})
-    return pd.concat(frames, ignore_index=True) if frames else empty
+    return pd.concat(frames, ignore_index=True) if frames else _empty_ranked()
 
 
-def ease_candidates(seen: DataFrame, users: DataFrame, n: int, lam: float, max_items: int) -> DataFrame:
-    """Each user's n unseen items by EASE score, for users with at least one indexed item. The weights
-    (items x items float32: 400 MB at the default cap of 10,000) go to every task as one matrix;
-    building them needs about 3 x 8 x items^2 bytes on the driver (2.4 GB at the cap)."""
+def rp3beta_weights(weighted_gram: np.ndarray, item_users: np.ndarray, beta: float) -> np.ndarray:
+    """RP3beta's item x item weights (Paudel et al. 2017): the probability of the walk item i -> a user
+    who touched it -> an item j of that user, W[i, j] = sum over users u of X[u, i] X[u, j] / (deg(i)
+    deg(u)), divided by deg(j)^beta so popular items do not win every walk; 0 on the diagonal.
+    `weighted_gram` is XtX with each user weighted 1 / deg(u), `item_users` deg(i)."""
+    degrees = np.maximum(item_users.astype(np.float64), 1.0)
+    weights = weighted_gram / degrees[:, np.newaxis] / np.power(degrees, beta)[np.newaxis, :]
+    np.fill_diagonal(weights, 0.0)
+    return weights
+
+
+def pool_scores_by(
+    users: pd.DataFrame, item_ids: np.ndarray, weights: Mapping[str, np.ndarray]
+) -> pd.DataFrame:
+    """For a batch of users (user_id, seen, pool), every indexed item of the user's candidate `pool`
+    scored by each item-item model in `weights` (score = the sum of its column over the user's indexed
+    items): (source = the model, user_id, item_id, score = the score / the user's best in the pool, NaN
+    when that best is not positive, rank in the pool by score, ties by item id)."""
+    position = {item: i for i, item in enumerate(item_ids)}
+    out: dict[str, list] = {"source": [], "user_id": [], "item_id": [], "score": [], "rank": []}
+    for user_id, seen, pool in zip(users["user_id"], users["seen"], users["pool"]):
+        rows = [position[s] for s in seen if s in position]
+        pooled = sorted(i for i in set(pool) if i in position)
+        if not rows or not pooled:
+            continue
+        columns = [position[i] for i in pooled]
+        for name, matrix in weights.items():
+            scores = matrix[np.ix_(rows, columns)].sum(axis=0, dtype=np.float64)
+            order = np.argsort(-scores, kind="stable")  # pooled is sorted: ties stay in item-id order
+            best = scores[order[0]]
+            out["source"] += [name] * len(order)
+            out["user_id"] += [user_id] * len(order)
+            out["item_id"] += [pooled[k] for k in order]
+            out["score"] += (scores[order] / best).tolist() if best > 0 else [np.nan] * len(order)
+            out["rank"] += list(range(1, len(order) + 1))
+    frame = ranked_frame(out["user_id"], out["item_id"], out["score"], out["rank"])
+    return frame.assign(source=pd.Series(out["source"], dtype=object))
+
+
+def _empty_ranked() -> pd.DataFrame:
+    return ranked_frame([], [], [], [])
+
+
+@dataclass(frozen=True)
+class ItemItemModel:
+    """Item-to-item weights fitted on one history: the indexed items, and (item ids, weights) shared with
+    every task (EASE's matrix, or the pool scorers' {scorer: matrix})."""
+
+    indexed: DataFrame  # item_id, idx
+    shared: Any  # Spark broadcast of (item_ids, float32 weights or {scorer: float32 weights})
+
+
+def fit_ease(seen: DataFrame, lam: float, max_items: int) -> ItemItemModel:
+    """EASE's weights over the `max_items` items with the most users. The weights (items x items
+    float32: 400 MB at the default cap of 10,000) go to every task as one matrix; building them needs
+    about 3 x 8 x items^2 bytes on the driver (2.4 GB at the cap)."""
     spark = seen.sparkSession
     items = ease_items(seen, max_items).orderBy("idx").toPandas()
     indexed = spark.createDataFrame(items, "item_id string, idx int")
@@ -415,17 +495,72 @@ def ease_candidates(seen: DataFrame, users: DataFrame, n: int, lam: float, max_i
         if len(items)
         else np.zeros((0, 0))
     )
-    shared = spark.sparkContext.broadcast((item_ids, weights.astype(np.float32)))
-    known = seen.join(F.broadcast(indexed), "item_id", "left_semi").select("user_id").distinct()
+    return ItemItemModel(indexed, spark.sparkContext.broadcast((item_ids, weights.astype(np.float32))))
+
+
+def _with_indexed_history(seen: DataFrame, users: DataFrame, model: ItemItemModel) -> DataFrame:
+    """(user_id, seen) of `users` with at least one indexed item."""
+    known = seen.join(F.broadcast(model.indexed), "item_id", "left_semi").select("user_id").distinct()
     seen_lists = seen.groupBy("user_id").agg(F.collect_list("item_id").alias("seen"))
-    batch = seen_lists.join(users, "user_id").join(known, "user_id", "left_semi")
+    return seen_lists.join(users, "user_id").join(known, "user_id", "left_semi")
+
+
+def ease_candidates(seen: DataFrame, users: DataFrame, n: int, model: ItemItemModel) -> DataFrame:
+    """Each user's n unseen items by EASE score, for users with at least one indexed item."""
+    shared = model.shared
 
     def score_batches(frames):
         ids, mat = shared.value
         for frame in frames:
             yield top_items_by_ease(frame, ids, mat, n)
 
-    return batch.mapInPandas(score_batches, "user_id string, item_id string, score double, rank int")
+    return _with_indexed_history(seen, users, model).mapInPandas(
+        score_batches, "user_id string, item_id string, score double, rank int"
+    )
+
+
+# Each pool scorer (feature_store.ranking.POOL_SCORERS): EASE's L2 regularisation, or RP3beta's
+# popularity exponent beta. The offline study (benchmarks/REPORT.md, issue 18) measured these four.
+POOL_EASE_LAMBDAS: Mapping[str, float] = {"ease100": 100.0, "ease500": 500.0, "ease2000": 2000.0}
+POOL_RP3BETA = ("rp3beta", 0.5)
+assert (*POOL_EASE_LAMBDAS, POOL_RP3BETA[0]) == POOL_SCORERS
+
+
+def fit_pool_scorers(seen: DataFrame, max_items: int) -> ItemItemModel:
+    """Every pool scorer's weights over the `max_items` items with the most users, from one Gram
+    matrix pass, shared with every task as one {scorer: float32 matrix} (16 x items^2 bytes: 400 MB at
+    the default cap of 5,000)."""
+    spark = seen.sparkSession
+    items = ease_items(seen, max_items).orderBy("idx").toPandas()
+    indexed = spark.createDataFrame(items, "item_id string, idx int")
+    item_ids = items["item_id"].to_numpy(dtype=object)
+    weights: dict[str, np.ndarray] = {}
+    if len(items):
+        entries = gram_entries(seen, indexed).toPandas()
+        gram = gram_matrix(entries, len(item_ids))
+        for name, lam in POOL_EASE_LAMBDAS.items():
+            weights[name] = ease_weights(gram, lam).astype(np.float32)
+        name, beta = POOL_RP3BETA
+        weighted = gram_matrix(entries, len(item_ids), column="weight")
+        weights[name] = rp3beta_weights(weighted, np.diag(gram), beta).astype(np.float32)
+    return ItemItemModel(indexed, spark.sparkContext.broadcast((item_ids, weights)))
+
+
+def pool_scores(seen: DataFrame, pool: DataFrame, model: ItemItemModel) -> DataFrame:
+    """(source, user_id, item_id, score, rank): each pool scorer's view of every (user_id, item_id) of
+    `pool` whose item it indexes (pool_scores_by)."""
+    shared = model.shared
+    pools = pool.groupBy("user_id").agg(F.collect_set("item_id").alias("pool"))
+    batch = _with_indexed_history(seen, pools.select("user_id"), model).join(pools, "user_id")
+
+    def score_batches(frames):
+        ids, weights = shared.value
+        for frame in frames:
+            yield pool_scores_by(frame, ids, weights)
+
+    return batch.mapInPandas(
+        score_batches, "source string, user_id string, item_id string, score double, rank int"
+    )
 
 
 # -- all sources --------------------------------------------------------------------------------
@@ -446,13 +581,27 @@ def build_candidates(
     ).cache()
     recent = recent_items(history, users, params.covisit_recent_items)
     popular = popularity(history, as_of, params.popular_window_days, params.popular_half_life_days)
+    ease = fit_ease(seen, params.ease_lambda, params.ease_max_items)
     sources = {
         ALS_SOURCE: als_candidates(user_factors, item_factors, users, seen, n),
         COVISIT_SOURCE: covisit_candidates(recent, similar, seen, n),
         POPULAR_SOURCE: popular_candidates(popular, users, seen, n, pool=n + 4 * n),
-        EASE_SOURCE: ease_candidates(seen, users, n, params.ease_lambda, params.ease_max_items),
+        EASE_SOURCE: ease_candidates(seen, users, n, ease),
     }
-    return {s: as_candidates(df, as_of, s) for s, df in sources.items()}, as_item_similar(similar, as_of)
+    # Computed once, lineage cut: the pool scorers read all four sources, and a plan holding their
+    # lineage a second time outgrew the driver's heap on ml-latest-small (the plan's text alone).
+    proposed = reduce(
+        DataFrame.unionByName, [as_candidates(df, as_of, s) for s, df in sources.items()]
+    ).localCheckpoint()
+    scorers = fit_pool_scorers(seen, params.pool_max_items)
+    scored = pool_scores(seen, proposed.select("user_id", "item_id"), scorers).localCheckpoint()
+    # both are materialised: the weights need not stay in every Python worker for the next cut-off
+    ease.shared.destroy()
+    scorers.shared.destroy()
+    out = {s: proposed.where(F.col("source") == s) for s in sources}
+    for scorer in POOL_SCORERS:
+        out[scorer] = as_candidates(scored.where(F.col("source") == scorer).drop("source"), as_of, scorer)
+    return out, as_item_similar(similar, as_of)
 
 
 # -- recall -------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from feature_store.codecs import encode_features, encode_ids, encode_recs
-from feature_store.ranking import CANDIDATE_SOURCES, ITEM_INPUTS, USER_INPUTS
+from feature_store.ranking import ITEM_INPUTS, NIGHTLY_INPUT_TAGS, NIGHTLY_INPUTS, USER_INPUTS
 from feature_store.redis_cluster import open_redis
 from feature_store.redis_keys import RedisKeys
 from spark_jobs.candidates import history_before
@@ -90,17 +90,18 @@ def feature_values(features: Mapping[str, float] | None, names: Sequence[str]) -
 
 
 def rec_entries(items) -> list[tuple[str, float, str]]:
-    """The recs value: every item as `(item_id, ranker score, "batch")` best first, then each nightly
-    source's input for it as `(item_id, 1/rank, source)`, so serving gives the ranker the same
-    per-source inputs (`cand_<source>`) as training did."""
+    """The recs value: every item as `(item_id, ranker score, "batch")` best first, then each of its
+    nightly inputs as `(item_id, value, tag)` (feature_store.ranking.NIGHTLY_INPUT_TAGS: a source's
+    1 / rank, a pool scorer's score or 1 / rank), so serving gives the ranker the same nightly inputs as
+    training did."""
     batch = [(r["item_id"], r["score"], BATCH_SOURCE) for r in items]
-    per_source = [
-        (r["item_id"], r[f"cand_{s}"], s)
-        for s in CANDIDATE_SOURCES
+    nightly = [
+        (r["item_id"], r[name], tag)
+        for tag, name in zip(NIGHTLY_INPUT_TAGS, NIGHTLY_INPUTS, strict=True)
         for r in items
-        if r[f"cand_{s}"] is not None
+        if r[name] is not None
     ]
-    return batch + per_source
+    return batch + nightly
 
 
 def encode_user_recs(keys: RedisKeys, version: str, row) -> tuple[str, bytes]:
@@ -185,11 +186,11 @@ def _scored_lists(df: DataFrame, key: str, item: str, limit: int | None = None) 
 
 
 def user_recs(batch_scores: DataFrame, candidates: DataFrame, as_of: date) -> DataFrame:
-    """(user_id, items [(item_id, score, cand_<source>...)] best first) of the batch: the ranker's
-    score and each nightly source's input, 1 / the item's rank in its list (null: not proposed by it)."""
+    """(user_id, items [(item_id, score, NIGHTLY_INPUTS...)] best first) of the batch: the ranker's
+    score and the item's nightly inputs (training_set.candidate_scores; null: missing)."""
     per_source = candidate_scores(at(candidates, as_of)).drop("sources")
     scored = at(batch_scores, as_of).join(per_source, ["user_id", "item_id"], "left")
-    fields = ["rank", "item_id", "score", *[f"cand_{s}" for s in CANDIDATE_SOURCES]]
+    fields = ["rank", "item_id", "score", *NIGHTLY_INPUTS]
     ordered = F.array_sort(F.collect_list(F.struct(*fields)))
     items = F.transform(ordered, lambda s: F.struct(*[s[f].alias(f) for f in fields[1:]]))
     return scored.groupBy("user_id").agg(items.alias("items"))

@@ -18,6 +18,7 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from feature_store.ranking import CANDIDATE_SOURCES
 from feature_store.tables import BATCH_SCORES
 from spark_jobs.candidates import rank_top_n
 from spark_jobs.rankers.common import RankerKind, predict_native
@@ -103,6 +104,7 @@ def fused_source_scores(candidates: DataFrame) -> DataFrame:
     """(user_id, item_id, score, sources) by reciprocal-rank fusion of the sources: the no-model fallback."""
     from spark_jobs.training_set import candidate_scores
 
-    return fused_scores(candidates).join(
+    proposed = candidates.where(F.col("source").isin(*CANDIDATE_SOURCES))
+    return fused_scores(proposed).join(
         candidate_scores(candidates).select("user_id", "item_id", "sources"), ["user_id", "item_id"]
     )

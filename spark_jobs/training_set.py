@@ -27,9 +27,13 @@ from feature_store.genres import GENRE_INPUTS
 from feature_store.ranking import (
     CANDIDATE_SOURCES,
     ITEM_INPUTS,
+    NIGHTLY_INPUTS,
+    POOL_SCORERS,
+    POOL_VIEWS,
     RANKER_FEATURES,
     REALTIME_INPUTS,
     USER_INPUTS,
+    pool_input,
 )
 from feature_store.tables import TRAINING_SET
 from spark_jobs.candidates import interactions_between
@@ -49,14 +53,21 @@ def at(table: DataFrame, as_of: date) -> DataFrame:
 
 
 def candidate_scores(candidates: DataFrame) -> DataFrame:
-    """(user_id, item_id, cand_<source>..., sources): one row per proposed item, 1 / its rank in each
-    source's list or null (feature_store.ranking: why a rank, not the score)."""
+    """(user_id, item_id, NIGHTLY_INPUTS..., sources): one row per proposed item; `cand_<source>` = 1 /
+    its rank in each source's list, `pool_<scorer>_score` and `_rank` = each pool scorer's relative
+    score and 1 / its rank in the pool, null where missing (feature_store.ranking: why a rank, not the
+    source's score); `sources`: the proposing sources only."""
+    source = F.col("source")
     return candidates.groupBy("user_id", "item_id").agg(
+        *[F.max(F.when(source == s, 1.0 / F.col("rank"))).alias(f"cand_{s}") for s in CANDIDATE_SOURCES],
         *[
-            F.max(F.when(F.col("source") == s, 1.0 / F.col("rank"))).alias(f"cand_{s}")
-            for s in CANDIDATE_SOURCES
+            F.max(F.when(source == s, F.col("score") if view == "score" else 1.0 / F.col("rank"))).alias(
+                pool_input(s, view)
+            )
+            for s in POOL_SCORERS
+            for view in POOL_VIEWS
         ],
-        F.array_sort(F.collect_set("source")).alias("sources"),
+        F.array_sort(F.collect_set(F.when(source.isin(*CANDIDATE_SOURCES), source))).alias("sources"),
     )
 
 
@@ -82,7 +93,7 @@ def feature_vector(joined: DataFrame, realtime: bool) -> Column:
         + [_or_missing(F.col("itf")[name]) for name in ITEM_INPUTS]
         + [_or_missing(F.col("aff")[F.col("category")])]
         + [_or_missing(c) for c in genre_columns(F.col("gp"), F.col("genres"))]
-        + [_or_missing(F.col(f"cand_{s}")) for s in CANDIDATE_SOURCES]
+        + [_or_missing(F.col(name)) for name in NIGHTLY_INPUTS]
         + [_or_missing(F.col(name)) if realtime else F.lit(MISSING) for name in REALTIME_INPUTS]
     )
     assert len(vector) == len(RANKER_FEATURES)

@@ -9,7 +9,7 @@ from typing import Any
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from feature_store.ranking import CANDIDATE_SOURCES
+from feature_store.ranking import CANDIDATE_SOURCES, POOL_SCORERS
 from feature_store.tables import (
     CANDIDATES,
     INTERACTIONS,
@@ -74,7 +74,9 @@ def step_candidates(ctx: BatchContext) -> dict[str, Any]:
     ctx.replace_where(CANDIDATES, union_all(candidates), condition)
     ctx.replace_where(ITEM_SIMILAR, union_all(similar), condition)
     written = ctx.read(CANDIDATES).where(F.col("as_of").isin(list(cutoffs)))
-    rows: dict[str, dict[str, int]] = {str(as_of): {s: 0 for s in CANDIDATE_SOURCES} for as_of in cutoffs}
+    rows: dict[str, dict[str, int]] = {
+        str(as_of): {s: 0 for s in (*CANDIDATE_SOURCES, *POOL_SCORERS)} for as_of in cutoffs
+    }
     for row in written.groupBy("as_of", "source").count().collect():
         rows[str(row["as_of"])][row["source"]] = row["count"]
     neighbours = dict(

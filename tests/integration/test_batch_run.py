@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from feature_store.codecs import decode_recs
 from feature_store.nightly import step_names
-from feature_store.ranking import CANDIDATE_SOURCES, CHALLENGER_ALIAS, CHAMPION_ALIAS
+from feature_store.ranking import CANDIDATE_SOURCES, CHALLENGER_ALIAS, CHAMPION_ALIAS, POOL_SCORERS
 from feature_store.redis_keys import RedisKeys
 from feature_store.registry import champion_version
 from feature_store.settings import load_settings
@@ -85,7 +85,9 @@ def test_batch_run_ends_with_a_champion_and_recommendations_in_redis(
         (r.as_of, r.source)
         for r in read_table(spark, batch_settings, CANDIDATES).select("as_of", "source").distinct().collect()
     }
-    assert as_ofs == {(d, s) for d in (cut.train, cut.holdout, cut.serve) for s in CANDIDATE_SOURCES}
+    assert as_ofs == {
+        (d, s) for d in (cut.train, cut.holdout, cut.serve) for s in (*CANDIDATE_SOURCES, *POOL_SCORERS)
+    }
     tuning = reports["candidates"]["als_tuning"]
     assert [
         (row["als_rank"], row["als_reg_param"], row["als_alpha"], row["als_max_iter"]) for row in tuning

@@ -19,8 +19,9 @@ import pytest
 from feature_store.event_bus import EVENT_FIELD
 from feature_store.genres import GENRE_INPUTS, genre_inputs
 from feature_store.ranking import (
-    CANDIDATE_SOURCES,
     ITEM_INPUTS,
+    NIGHTLY_INPUT_TAGS,
+    NIGHTLY_INPUTS,
     RANKER_FEATURES,
     REALTIME_INPUTS,
     USER_INPUTS,
@@ -59,6 +60,8 @@ async def test_serving_matrix_equals_the_definition_and_the_published_batch(
             (items[6], 0.8, "batch"),
             (items[1], 0.4, "als"),
             (items[6], 3.0, "popular"),
+            (items[1], 0.5, "ease100_score"),
+            (items[6], 0.25, "rp3beta_rank"),
         ]
     }
     store_writer.publish_batch(
@@ -121,7 +124,7 @@ async def test_serving_matrix_equals_the_definition_and_the_published_batch(
             )
             published = {item: {} for item, _, _ in recs.get(user, [])}
             for item, score, source in recs.get(user, []):
-                if source in CANDIDATE_SOURCES:
+                if source in NIGHTLY_INPUT_TAGS:
                     published[item][source] = score
             for row, item in enumerate(columns.item_ids):
                 got = dict(zip(RANKER_FEATURES, matrix[row].tolist()))
@@ -132,13 +135,13 @@ async def test_serving_matrix_equals_the_definition_and_the_published_batch(
                     genre_inputs(genre_profiles.get(user, {}), genres[item]), rel=1e-6, nan_ok=True
                 ), (user, item)
                 genre_checked += not math.isnan(got[GENRE_INPUTS[0]])
-                for source in CANDIDATE_SOURCES:
+                for source, name in zip(NIGHTLY_INPUT_TAGS, NIGHTLY_INPUTS, strict=True):
                     value = published.get(item, {}).get(source)
-                    assert (
-                        math.isnan(got[f"cand_{source}"])
-                        if value is None
-                        else got[f"cand_{source}"] == pytest.approx(value)
-                    ), (user, item, source)
+                    assert math.isnan(got[name]) if value is None else got[name] == pytest.approx(value), (
+                        user,
+                        item,
+                        source,
+                    )
                 assert got[USER_INPUTS[0]] == float(("u0", "u1", "u2").index(user))
                 assert (
                     got[ITEM_INPUTS[0]] == float(items.index(item))

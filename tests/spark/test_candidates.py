@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
+from feature_store.ranking import CANDIDATE_SOURCES, POOL_SCORERS
 from spark_jobs.candidates import (
     CandidateParams,
+    ItemItemModel,
     active_users,
     als_candidates,
     als_factors,
@@ -15,13 +17,18 @@ from spark_jobs.candidates import (
     covisit_similar,
     ease_candidates,
     ease_items,
+    ease_weights,
+    fit_ease,
+    fit_pool_scorers,
     gram_entries,
     history_before,
     implicit_weights,
     next_items,
+    pool_scores,
     popular_candidates,
     popularity,
     recent_items,
+    rp3beta_weights,
     seen_items,
 )
 from tests.batch_models_data import interaction, interactions_df
@@ -167,12 +174,16 @@ def test_build_candidates_writes_every_source_in_the_table_shape(spark, interact
     users = spark.createDataFrame([("u1",), ("u2",), ("u3",)], "user_id string")
     params = CandidateParams(per_source=2, als_rank=2, als_max_iter=3)
     sources, similar = build_candidates(interactions, users, AS_OF, params)
-    assert sorted(sources) == ["als", "covisit", "ease", "popular"]
+    assert list(sources) == [*CANDIDATE_SOURCES, *POOL_SCORERS]
+    # the pool scorers score exactly the indexed part of what the proposing sources found
+    pool = {(r.user_id, r.item_id) for s in CANDIDATE_SOURCES for r in sources[s].collect()}
+    for scorer in POOL_SCORERS:
+        assert {(r.user_id, r.item_id) for r in sources[scorer].collect()} == pool
     for source, df in sources.items():
         assert df.columns == ["as_of", "source", "user_id", "item_id", "score", "rank"]
         got = df.collect()
         assert {(r.as_of, r.source) for r in got} == {(AS_OF, source)}
-        assert {r["rank"] for r in got} <= {1, 2}
+        assert {r["rank"] for r in got} <= ({1, 2} if source in CANDIDATE_SOURCES else set(range(1, 9)))
     # Items first seen after the cut-off are unknown to every source (f was seen before, d by u2).
     assert {r.item_id for df in sources.values() for r in df.collect()} <= {"a", "b", "c", "d", "e", "f"}
     assert similar.columns == ["as_of", "item_id", "similar_item_id", "score", "rank"]
@@ -197,21 +208,58 @@ def test_ease_proposes_each_users_co_occurring_items_over_the_capped_catalog(spa
     users = spark.createDataFrame([(f"u{i}",) for i in range(1, 8)], "user_id string")
     items = ease_items(seen, max_items=4)
     assert rows(items, "idx", "item_id") == [(0, "a"), (1, "b"), (2, "c"), (3, "d")]
-    assert rows(gram_entries(seen, items), "i", "j", "users") == [
-        (0, 0, 3),
-        (0, 1, 2),
-        (1, 1, 2),
-        (2, 2, 2),
-        (2, 3, 1),
-        (3, 3, 1),
+    # weight: each user counts 1 / their number of indexed items (u3, u5: 1; u1, u2, u4: 1/2)
+    assert rows(gram_entries(seen, items), "i", "j", "users", "weight") == [
+        (0, 0, 3, 2.0),
+        (0, 1, 2, 1.0),
+        (1, 1, 2, 1.0),
+        (2, 2, 2, 1.5),
+        (2, 3, 1, 0.5),
+        (3, 3, 1, 0.5),
     ]
-    got = ease_candidates(seen, users, n=2, lam=1.0, max_items=4)
+    model = fit_ease(seen, lam=1.0, max_items=4)
+    got = ease_candidates(seen, users, n=2, model=model)
     # B[a, b] = G[a, b] / (G[a, a] + 1) = 2/4; B[c, d] = 1/3. u1, u2, u4 saw their whole group, u6 only
     # an item beyond the cap, u7 nothing: no proposals.
     assert rows(got, "user_id", "item_id", "score", "rank") == [
         ("u3", "b", 0.5, 1),
         ("u5", "d", float(np.float32(1 / 3)), 1),
     ]
+    # a pool scorer's view of a pool others proposed: every indexed item, relative to the user's best
+    # (null when that is not positive), ranked; u6's history is beyond the cap, so u6 gets no view
+    pool = spark.createDataFrame(
+        [("u3", "c"), ("u3", "b"), ("u3", "zz"), ("u5", "d"), ("u6", "a")], "user_id string, item_id string"
+    )
+    ids = np.array(["a", "b", "c", "d"], dtype=object)
+    near = np.zeros((4, 4), dtype=np.float32)
+    near[0, 1] = 0.5  # a -> b
+    weights = {"ease": near, "neg": -np.ones((4, 4), dtype=np.float32)}
+    model = ItemItemModel(items, spark.sparkContext.broadcast((ids, weights)))
+    assert rows(pool_scores(seen, pool, model), "source", "user_id", "item_id", "score", "rank") == [
+        ("ease", "u3", "b", 1.0, 1),
+        ("ease", "u3", "c", 0.0, 2),
+        ("ease", "u5", "d", None, 1),
+        ("neg", "u3", "b", None, 1),
+        ("neg", "u3", "c", None, 2),
+        ("neg", "u5", "d", None, 1),
+    ]
+
+
+def test_pool_scorers_are_ease_at_each_lambda_and_rp3beta_over_the_capped_catalog(spark):
+    seen = spark.createDataFrame(
+        [("u1", "a"), ("u1", "b"), ("u2", "a"), ("u2", "b"), ("u2", "c"), ("u3", "c"), ("u4", "e")],
+        "user_id string, item_id string",
+    )
+    model = fit_pool_scorers(seen, max_items=3)
+    ids, weights = model.shared.value
+    assert ids.tolist() == ["a", "b", "c"] and list(weights) == list(POOL_SCORERS)
+    x = np.array([[1, 1, 0], [1, 1, 1], [0, 0, 1]], dtype=np.float64)  # u4's e is beyond the cap
+    for name, lam in (("ease100", 100.0), ("ease500", 500.0), ("ease2000", 2000.0)):
+        assert weights[name].dtype == np.float32
+        np.testing.assert_array_equal(weights[name], ease_weights(x.T @ x, lam).astype(np.float32))
+    by_user = x.T @ (x / x.sum(axis=1, keepdims=True))
+    expected = rp3beta_weights(by_user, x.sum(axis=0), 0.5).astype(np.float32)
+    np.testing.assert_allclose(weights["rp3beta"], expected, rtol=1e-6)
 
 
 def test_candidate_recall_per_source_and_union(spark, interactions):

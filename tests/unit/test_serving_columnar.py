@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from feature_store.codecs import CodecError, decode_recs, decode_recs_plain, encode_recs
-from feature_store.ranking import CANDIDATE_SOURCES, ITEM_INPUTS, USER_INPUTS
+from feature_store.ranking import ITEM_INPUTS, NIGHTLY_INPUT_TAGS, USER_INPUTS
 from feature_store.realtime import from_session
 from serving.cache import _ROW_BYTES, BatchCache, ItemBatch, ItemTable, approx_bytes
 from serving.candidates import SOURCES, merge_columns, priors_columns
@@ -145,7 +145,7 @@ def test_matrix_equals_the_reference(seed):
     entries = [(item, 1.0 - n / 100, "batch") for n, item in enumerate(recs)]
     entries += [
         (item, float(np.float32(rng.random())), source)
-        for source in CANDIDATE_SOURCES
+        for source in NIGHTLY_INPUT_TAGS
         for item in recs
         if rng.random() < 0.6
     ]
@@ -153,7 +153,7 @@ def test_matrix_equals_the_reference(seed):
     assert [r[0] for r in batch_recs] == recs
     scores_of = {item: {} for item in recs}
     for item, score, source in entries:
-        if source in CANDIDATE_SOURCES:
+        if source in NIGHTLY_INPUT_TAGS:
             scores_of[item][source] = score
     ids = columns.item_ids
     batch_rows = np.flatnonzero(columns.proposed[:, SOURCES.index("batch")])

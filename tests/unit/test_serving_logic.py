@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from feature_store.codecs import ScoredItem
-from feature_store.ranking import ITEM_INPUTS, MODEL_FILES, RANKER_FEATURES, USER_INPUTS
+from feature_store.ranking import ITEM_INPUTS, MODEL_FILES, NIGHTLY_INPUTS, RANKER_FEATURES, USER_INPUTS
 from feature_store.realtime import from_session
 from feature_store.registry import LoadedRanker, ModelLoadError, feature_columns, ranker_from_directory
 from serving.auth import ApiKeyGuard, BadApiKeyDigest, MissingApiKeys, guard_from_settings, hash_api_key
@@ -84,9 +84,10 @@ def test_matrix_follows_ranker_features_with_nan_for_missing():
     items = np.full((3, len(ITEM_INPUTS)), np.nan, dtype=np.float32)
     items[0] = 7.0
     # rows 0 and 2 are published recommendations (recs rows 1 and 0); row 1 came from a real-time source
-    per_source = np.array(
-        [[0.9, np.nan, 4.0, np.nan], [0.5, 2.0, np.nan, np.nan]], dtype=np.float32
-    )  # als, covisit, popular, ease
+    per_source = np.full((2, len(NIGHTLY_INPUTS)), np.nan, dtype=np.float32)
+    per_source[0, :3] = [0.9, np.nan, 4.0]  # als, covisit, popular
+    per_source[0, NIGHTLY_INPUTS.index("pool_rp3beta_score")] = 0.5
+    per_source[1, :2] = [0.5, 2.0]
     sources = source_scores_block(3, np.array([0, 2]), np.array([1, 0]), per_source)
     realtime = realtime_block(
         ["a", "b", "c"],
@@ -114,7 +115,11 @@ def test_matrix_follows_ranker_features_with_nan_for_missing():
     ]
     expected[1, names.index("ui_genre_cosine") : names.index("ui_genre_mean_share") + 1] = 0.0
     expected[0, [names.index("cand_als"), names.index("cand_covisit")]] = [0.5, 2.0]
-    expected[2, [names.index("cand_als"), names.index("cand_popular")]] = [0.9, 4.0]
+    expected[2, [names.index("cand_als"), names.index("cand_popular"), names.index("pool_rp3beta_score")]] = [
+        0.9,
+        4.0,
+        0.5,
+    ]
     expected[:, names.index("rt_session_events")] = 4.0
     expected[:, names.index("rt_session_category_share")] = [0.75, 0.0, 0.25]
     expected[:, names.index("rt_recent_covisit")] = [0.0, 3.0, 0.0]
@@ -395,11 +400,23 @@ def test_split_recs_keeps_first_entries_in_order_and_scores_by_nightly_source():
         ("b", 0.3, "unknown"),  # a source the ranker has no input for: no score
         ("a", 0.7, "als"),  # the same source twice: its later score
         ("b", 0.25, "ease"),
+        ("b", 0.5, "ease100_score"),
+        ("b", 0.25, "rp3beta_rank"),
+        ("d", 1.0, "ease100_score"),  # listed only under a pool scorer: scorers propose nothing
     )
     recs, scores = split_recs(entries)
     assert recs == (("a", 0.9, "batch"), ("b", 0.8, "batch"), ("c", 0.4, "covisit"))
-    # CANDIDATE_SOURCES order: als, covisit, popular, ease
-    expected = np.array([[0.7, nan, nan, nan], [nan, nan, nan, 0.25], [nan, 0.4, nan, nan]], dtype=np.float32)
+    # NIGHTLY_INPUTS order: cand_als, cand_covisit, cand_popular, cand_ease, pool_ease100_score, ...
+    expected = np.full((3, len(NIGHTLY_INPUTS)), nan, dtype=np.float32)
+    expected[0, 0] = 0.7
+    expected[
+        1, [3, NIGHTLY_INPUTS.index("pool_ease100_score"), NIGHTLY_INPUTS.index("pool_rp3beta_rank")]
+    ] = [
+        0.25,
+        0.5,
+        0.25,
+    ]
+    expected[2, 1] = 0.4
     np.testing.assert_array_equal(scores, expected)
     assert scores.dtype == np.float32
     assert split_recs(()) == ((), None)
