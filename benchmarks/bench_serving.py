@@ -79,13 +79,12 @@ def seed_online_store(client, version: str = "bench", seed: int = 7) -> None:
     """One published batch plus speed keys, encoded as the producers encode them."""
     import msgpack
 
-    from feature_store.codecs import encode_features, encode_ids, encode_recs
-    from feature_store.ranking import CANDIDATE_SOURCES, ITEM_INPUTS, NIGHTLY_INPUT_TAGS, USER_INPUTS
+    from feature_store.codecs import encode_feature_rows, encode_features, encode_ids, encode_recs
+    from feature_store.ranking import ITEM_INPUTS, POOL_INPUTS, USER_INPUTS
     from feature_store.redis_keys import RedisKeys
 
     rng = random.Random(seed)
     keys = RedisKeys()
-    pool_tags = NIGHTLY_INPUT_TAGS[len(CANDIDATE_SOURCES) :]
     items = [f"i{n}" for n in range(N_ITEMS)]
     categories = {item: f"c{n % N_CATEGORIES}" for n, item in enumerate(items)}
     now_ms = int(time.time() * 1000)
@@ -125,9 +124,12 @@ def seed_online_store(client, version: str = "bench", seed: int = 7) -> None:
             for item in recs
             if rng.random() < 0.5
         ]
-        # the pool scorers' inputs of every rec, from a generator of their own (other keys unchanged)
-        entries += [(item, pool_rng.random(), tag) for tag in pool_tags for item in recs]
         pipe.set(keys.user_recs(version, user), encode_recs(entries))
+        # the pool scorers' inputs of every rec, from a generator of their own (other keys unchanged)
+        pipe.set(
+            keys.user_pool_inputs(version, user),
+            encode_feature_rows([[pool_rng.random() for _ in POOL_INPUTS] for _ in recs]),
+        )
         pipe.set(
             keys.user_features(version, user), encode_features([rng.random() * 100 for _ in USER_INPUTS])
         )

@@ -2,6 +2,8 @@
 
 - Feature vectors: a 1-byte codec version, then little-endian float32s in the declared feature order;
   missing values are NaN. Decoding is one `numpy.frombuffer`, so serving pays almost nothing per item.
+- Feature rows (one row per item of a list, e.g. the pool inputs of a user's recs): the same codec over
+  the rows one after another; the reader knows the row width.
 - Scored item lists (recommendations, similar items, popular): msgpack `[[item_id, score, source], ...]`.
 - Id lists: msgpack `[item_id, ...]`.
 """
@@ -41,6 +43,18 @@ def decode_features(blob: bytes, expected_length: int | None = None) -> np.ndarr
     if expected_length is not None and array.shape[0] != expected_length:
         raise CodecError(f"feature vector has {array.shape[0]} values, expected {expected_length}")
     return array
+
+
+def encode_feature_rows(rows: Iterable[Sequence[float | None]]) -> bytes:
+    return encode_features([v for row in rows for v in row])
+
+
+def decode_feature_rows(blob: bytes, width: int) -> np.ndarray:
+    """(rows, width) float32 of `encode_feature_rows`."""
+    array = decode_features(blob)
+    if array.shape[0] % width:
+        raise CodecError(f"{array.shape[0]} values are not rows of {width}")
+    return array.reshape(-1, width)
 
 
 def encode_recs(items: Iterable[tuple[str, float, str]]) -> bytes:

@@ -68,11 +68,9 @@ def pool_input(scorer: str, view: str) -> str:
 
 
 POOL_INPUTS: tuple[str, ...] = tuple(pool_input(s, view) for s in POOL_SCORERS for view in POOL_VIEWS)
-# Every nightly input of a candidate, and the tag of its entries in the published recs value
-# (spark_jobs.publish.rec_entries, serving.store.split_recs): a proposing source's name, or the pool
-# input's name without its prefix.
+# Every nightly input of a candidate. Published per user: the sources' in the recs entries, the pool
+# scorers' as one float32 row per rec (RedisKeys.user_pool_inputs: 4 bytes a value, decoded in one go).
 NIGHTLY_INPUTS: tuple[str, ...] = CANDIDATE_INPUTS + POOL_INPUTS
-NIGHTLY_INPUT_TAGS: tuple[str, ...] = CANDIDATE_SOURCES + tuple(n.removeprefix("pool_") for n in POOL_INPUTS)
 
 # Then the real-time inputs at the moment of the request (feature_store.realtime).
 RANKER_FEATURES: tuple[str, ...] = USER_INPUTS + ITEM_INPUTS + CROSS_INPUTS + NIGHTLY_INPUTS + REALTIME_INPUTS

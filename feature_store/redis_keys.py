@@ -42,6 +42,11 @@ class RedisKeys:
         """Bytes (codecs.encode_recs): the user's top-N batch items with score and source."""
         return f"{self.prefix}:b:{version}:{{u:{user_id}}}:recs"
 
+    def user_pool_inputs(self, version: str, user_id: str) -> str:
+        """Bytes (codecs.encode_feature_rows): per batch item of `user_recs`, in its order, the pool
+        scorers' inputs (`ranking.POOL_INPUTS` order, NaN: missing)."""
+        return f"{self.prefix}:b:{version}:{{u:{user_id}}}:pool"
+
     def user_features(self, version: str, user_id: str) -> str:
         """Bytes (codecs.encode_features): the user's gold features in `ranking.USER_INPUTS` order."""
         return f"{self.prefix}:b:{version}:{{u:{user_id}}}:feat"

@@ -21,12 +21,19 @@ from dataclasses import dataclass
 import msgpack
 import numpy as np
 
-from feature_store.codecs import CodecError, ScoredItem, decode_features, decode_ids, decode_recs_plain
+from feature_store.codecs import (
+    CodecError,
+    ScoredItem,
+    decode_feature_rows,
+    decode_features,
+    decode_ids,
+    decode_recs_plain,
+)
 from feature_store.ranking import (
     CANDIDATE_SOURCES,
     ITEM_INPUTS,
-    NIGHTLY_INPUT_TAGS,
     NIGHTLY_INPUTS,
+    POOL_INPUTS,
     USER_INPUTS,
 )
 from feature_store.redis_keys import RedisKeys
@@ -110,36 +117,56 @@ def _genres(blob: bytes | None, item_id: str) -> tuple[str, ...]:
         return ()
 
 
-_INPUT_COLUMN = {tag: n for n, tag in enumerate(NIGHTLY_INPUT_TAGS)}
-_PROPOSERS = frozenset(CANDIDATE_SOURCES)
+_SOURCE_COLUMN = {source: n for n, source in enumerate(CANDIDATE_SOURCES)}
 
 
 def split_recs(entries: tuple[ScoredItem, ...]) -> tuple[tuple[ScoredItem, ...], np.ndarray | None]:
     """The recs value (spark_jobs.publish.rec_entries: each item once with the ranker's score, then
-    `(item, value, tag)` per nightly input) as the recommendations, best first, and their
-    (rows, len(NIGHTLY_INPUTS)) nightly inputs. An item listed only under a nightly source is a
-    recommendation with that score too; one listed only under a pool scorer is not (scorers propose
-    nothing)."""
+    `(item, score, source)` per nightly source) as the recommendations, best first, and their
+    (rows, len(CANDIDATE_SOURCES)) per-source scores. An item listed only under a nightly source is a
+    recommendation with that score too."""
     if not entries:
         return (), None
     row_of: dict[str, int] = {}
     recs: list[ScoredItem] = []
     scored: list[tuple[int, int, float]] = []
     for entry in entries:
-        item, score, tag = entry
-        column = _INPUT_COLUMN.get(tag)
+        item, score, source = entry
         row = row_of.get(item)
         if row is None:
-            if column is not None and tag not in _PROPOSERS:
-                continue
             row = row_of[item] = len(recs)
             recs.append(entry)
+        column = _SOURCE_COLUMN.get(source)
         if column is not None:
             scored.append((row, column, score))
-    scores = np.full((len(recs), len(NIGHTLY_INPUTS)), np.nan, dtype=np.float32)
+    scores = np.full((len(recs), len(CANDIDATE_SOURCES)), np.nan, dtype=np.float32)
     for row, column, score in scored:
         scores[row, column] = score
     return tuple(recs), scores
+
+
+def nightly_inputs(source_scores: np.ndarray | None, pool: bytes | None, user_id: str) -> np.ndarray | None:
+    """(rows, len(NIGHTLY_INPUTS)) of the recs: the sources' scores (split_recs), then the pool
+    scorers' rows (RedisKeys.user_pool_inputs: one per batch item, the first rows of the recs); NaN
+    where missing or unreadable."""
+    if source_scores is None:
+        return None
+    rows = source_scores.shape[0]
+    inputs = np.full((rows, len(NIGHTLY_INPUTS)), np.nan, dtype=np.float32)
+    inputs[:, : len(CANDIDATE_SOURCES)] = source_scores
+    if pool is not None:
+        try:
+            published = decode_feature_rows(pool, len(POOL_INPUTS))
+        except CodecError as exc:
+            log.warning("ignoring pool inputs of user %s: %s", user_id, exc)
+            return inputs
+        if published.shape[0] > rows:
+            log.warning(
+                "ignoring pool inputs of user %s: %d rows for %d recs", user_id, published.shape[0], rows
+            )
+            return inputs
+        inputs[: published.shape[0], len(CANDIDATE_SOURCES) :] = published
+    return inputs
 
 
 def _shares(blob: bytes | None, what: str) -> dict[str, float]:
@@ -160,10 +187,11 @@ def decode_user_batch(
     aff: bytes | None,
     seen: bytes | None,
     genres: bytes | None,
+    pool: bytes | None,
     user_id: str,
 ) -> UserBatch:
     """The user's batch keys (any may be missing) as one UserBatch."""
-    if recs is None and feat is None and aff is None and seen is None and genres is None:
+    if recs is None and feat is None and aff is None and seen is None and genres is None and pool is None:
         return EMPTY_USER
     affinity = _shares(aff, f"affinity of user {user_id}")
     seen_ids: tuple[str, ...] = ()
@@ -178,7 +206,7 @@ def decode_user_batch(
         _features(feat, len(USER_INPUTS), f"features of {user_id}"),
         affinity,
         seen_ids,
-        source_scores,
+        nightly_inputs(source_scores, pool, user_id),
         _shares(genres, f"genre profile of user {user_id}") or None,
     )
 
@@ -231,6 +259,7 @@ class OnlineStore:
             k.user_category_affinity(version, user_id),
             k.user_history(version, user_id),
             k.user_genre_profile(version, user_id),
+            k.user_pool_inputs(version, user_id),
         )
 
     def _keep_user(self, version: str | None, user_id: str, reply) -> UserBatch:

@@ -482,20 +482,50 @@ class ItemItemModel:
     shared: Any  # Spark broadcast of (item_ids, float32 weights or {scorer: float32 weights})
 
 
-def fit_ease(seen: DataFrame, lam: float, max_items: int) -> ItemItemModel:
+@dataclass(frozen=True)
+class ItemGram:
+    """XtX over the items with the most users (`ease_items` order), collected to the driver once for
+    every item-to-item model: EASE and the pool scorers each take its first items (the same order)."""
+
+    item_ids: np.ndarray  # idx -> item_id
+    entries: pd.DataFrame  # gram_entries: i, j, users, weight (each user 1 / their indexed items)
+
+    def head(self, size: int) -> tuple[np.ndarray, pd.DataFrame]:
+        """The first `size` items and the entries among them."""
+        entries = self.entries
+        return self.item_ids[:size], entries[(entries["i"] < size) & (entries["j"] < size)]
+
+
+def item_gram(seen: DataFrame, max_items: int) -> ItemGram:
+    """The Gram entries of the `max_items` items with the most users (one Spark self-join)."""
+    items = ease_items(seen, max_items).orderBy("idx").toPandas()
+    if not len(items):
+        return ItemGram(
+            np.array([], dtype=object), pd.DataFrame({"i": [], "j": [], "users": [], "weight": []})
+        )
+    indexed = seen.sparkSession.createDataFrame(items, "item_id string, idx int")
+    return ItemGram(items["item_id"].to_numpy(dtype=object), gram_entries(seen, indexed).toPandas())
+
+
+def _indexed(spark, item_ids: np.ndarray) -> DataFrame:
+    return spark.createDataFrame(
+        pd.DataFrame({"item_id": item_ids, "idx": np.arange(len(item_ids), dtype=np.int32)}),
+        "item_id string, idx int",
+    )
+
+
+def fit_ease(seen: DataFrame, gram: ItemGram, lam: float, max_items: int) -> ItemItemModel:
     """EASE's weights over the `max_items` items with the most users. The weights (items x items
     float32: 400 MB at the default cap of 10,000) go to every task as one matrix; building them needs
     about 3 x 8 x items^2 bytes on the driver (2.4 GB at the cap)."""
-    spark = seen.sparkSession
-    items = ease_items(seen, max_items).orderBy("idx").toPandas()
-    indexed = spark.createDataFrame(items, "item_id string, idx int")
-    item_ids = items["item_id"].to_numpy(dtype=object)
+    item_ids, entries = gram.head(max_items)
     weights = (
-        ease_weights(gram_matrix(gram_entries(seen, indexed).toPandas(), len(item_ids)), lam)
-        if len(items)
-        else np.zeros((0, 0))
+        ease_weights(gram_matrix(entries, len(item_ids)), lam).astype(np.float32)
+        if len(item_ids)
+        else np.zeros((0, 0), dtype=np.float32)
     )
-    return ItemItemModel(indexed, spark.sparkContext.broadcast((item_ids, weights.astype(np.float32))))
+    spark = seen.sparkSession
+    return ItemItemModel(_indexed(spark, item_ids), spark.sparkContext.broadcast((item_ids, weights)))
 
 
 def _with_indexed_history(seen: DataFrame, users: DataFrame, model: ItemItemModel) -> DataFrame:
@@ -526,24 +556,20 @@ POOL_RP3BETA = ("rp3beta", 0.5)
 assert (*POOL_EASE_LAMBDAS, POOL_RP3BETA[0]) == POOL_SCORERS
 
 
-def fit_pool_scorers(seen: DataFrame, max_items: int) -> ItemItemModel:
-    """Every pool scorer's weights over the `max_items` items with the most users, from one Gram
-    matrix pass, shared with every task as one {scorer: float32 matrix} (16 x items^2 bytes: 400 MB at
-    the default cap of 5,000)."""
-    spark = seen.sparkSession
-    items = ease_items(seen, max_items).orderBy("idx").toPandas()
-    indexed = spark.createDataFrame(items, "item_id string, idx int")
-    item_ids = items["item_id"].to_numpy(dtype=object)
+def fit_pool_scorers(seen: DataFrame, gram: ItemGram, max_items: int) -> ItemItemModel:
+    """Every pool scorer's weights over the `max_items` items with the most users, shared with every
+    task as one {scorer: float32 matrix} (16 x items^2 bytes: 400 MB at the default cap of 5,000)."""
+    item_ids, entries = gram.head(max_items)
     weights: dict[str, np.ndarray] = {}
-    if len(items):
-        entries = gram_entries(seen, indexed).toPandas()
-        gram = gram_matrix(entries, len(item_ids))
+    if len(item_ids):
+        counts = gram_matrix(entries, len(item_ids))
         for name, lam in POOL_EASE_LAMBDAS.items():
-            weights[name] = ease_weights(gram, lam).astype(np.float32)
+            weights[name] = ease_weights(counts, lam).astype(np.float32)
         name, beta = POOL_RP3BETA
-        weighted = gram_matrix(entries, len(item_ids), column="weight")
-        weights[name] = rp3beta_weights(weighted, np.diag(gram), beta).astype(np.float32)
-    return ItemItemModel(indexed, spark.sparkContext.broadcast((item_ids, weights)))
+        by_user = gram_matrix(entries, len(item_ids), column="weight")
+        weights[name] = rp3beta_weights(by_user, np.diag(counts), beta).astype(np.float32)
+    spark = seen.sparkSession
+    return ItemItemModel(_indexed(spark, item_ids), spark.sparkContext.broadcast((item_ids, weights)))
 
 
 def pool_scores(seen: DataFrame, pool: DataFrame, model: ItemItemModel) -> DataFrame:
@@ -581,7 +607,9 @@ def build_candidates(
     ).cache()
     recent = recent_items(history, users, params.covisit_recent_items)
     popular = popularity(history, as_of, params.popular_window_days, params.popular_half_life_days)
-    ease = fit_ease(seen, params.ease_lambda, params.ease_max_items)
+    # one Gram matrix for EASE and the pool scorers (each takes its most popular items)
+    gram = item_gram(seen, max(params.ease_max_items, params.pool_max_items))
+    ease = fit_ease(seen, gram, params.ease_lambda, params.ease_max_items)
     sources = {
         ALS_SOURCE: als_candidates(user_factors, item_factors, users, seen, n),
         COVISIT_SOURCE: covisit_candidates(recent, similar, seen, n),
@@ -593,7 +621,7 @@ def build_candidates(
     proposed = reduce(
         DataFrame.unionByName, [as_candidates(df, as_of, s) for s, df in sources.items()]
     ).localCheckpoint()
-    scorers = fit_pool_scorers(seen, params.pool_max_items)
+    scorers = fit_pool_scorers(seen, gram, params.pool_max_items)
     scored = pool_scores(seen, proposed.select("user_id", "item_id"), scorers).localCheckpoint()
     # both are materialised: the weights need not stay in every Python worker for the next cut-off
     ease.shared.destroy()

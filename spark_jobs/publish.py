@@ -40,8 +40,8 @@ import msgpack
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from feature_store.codecs import encode_features, encode_ids, encode_recs
-from feature_store.ranking import ITEM_INPUTS, NIGHTLY_INPUT_TAGS, NIGHTLY_INPUTS, USER_INPUTS
+from feature_store.codecs import encode_feature_rows, encode_features, encode_ids, encode_recs
+from feature_store.ranking import CANDIDATE_SOURCES, ITEM_INPUTS, NIGHTLY_INPUTS, POOL_INPUTS, USER_INPUTS
 from feature_store.redis_cluster import open_redis
 from feature_store.redis_keys import RedisKeys
 from spark_jobs.candidates import history_before
@@ -90,22 +90,30 @@ def feature_values(features: Mapping[str, float] | None, names: Sequence[str]) -
 
 
 def rec_entries(items) -> list[tuple[str, float, str]]:
-    """The recs value: every item as `(item_id, ranker score, "batch")` best first, then each of its
-    nightly inputs as `(item_id, value, tag)` (feature_store.ranking.NIGHTLY_INPUT_TAGS: a source's
-    1 / rank, a pool scorer's score or 1 / rank), so serving gives the ranker the same nightly inputs as
-    training did."""
+    """The recs value: every item as `(item_id, ranker score, "batch")` best first, then each nightly
+    source's input for it as `(item_id, 1/rank, source)`, so serving gives the ranker the same
+    per-source inputs (`cand_<source>`) as training did."""
     batch = [(r["item_id"], r["score"], BATCH_SOURCE) for r in items]
-    nightly = [
-        (r["item_id"], r[name], tag)
-        for tag, name in zip(NIGHTLY_INPUT_TAGS, NIGHTLY_INPUTS, strict=True)
+    per_source = [
+        (r["item_id"], r[f"cand_{s}"], s)
+        for s in CANDIDATE_SOURCES
         for r in items
-        if r[name] is not None
+        if r[f"cand_{s}"] is not None
     ]
-    return batch + nightly
+    return batch + per_source
+
+
+def pool_rows(items) -> list[list[float | None]]:
+    """The pool scorers' inputs (POOL_INPUTS) of each item, in the recs' order."""
+    return [[r[name] for name in POOL_INPUTS] for r in items]
 
 
 def encode_user_recs(keys: RedisKeys, version: str, row) -> tuple[str, bytes]:
     return keys.user_recs(version, row["user_id"]), encode_recs(rec_entries(row["items"]))
+
+
+def encode_user_pool(keys: RedisKeys, version: str, row) -> tuple[str, bytes]:
+    return keys.user_pool_inputs(version, row["user_id"]), encode_feature_rows(pool_rows(row["items"]))
 
 
 def encode_user_features(keys: RedisKeys, version: str, row) -> tuple[str, bytes]:
@@ -254,6 +262,7 @@ def write_version(target: PublishTarget, content: BatchContent, meta: Mapping[st
     """Step 1: every key of `target.version` (nothing points at it yet). Returns counts per kind."""
     kinds: list[tuple[str, DataFrame, Encoder]] = [
         ("recs", content.recs, encode_user_recs),
+        ("user_pool", content.recs, encode_user_pool),
         ("user_features", content.user_features, encode_user_features),
         ("user_affinity", content.user_features, encode_user_affinity),
         ("user_genres", content.user_features, encode_user_genres),

@@ -16,7 +16,6 @@ import numpy as np
 from feature_store.genres import GENRE_INPUTS, genre_inputs
 from feature_store.ranking import (
     ITEM_INPUTS,
-    NIGHTLY_INPUT_TAGS,
     NIGHTLY_INPUTS,
     RANKER_FEATURES,
     REALTIME_INPUTS,
@@ -110,14 +109,11 @@ def priors(
     return values, primary
 
 
-_NIGHTLY_INPUT_OF = dict(zip(NIGHTLY_INPUT_TAGS, NIGHTLY_INPUTS, strict=True))
-
-
 def feature_rows(
     user_features: np.ndarray | None,
     item_features: Sequence[np.ndarray | None],
     affinities: Sequence[float | None],
-    source_scores: Sequence[Mapping[str, float] | None],  # nightly input tag -> value
+    source_scores: Sequence[Mapping[str, float] | None],  # NIGHTLY_INPUTS name -> value
     realtime: Sequence[Sequence[float]],
     genre_profile: Mapping[str, float] | None = None,
     genres: Sequence[Sequence[str]] | None = None,
@@ -136,8 +132,9 @@ def feature_rows(
         if affinity is not None:
             row["ui_category_affinity"] = affinity
         row.update(zip(GENRE_INPUTS, genre_inputs(genre_profile or {}, item_genres)))
-        for tag, score in (scores or {}).items():
-            row[_NIGHTLY_INPUT_OF[tag]] = score
+        for name, score in (scores or {}).items():
+            assert name in NIGHTLY_INPUTS, name
+            row[name] = score
         row.update(zip(REALTIME_INPUTS, live))
         rows.append([row.get(name, np.nan) for name in RANKER_FEATURES])
     return np.array(rows, dtype=np.float32).reshape(len(rows), len(RANKER_FEATURES))

@@ -11,7 +11,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from feature_store.codecs import encode_features, encode_ids, encode_recs
+from feature_store.codecs import encode_feature_rows, encode_features, encode_ids, encode_recs
 from feature_store.redis_keys import RedisKeys
 from feature_store.settings import Settings
 
@@ -91,7 +91,7 @@ class OnlineStoreWriter:
         popular: list | None = None,
     ) -> None:
         """users: user_id -> {"recs": [(item, score, source)], "features": [..], "affinity": {..}, "seen": [..],
-        "genres": {genre: share}}; items: item_id -> {"features": [..], "category": str, "genres": [..]}."""
+        "genres": {genre: share}, "pool": [[POOL_INPUTS values] per batch rec]}; items: item_id -> {"features": [..], "category": str, "genres": [..]}."""
         k, pipe = self.keys, self.client.pipeline(transaction=False)
         for user_id, user in users.items():
             pipe.set(k.user_recs(version, user_id), encode_recs(user.get("recs", [])))
@@ -101,6 +101,8 @@ class OnlineStoreWriter:
             pipe.set(k.user_history(version, user_id), encode_ids(user.get("seen", [])))
             if "genres" in user:
                 pipe.set(k.user_genre_profile(version, user_id), msgpack.packb(user["genres"]))
+            if "pool" in user:
+                pipe.set(k.user_pool_inputs(version, user_id), encode_feature_rows(user["pool"]))
         for item_id, item in items.items():
             pipe.set(k.item_features(version, item_id), encode_features(item["features"]))
             pipe.hset(k.item_categories(version), item_id, item["category"])

@@ -9,8 +9,8 @@ from datetime import date
 import msgpack
 import pytest
 
-from feature_store.codecs import decode_features, decode_ids, decode_recs
-from feature_store.ranking import ITEM_INPUTS, USER_INPUTS
+from feature_store.codecs import decode_feature_rows, decode_features, decode_ids, decode_recs
+from feature_store.ranking import ITEM_INPUTS, POOL_INPUTS, USER_INPUTS
 from feature_store.redis_keys import RedisKeys
 from spark_jobs.publish import (
     PublishTarget,
@@ -78,11 +78,15 @@ def content(spark, as_of: date, users: int, label: float):
             interaction("u0", "i7", "2024-05-05 10:00"),  # after both batches' as_of
         ],
     )
-    # the nightly sources' lists: u1's i0 came from als and popular, i1 from als only, i2 from no source
+    # the nightly sources' lists: u1's i0 came from als and popular, i1 from als only, i2 from no source;
+    # two pool scorers saw the pool (ease100's best was not positive: no relative score)
     candidates = spark.createDataFrame(
         [(as_of, "als", f"u{u}", "i0", 0.75, 1) for u in range(users)]
         + [(as_of, "popular", f"u{u}", "i0", 12.0, 1) for u in range(users)]
-        + [(as_of, "als", f"u{u}", "i1", 0.5, 2) for u in range(users)],
+        + [(as_of, "als", f"u{u}", "i1", 0.5, 2) for u in range(users)]
+        + [(as_of, "rp3beta", f"u{u}", "i0", 1.0, 1) for u in range(users)]
+        + [(as_of, "rp3beta", f"u{u}", "i1", 0.5, 2) for u in range(users)]
+        + [(as_of, "ease100", f"u{u}", "i1", None, 1) for u in range(users)],
         "as_of date, source string, user_id string, item_id string, score double, rank int",
     )
     return batch_content(
@@ -126,6 +130,7 @@ def test_published_keys_hold_exactly_the_batch(spark, redis_server, redis_client
         "current": True,
         "counts": {
             "recs": 2,
+            "user_pool": 2,
             "user_features": 2,
             "user_affinity": 2,
             "user_genres": 2,
@@ -145,6 +150,18 @@ def test_published_keys_hold_exactly_the_batch(spark, redis_server, redis_client
         ("i0", 1.0, "als"),  # each nightly source's input: 1 / the item's rank in its list
         ("i1", 0.5, "als"),
         ("i0", 1.0, "popular"),
+    ]
+    # the pool scorers' inputs, one row per rec in the recs' order (i0, i1, i2), NaN: missing
+    pool = decode_feature_rows(redis_client.get(KEYS.user_pool_inputs(version, "u1")), len(POOL_INPUTS))
+    expected_pool = {
+        (0, "pool_rp3beta_score"): 1.0,
+        (0, "pool_rp3beta_rank"): 1.0,
+        (1, "pool_rp3beta_score"): 0.5,
+        (1, "pool_rp3beta_rank"): 0.5,
+        (1, "pool_ease100_rank"): 1.0,
+    }
+    assert [[None if math.isnan(v) else v for v in row] for row in pool.tolist()] == [
+        [expected_pool.get((r, name)) for name in POOL_INPUTS] for r in range(3)
     ]
     features = decode_features(redis_client.get(KEYS.user_features(version, "u1")), len(USER_INPUTS))
     expected = {"user_events_7d": 1.0, "user_lifetime_events": 1.0}

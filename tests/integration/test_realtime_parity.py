@@ -19,9 +19,10 @@ import pytest
 from feature_store.event_bus import EVENT_FIELD
 from feature_store.genres import GENRE_INPUTS, genre_inputs
 from feature_store.ranking import (
+    CANDIDATE_SOURCES,
     ITEM_INPUTS,
-    NIGHTLY_INPUT_TAGS,
     NIGHTLY_INPUTS,
+    POOL_INPUTS,
     RANKER_FEATURES,
     REALTIME_INPUTS,
     USER_INPUTS,
@@ -60,9 +61,10 @@ async def test_serving_matrix_equals_the_definition_and_the_published_batch(
             (items[6], 0.8, "batch"),
             (items[1], 0.4, "als"),
             (items[6], 3.0, "popular"),
-            (items[1], 0.5, "ease100_score"),
-            (items[6], 0.25, "rp3beta_rank"),
         ]
+    }
+    pool = {
+        "u0": [[0.5] + [float("nan")] * (len(POOL_INPUTS) - 1), [0.25 * c for c in range(len(POOL_INPUTS))]]
     }
     store_writer.publish_batch(
         "v1",
@@ -72,6 +74,7 @@ async def test_serving_matrix_equals_the_definition_and_the_published_batch(
                 "features": [float(n)] * len(USER_INPUTS),
                 "affinity": {"c0": 0.5},
                 **({"genres": genre_profiles[u]} if u in genre_profiles else {}),
+                **({"pool": pool[u]} if u in pool else {}),
             }
             for n, u in enumerate(("u0", "u1", "u2"))
         },
@@ -109,7 +112,7 @@ async def test_serving_matrix_equals_the_definition_and_the_published_batch(
     t_ms = events[-1].ts_ms
     params = realtime_params(serving_settings)
     app = create_app(serving_settings)
-    checked = genre_checked = 0
+    checked = genre_checked = nightly_checked = 0
     async with running(app):
         recommender = app.state.services.recommender
         for user in ("u0", "u1", "u2"):
@@ -124,8 +127,11 @@ async def test_serving_matrix_equals_the_definition_and_the_published_batch(
             )
             published = {item: {} for item, _, _ in recs.get(user, [])}
             for item, score, source in recs.get(user, []):
-                if source in NIGHTLY_INPUT_TAGS:
-                    published[item][source] = score
+                if source in CANDIDATE_SOURCES:
+                    published[item][f"cand_{source}"] = score
+            batch_items = [item for item, _, source in recs.get(user, []) if source == "batch"]
+            for item, values in zip(batch_items, pool.get(user, [])):
+                published[item].update((n, v) for n, v in zip(POOL_INPUTS, values) if not math.isnan(v))
             for row, item in enumerate(columns.item_ids):
                 got = dict(zip(RANKER_FEATURES, matrix[row].tolist()))
                 assert tuple(got[name] for name in REALTIME_INPUTS) == pytest.approx(
@@ -135,13 +141,14 @@ async def test_serving_matrix_equals_the_definition_and_the_published_batch(
                     genre_inputs(genre_profiles.get(user, {}), genres[item]), rel=1e-6, nan_ok=True
                 ), (user, item)
                 genre_checked += not math.isnan(got[GENRE_INPUTS[0]])
-                for source, name in zip(NIGHTLY_INPUT_TAGS, NIGHTLY_INPUTS, strict=True):
-                    value = published.get(item, {}).get(source)
+                for name in NIGHTLY_INPUTS:
+                    value = published.get(item, {}).get(name)
                     assert math.isnan(got[name]) if value is None else got[name] == pytest.approx(value), (
                         user,
                         item,
-                        source,
+                        name,
                     )
+                    nightly_checked += value is not None and name in POOL_INPUTS
                 assert got[USER_INPUTS[0]] == float(("u0", "u1", "u2").index(user))
                 assert (
                     got[ITEM_INPUTS[0]] == float(items.index(item))
@@ -157,3 +164,5 @@ async def test_serving_matrix_equals_the_definition_and_the_published_batch(
         any(values[n] > 0 for rt in all_rt for values in rt.values()) for n in range(len(REALTIME_INPUTS))
     )
     assert checked >= 15 and genre_checked >= 5
+    # all of items[6]'s pool row (items[1], the other batch rec, is no candidate of this request)
+    assert nightly_checked == len(POOL_INPUTS)

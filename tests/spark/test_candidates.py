@@ -23,6 +23,7 @@ from spark_jobs.candidates import (
     gram_entries,
     history_before,
     implicit_weights,
+    item_gram,
     next_items,
     pool_scores,
     popular_candidates,
@@ -217,7 +218,7 @@ def test_ease_proposes_each_users_co_occurring_items_over_the_capped_catalog(spa
         (2, 3, 1, 0.5),
         (3, 3, 1, 0.5),
     ]
-    model = fit_ease(seen, lam=1.0, max_items=4)
+    model = fit_ease(seen, item_gram(seen, 5), lam=1.0, max_items=4)
     got = ease_candidates(seen, users, n=2, model=model)
     # B[a, b] = G[a, b] / (G[a, a] + 1) = 2/4; B[c, d] = 1/3. u1, u2, u4 saw their whole group, u6 only
     # an item beyond the cap, u7 nothing: no proposals.
@@ -250,7 +251,7 @@ def test_pool_scorers_are_ease_at_each_lambda_and_rp3beta_over_the_capped_catalo
         [("u1", "a"), ("u1", "b"), ("u2", "a"), ("u2", "b"), ("u2", "c"), ("u3", "c"), ("u4", "e")],
         "user_id string, item_id string",
     )
-    model = fit_pool_scorers(seen, max_items=3)
+    model = fit_pool_scorers(seen, item_gram(seen, 3), max_items=3)
     ids, weights = model.shared.value
     assert ids.tolist() == ["a", "b", "c"] and list(weights) == list(POOL_SCORERS)
     x = np.array([[1, 1, 0], [1, 1, 1], [0, 0, 1]], dtype=np.float64)  # u4's e is beyond the cap

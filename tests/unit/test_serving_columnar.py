@@ -14,14 +14,14 @@ import random
 import numpy as np
 import pytest
 
-from feature_store.codecs import CodecError, decode_recs, decode_recs_plain, encode_recs
-from feature_store.ranking import ITEM_INPUTS, NIGHTLY_INPUT_TAGS, USER_INPUTS
+from feature_store.codecs import CodecError, decode_recs, decode_recs_plain, encode_feature_rows, encode_recs
+from feature_store.ranking import CANDIDATE_SOURCES, ITEM_INPUTS, POOL_INPUTS, USER_INPUTS
 from feature_store.realtime import from_session
 from serving.cache import _ROW_BYTES, BatchCache, ItemBatch, ItemTable, approx_bytes
 from serving.candidates import SOURCES, merge_columns, priors_columns
 from serving.ranking import assemble_matrix, genre_block, realtime_block, source_scores_block
 from serving.ranking import select_top_k as select_top_k_columns
-from serving.store import split_recs
+from serving.store import nightly_inputs, split_recs
 from tests.serving_reference import Candidate, feature_rows, merge_candidates, priors, select_top_k
 
 
@@ -145,16 +145,22 @@ def test_matrix_equals_the_reference(seed):
     entries = [(item, 1.0 - n / 100, "batch") for n, item in enumerate(recs)]
     entries += [
         (item, float(np.float32(rng.random())), source)
-        for source in NIGHTLY_INPUT_TAGS
+        for source in CANDIDATE_SOURCES
         for item in recs
         if rng.random() < 0.6
     ]
-    batch_recs, per_source = split_recs(tuple(entries))
+    # the pool scorers' rows, one per rec, some values missing
+    pool = rng.random((len(recs), len(POOL_INPUTS)), dtype=np.float32)
+    pool[rng.random(pool.shape) < 0.3] = np.nan
+    batch_recs, source_scores = split_recs(tuple(entries))
+    per_source = nightly_inputs(source_scores, encode_feature_rows(pool.tolist()), "u1")
     assert [r[0] for r in batch_recs] == recs
     scores_of = {item: {} for item in recs}
     for item, score, source in entries:
-        if source in NIGHTLY_INPUT_TAGS:
-            scores_of[item][source] = score
+        if source in CANDIDATE_SOURCES:
+            scores_of[item][f"cand_{source}"] = score
+    for item, values in zip(recs, pool):
+        scores_of[item].update((n, float(v)) for n, v in zip(POOL_INPUTS, values) if not np.isnan(v))
     ids = columns.item_ids
     batch_rows = np.flatnonzero(columns.proposed[:, SOURCES.index("batch")])
     rec_rows = np.array([recs.index(ids[row]) for row in batch_rows], dtype=np.intp)
@@ -287,6 +293,7 @@ def test_cached_users_and_items_leave_the_garbage_collector_alone():
         msgpack.packb({"music": 0.5}),
         encode_ids(["i3"]),
         msgpack.packb({"rock": 1.0}),
+        None,
         "u1",
     )
     cache.keep_user("u1", user)

@@ -11,8 +11,16 @@ import sys
 import numpy as np
 import pytest
 
-from feature_store.codecs import ScoredItem
-from feature_store.ranking import ITEM_INPUTS, MODEL_FILES, NIGHTLY_INPUTS, RANKER_FEATURES, USER_INPUTS
+from feature_store.codecs import ScoredItem, encode_feature_rows
+from feature_store.ranking import (
+    CANDIDATE_SOURCES,
+    ITEM_INPUTS,
+    MODEL_FILES,
+    NIGHTLY_INPUTS,
+    POOL_INPUTS,
+    RANKER_FEATURES,
+    USER_INPUTS,
+)
 from feature_store.realtime import from_session
 from feature_store.registry import LoadedRanker, ModelLoadError, feature_columns, ranker_from_directory
 from serving.auth import ApiKeyGuard, BadApiKeyDigest, MissingApiKeys, guard_from_settings, hash_api_key
@@ -25,7 +33,7 @@ from serving.ranking import (
     select_top_k,
     source_scores_block,
 )
-from serving.store import split_recs
+from serving.store import nightly_inputs, split_recs
 from tests.serving_reference import Candidate, Proposal, merge_candidates, priors
 
 
@@ -400,23 +408,30 @@ def test_split_recs_keeps_first_entries_in_order_and_scores_by_nightly_source():
         ("b", 0.3, "unknown"),  # a source the ranker has no input for: no score
         ("a", 0.7, "als"),  # the same source twice: its later score
         ("b", 0.25, "ease"),
-        ("b", 0.5, "ease100_score"),
-        ("b", 0.25, "rp3beta_rank"),
-        ("d", 1.0, "ease100_score"),  # listed only under a pool scorer: scorers propose nothing
     )
     recs, scores = split_recs(entries)
     assert recs == (("a", 0.9, "batch"), ("b", 0.8, "batch"), ("c", 0.4, "covisit"))
-    # NIGHTLY_INPUTS order: cand_als, cand_covisit, cand_popular, cand_ease, pool_ease100_score, ...
-    expected = np.full((3, len(NIGHTLY_INPUTS)), nan, dtype=np.float32)
-    expected[0, 0] = 0.7
-    expected[
-        1, [3, NIGHTLY_INPUTS.index("pool_ease100_score"), NIGHTLY_INPUTS.index("pool_rp3beta_rank")]
-    ] = [
-        0.25,
-        0.5,
-        0.25,
-    ]
-    expected[2, 1] = 0.4
+    # CANDIDATE_SOURCES order: als, covisit, popular, ease
+    expected = np.array([[0.7, nan, nan, nan], [nan, nan, nan, 0.25], [nan, 0.4, nan, nan]], dtype=np.float32)
     np.testing.assert_array_equal(scores, expected)
     assert scores.dtype == np.float32
     assert split_recs(()) == ((), None)
+
+
+def test_nightly_inputs_put_the_published_pool_rows_beside_the_source_scores_of_the_first_recs():
+    nan = float("nan")
+    sources = np.array([[0.5, nan, nan, nan], [nan, 1.0, nan, nan], [nan, nan, 0.25, nan]], dtype=np.float32)
+    pool = [
+        [0.5 * n + c for c in range(len(POOL_INPUTS))] for n in range(2)
+    ]  # two batch recs, one source-only
+    got = nightly_inputs(sources, encode_feature_rows(pool), "u1")
+    expected = np.full((3, len(NIGHTLY_INPUTS)), nan, dtype=np.float32)
+    expected[:, : len(CANDIDATE_SOURCES)] = sources
+    expected[:2, len(CANDIDATE_SOURCES) :] = pool
+    np.testing.assert_array_equal(got, expected)
+    # no pool key, an unreadable one, or more rows than recs: the sources' scores alone
+    alone = expected.copy()
+    alone[:, len(CANDIDATE_SOURCES) :] = nan
+    for blob in (None, b"\x07", encode_feature_rows([[0.0] * len(POOL_INPUTS)] * 4)):
+        np.testing.assert_array_equal(nightly_inputs(sources, blob, "u1"), alone)
+    assert nightly_inputs(None, encode_feature_rows(pool), "u1") is None
