@@ -39,7 +39,7 @@ from typing import Literal
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from feature_store.ranking import CANDIDATE_SOURCES
+from feature_store.ranking import CANDIDATE_SOURCES, POOL_SCORERS
 from feature_store.settings import Settings
 from spark_jobs.candidates import CandidateParams
 
@@ -197,7 +197,14 @@ def build_for_history(
 
 
 # each candidate source alone, under the name the evaluation reports it by
-SOURCE_MODELS: dict[str, str] = {"popular": "popularity", "als": "als", "covisit": "covisit", "ease": "ease"}
+# and each pool scorer's ranking of the whole pool (the strongest item-to-item views, for a fair bar)
+SOURCE_MODELS: dict[str, str] = {
+    "popular": "popularity",
+    "als": "als",
+    "covisit": "covisit",
+    "ease": "ease",
+    **{scorer: f"{scorer}_pool" for scorer in POOL_SCORERS},
+}
 
 
 def evaluate_split(

@@ -10,7 +10,7 @@ import random
 import pytest
 from typer.testing import CliRunner
 
-from feature_store.ranking import CANDIDATE_SOURCES
+from feature_store.ranking import CANDIDATE_SOURCES, POOL_SCORERS
 from lambdarec.cli import build_app
 from lambdarec.testing import spark_cache_is_empty
 from spark_jobs.metrics import mean_metrics
@@ -107,7 +107,16 @@ def test_evaluate_writes_json_tables_and_predictions_an_outside_scorer_can_check
     # the command shares the session with whatever runs next (here: the rest of the test run)
     assert spark_cache_is_empty(spark)
     written = json.loads(output.read_text())
-    models = ("popularity", "als", "covisit", "ease", "xgboost", "lightgbm", "blend")
+    models = (
+        "popularity",
+        "als",
+        "covisit",
+        "ease",
+        *(f"{s}_pool" for s in POOL_SCORERS),
+        "xgboost",
+        "lightgbm",
+        "blend",
+    )
     assert (written["k"], written["split"], written["ratio"], written["seed"]) == (K, "given", None, 3)
     assert set(written["models"]) == set(written["warm_models"]) == set(models)
     assert [
