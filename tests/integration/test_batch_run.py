@@ -4,15 +4,23 @@ then `lambdarec batch step` and `python -m lambdarec.batch_task` (the DAG's entr
 The commands run in-process, so they share the test run's Spark session; the nightly itself is the
 run's shared one (`local_nightly`, tests/nightly.py), which the cluster test compares with."""
 
+import math
 import re
 
 import pytest
 from pyspark.sql import functions as F
 from typer.testing import CliRunner
 
-from feature_store.codecs import decode_recs
+from feature_store.codecs import decode_feature_rows, decode_recs
 from feature_store.nightly import step_names
-from feature_store.ranking import CANDIDATE_SOURCES, CHALLENGER_ALIAS, CHAMPION_ALIAS, POOL_SCORERS
+from feature_store.ranking import (
+    CANDIDATE_SOURCES,
+    CHALLENGER_ALIAS,
+    CHAMPION_ALIAS,
+    POOL_INPUTS,
+    POOL_SCORERS,
+    POOL_VIEWS,
+)
 from feature_store.redis_keys import RedisKeys
 from feature_store.registry import champion_version
 from feature_store.settings import load_settings
@@ -122,15 +130,30 @@ def test_batch_run_ends_with_a_champion_and_recommendations_in_redis(
         (r.item_id, r.score) for r in expected
     ]
     # then each nightly source's input of those items (the ranker's cand_<source>: 1 / the source's rank)
-    nightly = {
-        (r.item_id, r.source): 1.0 / r["rank"]
-        for r in read_table(spark, batch_settings, CANDIDATES)
+    rows = (
+        read_table(spark, batch_settings, CANDIDATES)
         .where((F.col("as_of") == F.lit(RUN_DATE)) & (F.col("user_id") == user))
         .collect()
-    }
+    )
+    nightly = {(r.item_id, r.source): 1.0 / r["rank"] for r in rows if r.source in CANDIDATE_SOURCES}
     assert {(i.item_id, i.source): i.score for i in published if i.source != "batch"} == {
         key: score for key, score in nightly.items() if key[0] in {r.item_id for r in expected}
     }
+    # and the pool scorers' inputs, one row per rec in the same order (NaN: the scorer did not index it)
+    scored = {(r.item_id, r.source): r for r in rows if r.source in POOL_SCORERS}
+    pool = decode_feature_rows(redis_client.get(keys.user_pool_inputs(version, user)), len(POOL_INPUTS))
+
+    def pool_value(row, view: str) -> float | None:
+        return None if row is None else row.score if view == "score" else 1.0 / row["rank"]
+
+    want = [
+        [pool_value(scored.get((item.item_id, s)), view) for s in POOL_SCORERS for view in POOL_VIEWS]
+        for item in expected
+    ]
+    assert any(v is not None for row in want for v in row)
+    assert [
+        [None if math.isnan(v) else pytest.approx(v, rel=1e-6) for v in row] for row in pool.tolist()
+    ] == want
     assert int(meta[b"count_recs"]) == len({r.user_id for r in scores})
 
     # Restartable: rerunning a training step for the same date registers nothing new.
