@@ -28,7 +28,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, time, timedelta
-from functools import reduce
 from typing import Any
 
 import numpy as np
@@ -39,6 +38,7 @@ from pyspark.sql import functions as F
 from feature_store.ranking import CANDIDATE_SOURCES, POOL_SCORERS
 from feature_store.settings import CandidateSettings
 from feature_store.tables import CANDIDATES, ITEM_SIMILAR
+from spark_jobs.frames import union_all
 
 ALS_SOURCE, COVISIT_SOURCE, POPULAR_SOURCE, EASE_SOURCE = CANDIDATE_SOURCES
 
@@ -503,8 +503,8 @@ def item_gram(seen: DataFrame, max_items: int) -> ItemGram:
         return ItemGram(
             np.array([], dtype=object), pd.DataFrame({"i": [], "j": [], "users": [], "weight": []})
         )
-    indexed = seen.sparkSession.createDataFrame(items, "item_id string, idx int")
-    return ItemGram(items["item_id"].to_numpy(dtype=object), gram_entries(seen, indexed).toPandas())
+    item_ids = items["item_id"].to_numpy(dtype=object)
+    return ItemGram(item_ids, gram_entries(seen, _indexed(seen.sparkSession, item_ids)).toPandas())
 
 
 def _indexed(spark, item_ids: np.ndarray) -> DataFrame:
@@ -618,9 +618,7 @@ def build_candidates(
     }
     # Computed once, lineage cut: the pool scorers read all four sources, and a plan holding their
     # lineage a second time outgrew the driver's heap on ml-latest-small (the plan's text alone).
-    proposed = reduce(
-        DataFrame.unionByName, [as_candidates(df, as_of, s) for s, df in sources.items()]
-    ).localCheckpoint()
+    proposed = union_all(as_candidates(df, as_of, s) for s, df in sources.items()).localCheckpoint()
     scorers = fit_pool_scorers(seen, gram, params.pool_max_items)
     scored = pool_scores(seen, proposed.select("user_id", "item_id"), scorers).localCheckpoint()
     # both are materialised: the weights need not stay in every Python worker for the next cut-off
