@@ -7,6 +7,7 @@ Runs `lambdarec.replay.runner.run_replay` (the same code as `lambdarec replay`) 
   the ratings after it; full mode only (its batch layer and replay take about 5 minutes on 2 cores, and
   `make bench QUICK=1` has 15 minutes for every benchmark).
 Quick mode uses fewer events and fewer questions; the full run asks more (smaller standard errors).
+`--datasets synthetic` or `--datasets movielens` runs one of the two (each result file says which ran).
 """
 
 from __future__ import annotations
@@ -59,11 +60,17 @@ def replay_one(
     return result
 
 
-def run(quick: bool, out_dir: Path) -> dict:
+DATASETS = ("synthetic", "movielens")
+
+
+def run(quick: bool, out_dir: Path, datasets: str = ",".join(DATASETS)) -> dict:
+    """`datasets`: which replays to run, comma-separated (the full pair takes hours here, so a session
+    can run them one at a time); movielens runs in full mode only."""
     from feature_store.settings import Settings
     from lambdarec.composition import spark_session
     from lambdarec.replay.scoring import MODEL_TITLES
 
+    chosen = chosen_datasets(datasets)
     with tempfile.TemporaryDirectory(prefix="lambdarec-bench-replay-") as tmp:
         work = Path(tmp)
         settings = Settings(data_dir=work / "data", spark_master="local[2]", spark_shuffle_partitions=2)
@@ -72,20 +79,21 @@ def run(quick: bool, out_dir: Path) -> dict:
         runs: dict[str, dict] = {}
         errors: dict[str, str] = {}
         try:
-            try:
-                runs["synthetic"] = replay_one(
-                    spark,
-                    settings,
-                    "synthetic",
-                    synthetic_dataset(quick, work / "synthetic-data"),
-                    "jsonl",
-                    quick,
-                    SLICES_S,
-                    work,
-                )
-            except Exception as exc:  # one data set failing must not lose the other's numbers
-                errors["synthetic"] = f"{type(exc).__name__}: {exc}"
-            ml = None if quick else movielens_dir()
+            if "synthetic" in chosen:
+                try:
+                    runs["synthetic"] = replay_one(
+                        spark,
+                        settings,
+                        "synthetic",
+                        synthetic_dataset(quick, work / "synthetic-data"),
+                        "jsonl",
+                        quick,
+                        SLICES_S,
+                        work,
+                    )
+                except Exception as exc:  # one data set failing must not lose the other's numbers
+                    errors["synthetic"] = f"{type(exc).__name__}: {exc}"
+            ml = None if quick or "movielens" not in chosen else movielens_dir()
             if ml is not None:
                 try:
                     runs["movielens"] = replay_one(
@@ -108,6 +116,17 @@ def run(quick: bool, out_dir: Path) -> dict:
     if errors:
         result["errors"] = errors
     return write_result(out_dir, NAME, result)
+
+
+def chosen_datasets(datasets: str) -> tuple[str, ...]:
+    """The data sets named in a comma-separated list, in the benchmark's order; an unknown name is an error."""
+    names = tuple(name.strip() for name in datasets.split(",") if name.strip())
+    unknown = sorted(set(names) - set(DATASETS))
+    if unknown or not names:
+        raise ValueError(
+            f"--datasets takes a comma-separated subset of {', '.join(DATASETS)}; got {datasets!r}"
+        )
+    return tuple(name for name in DATASETS if name in names)
 
 
 def report(runs: dict[str, dict], quick: bool, titles: dict[str, str]) -> dict:
@@ -246,4 +265,4 @@ def ratio(a: float, b: float) -> str:
 
 
 if __name__ == "__main__":
-    main(run)
+    main(run, {"--datasets": dict(default=",".join(DATASETS), help="comma-separated: synthetic, movielens")})
