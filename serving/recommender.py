@@ -8,6 +8,10 @@ request and recovery needs nobody. The breaker opens at once when Redis refuses 
 connection, but only after `serving_redis_timeouts_to_open` time-outs in a row: one late answer (a
 busy machine stalling this process) must not send every request of the next half second to the
 fallback.
+
+Why one module: a request's path (breaker, reads, candidates, matrix, ranker, answer, fallback) is one
+sequence under one time budget; the pure pieces it calls live in serving.candidates, serving.ranking and
+serving.store.
 """
 
 from __future__ import annotations

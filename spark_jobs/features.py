@@ -17,6 +17,9 @@ history's weight), items their catalog `category` ("unknown" when the catalog la
 `run_features(spark, settings, start, end)` is the thin step behind `lambdarec batch features`: it brings
 silver up to date for the dates the window needs, then overwrites exactly the window's as_of partitions
 of both gold tables (replaceWhere), so reruns and backfills are idempotent.
+
+Why one module: the user and item tables share the per-day aggregation, the as_of explode and the
+window rules; split apart, the one point-in-time rule would be written twice.
 """
 
 from __future__ import annotations

@@ -20,6 +20,9 @@ is feature_store.registry's, shared with serving.
 
 `import mlflow` happens inside functions: it costs seconds and nothing here may run at import time.
 Callers: spark_jobs.steps, spark_jobs.offline_eval, lambdarec.commands.models.
+
+Why one module: everything here writes the registry's state (runs, versions, aliases, their tags), and
+the gate, the promotion and the rollback must agree on that state's layout.
 """
 
 from __future__ import annotations

@@ -25,6 +25,9 @@ per key kind with pipelined SETs in chunks, so the write scales with the executo
 holds the batch (`toLocalIterator` would stream every row through the driver's one connection). A
 retried task rewrites the same keys with the same values. Only the small, global keys (meta, popular,
 categories) are written from the driver. Called by spark_jobs.steps.serving (steps `publish`, `expire`).
+
+Why one module: the write, the flip and the expiry are one protocol over one key layout; each step's
+guarantee depends on the others' (pending TTL, PERSIST after the flip, NX expiry), so they are read together.
 """
 
 from __future__ import annotations
