@@ -477,15 +477,15 @@ class ServingSettings(Component):
     )
     max_per_category: int = Field(0, ge=0, description="Diversity cap per category in one answer (0 = off).")
     recent_items: int = Field(
-        10, description="How many of the user's recent items seed real-time candidates."
+        10, ge=0, description="How many of the user's recent items seed real-time candidates (0: none)."
     )
     neighbors_per_item: int = Field(
-        20, description="Co-visitation / similar neighbours taken per recent item."
+        20, ge=0, description="Co-visitation / similar neighbours taken per recent item (0: none)."
     )
     trending_window: str = Field(
         "1h", description="Trending window read by serving (speed-layer key suffix)."
     )
-    trending_candidates: int = Field(50, description="Trending items added as candidates.")
+    trending_candidates: int = Field(50, ge=0, description="Trending items added as candidates (0: none).")
     max_candidates: int = Field(400, description="Candidates ranked per request at most.")
     max_exclude: int = Field(200, description="Most item ids a request may exclude.")
 

@@ -72,7 +72,10 @@ def _pairs(reply) -> list[tuple[str, float]]:
 
 
 def _top(key: str, count: int) -> tuple:
-    return ("ZREVRANGE", key, 0, count - 1, "WITHSCORES")
+    """The `count` best members with their scores. A count of 0 reads none: the range 0..-1 would be
+    all of them, so it asks for 1..0 (start past stop), an empty reply in the same pipeline slot."""
+    start, stop = (0, count - 1) if count > 0 else (1, 0)
+    return ("ZREVRANGE", key, start, stop, "WITHSCORES")
 
 
 def _hash(reply) -> dict[str, str]:

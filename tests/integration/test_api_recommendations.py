@@ -104,6 +104,30 @@ async def test_merges_batch_and_real_time_candidates_minus_consumed(
     assert Recommendations.model_validate(body).model_dump(mode="json") == body
 
 
+async def test_zero_trending_candidates_and_neighbours_propose_none_of_them(
+    serving_settings, store_writer, running
+):
+    """0 means none (a Redis range of 0..-1 would read the whole sorted set)."""
+    publish_v1(store_writer)
+    store_writer.user_event("u1", "i5", "view", NOW_MS, "music")
+    store_writer.covisit("i5", {"i8": 3.0})
+    store_writer.trending("1h", {"i9": 5.0})
+    settings = serving_settings.updated(serving_trending_candidates=0, serving_neighbors_per_item=0)
+
+    async with running(create_app(settings)) as api:
+        body = (await api.get("/v1/recommendations/u1", params={"k": 20})).json()
+
+    assert sources_of(body) == {
+        "i1": ("batch", None),
+        "i2": ("batch", None),
+        "i3": ("batch", None),
+        "i4": ("batch", None),
+        "i7": ("popular", None),  # the thin pool's top-up, as without the zeros
+        "i8": ("popular", None),
+        "i9": ("popular", None),
+    }
+
+
 async def test_answer_follows_the_users_events_through_the_speed_layer(
     model_settings, ranker_dirs, store_writer, redis_client, log_ranker, run_speed_layer, running
 ):
