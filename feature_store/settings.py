@@ -38,6 +38,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSetti
 from pydantic_settings.exceptions import SettingsError
 
 from feature_store.events import MAX_EVENT_WIRE_BYTES
+from feature_store.ranking import CANDIDATE_SOURCES
 
 
 def project_root() -> Path:
@@ -238,8 +239,16 @@ class BatchSettings(Component):
 class CandidateSettings(Component):
     """The nightly candidate sources (ALS, co-visitation, popularity, EASE); spark_jobs.candidates."""
 
-    flat_names: ClassVar[Mapping[str, str]] = {"per_source": "candidates_per_source"}
+    flat_names: ClassVar[Mapping[str, str]] = {
+        "per_source": "candidates_per_source",
+        "sources": "candidate_sources",
+    }
 
+    sources: tuple[str, ...] = Field(
+        CANDIDATE_SOURCES,
+        description="The nightly sources that propose candidates (a subset of als, covisit, popular, ease); "
+        "a source left out is not computed and its ranker input stays empty.",
+    )
     per_source: int = Field(100, description="Candidates each source proposes per user.")
     # ALS (implicitPrefs): the grid tried on a validation split of the history (spark_jobs.als_tuning);
     # one value each = no tuning.
@@ -277,6 +286,16 @@ class CandidateSettings(Component):
         description="Most popular items the pool scorers (EASE at three lambdas, RP3beta) index; each task holds "
         "16 x items^2 bytes of their weights.",
     )
+
+    @field_validator("sources")
+    @classmethod
+    def _known_sources(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(value) - set(CANDIDATE_SOURCES))
+        if unknown or not value:
+            raise ValueError(
+                f"candidate sources must be a non-empty subset of {', '.join(CANDIDATE_SOURCES)}; got {list(value)}"
+            )
+        return tuple(source for source in CANDIDATE_SOURCES if source in value)
 
 
 class RankerSettings(Component):

@@ -18,7 +18,14 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from feature_store.settings import CandidateSettings
-from spark_jobs.candidates import CandidateParams, als_candidates, als_factors, implicit_weights, seen_items
+from spark_jobs.candidates import (
+    ALS_SOURCE,
+    CandidateParams,
+    als_candidates,
+    als_factors,
+    implicit_weights,
+    seen_items,
+)
 
 GRID_KEYS: tuple[str, ...] = ("als_rank", "als_reg_param", "als_alpha", "als_max_iter")
 NDCG_K = 10
@@ -103,9 +110,9 @@ def tune_als(
     history: DataFrame, params: CandidateParams, grid: AlsGrid, share: float, metric: str
 ) -> tuple[CandidateParams, list[dict[str, float]]]:
     """`params` with the ALS knobs of the best grid point, and the table of every point's metrics.
-    A one-point grid is used as is (no fits, empty table)."""
+    A one-point grid, or no ALS source, is used as is (no fits, empty table)."""
     points = grid.points()
-    if len(points) == 1:
+    if len(points) == 1 or ALS_SOURCE not in params.sources:
         return replace(params, **points[0]), []
     fit, held_out = validation_split(history, share)
     fit = fit.cache()

@@ -47,6 +47,7 @@ ALS_SOURCE, COVISIT_SOURCE, POPULAR_SOURCE, EASE_SOURCE = CANDIDATE_SOURCES
 class CandidateParams:
     """Knobs of the four sources (from `Settings.candidates` via `from_settings`)."""
 
+    sources: tuple[str, ...] = CANDIDATE_SOURCES  # the ones computed (an ablation may leave some out)
     per_source: int = 100
     als_rank: int = 32
     als_max_iter: int = 10
@@ -601,28 +602,40 @@ def build_candidates(
     # seen and similar feed several sources and writes: compute each once
     seen = seen_items(history).cache()
     n = params.per_source
-    user_factors, item_factors = als_factors(implicit_weights(history), params)
     similar = covisit_similar(
         history, params.covisit_window_minutes, params.covisit_max_span, params.covisit_neighbors
     ).cache()
-    recent = recent_items(history, users, params.covisit_recent_items)
-    popular = popularity(history, as_of, params.popular_window_days, params.popular_half_life_days)
     # one Gram matrix for EASE and the pool scorers (each takes its most popular items)
     gram = item_gram(seen, max(params.ease_max_items, params.pool_max_items))
-    ease = fit_ease(seen, gram, params.ease_lambda, params.ease_max_items)
-    sources = {
-        ALS_SOURCE: als_candidates(user_factors, item_factors, users, seen, n),
-        COVISIT_SOURCE: covisit_candidates(recent, similar, seen, n),
-        POPULAR_SOURCE: popular_candidates(popular, users, seen, n, pool=n + 4 * n),
-        EASE_SOURCE: ease_candidates(seen, users, n, ease),
-    }
+    ease = (
+        fit_ease(seen, gram, params.ease_lambda, params.ease_max_items)
+        if EASE_SOURCE in params.sources
+        else None
+    )
+
+    def als() -> DataFrame:
+        return als_candidates(*als_factors(implicit_weights(history), params), users, seen, n)
+
+    def covisit() -> DataFrame:
+        return covisit_candidates(recent_items(history, users, params.covisit_recent_items), similar, seen, n)
+
+    def popular() -> DataFrame:
+        scores = popularity(history, as_of, params.popular_window_days, params.popular_half_life_days)
+        return popular_candidates(scores, users, seen, n, pool=n + 4 * n)
+
+    def ease_source() -> DataFrame:
+        return ease_candidates(seen, users, n, ease)
+
+    build = {ALS_SOURCE: als, COVISIT_SOURCE: covisit, POPULAR_SOURCE: popular, EASE_SOURCE: ease_source}
+    sources = {source: build[source]() for source in params.sources}
     # Computed once, lineage cut: the pool scorers read all four sources, and a plan holding their
     # lineage a second time outgrew the driver's heap on ml-latest-small (the plan's text alone).
     proposed = union_all(as_candidates(df, as_of, s) for s, df in sources.items()).localCheckpoint()
     scorers = fit_pool_scorers(seen, gram, params.pool_max_items)
     scored = pool_scores(seen, proposed.select("user_id", "item_id"), scorers).localCheckpoint()
     # both are materialised: the weights need not stay in every Python worker for the next cut-off
-    ease.shared.destroy()
+    if ease is not None:
+        ease.shared.destroy()
     scorers.shared.destroy()
     out = {s: proposed.where(F.col("source") == s) for s in sources}
     for scorer in POOL_SCORERS:

@@ -39,7 +39,7 @@ from typing import Literal
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from feature_store.ranking import CANDIDATE_SOURCES, POOL_SCORERS
+from feature_store.ranking import POOL_SCORERS
 from feature_store.settings import Settings
 from spark_jobs.candidates import CandidateParams
 
@@ -266,14 +266,15 @@ def evaluate_split(
     progress("ranking")
     holdout = Holdout(outer.cutoff, outer.candidates, outer.inputs, relevance, catalog, k)
     models = {label: NativeModel(ranker.kind, ranker.native_bytes()) for label, ranker in rankers.items()}
-    by_source = holdout_rankings(holdout, models, tuple(SOURCE_MODELS), blend=tuple(models))
+    baselines = tuple(label for label in SOURCE_MODELS if label in (*sources_params.sources, *POOL_SCORERS))
+    by_source = holdout_rankings(holdout, models, baselines, blend=tuple(models))
     rankings = {SOURCE_MODELS.get(label, label): ranked for label, ranked in by_source.items()}
     if write_predictions is not None:
         progress("writing predictions")
         write_predictions(predictions(rankings))
     results = {label: ranking_metrics(ranked, relevance, k, catalog) for label, ranked in rankings.items()}
     progress("candidate recall")
-    recall = candidate_pool_recall(at(outer.candidates, outer.cutoff), relevance, CANDIDATE_SOURCES)
+    recall = candidate_pool_recall(at(outer.candidates, outer.cutoff), relevance, sources_params.sources)
     # ALS and co-visitation know nothing of users without train history (on a time split most test
     # users are new): the warm-user view compares the sources where each of them can answer
     warm = train.select("user_id").distinct()
@@ -285,8 +286,8 @@ def evaluate_split(
     counts = {
         "train_ratings": train.count(),
         "test_ratings": test.count(),
-        "test_users_with_relevant_items": int(results["popularity"]["users"]),
-        "warm_test_users_with_relevant_items": int(warm_results["popularity"]["users"]),
+        "test_users_with_relevant_items": int(results["xgboost"]["users"]),
+        "warm_test_users_with_relevant_items": int(warm_results["xgboost"]["users"]),
         "training_examples": examples.count(),
         "train_items": catalog,
     }

@@ -87,7 +87,7 @@ def step_candidates(ctx: BatchContext) -> dict[str, Any]:
         str(as_of): candidate_pool_recall(
             written.where(F.col("as_of") == F.lit(as_of)),
             next_items(interactions, as_of, days).withColumn("relevance", F.lit(1.0)),
-            CANDIDATE_SOURCES,
+            params.sources,
         )
         for as_of, days in ((cut.train, settings.batch.label_horizon_days), (cut.holdout, cut.holdout_days))
     }

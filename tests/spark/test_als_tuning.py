@@ -86,3 +86,9 @@ def test_a_one_point_grid_is_used_without_fitting(spark):
         4,
         [],
     )
+
+
+def test_without_the_als_source_the_grid_is_not_fitted(spark):
+    grid = AlsGrid(ranks=(7, 9), reg_params=(0.2,), alphas=(3.0,), max_iters=(4,))
+    chosen, table = tune_als(None, CandidateParams(sources=("ease",)), grid, share=0.2, metric="ndcg@10")
+    assert (chosen.sources, chosen.als_rank, table) == (("ease",), 7, [])

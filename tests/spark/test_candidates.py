@@ -190,6 +190,21 @@ def test_build_candidates_writes_every_source_in_the_table_shape(spark, interact
     assert similar.columns == ["as_of", "item_id", "similar_item_id", "score", "rank"]
 
 
+def test_sources_left_out_are_not_computed_and_the_scorers_score_what_the_others_proposed(
+    spark, interactions
+):
+    users = spark.createDataFrame([("u1",), ("u2",), ("u3",)], "user_id string")
+    params = CandidateParams(sources=("covisit", "popular"), per_source=2)
+    sources, _ = build_candidates(interactions, users, AS_OF, params)
+    assert list(sources) == ["covisit", "popular", *POOL_SCORERS]
+    both = CandidateParams(per_source=2, als_rank=2, als_max_iter=3)
+    everything, _ = build_candidates(interactions, users, AS_OF, both)
+    for source in ("covisit", "popular"):
+        assert sorted(sources[source].collect()) == sorted(everything[source].collect())
+    pool = {(r.user_id, r.item_id) for s in ("covisit", "popular") for r in sources[s].collect()}
+    assert {(r.user_id, r.item_id) for r in sources["rp3beta"].collect()} == pool
+
+
 def test_ease_proposes_each_users_co_occurring_items_over_the_capped_catalog(spark):
     # {a, b} and {c, d} never meet; e is the 5th most popular item, beyond the cap of 4 (d wins the tie by id).
     seen = spark.createDataFrame(

@@ -42,6 +42,7 @@ ENVIRONMENT = [
     ("LAMBDAREC_BATCH_TOP_N", "40", "batch.top_n", 40),
     ("LAMBDAREC_ALS_RANKS", "[8,16]", "candidates.als_ranks", (8, 16)),
     ("LAMBDAREC_CANDIDATES_PER_SOURCE", "25", "candidates.per_source", 25),
+    ("LAMBDAREC_CANDIDATE_SOURCES", '["ease", "covisit"]', "candidates.sources", ("covisit", "ease")),
     ("LAMBDAREC_TRAIN_NUM_WORKERS", "3", "ranker.num_workers", 3),
     ("LAMBDAREC_RANKER_MODEL_NAME", "shop-ranker", "ranker.model_name", "shop-ranker"),
     ("LAMBDAREC_PROMOTION_MIN_GAIN", "0.01", "promotion.min_gain", 0.01),
@@ -205,3 +206,9 @@ def test_flat_values_name_every_setting_once():
     values = Settings(batch_top_n=9).flat_values()
     assert values["batch_top_n"] == 9 and values["spark_master"] == "local[*]"
     assert set(values) == set(flat_fields())
+
+
+@pytest.mark.parametrize("sources", [(), ("ease", "imdb")])
+def test_candidate_sources_must_be_a_non_empty_subset_of_the_nightly_sources(sources):
+    with pytest.raises(ValidationError, match="non-empty subset of als, covisit, popular, ease"):
+        Settings(candidate_sources=sources)
