@@ -14,14 +14,39 @@ The table in docs/redis-key-layout.md documents every key; a unit test keeps the
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from feature_store.redis_cluster import slot_tag
+
+# What a key is, for sizing the store (benchmarks.bench_capacity): per user, per item or global, and its
+# kind (the last part of its name). Matched in order; every key method's output has one match.
+_KIND_PATTERNS: tuple[tuple[str, str], ...] = (
+    ("batch_user", r":b:[^:]+:\{u:.+\}:(\w+)$"),
+    ("batch_item", r":b:[^:]+:i:.+:(\w+)$"),
+    ("batch_global", r":b:[^:]+:(\w+)$"),
+    ("speed_user", r":s:\{u:.+\}:(\w+)$"),
+    ("speed_item", r":s:(covisit):.+$"),
+    ("speed_global", r":s:(trending):\{[^}]+\}(?::\d+)?$"),
+)
 
 
 @dataclass(frozen=True)
 class RedisKeys:
     prefix: str = "lr"
+
+    def kind_of(self, key: str) -> tuple[str, str] | None:
+        """(scope, kind) of a key of this prefix, e.g. `("batch_user", "recs")` for a `user_recs` key and
+        `("speed_global", "trending")` for a window or one of its buckets; None for the other keys
+        (pointers, markers, status)."""
+        if not key.startswith(self.prefix + ":"):
+            return None
+        rest = key[len(self.prefix) :]
+        for scope, pattern in _KIND_PATTERNS:
+            match = re.match(pattern, rest)
+            if match:
+                return scope, match.group(1)
+        return None
 
     # -- batch namespace (versioned) ---------------------------------------------------------
     @property

@@ -60,11 +60,70 @@ def test_user_keys_share_one_hash_tag():
     assert keys.recent_items("u7") == "lr:s:{u:u7}:recent"
 
 
+def test_every_sized_key_has_its_scope_and_kind_and_the_rest_have_none():
+    keys = RedisKeys("lr")
+    user, item = "u:7", "i:9"  # ids with the separator in them
+    assert {
+        key: keys.kind_of(key)
+        for key in (
+            keys.user_recs("v1", user),
+            keys.user_pool_inputs("v1", user),
+            keys.user_features("v1", user),
+            keys.user_category_affinity("v1", user),
+            keys.user_genre_profile("v1", user),
+            keys.user_history("v1", user),
+            keys.item_features("v1", item),
+            keys.item_genres("v1", item),
+            keys.item_similar("v1", item),
+            keys.item_categories("v1"),
+            keys.popular("v1"),
+            keys.batch_meta("v1"),
+            keys.recent_items(user),
+            keys.recent_meta(user),
+            keys.session_counters(user),
+            keys.recent_event_ids(user),
+            keys.covisit(item),
+            keys.trending("1h"),
+            keys.trending_bucket("15m", 42),
+            keys.batch_pointer,
+            keys.batch_versions,
+            keys.speed_status,
+            keys.applied_batch("speed"),
+            "other:b:v1:popular",
+        )
+    } == {
+        "lr:b:v1:{u:u:7}:recs": ("batch_user", "recs"),
+        "lr:b:v1:{u:u:7}:pool": ("batch_user", "pool"),
+        "lr:b:v1:{u:u:7}:feat": ("batch_user", "feat"),
+        "lr:b:v1:{u:u:7}:aff": ("batch_user", "aff"),
+        "lr:b:v1:{u:u:7}:genres": ("batch_user", "genres"),
+        "lr:b:v1:{u:u:7}:seen": ("batch_user", "seen"),
+        "lr:b:v1:i:i:9:feat": ("batch_item", "feat"),
+        "lr:b:v1:i:i:9:genres": ("batch_item", "genres"),
+        "lr:b:v1:i:i:9:sim": ("batch_item", "sim"),
+        "lr:b:v1:categories": ("batch_global", "categories"),
+        "lr:b:v1:popular": ("batch_global", "popular"),
+        "lr:b:v1:meta": ("batch_global", "meta"),
+        "lr:s:{u:u:7}:recent": ("speed_user", "recent"),
+        "lr:s:{u:u:7}:recent_meta": ("speed_user", "recent_meta"),
+        "lr:s:{u:u:7}:session": ("speed_user", "session"),
+        "lr:s:{u:u:7}:event_ids": ("speed_user", "event_ids"),
+        "lr:s:covisit:i:9": ("speed_item", "covisit"),
+        "lr:s:trending:{1h}": ("speed_global", "trending"),
+        "lr:s:trending:{15m}:42": ("speed_global", "trending"),
+        "lr:batch:current": None,
+        "lr:batch:versions": None,
+        "lr:s:status": None,
+        "lr:s:applied:speed": None,
+        "other:b:v1:popular": None,
+    }
+
+
 def test_every_key_is_documented():
     doc = (project_root() / "docs" / "redis-key-layout.md").read_text()
     keys = RedisKeys("<p>")
     for name in dir(RedisKeys):
-        if name.startswith("_") or name == "prefix":
+        if name.startswith("_") or name in ("prefix", "kind_of"):
             continue
         attr = getattr(keys, name)
         # "\0" marks where a name's variable part starts; a slot number is a number
