@@ -40,7 +40,15 @@ def synthetic_dataset(quick: bool, out: Path) -> Path:
 
 
 def replay_one(
-    spark, settings, name: str, source: Path, fmt: str, quick: bool, slices: tuple[float, ...], work: Path
+    spark,
+    settings,
+    name: str,
+    source: Path,
+    fmt: str,
+    quick: bool,
+    slices: tuple[float, ...],
+    work: Path,
+    variants: tuple = (),
 ) -> dict:
     from lambdarec.replay.runner import ReplayOptions, run_replay
 
@@ -53,6 +61,7 @@ def replay_one(
         max_targets=TARGETS[quick][name],
         seed=0,
         warmup_days=7.0,
+        variants=variants,
     )
     started = time.monotonic()
     result = run_replay(spark, settings, options, work / name)
@@ -63,14 +72,19 @@ def replay_one(
 DATASETS = ("synthetic", "movielens")
 
 
-def run(quick: bool, out_dir: Path, datasets: str = ",".join(DATASETS)) -> dict:
+def run(
+    quick: bool, out_dir: Path, datasets: str = ",".join(DATASETS), variant: list[str] | None = None
+) -> dict:
     """`datasets`: which replays to run, comma-separated (the full pair takes hours here, so a session
-    can run them one at a time); movielens runs in full mode only."""
+    can run them one at a time); movielens runs in full mode only. `variant`: serving ablations asked
+    the same questions (`lambdarec replay --variant` syntax), reported beside the models."""
     from feature_store.settings import Settings
     from lambdarec.composition import spark_session
+    from lambdarec.replay.runner import ServingVariant
     from lambdarec.replay.scoring import MODEL_TITLES
 
     chosen = chosen_datasets(datasets)
+    variants = tuple(ServingVariant.parse(text) for text in variant or ())
     with tempfile.TemporaryDirectory(prefix="lambdarec-bench-replay-") as tmp:
         work = Path(tmp)
         settings = Settings(data_dir=work / "data", spark_master="local[2]", spark_shuffle_partitions=2)
@@ -90,6 +104,7 @@ def run(quick: bool, out_dir: Path, datasets: str = ",".join(DATASETS)) -> dict:
                         quick,
                         SLICES_S,
                         work,
+                        variants,
                     )
                 except Exception as exc:  # one data set failing must not lose the other's numbers
                     errors["synthetic"] = f"{type(exc).__name__}: {exc}"
@@ -105,6 +120,7 @@ def run(quick: bool, out_dir: Path, datasets: str = ",".join(DATASETS)) -> dict:
                         quick,
                         SLICES_S[:1],
                         work,
+                        variants,
                     )
                 except Exception as exc:
                     errors["movielens"] = f"{type(exc).__name__}: {exc}"
@@ -132,7 +148,7 @@ def chosen_datasets(datasets: str) -> tuple[str, ...]:
 def report(runs: dict[str, dict], quick: bool, titles: dict[str, str]) -> dict:
     """The result dict: every run's numbers plus the report's tables and plots."""
     machine = machine_info()
-    quality_rows, diff_rows, fresh_rows, info_rows = [], [], [], []
+    quality_rows, diff_rows, fresh_rows, info_rows, variant_rows = [], [], [], [], []
     plot_lines: dict[str, list[float]] = {}
     for name, run in runs.items():
         info_rows.append(
@@ -151,12 +167,12 @@ def report(runs: dict[str, dict], quick: bool, titles: dict[str, str]) -> dict:
         )
         for one in run["passes"]:
             label = f"{name}, slices ≤ {one['slice_s']:g} s"
-            for model in MODELS_ORDER:
+            for model in (*MODELS_ORDER, *one.get("batch_speed_minus_variant", {})):
                 m = one["models"][model]
                 quality_rows.append(
                     [
                         label,
-                        titles[model],
+                        titles.get(model, f"ablation: {model}"),
                         round(m["hr@10"], 4),
                         round(m["hr_se"], 4),
                         round(m["ndcg@10"], 4),
@@ -175,6 +191,15 @@ def report(runs: dict[str, dict], quick: bool, titles: dict[str, str]) -> dict:
                     one["wall_s"],
                 ]
             )
+            for variant, diff in one.get("batch_speed_minus_variant", {}).items():
+                variant_rows.append(
+                    [
+                        label,
+                        variant,
+                        f"{diff['hr@10']['mean']:+.4f} ± {diff['hr@10']['se']:.4f}",
+                        f"{diff['ndcg@10']['mean']:+.4f} ± {diff['ndcg@10']['se']:.4f}",
+                    ]
+                )
             f = one["freshness_ms"]
             fresh_rows.append([label, f["samples"], f["p50"], f["p95"], f["p99"], f["max"]])
             plot_lines[label] = [round(one["models"][model]["hr@10"], 4) for model in MODELS_ORDER]
@@ -211,6 +236,14 @@ def report(runs: dict[str, dict], quick: bool, titles: dict[str, str]) -> dict:
             "rows": fresh_rows,
         },
     ]
+    if variant_rows:
+        tables.append(
+            {
+                "title": "batch + speed − each ablation, paired over the same questions (mean ± s.e.)",
+                "columns": ["replay", "ablation", "ΔHR@10", "ΔNDCG@10"],
+                "rows": variant_rows,
+            }
+        )
     effect = runs.get("synthetic", {}).get("slice_size_effect")
     if effect:
         tables.append(
@@ -265,4 +298,10 @@ def ratio(a: float, b: float) -> str:
 
 
 if __name__ == "__main__":
-    main(run, {"--datasets": dict(default=",".join(DATASETS), help="comma-separated: synthetic, movielens")})
+    main(
+        run,
+        {
+            "--datasets": dict(default=",".join(DATASETS), help="comma-separated: synthetic, movielens"),
+            "--variant": dict(action="append", help="NAME:speed|batch:SETTING=VALUE[,...] (repeatable)"),
+        },
+    )

@@ -18,7 +18,17 @@ from benchmarks.common import REPO, default_out_dir, write_result
 from benchmarks.report import write_report
 
 # Order: cheap and independent first; replay last (it uses every layer).
-ORDER = ("batch_data", "batch_models", "freshness", "faults", "soak", "serving", "feast", "replay")
+ORDER = (
+    "batch_data",
+    "batch_models",
+    "capacity",
+    "freshness",
+    "faults",
+    "soak",
+    "serving",
+    "feast",
+    "replay",
+)
 
 
 def _order(name: str) -> tuple[int, str]:

@@ -662,6 +662,14 @@ def summarize(
                     f"ndcg@{options.k}": paired_difference(full.ndcg, only.ndcg),
                     f"mrr@{options.k}": paired_difference(full.rr, only.rr),
                 },
+                # each ablation against what the product serves, paired over the same questions
+                "batch_speed_minus_variant": {
+                    variant.name: {
+                        f"hr@{options.k}": paired_difference(full.hits, result.tallies[variant.name].hits),
+                        f"ndcg@{options.k}": paired_difference(full.ndcg, result.tallies[variant.name].ndcg),
+                    }
+                    for variant in options.variants
+                },
                 "freshness_ms": _percentiles(result.freshness_ms),
                 "catchup_wait_ms": _percentiles(result.wait_ms),
                 "batch_speed_sources": dict(sorted(result.sources.items())),

@@ -85,7 +85,7 @@ def write_events(path: Path) -> tuple[dict[str, list[str]], set[tuple[str, str]]
 
 
 def test_replay_through_the_real_layers(spark, settings, tmp_path: Path):
-    from lambdarec.replay.runner import ReplayOptions, run_replay
+    from lambdarec.replay.runner import ReplayOptions, ServingVariant, run_replay
 
     pairs, targets = write_events(tmp_path / "input")
     options = ReplayOptions(
@@ -97,6 +97,7 @@ def test_replay_through_the_real_layers(spark, settings, tmp_path: Path):
         max_targets=None,
         warmup_days=7.0,
         keep_answers=True,
+        variants=(ServingVariant.parse("no_neighbours:speed:serving_recent_items=0"),),
     )
     small = settings.updated(
         label_horizon_days=HORIZON_DAYS,
@@ -127,6 +128,16 @@ def test_replay_through_the_real_layers(spark, settings, tmp_path: Path):
         assert one["models"]["batch_speed"]["asked"] == len(targets)
         assert one["freshness_ms"]["samples"] == one["rounds"]
         assert one["batch_speed_sources"].get("covisit", 0) > 0
+        # the ablation is asked the same questions and compared question by question
+        hits = {
+            name: [float(a["ranks"][name] is not None) for a in one["answers"]]
+            for name in ("batch_speed", "no_neighbours")
+        }
+        diffs = [full - ablated for full, ablated in zip(hits["batch_speed"], hits["no_neighbours"])]
+        assert one["batch_speed_minus_variant"]["no_neighbours"]["hr@10"]["mean"] == pytest.approx(
+            sum(diffs) / len(diffs)
+        )
+        assert one["models"]["no_neighbours"]["asked"] == len(targets)
     # the batch-only store and the popularity baseline do not depend on the replay
     for name in ("batch_only", "popularity"):
         assert [a["ranks"][name] for a in fine["answers"]] == [a["ranks"][name] for a in coarse["answers"]]
