@@ -16,8 +16,12 @@ redis-server:
   the speed keys' bytes by kind (per active user, per item for co-visitation) and the events applied
   per second of wall time (one Python process and redis-server on the same 2 cores).
 
-Per-request serving CPU and the bus's throughput come from their own benchmarks (profile_serving,
-bench_freshness); docs/capacity.md scales all of them to 1M-100M users.
+- **the bus**: `BUS_EVENTS` events published by one process in batches of 1,000 (the API's most per
+  POST), each batch acknowledged before the next, into a Redis Stream and into a one-partition Kafka
+  topic of the local broker (`lambdarec.kafka_broker`, idempotent producer, acks=all): the write rate
+  of one partition from one producer.
+
+Per-request serving CPU comes from profile_serving; docs/capacity.md scales all of them to 1M-100M users.
 
 `python -m benchmarks.bench_capacity [--quick]` or `python -m benchmarks.run --only capacity`.
 """
@@ -47,6 +51,8 @@ EVENTS_PER_USER = 20  # one session of the speed layer's key sizes
 SPEED_BATCH = 5_000  # entries per micro-batch, as the streaming job's admission control would hand over
 MEMORY_CHUNK = 2_000  # MEMORY USAGE calls per pipelined round trip
 SPEED_EVENT_TYPES = ("view", "view", "view", "click", "add_to_cart", "purchase")
+BUS_EVENTS = {True: 50_000, False: 200_000}
+BUS_BATCH = 1_000
 
 
 def key_sizes(client, keys, match: str) -> dict[tuple[str, str], dict[str, int]]:
@@ -204,6 +210,63 @@ def one_size(spark, base_settings, size: dict, work: Path) -> dict:
     }
 
 
+def bus_events(count: int, users: int = 10_000) -> list[dict]:
+    """`count` view events of `users` users, as a product backend posts them."""
+    now_ms = int(time.time() * 1000)
+    return [
+        {
+            "event_id": f"bus-{n}",
+            "user_id": f"user-{n % users:07d}",
+            "item_id": f"item-{n % 997:07d}",
+            "event_type": "view",
+            "ts": now_ms + n,
+        }
+        for n in range(count)
+    ]
+
+
+def publish_rate(publisher, events: list[dict], batch: int = BUS_BATCH) -> dict:
+    """Events per second through `publisher.publish` in batches of `batch` (the API's most per POST),
+    each acknowledged before the next, as a backend's synchronous client sends them."""
+    started = time.monotonic()
+    published = 0
+    for offset in range(0, len(events), batch):
+        published += len(publisher.publish(events[offset : offset + batch]))
+    seconds = time.monotonic() - started
+    return {"events": published, "seconds": round(seconds, 2), "events_per_s": round(published / seconds)}
+
+
+def bus_throughput(base_settings, count: int, work: Path) -> dict:
+    """One publishing process into one Redis Stream and into one Kafka partition (idempotent producer,
+    acks=all, the project's own publishers): the bus's per-partition write rate."""
+    import redis
+
+    from feature_store.event_bus import KafkaPublisher, RedisStreamPublisher
+    from lambdarec.kafka_broker import start_broker, stop_broker
+    from lambdarec.redis_server import EmbeddedRedis
+
+    events = bus_events(count)
+    out = {"events": count, "batch": BUS_BATCH}
+    server = EmbeddedRedis(directory=work / "bus-redis", binary=base_settings.redis.server_bin).start()
+    try:
+        client = redis.Redis.from_url(server.url, socket_timeout=60)
+        out["redis_stream"] = publish_rate(RedisStreamPublisher(client, "bench:events"), events)
+        client.close()
+    finally:
+        server.stop()
+    settings = base_settings.updated(data_dir=work / "bus-kafka", kafka_topic_partitions=1)
+    bootstrap = start_broker(settings)
+    try:
+        publisher = KafkaPublisher.connect(bootstrap, settings.kafka.topic)
+        try:
+            out["kafka_one_partition"] = publish_rate(publisher, events)
+        finally:
+            publisher.close()
+    finally:
+        stop_broker(settings)
+    return out
+
+
 def run(quick: bool, out_dir: Path) -> dict:
     from feature_store.settings import Settings
     from lambdarec.composition import spark_session
@@ -219,10 +282,11 @@ def run(quick: bool, out_dir: Path) -> dict:
             ]
         finally:
             spark.stop()
-    return write_result(out_dir, NAME, report(sizes, quick))
+        bus = bus_throughput(settings, BUS_EVENTS[quick], work)
+    return write_result(out_dir, NAME, report(sizes, quick, bus))
 
 
-def report(sizes: list[dict], quick: bool) -> dict:
+def report(sizes: list[dict], quick: bool, bus: dict | None = None) -> dict:
     rows_memory, rows_time = [], []
     for one in sizes:
         label = f"{one['events_ingested']:,} events, {one['users_with_recs']:,} users"
@@ -284,12 +348,24 @@ def report(sizes: list[dict], quick: bool) -> dict:
                 + [["publish, s per million keys", growth["publish_seconds_per_million_keys"]]],
             }
         )
+    if bus:
+        tables.append(
+            {
+                "title": f"Bus write rate, one process, batches of {bus['batch']:,} acknowledged one at a time",
+                "columns": ["bus", "events", "seconds", "events/s"],
+                "rows": [
+                    [name, bus[name]["events"], bus[name]["seconds"], bus[name]["events_per_s"]]
+                    for name in ("redis_stream", "kafka_one_partition")
+                ],
+            }
+        )
     return {
         "title": "Capacity per unit: Redis bytes per user and item, nightly and publish seconds, speed writes",
         "quick": quick,
         "machine": machine_info(),
         "sizes": sizes,
         "marginal": growth,
+        "bus": bus,
         "tables": tables,
     }
 
