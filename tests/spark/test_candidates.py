@@ -58,6 +58,15 @@ def interactions(spark):
     return interactions_df(spark, ROWS)
 
 
+@pytest.fixture(scope="module")
+def every_source(spark):
+    """build_candidates with every source over ROWS for three users, once for the module's tests."""
+    users = spark.createDataFrame([("u1",), ("u2",), ("u3",)], "user_id string")
+    params = CandidateParams(per_source=2, als_rank=2, als_max_iter=3)
+    sources, similar = build_candidates(interactions_df(spark, ROWS), users, AS_OF, params)
+    return {name: df.collect() for name, df in sources.items()}, similar
+
+
 def rows(df, *cols):
     return sorted(tuple(r[c] for c in cols) for r in df.collect())
 
@@ -171,36 +180,32 @@ def test_als_proposes_the_missing_item_of_the_users_taste_group(spark):
     assert sorted((r.user_id, r["rank"]) for r in got) == sorted((u, k) for u in missing for k in (1, 2, 3))
 
 
-def test_build_candidates_writes_every_source_in_the_table_shape(spark, interactions):
-    users = spark.createDataFrame([("u1",), ("u2",), ("u3",)], "user_id string")
-    params = CandidateParams(per_source=2, als_rank=2, als_max_iter=3)
-    sources, similar = build_candidates(interactions, users, AS_OF, params)
+def test_build_candidates_writes_every_source_in_the_table_shape(every_source):
+    sources, similar = every_source
     assert list(sources) == [*CANDIDATE_SOURCES, *POOL_SCORERS]
     # the pool scorers score exactly the indexed part of what the proposing sources found
-    pool = {(r.user_id, r.item_id) for s in CANDIDATE_SOURCES for r in sources[s].collect()}
+    pool = {(r.user_id, r.item_id) for s in CANDIDATE_SOURCES for r in sources[s]}
     for scorer in POOL_SCORERS:
-        assert {(r.user_id, r.item_id) for r in sources[scorer].collect()} == pool
-    for source, df in sources.items():
-        assert df.columns == ["as_of", "source", "user_id", "item_id", "score", "rank"]
-        got = df.collect()
+        assert {(r.user_id, r.item_id) for r in sources[scorer]} == pool
+    for source, got in sources.items():
+        assert list(got[0].asDict()) == ["as_of", "source", "user_id", "item_id", "score", "rank"]
         assert {(r.as_of, r.source) for r in got} == {(AS_OF, source)}
         assert {r["rank"] for r in got} <= ({1, 2} if source in CANDIDATE_SOURCES else set(range(1, 9)))
     # Items first seen after the cut-off are unknown to every source (f was seen before, d by u2).
-    assert {r.item_id for df in sources.values() for r in df.collect()} <= {"a", "b", "c", "d", "e", "f"}
+    assert {r.item_id for got in sources.values() for r in got} <= {"a", "b", "c", "d", "e", "f"}
     assert similar.columns == ["as_of", "item_id", "similar_item_id", "score", "rank"]
 
 
 def test_sources_left_out_are_not_computed_and_the_scorers_score_what_the_others_proposed(
-    spark, interactions
+    spark, interactions, every_source
 ):
     users = spark.createDataFrame([("u1",), ("u2",), ("u3",)], "user_id string")
     params = CandidateParams(sources=("covisit", "popular"), per_source=2)
     sources, _ = build_candidates(interactions, users, AS_OF, params)
     assert list(sources) == ["covisit", "popular", *POOL_SCORERS]
-    both = CandidateParams(per_source=2, als_rank=2, als_max_iter=3)
-    everything, _ = build_candidates(interactions, users, AS_OF, both)
+    everything, _ = every_source
     for source in ("covisit", "popular"):
-        assert sorted(sources[source].collect()) == sorted(everything[source].collect())
+        assert sorted(sources[source].collect()) == sorted(everything[source])
     pool = {(r.user_id, r.item_id) for s in ("covisit", "popular") for r in sources[s].collect()}
     assert {(r.user_id, r.item_id) for r in sources["rp3beta"].collect()} == pool
 
