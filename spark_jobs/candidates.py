@@ -371,16 +371,19 @@ def ease_items(seen: DataFrame, max_items: int) -> DataFrame:
     )
 
 
-def gram_entries(seen: DataFrame, items: DataFrame) -> DataFrame:
+def gram_entries(seen: DataFrame, items: DataFrame, part: int = 0, parts: int = 1) -> DataFrame:
     """(i, j, users, weight) with i <= j: the upper triangle of XtX for the binary user x item matrix X
     over the indexed items (users who touched both), and the same sum with each user weighted by 1 / their
-    number of indexed items (RP3beta's user step). Cost: the sum over users of their indexed items squared."""
+    number of indexed items (RP3beta's user step). Cost: the sum over users of their indexed items squared.
+    With `parts` > 1, only the rows with i % parts == part: each part joins and aggregates its share alone."""
     indexed = (
         seen.join(F.broadcast(items), "item_id")
         .select("user_id", "idx")
         .withColumn("w", 1.0 / F.count("*").over(Window.partitionBy("user_id")))
     )
     left = indexed.select("user_id", F.col("idx").alias("i"), "w")
+    if parts > 1:
+        left = left.where(F.col("i") % parts == part)
     right = indexed.select("user_id", F.col("idx").alias("j"))
     return (
         left.join(right, "user_id")
@@ -497,15 +500,32 @@ class ItemGram:
         return self.item_ids[:size], entries[(entries["i"] < size) & (entries["j"] < size)]
 
 
-def item_gram(seen: DataFrame, max_items: int) -> ItemGram:
-    """The Gram entries of the `max_items` items with the most users (one Spark self-join)."""
+# Gram entries brought to the driver per collect (~100 MB of Arrow in its heap): a whole Gram matrix in
+# one collect, beside what a run has cached, ran the default 2 GB driver out of memory on ml-latest-small.
+GRAM_PAIRS_PER_COLLECT = 4_000_000
+
+
+def item_gram(seen: DataFrame, max_items: int, pairs_per_collect: int = GRAM_PAIRS_PER_COLLECT) -> ItemGram:
+    """The Gram entries of the `max_items` items with the most users (one Spark self-join, in as many
+    parts as the user-item pairs it joins need at `pairs_per_collect` a part)."""
     items = ease_items(seen, max_items).orderBy("idx").toPandas()
     if not len(items):
         return ItemGram(
             np.array([], dtype=object), pd.DataFrame({"i": [], "j": [], "users": [], "weight": []})
         )
     item_ids = items["item_id"].to_numpy(dtype=object)
-    return ItemGram(item_ids, gram_entries(seen, _indexed(seen.sparkSession, item_ids)).toPandas())
+    indexed = F.broadcast(_indexed(seen.sparkSession, item_ids))
+    # an upper bound of the entries: each user's pairs of indexed items, before the sum over users
+    pairs = (
+        seen.join(indexed, "item_id")
+        .groupBy("user_id")
+        .agg(F.count("*").alias("n"))
+        .agg(F.sum(F.col("n") * (F.col("n") + 1) / 2))
+        .first()[0]
+    )
+    parts = max(1, -(-int(pairs or 0) // pairs_per_collect))
+    frames = [gram_entries(seen, indexed, part, parts).toPandas() for part in range(parts)]
+    return ItemGram(item_ids, frames[0] if parts == 1 else pd.concat(frames, ignore_index=True))
 
 
 def _indexed(spark, item_ids: np.ndarray) -> DataFrame:

@@ -170,6 +170,14 @@ class BuiltModels:
     candidates: DataFrame
     inputs: DataFrame
     items: int
+    cached: tuple[
+        DataFrame, ...
+    ] = ()  # everything built for it that is cached (candidates, features, inputs)
+
+    def release(self) -> None:
+        """Unpersist what was cached for it, so the next history's build has the memory."""
+        for frame in self.cached:
+            frame.unpersist()
 
 
 def build_for_history(
@@ -193,7 +201,13 @@ def build_for_history(
     user_features = build_user_features(history, items, cutoff, end, windows=windows).cache()
     item_features = build_item_features(history, items, cutoff, end, windows=windows).cache()
     inputs = ranker_inputs(candidates, user_features, item_features, cutoff).cache()
-    return BuiltModels(cutoff, candidates, inputs, history.select("item_id").distinct().count())
+    return BuiltModels(
+        cutoff,
+        candidates,
+        inputs,
+        history.select("item_id").distinct().count(),
+        (candidates, user_features, item_features, inputs),
+    )
 
 
 # each candidate source alone, under the name the evaluation reports it by
@@ -259,6 +273,11 @@ def evaluate_split(
     rankers = {"xgboost": train_xgboost(examples, params)}
     progress("training lightgbm")
     rankers["lightgbm"] = train_lightgbm(examples, params)
+    # the inner split is done with: its caches would crowd the outer build (the Gram matrix needs memory)
+    example_count = examples.count()
+    inner.release()
+    examples.unpersist()
+    inner_history.unpersist()
 
     progress("candidates and features of the train part")
     outer = build_for_history(train_silver, test_users, items, settings, sources_params)
@@ -288,7 +307,7 @@ def evaluate_split(
         "test_ratings": test.count(),
         "test_users_with_relevant_items": int(results["xgboost"]["users"]),
         "warm_test_users_with_relevant_items": int(warm_results["xgboost"]["users"]),
-        "training_examples": examples.count(),
+        "training_examples": example_count,
         "train_items": catalog,
     }
     return {

@@ -71,6 +71,11 @@ def rows(df, *cols):
     return sorted(tuple(r[c] for c in cols) for r in df.collect())
 
 
+def rows_of(entries):
+    """Sorted (i, j, users, weight) of collected Gram entries."""
+    return sorted(zip(*(entries[c].tolist() for c in ("i", "j", "users", "weight"))))
+
+
 def test_history_stops_strictly_before_the_cutoff(interactions):
     assert rows(history_before(interactions, AS_OF), "user_id", "item_id") == sorted(
         [
@@ -238,7 +243,24 @@ def test_ease_proposes_each_users_co_occurring_items_over_the_capped_catalog(spa
         (2, 3, 1, 0.5),
         (3, 3, 1, 0.5),
     ]
-    model = fit_ease(seen, item_gram(seen, 5), lam=1.0, max_items=4)
+    # the Gram matrix collected in parts (pairs bound 3 + 3 + 1 + 3 + 1 + 1 = 12, at most 2 a part: 6
+    # parts, some empty) is the same as in one
+    whole, split = item_gram(seen, 5), item_gram(seen, 5, pairs_per_collect=2)
+    assert list(split.item_ids) == list(whole.item_ids) == ["a", "b", "c", "d", "e"]
+    assert (
+        rows_of(split.entries)
+        == rows_of(whole.entries)
+        == [
+            (0, 0, 3, 2.0),
+            (0, 1, 2, 1.0),
+            (1, 1, 2, 1.0),
+            (2, 2, 2, 1.5),
+            (2, 3, 1, 0.5),
+            (3, 3, 1, 0.5),
+            (4, 4, 1, 1.0),
+        ]
+    )
+    model = fit_ease(seen, whole, lam=1.0, max_items=4)
     got = ease_candidates(seen, users, n=2, model=model)
     # B[a, b] = G[a, b] / (G[a, a] + 1) = 2/4; B[c, d] = 1/3. u1, u2, u4 saw their whole group, u6 only
     # an item beyond the cap, u7 nothing: no proposals.
