@@ -7,7 +7,8 @@ written top k per user with `spark_jobs.metrics.ndcg_at_k` (a user without a lis
 means against the JSON, and pairs users (`spark_jobs.significance.paired_bootstrap`).
 
 `python -m benchmarks.paired_predictions --ratings R.csv --split stratified-item --ratio 0.75 --seed 42
---predictions P.csv --evaluate E.json --out DIR`.
+--predictions P.csv --evaluate E.json --out DIR`; `--against P2.csv,E2.json --against-label NAME` also pairs
+each ranker with the same ranker of another run (an ablation against its baseline).
 """
 
 from __future__ import annotations
@@ -70,6 +71,40 @@ def paired_rows(ndcg: Mapping[str, Mapping[str, float]], rankers: Sequence[str],
     return rows
 
 
+def against_rows(
+    ndcg: Mapping[str, Mapping[str, float]], rankers: Sequence[str], label: str, seed: int = 0
+) -> list[dict]:
+    """Each ranker of this run against the same ranker of the run `label` (its models are named
+    `<model>@<label>`): the paired difference this run - that run, as `paired_rows` gives it."""
+    rows = []
+    for ranker in rankers:
+        other = f"{ranker}@{label}"
+        if other not in ndcg:
+            continue
+        rows += paired_rows({ranker: ndcg[ranker], other: ndcg[other]}, [ranker], seed)
+    return rows
+
+
+def scored_means(ndcg: Mapping[str, Mapping[str, float]], written: dict, label: str = "") -> dict[str, float]:
+    """Each model's mean, checked against the evaluate JSON that wrote its predictions."""
+    suffix = f"@{label}" if label else ""
+    means = {
+        m: sum(v.values()) / len(v)
+        for m, v in ndcg.items()
+        if m.endswith(suffix) and ("@" in m) == bool(label)
+    }
+    mismatch = {
+        m: (means[m], written["models"][m.removesuffix(suffix)]["ndcg@10"])
+        for m in means
+        if abs(means[m] - written["models"][m.removesuffix(suffix)]["ndcg@10"]) > 1e-9
+    }
+    if mismatch:
+        raise SystemExit(
+            f"re-scored means differ from the evaluate JSON{' of ' + label if label else ''}: {mismatch}"
+        )
+    return means
+
+
 def run(
     quick: bool,
     out_dir: Path,
@@ -79,6 +114,8 @@ def run(
     seed: int,
     predictions: str,
     evaluate: str,
+    against: str | None = None,
+    against_label: str = "baseline",
 ) -> dict:
     from feature_store.settings import Settings
     from lambdarec.composition import spark_session
@@ -91,23 +128,32 @@ def run(
     relevance: dict[str, dict[str, float]] = {}
     for user, item, gain in zip(pairs["user_id"], pairs["item_id"], pairs["relevance"]):
         relevance.setdefault(str(user), {})[str(item)] = float(gain)
-    ndcg = per_user_ndcg(
-        pd.read_csv(predictions, dtype={"user_id": str, "item_id": str}), relevance, written["k"]
-    )
-    means = {model: sum(v.values()) / len(v) for model, v in ndcg.items()}
-    mismatch = {
-        m: (means[m], written["models"][m]["ndcg@10"])
-        for m in means
-        if abs(means[m] - written["models"][m]["ndcg@10"]) > 1e-9
-    }
-    if mismatch:
-        raise SystemExit(f"re-scored means differ from {evaluate}: {mismatch}")
+    frame = pd.read_csv(predictions, dtype={"user_id": str, "item_id": str})
+    if against:
+        other_predictions, other_evaluate = against.split(",")
+        other = pd.read_csv(other_predictions, dtype={"user_id": str, "item_id": str})
+        frame = pd.concat([frame, other.assign(model=other["model"] + f"@{against_label}")])
+    ndcg = per_user_ndcg(frame, relevance, written["k"])
+    means = scored_means(ndcg, written)
+    if against:
+        means.update(scored_means(ndcg, json.loads(Path(other_evaluate).read_text()), against_label))
+    mine = {m: v for m, v in ndcg.items() if "@" not in m}
+    rankers = [r for r in RANKERS if r in ndcg]
     result = {
         "machine": machine_info(),
-        "inputs": {"ratings": ratings, "split": split, "ratio": ratio, "seed": seed, "evaluate": evaluate},
+        "inputs": {
+            "ratings": ratings,
+            "split": split,
+            "ratio": ratio,
+            "seed": seed,
+            "evaluate": evaluate,
+            "against": against,
+            "against_label": against_label if against else None,
+        },
         "users": len(relevance),
         "means": {m: round(v, 4) for m, v in sorted(means.items())},
-        "paired": paired_rows(ndcg, [r for r in RANKERS if r in ndcg], seed),
+        "paired": paired_rows(mine, rankers, seed),
+        "against": against_rows(ndcg, rankers, against_label, seed) if against else [],
     }
     write_result(out_dir, NAME, result)
     return result
@@ -123,5 +169,10 @@ if __name__ == "__main__":
             "--seed": {"type": int, "default": 42},
             "--predictions": {"required": True},
             "--evaluate": {"required": True, "help": "the evaluate JSON of the same run (means checked)"},
+            "--against": {
+                "default": None,
+                "help": "P.csv,E.json of another run: each ranker against its own there",
+            },
+            "--against-label": {"default": "baseline", "help": "that run's name in the result"},
         },
     )
