@@ -375,6 +375,7 @@ def marginal_costs(small: dict, large: dict, cores: int = 2) -> dict:
     in all, and the publish step's extra seconds per extra key: the fixed costs (JVM, Spark jobs, MLflow)
     cancel out, which the per-unit figures of one size include."""
     events = large["events_ingested"] - small["events_ingested"]
+    users = large["users_with_recs"] - small["users_with_recs"]
     keys = large["publish"]["keys_written"] - small["publish"]["keys_written"]
     per_step = {
         step: round((large["step_seconds"][step] - small["step_seconds"][step]) / events * 1e6 * cores, 1)
@@ -384,6 +385,13 @@ def marginal_costs(small: dict, large: dict, cores: int = 2) -> dict:
     publish = (large["publish"]["seconds"] - small["publish"]["seconds"]) / keys * 1e6 if keys else None
     return {
         "events": events,
+        "users": users,
+        # the runs grow users and events together: the same extra seconds per extra served user
+        "nightly_core_seconds_per_thousand_users": round(
+            (large["nightly_s"] - small["nightly_s"]) * cores / users * 1000, 1
+        )
+        if users
+        else None,
         "keys": keys,
         "seconds_per_million_events_per_core": per_step,
         "publish_seconds_per_million_keys": round(publish, 1) if publish is not None else None,

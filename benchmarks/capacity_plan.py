@@ -49,6 +49,7 @@ class Unit:
     speed_item_bytes: float  # co-visitation per item
     memory_overhead: float  # used_memory growth / the keys' MEMORY USAGE
     nightly_core_s_per_million_events: float  # marginal, all steps
+    nightly_core_s_per_thousand_users: float  # the same extra seconds per extra served user
     publish_core_s_per_million_keys: float  # marginal
     serving_cpu_ms_per_request: float
     speed_job_events_per_s: float  # sustainable by one 2-core streaming job (freshness bounded)
@@ -56,8 +57,10 @@ class Unit:
 
     @classmethod
     def from_results(cls, capacity: dict, serving: dict, speed_job_events_per_s: float) -> Unit:
-        large = capacity["sizes"][-1]
-        batch, speed, marginal = large["redis_batch"], large["redis_speed"], capacity["marginal"]
+        from benchmarks.bench_capacity import marginal_costs
+
+        small, large = capacity["sizes"][0], capacity["sizes"][-1]
+        batch, speed, marginal = large["redis_batch"], large["redis_speed"], marginal_costs(small, large)
         return cls(
             batch_user_bytes=batch["user"]["bytes_per_entity"],
             batch_item_bytes=batch["item"]["bytes_per_entity"],
@@ -65,6 +68,7 @@ class Unit:
             speed_item_bytes=speed["item"]["bytes_per_entity"],
             memory_overhead=(batch["used_memory_after"] - batch["used_memory_before"]) / batch["key_bytes"],
             nightly_core_s_per_million_events=marginal["seconds_per_million_events_per_core"]["nightly"],
+            nightly_core_s_per_thousand_users=marginal["nightly_core_seconds_per_thousand_users"],
             # the marginal publish seconds were on local[2]: two cores wrote
             publish_core_s_per_million_keys=2 * marginal["publish_seconds_per_million_keys"],
             serving_cpu_ms_per_request=serving["server_cpu_ms_per_request"],
@@ -82,6 +86,7 @@ def plan(users: int, unit: Unit, a: Assumptions) -> dict:
     redis_bytes = (batch_bytes + speed_bytes) * unit.memory_overhead
     day_events = a.events_per_s / a.peak_to_average * 86_400
     nightly_core_s = day_events * a.history_days / 1e6 * unit.nightly_core_s_per_million_events
+    nightly_user_core_s = served / 1e3 * unit.nightly_core_s_per_thousand_users
     keys = served * 6 + items * 3  # the published kinds per user and per item (docs/redis-key-layout.md)
     publish_core_s = keys / 1e6 * unit.publish_core_s_per_million_keys
     api_cores = a.requests_per_s * unit.serving_cpu_ms_per_request / 1000 / a.cpu_target
@@ -97,7 +102,9 @@ def plan(users: int, unit: Unit, a: Assumptions) -> dict:
             speed_jobs, math.ceil(a.events_per_s / (unit.bus_events_per_s_per_partition * a.cpu_target))
         ),
         "speed_jobs_2_cores": speed_jobs,
+        # the measured runs cannot tell events from users (both grew 4x): the two scalings bound it
         "nightly_cores": math.ceil(nightly_core_s / (a.nightly_hours * 3600)),
+        "nightly_cores_by_users": math.ceil(nightly_user_core_s / (a.nightly_hours * 3600)),
         "publish_cores": math.ceil(publish_core_s / (a.publish_hours * 3600)),
         "keys_published": int(keys),
         "api_cores": math.ceil(api_cores),
@@ -112,7 +119,8 @@ COLUMNS = (
     ("redis_shards", "Redis shards"),
     ("kafka_partitions", "Kafka partitions"),
     ("speed_jobs_2_cores", "speed jobs (2 cores)"),
-    ("nightly_cores", "nightly cores (2 h)"),
+    ("nightly_cores_by_users", "nightly cores (2 h), scaled by users"),
+    ("nightly_cores", "nightly cores (2 h), scaled by events"),
     ("publish_cores", "publish cores (30 min)"),
     ("api_replicas", "API replicas (2 cores)"),
 )

@@ -41,6 +41,7 @@ def test_marginal_costs_are_the_extra_seconds_per_extra_event_and_key():
     def run(events, keys, ingest, publish):
         return {
             "events_ingested": events,
+            "users_with_recs": events // 100,
             "step_seconds": {"ingest": ingest, "publish": publish},
             "nightly_s": ingest + publish,
             "publish": {"keys_written": keys, "seconds": publish},
@@ -48,6 +49,8 @@ def test_marginal_costs_are_the_extra_seconds_per_extra_event_and_key():
 
     assert marginal_costs(run(50_000, 10_000, 30.0, 20.0), run(250_000, 50_000, 50.0, 28.0)) == {
         "events": 200_000,
+        "users": 2_000,
+        "nightly_core_seconds_per_thousand_users": 28.0,  # 28 s more x 2 cores / 2,000 more users x 1,000
         "keys": 40_000,
         # 20 s more for 200k more events on 2 cores: 200 s per million events per core
         "seconds_per_million_events_per_core": {"ingest": 200.0, "publish": 80.0, "nightly": 280.0},
