@@ -24,6 +24,9 @@ redis-server:
 Per-request serving CPU comes from profile_serving; docs/capacity.md scales all of them to 1M-100M users.
 
 `python -m benchmarks.bench_capacity [--quick]` or `python -m benchmarks.run --only capacity`.
+
+Why one module: one experiment (set-up, the three measurements, the marginals, the result file) read as
+one script; its pure parts are unit-tested (tests/unit/test_bench_capacity.py).
 """
 
 from __future__ import annotations
