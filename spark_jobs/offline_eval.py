@@ -170,13 +170,11 @@ class BuiltModels:
     candidates: DataFrame
     inputs: DataFrame
     items: int
-    cached: tuple[
-        DataFrame, ...
-    ] = ()  # everything built for it that is cached (candidates, features, inputs)
+    features: tuple[DataFrame, ...] = ()  # the cached user and item features the inputs were joined from
 
     def release(self) -> None:
-        """Unpersist what was cached for it, so the next history's build has the memory."""
-        for frame in self.cached:
+        """Unpersist everything cached for it, so the next history's build has the memory."""
+        for frame in (self.candidates, self.inputs, *self.features):
             frame.unpersist()
 
 
@@ -206,7 +204,7 @@ def build_for_history(
         candidates,
         inputs,
         history.select("item_id").distinct().count(),
-        (candidates, user_features, item_features, inputs),
+        (user_features, item_features),
     )
 
 

@@ -235,7 +235,7 @@ def test_ease_proposes_each_users_co_occurring_items_over_the_capped_catalog(spa
     items = ease_items(seen, max_items=4)
     assert rows(items, "idx", "item_id") == [(0, "a"), (1, "b"), (2, "c"), (3, "d")]
     # weight: each user counts 1 / their number of indexed items (u3, u5: 1; u1, u2, u4: 1/2)
-    assert rows(gram_entries(seen, items), "i", "j", "users", "weight") == [
+    four_items = [
         (0, 0, 3, 2.0),
         (0, 1, 2, 1.0),
         (1, 1, 2, 1.0),
@@ -243,23 +243,12 @@ def test_ease_proposes_each_users_co_occurring_items_over_the_capped_catalog(spa
         (2, 3, 1, 0.5),
         (3, 3, 1, 0.5),
     ]
+    assert rows(gram_entries(seen, items), "i", "j", "users", "weight") == four_items
     # the Gram matrix collected in parts (pairs bound 3 + 3 + 1 + 3 + 1 + 1 = 12, at most 2 a part: 6
     # parts, some empty) is the same as in one
     whole, split = item_gram(seen, 5), item_gram(seen, 5, pairs_per_collect=2)
     assert list(split.item_ids) == list(whole.item_ids) == ["a", "b", "c", "d", "e"]
-    assert (
-        rows_of(split.entries)
-        == rows_of(whole.entries)
-        == [
-            (0, 0, 3, 2.0),
-            (0, 1, 2, 1.0),
-            (1, 1, 2, 1.0),
-            (2, 2, 2, 1.5),
-            (2, 3, 1, 0.5),
-            (3, 3, 1, 0.5),
-            (4, 4, 1, 1.0),
-        ]
-    )
+    assert rows_of(split.entries) == rows_of(whole.entries) == [*four_items, (4, 4, 1, 1.0)]
     model = fit_ease(seen, whole, lam=1.0, max_items=4)
     got = ease_candidates(seen, users, n=2, model=model)
     # B[a, b] = G[a, b] / (G[a, a] + 1) = 2/4; B[c, d] = 1/3. u1, u2, u4 saw their whole group, u6 only
