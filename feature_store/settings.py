@@ -224,7 +224,12 @@ class BatchSettings(Component):
         50, description="Candidates without a label kept per moment in the training set."
     )
     request_moments_per_user: int = Field(
-        8, description="Moments (events) per user the training set asks at (request-time examples)."
+        8,
+        description="Moments (events, session starts) per user the training set asks at (request-time examples).",
+    )
+    request_session_start_moments: bool = Field(
+        True,
+        description="Also ask 1 ms before each session's first event (a user opening the app), not only at events.",
     )
     request_label_horizon_minutes: int = Field(
         60, description="A request-time example's label: positive events in (t, t + this]."

@@ -2,8 +2,11 @@
 
 The nightly cut-off examples (`training_set.build_training_set`) ask "what will the user do in the next
 week" at midnight, with no real-time input: a ranker trained on them cannot learn what the speed layer
-knows. Here a training example is a moment t at which the user could have asked, i.e. one of their
-events inside the training window:
+knows. Here a training example is a moment t at which the user could have asked inside the training
+window: one of their events (a request in the middle of a session), or 1 ms before the first event of
+one of their sessions (a user opening the app, whose state is still the previous session's; without
+these, the ranker never sees a request that its real-time inputs say little about, and ranks such
+requests worse than the hand priors):
 
 - candidates = what serving would have proposed at t: the nightly candidates of the user (cut-off
   `as_of`, the last nightly before t) plus the real-time sources computed from the events up to t
@@ -60,15 +63,44 @@ def reach(interactions: DataFrame, as_of: date, params: RealtimeParams) -> DataF
     return interactions.where(event_time_ms(F.col("ts")) >= since)
 
 
-def sample_moments(
-    interactions: DataFrame, start: date, end: date, horizon_ms: int, per_user: int, seed: int = 0
-) -> DataFrame:
-    """(user_id, t_ms): at most `per_user` of each user's event times in [start, end) whose label
-    window (t, t + horizon] ends before `end`, chosen by a seeded hash (reruns pick the same)."""
-    events = timed_events(interactions_between(interactions, start, end)).where(
-        F.col("ts_ms") + F.lit(horizon_ms) < F.lit(epoch_ms(end))
+def session_starts(interactions: DataFrame, start: date, end: date, session_gap_ms: int) -> DataFrame:
+    """(user_id, t_ms): 1 ms before the first event of each session that starts in [start, end), the
+    instant a user opening the app asks (their state is still the previous session's). Reading from
+    one gap before `start` is exact: an event after `start` whose predecessor is earlier than that
+    is more than one gap after it."""
+    event_ms = event_time_ms(F.col("ts"))
+    events = timed_events(
+        interactions.where(
+            (event_ms >= F.lit(epoch_ms(start) - session_gap_ms)) & (event_ms < F.lit(epoch_ms(end)))
+        )
     )
-    moments = events.select("user_id", F.col("ts_ms").alias("t_ms")).distinct()
+    previous = F.lag("ts_ms").over(Window.partitionBy("user_id").orderBy("ts_ms"))
+    first = previous.isNull() | (F.col("ts_ms") - previous > F.lit(session_gap_ms))
+    return (
+        events.withColumn("_first", first)
+        .where(F.col("_first") & (F.col("ts_ms") > F.lit(epoch_ms(start))))
+        .select("user_id", (F.col("ts_ms") - 1).alias("t_ms"))
+    )
+
+
+def sample_moments(
+    interactions: DataFrame,
+    start: date,
+    end: date,
+    horizon_ms: int,
+    per_user: int,
+    seed: int = 0,
+    session_gap_ms: int | None = None,
+) -> DataFrame:
+    """(user_id, t_ms): at most `per_user` of each user's moments in [start, end) whose label window
+    (t, t + horizon] ends before `end`, chosen by a seeded hash (reruns pick the same). The moments
+    are the user's event times and, with `session_gap_ms`, their `session_starts`."""
+    events = timed_events(interactions_between(interactions, start, end)).select(
+        "user_id", F.col("ts_ms").alias("t_ms")
+    )
+    if session_gap_ms is not None:
+        events = events.unionByName(session_starts(interactions, start, end, session_gap_ms))
+    moments = events.where(F.col("t_ms") + F.lit(horizon_ms) < F.lit(epoch_ms(end))).distinct()
     order = Window.partitionBy("user_id").orderBy(F.xxhash64(F.lit(seed), "user_id", "t_ms"), "t_ms")
     return (
         moments.withColumn("_r", F.row_number().over(order))
@@ -150,11 +182,13 @@ def build_request_time_set(
     horizon_ms: int,
     moments_per_user: int,
     max_negatives: int,
+    session_start_moments: bool = True,
     seed: int = 0,
 ) -> DataFrame:
     """The `gold/training_set` partition of cut-off `as_of`: request-time examples at moments in
     [as_of, end), one query per moment (see the module docstring)."""
-    moments = sample_moments(interactions, as_of, end, horizon_ms, moments_per_user, seed).cache()
+    gap = params.session_gap_ms if session_start_moments else None
+    moments = sample_moments(interactions, as_of, end, horizon_ms, moments_per_user, seed, gap).cache()
     inputs = request_time_inputs(
         candidates, user_features, item_features, item_similar, interactions, moments, as_of, params
     )

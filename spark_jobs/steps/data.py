@@ -121,6 +121,7 @@ def step_training_set(ctx: BatchContext) -> dict[str, Any]:
         horizon_ms=settings.batch.request_label_horizon_minutes * 60_000,
         moments_per_user=settings.batch.request_moments_per_user,
         max_negatives=settings.batch.max_negatives_per_query,
+        session_start_moments=settings.batch.request_session_start_moments,
     )
     rows = ctx.replace_where(TRAINING_SET, examples, as_of_condition(cut.train))
     return {"as_of": str(cut.train), "rows": rows}

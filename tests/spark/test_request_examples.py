@@ -64,7 +64,7 @@ def vector(item=None, affinity=None, cand=None, rt=(0.0, 0.0, 0.0, 0.0), genres=
 C, F_ = {"item_events_7d": 3.0, "item_avg_rating": 4.5}, {"item_events_7d": 7.0}
 
 
-def test_examples_are_asked_at_the_users_events(spark):
+def examples(spark, *, session_starts: bool) -> dict:
     candidates, users, items, similar = tables(spark)
     got = build_request_time_set(
         candidates,
@@ -78,8 +78,13 @@ def test_examples_are_asked_at_the_users_events(spark):
         horizon_ms=HOUR,
         moments_per_user=10,
         max_negatives=5,
+        session_start_moments=session_starts,
     )
-    rows = {(r.user_id, r.item_id): (as_none(r.features), r.relevance) for r in got.collect()}
+    return {(r.user_id, r.item_id): (as_none(r.features), r.relevance) for r in got.collect()}
+
+
+def test_examples_are_asked_at_the_users_events(spark):
+    rows = examples(spark, session_starts=False)
     # at 10:00 (after d): d and b are the recent items (excluded, as a, b seen before the nightly), e
     # is d's similar item; c and f come from the nightly sources. At 10:20 c is recent too. At 10:30
     # nothing follows within the hour: no positive, no query.
@@ -90,6 +95,19 @@ def test_examples_are_asked_at_the_users_events(spark):
         (f"u1@{T2}", "e"): (vector(rt=(2.0, 0.0, 0.0, 0.5)), 2.0),
         (f"u1@{T2}", "f"): (vector(F_, None, {"popular": 1.0}, (2.0, 0.0, 0.0, 0.0)), 0.0),
     }
+
+
+def test_a_session_start_is_asked_too(spark):
+    """The moment before 10:00's session (a user opening the app) is asked: its state is the
+    previous session's (a and b, yesterday: no category, no neighbour left), its label the new session."""
+    start = T1 - 1
+    every = examples(spark, session_starts=True)
+    asked = {key: value for key, value in every.items() if key[0] == f"u1@{start}"}
+    assert asked == {
+        (f"u1@{start}", "c"): (vector(C, 0.25, {"als": 1.0}, (2.0, 0.0, 0.0, 0.0), ITEM_GENRES["c"]), 8.0),
+        (f"u1@{start}", "f"): (vector(F_, None, {"popular": 1.0}, (2.0, 0.0, 0.0, 0.0)), 0.0),
+    }
+    assert every.keys() - asked.keys() == examples(spark, session_starts=False).keys()
 
 
 def test_no_event_after_t_moves_a_feature(spark):
