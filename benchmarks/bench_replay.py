@@ -18,7 +18,14 @@ import time
 from datetime import date
 from pathlib import Path
 
-from benchmarks.common import MOVIELENS_BATCH_SETTINGS, machine_info, main, movielens_dir, write_result
+from benchmarks.common import (
+    MOVIELENS_BATCH_SETTINGS,
+    machine_info,
+    main,
+    movielens_dir,
+    movielens_path,
+    write_result,
+)
 
 NAME = "replay"
 MODELS_ORDER = ("popularity", "batch_only", "batch_speed", "speed_neighbours", "speed_trending")
@@ -109,6 +116,9 @@ def run(
                 except Exception as exc:  # one data set failing must not lose the other's numbers
                     errors["synthetic"] = f"{type(exc).__name__}: {exc}"
             ml = None if quick or "movielens" not in chosen else movielens_dir()
+            missing = movielens_missing(chosen, quick, ml, movielens_path())
+            if missing:
+                errors["movielens"] = missing
             if ml is not None:
                 try:
                     runs["movielens"] = replay_one(
@@ -132,6 +142,13 @@ def run(
     if errors:
         result["errors"] = errors
     return write_result(out_dir, NAME, result)
+
+
+def movielens_missing(chosen: tuple[str, ...], quick: bool, found: Path | None, looked: Path) -> str | None:
+    """Why a full run asked for ml-latest-small replays none (quick mode skips it on purpose)."""
+    if quick or "movielens" not in chosen or found is not None:
+        return None
+    return f"ml-latest-small not found at {looked}: set LAMBDAREC_MOVIELENS_DIR"
 
 
 def chosen_datasets(datasets: str) -> tuple[str, ...]:

@@ -131,11 +131,16 @@ MOVIELENS_BATCH_SETTINGS = dict(
 )
 
 
-def movielens_dir() -> Path | None:
-    """ml-latest-small from LAMBDAREC_MOVIELENS_DIR or ../shared/data, when present."""
-    candidate = Path(
+def movielens_path() -> Path:
+    """Where ml-latest-small is looked for: LAMBDAREC_MOVIELENS_DIR, else ../shared/data."""
+    return Path(
         os.environ.get("LAMBDAREC_MOVIELENS_DIR", REPO.parent / "shared" / "data" / "ml-latest-small")
     )
+
+
+def movielens_dir() -> Path | None:
+    """ml-latest-small at `movielens_path`, when present."""
+    candidate = movielens_path()
     return candidate if (candidate / "ratings.csv").exists() else None
 
 
