@@ -37,6 +37,7 @@ from pathlib import Path
 
 from benchmarks.common import REPO, main, percentiles, write_result
 from lambdarec.testing import start_speed_job
+from spark_jobs.streaming.progress import phases_in_status
 
 NAME = "freshness"
 REQUIRED_RATES = (200, 1_000, 5_000)
@@ -188,6 +189,8 @@ def measure_rate(
         "job_status_lag_ms": {k: status.get(k) for k in ("lag_ms_p50", "lag_ms_p99", "lag_ms_max")},
         "job_last_batch_ms": status.get("last_batch_ms"),
         "job_last_batch_entries": status.get("last_batch_entries"),
+        # the speed query's micro-batch phases (median ms, spark_jobs.streaming.progress)
+        "job_phases_ms": phases_in_status(status),
     }
     return row, sent
 

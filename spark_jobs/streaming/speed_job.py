@@ -45,6 +45,7 @@ from feature_store.redis_keys import RedisKeys
 from feature_store.settings import Settings
 from feature_store.stream_liveness import end_heartbeat, job_identity, renew_heartbeat, stop_requested
 from spark_jobs.streaming import failpoints
+from spark_jobs.streaming.progress import phase_fields, progress_phases
 from spark_jobs.streaming.redis_apply import (
     apply_batch,
     apply_batch_by_slot,
@@ -499,6 +500,11 @@ def run_until_signalled(settings: Settings, redis_url: str) -> int:
     return run(settings, redis_url, stop)
 
 
+# How often the speed query's phase medians are refreshed in the status hash (reading Spark's recent
+# progress reports costs the driver a few ms; the phases change slowly).
+PHASES_EVERY_S = 5.0
+
+
 def _run_queries(spark, settings: Settings, url: str, client, keys: RedisKeys, stop: threading.Event) -> int:
     """Keep both queries running until `stop`: a query that fails (a Python worker that did not start
     in time on a loaded machine, a lost Delta commit race, ...) is restarted from its checkpoint with
@@ -533,6 +539,7 @@ def _run_queries(spark, settings: Settings, url: str, client, keys: RedisKeys, s
         "clearing the last run's status",
     )
     log.info("streaming from %s (trigger %d ms)", bus_source_label(settings), settings.stream.trigger_ms)
+    phases_due = 0.0
     while not stop.is_set():
         for name in names:
             query = queries[name]
@@ -558,7 +565,11 @@ def _run_queries(spark, settings: Settings, url: str, client, keys: RedisKeys, s
                     log.error("could not restart the %s query: %s", name, exc)
                     restart_at[name] = time.monotonic() + restart_delay_s(failures[name])
         state = "running" if all(q is not None for q in queries.values()) else "restarting"
-        heartbeat(client, keys, {"state": state, "updated_at": int(time.time() * 1000)})
+        fields = {"state": state, "updated_at": int(time.time() * 1000)}
+        if queries[SPEED_QUERY] is not None and time.monotonic() >= phases_due:
+            phases_due = time.monotonic() + PHASES_EVERY_S
+            fields.update(phase_fields(progress_phases(queries[SPEED_QUERY].recentProgress)))
+        heartbeat(client, keys, fields)
         beat()
         if stop_requested(client, keys, identity):
             log.info("asked through Redis to stop (%s)", keys.speed_stop_request)

@@ -40,6 +40,7 @@ from feature_store.tables import BRONZE_EVENTS, QUARANTINE
 from lambdarec.testing import shop_events, speed_feature_mismatches, start_speed_job
 from spark_jobs.streaming.failpoints import BRONZE_WRITE, REDIS_APPLY
 from spark_jobs.streaming.failpoints import ENV as FAILPOINT
+from spark_jobs.streaming.progress import phases_in_status
 
 pytestmark = pytest.mark.integration
 KEYS = RedisKeys("lr")
@@ -893,6 +894,15 @@ def test_a_job_asked_through_redis_stops_cleanly_wherever_it_runs(stream_setting
             "the job to run",
         )
         assert redis_client.get(KEYS.speed_heartbeat) == identity.encode()
+        # the speed query's micro-batch phases reach the status hash (spark_jobs.streaming.progress)
+        publish_events(redis_client, stream_settings.bus.stream, shop_events(20, int(time.time() * 1000)))
+        wait_for(
+            lambda: "triggerExecution" in phases_in_status(text_hash(redis_client, KEYS.speed_status)),
+            "the speed query's phases",
+        )
+        phases = phases_in_status(text_hash(redis_client, KEYS.speed_status))
+        assert {"addBatch", "latestOffset", "triggerExecution"} <= phases.keys()
+        assert 0 <= phases["addBatch"] <= phases["triggerExecution"]
         redis_client.set(KEYS.speed_stop_request, "other-host:1")  # meant for another job: not this one's
         time.sleep(3)
         assert job.poll() is None and redis_client.get(KEYS.speed_stop_request) == b"other-host:1"
