@@ -70,6 +70,26 @@ def first_time_targets(
     return out
 
 
+def session_start_targets(
+    users: Sequence[str],
+    times_ms: Sequence[int],
+    targets: Sequence[int],
+    gap_ms: int,
+    last_before: Mapping[str, int],
+) -> frozenset[int]:
+    """The targets that open a session: their user's previous event (in `times_ms`, or `last_before`:
+    each user's last event time before the replayed events) is more than `gap_ms` earlier, or absent.
+    The other targets are asked in the middle of a session."""
+    last = dict(last_before)
+    wanted, out = set(targets), set()
+    for index, (user, ts) in enumerate(zip(users, times_ms)):
+        previous = last.get(user)
+        if index in wanted and (previous is None or ts - previous > gap_ms):
+            out.add(index)
+        last[user] = ts if previous is None else max(previous, ts)
+    return frozenset(out)
+
+
 def sample_targets(indices: Sequence[int], max_targets: int | None, seed: int) -> list[int]:
     """All targets, or a seeded uniform sample of `max_targets` of them, in replay order."""
     if max_targets is None or max_targets >= len(indices):

@@ -67,11 +67,13 @@ from lambdarec.replay.protocol import (
     plan_rounds,
     positive_types,
     sample_targets,
+    session_start_targets,
     stream_ids,
 )
 from lambdarec.replay.scoring import (
     MODELS,
     ModelTally,
+    hit_rate_by_moment,
     neighbour_ranking,
     paired_difference,
     popularity_ranking,
@@ -152,9 +154,10 @@ class Prepared:
     history: dict[str, set[str]]  # user -> items before T
     popular: list[str]
     catalog_size: int
+    session_starts: frozenset[int] = frozenset()  # the targets that open a session (protocol)
 
 
-def prepare(options: ReplayOptions, now: datetime) -> Prepared:
+def prepare(options: ReplayOptions, now: datetime, session_gap_ms: int = 30 * 60_000) -> Prepared:
     """Read the input, choose T, and pick the questions (pure apart from reading the input)."""
     source = load_source(options.source, options.format, now, options.items)
     times = source.times
@@ -176,6 +179,13 @@ def prepare(options: ReplayOptions, now: datetime) -> Prepared:
         positive_types(),
     )
     targets = sample_targets(eligible, options.max_targets, options.seed)
+    last_before: dict[str, int] = {}
+    for e in before:
+        if e.ts_ms < warm_from:  # the warm-up events are replayed, so they come in `replayed`
+            last_before[e.user_id] = max(e.ts_ms, last_before.get(e.user_id, e.ts_ms))
+    session_starts = session_start_targets(
+        [e.user_id for e in replayed], [e.ts_ms for e in replayed], targets, session_gap_ms, last_before
+    )
     catalog = set(source.catalog_items) | {e.item_id for e in before}
     return Prepared(
         source,
@@ -188,6 +198,7 @@ def prepare(options: ReplayOptions, now: datetime) -> Prepared:
         dict(history),
         popularity_ranking((e.user_id for e in before), (e.item_id for e in before)),
         len(catalog),
+        session_starts,
     )
 
 
@@ -394,6 +405,7 @@ class PassResult:
     behind_s: float = 0.0  # realtime pacing: how far the pipeline fell behind the schedule at most
     sources: dict[str, int] = field(default_factory=dict)  # batch_speed answers' primary sources
     answers: list[dict[str, Any]] = field(default_factory=list)  # with ReplayOptions.keep_answers
+    asked: list[int] = field(default_factory=list)  # the targets' indices in the order they were asked
 
 
 class ReplayPass:
@@ -466,6 +478,7 @@ class ReplayPass:
                 seen.pop(e.item_id, None)
                 seen[e.item_id] = None
         for index in rnd.asks:
+            result.asked.append(index)
             await self._ask(self.p.replayed[index], result)
 
     async def _ask(self, target: ReplayEvent, result: PassResult) -> None:
@@ -535,7 +548,7 @@ def run_replay(
         shutil.rmtree(work_dir)
     work_dir.mkdir(parents=True)
     started = time.monotonic()
-    prepared = prepare(options, now or datetime.now(UTC))
+    prepared = prepare(options, now or datetime.now(UTC), settings.batch.session_gap_minutes * 60_000)
     server = EmbeddedRedis(directory=work_dir / "redis", binary=settings.redis.server_bin).start()
     try:
         url = server.url
@@ -673,6 +686,11 @@ def summarize(
                 "freshness_ms": _percentiles(result.freshness_ms),
                 "catchup_wait_ms": _percentiles(result.wait_ms),
                 "batch_speed_sources": dict(sorted(result.sources.items())),
+                # HR of the questions that open a session vs those in the middle of one
+                "by_moment": {
+                    name: hit_rate_by_moment(tally.hits, [i in prepared.session_starts for i in result.asked])
+                    for name, tally in result.tallies.items()
+                },
                 **({"answers": result.answers} if options.keep_answers else {}),
             }
         )

@@ -90,6 +90,22 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, float
 
 
 # -- baselines -------------------------------------------------------------------------------
+def hit_rate_by_moment(hits: Sequence[float], session_start: Sequence[bool]) -> dict[str, dict[str, float]]:
+    """HR of the questions that open a session and of those asked in the middle of one (the same
+    order of questions in both lists), each with its count and standard error."""
+    if len(hits) != len(session_start):
+        raise ValueError(f"{len(hits)} answers for {len(session_start)} questions")
+    out = {}
+    for name, wanted in (("session_start", True), ("in_session", False)):
+        chosen = [hit for hit, opens in zip(hits, session_start) if opens == wanted]
+        out[name] = {
+            "asked": len(chosen),
+            "hr": sum(chosen) / len(chosen) if chosen else 0.0,
+            "hr_se": standard_error(chosen),
+        }
+    return out
+
+
 def popularity_ranking(users: Iterable[str], items: Iterable[str]) -> list[str]:
     """Items by how many distinct users touched them (most first; ties by item id)."""
     pairs = set(zip(users, items))

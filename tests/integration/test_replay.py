@@ -4,8 +4,8 @@ streaming query, the real serving app (in-process), with small model settings.
 The data carry a speed-layer signal by construction: items come in pairs (a_i, b_i) and whoever views
 a_i views b_i half a minute later. After T six users each play a pair they never touched. When b_j is
 asked about, the user's newest recent item must be a_j and the speed-only neighbours heuristic must put
-b_j first: had the replay asked before the streaming job applied a_j, both would fail, so this proves
-the catch-up wait. Batch + speed must have used real-time co-visitation candidates; the batch-only
+b_j first (those questions are the ones asked in the middle of a session): had the replay asked
+before the streaming job applied a_j, both would fail, so this proves the catch-up wait. Batch + speed must have used real-time co-visitation candidates; the batch-only
 store must answer the same whatever the slice size (the speed layer never writes it).
 """
 
@@ -128,6 +128,10 @@ def test_replay_through_the_real_layers(spark, settings, tmp_path: Path):
         assert one["models"]["batch_speed"]["asked"] == len(targets)
         assert one["freshness_ms"]["samples"] == one["rounds"]
         assert one["batch_speed_sources"].get("covisit", 0) > 0
+        # b_j follows a_j by 30 s (in a session); every other target is its user's first event of the day
+        moments = one["by_moment"]["speed_neighbours"]
+        assert (moments["in_session"]["asked"], moments["in_session"]["hr"]) == (TEST_USERS, 1.0)
+        assert moments["session_start"]["asked"] == len(targets) - TEST_USERS
         # the ablation is asked the same questions and compared question by question
         hits = {
             name: [float(a["ranks"][name] is not None) for a in one["answers"]]

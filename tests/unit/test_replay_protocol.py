@@ -13,6 +13,7 @@ from lambdarec.replay.protocol import (
     plan_rounds,
     positive_types,
     sample_targets,
+    session_start_targets,
     stream_ids,
 )
 
@@ -116,3 +117,13 @@ def test_caught_up_compares_stream_ids():
     assert not caught_up({"last_entry_id": "20-0"}, "20-1")
     assert not caught_up({"last_entry_id": "9-9"}, "10-0")
     assert not caught_up({}, "1-0")
+
+
+def test_a_target_opens_a_session_when_its_users_previous_event_is_more_than_a_gap_before():
+    users = ["a", "b", "a", "a", "c", "b"]
+    times = [1_000, 1_000, 1_500, 5_000, 6_000, 6_000]
+    # a: 1_000 (no earlier event), 1_500 (500 after), 5_000 (3_500 after); b's 6_000 is 5_000 after
+    # its 1_000, c's is its first event but c had one at 5_500 before the replay
+    assert session_start_targets(users, times, [0, 2, 3, 4, 5], 1_000, {"c": 5_500}) == {0, 3, 5}
+    assert session_start_targets(users, times, [2], 1_000, {}) == frozenset()
+    assert session_start_targets(users, times, [3], 3_500, {}) == frozenset()  # exactly a gap: same session

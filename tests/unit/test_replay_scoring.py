@@ -8,6 +8,7 @@ import pytest
 
 from lambdarec.replay.scoring import (
     ModelTally,
+    hit_rate_by_moment,
     neighbour_ranking,
     paired_difference,
     popularity_ranking,
@@ -80,3 +81,17 @@ def test_neighbour_ranking_normalises_per_recent_item_and_weights_recency():
     assert neighbour_ranking(["r3", "r1", "r2"], neighbours, set(), 1) == ["z"]
     assert neighbour_ranking(["r1", "r2"], neighbours, {"x"}, 1) == ["y"]
     assert neighbour_ranking([], neighbours, set(), 5) == []
+
+
+def test_hit_rate_by_moment_splits_the_questions_that_open_a_session_from_the_others():
+    got = hit_rate_by_moment([1.0, 0.0, 1.0, 1.0, 0.0], [True, True, False, False, False])
+    assert got == {
+        "session_start": {"asked": 2, "hr": 0.5, "hr_se": 0.5},
+        "in_session": {"asked": 3, "hr": 2 / 3, "hr_se": pytest.approx(1 / 3)},
+    }
+    assert hit_rate_by_moment([], []) == {
+        "session_start": {"asked": 0, "hr": 0.0, "hr_se": 0.0},
+        "in_session": {"asked": 0, "hr": 0.0, "hr_se": 0.0},
+    }
+    with pytest.raises(ValueError, match="2 answers for 1 questions"):
+        hit_rate_by_moment([1.0, 0.0], [True])
