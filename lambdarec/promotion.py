@@ -56,7 +56,7 @@ def validate_version(spark, settings: Settings, version: str) -> PromotionCheck:
     from feature_store.registry import champion_version, load_ranker
     from spark_jobs.evaluation import evaluate_with_per_user
     from spark_jobs.model_registry import gate, list_versions
-    from spark_jobs.scoring import NativeModel
+    from spark_jobs.scoring import registered_model
     from spark_jobs.steps.context import BatchContext
     from spark_jobs.steps.models import holdout
 
@@ -66,10 +66,10 @@ def validate_version(spark, settings: Settings, version: str) -> PromotionCheck:
     context = BatchContext(spark, settings, current_run_date(versions))
     champion = champion_version(settings)
     candidate = load_ranker(settings, version, preferred="native")
-    models = {"candidate": NativeModel(candidate.kind, candidate.native, candidate.version)}
+    models = {"candidate": registered_model(candidate)}
     if champion is not None and champion != version:
         current = load_ranker(settings, champion, preferred="native")
-        models["champion"] = NativeModel(current.kind, current.native, current.version)
+        models["champion"] = registered_model(current)
     metric = settings.promotion.metric
     evaluation = evaluate_with_per_user(holdout(context), models, metric, sources=("popular",))
     results, per_user = evaluation.results, evaluation.per_user

@@ -9,7 +9,7 @@ falls back to reciprocal-rank fusion of the candidate sources, recorded as model
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 
@@ -35,6 +35,24 @@ class NativeModel:
     native: bytes
     version: str = NO_MODEL_VERSION
     trees: int | None = None  # score with only the first trees (None = all)
+    columns: tuple[int, ...] | None = None  # the model's inputs in RANKER_FEATURES (None: all, in order)
+
+
+def registered_model(loaded) -> NativeModel:
+    """The NativeModel of a ranker loaded from the registry (`feature_store.registry.load_ranker`),
+    with the inputs it was trained on (`LoadedRanker.columns`)."""
+    columns = None if loaded.columns is None else tuple(map(int, loaded.columns))
+    return NativeModel(loaded.kind, loaded.native, loaded.version, columns=columns)
+
+
+def native_model(kind: RankerKind, native: bytes, version: str, features: Sequence[str]) -> NativeModel:
+    """A registered ranker for Spark scoring: `features` are the inputs it was trained on (its meta),
+    picked out of today's RANKER_FEATURES rows, so a champion from before an input was added keeps
+    scoring after the upgrade (as serving does with `LoadedRanker.columns`)."""
+    from feature_store.registry import feature_columns
+
+    columns = feature_columns(list(features))
+    return NativeModel(kind, native, version, columns=None if columns is None else tuple(map(int, columns)))
 
 
 _BOOSTERS: dict[int, object] = {}  # per Python worker: parsed boosters by hash of their bytes
@@ -66,7 +84,7 @@ def score_inputs(inputs: DataFrame, model: NativeModel) -> DataFrame:
                 {
                     "user_id": frame["user_id"],
                     "item_id": frame["item_id"],
-                    "score": predict_native(m.kind, booster, matrix, m.trees).astype(np.float64),
+                    "score": predict_native(m.kind, booster, matrix, m.trees, m.columns).astype(np.float64),
                     "sources": frame["sources"],
                 }
             )

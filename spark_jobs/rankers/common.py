@@ -65,9 +65,17 @@ class TrainedRanker:
 
 
 def predict_native(
-    kind: RankerKind, booster: Any, features: np.ndarray, trees: int | None = None
+    kind: RankerKind,
+    booster: Any,
+    features: np.ndarray,
+    trees: int | None = None,
+    columns: Sequence[int] | None = None,
 ) -> np.ndarray:
+    """Scores of RANKER_FEATURES rows; `columns` picks a model's own inputs out of them (one trained
+    before an input was added, `feature_store.registry.feature_columns`)."""
     matrix = np.asarray(features, dtype=np.float32).reshape(-1, len(RANKER_FEATURES))
+    if columns is not None:
+        matrix = np.ascontiguousarray(matrix[:, list(columns)])
     if kind == "xgboost":
         import xgboost
 

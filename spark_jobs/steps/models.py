@@ -102,7 +102,7 @@ def step_evaluate(ctx: BatchContext) -> dict[str, Any]:
     from feature_store.registry import champion_version, load_ranker
     from spark_jobs.evaluation import evaluate_with_per_user
     from spark_jobs.model_registry import client
-    from spark_jobs.scoring import NativeModel
+    from spark_jobs.scoring import registered_model
 
     settings = ctx.settings
     versions = run_versions(ctx.settings, ctx.run_date)
@@ -113,7 +113,7 @@ def step_evaluate(ctx: BatchContext) -> dict[str, Any]:
     models = {}
     for version, label in labels.items():
         loaded = load_ranker(settings, version, preferred="native")
-        models[label] = NativeModel(loaded.kind, loaded.native, version)
+        models[label] = registered_model(loaded)
     evaluation = evaluate_with_per_user(
         holdout(ctx), models, settings.promotion.metric, blend=[labels[v] for v in versions]
     )

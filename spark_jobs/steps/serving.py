@@ -28,8 +28,8 @@ def step_score(ctx: BatchContext) -> dict[str, Any]:
     from feature_store.registry import NoChampion, load_ranker
     from spark_jobs.scoring import (
         NO_MODEL_VERSION,
-        NativeModel,
         fused_source_scores,
+        registered_model,
         score_inputs,
         top_n_scores,
     )
@@ -39,7 +39,7 @@ def step_score(ctx: BatchContext) -> dict[str, Any]:
     candidates = ctx.read(CANDIDATES)
     try:
         champion = load_ranker(settings, preferred="native")
-        model = NativeModel(champion.kind, champion.native, champion.version)
+        model = registered_model(champion)
         inputs = ranker_inputs(
             candidates, ctx.read(USER_FEATURES), ctx.read(ITEM_FEATURES), as_of, realtime_at(ctx, as_of)
         )
