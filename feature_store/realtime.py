@@ -21,7 +21,9 @@ engines with. The exact semantics (kept simple so the three agree value for valu
   `covisit_session_items` items the user touched within the gap before it (those whose latest event
   there is positive), +1 in both directions; a seed's *neighbours* are its top `neighbours` by count
   (ties: the larger item id first);
-- batch similar items are the nightly `gold/item_similar` lists, cut to the first `neighbours`.
+- batch similar items are the nightly `gold/item_similar` lists, cut to the first `neighbours`;
+- the recency-weighted co-visitation weighs the seed at position p (0 = newest) by 0.5^p and divides
+  each count by the seed's top count among its neighbours.
 
 Storage bounds that the definition ignores (they only matter past them): the speed layer trims a
 user's recent items to `recent_items_max` (50, more than the seeds and the co-visitation reach),
@@ -65,6 +67,13 @@ REALTIME_FEATURES: tuple[RealtimeFeature, ...] = (
         "rt_recent_similar",
         "user x item",
         "sum over the seeds of the candidate's batch similar-item score, where it is in the seed's first neighbours",
+    ),
+    RealtimeFeature(
+        "rt_recency_covisit",
+        "user x item",
+        "sum over the seeds, newest first, of 0.5^position x the candidate's real-time co-visitation count "
+        "/ the seed's top count, where it is among the seed's neighbours (the newest item outweighs all "
+        "older ones together)",
     ),
 )
 REALTIME_INPUTS: tuple[str, ...] = tuple(f.name for f in REALTIME_FEATURES)
@@ -129,6 +138,28 @@ def from_neighbour_lists(
     for seed in seeds:
         for entry in lists.get(seed, ())[:neighbours]:
             sums[entry[0]] += entry[1]
+    return dict(sums)
+
+
+# A seed's weight halves per step back from the newest: what the user did last says most about what
+# they want next (the speed layer's recent-item neighbours heuristic weighs seeds the same way).
+RECENCY_DECAY = 0.5
+
+
+def from_neighbour_lists_by_recency(
+    seeds: Sequence[str], lists: Mapping[str, Sequence[tuple]], neighbours: int
+) -> dict[str, float]:
+    """item -> the sum over `seeds` (newest first) of RECENCY_DECAY^position x its score / the seed's
+    best score, in each seed's first `neighbours` entries of `lists` (entries best first)."""
+    sums: dict[str, float] = defaultdict(float)
+    for position, seed in enumerate(seeds):
+        entries = lists.get(seed, ())[:neighbours]
+        best = max((entry[1] for entry in entries), default=0.0)
+        if best <= 0:
+            continue
+        weight = RECENCY_DECAY**position
+        for entry in entries:
+            sums[entry[0]] += weight * entry[1] / best
     return dict(sums)
 
 
@@ -219,9 +250,9 @@ def reference_features(
     categorized = [categories[e.item_id] for e in session if e.item_id in categories]
     seeds = reference_seeds(mine, t_ms, params)
     pairs = covisit_pairs(upto, params)
-    covisit = from_neighbour_lists(
-        seeds, {s: reference_neighbours(pairs, s, t_ms, params) for s in seeds}, params.neighbours
-    )
+    lists = {s: reference_neighbours(pairs, s, t_ms, params) for s in seeds}
+    covisit = from_neighbour_lists(seeds, lists, params.neighbours)
+    by_recency = from_neighbour_lists_by_recency(seeds, lists, params.neighbours)
     similar_sums = from_neighbour_lists(seeds, similar, params.neighbours)
     out = {}
     for item in candidates:
@@ -229,5 +260,11 @@ def reference_features(
         share = (
             categorized.count(category) / len(categorized) if categorized and category is not None else 0.0
         )
-        out[item] = (float(len(session)), share, covisit.get(item, 0.0), similar_sums.get(item, 0.0))
+        out[item] = (
+            float(len(session)),
+            share,
+            covisit.get(item, 0.0),
+            similar_sums.get(item, 0.0),
+            by_recency.get(item, 0.0),
+        )
     return out

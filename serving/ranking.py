@@ -79,10 +79,12 @@ def realtime_block(
     category_shares: Mapping[str, float],
     covisit: Mapping[str, float],
     similar: Mapping[str, float],
+    covisit_by_recency: Mapping[str, float],
 ) -> np.ndarray:
     """(rows, len(REALTIME_INPUTS)) in REALTIME_INPUTS order: the session's event count, the share of
-    the candidate's category in the session, and its summed co-visitation and similar-item scores over
-    the seeds (feature_store.realtime.from_session / from_neighbour_lists give these maps); 0 where none."""
+    the candidate's category in the session, its summed co-visitation and similar-item scores over
+    the seeds, and its recency-weighted co-visitation (feature_store.realtime.from_session /
+    from_neighbour_lists / from_neighbour_lists_by_recency give these maps); 0 where none."""
     rows = len(ids)
     block = np.zeros((rows, len(REALTIME_INPUTS)), dtype=np.float32)
     block[:, 0] = session_events
@@ -94,6 +96,8 @@ def realtime_block(
         block[:, 2] = np.fromiter((covisit.get(i, 0.0) for i in ids), dtype=np.float32, count=rows)
     if similar:
         block[:, 3] = np.fromiter((similar.get(i, 0.0) for i in ids), dtype=np.float32, count=rows)
+    if covisit_by_recency:
+        block[:, 4] = np.fromiter((covisit_by_recency.get(i, 0.0) for i in ids), dtype=np.float32, count=rows)
     return block
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from redis.exceptions import RedisError
 
 from feature_store.ranking import ITEM_INPUTS
-from feature_store.realtime import from_neighbour_lists, from_session
+from feature_store.realtime import from_neighbour_lists, from_neighbour_lists_by_recency, from_session
 from feature_store.settings import Settings
 from serving.batcher import MicroBatcher
 from serving.cache import ItemBatch
@@ -50,11 +50,13 @@ _N_ITEM = len(ITEM_INPUTS)
 
 class RequestSignals(NamedTuple):
     """What the request's seeds (recent items, the context item first) bring: item -> summed
-    co-visitation and similar-item scores (the real-time inputs `rt_recent_covisit`/`rt_recent_similar`)."""
+    co-visitation and similar-item scores, and the recency-weighted co-visitation (the real-time
+    inputs `rt_recent_covisit`/`rt_recent_similar`/`rt_recency_covisit`)."""
 
     seeds: list[str]
     covisit: dict[str, float]
     similar: dict[str, float]
+    covisit_by_recency: dict[str, float]
 
 
 def answer_items(
@@ -199,6 +201,7 @@ class Recommender:
             seeds,
             from_neighbour_lists(seeds, covisit, neighbours),
             from_neighbour_lists(seeds, similar, neighbours),
+            from_neighbour_lists_by_recency(seeds, covisit, neighbours),
         )
         return view, columns, items, signals
 
@@ -262,7 +265,15 @@ class Recommender:
             (rec_row[ids[row]] for row in batch_rows.tolist()), dtype=np.intp, count=len(batch_rows)
         )
         sources = source_scores_block(len(ids), batch_rows, rec_rows, view.user.source_scores)
-        realtime = realtime_block(ids, categories, session_events, shares, signals.covisit, signals.similar)
+        realtime = realtime_block(
+            ids,
+            categories,
+            session_events,
+            shares,
+            signals.covisit,
+            signals.similar,
+            signals.covisit_by_recency,
+        )
         genre = genre_block(view.user.genre_profile, genres)
         return assemble_matrix(view.user.features, block, affinities, genre, sources, realtime)
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from feature_store.realtime import REALTIME_INPUTS, RealtimeParams
+from feature_store.realtime import REALTIME_INPUTS, RECENCY_DECAY, RealtimeParams
 
-RT_SESSION_EVENTS, RT_CATEGORY_SHARE, RT_COVISIT, RT_SIMILAR = REALTIME_INPUTS
+RT_SESSION_EVENTS, RT_CATEGORY_SHARE, RT_COVISIT, RT_SIMILAR, RT_RECENCY_COVISIT = REALTIME_INPUTS
 
 
 def event_time_ms(ts: Column) -> Column:
@@ -82,7 +82,8 @@ def sessions_at(
 
 
 def seeds_at(events: DataFrame, moments: DataFrame, params: RealtimeParams) -> DataFrame:
-    """(user_id, t_ms, seed): the user's newest `params.seeds` distinct items in (t - ttl, t]."""
+    """(user_id, t_ms, seed, position): the user's newest `params.seeds` distinct items in
+    (t - ttl, t], position 0 the newest."""
     window = moments.join(events.select("user_id", "item_id", "ts_ms"), "user_id").where(
         (F.col("ts_ms") <= F.col("t_ms")) & (F.col("ts_ms") > F.col("t_ms") - F.lit(params.ttl_ms))
     )
@@ -91,7 +92,7 @@ def seeds_at(events: DataFrame, moments: DataFrame, params: RealtimeParams) -> D
     return (
         latest.withColumn("_r", F.row_number().over(order))
         .where(F.col("_r") <= params.seeds)
-        .select("user_id", "t_ms", F.col("item_id").alias("seed"))
+        .select("user_id", "t_ms", F.col("item_id").alias("seed"), (F.col("_r") - 1).alias("position"))
     )
 
 
@@ -144,20 +145,23 @@ def covisit_pairs(events: DataFrame, params: RealtimeParams) -> DataFrame:
 
 
 def covisit_at(pairs: DataFrame, seeds: DataFrame, params: RealtimeParams) -> DataFrame:
-    """(user_id, t_ms, item_id, rt_recent_covisit): summed over the seeds, the counts of items among
-    each seed's top `params.neighbours` real-time co-visited items at t."""
+    """(user_id, t_ms, item_id, rt_recent_covisit, rt_recency_covisit): over the seeds, the counts of
+    items among each seed's top `params.neighbours` real-time co-visited items at t, summed as they
+    are and weighted by the seed's recency over its top count (feature_store.realtime)."""
     counted = (
         seeds.join(pairs.withColumnRenamed("item_id", "seed").withColumnRenamed("ts_ms", "p_ts"), "seed")
         .where((F.col("p_ts") <= F.col("t_ms")) & (F.col("p_ts") > F.col("t_ms") - F.lit(params.ttl_ms)))
-        .groupBy("user_id", "t_ms", "seed", "partner_id")
+        .groupBy("user_id", "t_ms", "seed", "position", "partner_id")
         .agg(F.count("*").cast("double").alias("w"))
     )
-    order = Window.partitionBy("user_id", "t_ms", "seed").orderBy(
-        F.col("w").desc(), F.col("partner_id").desc()
-    )
+    per_seed = Window.partitionBy("user_id", "t_ms", "seed")
+    order = per_seed.orderBy(F.col("w").desc(), F.col("partner_id").desc())
     top = counted.withColumn("_r", F.row_number().over(order)).where(F.col("_r") <= params.neighbours)
-    return top.groupBy("user_id", "t_ms", F.col("partner_id").alias("item_id")).agg(
-        F.sum("w").alias(RT_COVISIT)
+    weighted = F.pow(F.lit(RECENCY_DECAY), F.col("position")) * F.col("w") / F.col("_best")
+    return (
+        top.withColumn("_best", F.max("w").over(per_seed))
+        .groupBy("user_id", "t_ms", F.col("partner_id").alias("item_id"))
+        .agg(F.sum("w").alias(RT_COVISIT), F.sum(weighted).alias(RT_RECENCY_COVISIT))
     )
 
 
@@ -219,4 +223,5 @@ def realtime_inputs(candidates: DataFrame, state: RealtimeState, categories: Dat
         F.coalesce(F.col("share"), F.lit(0.0)).alias(RT_CATEGORY_SHARE),
         F.coalesce(F.col(RT_COVISIT), F.lit(0.0)).alias(RT_COVISIT),
         F.coalesce(F.col(RT_SIMILAR), F.lit(0.0)).alias(RT_SIMILAR),
+        F.coalesce(F.col(RT_RECENCY_COVISIT), F.lit(0.0)).alias(RT_RECENCY_COVISIT),
     )

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from feature_store.realtime import reference_features
+from feature_store.realtime import REALTIME_INPUTS, reference_features
 from spark_jobs.realtime_features import realtime_inputs, realtime_state
 from tests.realtime_data import CATEGORIES, EVENTS, MIN, PARAMS, SIMILAR, START_MS, random_events
 
@@ -51,15 +51,7 @@ def spark_features(spark, events, asks, categories, similar):
     )
     state = realtime_state(interactions_of(spark, events), moments, cats, sim, PARAMS)
     rows = realtime_inputs(candidates, state, cats).collect()
-    return {
-        (r.user_id, r.t_ms, r.item_id): (
-            r.rt_session_events,
-            r.rt_session_category_share,
-            r.rt_recent_covisit,
-            r.rt_recent_similar,
-        )
-        for r in rows
-    }
+    return {(r.user_id, r.t_ms, r.item_id): tuple(r[name] for name in REALTIME_INPUTS) for r in rows}
 
 
 def oracle(events, asks, categories, similar):
@@ -78,12 +70,12 @@ def test_spark_rebuild_of_a_hand_checked_history(spark):
     ]
     got = spark_features(spark, EVENTS, asks, CATEGORIES, SIMILAR)
     assert got == {
-        ("u1", START_MS + 31 * MIN, "a"): (1.0, 0.0, 2.0, 0.25),
-        ("u1", START_MS + 31 * MIN, "b"): (1.0, 0.0, 2.0, 0.0),
-        ("u1", START_MS + 31 * MIN, "c"): (1.0, 0.0, 0.0, 0.6),
-        ("u1", START_MS + 3 * MIN, "a"): (4.0, pytest.approx(2 / 3), 1.0, 0.0),
-        ("u1", START_MS + 3 * MIN, "e"): (4.0, pytest.approx(1 / 3), 0.0, 0.0),
-        ("u3", START_MS, "a"): (0.0, 0.0, 0.0, 0.0),  # no events: nothing
+        ("u1", START_MS + 31 * MIN, "a"): (1.0, 0.0, 2.0, 0.25, 1.5),
+        ("u1", START_MS + 31 * MIN, "b"): (1.0, 0.0, 2.0, 0.0, 1.5),
+        ("u1", START_MS + 31 * MIN, "c"): (1.0, 0.0, 0.0, 0.6, 0.0),
+        ("u1", START_MS + 3 * MIN, "a"): (4.0, pytest.approx(2 / 3), 1.0, 0.0, 1.0),
+        ("u1", START_MS + 3 * MIN, "e"): (4.0, pytest.approx(1 / 3), 0.0, 0.0, 0.0),
+        ("u3", START_MS, "a"): (0.0, 0.0, 0.0, 0.0, 0.0),  # no events: nothing
     }
 
 

@@ -5,6 +5,7 @@ from feature_store.realtime import (
     REALTIME_INPUTS,
     covisit_pairs,
     from_neighbour_lists,
+    from_neighbour_lists_by_recency,
     from_session,
     reference_features,
     reference_seeds,
@@ -18,6 +19,7 @@ def test_inputs_are_declared_once_in_order():
         "rt_session_category_share",
         "rt_recent_covisit",
         "rt_recent_similar",
+        "rt_recency_covisit",
     )
 
 
@@ -53,13 +55,18 @@ def test_reference_features_in_a_new_session():
         "e",
         "d",
     ]
-    assert got == {"a": (1.0, 0.0, 2.0, 0.25), "b": (1.0, 0.0, 2.0, 0.0), "c": (1.0, 0.0, 0.0, 0.6)}
+    # seeds e (newest), d: each pairs with a and b once, so by recency 1 + 0.5
+    assert got == {
+        "a": (1.0, 0.0, 2.0, 0.25, 1.5),
+        "b": (1.0, 0.0, 2.0, 0.0, 1.5),
+        "c": (1.0, 0.0, 0.0, 0.6, 0.0),
+    }
 
 
 def test_reference_features_at_an_event_include_it_and_nothing_later():
     got = reference_features(EVENTS, "u1", START_MS + 3 * MIN, ["a", "e"], CATEGORIES, SIMILAR, PARAMS)
     # session a, b, c, d (c has no category); seeds d, c; d's neighbours a and b (1 each)
-    assert got == {"a": (4.0, 2 / 3, 1.0, 0.0), "e": (4.0, 1 / 3, 0.0, 0.0)}
+    assert got == {"a": (4.0, 2 / 3, 1.0, 0.0, 1.0), "e": (4.0, 1 / 3, 0.0, 0.0, 0.0)}
 
 
 def test_serving_readers_of_the_stored_state():
@@ -72,3 +79,6 @@ def test_serving_readers_of_the_stored_state():
         "s2": [("a", 0.5, "covisit")],
     }
     assert from_neighbour_lists(["s1", "s2", "s3"], lists, 2) == {"a": 2.5, "b": 1.0}
+    # s1 (newest): a 2/2, b 1/2; s2 (weight 0.5): a 0.5/0.5; s3 has no list
+    assert from_neighbour_lists_by_recency(["s1", "s2", "s3"], lists, 2) == {"a": 1.5, "b": 0.5}
+    assert from_neighbour_lists_by_recency(["s3", "s2"], lists, 2) == {"a": 0.5}
