@@ -9,7 +9,7 @@ falls back to reciprocal-rank fusion of the candidate sources, recorded as model
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 
@@ -39,20 +39,12 @@ class NativeModel:
 
 
 def registered_model(loaded) -> NativeModel:
-    """The NativeModel of a ranker loaded from the registry (`feature_store.registry.load_ranker`),
-    with the inputs it was trained on (`LoadedRanker.columns`)."""
+    """The NativeModel of a ranker loaded from the registry (`feature_store.registry.load_ranker`):
+    it scores the inputs it was trained on (`LoadedRanker.columns`, picked out of today's
+    RANKER_FEATURES rows), so a champion from before an input was added keeps scoring after the
+    upgrade, as it does in serving."""
     columns = None if loaded.columns is None else tuple(map(int, loaded.columns))
     return NativeModel(loaded.kind, loaded.native, loaded.version, columns=columns)
-
-
-def native_model(kind: RankerKind, native: bytes, version: str, features: Sequence[str]) -> NativeModel:
-    """A registered ranker for Spark scoring: `features` are the inputs it was trained on (its meta),
-    picked out of today's RANKER_FEATURES rows, so a champion from before an input was added keeps
-    scoring after the upgrade (as serving does with `LoadedRanker.columns`)."""
-    from feature_store.registry import feature_columns
-
-    columns = feature_columns(list(features))
-    return NativeModel(kind, native, version, columns=None if columns is None else tuple(map(int, columns)))
 
 
 _BOOSTERS: dict[int, object] = {}  # per Python worker: parsed boosters by hash of their bytes

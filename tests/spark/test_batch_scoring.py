@@ -5,7 +5,8 @@ import numpy as np
 import xgboost
 
 from feature_store.ranking import RANKER_FEATURES
-from spark_jobs.scoring import native_model, score_inputs
+from feature_store.registry import LoadedRanker, feature_columns
+from spark_jobs.scoring import registered_model, score_inputs
 
 
 def test_a_ranker_trained_on_fewer_inputs_scores_the_ones_it_knows(spark):
@@ -15,7 +16,16 @@ def test_a_ranker_trained_on_fewer_inputs_scores_the_ones_it_knows(spark):
     train = xgboost.DMatrix(x, (x[:, 0] > 0).astype(int))
     train.set_group([20] * 10)
     booster = xgboost.train({"objective": "rank:ndcg", "max_depth": 3, "nthread": 1}, train, 5)
-    model = native_model("xgboost", bytes(booster.save_raw("json")), "7", older)
+    loaded = LoadedRanker(
+        name="ranker",
+        version="7",
+        backend="native:xgboost",
+        columns=feature_columns(older),  # as load_ranker reads them from the version's meta
+        run=booster.predict,
+        kind="xgboost",
+        native=bytes(booster.save_raw("json")),
+    )
+    model = registered_model(loaded)
     today = np.column_stack([x, rng.normal(size=200).astype(np.float32)])  # what the nightly builds now
     inputs = spark.createDataFrame(
         [(f"u{n // 20}", f"i{n}", today[n].tolist(), ["als"]) for n in range(200)],
