@@ -23,12 +23,13 @@ inputs of the holdout and scoring cut-offs through `realtime_at_cutoff`).
 
 from __future__ import annotations
 
+import functools
 from datetime import date
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from feature_store.realtime import RealtimeParams
+from feature_store.realtime import REALTIME_INPUTS, RealtimeParams
 from feature_store.tables import TRAINING_SET
 from spark_jobs.candidates import cutoff_timestamp, history_before, interactions_between, seen_items
 from spark_jobs.realtime_features import (
@@ -48,6 +49,7 @@ from spark_jobs.training_set import (
 )
 
 QUERY_SEPARATOR = "@"
+WITHOUT_SPEED = "without_speed"  # the last part of the query id of a moment asked without the speed layer
 
 
 def epoch_ms(as_of: date) -> int:
@@ -152,18 +154,25 @@ def request_time_inputs(
     moments: DataFrame,
     as_of: date,
     params: RealtimeParams,
+    without_speed: bool = False,
 ) -> DataFrame:
     """(user_id, t_ms, item_id, features, sources) for every candidate of every moment (RANKER_FEATURES
-    order; the batch parts as of `as_of`, the real-time parts at t)."""
+    order; the batch parts as of `as_of`, the real-time parts at t). `without_speed`: as serving asks
+    when the speed layer holds nothing for the user (down, or the state expired): the nightly
+    candidates only, every real-time input 0; the recent items stay excluded, as the product backend
+    passes what the user just consumed."""
     users, items = gold_at(user_features, item_features, as_of)
     categories = items.select("item_id", "category")
     state = realtime_state(
         reach(interactions, as_of, params), moments, categories, at(item_similar, as_of), params
     )
     pool = moment_candidates(candidates, state, moments, interactions, as_of)
-    joined = (
-        realtime_inputs(pool, state, categories).join(users, "user_id", "left").join(items, "item_id", "left")
-    )
+    if without_speed:
+        pool = pool.where(F.size("sources") > 0)
+        realtime = pool.select("*", *[F.lit(0.0).alias(name) for name in REALTIME_INPUTS])
+    else:
+        realtime = realtime_inputs(pool, state, categories)
+    joined = realtime.join(users, "user_id", "left").join(items, "item_id", "left")
     return joined.select(
         "user_id", "t_ms", "item_id", feature_vector(joined, True).alias("features"), "sources"
     )
@@ -183,20 +192,42 @@ def build_request_time_set(
     moments_per_user: int,
     max_negatives: int,
     session_start_moments: bool = True,
+    moments_without_speed_per_user: int = 0,
     seed: int = 0,
 ) -> DataFrame:
     """The `gold/training_set` partition of cut-off `as_of`: request-time examples at moments in
-    [as_of, end), one query per moment (see the module docstring)."""
+    [as_of, end), one query per moment (see the module docstring); with
+    `moments_without_speed_per_user`, that many more moments per user asked `without_speed` (query
+    ids end in `@without_speed`)."""
     gap = params.session_gap_ms if session_start_moments else None
-    moments = sample_moments(interactions, as_of, end, horizon_ms, moments_per_user, seed, gap).cache()
-    inputs = request_time_inputs(
-        candidates, user_features, item_features, item_similar, interactions, moments, as_of, params
-    )
-    labels = moment_labels(interactions, moments, horizon_ms)
-    query = F.concat_ws(QUERY_SEPARATOR, F.col("user_id"), F.col("t_ms").cast("string"))
+    asked = [(moments_per_user, seed, False, [])]
+    if moments_without_speed_per_user:
+        asked.append((moments_without_speed_per_user, seed + 1, True, [F.lit(WITHOUT_SPEED)]))
+    inputs, labels = [], []
+    for per_user, sample_seed, without_speed, suffix in asked:
+        moments = sample_moments(interactions, as_of, end, horizon_ms, per_user, sample_seed, gap).cache()
+        query = F.concat_ws(QUERY_SEPARATOR, F.col("user_id"), F.col("t_ms").cast("string"), *suffix)
+        inputs.append(
+            request_time_inputs(
+                candidates,
+                user_features,
+                item_features,
+                item_similar,
+                interactions,
+                moments,
+                as_of,
+                params,
+                without_speed,
+            ).select(query.alias("user_id"), "item_id", "features", "sources")
+        )
+        labels.append(
+            moment_labels(interactions, moments, horizon_ms).select(
+                query.alias("user_id"), "item_id", "relevance"
+            )
+        )
     examples = training_examples(
-        inputs.select(query.alias("user_id"), "item_id", "features", "sources"),
-        labels.select(query.alias("user_id"), "item_id", "relevance"),
+        functools.reduce(DataFrame.unionByName, inputs),
+        functools.reduce(DataFrame.unionByName, labels),
         max_negatives,
         seed,
     )

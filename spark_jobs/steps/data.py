@@ -122,6 +122,7 @@ def step_training_set(ctx: BatchContext) -> dict[str, Any]:
         moments_per_user=settings.batch.request_moments_per_user,
         max_negatives=settings.batch.max_negatives_per_query,
         session_start_moments=settings.batch.request_session_start_moments,
+        moments_without_speed_per_user=settings.batch.request_moments_without_speed_per_user,
     )
     rows = ctx.replace_where(TRAINING_SET, examples, as_of_condition(cut.train))
     return {"as_of": str(cut.train), "rows": rows}

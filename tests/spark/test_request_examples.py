@@ -64,7 +64,7 @@ def vector(item=None, affinity=None, cand=None, rt=(0.0, 0.0, 0.0, 0.0, 0.0), ge
 C, F_ = {"item_events_7d": 3.0, "item_avg_rating": 4.5}, {"item_events_7d": 7.0}
 
 
-def examples(spark, *, session_starts: bool) -> dict:
+def examples(spark, *, session_starts: bool, without_speed: int = 0) -> dict:
     candidates, users, items, similar = tables(spark)
     got = build_request_time_set(
         candidates,
@@ -79,6 +79,7 @@ def examples(spark, *, session_starts: bool) -> dict:
         moments_per_user=10,
         max_negatives=5,
         session_start_moments=session_starts,
+        moments_without_speed_per_user=without_speed,
     )
     return {(r.user_id, r.item_id): (as_none(r.features), r.relevance) for r in got.collect()}
 
@@ -139,3 +140,21 @@ def test_no_event_after_t_moves_a_feature(spark):
 
     assert inputs(BEFORE + DAY[:1]) == inputs(BEFORE + DAY[:1] + later) == inputs(BEFORE + DAY)
     assert len(inputs(BEFORE + DAY)) == 3
+
+
+def test_moments_without_the_speed_layer_hold_only_nightly_candidates_and_no_real_time_input(spark):
+    """Asked as serving is when the speed layer holds nothing for the user: e (proposed only by the
+    recent items' neighbours) is gone, every real-time input is 0; the recent items stay excluded
+    (a product backend passes what the user just consumed). At 10:20 only f is left: no positive."""
+    every = examples(spark, session_starts=True, without_speed=10)
+    blind = {key: value for key, value in every.items() if key[0].endswith("@without_speed")}
+    cold = (0.0, 0.0, 0.0, 0.0, 0.0)
+    assert blind == {
+        (f"u1@{t}@without_speed", item): value
+        for t in (T1 - 1, T1)
+        for item, value in (
+            ("c", (vector(C, 0.25, {"als": 1.0}, cold, ITEM_GENRES["c"]), 8.0)),
+            ("f", (vector(F_, None, {"popular": 1.0}, cold), 0.0)),
+        )
+    }
+    assert every.keys() - blind.keys() == examples(spark, session_starts=True).keys()
