@@ -232,7 +232,7 @@ class BatchSettings(Component):
         description="Also ask 1 ms before each session's first event (a user opening the app), not only at events.",
     )
     request_moments_without_speed_per_user: int = Field(
-        0,
+        2,
         ge=0,
         description="More moments per user asked as serving is when the speed layer holds nothing for the "
         "user (nightly candidates only, real-time inputs 0): trains the ranker for that regime.",

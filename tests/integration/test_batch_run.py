@@ -33,6 +33,7 @@ from spark_jobs.als_tuning import GRID_KEYS, choose_best
 from spark_jobs.batch_pipeline import STEPS, run_step
 from spark_jobs.delta_io import read_table
 from spark_jobs.model_registry import client, evaluation_per_user
+from spark_jobs.request_examples import QUERY_SEPARATOR, WITHOUT_SPEED
 from spark_jobs.steps.context import BatchContext
 from tests.nightly import RUN_DATE
 
@@ -110,9 +111,12 @@ def test_batch_run_ends_with_a_champion_and_recommendations_in_redis(
     assert set(reports["candidates"]["recall"][str(cut.holdout)]) == {
         f"{s}@{n}" for s in (*CANDIDATE_SOURCES, "union") for n in (50, 100, 200)
     } | {"users"}
-    assert {
-        r.as_of for r in read_table(spark, batch_settings, TRAINING_SET).select("as_of").distinct().collect()
-    } == {cut.train}
+    training = read_table(spark, batch_settings, TRAINING_SET)
+    assert {r.as_of for r in training.select("as_of").distinct().collect()} == {cut.train}
+    # every nightly also asks some moments as serving is without the speed layer (request_examples)
+    queries = [r.user_id for r in training.select("user_id").distinct().collect()]
+    blind = [q for q in queries if q.endswith(QUERY_SEPARATOR + WITHOUT_SPEED)]
+    assert 0 < len(blind) < len(queries)
     scores = read_table(spark, batch_settings, BATCH_SCORES).collect()
     assert {(r.as_of, r.model_version) for r in scores} == {(RUN_DATE, champion)}
     assert max(r["rank"] for r in scores) == batch_settings.batch.top_n
