@@ -38,6 +38,7 @@ from spark_jobs.realtime_features import (
     realtime_inputs,
     realtime_state,
     timed_events,
+    with_sessions,
 )
 from spark_jobs.training_set import (
     at,
@@ -65,23 +66,21 @@ def reach(interactions: DataFrame, as_of: date, params: RealtimeParams) -> DataF
     return interactions.where(event_time_ms(F.col("ts")) >= since)
 
 
-def session_starts(interactions: DataFrame, start: date, end: date, session_gap_ms: int) -> DataFrame:
-    """(user_id, t_ms): 1 ms before the first event of each session that starts in [start, end), the
-    instant a user opening the app asks (their state is still the previous session's). Reading from
-    one gap before `start` is exact: an event after `start` whose predecessor is earlier than that
-    is more than one gap after it."""
+def session_starts(interactions: DataFrame, start: date, end: date, params: RealtimeParams) -> DataFrame:
+    """(user_id, t_ms): 1 ms before the first event of each session (`with_sessions`) that starts in
+    [start, end), the instant a user opening the app asks (their state is still the previous
+    session's). Reading from one gap before `start` is exact: an event after `start` whose
+    predecessor is earlier than that is more than one gap after it."""
     event_ms = event_time_ms(F.col("ts"))
-    events = timed_events(
-        interactions.where(
-            (event_ms >= F.lit(epoch_ms(start) - session_gap_ms)) & (event_ms < F.lit(epoch_ms(end)))
-        )
+    since = F.lit(epoch_ms(start) - params.session_gap_ms)
+    window = interactions.where((event_ms >= since) & (event_ms < F.lit(epoch_ms(end))))
+    firsts = (
+        with_sessions(timed_events(window), params)
+        .groupBy("user_id", "session_no")
+        .agg(F.min("ts_ms").alias("first_ms"))
     )
-    previous = F.lag("ts_ms").over(Window.partitionBy("user_id").orderBy("ts_ms"))
-    first = previous.isNull() | (F.col("ts_ms") - previous > F.lit(session_gap_ms))
-    return (
-        events.withColumn("_first", first)
-        .where(F.col("_first") & (F.col("ts_ms") > F.lit(epoch_ms(start))))
-        .select("user_id", (F.col("ts_ms") - 1).alias("t_ms"))
+    return firsts.where(F.col("first_ms") > F.lit(epoch_ms(start))).select(
+        "user_id", (F.col("first_ms") - 1).alias("t_ms")
     )
 
 
@@ -92,16 +91,16 @@ def sample_moments(
     horizon_ms: int,
     per_user: int,
     seed: int = 0,
-    session_gap_ms: int | None = None,
+    sessions: RealtimeParams | None = None,
 ) -> DataFrame:
     """(user_id, t_ms): at most `per_user` of each user's moments in [start, end) whose label window
     (t, t + horizon] ends before `end`, chosen by a seeded hash (reruns pick the same). The moments
-    are the user's event times and, with `session_gap_ms`, their `session_starts`."""
+    are the user's event times and, with `sessions` (whose session gap counts), their `session_starts`."""
     events = timed_events(interactions_between(interactions, start, end)).select(
         "user_id", F.col("ts_ms").alias("t_ms")
     )
-    if session_gap_ms is not None:
-        events = events.unionByName(session_starts(interactions, start, end, session_gap_ms))
+    if sessions is not None:
+        events = events.unionByName(session_starts(interactions, start, end, sessions))
     moments = events.where(F.col("t_ms") + F.lit(horizon_ms) < F.lit(epoch_ms(end))).distinct()
     order = Window.partitionBy("user_id").orderBy(F.xxhash64(F.lit(seed), "user_id", "t_ms"), "t_ms")
     return (
@@ -199,13 +198,15 @@ def build_request_time_set(
     [as_of, end), one query per moment (see the module docstring); with
     `moments_without_speed_per_user`, that many more moments per user asked `without_speed` (query
     ids end in `@without_speed`)."""
-    gap = params.session_gap_ms if session_start_moments else None
+    sessions = params if session_start_moments else None
     asked = [(moments_per_user, seed, False, [])]
     if moments_without_speed_per_user:
         asked.append((moments_without_speed_per_user, seed + 1, True, [F.lit(WITHOUT_SPEED)]))
     inputs, labels = [], []
     for per_user, sample_seed, without_speed, suffix in asked:
-        moments = sample_moments(interactions, as_of, end, horizon_ms, per_user, sample_seed, gap).cache()
+        moments = sample_moments(
+            interactions, as_of, end, horizon_ms, per_user, sample_seed, sessions
+        ).cache()
         query = F.concat_ws(QUERY_SEPARATOR, F.col("user_id"), F.col("t_ms").cast("string"), *suffix)
         inputs.append(
             request_time_inputs(
