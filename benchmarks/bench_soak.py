@@ -36,7 +36,8 @@ bronze: the accepted ones and any whose answer was lost after the publish).
 The server, redis-server and this process (the load generator) run at a raised priority (nice -10, as
 bench_serving; recorded as `priority_boost`), the streaming job at the normal one: what a deployment
 that puts the latency path first does. BENCH_SOAK_BOOST=0 runs everything at the normal priority;
-BENCH_SOAK_DURATION_S overrides the duration.
+BENCH_SOAK_DURATION_S overrides the duration; BENCH_SOAK_WORKERS=N serves with `lambdarec serve --workers N`
+(one process by default; the server's RSS is the whole process tree's).
 
 `python -m benchmarks.bench_soak [--quick]` or `python -m benchmarks.run --only soak [--quick]`.
 
@@ -203,7 +204,7 @@ def table(result: dict) -> dict:
     return {
         "title": f"Soak: {result['duration_s']:.0f} s of {result['rec_rate']} recommendations/s and "
         f"{result['events_per_s']:,} events/s ({result['event_batches_per_s']} x {result['events_per_batch']}) "
-        "through the API into the streaming job",
+        f"through the API ({result['api_workers']} worker{'s' if result['api_workers'] > 1 else ''}) into the streaming job",
         "columns": ["target", "expected", "found", "ok"],
         "rows": [
             [
@@ -388,7 +389,7 @@ def clear_speed_keys(client, event_users: int) -> None:
         client.delete(*names[start : start + 1000])
 
 
-def soak(work: Path, duration_s: float, boost: bool) -> dict:
+def soak(work: Path, duration_s: float, boost: bool, workers: int = 1) -> dict:
     import redis
 
     from benchmarks.bench_faults import (
@@ -437,7 +438,7 @@ def soak(work: Path, duration_s: float, boost: bool) -> dict:
             "LAMBDAREC_MLFLOW_ARTIFACT_ROOT": settings.artifact_root,
             "LAMBDAREC_SERVING_MAX_CANDIDATES": str(CANDIDATES),
         }
-        api, port, ready = start_ready(env, work / "serve.log")
+        api, port, ready = start_ready(env, work / "serve.log", workers=workers)
         if not boost:
             raise_priority(api.pid, 0)  # start_ready raised it
         run_load(warm_up(port, 100, 3.0, N_USERS, lambda at: None))  # not recorded
@@ -481,6 +482,7 @@ def soak(work: Path, duration_s: float, boost: bool) -> dict:
     result = {
         "duration_s": duration_s,
         "rec_rate": REC_RATE,
+        "api_workers": workers,
         "events_per_s": EVENT_BATCHES_PER_S * EVENTS_PER_BATCH,
         "event_batches_per_s": EVENT_BATCHES_PER_S,
         "events_per_batch": EVENTS_PER_BATCH,
@@ -534,10 +536,11 @@ def soak(work: Path, duration_s: float, boost: bool) -> dict:
 def run(quick: bool, out_dir: Path) -> dict:
     duration_s = float(os.environ.get("BENCH_SOAK_DURATION_S", 60.0 if quick else 600.0))
     boost = os.environ.get("BENCH_SOAK_BOOST", "1") == "1"
+    workers = int(os.environ.get("BENCH_SOAK_WORKERS", "1"))
     work = Path(tempfile.mkdtemp(prefix="bench-soak-"))
     result: dict = {}
     try:
-        result = soak(work, duration_s, boost)
+        result = soak(work, duration_s, boost, workers)
     finally:
         if result.get("ok"):
             shutil.rmtree(work, ignore_errors=True)

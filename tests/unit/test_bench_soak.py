@@ -117,6 +117,7 @@ def result_of(**changes) -> dict:
     result = {
         "duration_s": 600.0,
         "rec_rate": 300,
+        "api_workers": 2,
         "events_per_s": 1000,
         "event_batches_per_s": 20,
         "events_per_batch": 50,
@@ -180,7 +181,8 @@ def test_the_soak_table_puts_expected_next_to_found():
     result["checks"] = verdict(result)
     made = table(result)
     assert made["title"] == (
-        "Soak: 600 s of 300 recommendations/s and 1,000 events/s (20 x 50) through the API into the streaming job"
+        "Soak: 600 s of 300 recommendations/s and 1,000 events/s (20 x 50) through the API (2 workers) into the "
+        "streaming job"
     )
     assert made["rows"] == [
         ["5xx / time-outs: recommendations; events", "0 / 0; 0 / 0", "1 / 1; 0 / 0", False],
