@@ -162,10 +162,28 @@ def chosen_datasets(datasets: str) -> tuple[str, ...]:
     return tuple(name for name in DATASETS if name in names)
 
 
+def single_source_rows(label: str, one: dict, titles: dict[str, str]) -> list[list]:
+    """One row per single-source answer of a replay pass: batch + speed minus it, paired over the same
+    questions, and the ratio of their hit rates (issue 18's target: >= 1.2x the best of them)."""
+    rows = []
+    for source, diff in one.get("batch_speed_minus_single_source", {}).items():
+        alone, full = one["models"][source]["hr@10"], one["models"]["batch_speed"]["hr@10"]
+        rows.append(
+            [
+                label,
+                titles.get(source, source),
+                f"{diff['hr@10']['mean']:+.4f} ± {diff['hr@10']['se']:.4f}",
+                f"{diff['ndcg@10']['mean']:+.4f} ± {diff['ndcg@10']['se']:.4f}",
+                f"{full / alone:.3f}x" if alone > 0 else "n/a (no hit alone)",
+            ]
+        )
+    return rows
+
+
 def report(runs: dict[str, dict], quick: bool, titles: dict[str, str]) -> dict:
     """The result dict: every run's numbers plus the report's tables and plots."""
     machine = machine_info()
-    quality_rows, diff_rows, fresh_rows, info_rows, variant_rows = [], [], [], [], []
+    quality_rows, diff_rows, fresh_rows, info_rows, variant_rows, source_rows = [], [], [], [], [], []
     plot_lines: dict[str, list[float]] = {}
     for name, run in runs.items():
         info_rows.append(
@@ -208,6 +226,7 @@ def report(runs: dict[str, dict], quick: bool, titles: dict[str, str]) -> dict:
                     one["wall_s"],
                 ]
             )
+            source_rows.extend(single_source_rows(label, one, titles))
             for variant, diff in one.get("batch_speed_minus_variant", {}).items():
                 variant_rows.append(
                     [
@@ -253,6 +272,14 @@ def report(runs: dict[str, dict], quick: bool, titles: dict[str, str]) -> dict:
             "rows": fresh_rows,
         },
     ]
+    if source_rows:
+        tables.append(
+            {
+                "title": "batch + speed − each single-source answer, paired over the same questions (mean ± s.e.)",
+                "columns": ["replay", "single source", "ΔHR@10", "ΔNDCG@10", "HR@10 ratio"],
+                "rows": source_rows,
+            }
+        )
     if variant_rows:
         tables.append(
             {

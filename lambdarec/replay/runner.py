@@ -72,6 +72,7 @@ from lambdarec.replay.protocol import (
 )
 from lambdarec.replay.scoring import (
     MODELS,
+    SINGLE_SOURCES,
     ModelTally,
     hit_rate_by_moment,
     neighbour_ranking,
@@ -674,6 +675,14 @@ def summarize(
                     f"hr@{options.k}": paired_difference(full.hits, only.hits),
                     f"ndcg@{options.k}": paired_difference(full.ndcg, only.ndcg),
                     f"mrr@{options.k}": paired_difference(full.rr, only.rr),
+                },
+                # what the product serves against each answer built from one signal alone
+                "batch_speed_minus_single_source": {
+                    name: {
+                        f"hr@{options.k}": paired_difference(full.hits, result.tallies[name].hits),
+                        f"ndcg@{options.k}": paired_difference(full.ndcg, result.tallies[name].ndcg),
+                    }
+                    for name in SINGLE_SOURCES
                 },
                 # each ablation against what the product serves, paired over the same questions
                 "batch_speed_minus_variant": {

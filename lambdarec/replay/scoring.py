@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from spark_jobs.metrics import catalog_coverage, hit_rate_at_k, metric_key, ndcg_at_k, reciprocal_rank
 
 MODELS: tuple[str, ...] = ("popularity", "batch_only", "batch_speed", "speed_neighbours", "speed_trending")
+# The answers built from one signal alone: the stack must beat the best of them (issue 18).
+SINGLE_SOURCES: tuple[str, ...] = ("popularity", "speed_neighbours", "speed_trending")
 MODEL_TITLES: dict[str, str] = {
     "popularity": "popularity (before T)",
     "batch_only": "batch only (serving, speed layer off)",

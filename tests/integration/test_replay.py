@@ -142,6 +142,13 @@ def test_replay_through_the_real_layers(spark, settings, tmp_path: Path):
             sum(diffs) / len(diffs)
         )
         assert one["models"]["no_neighbours"]["asked"] == len(targets)
+        # and every single-source answer the same way
+        for source in ("popularity", "speed_neighbours", "speed_trending"):
+            hits[source] = [float(a["ranks"][source] is not None) for a in one["answers"]]
+            diffs = [full - alone for full, alone in zip(hits["batch_speed"], hits[source])]
+            assert one["batch_speed_minus_single_source"][source]["hr@10"]["mean"] == pytest.approx(
+                sum(diffs) / len(diffs)
+            )
     # the batch-only store and the popularity baseline do not depend on the replay
     for name in ("batch_only", "popularity"):
         assert [a["ranks"][name] for a in fine["answers"]] == [a["ranks"][name] for a in coarse["answers"]]

@@ -1,6 +1,6 @@
 import pytest
 
-from benchmarks.bench_replay import chosen_datasets, movielens_missing
+from benchmarks.bench_replay import chosen_datasets, movielens_missing, single_source_rows
 
 
 def test_the_chosen_data_sets_keep_the_benchmarks_order_whatever_order_they_are_named_in():
@@ -23,3 +23,29 @@ def test_a_full_run_asked_for_movielens_says_where_it_looked_when_the_data_is_mi
     )  # quick skips it
     assert movielens_missing(("synthetic",), False, None, tmp_path / "ml") is None
     assert movielens_missing(("movielens",), False, tmp_path, tmp_path) is None
+
+
+def test_each_single_source_row_puts_the_paired_difference_next_to_the_ratio():
+    one = {
+        "models": {
+            "batch_speed": {"hr@10": 0.328},
+            "speed_neighbours": {"hr@10": 0.273},
+            "speed_trending": {"hr@10": 0.0},
+        },
+        "batch_speed_minus_single_source": {
+            "speed_neighbours": {
+                "hr@10": {"mean": 0.055, "se": 0.0125},
+                "ndcg@10": {"mean": 0.0258, "se": 0.00814},
+            },
+            "speed_trending": {
+                "hr@10": {"mean": 0.328, "se": 0.0148},
+                "ndcg@10": {"mean": 0.199, "se": 0.01},
+            },
+        },
+    }
+    titles = {"speed_neighbours": "speed only: recent-item neighbours"}
+    assert single_source_rows("synthetic", one, titles) == [
+        ["synthetic", "speed only: recent-item neighbours", "+0.0550 ± 0.0125", "+0.0258 ± 0.0081", "1.201x"],
+        ["synthetic", "speed_trending", "+0.3280 ± 0.0148", "+0.1990 ± 0.0100", "n/a (no hit alone)"],
+    ]
+    assert single_source_rows("synthetic", {"models": {}}, titles) == []
