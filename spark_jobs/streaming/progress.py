@@ -5,7 +5,8 @@ into the status hash as `speed_phase_<phase>_ms` fields; `benchmarks.bench_fresh
 per rate. Freshness is the time from publish to visible, and the job's own `last_batch_ms` only
 covers the `foreachBatch` body: these phases (Spark's `durationMs`: `latestOffset` asks the source how
 far the bus goes, `walCommit`/`commitOffsets` write the checkpoint, `addBatch` runs the batch,
-`triggerExecution` is the whole micro-batch) say what the rest of the lag is made of.
+`triggerExecution` is the whole micro-batch) say what the rest of the lag is made of. The speed
+writer splits `addBatch` itself (`writer_phases`: `speed_phase_read_ms`, `speed_phase_apply_ms`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,14 @@ def progress_phases(progress: Iterable[Mapping]) -> dict[str, int]:
     batches = [p["durationMs"] for p in progress if p.get("numInputRows", 0) > 0 and p.get("durationMs")]
     phases = sorted({name for durations in batches for name in durations})
     return {name: round(median(d[name] for d in batches if name in d)) for name in phases}
+
+
+def writer_phases(read_ms: Iterable[int], apply_ms: Iterable[int]) -> dict[str, int]:
+    """`addBatch` split by the speed query's own writer, median ms over its recent batches with
+    entries: `read` (Spark runs the source and collects the entries into the driver) and `apply` (check,
+    decode and apply them to Redis, record the offset); {} before the first such batch."""
+    read, apply = list(read_ms), list(apply_ms)
+    return {"read": round(median(read)), "apply": round(median(apply))} if read and apply else {}
 
 
 def phase_fields(phases: Mapping[str, int]) -> dict[str, int]:

@@ -45,7 +45,7 @@ from feature_store.redis_keys import RedisKeys
 from feature_store.settings import Settings
 from feature_store.stream_liveness import end_heartbeat, job_identity, renew_heartbeat, stop_requested
 from spark_jobs.streaming import failpoints
-from spark_jobs.streaming.progress import phase_fields, progress_phases
+from spark_jobs.streaming.progress import phase_fields, progress_phases, writer_phases
 from spark_jobs.streaming.redis_apply import (
     apply_batch,
     apply_batch_by_slot,
@@ -207,14 +207,21 @@ class SpeedWriter:
         self.params = speed_params(settings, self.event_types)
         self.bus_lags: deque[list[int]] = deque(maxlen=LAG_WINDOW_BATCHES)
         self.event_lags: deque[list[int]] = deque(maxlen=LAG_WINDOW_BATCHES)
+        self.read_ms: deque[int] = deque(maxlen=LAG_WINDOW_BATCHES)
+        self.apply_ms: deque[int] = deque(maxlen=LAG_WINDOW_BATCHES)
 
     def __call__(self, df, batch_id: int) -> None:
         started = time.monotonic()
         use_pool(df.sparkSession, SPEED_QUERY)
         entries = collect_entries(df)
+        read = time.monotonic()
         report = self.process(entries, batch_id)
         record_applied(self.client, self.settings, SPEED_QUERY, entries)
-        self.publish_status(report, entries, batch_ms=int((time.monotonic() - started) * 1000))
+        done = time.monotonic()
+        if entries:
+            self.read_ms.append(int((read - started) * 1000))
+            self.apply_ms.append(int((done - read) * 1000))
+        self.publish_status(report, entries, batch_ms=int((done - started) * 1000))
 
     def process(self, entries: list[tuple[str, int, str | None, int]], batch_id: int) -> SpeedBatchReport:
         good, rejected = check_entries(entries, self.settings, self.event_types)
@@ -261,6 +268,7 @@ class SpeedWriter:
                 [lag for batch in self.bus_lags for lag in batch],
                 [lag for batch in self.event_lags for lag in batch],
             ),
+            **phase_fields(writer_phases(self.read_ms, self.apply_ms)),
         }
         if entries:
             fields["last_entry_id"] = entries[-1][0]

@@ -1,4 +1,4 @@
-from spark_jobs.streaming.progress import phase_fields, phases_in_status, progress_phases
+from spark_jobs.streaming.progress import phase_fields, phases_in_status, progress_phases, writer_phases
 
 
 def report(rows: int, **durations: int) -> dict:
@@ -34,3 +34,12 @@ def test_the_status_fields_name_each_phase():
 def test_the_phases_read_back_from_the_status_hash_are_the_ones_written():
     status = {"speed_phase_addBatch_ms": "150", "speed_phase_walCommit_ms": "20", "last_batch_ms": "90"}
     assert phases_in_status(status) == {"addBatch": 150, "walCommit": 20}
+
+
+def test_the_writer_splits_add_batch_into_reading_and_applying_by_median():
+    assert writer_phases([40, 120, 80], [30, 10, 20]) == {"read": 80, "apply": 20}
+    assert phase_fields(writer_phases([7, 8], [3, 4])) == {
+        "speed_phase_read_ms": 8,
+        "speed_phase_apply_ms": 4,
+    }
+    assert writer_phases([], []) == {}
