@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import gc
 import json
 import os
 import platform
@@ -97,12 +98,22 @@ def start_ready(
 
 def run_load(coroutine):
     """The load generator runs on uvloop (less of the shared CPU than the stdlib loop, so it does
-    not starve the server it measures)."""
+    not starve the server it measures), with the garbage collector off: the record of answers grows
+    by every request, and full collections of it paused the generator 300-490 ms every few seconds at
+    300 requests/s, delays that latency measured from the scheduled time charged to the server. What
+    was alive before is frozen out of the way; the collector comes back after the run."""
+    gc.collect()
+    gc.freeze()
+    gc.disable()
     try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a serving dependency
-        return asyncio.run(coroutine)
-    return uvloop.run(coroutine)
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is a serving dependency
+            return asyncio.run(coroutine)
+        return uvloop.run(coroutine)
+    finally:
+        gc.enable()
+        gc.unfreeze()
 
 
 def raise_priority(pid: int = 0, nice: int = -10) -> bool:
