@@ -8,9 +8,8 @@ async def collector_state() -> tuple[bool, int]:
 
 
 def test_the_load_generator_runs_without_garbage_collection_and_restores_it():
-    """Its growing record of answers made full collections of 300-490 ms every few seconds at 300
-    requests/s: pauses of the client that the latency, measured from each request's scheduled time,
-    charged to the server."""
+    """A full collection of its growing record of answers pauses it for hundreds of ms: pauses of the
+    client that the latency, measured from each request's scheduled time, charged to the server."""
     kept = [[i] for i in range(10_000)]  # long-lived containers the collector would traverse
     assert gc.isenabled()
     enabled, old_objects = run_load(collector_state())
