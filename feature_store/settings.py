@@ -451,6 +451,11 @@ class ServingSettings(Component):
         0.1,
         description="Time one request may spend on Redis; past it the answer comes from the local fallback (degraded).",
     )
+    events_budget_s: float = Field(
+        0.5,
+        description="Time POST /v1/events may wait for the event bus to confirm a batch (its own Redis "
+        "connections); past it the answer is 503 and the client resends.",
+    )
     redis_max_connections: int = Field(
         32, description="Redis connections of one API process (requests queue for one)."
     )

@@ -116,19 +116,20 @@ class Services:
     publisher: EventPublisher  # the bus POST /v1/events publishes to (Redis Stream or Kafka, from settings)
 
 
-def open_redis(url: str, settings: Settings, switches: ServingSwitches):
+def open_redis(url: str, settings: Settings, switches: ServingSwitches, timeout_s: float | None = None):
     """The async Redis client of the API: hiredis parser (unless switched off), request-sized
-    timeouts, and a bounded pool. Bounded because under overload an unbounded pool opens a connection
-    per waiting request, and every timed-out request throws its connection away: the reconnects then
-    cost more than the work. No CLIENT SETINFO on connect (two round trips per new connection).
+    timeouts (`timeout_s`, default the recommendations' Redis budget), and a bounded pool. Bounded
+    because under overload an unbounded pool opens a connection per waiting request, and every
+    timed-out request throws its connection away: the reconnects then cost more than the work. No CLIENT SETINFO on connect (two round trips per new connection).
     On a Redis Cluster: redis-py's cluster client (a bounded pool per master)."""
+    timeout = settings.serving.redis_budget_s if timeout_s is None else timeout_s
     if settings.redis.cluster:
         return open_async_redis(
             url,
             True,
             max_connections=settings.serving.redis_max_connections,
-            socket_timeout=settings.serving.redis_budget_s,
-            socket_connect_timeout=settings.serving.redis_budget_s,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
         )
     import redis.asyncio as aioredis
     from redis._parsers import _AsyncHiredisParser, _AsyncRESP2Parser
@@ -136,9 +137,9 @@ def open_redis(url: str, settings: Settings, switches: ServingSwitches):
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
         max_connections=settings.serving.redis_max_connections,
-        timeout=settings.serving.redis_budget_s,
-        socket_timeout=settings.serving.redis_budget_s,
-        socket_connect_timeout=settings.serving.redis_budget_s,
+        timeout=timeout,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
         parser_class=_AsyncHiredisParser if switches.hiredis else _AsyncRESP2Parser,
         health_check_interval=0,
         driver_info=None,
@@ -243,11 +244,19 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         client = open_redis(url, settings, switches)
+        # Event batches wait for the bus longer than a recommendation waits for its reads, on
+        # connections of their own: a slow write must neither time out at the read budget (a 503 the
+        # client must resend) nor hold a connection a recommendation needs.
+        bus_client = (
+            open_redis(url, settings, switches, timeout_s=settings.serving.events_budget_s)
+            if settings.bus.kind == "redis"
+            else None
+        )
         services = build_services(
             settings,
             client,
             reader=open_reader(url, client, switches, cluster=settings.redis.cluster),
-            publisher=open_publisher(settings, redis_client=client, trim=False),
+            publisher=open_publisher(settings, redis_client=bus_client, trim=False),
             resolve=resolve,
             load=load,
             switches=switches,
@@ -272,6 +281,8 @@ def create_app(
             await services.recommender.stop()
             await services.store.reader.aclose()
             await asyncio.to_thread(services.publisher.close)
+            if bus_client is not None:
+                await bus_client.aclose()
             await client.aclose()
             if not settings.redis.cluster:  # the cluster client closes its pools itself
                 await client.connection_pool.disconnect()
@@ -544,7 +555,7 @@ async def _accept_events(services: Services, raw_events: list[Any]) -> Response:
             services, f"{len(errors)} of {len(raw_events)} events are invalid; none was accepted", errors
         )
     try:
-        async with asyncio.timeout(settings.serving.redis_budget_s * 5):
+        async with asyncio.timeout(settings.serving.events_budget_s):
             entry_ids = await services.publisher.publish_async(events)
     except BusBacklogFull as exc:
         services.metrics.events.labels("backlog").inc(len(events))

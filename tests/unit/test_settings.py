@@ -57,6 +57,7 @@ ENVIRONMENT = [
     ("LAMBDAREC_RECENT_ITEMS_MAX", "20", "speed.recent_items_max", 20),
     ("LAMBDAREC_SPEED_TTL_S", "3600", "speed.ttl_s", 3600),
     ("LAMBDAREC_SERVING_REDIS_BUDGET_S", "0.25", "serving.redis_budget_s", 0.25),
+    ("LAMBDAREC_SERVING_EVENTS_BUDGET_S", "2", "serving.events_budget_s", 2.0),
     ("LAMBDAREC_API_PORT", "9000", "serving.port", 9000),
     ("LAMBDAREC_MAX_K", "50", "serving.max_k", 50),
     ("LAMBDAREC_API_KEYS_SHA256", '["ab12"]', "auth.keys_sha256", ["ab12"]),
