@@ -120,8 +120,8 @@ def open_redis(url: str, settings: Settings, switches: ServingSwitches, timeout_
     """The async Redis client of the API: hiredis parser (unless switched off), request-sized
     timeouts (`timeout_s`, default the recommendations' Redis budget), and a bounded pool. Bounded
     because under overload an unbounded pool opens a connection per waiting request, and every
-    timed-out request throws its connection away: the reconnects then cost more than the work. No CLIENT SETINFO on connect (two round trips per new connection).
-    On a Redis Cluster: redis-py's cluster client (a bounded pool per master)."""
+    timed-out request throws its connection away: the reconnects then cost more than the work. No
+    CLIENT SETINFO on connect (two round trips per new connection). On a Redis Cluster: redis-py's cluster client (a bounded pool per master)."""
     timeout = settings.serving.redis_budget_s if timeout_s is None else timeout_s
     if settings.redis.cluster:
         return open_async_redis(
