@@ -3,12 +3,13 @@ source API. The speed job registers it (`register_redis_stream_source`) and read
 `spark.readStream.format("redis_stream")`.
 
 - Offsets are stream entry ids (`{"id": "<ms>-<seq>"}`): Spark's checkpoint decides what was read, a
-  micro-batch reads the entries in `(start, end]` with XRANGE, and a restarted query replays exactly
-  the batch it had planned.
-- Admission control: `max_rows_per_batch` caps the entries of one micro-batch (`ReadMaxRows`); Spark
-  may still ask for everything (`ReadAllAvailable`), e.g. for `Trigger.AvailableNow`. `max_bytes_per_batch`
-  caps the payload bytes of a micro-batch in any case (sizes summed server side), so the driver that
-  collects it never holds more; a batch always takes at least one entry.
+  micro-batch holds the entries in `(start, end]`, and a restarted query replays exactly the batch it
+  had planned (`readBetweenOffsets`).
+- A simple reader (`SimpleDataSourceStreamReader`): the driver's source process reads a micro-batch
+  when it plans it and hands the rows over with the plan, so no executor task reads the bus.
+- Admission control: `max_rows_per_batch` caps the entries of one micro-batch, `max_bytes_per_batch`
+  their payload bytes (sizes summed server side), so the driver never holds more; a batch always takes
+  at least one entry. `Trigger.AvailableNow` stops at the newest entry when it was asked.
 - Oversize entries: a payload above `max_event_bytes` never leaves Redis whole: the row carries its
   first `OVERSIZE_PREFIX_BYTES` and its true size, and the job quarantines it (reason `oversize`)
   without decoding it.
@@ -30,16 +31,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import TypeVar
 
-from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
-from pyspark.sql.streaming.datasource import (
-    ReadAllAvailable,
-    ReadLimit,
-    ReadMaxRows,
-    SupportsTriggerAvailableNow,
-)
+from pyspark.sql.datasource import DataSource, SimpleDataSourceStreamReader
+from pyspark.sql.streaming.datasource import SupportsTriggerAvailableNow
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
 from feature_store.event_bus import (
@@ -61,7 +56,7 @@ SOURCE_SCHEMA = StructType(
         StructField("size_bytes", LongType(), False),
     ]
 )
-READ_PAGE = 2_000  # XRANGE page size inside one partition
+READ_PAGE = 2_000  # entries per XRANGE page of a read
 PLAN_PAGE = 100  # entries the planning script holds at once (their payloads sit in Redis's Lua memory)
 OVERSIZE_PREFIX_BYTES = 256  # what an oversize entry's row carries of its payload (for the quarantine)
 NO_LIMIT = 1 << 53  # a byte limit that never applies (exact in Lua's doubles)
@@ -112,31 +107,8 @@ return out
 """
 
 
-# Every `step`-th entry id in (start, end], the boundaries of the partitions of one micro-batch.
-_SPLIT_IDS = """
-local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], ARGV[2])
-local step, out = tonumber(ARGV[3]), {}
-for i = step, #entries - 1, step do out[#out + 1] = entries[i][1] end
-return out
-"""
-
-
-@dataclass(frozen=True)
-class StreamRange(InputPartition):
-    """Entries with `after < id <= until` of one stream."""
-
-    after: str
-    until: str
-
-
 def id_after(a: str, b: str) -> bool:
     return parse_entry_id(a) > parse_entry_id(b)
-
-
-def split_ranges(start: str, end: str, boundaries: list[str]) -> list[StreamRange]:
-    """Contiguous `(after, until]` ranges covering `(start, end]`, cut at `boundaries` (ascending)."""
-    cuts = [start, *[b for b in boundaries if id_after(b, start) and id_after(end, b)], end]
-    return [StreamRange(a, b) for a, b in zip(cuts, cuts[1:])]
 
 
 def latest_allowed(start: str, newest: str | None, nth: str | None, target: str | None) -> str:
@@ -148,6 +120,29 @@ def latest_allowed(start: str, newest: str | None, nth: str | None, target: str 
     if target is not None and id_after(end, target):
         end = target if id_after(target, start) else start
     return end
+
+
+def read_rows(client, stream: str, after: str, until: str, max_event_bytes: int | None) -> Iterator[tuple]:
+    """Rows of the entries in `(after, until]`, a page at a time."""
+    while id_after(until, after):
+        page = client.eval(
+            _READ_PAGE,
+            1,
+            stream,
+            after,
+            until,
+            READ_PAGE,
+            EVENT_FIELD,
+            max_event_bytes or NO_LIMIT,
+            OVERSIZE_PREFIX_BYTES,
+        )
+        if not page:
+            return  # trimmed below or gone: nothing left in the range
+        for entry_id, size, value in page:
+            text = entry_id.decode()
+            raw = value.decode("utf-8", errors="replace") if size >= 0 else None
+            yield text, entry_time_ms(text), raw, max(0, size)
+        after = page[-1][0].decode()
 
 
 # Set by the job when it is asked to stop: retries give up, so a stop is never stuck behind a Redis
@@ -177,16 +172,21 @@ def retry_forever(
             delay = min(max_delay_s, delay * 2)
 
 
-class RedisStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
+class RedisStreamReader(SimpleDataSourceStreamReader, SupportsTriggerAvailableNow):
+    """Reads each micro-batch where Spark plans it (in the driver's long-running source process, on one
+    connection) and hands it over with the plan, so a micro-batch costs no Python task on an executor:
+    at 1,000 events/s that task was most of the speed query's read (about 90 of 130 ms per micro-batch,
+    against about 35 ms this way; benchmarks/analyses/freshness-phases.md). The bus's batches are small
+    by design (admission control below), which is what this reader kind is for."""
+
     def __init__(self, options: dict[str, str]) -> None:
         self.url = options["url"]
         self.cluster = options.get("cluster", "false") == "true"
         self.stream = options["stream"]
         self.consumer = options.get("consumer", "speed")
-        self.max_rows = int(options["max_rows_per_batch"]) if options.get("max_rows_per_batch") else None
+        self.max_rows = int(options.get("max_rows_per_batch", 0)) or None
         self.max_bytes = int(options.get("max_bytes_per_batch", 0)) or None
         self.max_event_bytes = int(options.get("max_event_bytes", 0)) or None
-        self.rows_per_partition = int(options.get("rows_per_partition", 0)) or None
         self.starting = options.get("starting", "earliest")
         self.target: str | None = None
         self._client = None
@@ -220,88 +220,55 @@ class RedisStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
             }
         return {"id": STREAM_START}
 
-    def getDefaultReadLimit(self) -> ReadLimit:
-        return ReadMaxRows(self.max_rows) if self.max_rows else ReadAllAvailable()
+    def batch_end(self, after: str) -> str:
+        """The end of the micro-batch that starts after `after` (itself when nothing is new)."""
+        if not (self.max_rows or self.max_bytes):
+            return latest_allowed(after, self._newest_id(), None, self.target)
+        last = self.client.eval(
+            _BATCH_END,
+            1,
+            self.stream,
+            after,
+            self.max_rows or 0,
+            self.max_bytes or NO_LIMIT,
+            EVENT_FIELD,
+            self.max_event_bytes or NO_LIMIT,
+            OVERSIZE_PREFIX_BYTES,
+            PLAN_PAGE,
+        )
+        return latest_allowed(after, None, last.decode() if last else None, self.target)
 
-    def latestOffset(self, start: dict, limit: ReadLimit) -> dict:
+    def read(self, start: dict) -> tuple[Iterator[tuple], dict]:
+        """The next micro-batch: its rows and its end offset."""
         import redis
 
         after = start["id"]
-        max_rows = limit.max_rows if isinstance(limit, ReadMaxRows) else 0
         try:
-            if max_rows or self.max_bytes:
-                last = self.client.eval(
-                    _BATCH_END,
-                    1,
-                    self.stream,
-                    after,
-                    max_rows,
-                    self.max_bytes or NO_LIMIT,
-                    EVENT_FIELD,
-                    self.max_event_bytes or NO_LIMIT,
-                    OVERSIZE_PREFIX_BYTES,
-                    PLAN_PAGE,
-                )
-                end = latest_allowed(after, None, last.decode() if last else None, self.target)
-            else:
-                end = latest_allowed(after, self._newest_id(), None, self.target)
+            end = self.batch_end(after)
+            rows = list(read_rows(self.client, self.stream, after, end, self.max_event_bytes))
         except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
             # No new data this trigger; the next trigger asks again, so the query never dies of it.
             log.warning("redis unavailable while planning a micro-batch (%s); will retry", exc)
-            return start
-        return {"id": end}
+            return iter(()), start
+        return iter(rows), {"id": end}
 
-    def reportLatestOffset(self) -> dict | None:
-        try:
-            newest = self._newest_id()
-        except Exception:  # only informational (query progress)
-            return None
-        return {"id": newest} if newest else None
-
-    def prepareForTriggerAvailableNow(self) -> None:
-        self.target = retry_forever(self._newest_id, "finding the newest entry") or STREAM_START
-
-    def partitions(self, start: dict, end: dict) -> list[StreamRange]:
-        after, until = start["id"], end["id"]
-        if not id_after(until, after):
-            return []
-        if not self.rows_per_partition:
-            return [StreamRange(after, until)]
-        boundaries = retry_forever(
-            lambda: self.client.eval(_SPLIT_IDS, 1, self.stream, after, until, self.rows_per_partition),
-            "planning partitions",
-        )
-        return split_ranges(after, until, [b.decode() for b in boundaries])
-
-    def read(self, partition: StreamRange) -> Iterator[tuple]:
-
+    def readBetweenOffsets(self, start: dict, end: dict) -> Iterator[tuple]:
+        """A micro-batch planned before a restart, read again (on an executor: its own connection)."""
         client = open_redis(self.url, self.cluster, socket_timeout=10, socket_connect_timeout=2)
-        after = partition.after
         try:
-            while id_after(partition.until, after):
-                page = retry_forever(
-                    lambda: client.eval(  # called at once by retry_forever, inside this iteration
-                        _READ_PAGE,
-                        1,
-                        self.stream,
-                        after,  # noqa: B023
-                        partition.until,
-                        READ_PAGE,
-                        EVENT_FIELD,
-                        self.max_event_bytes or NO_LIMIT,
-                        OVERSIZE_PREFIX_BYTES,
+            return iter(
+                retry_forever(
+                    lambda: list(
+                        read_rows(client, self.stream, start["id"], end["id"], self.max_event_bytes)
                     ),
                     "reading a micro-batch",
                 )
-                if not page:
-                    return  # trimmed below or gone: nothing left in the range
-                for entry_id, size, value in page:
-                    text = entry_id.decode()
-                    raw = value.decode("utf-8", errors="replace") if size >= 0 else None
-                    yield text, entry_time_ms(text), raw, max(0, size)
-                after = page[-1][0].decode()
+            )
         finally:
             client.close()
+
+    def prepareForTriggerAvailableNow(self) -> None:
+        self.target = retry_forever(self._newest_id, "finding the newest entry") or STREAM_START
 
     def commit(self, end: dict) -> None:
         import redis
@@ -321,8 +288,7 @@ class RedisStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
 class RedisStreamDataSource(DataSource):
     """`spark.readStream.format("redis_stream").option("url", ...).option("stream", ...)`; options:
     `consumer` (name under which commits are recorded), `max_rows_per_batch`, `max_bytes_per_batch`,
-    `max_event_bytes` (larger payloads travel as a prefix, to be quarantined), `rows_per_partition`,
-    `starting` (`earliest` | `latest` | `committed`: where a fresh checkpoint starts), `cluster` (`true`:
+    `max_event_bytes` (larger payloads travel as a prefix, to be quarantined), `starting` (`earliest` | `latest` | `committed`: where a fresh checkpoint starts), `cluster` (`true`:
     the URL names a node of a Redis Cluster)."""
 
     @classmethod
@@ -332,7 +298,7 @@ class RedisStreamDataSource(DataSource):
     def schema(self) -> StructType:
         return SOURCE_SCHEMA
 
-    def streamReader(self, schema: StructType) -> RedisStreamReader:
+    def simpleStreamReader(self, schema: StructType) -> RedisStreamReader:
         missing = [key for key in ("url", "stream") if not self.options.get(key)]
         if missing:
             raise ValueError(

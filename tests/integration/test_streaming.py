@@ -210,30 +210,49 @@ def test_a_committed_offset_only_moves_forward(redis_client):
 def test_the_source_admits_batches_by_rows_and_bytes_and_ships_oversize_entries_as_a_prefix(
     redis_server, redis_client
 ):
-    from pyspark.sql.streaming.datasource import ReadMaxRows
-
-    from spark_jobs.streaming.redis_stream_source import OVERSIZE_PREFIX_BYTES, RedisStreamReader, StreamRange
+    from spark_jobs.streaming.redis_stream_source import OVERSIZE_PREFIX_BYTES, RedisStreamReader
 
     sizes = {"a": 1_000, "b": 1_000, "c": 3_000, "d": 5_000, "e": 10, "f": 1_000}  # d: above the event limit
     ids = publish_events(redis_client, "bus", [letter * size for letter, size in sizes.items()])
     ids.append(redis_client.xadd("bus", {"other": "x"}).decode())  # no `event` field: no payload bytes
-    reader = RedisStreamReader(
-        {"url": redis_server.url, "stream": "bus", "max_bytes_per_batch": "2500", "max_event_bytes": "4000"}
-    )
 
-    def batch_ends(limit) -> list[str]:
-        ends, start = [], {"id": "0-0"}
-        while (end := reader.latestOffset(start, limit)) != start:
-            ends.append(end["id"])
+    def reader(max_rows: int) -> RedisStreamReader:
+        return RedisStreamReader(
+            {
+                "url": redis_server.url,
+                "stream": "bus",
+                "max_rows_per_batch": str(max_rows),
+                "max_bytes_per_batch": "2500",
+                "max_event_bytes": "4000",
+            }
+        )
+
+    def batches(source: RedisStreamReader) -> list[list[str]]:
+        """The entry ids of each micro-batch the source plans, from the stream's start until nothing is new."""
+        planned, start = [], {"id": "0-0"}
+        while True:
+            rows, end = source.read(start)
+            ids_read = [row[0] for row in rows]
+            if end == start:
+                assert ids_read == []
+                return planned
+            assert ids_read[-1] == end["id"]
+            planned.append(ids_read)
             start = end
-        return ends
 
     # a+b fit 2,500 bytes; c alone is over but a batch always takes one entry; d counts as its prefix
-    assert batch_ends(ReadMaxRows(10)) == [ids[1], ids[2], ids[6]]
-    assert batch_ends(ReadMaxRows(2)) == [ids[1], ids[2], ids[4], ids[6]]
-    rows = list(reader.read(StreamRange("0-0", ids[6])))
+    assert batches(reader(10)) == [ids[0:2], ids[2:3], ids[3:7]]
+    assert batches(reader(2)) == [ids[0:2], ids[2:3], ids[3:5], ids[5:7]]
+    available_now = reader(10)
+    available_now.prepareForTriggerAvailableNow()
+    publish_events(redis_client, "bus", ["g"])  # after the trigger asked: the next run's
+    assert batches(available_now) == [ids[0:2], ids[2:3], ids[3:7]]
+    replayed = reader(10).readBetweenOffsets(
+        {"id": "0-0"}, {"id": ids[6]}
+    )  # a restart replays a planned batch
     assert [
-        (entry_id, raw[:1] if raw else raw, len(raw) if raw else 0, size) for entry_id, _, raw, size in rows
+        (entry_id, raw[:1] if raw else raw, len(raw) if raw else 0, size)
+        for entry_id, _, raw, size in replayed
     ] == [
         (ids[0], "a", 1_000, 1_000),
         (ids[1], "b", 1_000, 1_000),
@@ -243,7 +262,7 @@ def test_the_source_admits_batches_by_rows_and_bytes_and_ships_oversize_entries_
         (ids[5], "f", 1_000, 1_000),
         (ids[6], None, 0, 0),
     ]
-    reader.stop()
+    available_now.stop()
 
 
 def test_publish_async_twin_writes_the_same_wire_format(redis_server):

@@ -232,19 +232,6 @@ def test_latest_offset_respects_admission_control_and_the_available_now_target()
     assert latest_allowed("8-0", newest="9-0", nth=None, target="7-0") == "8-0"
 
 
-def test_partitions_cover_the_batch_range_without_gaps():
-    from spark_jobs.streaming.redis_stream_source import StreamRange, split_ranges
-
-    assert split_ranges("1-0", "9-0", ["3-0", "6-1"]) == [
-        StreamRange("1-0", "3-0"),
-        StreamRange("3-0", "6-1"),
-        StreamRange("6-1", "9-0"),
-    ]
-    assert split_ranges("1-0", "9-0", ["0-5", "9-0", "12-0"]) == [
-        StreamRange("1-0", "9-0")
-    ]  # cuts outside are ignored
-
-
 def test_job_restart_backoff_and_bronze_admission():
     from feature_store.settings import Settings
     from spark_jobs.streaming.speed_job import BRONZE_QUERY, SPEED_QUERY, max_rows_per_batch, restart_delay_s
