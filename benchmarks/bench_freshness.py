@@ -35,7 +35,7 @@ import time
 from datetime import UTC
 from pathlib import Path
 
-from benchmarks.common import REPO, main, percentiles, write_result
+from benchmarks.common import REPO, main, percentiles, process_tree_cpu_s, write_result
 from lambdarec.testing import start_speed_job
 from spark_jobs.streaming.progress import phases_in_status
 
@@ -137,11 +137,13 @@ def _wait(condition, timeout_s: float, interval_s: float = 0.05) -> bool:
 
 
 def measure_rate(
-    client, keys, url: str, open_bus, rate: int, duration_s: float, first_id: int
+    client, keys, url: str, open_bus, rate: int, duration_s: float, first_id: int, job_pid: int
 ) -> tuple[dict, int]:
     """`open_bus()` -> a new publisher (feature_store.event_bus) of the bus under test: one for the
-    load, one for the probes (their own connections, as the Redis clients are)."""
+    load, one for the probes (their own connections, as the Redis clients are). `job_pid`: the
+    streaming job, whose CPU (JVM and Python workers included) the row reports in cores."""
     processed_before = int(_status(client, keys).get("processed", 0))
+    job_cpu_before = process_tree_cpu_s(job_pid)
     publisher = open_bus()
     prober = Prober(url, open_bus(), keys.recent_items)
     prober.start()
@@ -153,7 +155,9 @@ def measure_rate(
             publisher.publish(_events(first_id + sent, due, int(time.time() * 1000)))
             sent += due
         time.sleep(0.005)
-    achieved = sent / (time.monotonic() - start)
+    load_s = time.monotonic() - start
+    achieved = sent / load_s
+    job_cores = (process_tree_cpu_s(job_pid) - job_cpu_before) / load_s
     prober.stop.set()
     prober.join()
     publisher.close()
@@ -186,6 +190,7 @@ def measure_rate(
         "p99_last_third_ms": round(last * 1000, 1),
         "catch_up_s": None if catch_up_s is None else round(catch_up_s, 2),
         "bounded": bounded,
+        "job_cpu_cores": round(job_cores, 2),
         "job_status_lag_ms": {k: status.get(k) for k in ("lag_ms_p50", "lag_ms_p99", "lag_ms_max")},
         "job_last_batch_ms": status.get("last_batch_ms"),
         "job_last_batch_entries": status.get("last_batch_entries"),
@@ -492,7 +497,7 @@ def run(quick: bool, out_dir: Path, bus: str = "redis", realtime_only: bool = Fa
             raise RuntimeError(f"the bronze query wrote nothing in 10 minutes; see {log_path}")
         next_id = 100
         for rate in (*REQUIRED_RATES, *EXTRA_RATES):
-            row, sent = measure_rate(client, keys, server.url, open_bus, rate, duration, next_id)
+            row, sent = measure_rate(client, keys, server.url, open_bus, rate, duration, next_id, job.pid)
             next_id += sent
             rows.append(row)
             print(f"{rate}/s: {row['lag_ms']} bounded={row['bounded']}", flush=True)
@@ -550,6 +555,7 @@ def run(quick: bool, out_dir: Path, bus: str = "redis", realtime_only: bool = Fa
                     "max ms",
                     "catch-up s",
                     "bounded",
+                    "job CPU cores",
                 ],
                 "rows": [
                     [
@@ -562,6 +568,7 @@ def run(quick: bool, out_dir: Path, bus: str = "redis", realtime_only: bool = Fa
                         r["lag_ms_max"],
                         r["catch_up_s"],
                         r["bounded"],
+                        r["job_cpu_cores"],
                     ]
                     for r in rows
                 ],

@@ -70,6 +70,26 @@ def process_tree_rss(pid: int) -> int:
     return total
 
 
+def process_tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process and its living children have used so far, with what its
+    exited children used once waited for; 0.0 when the process is gone."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        try:
+            t = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
 # -- the API as a process under load ------------------------------------------------------------
 def start_ready(
     env: dict[str, str], log: Path, attempts: int = 3, workers: int = 1, off: tuple[str, ...] = ()
