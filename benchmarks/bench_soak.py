@@ -11,7 +11,7 @@ Open-loop load for `duration_s` (600 s; quick: 60 s): GET /v1/recommendations at
 50 events. Batches because a product backend sends its clicks in batches and the API takes up to 1,000
 per request: 1,000 single-event requests/s would make this a test of 1,300 HTTP requests/s, not of the
 issue's 300 requests/s of recommendations next to 1,000 events/s; 50 every 50 ms keeps the bus's arrivals
-smooth against the speed query's 250 ms trigger. Requests leave on a fixed schedule whatever the server
+smooth against the speed query's 150 ms trigger. Requests leave on a fixed schedule whatever the server
 does; latency is measured from the scheduled time, and a failed or timed-out request counts in it. A
 batch answered 5xx or not at all is sent again (same event ids, up to 3 times, 1 s apart) as the API
 asks; every answer counts in the status codes.

@@ -379,9 +379,10 @@ class StreamSettings(Component):
     flat_prefix: ClassVar[str] = "stream_"
 
     trigger_ms: int = Field(
-        250,
-        description="Trigger of the speed query (bus -> Redis features). 250 ms: p99 freshness 0.57 s at 1,000 events/s "
-        "on 2 cores, where 500 ms gave 1.08 s (benchmarks/bench_freshness).",
+        150,
+        description="Trigger of the speed query (bus -> Redis features). 150 ms: p99 freshness 0.42-0.44 s at 1,000 "
+        "events/s on 2 cores where 250 ms gave 0.47-0.53 s, for 0.1-0.25 more of a core in the job "
+        "(benchmarks/full/2026-12-07-s19/freshness-trigger).",
     )
     max_rows_per_batch: int = 20_000
     bronze_trigger_ms: int = Field(

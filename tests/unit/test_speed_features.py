@@ -240,6 +240,9 @@ def test_job_restart_backoff_and_bronze_admission():
     settings = Settings(stream_trigger_ms=500, stream_bronze_trigger_ms=5_000, stream_max_rows_per_batch=100)
     assert max_rows_per_batch(settings, SPEED_QUERY) == 100
     assert max_rows_per_batch(settings, BRONZE_QUERY) == 1_000  # ten speed triggers' worth per bronze trigger
+    defaults = Settings()  # 150 ms: the micro-batch takes ~115 ms at 1,000 events/s, the wait is the rest
+    assert (defaults.stream.trigger_ms, defaults.stream.bronze_trigger_ms) == (150, 5_000)
+    assert max_rows_per_batch(defaults, BRONZE_QUERY) == 20_000 * 33
 
 
 def test_arrow_batch_keeps_every_value_and_the_table_schema():
