@@ -52,8 +52,9 @@ def percentile_name(point: float) -> str:
     return f"p{point:g}".replace(".", "")
 
 
-def process_tree_rss(pid: int) -> int:
-    """Resident memory of a process and all its children (the JVM of a PySpark driver included), bytes."""
+def _sum_over_tree(pid: int, measure: Callable) -> float:
+    """`measure(process)` summed over a process and its living children (one that exits meanwhile
+    counts 0); 0 when the process is gone."""
     import psutil
 
     try:
@@ -64,30 +65,26 @@ def process_tree_rss(pid: int) -> int:
     total = 0
     for proc in procs:
         try:
-            total += proc.memory_info().rss
+            total += measure(proc)
         except psutil.NoSuchProcess:
             pass
     return total
 
 
+def process_tree_rss(pid: int) -> int:
+    """Resident memory of a process and all its children (the JVM of a PySpark driver included), bytes."""
+    return int(_sum_over_tree(pid, lambda proc: proc.memory_info().rss))
+
+
+def _cpu_s(proc) -> float:
+    t = proc.cpu_times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def process_tree_cpu_s(pid: int) -> float:
     """CPU seconds (user + system) a process and its living children have used so far, with what its
     exited children used once waited for; 0.0 when the process is gone."""
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0.0
-    for proc in procs:
-        try:
-            t = proc.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += t.user + t.system + t.children_user + t.children_system
-    return total
+    return float(_sum_over_tree(pid, _cpu_s))
 
 
 # -- the API as a process under load ------------------------------------------------------------
