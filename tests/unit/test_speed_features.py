@@ -302,4 +302,5 @@ def test_streaming_checkpoints_are_written_through_hadoop_file_system_not_file_c
             "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager"
         ),
         "spark.databricks.delta.autoCompact.enabled": "true",
+        "spark.databricks.delta.autoCompact.minFileSize": "16777216",
     }
