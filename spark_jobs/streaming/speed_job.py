@@ -460,25 +460,17 @@ FILE_SYSTEM_CHECKPOINTS = (
 )
 
 
-COMPACTED_FILE_BYTES = 16 * 1024 * 1024
-
-
 def streaming_spark_conf(settings: Settings) -> dict[str, str]:
     """Spark conf of the job's own session. Delta rebuilds a table snapshot in
     `snapshotPartitions` tasks (50 by default) at every commit; with a commit every few seconds on a
     few cores that dominated the bronze query's batches, so it follows the configured parallelism.
-    Auto compaction: the bronze query adds a small file to the day's partition every few seconds and
-    each MERGE reads that whole partition, so without it the job's CPU grows with the day (its JVM
-    1.44-1.45 cores after 4 minutes at 1,000 events/s, 0.74-0.80 with it: benchmarks/full/2026-12-07-s19/job-cpu).
-    Delta counts every file under half its 128 MB target as small, so by default each compaction
-    rewrote the whole day again, longer every time (bronze fell up to 54 s behind in a 10-minute soak:
-    benchmarks/full/2026-12-07-s20); files of `COMPACTED_FILE_BYTES` are left alone, so a compaction
-    rewrites at most that plus the new small files."""
+    No auto compaction: it lowers the job's CPU once the day's partition holds many small files, but
+    its rewrites come as bursts that put bronze up to 18 s behind and doubled the recommendations' p99
+    beside the job in a 10-minute soak, with Delta's default sizes and with compacted files kept
+    (benchmarks/full/2026-12-07-s20)."""
     return {
         "spark.databricks.delta.snapshotPartitions": str(max(1, settings.spark.shuffle_partitions)),
         "spark.sql.streaming.checkpointFileManagerClass": FILE_SYSTEM_CHECKPOINTS,
-        "spark.databricks.delta.autoCompact.enabled": "true",
-        "spark.databricks.delta.autoCompact.minFileSize": str(COMPACTED_FILE_BYTES),
     }
 
 

@@ -301,6 +301,4 @@ def test_streaming_checkpoints_are_written_through_hadoop_file_system_not_file_c
         "spark.sql.streaming.checkpointFileManagerClass": (
             "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager"
         ),
-        "spark.databricks.delta.autoCompact.enabled": "true",
-        "spark.databricks.delta.autoCompact.minFileSize": "16777216",
     }
