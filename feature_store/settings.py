@@ -321,7 +321,10 @@ class RankerSettings(Component):
     )
     # Small, slow-learning trees: a ranker sees a few hundred to a few thousand queries a night, and
     # deeper trees fitted the training queries at the cost of the holdout (benchmarks/REPORT.md, issue 18).
-    trees: int = 200
+    trees: int = Field(
+        200,
+        description="Most trees a ranker grows; the nightly keeps the prefix with the best validation NDCG@10.",
+    )
     max_depth: int = 3
     learning_rate: float = 0.05
     min_child_weight: float = Field(

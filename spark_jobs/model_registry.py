@@ -174,6 +174,7 @@ def log_ranker_run(
                 "compressed.trees": compressed["trees"],
                 "compressed.size_ratio": compressed["size_ratio"],
                 "train_seconds": meta["train_seconds"],
+                "trees": meta["n_trees"],
             }
         )
         mlflow.log_dict(

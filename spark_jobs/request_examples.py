@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 from datetime import date
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from feature_store.realtime import REALTIME_INPUTS, RealtimeParams
@@ -51,6 +51,13 @@ from spark_jobs.training_set import (
 
 QUERY_SEPARATOR = "@"
 WITHOUT_SPEED = "without_speed"  # the last part of the query id of a moment asked without the speed layer
+
+
+def asking_user(query_id: Column) -> Column:
+    """The user who asks a query: `<user_id>` of a moment's `<user_id>@<t_ms>[@without_speed]`, or the
+    query id itself when it is a plain user id (a nightly cut-off example)."""
+    moment = f"{QUERY_SEPARATOR}[0-9]+({QUERY_SEPARATOR}{WITHOUT_SPEED})?$"
+    return F.regexp_replace(query_id, moment, "")
 
 
 def epoch_ms(as_of: date) -> int:

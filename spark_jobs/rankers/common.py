@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 from feature_store.ranking import RANKER_FEATURES
 from feature_store.settings import RankerSettings
 from spark_jobs.metrics import ndcg_at_k
+from spark_jobs.request_examples import asking_user
 
 RankerKind = Literal["xgboost", "lightgbm"]
 VALIDATION_SHARE = 0.2
@@ -62,6 +63,18 @@ class TrainedRanker:
     def importance(self) -> dict[str, float]:
         """Total gain per feature name (0 for features no tree split on)."""
         return feature_importance(self.kind, self.booster)
+
+    def first_trees(self, trees: int) -> TrainedRanker:
+        """The same ranker holding only its first `trees` trees (a boosted model's prefix is a model)."""
+        if self.kind == "xgboost":
+            booster = self.booster[:trees]
+        else:
+            import lightgbm
+
+            booster = lightgbm.Booster(model_str=self.booster.model_to_string(num_iteration=trees))
+        return TrainedRanker(
+            self.kind, booster, trees, self.params, self.train_seconds, self.num_workers, dict(self.extra)
+        )
 
 
 def predict_native(
@@ -124,8 +137,11 @@ def partitioned_queries(examples: DataFrame, num_workers: int) -> DataFrame:
 def split_validation(
     examples: DataFrame, seed: int, share: float = VALIDATION_SHARE
 ) -> tuple[DataFrame, DataFrame]:
-    """(train, validation) by a seeded hash of the user: whole queries on one side, the same every run."""
-    bucket = F.abs(F.xxhash64(F.lit(seed), F.col("user_id"))) % 1000
+    """(train, validation) by a seeded hash of the asking user, the same every run: all of a user's
+    queries (the moments of the request-time set) on one side. Moments of one user share label events
+    (the next hour's positives) and feature values, so validating on a user the ranker trained on
+    rewards memorising that user's items."""
+    bucket = F.abs(F.xxhash64(F.lit(seed), asking_user(F.col("user_id")))) % 1000
     is_validation = bucket < int(share * 1000)
     return examples.where(~is_validation), examples.where(is_validation)
 
@@ -184,6 +200,29 @@ def tree_count_grid(n_trees: int, steps: int = 20) -> list[int]:
     """Candidate prefix lengths: about `steps` evenly spaced counts, always including all trees."""
     step = max(1, n_trees // steps)
     return sorted(set(range(step, n_trees + 1, step)) | {n_trees})
+
+
+def best_tree_count(ndcg_by_trees: Mapping[int, float]) -> int:
+    """The prefix with the highest NDCG, the fewest trees on a tie."""
+    best = max(ndcg_by_trees.values())
+    return min(n for n, value in ndcg_by_trees.items() if value == best)
+
+
+def early_stopped(ranker: TrainedRanker, validation: LocalQueries) -> TrainedRanker:
+    """The ranker cut to its best prefix on the validation queries (early stopping after the fact):
+    `trees` is then a ceiling, so the same setting serves a night of a few hundred queries, where late
+    trees fit noise, and one of thousands, where they still add signal. Without a validation query
+    that has a relevant row there is no evidence, and every tree stays."""
+    if not np.any(validation.relevance > 0):
+        return ranker
+    by_trees = ndcg_by_tree_count(ranker, validation, tree_count_grid(ranker.n_trees))
+    kept = ranker.first_trees(best_tree_count(by_trees))
+    kept.extra["early_stopping"] = {
+        "trained_trees": ranker.n_trees,
+        "kept_trees": kept.n_trees,
+        "validation_ndcg@10_by_trees": {str(n): v for n, v in by_trees.items()},
+    }
+    return kept
 
 
 def choose_tree_count(ndcg_by_trees: Mapping[int, float], tolerance: float) -> int:

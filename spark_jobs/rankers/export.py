@@ -39,15 +39,6 @@ FILE_NAMES = {
 }
 
 
-def first_trees(ranker: TrainedRanker, trees: int):
-    """A booster holding only the first `trees` trees."""
-    if ranker.kind == "xgboost":
-        return ranker.booster[:trees]
-    import lightgbm
-
-    return lightgbm.Booster(model_str=ranker.booster.model_to_string(num_iteration=trees))
-
-
 def as_regression_xgboost(booster):
     """The XGBoost booster relabelled with a regression objective (same raw-margin predictions)."""
     import xgboost
@@ -93,7 +84,7 @@ def export_ranker(
     by_trees = ndcg_by_tree_count(ranker, validation, tree_count_grid(ranker.n_trees))
     kept = choose_tree_count(by_trees, tolerance)
     full_onnx = to_onnx(ranker.kind, ranker.booster)
-    compressed_onnx = to_onnx(ranker.kind, first_trees(ranker, kept))
+    compressed_onnx = to_onnx(ranker.kind, ranker.first_trees(kept).booster)
     output, full_scores = onnx_scores(full_onnx, validation.features)
     _, compressed_scores = onnx_scores(compressed_onnx, validation.features)
     native_scores = ranker.predict(validation.features)

@@ -39,7 +39,7 @@ def holdout(ctx: BatchContext):
 def step_train(ctx: BatchContext, kind: str) -> dict[str, Any]:
     from spark_jobs.evaluation import BASELINE_SOURCES, evaluate_models
     from spark_jobs.model_registry import log_ranker_run
-    from spark_jobs.rankers.common import RankerParams, collect_queries, split_validation
+    from spark_jobs.rankers.common import RankerParams, collect_queries, early_stopped, split_validation
     from spark_jobs.rankers.export import export_ranker
     from spark_jobs.scoring import NativeModel
     from spark_jobs.training_set import at
@@ -60,7 +60,8 @@ def step_train(ctx: BatchContext, kind: str) -> dict[str, Any]:
         from spark_jobs.rankers.xgboost_ranker import train_xgboost as train
     else:
         from spark_jobs.rankers.lightgbm_ranker import train_lightgbm as train
-    ranker = train(train_part, params)
+    validation = collect_queries(validation_part)
+    ranker = early_stopped(train(train_part, params), validation)
     results = evaluate_models(
         holdout(ctx), {kind: NativeModel(kind, ranker.native_bytes())}, sources=BASELINE_SOURCES[:2]
     )
@@ -68,13 +69,14 @@ def step_train(ctx: BatchContext, kind: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         meta = export_ranker(
             ranker,
-            collect_queries(validation_part),
+            validation,
             settings.ranker.compress_tolerance,
             Path(tmp),
             extra_meta={
                 "trained_as_of": str(cut.train),
                 "holdout_as_of": str(cut.holdout),
                 "holdout": results[kind],
+                **ranker.extra,
             },
         )
         registered = log_ranker_run(
@@ -92,6 +94,7 @@ def step_train(ctx: BatchContext, kind: str) -> dict[str, Any]:
         "holdout": results[kind],
         "train_seconds": ranker.train_seconds,
         "compressed": meta["compressed"],
+        **ranker.extra,
     }
 
 

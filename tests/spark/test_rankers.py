@@ -17,15 +17,22 @@ from spark_jobs.evaluation import (
     top_k_from_source,
 )
 from spark_jobs.rankers.common import (
+    LocalQueries,
     RankerParams,
+    best_tree_count,
     choose_tree_count,
     collect_queries,
+    early_stopped,
     mean_ndcg,
+    ndcg_by_tree_count,
+    predict_native,
+    split_validation,
     tree_count_grid,
 )
 from spark_jobs.rankers.lightgbm_ranker import group_rows, network_params, train_lightgbm
 from spark_jobs.rankers.xgboost_ranker import train_xgboost
-from spark_jobs.scoring import NativeModel, score_inputs
+from spark_jobs.request_examples import asking_user
+from spark_jobs.scoring import NativeModel, load_booster, score_inputs
 from spark_jobs.training_set import build_training_set, ranker_inputs
 from tests.batch_models_data import interactions_df, minimal_gold_features, synthetic_world
 
@@ -104,6 +111,47 @@ def test_choose_tree_count_keeps_the_fewest_trees_within_tolerance():
     assert choose_tree_count({10: 0.40, 20: 0.45}, tolerance=0.0) == 20
 
 
+def test_best_tree_count_is_the_best_prefix_and_the_fewest_trees_on_a_tie():
+    assert best_tree_count({10: 0.40, 20: 0.46, 30: 0.46, 40: 0.45}) == 20
+    assert best_tree_count({10: 0.40, 20: 0.45}) == 20
+
+
+@pytest.mark.parametrize("kind", ["xgboost", "lightgbm"])
+def test_early_stopping_keeps_the_prefix_that_ranks_the_validation_queries_best(
+    world, xgboost_two, lightgbm_two, kind
+):
+    ranker = {"xgboost": xgboost_two, "lightgbm": lightgbm_two}[kind]
+    validation = collect_queries(world["training"].where(F.col("user_id") < "u015"))
+    by_trees = ndcg_by_tree_count(ranker, validation, tree_count_grid(100))
+    kept = early_stopped(ranker, validation)
+    best = best_tree_count(by_trees)
+    assert (kept.n_trees, kept.extra["early_stopping"]["kept_trees"]) == (best, best)
+    assert kept.extra["early_stopping"]["trained_trees"] == 100
+    assert list(kept.extra["early_stopping"]["validation_ndcg@10_by_trees"]) == [
+        str(n) for n in range(5, 101, 5)
+    ]
+    np.testing.assert_array_equal(
+        kept.predict(validation.features), ranker.predict(validation.features, trees=best)
+    )
+    # What the nightly registers and scores with is the prefix alone.
+    np.testing.assert_allclose(
+        predict_native(kind, load_booster(kind, kept.native_bytes()), validation.features),
+        ranker.predict(validation.features, trees=best),
+        rtol=1e-6,
+    )
+    assert mean_ndcg(validation, kept.predict(validation.features)) == by_trees[best]
+
+
+def test_early_stopping_keeps_every_tree_without_a_relevant_validation_row(lightgbm_two):
+    nothing_relevant = LocalQueries(
+        features=np.zeros((2, len(RANKER_FEATURES)), dtype=np.float32),
+        relevance=np.zeros(2),
+        query_ids=np.array(["u1", "u1"], dtype=object),
+        item_ids=np.array(["i1", "i2"], dtype=object),
+    )
+    assert early_stopped(lightgbm_two, nothing_relevant) is lightgbm_two
+
+
 def test_xgboost_spark_ranker_trains_on_two_workers(world, xgboost_two):
     assert (xgboost_two.kind, xgboost_two.n_trees, xgboost_two.num_workers) == ("xgboost", 100, 2)
     importance = xgboost_two.importance()
@@ -163,3 +211,26 @@ def test_rankers_beat_every_candidate_source_on_the_holdout(world, xgboost_two, 
     ]
     blend = ranking_metrics(rank_fusion(scored, k), world["relevance"], k, catalog)["ndcg@10"]
     assert blend > max(baseline.values()), (blend, baseline)
+
+
+def test_the_validation_split_keeps_each_users_moments_on_one_side(spark):
+    # A request-time query id is `<user>@<t_ms>[@without_speed]`: validating on another moment of a
+    # user the ranker trained on rewards memorising that user's items (validation NDCG@10 0.52 -> 0.61
+    # from depth 3 to 5 while the replay fell: benchmarks/full/2026-12-07-s20).
+    users = [f"user{u}@shop.example" for u in range(40)]
+    queries = [
+        (f"{user}@{t}{suffix}",)
+        for user in users
+        for t in (1_000, 2_000, 3_000)
+        for suffix in ("", "@without_speed")
+    ]
+    examples = spark.createDataFrame(queries + [(user,) for user in users], "user_id string")
+    train, validation = split_validation(examples, seed=42, share=0.5)
+    sides = {}
+    for side, frame in (("train", train), ("validation", validation)):
+        for row in frame.select(asking_user(F.col("user_id")).alias("user")).collect():
+            sides.setdefault(row.user, set()).add(side)
+    assert sorted(sides) == sorted(users)
+    assert all(len(side) == 1 for side in sides.values())
+    assert 0 < sum(side == {"validation"} for side in sides.values()) < len(users)
+    assert train.count() + validation.count() == len(queries) + len(users)
