@@ -465,9 +465,9 @@ def streaming_spark_conf(settings: Settings) -> dict[str, str]:
     `snapshotPartitions` tasks (50 by default) at every commit; with a commit every few seconds on a
     few cores that dominated the bronze query's batches, so it follows the configured parallelism.
     No auto compaction: it lowers the job's CPU once the day's partition holds many small files, but
-    its rewrites come as bursts that put bronze up to 18 s behind and doubled the recommendations' p99
-    beside the job in a 10-minute soak, with Delta's default sizes and with compacted files kept
-    (benchmarks/full/2026-12-07-s20)."""
+    its rewrites come as bursts that put bronze up to 19-23 s behind and raised the recommendations'
+    p99 beside the job 1.6-1.8x in a 10-minute soak, with Delta's default sizes and with compacted
+    files kept (benchmarks/full/2026-12-07-s20)."""
     return {
         "spark.databricks.delta.snapshotPartitions": str(max(1, settings.spark.shuffle_partitions)),
         "spark.sql.streaming.checkpointFileManagerClass": FILE_SYSTEM_CHECKPOINTS,
