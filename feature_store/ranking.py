@@ -19,6 +19,10 @@ from feature_store.realtime import REALTIME_INPUTS
 CHAMPION_ALIAS = "champion"
 CHALLENGER_ALIAS = "challenger"
 
+# The highest label grade a training example carries: LightGBM's lambdarank accepts labels below
+# len(label_gain) (31 by default); purchase weight 8 fits.
+MAX_RELEVANCE = 10
+
 USER_INPUTS: tuple[str, ...] = (
     "user_events_7d",
     "user_events_30d",

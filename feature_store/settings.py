@@ -38,7 +38,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSetti
 from pydantic_settings.exceptions import SettingsError
 
 from feature_store.events import MAX_EVENT_WIRE_BYTES
-from feature_store.ranking import CANDIDATE_SOURCES
+from feature_store.ranking import CANDIDATE_SOURCES, MAX_RELEVANCE
 
 
 def project_root() -> Path:
@@ -239,6 +239,13 @@ class BatchSettings(Component):
     )
     request_label_horizon_minutes: int = Field(
         60, description="A request-time example's label: positive events in (t, t + this]."
+    )
+    request_next_item_relevance: int = Field(
+        0,
+        ge=0,
+        le=MAX_RELEVANCE,
+        description="The label grade of a request-time example's next item (the first candidate the user "
+        "turned to after t) when its event's grade is lower; 0: graded like the rest of the horizon.",
     )
     top_n: int = Field(100, description="Recommendations kept and published per user.")
 

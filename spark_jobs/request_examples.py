@@ -14,7 +14,8 @@ requests worse than the hand priors):
   excludes (the user's history before the nightly and their recent items);
 - inputs = the gold features of `as_of`, the nightly per-source scores, and the real-time inputs at t
   (`spark_jobs.realtime_features`, the definitions of `feature_store.realtime`);
-- label = the user's positive events in (t, t + horizon].
+- label = the user's positive events in (t, t + horizon], graded by the strongest event's weight; the
+  next item (the first the user turned to) can be graded higher (`with_next_item_relevance`).
 
 A moment is a query: its rows carry `user_id` = `<user_id>@<t_ms>` in the training set, so the rankers
 group them per moment. Called by `spark_jobs.steps.data` (step `training_set`, and the real-time
@@ -45,8 +46,9 @@ from spark_jobs.training_set import (
     candidate_scores,
     feature_vector,
     gold_at,
+    labelled_candidates,
     relevance_of_weight,
-    training_examples,
+    sampled_examples,
 )
 
 QUERY_SEPARATOR = "@"
@@ -118,7 +120,8 @@ def sample_moments(
 
 
 def moment_labels(interactions: DataFrame, moments: DataFrame, horizon_ms: int) -> DataFrame:
-    """(user_id, t_ms, item_id, relevance) of the user's positive events in (t, t + horizon]."""
+    """(user_id, t_ms, item_id, relevance, first_ms) of the user's positive events in (t, t + horizon]:
+    the grade of the strongest, and when the first of them happened."""
     positive = interactions.where((F.col("label") == 1) & (F.col("weight") > 0)).select(
         "user_id", "item_id", "weight", event_time_ms(F.col("ts")).alias("ts_ms")
     )
@@ -126,7 +129,22 @@ def moment_labels(interactions: DataFrame, moments: DataFrame, horizon_ms: int) 
         (F.col("ts_ms") > F.col("t_ms")) & (F.col("ts_ms") <= F.col("t_ms") + F.lit(horizon_ms))
     )
     return after.groupBy("user_id", "t_ms", "item_id").agg(
-        relevance_of_weight(F.max("weight")).alias("relevance")
+        relevance_of_weight(F.max("weight")).alias("relevance"), F.min("ts_ms").alias("first_ms")
+    )
+
+
+def with_next_item_relevance(labelled: DataFrame, relevance: int) -> DataFrame:
+    """Raise the label of each query's next item (the labelled candidate the user turned to first
+    after t; ties by item id) to `relevance` when its grade is lower. A request asks "what next":
+    a 60-minute window alone labels the tenth item of a session like the first. 0 leaves every
+    label as it is."""
+    if relevance <= 0:
+        return labelled
+    order = Window.partitionBy("user_id").orderBy(F.col("first_ms").asc_nulls_last(), "item_id")
+    is_next = (F.row_number().over(order) == 1) & (F.col("relevance") > 0)
+    return labelled.withColumn(
+        "relevance",
+        F.when(is_next, F.greatest("relevance", F.lit(float(relevance)))).otherwise(F.col("relevance")),
     )
 
 
@@ -199,12 +217,13 @@ def build_request_time_set(
     max_negatives: int,
     session_start_moments: bool = True,
     moments_without_speed_per_user: int = 0,
+    next_item_relevance: int = 0,
     seed: int = 0,
 ) -> DataFrame:
     """The `gold/training_set` partition of cut-off `as_of`: request-time examples at moments in
     [as_of, end), one query per moment (see the module docstring); with
     `moments_without_speed_per_user`, that many more moments per user asked `without_speed` (query
-    ids end in `@without_speed`)."""
+    ids end in `@without_speed`); with `next_item_relevance`, see `with_next_item_relevance`."""
     sessions = params if session_start_moments else None
     asked = [(moments_per_user, seed, False, [])]
     if moments_without_speed_per_user:
@@ -230,15 +249,13 @@ def build_request_time_set(
         )
         labels.append(
             moment_labels(interactions, moments, horizon_ms).select(
-                query.alias("user_id"), "item_id", "relevance"
+                query.alias("user_id"), "item_id", "relevance", "first_ms"
             )
         )
-    examples = training_examples(
-        functools.reduce(DataFrame.unionByName, inputs),
-        functools.reduce(DataFrame.unionByName, labels),
-        max_negatives,
-        seed,
+    labelled = labelled_candidates(
+        functools.reduce(DataFrame.unionByName, inputs), functools.reduce(DataFrame.unionByName, labels)
     )
+    examples = sampled_examples(with_next_item_relevance(labelled, next_item_relevance), max_negatives, seed)
     return examples.select(F.lit(as_of).cast("date").alias("as_of"), "*").select(*TRAINING_SET.columns)
 
 

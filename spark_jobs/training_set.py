@@ -27,6 +27,7 @@ from feature_store.genres import GENRE_INPUTS
 from feature_store.ranking import (
     CANDIDATE_SOURCES,
     ITEM_INPUTS,
+    MAX_RELEVANCE,
     NIGHTLY_INPUTS,
     POOL_SCORERS,
     POOL_VIEWS,
@@ -38,8 +39,6 @@ from feature_store.ranking import (
 from feature_store.tables import TRAINING_SET
 from spark_jobs.candidates import interactions_between
 
-# LightGBM's lambdarank accepts labels below len(label_gain) (31 by default); purchase weight 8 fits.
-MAX_RELEVANCE = 10
 MISSING = float("nan")
 
 
@@ -155,9 +154,18 @@ def relevance_of_weight(weight: Column) -> Column:
 def training_examples(inputs: DataFrame, labels: DataFrame, max_negatives: int, seed: int = 0) -> DataFrame:
     """Labelled candidates: all positives plus at most `max_negatives` unlabelled candidates per user
     (chosen by a seeded hash, so reruns pick the same), for users with >= 1 positive and >= 1 negative."""
-    labelled = inputs.join(labels, ["user_id", "item_id"], "left").withColumn(
+    return sampled_examples(labelled_candidates(inputs, labels), max_negatives, seed)
+
+
+def labelled_candidates(inputs: DataFrame, labels: DataFrame) -> DataFrame:
+    """Every candidate with its label's columns; `relevance` 0 where the user did not touch it."""
+    return inputs.join(labels, ["user_id", "item_id"], "left").withColumn(
         "relevance", F.coalesce(F.col("relevance"), F.lit(0.0))
     )
+
+
+def sampled_examples(labelled: DataFrame, max_negatives: int, seed: int = 0) -> DataFrame:
+    """`training_examples` of candidates labelled already (`labelled_candidates`)."""
     pick = Window.partitionBy("user_id", F.col("relevance") > 0).orderBy(
         F.xxhash64(F.lit(seed), "user_id", "item_id"), "item_id"
     )

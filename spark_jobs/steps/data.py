@@ -123,6 +123,7 @@ def step_training_set(ctx: BatchContext) -> dict[str, Any]:
         max_negatives=settings.batch.max_negatives_per_query,
         session_start_moments=settings.batch.request_session_start_moments,
         moments_without_speed_per_user=settings.batch.request_moments_without_speed_per_user,
+        next_item_relevance=settings.batch.request_next_item_relevance,
     )
     rows = ctx.replace_where(TRAINING_SET, examples, as_of_condition(cut.train))
     return {"as_of": str(cut.train), "rows": rows}

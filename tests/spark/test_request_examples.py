@@ -64,7 +64,7 @@ def vector(item=None, affinity=None, cand=None, rt=(0.0, 0.0, 0.0, 0.0, 0.0), ge
 C, F_ = {"item_events_7d": 3.0, "item_avg_rating": 4.5}, {"item_events_7d": 7.0}
 
 
-def examples(spark, *, session_starts: bool, without_speed: int = 0) -> dict:
+def examples(spark, *, session_starts: bool, without_speed: int = 0, next_item: int = 0) -> dict:
     candidates, users, items, similar = tables(spark)
     got = build_request_time_set(
         candidates,
@@ -80,6 +80,7 @@ def examples(spark, *, session_starts: bool, without_speed: int = 0) -> dict:
         max_negatives=5,
         session_start_moments=session_starts,
         moments_without_speed_per_user=without_speed,
+        next_item_relevance=next_item,
     )
     return {(r.user_id, r.item_id): (as_none(r.features), r.relevance) for r in got.collect()}
 
@@ -95,6 +96,23 @@ def test_examples_are_asked_at_the_users_events(spark):
         (f"u1@{T1}", "f"): (vector(F_, None, {"popular": 1.0}, (1.0, 0.0, 0.0, 0.0, 0.0)), 0.0),
         (f"u1@{T2}", "e"): (vector(rt=(2.0, 0.0, 0.0, 0.5, 0.0)), 2.0),
         (f"u1@{T2}", "f"): (vector(F_, None, {"popular": 1.0}, (2.0, 0.0, 0.0, 0.0, 0.0)), 0.0),
+    }
+
+
+def test_the_next_item_can_be_graded_above_the_rest_of_the_hour(spark):
+    """At 10:00 the user turns to c first (purchase, 8 -> 10), e later keeps its click's 2; at 10:20 e
+    is the next item (2 -> 10). Negatives stay 0; the inputs do not move."""
+    graded = examples(spark, session_starts=False, next_item=10)
+    plain = examples(spark, session_starts=False)
+    assert {key: relevance for key, (_, relevance) in graded.items()} == {
+        (f"u1@{T1}", "c"): 10.0,
+        (f"u1@{T1}", "e"): 2.0,
+        (f"u1@{T1}", "f"): 0.0,
+        (f"u1@{T2}", "e"): 10.0,
+        (f"u1@{T2}", "f"): 0.0,
+    }
+    assert {key: features for key, (features, _) in graded.items()} == {
+        key: features for key, (features, _) in plain.items()
     }
 
 
