@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import date
+from datetime import UTC, date, datetime
 
 from pyspark.sql import DataFrame, SparkSession
 
@@ -51,14 +51,21 @@ def merge_insert(
     key: str,
     *,
     within: Mapping[str, Iterable[date]] | None = None,
+    between: Mapping[str, tuple[datetime, datetime]] | None = None,
     path: str | None = None,
 ) -> int:
     """Insert the rows of `df` whose `key` is not in the table yet (re-running adds nothing). Rows inserted.
 
     `within` (partition column -> values) limits the lookup of existing keys to those partitions: right
     when a key always lands in the same partition (an event's date), and what keeps a streaming
-    micro-batch's merge from reading the whole table. `path`: the table, already ensured to exist."""
-    return _merge(spark, settings, table, df, key, update=False, within=within, path=path)["inserted"]
+    micro-batch's merge from reading the whole table. `between` (timestamp column -> first, last)
+    limits it further to the files whose values of the column overlap [first, last] (Delta's data
+    skipping on its per-file min/max): right when every copy of a key carries the same value (an
+    event's time), and what keeps the lookup from growing with the day's partition. `path`: the
+    table, already ensured to exist."""
+    return _merge(spark, settings, table, df, key, update=False, within=within, between=between, path=path)[
+        "inserted"
+    ]
 
 
 def merge_upsert(
@@ -76,13 +83,16 @@ def _merge(
     key: str,
     update: bool,
     within: Mapping[str, Iterable[date]] | None = None,
+    between: Mapping[str, tuple[datetime, datetime]] | None = None,
     path: str | None = None,
 ) -> dict[str, int]:
     from delta.tables import DeltaTable
 
     path = path or ensure_table(spark, settings, table)
     source = conform(df, table)
-    condition = " AND ".join([*partition_filters("t", within or {}), f"t.`{key}` = s.`{key}`"])
+    condition = " AND ".join(
+        [*partition_filters("t", within or {}), *range_filters("t", between or {}), f"t.`{key}` = s.`{key}`"]
+    )
 
     def run():
         merge = DeltaTable.forPath(spark, path).alias("t").merge(source.alias("s"), condition)
@@ -106,6 +116,22 @@ def partition_filters(alias: str, within: Mapping[str, Iterable[date]]) -> list[
         dates = ", ".join(f"DATE'{d.isoformat()}'" for d in sorted(set(values)))
         out.append(f"{alias}.`{column}` IN ({dates})")
     return out
+
+
+def range_filters(alias: str, between: Mapping[str, tuple[datetime, datetime]]) -> list[str]:
+    """SQL conditions `alias.column >= TIMESTAMP'first' AND alias.column <= TIMESTAMP'last'` (UTC, the
+    sessions' time zone), literal on one side so Delta can skip files by their min/max statistics."""
+    out = []
+    for column, (first, last) in sorted(between.items()):
+        out.append(f"{alias}.`{column}` >= {timestamp_literal(first)}")
+        out.append(f"{alias}.`{column}` <= {timestamp_literal(last)}")
+    return out
+
+
+def timestamp_literal(moment: datetime) -> str:
+    """A Spark SQL TIMESTAMP literal of an aware (or UTC naive) datetime, in UTC to the microsecond."""
+    utc = moment.astimezone(UTC) if moment.tzinfo else moment
+    return f"TIMESTAMP'{utc.strftime('%Y-%m-%d %H:%M:%S.%f')}'"
 
 
 def replace_where(

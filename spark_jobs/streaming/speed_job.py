@@ -326,6 +326,9 @@ class BronzeWriter:
 
 # The key each streamed table is merged on: one row per event id, one per bus entry of a rejected line.
 MERGE_KEYS = {"bronze/events": "event_id", "bronze/quarantine": "row_key"}
+# A column every copy of a key carries unchanged (an event id names one event at one time): the lookup
+# reads only the files whose range of it overlaps the batch's.
+MERGE_RANGES = {"bronze/events": "ts"}
 
 
 @functools.cache
@@ -343,6 +346,8 @@ def write_bronze_batch(
     row_key), the lookup pruned to the partitions the batch touches: an event's date partition holds
     every earlier copy of it (streamed or batch-ingested), so a re-sent event, a replayed batch id or a
     fresh checkpoint re-reading the bus adds nothing, and a batch reads one day's keys, not the table.
+    Events: only the day's files whose event times overlap the batch's (MERGE_RANGES), so the
+    lookup's cost stays that of the batch's time span, not of the day so far.
     `table_paths` caches the tables already ensured to exist. Returns rows inserted per table name."""
     from spark_jobs.delta_io import ensure_table, merge_insert
     from spark_jobs.streaming.bronze_rows import arrow_batch
@@ -357,8 +362,19 @@ def write_bronze_batch(
         schema = table_schema(table.ddl)
         frame = spark.createDataFrame(arrow_batch(rows, schema))
         within = {column: [row[schema.names.index(column)] for row in rows] for column in table.partition_by}
+        between = {}
+        if (column := MERGE_RANGES.get(table.name)) is not None:
+            values = [row[schema.names.index(column)] for row in rows]
+            between[column] = (min(values), max(values))
         inserted[table.name] = merge_insert(
-            spark, settings, table, frame, MERGE_KEYS[table.name], within=within, path=paths[table]
+            spark,
+            settings,
+            table,
+            frame,
+            MERGE_KEYS[table.name],
+            within=within,
+            between=between,
+            path=paths[table],
         )
     return inserted
 

@@ -631,6 +631,69 @@ def test_bronze_batches_merge_each_event_id_once_into_its_date_partition(spark, 
     ]
 
 
+def test_a_bronze_batch_looks_up_only_the_files_its_event_times_overlap(spark, table_settings, tmp_path):
+    """Five batches of one day, an hour apart, make five files. With the files of 00:00-03:00 taken
+    away, a batch re-sending the 04:00 event with a new one at 04:30 still merges (it reads only the
+    04:00 file: Delta's min/max of ts) and adds only the new event; one that spans 02:00 cannot (the
+    lookup must read that file). Put back, the table holds each event once."""
+    from py4j.protocol import Py4JJavaError
+
+    from spark_jobs.streaming.bronze_rows import bronze_event_rows
+    from spark_jobs.streaming.speed_features import validate_entries
+    from spark_jobs.streaming.speed_job import write_bronze_batch
+
+    day = int(datetime(2026, 3, 1, tzinfo=UTC).timestamp() * 1000)
+    hour = 3_600_000
+    table = Path(table_settings.table_path(BRONZE_EVENTS.name))
+
+    def batch(*events: tuple[str, int]) -> dict:
+        bus = [
+            (
+                f"{n}-0",
+                day + 86_400_000,
+                orjson.dumps(
+                    {"event_id": i, "user_id": "u1", "item_id": "a", "event_type": "view", "ts": day + t}
+                ).decode(),
+            )
+            for n, (i, t) in enumerate(events)
+        ]
+        good, _ = validate_entries(bus, future_tolerance=timedelta(minutes=10), event_types=EventTypes())
+        return {BRONZE_EVENTS: bronze_event_rows(good, "test")}
+
+    def files_before(limit: datetime) -> list[str]:
+        """Data files (paths in the table) whose smallest ts is before `limit`, from the Delta log."""
+        out = []
+        for commit in sorted((table / "_delta_log").glob("*.json")):
+            for line in commit.read_text().splitlines():
+                add = orjson.loads(line).get("add")
+                if add and datetime.fromisoformat(orjson.loads(add["stats"])["minValues"]["ts"]) < limit:
+                    out.append(add["path"])
+        return out
+
+    for h in range(5):
+        assert write_bronze_batch(spark, table_settings, batch((f"e{h}", h * hour))) == {
+            BRONZE_EVENTS.name: 1
+        }
+    earlier = files_before(datetime(2026, 3, 1, 4, tzinfo=UTC))
+    assert len(earlier) == 4
+    aside = tmp_path / "aside"
+    for name in earlier:
+        (aside / name).parent.mkdir(parents=True, exist_ok=True)
+        (table / name).rename(aside / name)
+    assert write_bronze_batch(
+        spark, table_settings, batch(("e4", 4 * hour), ("e4b", 4 * hour + hour // 2))
+    ) == {BRONZE_EVENTS.name: 1}
+    with pytest.raises(Py4JJavaError):
+        write_bronze_batch(spark, table_settings, batch(("e2", 2 * hour), ("e4c", 4 * hour)))
+    for name in earlier:
+        (aside / name).rename(table / name)
+    assert write_bronze_batch(spark, table_settings, batch(("e2", 2 * hour), ("e4c", 4 * hour))) == {
+        BRONZE_EVENTS.name: 1
+    }
+    bronze = spark.read.format("delta").load(str(table))
+    assert sorted(r.event_id for r in bronze.collect()) == ["e0", "e1", "e2", "e3", "e4", "e4b", "e4c"]
+
+
 def test_an_oversize_entry_is_quarantined_and_batches_stay_within_the_byte_budget(
     streaming_spark, stream_settings, redis_client
 ):
