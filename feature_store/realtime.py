@@ -23,7 +23,9 @@ engines with. The exact semantics (kept simple so the three agree value for valu
   (ties: the larger item id first);
 - batch similar items are the nightly `gold/item_similar` lists, cut to the first `neighbours`;
 - the recency-weighted co-visitation weighs the seed at position p (0 = newest) by 0.5^p and divides
-  each count by the seed's top count among its neighbours.
+  each count by the seed's top count among its neighbours; the recency-weighted similar-item score
+  does the same with the seeds' batch similar lists (a seed whose best score is not positive adds
+  nothing).
 
 Storage bounds that the definition ignores (they only matter past them): the speed layer trims a
 user's recent items to `recent_items_max` (50, more than the seeds and the co-visitation reach),
@@ -74,6 +76,12 @@ REALTIME_FEATURES: tuple[RealtimeFeature, ...] = (
         "sum over the seeds, newest first, of 0.5^position x the candidate's real-time co-visitation count "
         "/ the seed's top count, where it is among the seed's neighbours (the newest item outweighs all "
         "older ones together)",
+    ),
+    RealtimeFeature(
+        "rt_recency_similar",
+        "user x item",
+        "sum over the seeds, newest first, of 0.5^position x the candidate's batch similar-item score / the "
+        "seed's best score, where it is in the seed's first neighbours",
     ),
 )
 REALTIME_INPUTS: tuple[str, ...] = tuple(f.name for f in REALTIME_FEATURES)
@@ -254,6 +262,7 @@ def reference_features(
     covisit = from_neighbour_lists(seeds, lists, params.neighbours)
     by_recency = from_neighbour_lists_by_recency(seeds, lists, params.neighbours)
     similar_sums = from_neighbour_lists(seeds, similar, params.neighbours)
+    similar_by_recency = from_neighbour_lists_by_recency(seeds, similar, params.neighbours)
     out = {}
     for item in candidates:
         category = categories.get(item)
@@ -266,5 +275,6 @@ def reference_features(
             covisit.get(item, 0.0),
             similar_sums.get(item, 0.0),
             by_recency.get(item, 0.0),
+            similar_by_recency.get(item, 0.0),
         )
     return out

@@ -80,10 +80,11 @@ def realtime_block(
     covisit: Mapping[str, float],
     similar: Mapping[str, float],
     covisit_by_recency: Mapping[str, float],
+    similar_by_recency: Mapping[str, float],
 ) -> np.ndarray:
     """(rows, len(REALTIME_INPUTS)) in REALTIME_INPUTS order: the session's event count, the share of
     the candidate's category in the session, its summed co-visitation and similar-item scores over
-    the seeds, and its recency-weighted co-visitation (feature_store.realtime.from_session /
+    the seeds, and its recency-weighted co-visitation and similar-item scores (feature_store.realtime.from_session /
     from_neighbour_lists / from_neighbour_lists_by_recency give these maps); 0 where none."""
     rows = len(ids)
     block = np.zeros((rows, len(REALTIME_INPUTS)), dtype=np.float32)
@@ -98,6 +99,8 @@ def realtime_block(
         block[:, 3] = np.fromiter((similar.get(i, 0.0) for i in ids), dtype=np.float32, count=rows)
     if covisit_by_recency:
         block[:, 4] = np.fromiter((covisit_by_recency.get(i, 0.0) for i in ids), dtype=np.float32, count=rows)
+    if similar_by_recency:
+        block[:, 5] = np.fromiter((similar_by_recency.get(i, 0.0) for i in ids), dtype=np.float32, count=rows)
     return block
 
 

@@ -50,13 +50,14 @@ _N_ITEM = len(ITEM_INPUTS)
 
 class RequestSignals(NamedTuple):
     """What the request's seeds (recent items, the context item first) bring: item -> summed
-    co-visitation and similar-item scores, and the recency-weighted co-visitation (the real-time
-    inputs `rt_recent_covisit`/`rt_recent_similar`/`rt_recency_covisit`)."""
+    co-visitation and similar-item scores, and the two weighted by the seeds' recency (the real-time
+    inputs `rt_recent_covisit`/`rt_recent_similar`/`rt_recency_covisit`/`rt_recency_similar`)."""
 
     seeds: list[str]
     covisit: dict[str, float]
     similar: dict[str, float]
     covisit_by_recency: dict[str, float]
+    similar_by_recency: dict[str, float]
 
 
 def answer_items(
@@ -202,6 +203,7 @@ class Recommender:
             from_neighbour_lists(seeds, covisit, neighbours),
             from_neighbour_lists(seeds, similar, neighbours),
             from_neighbour_lists_by_recency(seeds, covisit, neighbours),
+            from_neighbour_lists_by_recency(seeds, similar, neighbours),
         )
         return view, columns, items, signals
 
@@ -273,6 +275,7 @@ class Recommender:
             signals.covisit,
             signals.similar,
             signals.covisit_by_recency,
+            signals.similar_by_recency,
         )
         genre = genre_block(view.user.genre_profile, genres)
         return assemble_matrix(view.user.features, block, affinities, genre, sources, realtime)

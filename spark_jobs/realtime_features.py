@@ -18,7 +18,9 @@ from pyspark.sql import functions as F
 
 from feature_store.realtime import REALTIME_INPUTS, RECENCY_DECAY, RealtimeParams
 
-RT_SESSION_EVENTS, RT_CATEGORY_SHARE, RT_COVISIT, RT_SIMILAR, RT_RECENCY_COVISIT = REALTIME_INPUTS
+RT_SESSION_EVENTS, RT_CATEGORY_SHARE, RT_COVISIT, RT_SIMILAR, RT_RECENCY_COVISIT, RT_RECENCY_SIMILAR = (
+    REALTIME_INPUTS
+)
 
 
 def event_time_ms(ts: Column) -> Column:
@@ -166,12 +168,22 @@ def covisit_at(pairs: DataFrame, seeds: DataFrame, params: RealtimeParams) -> Da
 
 
 def similar_at(similar: DataFrame, seeds: DataFrame, params: RealtimeParams) -> DataFrame:
-    """(user_id, t_ms, item_id, rt_recent_similar) from one cut-off's `gold/item_similar` rows."""
-    firsts = similar.where(F.col("rank") <= params.neighbours).select(
-        F.col("item_id").alias("seed"), F.col("similar_item_id").alias("item_id"), "score"
+    """(user_id, t_ms, item_id, rt_recent_similar, rt_recency_similar) from one cut-off's
+    `gold/item_similar` rows: over the seeds, the scores of each seed's first `params.neighbours`
+    similar items, summed as they are and weighted by the seed's recency over its best score
+    (feature_store.realtime; a seed whose best score is not positive adds nothing to the latter)."""
+    firsts = (
+        similar.where(F.col("rank") <= params.neighbours)
+        .select(F.col("item_id").alias("seed"), F.col("similar_item_id").alias("item_id"), "score")
+        .withColumn("_best", F.max("score").over(Window.partitionBy("seed")))
     )
+    weighted = F.when(
+        F.col("_best") > 0, F.pow(F.lit(RECENCY_DECAY), F.col("position")) * F.col("score") / F.col("_best")
+    ).otherwise(F.lit(0.0))
     return (
-        seeds.join(firsts, "seed").groupBy("user_id", "t_ms", "item_id").agg(F.sum("score").alias(RT_SIMILAR))
+        seeds.join(firsts, "seed")
+        .groupBy("user_id", "t_ms", "item_id")
+        .agg(F.sum("score").alias(RT_SIMILAR), F.sum(weighted).alias(RT_RECENCY_SIMILAR))
     )
 
 
@@ -224,4 +236,5 @@ def realtime_inputs(candidates: DataFrame, state: RealtimeState, categories: Dat
         F.coalesce(F.col(RT_COVISIT), F.lit(0.0)).alias(RT_COVISIT),
         F.coalesce(F.col(RT_SIMILAR), F.lit(0.0)).alias(RT_SIMILAR),
         F.coalesce(F.col(RT_RECENCY_COVISIT), F.lit(0.0)).alias(RT_RECENCY_COVISIT),
+        F.coalesce(F.col(RT_RECENCY_SIMILAR), F.lit(0.0)).alias(RT_RECENCY_SIMILAR),
     )

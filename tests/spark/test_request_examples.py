@@ -46,7 +46,7 @@ def tables(spark):
     return candidates, users, items, similar
 
 
-def vector(item=None, affinity=None, cand=None, rt=(0.0, 0.0, 0.0, 0.0, 0.0), genres=()):
+def vector(item=None, affinity=None, cand=None, rt=(0.0, 0.0, 0.0, 0.0, 0.0, 0.0), genres=()):
     values = {
         "user_events_7d": 2.0,
         "user_lifetime_events": 2.0,
@@ -91,11 +91,14 @@ def test_examples_are_asked_at_the_users_events(spark):
     # is d's similar item; c and f come from the nightly sources. At 10:20 c is recent too. At 10:30
     # nothing follows within the hour: no positive, no query.
     assert rows == {
-        (f"u1@{T1}", "c"): (vector(C, 0.25, {"als": 1.0}, (1.0, 0.0, 0.0, 0.0, 0.0), ITEM_GENRES["c"]), 8.0),
-        (f"u1@{T1}", "e"): (vector(rt=(1.0, 0.0, 0.0, 0.5, 0.0)), 2.0),
-        (f"u1@{T1}", "f"): (vector(F_, None, {"popular": 1.0}, (1.0, 0.0, 0.0, 0.0, 0.0)), 0.0),
-        (f"u1@{T2}", "e"): (vector(rt=(2.0, 0.0, 0.0, 0.5, 0.0)), 2.0),
-        (f"u1@{T2}", "f"): (vector(F_, None, {"popular": 1.0}, (2.0, 0.0, 0.0, 0.0, 0.0)), 0.0),
+        (f"u1@{T1}", "c"): (
+            vector(C, 0.25, {"als": 1.0}, (1.0, 0.0, 0.0, 0.0, 0.0, 0.0), ITEM_GENRES["c"]),
+            8.0,
+        ),
+        (f"u1@{T1}", "e"): (vector(rt=(1.0, 0.0, 0.0, 0.5, 0.0, 1.0)), 2.0),
+        (f"u1@{T1}", "f"): (vector(F_, None, {"popular": 1.0}, (1.0, 0.0, 0.0, 0.0, 0.0, 0.0)), 0.0),
+        (f"u1@{T2}", "e"): (vector(rt=(2.0, 0.0, 0.0, 0.5, 0.0, 0.5)), 2.0),
+        (f"u1@{T2}", "f"): (vector(F_, None, {"popular": 1.0}, (2.0, 0.0, 0.0, 0.0, 0.0, 0.0)), 0.0),
     }
 
 
@@ -124,10 +127,10 @@ def test_a_session_start_is_asked_too(spark):
     asked = {key: value for key, value in every.items() if key[0] == f"u1@{start}"}
     assert asked == {
         (f"u1@{start}", "c"): (
-            vector(C, 0.25, {"als": 1.0}, (2.0, 0.0, 0.0, 0.0, 0.0), ITEM_GENRES["c"]),
+            vector(C, 0.25, {"als": 1.0}, (2.0, 0.0, 0.0, 0.0, 0.0, 0.0), ITEM_GENRES["c"]),
             8.0,
         ),
-        (f"u1@{start}", "f"): (vector(F_, None, {"popular": 1.0}, (2.0, 0.0, 0.0, 0.0, 0.0)), 0.0),
+        (f"u1@{start}", "f"): (vector(F_, None, {"popular": 1.0}, (2.0, 0.0, 0.0, 0.0, 0.0, 0.0)), 0.0),
     }
     assert every.keys() - asked.keys() == examples(spark, session_starts=False).keys()
 
@@ -166,7 +169,7 @@ def test_moments_without_the_speed_layer_hold_only_nightly_candidates_and_no_rea
     (a product backend passes what the user just consumed). At 10:20 only f is left: no positive."""
     every = examples(spark, session_starts=True, without_speed=10)
     blind = {key: value for key, value in every.items() if key[0].endswith("@without_speed")}
-    cold = (0.0, 0.0, 0.0, 0.0, 0.0)
+    cold = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
     assert blind == {
         (f"u1@{t}@without_speed", item): value
         for t in (T1 - 1, T1)

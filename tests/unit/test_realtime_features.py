@@ -20,6 +20,7 @@ def test_inputs_are_declared_once_in_order():
         "rt_recent_covisit",
         "rt_recent_similar",
         "rt_recency_covisit",
+        "rt_recency_similar",
     )
 
 
@@ -55,18 +56,19 @@ def test_reference_features_in_a_new_session():
         "e",
         "d",
     ]
-    # seeds e (newest), d: each pairs with a and b once, so by recency 1 + 0.5
+    # seeds e (newest), d: each pairs with a and b once, so by recency 1 + 0.5; similar by recency:
+    # e's list over its best 0.5 (c 1, a 0.5), d's over 0.1 at weight 0.5 (c 0.5)
     assert got == {
-        "a": (1.0, 0.0, 2.0, 0.25, 1.5),
-        "b": (1.0, 0.0, 2.0, 0.0, 1.5),
-        "c": (1.0, 0.0, 0.0, 0.6, 0.0),
+        "a": (1.0, 0.0, 2.0, 0.25, 1.5, 0.5),
+        "b": (1.0, 0.0, 2.0, 0.0, 1.5, 0.0),
+        "c": (1.0, 0.0, 0.0, 0.6, 0.0, 1.5),
     }
 
 
 def test_reference_features_at_an_event_include_it_and_nothing_later():
     got = reference_features(EVENTS, "u1", START_MS + 3 * MIN, ["a", "e"], CATEGORIES, SIMILAR, PARAMS)
     # session a, b, c, d (c has no category); seeds d, c; d's neighbours a and b (1 each)
-    assert got == {"a": (4.0, 2 / 3, 1.0, 0.0, 1.0), "e": (4.0, 1 / 3, 0.0, 0.0, 0.0)}
+    assert got == {"a": (4.0, 2 / 3, 1.0, 0.0, 1.0, 0.0), "e": (4.0, 1 / 3, 0.0, 0.0, 0.0, 0.0)}
 
 
 def test_serving_readers_of_the_stored_state():

@@ -169,6 +169,7 @@ def test_matrix_equals_the_reference(seed):
     covisit = {item: float(np.float32(rng.random())) for item in ids if rng.random() < 0.3}
     similar = {item: float(np.float32(rng.random())) for item in ids if rng.random() < 0.3}
     by_recency = {item: float(np.float32(rng.random())) for item in ids if rng.random() < 0.3}
+    similar_by_recency = {item: float(np.float32(rng.random())) for item in ids if rng.random() < 0.3}
     user = rng.random(len(USER_INPUTS), dtype=np.float32)
     items = [rng.random(len(ITEM_INPUTS), dtype=np.float32) if n % 7 else None for n in range(len(ids))]
     affinities = [float(np.float32(rng.random())) if n % 5 else None for n in range(len(ids))]
@@ -185,7 +186,7 @@ def test_matrix_equals_the_reference(seed):
         np.array([np.nan if a is None else a for a in affinities], dtype=np.float32),
         genre_block(profile, genres),
         source_scores_block(len(ids), batch_rows, rec_rows, per_source),
-        realtime_block(ids, categories, 5.0, shares, covisit, similar, by_recency),
+        realtime_block(ids, categories, 5.0, shares, covisit, similar, by_recency, similar_by_recency),
     )
     realtime = [
         (
@@ -194,6 +195,7 @@ def test_matrix_equals_the_reference(seed):
             covisit.get(i, 0.0),
             similar.get(i, 0.0),
             by_recency.get(i, 0.0),
+            similar_by_recency.get(i, 0.0),
         )
         for i, c in zip(ids, categories)
     ]

@@ -109,6 +109,7 @@ def test_matrix_follows_ranker_features_with_nan_for_missing():
         {"b": 3.0},
         {"a": 0.5, "c": 0.25},
         {"b": 0.75},
+        {"c": 0.125},
     )
     # genres: a rock/pop item, a jazz one (not in the profile), one without genres
     genres = genre_block({"rock": 0.6, "pop": 0.2, "folk": 0.2}, [("rock", "pop"), ("jazz",), ()])
@@ -138,12 +139,13 @@ def test_matrix_follows_ranker_features_with_nan_for_missing():
     expected[:, names.index("rt_recent_covisit")] = [0.0, 3.0, 0.0]
     expected[:, names.index("rt_recent_similar")] = [0.5, 0.0, 0.25]
     expected[:, names.index("rt_recency_covisit")] = [0.0, 0.75, 0.0]
+    expected[:, names.index("rt_recency_similar")] = [0.0, 0.0, 0.125]
     np.testing.assert_array_equal(matrix, expected)
 
 
 def test_matrix_without_user_features_or_published_recommendations():
     sources = source_scores_block(2, np.array([], dtype=np.intp), np.array([], dtype=np.intp), None)
-    realtime = realtime_block(["a", "b"], [None, None], 0.0, {}, {}, {}, {})
+    realtime = realtime_block(["a", "b"], [None, None], 0.0, {}, {}, {}, {}, {})
     genres = genre_block(None, [("rock",), ()])
     matrix = assemble_matrix(
         None,
@@ -159,7 +161,7 @@ def test_matrix_without_user_features_or_published_recommendations():
         and np.isnan(matrix[:, names.index("cand_als")]).all()
         and np.isnan(matrix[:, names.index("ui_genre_cosine")]).all()
     )
-    assert matrix[:, names.index("rt_session_events") :].tolist() == [[0.0] * 5, [0.0] * 5]
+    assert matrix[:, names.index("rt_session_events") :].tolist() == [[0.0] * 6, [0.0] * 6]
 
 
 def test_top_k_with_category_cap_and_preferred_category():
