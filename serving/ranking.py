@@ -93,14 +93,9 @@ def realtime_block(
         share = {c: category_shares.get(c, 0.0) for c in set(categories) if c is not None}
         share[None] = 0.0
         block[:, 1] = np.fromiter(map(share.__getitem__, categories), dtype=np.float32, count=rows)
-    if covisit:
-        block[:, 2] = np.fromiter((covisit.get(i, 0.0) for i in ids), dtype=np.float32, count=rows)
-    if similar:
-        block[:, 3] = np.fromiter((similar.get(i, 0.0) for i in ids), dtype=np.float32, count=rows)
-    if covisit_by_recency:
-        block[:, 4] = np.fromiter((covisit_by_recency.get(i, 0.0) for i in ids), dtype=np.float32, count=rows)
-    if similar_by_recency:
-        block[:, 5] = np.fromiter((similar_by_recency.get(i, 0.0) for i in ids), dtype=np.float32, count=rows)
+    for column, scores in enumerate((covisit, similar, covisit_by_recency, similar_by_recency), start=2):
+        if scores:
+            block[:, column] = np.fromiter((scores.get(i, 0.0) for i in ids), dtype=np.float32, count=rows)
     return block
 
 

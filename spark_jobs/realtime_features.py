@@ -159,11 +159,10 @@ def covisit_at(pairs: DataFrame, seeds: DataFrame, params: RealtimeParams) -> Da
     per_seed = Window.partitionBy("user_id", "t_ms", "seed")
     order = per_seed.orderBy(F.col("w").desc(), F.col("partner_id").desc())
     top = counted.withColumn("_r", F.row_number().over(order)).where(F.col("_r") <= params.neighbours)
-    weighted = F.pow(F.lit(RECENCY_DECAY), F.col("position")) * F.col("w") / F.col("_best")
     return (
         top.withColumn("_best", F.max("w").over(per_seed))
         .groupBy("user_id", "t_ms", F.col("partner_id").alias("item_id"))
-        .agg(F.sum("w").alias(RT_COVISIT), F.sum(weighted).alias(RT_RECENCY_COVISIT))
+        .agg(F.sum("w").alias(RT_COVISIT), F.sum(by_recency("w")).alias(RT_RECENCY_COVISIT))
     )
 
 
@@ -177,14 +176,19 @@ def similar_at(similar: DataFrame, seeds: DataFrame, params: RealtimeParams) -> 
         .select(F.col("item_id").alias("seed"), F.col("similar_item_id").alias("item_id"), "score")
         .withColumn("_best", F.max("score").over(Window.partitionBy("seed")))
     )
-    weighted = F.when(
-        F.col("_best") > 0, F.pow(F.lit(RECENCY_DECAY), F.col("position")) * F.col("score") / F.col("_best")
-    ).otherwise(F.lit(0.0))
     return (
         seeds.join(firsts, "seed")
         .groupBy("user_id", "t_ms", "item_id")
-        .agg(F.sum("score").alias(RT_SIMILAR), F.sum(weighted).alias(RT_RECENCY_SIMILAR))
+        .agg(F.sum("score").alias(RT_SIMILAR), F.sum(by_recency("score")).alias(RT_RECENCY_SIMILAR))
     )
+
+
+def by_recency(score: str) -> Column:
+    """One neighbour's part of a recency-weighted input (feature_store.realtime
+    `from_neighbour_lists_by_recency`): RECENCY_DECAY^position x score / the seed's best (`_best`),
+    0 when the seed's best is not positive."""
+    weighted = F.pow(F.lit(RECENCY_DECAY), F.col("position")) * F.col(score) / F.col("_best")
+    return F.when(F.col("_best") > 0, weighted).otherwise(F.lit(0.0))
 
 
 @dataclass(frozen=True)

@@ -136,8 +136,8 @@ def moment_labels(interactions: DataFrame, moments: DataFrame, horizon_ms: int) 
 def with_next_item_relevance(labelled: DataFrame, relevance: int) -> DataFrame:
     """Raise the label of each query's next item (the labelled candidate the user turned to first
     after t; ties by item id) to `relevance` when its grade is lower. A request asks "what next":
-    a 60-minute window alone labels the tenth item of a session like the first. 0 leaves every
-    label as it is."""
+    the horizon alone labels the tenth item of a session like the first. 0 leaves every label as it
+    is."""
     if relevance <= 0:
         return labelled
     order = Window.partitionBy("user_id").orderBy(F.col("first_ms").asc_nulls_last(), "item_id")
